@@ -1,0 +1,102 @@
+# NeuronBus build. `make` builds libneuronbus (static and shared) and the
+# runtime; `make test` runs every test; `make run` runs the demo topology.
+# SAN=address (ASan+UBSan) or SAN=thread (TSan) builds into build/$(SAN).
+# Missing Debian packages are installed first by `make deps`.
+
+SAN ?=
+BUILD := build/$(if $(SAN),$(SAN),default)
+CC ?= cc
+OPT ?= -O2
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
+  -Wno-unused-parameter -g $(OPT) -fPIC -pthread -Icore
+ifeq ($(SAN),address)
+  CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+  LDSAN := -fsanitize=address,undefined
+else ifeq ($(SAN),thread)
+  CFLAGS_BASE += -fsanitize=thread -fno-omit-frame-pointer
+  LDSAN := -fsanitize=thread
+else ifneq ($(SAN),)
+  $(error SAN must be address or thread, got "$(SAN)")
+endif
+CFLAGS_ALL = $(CFLAGS_BASE) $(CFLAGS)
+LDLIBS_CORE := -pthread -lm $(LDSAN)
+
+# Lazily expanded: evaluated after `deps` has installed the packages.
+LUAJIT_CFLAGS = $(shell pkg-config --cflags luajit)
+LUAJIT_LIBS = $(shell pkg-config --libs luajit)
+UV_CFLAGS = $(shell pkg-config --cflags libuv)
+UV_LIBS = $(shell pkg-config --libs libuv)
+
+CORE_SRC := $(wildcard core/*.c)
+CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
+CORE_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard spec/core/test_*.c spec/core/validate_*.c))
+RT_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c))
+RT_OBJ := $(RT_SRC:%.c=$(BUILD)/%.o)
+RT_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard spec/runtime/test_*.c))
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_BIN := $(patsubst %.c,$(BUILD)/%,$(BENCH_SRC))
+
+LIB_A := $(BUILD)/libneuronbus.a
+LIB_SO := $(BUILD)/libneuronbus.so
+NB_BIN := $(BUILD)/neuronbus
+RT_SO := $(BUILD)/libnbruntime.so
+
+ifeq ($(wildcard runtime/main.c),)
+  RUNTIME_TARGETS :=
+else
+  RUNTIME_TARGETS := $(NB_BIN) $(RT_SO)
+endif
+
+.PHONY: all core runtime test run deps bench bench-plot clean fuzz
+all: core runtime
+core: $(LIB_A) $(LIB_SO)
+runtime: $(RUNTIME_TARGETS)
+
+deps:
+	@./.ci/deps
+
+$(BUILD)/%.o: %.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(if $(filter runtime/%,$<),$(LUAJIT_CFLAGS) $(UV_CFLAGS)) -MMD -MP -c $< -o $@
+
+$(LIB_A): $(CORE_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIB_SO): $(CORE_OBJ)
+	$(CC) -shared -o $@ $^ $(LDLIBS_CORE)
+
+# The runtime library links LuaJIT dynamically; a process that already has
+# LuaJIT (the luajit binary running busted) resolves the Lua C API to its
+# own copy first, so every state is made and driven by one LuaJIT.
+$(RT_SO): $(RT_OBJ) $(LIB_A)
+	$(CC) -shared -o $@ $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE)
+
+$(NB_BIN): $(BUILD)/runtime/main.o $(RT_OBJ) $(LIB_A)
+	$(CC) -o $@ $^ $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE) -Wl,-E
+
+$(BUILD)/spec/core/%: spec/core/%.c $(LIB_A) spec/nbtest.h | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -Ispec -o $@ $< $(LIB_A) $(LDLIBS_CORE)
+
+$(BUILD)/spec/runtime/%: spec/runtime/%.c $(RT_OBJ) $(LIB_A) spec/nbtest.h | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(LUAJIT_CFLAGS) $(UV_CFLAGS) -Ispec -Iruntime -o $@ $< $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE) -Wl,-E
+
+$(BUILD)/bench/%: bench/%.c $(RT_OBJ) $(LIB_A) | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) $(LUAJIT_CFLAGS) $(UV_CFLAGS) -Ibench -Iruntime -o $@ $< $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE) -Wl,-E
+
+test: all $(CORE_TESTS) $(RT_TESTS) $(BENCH_BIN)
+	@NB_SAN=$(SAN) ./spec/run.sh $(BUILD) $(SAN)
+
+run: all
+	./$(NB_BIN) run agents/demo.lua --for 3s --stats
+
+bench: all $(BENCH_BIN)
+	@./bench/run.sh $(BUILD)
+
+clean:
+	rm -rf build
+
+-include $(CORE_OBJ:.o=.d) $(RT_OBJ:.o=.d)

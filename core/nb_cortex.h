@@ -1,0 +1,129 @@
+/* nb_cortex.h: topology, discovery and the tick that routes spikes.
+ *
+ * Concurrency contract: a cortex is driven by ONE thread (the cortex
+ * thread). Neurons may fire from other threads into their own axons; the
+ * axon is the cross-thread channel.
+ *
+ * One tick, in deterministic order (same inputs, same outputs):
+ *  1. COLLECT + ROUTE: for each neuron in id order, then the injection
+ *     queue, drain its axon. A unicast spike goes to its target with the
+ *     synapse's filters and weight when a synapse joins the pair, else with
+ *     weight 1.0; a broadcast spike goes along every outgoing synapse whose
+ *     filters pass. STDP "pre" is recorded on each synapse used. A spike
+ *     whose target inbox is full stays in the axon (and with it every later
+ *     spike of that source): backpressure, never loss. Spikes to an unknown
+ *     id are counted as dead letters.
+ *  2. DELIVER + FIRE: for each neuron in id order: if refractory, count the
+ *     tick down and keep its inbox waiting; else integrate the inbox, hand
+ *     it to the agent as one batch, then nb_if_step; on fire apply STDP
+ *     "post" on incoming synapses and call the agent's tick. */
+#ifndef NB_CORTEX_H
+#define NB_CORTEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nb_arena.h"
+#include "nb_neuron.h"
+#include "nb_synapse.h"
+
+#define NB_MAX_NEURONS 0xFFFFu /* ids 0..0xFFFE; 0xFFFF is broadcast */
+
+typedef struct nb_cortex_s nb_cortex_t;
+
+typedef struct nb_cortex_opts_s {
+  uint32_t max_neurons;    /* id space; <= 1024 keeps synapses dense */
+  uint32_t axon_capacity;  /* per neuron, power of two, 0 = 4096 */
+  uint32_t inbox_capacity; /* per neuron, 0 = axon_capacity */
+  nb_arena_t *arena;       /* for large payloads; NULL = none */
+  uint32_t prune_every;    /* prune weak synapses every N ticks, 0 = never */
+} nb_cortex_opts_t;
+
+typedef struct nb_cortex_stats_s {
+  uint64_t ticks;
+  uint64_t routed;       /* spike deliveries into inboxes */
+  uint64_t dead_letters; /* spikes to unknown or stopped targets */
+  uint64_t filtered;     /* stopped by dendritic filters */
+  uint64_t pruned;       /* synapses removed by pruning */
+} nb_cortex_stats_t;
+
+/* Returns the default options (max_neurons 1024). */
+nb_cortex_opts_t nb_cortex_opts_default(void);
+
+/* Creates a cortex; returns 0, NB_EINVAL or NB_ENOMEM. */
+int nb_cortex_new(nb_cortex_t **out, const nb_cortex_opts_t *opts);
+
+/* Frees the cortex and its neurons (does not call on_stop: see stop). */
+void nb_cortex_free(nb_cortex_t *cx);
+
+/* Registers a neuron with a copy of card (name must be unique and
+ * non-empty), IF parameters (NULL = defaults) and callbacks; assigns the
+ * next id. Returns 0, NB_EEXIST, NB_EINVAL, NB_ELIMIT past max_neurons (or
+ * 0xFFFE), NB_ENOMEM. *out may be NULL. */
+int nb_cortex_register(nb_cortex_t *cx, const nb_card_t *card,
+                       const nb_if_params_t *params,
+                       const nb_agent_ops_t *ops, void *agent,
+                       nb_neuron_t **out);
+
+/* Returns the neuron with id, or by name, or NULL. */
+nb_neuron_t *nb_cortex_neuron(const nb_cortex_t *cx, nb_id_t id);
+nb_neuron_t *nb_cortex_find(const nb_cortex_t *cx, const char *name);
+
+/* Returns the number of registered neurons (ids are 0..count-1). */
+size_t nb_cortex_count(const nb_cortex_t *cx);
+
+/* Connects pre->post with weight (clamped to the STDP bounds), up to
+ * NB_FILTERS_MAX filters, and STDP parameters (NULL = STDP off); replaces
+ * an existing synapse. Returns 0, NB_ENOENT, NB_EINVAL, NB_ENOMEM. */
+int nb_cortex_connect(nb_cortex_t *cx, nb_id_t pre, nb_id_t post,
+                      float weight, const nb_filter_t *filters,
+                      size_t nfilters, const nb_stdp_t *stdp);
+
+/* Returns the synapse table (weights, iteration). */
+nb_synapse_table_t *nb_cortex_synapses(const nb_cortex_t *cx);
+
+/* Returns 1 when parent equals child or is a whole-segment prefix of it
+ * ("cortex" and "cortex/lang" are parents of "cortex/lang/x"; "cortex/lang"
+ * is not a parent of "cortex/language"). Trailing slashes are ignored. */
+int nb_region_contains(const char *parent, const char *child);
+
+/* Writes up to max ids of neurons with capability into out (id order);
+ * returns the total number found. */
+size_t nb_cortex_discover(const nb_cortex_t *cx, const char *capability,
+                          nb_id_t *out, size_t max);
+
+/* Writes up to max ids of neurons in the region subtree path; returns the
+ * total number found. */
+size_t nb_cortex_region(const nb_cortex_t *cx, const char *path,
+                        nb_id_t *out, size_t max);
+
+/* Queues a spike from outside the cortex (a test, a socket), routed at the
+ * next tick as if fired by s->source; returns 0 or NB_EFULL. */
+int nb_cortex_inject(nb_cortex_t *cx, const nb_spike_t *s);
+
+/* Runs one tick; returns the number of spikes delivered to agents, or a
+ * negative error. */
+int nb_cortex_tick(nb_cortex_t *cx);
+
+/* Returns spikes not yet delivered: in axons, the injection queue and
+ * inboxes (0 = quiescent). */
+uint64_t nb_cortex_pending(const nb_cortex_t *cx);
+
+/* Ticks until nothing is pending or max_ticks ran, then calls every
+ * agent's on_stop once; returns the number of ticks run. */
+uint64_t nb_cortex_stop(nb_cortex_t *cx, uint64_t max_ticks);
+
+/* Removes synapses at or below w_min now; returns how many. */
+size_t nb_cortex_prune(nb_cortex_t *cx);
+
+/* Marks a neuron stopped (its inbound spikes become dead letters, counted)
+ * or running again; returns 0 or NB_ENOENT. */
+int nb_cortex_set_stopped(nb_cortex_t *cx, nb_id_t id, int stopped);
+
+/* Returns the cortex counters. */
+const nb_cortex_stats_t *nb_cortex_stats(const nb_cortex_t *cx);
+
+/* Returns the arena given at creation (may be NULL). */
+nb_arena_t *nb_cortex_arena(const nb_cortex_t *cx);
+
+#endif

@@ -1,0 +1,163 @@
+/* nb_synapse.h: adaptive connections (STDP), dendritic filters, and the
+ * table that stores them.
+ *
+ * Concurrency contract: weights are atomic (CAS on the f32 bits, relaxed:
+ * approximate weights are fine); the table itself is owned by one thread
+ * (the cortex) and is not safe for concurrent insert/remove. */
+#ifndef NB_SYNAPSE_H
+#define NB_SYNAPSE_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nb_spike.h"
+
+#define NB_SYNAPSE_DENSE_MAX 1024 /* dense table up to this many neurons */
+#define NB_FILTERS_MAX 4          /* filters per synapse (all must pass) */
+#define NB_FILTER_PREFIX_MAX 16
+#define NB_FILTER_NAME_MAX 32
+
+/* ---- atomic f32 ---- */
+
+typedef struct nb_atomic_f32_s {
+  _Atomic uint32_t bits;
+} nb_atomic_f32_t;
+
+/* Returns the current value (relaxed). */
+float nb_atomic_f32_load(const nb_atomic_f32_t *a);
+/* Stores v (relaxed). */
+void nb_atomic_f32_store(nb_atomic_f32_t *a, float v);
+/* Adds delta with a CAS loop; returns the previous value. */
+float nb_atomic_f32_fetch_add(nb_atomic_f32_t *a, float delta);
+/* Adds delta and clamps the result to [lo, hi] in one CAS loop; returns the
+ * new value. */
+float nb_atomic_f32_add_clamped(nb_atomic_f32_t *a, float delta, float lo,
+                                float hi);
+
+/* ---- STDP ---- */
+
+typedef struct nb_stdp_s {
+  float a_plus;      /* potentiation amplitude, default 0.01 */
+  float a_minus;     /* depression amplitude, default 0.012 */
+  float tau_plus_ms; /* default 20 */
+  float tau_minus_ms;/* default 20 */
+  float w_min;       /* default 0.001 */
+  float w_max;       /* default 1.0 */
+} nb_stdp_t;
+
+/* Returns the defaults above. */
+nb_stdp_t nb_stdp_default(void);
+
+/* Returns the weight change for dt_ns = t_post - t_pre: a_plus *
+ * exp(-dt/tau_plus) when dt > 0 (pre before post), -a_minus *
+ * exp(dt/tau_minus) when dt < 0, and 0 when dt == 0. */
+float nb_stdp_delta(const nb_stdp_t *p, int64_t dt_ns);
+
+/* ---- dendritic filters ---- */
+
+typedef enum nb_filter_type_e {
+  NB_FILTER_KIND = 1,     /* pass when the spike's kind bit is in kinds */
+  NB_FILTER_PRIORITY = 2, /* pass when priority >= min_priority */
+  NB_FILTER_PREFIX = 3,   /* pass when the payload starts with prefix */
+  NB_FILTER_CUSTOM = 4    /* ask the embedder's callback by name */
+} nb_filter_type_t;
+
+typedef struct nb_filter_s {
+  nb_filter_type_t type;
+  uint8_t kinds;        /* KIND: bit (1 << kind) per allowed kind */
+  uint8_t min_priority; /* PRIORITY */
+  uint8_t prefix_len;   /* PREFIX */
+  uint8_t prefix[NB_FILTER_PREFIX_MAX];
+  char name[NB_FILTER_NAME_MAX]; /* CUSTOM */
+} nb_filter_t;
+
+/* Builders; each returns a filled filter. prefix_len above 16 is an error
+ * reported by nb_filter_prefix returning a filter with type 0. */
+nb_filter_t nb_filter_kind(uint8_t kinds_mask);
+nb_filter_t nb_filter_priority(uint8_t min_priority);
+nb_filter_t nb_filter_prefix(const void *prefix, size_t len);
+nb_filter_t nb_filter_custom(const char *name);
+
+/* Evaluates a custom filter: returns nonzero to pass. ctx is the embedder's,
+ * target is the post-synaptic neuron. */
+typedef int (*nb_custom_filter_fn)(void *ctx, nb_id_t target,
+                                   const char *name, const nb_spike_t *s,
+                                   const void *payload, size_t len);
+
+/* Returns nonzero when s passes f. payload/len is the resolved payload
+ * (inline or arena); custom filters call fn(ctx, ...), and with fn NULL a
+ * custom filter passes nothing. */
+int nb_filter_pass(const nb_filter_t *f, nb_id_t target, const nb_spike_t *s,
+                   const void *payload, size_t len, nb_custom_filter_fn fn,
+                   void *ctx);
+
+/* ---- synapse ---- */
+
+typedef struct nb_synapse_s {
+  nb_id_t pre, post;
+  uint8_t stdp_on;
+  uint8_t nfilters;
+  nb_atomic_f32_t weight;
+  nb_stdp_t stdp;
+  _Atomic uint64_t last_pre_ns; /* last spike through it, 0 = none */
+  nb_filter_t filters[NB_FILTERS_MAX];
+} nb_synapse_t;
+
+/* Returns nonzero when s passes every filter of syn (see nb_filter_pass). */
+int nb_synapse_pass(const nb_synapse_t *syn, const nb_spike_t *s,
+                    const void *payload, size_t len, nb_custom_filter_fn fn,
+                    void *ctx);
+
+/* Applies one STDP step for dt_ns = t_post - t_pre (no-op when stdp is
+ * off), clamping to [w_min, w_max]; returns the new weight. */
+float nb_synapse_stdp(nb_synapse_t *syn, int64_t dt_ns);
+
+/* ---- table ---- */
+
+typedef struct nb_synapse_table_s nb_synapse_table_t;
+
+/* Creates a table for ids below max_neurons: dense (O(1) index array) when
+ * max_neurons <= 1024, sparse (hash) beyond; returns 0 or NB_ENOMEM. */
+int nb_synapse_table_new(nb_synapse_table_t **out, uint32_t max_neurons);
+void nb_synapse_table_free(nb_synapse_table_t *t);
+
+/* Returns 1 when the table is dense, 0 when sparse. */
+int nb_synapse_table_is_dense(const nb_synapse_table_t *t);
+
+/* Adds or replaces the synapse pre->post (copied from *syn, with pre/post
+ * taken from the arguments); returns 0, NB_EINVAL for ids out of range or
+ * pre == post, NB_ENOMEM. Pointers returned earlier stay valid. */
+int nb_synapse_table_connect(nb_synapse_table_t *t, nb_id_t pre, nb_id_t post,
+                             const nb_synapse_t *syn);
+
+/* Returns the synapse pre->post, or NULL. O(1). */
+nb_synapse_t *nb_synapse_table_get(const nb_synapse_table_t *t, nb_id_t pre,
+                                   nb_id_t post);
+
+/* Removes pre->post; returns 0 or NB_ENOENT. */
+int nb_synapse_table_disconnect(nb_synapse_table_t *t, nb_id_t pre,
+                                nb_id_t post);
+
+/* Returns the outgoing synapses of pre in connection order (stable: used
+ * for broadcast, never scanning all pairs); *n gets the count. */
+nb_synapse_t *const *nb_synapse_table_outgoing(const nb_synapse_table_t *t,
+                                               nb_id_t pre, size_t *n);
+
+/* Returns the incoming synapses of post (for STDP on fire); *n the count. */
+nb_synapse_t *const *nb_synapse_table_incoming(const nb_synapse_table_t *t,
+                                               nb_id_t post, size_t *n);
+
+/* Removes every synapse whose weight is at or below its w_min; returns the
+ * number removed. */
+size_t nb_synapse_table_prune(nb_synapse_table_t *t);
+
+/* Returns the number of synapses. */
+size_t nb_synapse_table_count(const nb_synapse_table_t *t);
+
+/* Calls fn for every synapse in (pre, then connection) order. */
+void nb_synapse_table_each(const nb_synapse_table_t *t,
+                           void (*fn)(void *ctx, const nb_synapse_t *s),
+                           void *ctx);
+
+#endif

@@ -1,0 +1,78 @@
+/* nb_transport.h: the wire frame and the in-process LocalTransport.
+ *
+ * Frame: 4-byte little-endian length L, then L bytes: the 64-byte spike,
+ * then (only when the spike holds an arena ref) the payload's ref.len bytes
+ * so large payloads cross hosts. L == 64 for a plain spike. The socket layer
+ * lives in the runtime; this module only encodes and decodes. */
+#ifndef NB_TRANSPORT_H
+#define NB_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nb_spike.h"
+
+#define NB_FRAME_HEADER 4
+#define NB_FRAME_SPIKE (NB_FRAME_HEADER + NB_SPIKE_SIZE) /* 68 */
+#define NB_FRAME_PAYLOAD_DEFAULT_MAX (1u << 20)
+
+/* Writes the 68-byte frame of a spike whose payload is inline; returns 68,
+ * or NB_EINVAL when s holds an arena ref (use nb_frame_encode_ref). */
+int nb_frame_encode(const nb_spike_t *s, uint8_t out[NB_FRAME_SPIKE]);
+
+/* Writes the 68-byte head of a frame carrying len payload bytes after the
+ * spike (the caller sends the payload next); returns 68. */
+int nb_frame_encode_head(const nb_spike_t *s, size_t payload_len,
+                         uint8_t out[NB_FRAME_SPIKE]);
+
+typedef struct nb_frame_decoder_s {
+  uint32_t max_payload; /* largest payload accepted after a spike */
+  uint32_t need;        /* bytes of the current frame body still missing */
+  uint32_t body_len;    /* L of the current frame */
+  uint32_t have;        /* bytes of header + body collected */
+  uint8_t head[NB_FRAME_SPIKE];
+  uint8_t *payload;     /* grown to max_payload on demand */
+  uint32_t payload_cap;
+  int failed;           /* sticky: after an error the stream is dead */
+} nb_frame_decoder_t;
+
+/* Prepares a decoder accepting payloads up to max_payload bytes (0 = only
+ * plain 64-byte frames). */
+void nb_frame_decoder_init(nb_frame_decoder_t *d, uint32_t max_payload);
+void nb_frame_decoder_free(nb_frame_decoder_t *d);
+
+/* Feeds up to len bytes and stops after at most one complete frame;
+ * *used gets the bytes consumed. Returns 1 with *out (and *payload and 
+ * *payload_len, or NULL/0, valid until the next call) when a frame is
+ * complete, 0 when more bytes are needed, or NB_EFRAME for a wrong length,
+ * an oversized or mismatched payload, or a malformed spike; after an error
+ * every later call returns NB_EFRAME. Accepts the stream cut anywhere. */
+int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
+                    size_t *used, nb_spike_t *out, const uint8_t **payload,
+                    size_t *payload_len);
+
+/* ---- LocalTransport: a bounded mutex-guarded queue ---- */
+
+typedef struct nb_local_transport_s nb_local_transport_t;
+
+/* Creates a queue holding up to capacity spikes; returns 0, NB_EINVAL or
+ * NB_ENOMEM. */
+int nb_local_new(nb_local_transport_t **out, size_t capacity);
+void nb_local_free(nb_local_transport_t *t);
+
+/* Enqueues a copy; returns 0, NB_EFULL, or NB_ECLOSED. */
+int nb_local_send(nb_local_transport_t *t, const nb_spike_t *s);
+
+/* Dequeues without waiting; returns 0, NB_EEMPTY, or NB_ECLOSED once
+ * closed and drained. */
+int nb_local_try_recv(nb_local_transport_t *t, nb_spike_t *out);
+
+/* Dequeues, sleeping on a condition variable up to timeout_ns (0 = no
+ * limit); returns 0, NB_ETIMEDOUT, or NB_ECLOSED once closed and drained. */
+int nb_local_recv(nb_local_transport_t *t, nb_spike_t *out,
+                  uint64_t timeout_ns);
+
+/* Closes the queue and wakes every waiter. */
+void nb_local_close(nb_local_transport_t *t);
+
+#endif
