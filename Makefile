@@ -4,7 +4,7 @@
 # Missing Debian packages are installed first by `make deps`.
 
 SAN ?=
-BUILD := build/$(if $(SAN),$(SAN),default)
+BUILD ?= build/$(if $(SAN),$(SAN),default)
 CC ?= cc
 OPT ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
