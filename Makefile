@@ -83,7 +83,7 @@ $(BUILD)/spec/runtime/%: spec/runtime/%.c $(RT_OBJ) $(LIB_A) spec/nbtest.h | dep
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(LUAJIT_CFLAGS) $(UV_CFLAGS) -Ispec -Iruntime -o $@ $< $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE) -Wl,-E
 
-$(BUILD)/bench/%: bench/%.c $(RT_OBJ) $(LIB_A) | deps
+$(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(RT_OBJ) $(LIB_A) | deps
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) $(LUAJIT_CFLAGS) $(UV_CFLAGS) -Ibench -Iruntime -o $@ $< $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE) -Wl,-E
 
@@ -95,6 +95,15 @@ run: all
 
 bench: all $(BENCH_BIN)
 	@./bench/run.sh $(BUILD)
+
+# Renders bench/results.json (and bench/history/) to bench/ratios.svg;
+# installs gnuplot-nox first when it is missing and we are root.
+bench-plot:
+	@command -v gnuplot >/dev/null 2>&1 || { [ "$$(id -u)" -eq 0 ] && \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null; } || \
+	  { echo "bench-plot: gnuplot is missing (apt-get install gnuplot-nox)" >&2; exit 1; }
+	@./bench/plot.sh
 
 clean:
 	rm -rf build

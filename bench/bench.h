@@ -1,0 +1,550 @@
+/* bench.h: the shared harness of every NeuronBus benchmark.
+ *
+ * Each bench/<name>.c is its own binary (one translation unit), so this
+ * header holds static functions rather than a library. A binary lists its
+ * row groups in a table and calls nb_bench_main(); the harness parses
+ * --tiny / --row NAME / --runs N / --list, pins threads, measures the
+ * cache-line hop between the two CPUs, runs subject and baseline
+ * interleaved (warm-up, then >= 5 runs each), and prints one JSON object
+ * per row on a line starting "ROW ". Anything that fails a correctness
+ * check calls nb_bench_fail(), which prints "BENCH FAILED" and exits 2:
+ * a benchmark of a broken path is worse than none.
+ *
+ * Extension point: a new binary (bench/bench_lua.c for the Lua rows, the
+ * reload / isolation / TCP rows) includes this header, defines its groups
+ * and calls nb_bench_main(); bench/run.sh and spec/e2e/bench_smoke.sh pick
+ * up every binary in $(BUILD)/bench/ by themselves. */
+#ifndef NB_BENCH_H
+#define NB_BENCH_H
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdalign.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
+
+#define NB_BENCH_MAX_CPUS 256
+#define NB_BENCH_MAX_RUNS 64
+#define NB_BENCH_UNUSED __attribute__((unused))
+
+/* ---- options and the row registry ---- */
+
+typedef struct nb_bench_opts_s {
+  int tiny;           /* small sizes: a correctness smoke test */
+  const char *row;    /* run only the group that emits this row */
+  int runs;           /* measured runs per figure (after one warm-up) */
+  int list;           /* print row names and exit */
+  int ncpus;          /* CPUs this process may run on */
+  int cpus[NB_BENCH_MAX_CPUS];
+  int rows_emitted;
+} nb_bench_opts_t;
+
+static nb_bench_opts_t nb_bench = {.runs = 7};
+
+/* A group of rows measured together (one set of runs can feed several
+ * rows: p50 and p99, total and per reader). */
+typedef struct nb_bench_group_s {
+  const char *rows; /* space-separated names of the rows it emits */
+  void (*run)(void);
+} nb_bench_group_t;
+
+/* ---- failing loudly ---- */
+
+/* Prints "BENCH FAILED: <why>" on stdout and stderr and exits 2; never
+ * returns. Used for every lost, reordered or corrupted record. */
+NB_BENCH_UNUSED __attribute__((noreturn, format(printf, 1, 2)))
+static void nb_bench_fail(const char *fmt, ...) {
+  char msg[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  fflush(stdout);
+  printf("BENCH FAILED: %s\n", msg);
+  fflush(stdout);
+  fprintf(stderr, "BENCH FAILED: %s\n", msg);
+  exit(2);
+}
+
+/* Returns the byte count rounded up to 64, for aligned_alloc. */
+static inline size_t nb_bench_round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Returns zeroed 64-byte-aligned memory or fails the bench. */
+NB_BENCH_UNUSED static void *nb_bench_alloc(size_t n) {
+  void *p = aligned_alloc(64, nb_bench_round64(n ? n : 1));
+  if (!p) nb_bench_fail("out of memory allocating %zu bytes", n);
+  memset(p, 0, nb_bench_round64(n ? n : 1));
+  return p;
+}
+
+/* ---- clocks ---- */
+
+/* Returns CLOCK_MONOTONIC in nanoseconds. */
+static inline uint64_t nb_bench_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Returns a cheap cycle-ish counter for per-sample latency (the TSC on x86,
+ * where it is invariant on this machine class; else nanoseconds). */
+static inline uint64_t nb_bench_ticks(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  return __rdtsc();
+#else
+  return nb_bench_now_ns();
+#endif
+}
+
+/* Returns nanoseconds per tick of nb_bench_ticks(), calibrated once against
+ * CLOCK_MONOTONIC over ~20 ms. */
+NB_BENCH_UNUSED static double nb_bench_ns_per_tick(void) {
+  static double cached;
+  if (cached > 0) return cached;
+#if defined(__x86_64__) || defined(__i386__)
+  uint64_t n0 = nb_bench_now_ns(), t0 = nb_bench_ticks();
+  while (nb_bench_now_ns() - n0 < 20000000ull) {
+  }
+  uint64_t n1 = nb_bench_now_ns(), t1 = nb_bench_ticks();
+  cached = t1 > t0 ? (double)(n1 - n0) / (double)(t1 - t0) : 1.0;
+#else
+  cached = 1.0;
+#endif
+  return cached;
+}
+
+/* Emits the CPU's spin-loop hint. */
+static inline void nb_bench_pause(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield" ::: "memory");
+#else
+  atomic_signal_fence(memory_order_seq_cst);
+#endif
+}
+
+/* Keeps the compiler from proving a value or buffer unused (so malloc/free
+ * pairs and copies are not optimised away). */
+static inline void nb_bench_escape(const void *p) {
+  __asm__ __volatile__("" : : "g"(p) : "memory");
+}
+
+/* ---- waiting, identical for subject and baseline ---- */
+
+/* Why a wait gives up: another thread failed, or the deadline passed. */
+typedef struct nb_bench_stop_s {
+  _Atomic int abort;     /* set by whoever failed first */
+  uint64_t deadline_ns;  /* CLOCK_MONOTONIC; 0 = none */
+  char why[256];
+} nb_bench_stop_t;
+
+/* Backs off once inside a wait loop: pause-hint spins up to spin_limit,
+ * then sched_yield (so threads that share a core still progress); returns
+ * nonzero when the wait must give up (abort flag or deadline). Subject and
+ * baseline use this same function, so it cancels out of every ratio. */
+static inline int nb_bench_backoff(unsigned *spins, unsigned spin_limit,
+                                   nb_bench_stop_t *stop) {
+  if (++*spins < spin_limit) {
+    nb_bench_pause();
+    return 0;
+  }
+  if ((*spins & 63u) == 0) {
+    if (atomic_load_explicit(&stop->abort, memory_order_relaxed)) return 1;
+    if (stop->deadline_ns && nb_bench_now_ns() > stop->deadline_ns) return 1;
+  }
+  sched_yield();
+  return 0;
+}
+
+/* Records the first failure of a run and tells every other thread to stop. */
+NB_BENCH_UNUSED __attribute__((format(printf, 2, 3)))
+static void nb_bench_stop_fail(nb_bench_stop_t *stop, const char *fmt, ...) {
+  int expected = 0;
+  if (!atomic_compare_exchange_strong(&stop->abort, &expected, 1)) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(stop->why, sizeof stop->why, fmt, ap);
+  va_end(ap);
+}
+
+/* Arms a stop with a deadline of seconds from now (generous: it only turns
+ * a lost record, which would hang a reader, into a loud failure). */
+NB_BENCH_UNUSED static void nb_bench_stop_init(nb_bench_stop_t *stop,
+                                               double seconds) {
+  memset(stop, 0, sizeof *stop);
+  stop->deadline_ns = nb_bench_now_ns() + (uint64_t)(seconds * 1e9);
+}
+
+/* ---- CPUs and threads ---- */
+
+/* Fills nb_bench.cpus with the CPUs this process may use; returns the count. */
+NB_BENCH_UNUSED static int nb_bench_detect_cpus(void) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  nb_bench.ncpus = 0;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) {
+    nb_bench.cpus[nb_bench.ncpus++] = 0;
+    return 1;
+  }
+  for (int c = 0; c < CPU_SETSIZE && nb_bench.ncpus < NB_BENCH_MAX_CPUS; c++)
+    if (CPU_ISSET(c, &set)) nb_bench.cpus[nb_bench.ncpus++] = c;
+  if (nb_bench.ncpus == 0) nb_bench.cpus[nb_bench.ncpus++] = 0;
+  return nb_bench.ncpus;
+}
+
+/* Returns the CPU for logical slot i: slot 0 is the first allowed CPU,
+ * slot 1 the second, and slots past the count wrap (threads share). */
+static inline int nb_bench_cpu(int i) {
+  return nb_bench.cpus[i % (nb_bench.ncpus ? nb_bench.ncpus : 1)];
+}
+
+/* Starts fn(arg) on a new thread pinned to cpu (cpu < 0 = unpinned);
+ * fails the bench when the thread cannot be created. */
+NB_BENCH_UNUSED static pthread_t nb_bench_spawn(int cpu, void *(*fn)(void *),
+                                                void *arg) {
+  pthread_attr_t attr;
+  pthread_t t;
+  pthread_attr_init(&attr);
+  if (cpu >= 0) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    /* Pin before the thread starts, so it never runs on the wrong CPU. */
+    pthread_attr_setaffinity_np(&attr, sizeof set, &set);
+  }
+  int rc = pthread_create(&t, &attr, fn, arg);
+  pthread_attr_destroy(&attr);
+  if (rc != 0) nb_bench_fail("pthread_create: %s", strerror(rc));
+  return t;
+}
+
+/* Pins the calling thread to cpu; returns 0 or an errno. */
+NB_BENCH_UNUSED static int nb_bench_pin(int cpu) {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return pthread_setaffinity_np(pthread_self(), sizeof set, &set);
+}
+
+/* A start line: threads check in, then all leave together when the main
+ * thread opens it, so no thread measures another's creation. */
+typedef struct nb_bench_gate_s {
+  alignas(64) _Atomic int ready;
+  alignas(64) _Atomic int go;
+} nb_bench_gate_t;
+
+/* Checks in at the gate and waits until it opens. */
+static inline void nb_bench_gate_wait(nb_bench_gate_t *g) {
+  atomic_fetch_add(&g->ready, 1);
+  unsigned spins = 0;
+  while (!atomic_load_explicit(&g->go, memory_order_acquire)) {
+    if (++spins > 256) sched_yield(); else nb_bench_pause();
+  }
+}
+
+/* Waits until n threads checked in, then opens the gate. */
+NB_BENCH_UNUSED static void nb_bench_gate_open(nb_bench_gate_t *g, int n) {
+  while (atomic_load(&g->ready) < n) sched_yield();
+  atomic_store_explicit(&g->go, 1, memory_order_release);
+}
+
+/* ---- the cache-line hop ---- */
+
+/* Returns the spin budget before yielding for latency loops: long on two
+ * CPUs (a yield would be the latency), short on one (the peer needs it). */
+static inline unsigned nb_bench_latency_spins(void) {
+  return nb_bench.ncpus < 2 ? 16u : 1u << 14;
+}
+
+
+typedef struct nb_bench_hop_s {
+  alignas(64) _Atomic uint64_t line; /* the one cache line that travels */
+  char pad[56];
+  uint64_t iters;
+  uint64_t t0, t1;
+  nb_bench_gate_t gate;
+  nb_bench_stop_t stop;
+} nb_bench_hop_t;
+
+/* Hop side A: writes odd values and waits for the even answer; returns NULL. */
+static void *nb_bench__hop_a(void *arg) {
+  nb_bench_hop_t *h = arg;
+  nb_bench_gate_wait(&h->gate);
+  h->t0 = nb_bench_now_ns();
+  for (uint64_t i = 0; i < h->iters; i++) {
+    atomic_store_explicit(&h->line, 2 * i + 1, memory_order_release);
+    unsigned spins = 0;
+    while (atomic_load_explicit(&h->line, memory_order_acquire) != 2 * i + 2)
+      if (nb_bench_backoff(&spins, nb_bench_latency_spins(), &h->stop))
+        return NULL;
+  }
+  h->t1 = nb_bench_now_ns();
+  return NULL;
+}
+
+/* Hop side B: answers each odd value with the next even one; returns NULL. */
+static void *nb_bench__hop_b(void *arg) {
+  nb_bench_hop_t *h = arg;
+  nb_bench_gate_wait(&h->gate);
+  for (uint64_t i = 0; i < h->iters; i++) {
+    unsigned spins = 0;
+    while (atomic_load_explicit(&h->line, memory_order_acquire) != 2 * i + 1)
+      if (nb_bench_backoff(&spins, nb_bench_latency_spins(), &h->stop))
+        return NULL;
+    atomic_store_explicit(&h->line, 2 * i + 2, memory_order_release);
+  }
+  return NULL;
+}
+
+/* Returns the one-way cost in ns of moving one cache line between CPUs a
+ * and b, from one ping-pong run of iters round trips (elapsed / 2 iters);
+ * fails the bench if the exchange did not finish. */
+NB_BENCH_UNUSED static double nb_bench_hop_once(int a, int b, uint64_t iters) {
+  nb_bench_hop_t *h = nb_bench_alloc(sizeof *h);
+  h->iters = iters;
+  nb_bench_stop_init(&h->stop, 30);
+  pthread_t ta = nb_bench_spawn(a, nb_bench__hop_a, h);
+  pthread_t tb = nb_bench_spawn(b, nb_bench__hop_b, h);
+  nb_bench_gate_open(&h->gate, 2);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  if (atomic_load(&h->stop.abort) || h->t1 == 0 ||
+      atomic_load(&h->line) != 2 * iters)
+    nb_bench_fail("hop ping-pong between CPU %d and %d did not finish", a, b);
+  double ns = (double)(h->t1 - h->t0) / (2.0 * (double)iters);
+  free(h);
+  return ns;
+}
+
+/* Returns the hop between CPUs a and b as the median of 5 short runs, or -1
+ * when a == b (one CPU: there is no hop to measure). Called before each
+ * cross-core row because the hypervisor may have moved the vCPUs. */
+NB_BENCH_UNUSED static double nb_bench_hop_ns(int a, int b) {
+  if (a == b) return -1;
+  double v[5];
+  for (int r = 0; r < 5; r++)
+    v[r] = nb_bench_hop_once(a, b, nb_bench.tiny ? 1000 : 20000);
+  for (int i = 1; i < 5; i++)
+    for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
+      double t = v[j]; v[j] = v[j - 1]; v[j - 1] = t;
+    }
+  return v[2];
+}
+
+/* ---- statistics ---- */
+
+typedef struct nb_bench_stats_s {
+  double median, min, max;
+  int n;
+} nb_bench_stats_t;
+
+static int nb_bench__cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Returns median, min and max of v[0..n) (v is sorted in place). */
+NB_BENCH_UNUSED static nb_bench_stats_t nb_bench_summarize(double *v, int n) {
+  nb_bench_stats_t s = {0, 0, 0, n};
+  if (n <= 0) return s;
+  qsort(v, (size_t)n, sizeof *v, nb_bench__cmp_double);
+  s.min = v[0];
+  s.max = v[n - 1];
+  s.median = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  return s;
+}
+
+/* Returns the q-quantile (0..1) of sorted samples v[0..n), nearest rank. */
+NB_BENCH_UNUSED static double nb_bench_quantile(const double *v, size_t n,
+                                                double q) {
+  if (n == 0) return 0;
+  size_t k = (size_t)(q * (double)n);
+  if (k >= n) k = n - 1;
+  return v[k];
+}
+
+/* Runs one measurement and returns its figure (a rate or a latency); it
+ * checks its own correctness and calls nb_bench_fail on any loss. */
+typedef double (*nb_bench_fn)(void *ctx);
+
+/* Runs subject and baseline interleaved, one warm-up each and then
+ * nb_bench.runs measured runs each (alternating, so a noisy neighbour or a
+ * hypervisor move hits both alike); fills *sub and *base. base may be NULL
+ * for a row without an in-run baseline. */
+NB_BENCH_UNUSED static void nb_bench_measure(nb_bench_fn subject, void *sctx,
+                                             nb_bench_fn baseline, void *bctx,
+                                             nb_bench_stats_t *sub,
+                                             nb_bench_stats_t *base) {
+  double sv[NB_BENCH_MAX_RUNS], bv[NB_BENCH_MAX_RUNS];
+  int runs = nb_bench.runs;
+  if (baseline) baseline(bctx);
+  subject(sctx);
+  for (int i = 0; i < runs; i++) {
+    if (baseline) bv[i] = baseline(bctx);
+    sv[i] = subject(sctx);
+  }
+  *sub = nb_bench_summarize(sv, runs);
+  if (base) *base = baseline ? nb_bench_summarize(bv, runs) : (nb_bench_stats_t){0, 0, 0, 0};
+}
+
+/* ---- output ---- */
+
+typedef struct nb_bench_row_s {
+  const char *name;
+  const char *unit;     /* the unit of median/min/max, e.g. "M spikes/s" */
+  int lower_is_better;  /* latency rows */
+  nb_bench_stats_t v;
+  const char *baseline; /* NULL = no baseline */
+  nb_bench_stats_t b;
+  const char *target;   /* ratio target, ">=0.85" or "<=2"; NULL = none */
+  double hop_ns;        /* >= 0 on cross-core rows */
+  int cpu_a, cpu_b;     /* the two CPUs used (-1 = not applicable) */
+  int shared_cores;     /* more threads than CPUs: some share a core */
+  const char *note;
+} nb_bench_row_t;
+
+/* Returns a row template with no baseline, no hop and no CPUs. */
+NB_BENCH_UNUSED static nb_bench_row_t nb_bench_row(const char *name,
+                                                   const char *unit) {
+  nb_bench_row_t r;
+  memset(&r, 0, sizeof r);
+  r.name = name;
+  r.unit = unit;
+  r.hop_ns = -1;
+  r.cpu_a = r.cpu_b = -1;
+  return r;
+}
+
+/* Prints s as a JSON string (the names and notes are ours: only quotes and
+ * backslashes need escaping). */
+static void nb_bench__json_str(const char *s) {
+  putchar('"');
+  for (; s && *s; s++) {
+    if (*s == '"' || *s == '\\') putchar('\\');
+    putchar(*s == '\n' ? ' ' : *s);
+  }
+  putchar('"');
+}
+
+/* Prints the row as one flat JSON object on a line starting "ROW ", unless
+ * --row asked for another row; returns nothing. */
+NB_BENCH_UNUSED static void nb_bench_emit(const nb_bench_row_t *r) {
+  if (nb_bench.row && strcmp(nb_bench.row, r->name) != 0) return;
+  printf("ROW {\"name\":");
+  nb_bench__json_str(r->name);
+  printf(",\"unit\":");
+  nb_bench__json_str(r->unit);
+  printf(",\"better\":\"%s\"", r->lower_is_better ? "lower" : "higher");
+  printf(",\"median\":%.6g,\"min\":%.6g,\"max\":%.6g,\"runs\":%d", r->v.median,
+         r->v.min, r->v.max, r->v.n);
+  if (r->baseline) {
+    printf(",\"baseline\":");
+    nb_bench__json_str(r->baseline);
+    printf(",\"baseline_median\":%.6g,\"baseline_min\":%.6g,\"baseline_max\":%.6g",
+           r->b.median, r->b.min, r->b.max);
+    printf(",\"ratio\":%.4f", r->b.median != 0 ? r->v.median / r->b.median : 0.0);
+  }
+  if (r->target) {
+    printf(",\"target\":");
+    nb_bench__json_str(r->target);
+  }
+  if (r->hop_ns >= 0) printf(",\"hop_ns\":%.1f", r->hop_ns);
+  if (r->cpu_a >= 0) printf(",\"cpus\":\"%d,%d\"", r->cpu_a, r->cpu_b);
+  if (r->shared_cores) printf(",\"shared_cores\":true");
+  if (nb_bench.ncpus < 2) printf(",\"single_cpu\":true");
+  if (nb_bench.tiny) printf(",\"tiny\":true");
+  if (r->note) {
+    printf(",\"note\":");
+    nb_bench__json_str(r->note);
+  }
+  printf("}\n");
+  fflush(stdout);
+  nb_bench.rows_emitted++;
+}
+
+/* Returns full when running full size, tiny under --tiny. */
+static inline uint64_t nb_bench_size(uint64_t full, uint64_t tiny) {
+  return nb_bench.tiny ? tiny : full;
+}
+
+/* Returns 1 when the space-separated list has the word w. */
+static int nb_bench__has_word(const char *list, const char *w) {
+  size_t n = strlen(w);
+  for (const char *p = list; *p;) {
+    while (*p == ' ') p++;
+    const char *e = p;
+    while (*e && *e != ' ') e++;
+    if ((size_t)(e - p) == n && strncmp(p, w, n) == 0) return 1;
+    p = e;
+  }
+  return 0;
+}
+
+/* Parses the arguments, says when the machine has one CPU, runs the
+ * selected groups; returns the process exit status (0, or 2 on usage
+ * errors and unknown rows; failed checks exit 2 inside). */
+NB_BENCH_UNUSED static int nb_bench_main(int argc, char **argv,
+                                         const nb_bench_group_t *groups,
+                                         size_t ngroups) {
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--tiny")) {
+      nb_bench.tiny = 1;
+    } else if (!strcmp(argv[i], "--row") && i + 1 < argc) {
+      nb_bench.row = argv[++i];
+    } else if (!strcmp(argv[i], "--runs") && i + 1 < argc) {
+      nb_bench.runs = atoi(argv[++i]);
+    } else if (!strcmp(argv[i], "--list")) {
+      nb_bench.list = 1;
+    } else {
+      fprintf(stderr,
+              "usage: %s [--tiny] [--row NAME] [--runs N] [--list]\n"
+              "  --tiny      small sizes, still checked (a smoke test)\n"
+              "  --row NAME  run only the row NAME (see --list)\n"
+              "  --runs N    measured runs per figure, 5..%d (default 7)\n",
+              argv[0], NB_BENCH_MAX_RUNS);
+      return 2;
+    }
+  }
+  if (nb_bench.runs < 5) nb_bench.runs = 5; /* the issue asks for >= 5 */
+  if (nb_bench.runs > NB_BENCH_MAX_RUNS) nb_bench.runs = NB_BENCH_MAX_RUNS;
+  if (nb_bench.list) {
+    for (size_t g = 0; g < ngroups; g++) printf("%s\n", groups[g].rows);
+    return 0;
+  }
+  int found = !nb_bench.row;
+  for (size_t g = 0; g < ngroups; g++)
+    if (nb_bench.row && nb_bench__has_word(groups[g].rows, nb_bench.row))
+      found = 1;
+  if (!found) {
+    fprintf(stderr, "%s: no row named %s here (try --list)\n", argv[0],
+            nb_bench.row);
+    return 2;
+  }
+  nb_bench_detect_cpus();
+  if (nb_bench.ncpus < 2)
+    printf("NOTE: this machine lets us use only 1 CPU (%d): cross-core rows "
+           "run both threads on it, time-sliced; they measure nothing "
+           "cross-core\n", nb_bench.cpus[0]);
+  for (size_t g = 0; g < ngroups; g++) {
+    if (nb_bench.row && !nb_bench__has_word(groups[g].rows, nb_bench.row))
+      continue;
+    groups[g].run();
+  }
+  if (nb_bench.rows_emitted == 0) nb_bench_fail("no row was emitted");
+  return 0;
+}
+
+#endif
