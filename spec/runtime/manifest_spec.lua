@@ -1,0 +1,492 @@
+-- Specs for neuronbus.manifest: one spec per class of error, each asserting
+-- the exact key path in the message, and good manifests normalizing.
+local manifest = require("neuronbus.manifest")
+
+local FIXTURES = "spec/fixtures/manifests"
+local ECHO = manifest.absolute(FIXTURES .. "/agents/echo.lua")
+
+-- Validates t against the fixtures directory.
+local function validate(t)
+  return manifest.validate(t, FIXTURES)
+end
+
+-- Returns a manifest with one neuron "a" (plus extra neurons and keys).
+local function with(extra)
+  local t = { name = "t", neurons = { a = { script = "agents/echo.lua" } } }
+  for k, v in pairs(extra or {}) do
+    t[k] = v
+  end
+  return t
+end
+
+-- Asserts that validating t fails with exactly the messages in want.
+local function fails_with(t, want)
+  local topo, errs = validate(t)
+  assert.is_nil(topo)
+  assert.same(want, errs)
+end
+
+-- Asserts that validating t fails with one message starting with path and
+-- containing fragment.
+local function fails_at(t, path, fragment)
+  local topo, errs = validate(t)
+  assert.is_nil(topo)
+  assert.equal(1, #errs, "expected one error, got:\n" .. table.concat(errs or {}, "\n"))
+  assert.equal(path .. ": ", errs[1]:sub(1, #path + 2), errs[1])
+  if fragment then
+    assert.matches(fragment, errs[1], 1, true)
+  end
+end
+
+describe("manifest.load", function()
+  it("normalizes a manifest using every key", function()
+    local topo, errs = manifest.load(FIXTURES .. "/good.lua")
+    assert.is_nil(errs)
+    local dir = manifest.absolute(FIXTURES)
+    assert.same({
+      name = "full",
+      tick_ns = 500000,
+      arena = { size = 64 * 1024 * 1024, path = dir .. "/arena.bin" },
+      axon_capacity = 1024,
+      inbox_capacity = 256,
+      prune_every = 100,
+      neurons = {
+        {
+          name = "sink", script = ECHO,
+          regions = { "demo/output", "demo/audit" },
+          capabilities = { "collect" },
+          threshold = 1.0, rest = 0.0, leak = 0.95, refractory = 2,
+          config = {},
+        },
+        {
+          name = "source", script = ECHO,
+          regions = { "demo/input" }, capabilities = { "produce" },
+          threshold = 0, rest = 0, leak = 1, refractory = 0,
+          config = { rate = 1000, labels = { "a", "b" }, nested = { deep = true } },
+        },
+      },
+      synapses = {
+        {
+          from = "source", to = "sink", weight = 0.5,
+          stdp = {
+            a_plus = 0.02, a_minus = 0.012, tau_plus_ms = 10, tau_minus_ms = 30,
+            w_min = 0.001, w_max = 0.9,
+          },
+          filters = {
+            { type = "kind", kinds = { "excitatory", "modulatory" } },
+            { type = "priority", min = 3 },
+            { type = "prefix", prefix = "req:" },
+            { type = "custom", name = "even" },
+          },
+        },
+        {
+          from = "sink", to = "source", weight = 1.0,
+          stdp = {
+            a_plus = 0.01, a_minus = 0.012, tau_plus_ms = 20, tau_minus_ms = 20,
+            w_min = 0.001, w_max = 1.0,
+          },
+          filters = { { type = "kind", kinds = { "inhibitory" } } },
+        },
+      },
+    }, topo)
+  end)
+
+  it("fills every default and names the topology after its file", function()
+    local topo, errs = manifest.load(FIXTURES .. "/minimal.lua")
+    assert.is_nil(errs)
+    assert.same({
+      name = "minimal", tick_ns = 1000000,
+      arena = { size = 16 * 1024 * 1024 },
+      axon_capacity = 4096, inbox_capacity = 4096, prune_every = 0,
+      neurons = {
+        {
+          name = "only", script = ECHO, regions = {}, capabilities = {},
+          threshold = 1.0, rest = 0.0, leak = 0.95, refractory = 2, config = {},
+        },
+      },
+      synapses = {},
+    }, topo)
+  end)
+
+  it("runs manifest code (loops, string helpers) and reads tick = free", function()
+    local topo, errs = manifest.load(FIXTURES .. "/generated.lua")
+    assert.is_nil(errs)
+    assert.equal(0, topo.tick_ns)
+    local names = {}
+    for i, n in ipairs(topo.neurons) do
+      names[i] = n.name
+    end
+    assert.same({ "hub", "w1", "w2", "w3" }, names)
+    assert.equal(3, #topo.synapses)
+    assert.same({ "work" }, topo.neurons[2].capabilities)
+  end)
+
+  it("loads the demo manifest of agents/", function()
+    local topo, errs = manifest.load("agents/demo.lua")
+    assert.is_nil(errs, errs and table.concat(errs, "\n"))
+    assert.equal("demo", topo.name)
+    assert.is_true(#topo.neurons >= 5)
+  end)
+
+  it("reports a syntax error with the file and line", function()
+    local topo, errs = manifest.load(FIXTURES .. "/syntax_error.lua")
+    assert.is_nil(topo)
+    assert.equal(1, #errs)
+    assert.matches("^spec/fixtures/manifests/syntax_error%.lua:5: '}' expected", errs[1])
+  end)
+
+  it("reports a runtime error with the file and line", function()
+    local _, errs = manifest.load(FIXTURES .. "/runtime_error.lua")
+    assert.equal(1, #errs)
+    assert.matches("^spec/fixtures/manifests/runtime_error%.lua:4: attempt to index", errs[1])
+  end)
+
+  it("runs the manifest without io or os", function()
+    local _, errs = manifest.load(FIXTURES .. "/uses_io.lua")
+    assert.equal(1, #errs)
+    assert.matches("^spec/fixtures/manifests/uses_io%.lua:2: attempt to index global 'io'", errs[1])
+  end)
+
+  it("gives an error raised from a library call the manifest's line", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write("local x = 1\nreturn { name = string.rep() }\n")
+    f:close()
+    local _, errs = manifest.load(path)
+    os.remove(path)
+    assert.equal(1, #errs)
+    assert.matches(path .. ":2: bad argument #1 to 'rep'", errs[1], 1, true)
+  end)
+
+  it("stops a manifest that never ends", function()
+    local _, errs = manifest.load(FIXTURES .. "/endless.lua")
+    assert.equal(1, #errs)
+    assert.matches("^spec/fixtures/manifests/endless%.lua:2: ran for over %d+ instructions", errs[1])
+  end)
+
+  it("refuses a manifest that does not return a table", function()
+    local _, errs = manifest.load(FIXTURES .. "/not_a_table.lua")
+    assert.same({ FIXTURES .. '/not_a_table.lua: the manifest must return a table, got "demo"' }, errs)
+  end)
+
+  it("reports a missing manifest file", function()
+    local _, errs = manifest.load(FIXTURES .. "/nope.lua")
+    assert.same({ FIXTURES .. "/nope.lua: cannot read the manifest: No such file or directory" }, errs)
+  end)
+
+  it("reports a config holding a function, with its path", function()
+    local _, errs = manifest.load(FIXTURES .. "/bad_config.lua")
+    assert.same({ "neurons.a.config.handler: expected plain data (string, number, "
+      .. "boolean or table), got a function" }, errs)
+  end)
+end)
+
+describe("manifest.validate", function()
+  describe("unknown keys", function()
+    it("at the top level, listing the allowed keys", function()
+      fails_with(with({ ticks = "1ms" }), {
+        'ticks: unknown key, did you mean "tick"? (allowed: arena, axon, name, '
+          .. "neurons, prune_every, synapses, tick)",
+      })
+    end)
+
+    it("in a neuron", function()
+      fails_with(with({ neurons = { parser = { script = "agents/echo.lua", treshold = 1 } } }), {
+        'neurons.parser.treshold: unknown key, did you mean "threshold"? (allowed: '
+          .. "capabilities, config, leak, refractory, region, regions, rest, script, threshold)",
+      })
+    end)
+
+    it("in arena, axon, a synapse, its stdp and its filters", function()
+      local t = with({
+        arena = { bytes = 1 },
+        axon = { slots = 8 },
+        neurons = { a = { script = "agents/echo.lua" }, b = { script = "agents/echo.lua" } },
+        synapses = { { from = "a", to = "b", delay = 1, stdp = { rate = 1 }, filters = { regex = "x" } } },
+      })
+      fails_with(t, {
+        "arena.bytes: unknown key (allowed: path, size)",
+        "axon.slots: unknown key (allowed: capacity, inbox)",
+        "synapses[1].delay: unknown key (allowed: filters, from, stdp, to, weight)",
+        "synapses[1].stdp.rate: unknown key (allowed: a_minus, a_plus, tau_minus, "
+          .. "tau_plus, w_max, w_min)",
+        "synapses[1].filters.regex: unknown key (allowed: custom, kind, prefix, priority)",
+      })
+    end)
+  end)
+
+  describe("wrong types", function()
+    it("names the path, the expected type and the value", function()
+      fails_with(with({ neurons = { parser = { script = "agents/echo.lua", threshold = "high" } } }),
+        { 'neurons.parser.threshold: expected a number, got "high"' })
+    end)
+
+    it("for tables, names and lists", function()
+      fails_with(with({ arena = "big", axon = 4096, synapses = "a->b" }), {
+        'arena: expected a table, got "big"',
+        "axon: expected a table, got 4096",
+        'synapses: expected a list of synapses, got "a->b"',
+      })
+      fails_with({ name = "t", neurons = { a = "agents/echo.lua" } },
+        { 'neurons.a: expected a table, got "agents/echo.lua"' })
+      fails_with({ name = "t", neurons = { a = { script = "agents/echo.lua", config = 3 } } },
+        { "neurons.a.config: expected a table, got 3" })
+    end)
+
+    it("in capabilities and regions", function()
+      fails_with(with({ neurons = { a = { script = "agents/echo.lua",
+          capabilities = { "work", 3 }, regions = { "x//y" } } } }), {
+        'neurons.a.regions[1]: bad region "x//y": use letters, digits, _ - . : and single /',
+        "neurons.a.capabilities[2]: expected a capability, got 3",
+      })
+    end)
+
+    it("for the whole manifest", function()
+      fails_with("demo", { 'manifest: expected a table (the manifest), got "demo"' })
+    end)
+  end)
+
+  describe("names", function()
+    it("refuses a bad neuron name", function()
+      fails_at({ name = "t", neurons = { ["my neuron"] = { script = "agents/echo.lua" } } },
+        "neurons.my neuron", 'bad name "my neuron"')
+    end)
+
+    it("refuses neurons given as a list", function()
+      fails_at({ name = "t", neurons = { { script = "agents/echo.lua" } } },
+        "neurons[1]", "neurons is a map of name = { script = ... }")
+    end)
+
+    it("refuses a bad or missing topology name", function()
+      fails_at(with({ name = "" }), "name", 'bad name ""')
+      local t = with()
+      t.name = nil
+      fails_at(t, "name", "missing")
+    end)
+
+    it("refuses an empty topology", function()
+      fails_at({ name = "t", neurons = {} }, "neurons", "at least one neuron")
+    end)
+
+    it("refuses a duplicate capability", function()
+      fails_at(with({ neurons = { a = { script = "agents/echo.lua", capabilities = { "w", "w" } } } }),
+        "neurons.a.capabilities[2]", 'duplicate capability "w"')
+    end)
+
+    it("refuses region together with regions", function()
+      fails_at(with({ neurons = { a = { script = "agents/echo.lua", region = "x", regions = { "y" } } } }),
+        "neurons.a.regions", "give region or regions, not both")
+    end)
+  end)
+
+  describe("synapses", function()
+    local function two(syn)
+      return with({
+        neurons = { producer = { script = "agents/echo.lua" }, router = { script = "agents/echo.lua" } },
+        synapses = syn,
+      })
+    end
+
+    it("report an unknown neuron in from or to", function()
+      fails_with(two({ { from = "producer", to = "ruoter" }, { from = "nobody", to = "router" } }), {
+        'synapses[1].to: unknown neuron "ruoter", did you mean "router"? (neurons: producer, router)',
+        'synapses[2].from: unknown neuron "nobody" (neurons: producer, router)',
+      })
+    end)
+
+    it("report a missing end", function()
+      fails_at(two({ { from = "producer" } }), "synapses[1].to", "missing")
+    end)
+
+    it("report a pair given twice", function()
+      fails_with(two({
+        { from = "producer", to = "router" },
+        { from = "router", to = "producer" },
+        { from = "producer", to = "router", weight = 0.5 },
+      }), { "synapses[3]: duplicate synapse producer -> router (first given as synapses[1])" })
+    end)
+
+    it("report a synapse from a neuron to itself", function()
+      fails_at(two({ { from = "router", to = "router" } }), "synapses[1].to",
+        'a synapse cannot join "router" to itself')
+    end)
+
+    it("report keyed entries", function()
+      fails_at(two({ main = { from = "producer", to = "router" } }), "synapses.main",
+        "synapses is a list")
+    end)
+
+    it("report a bad stdp value", function()
+      fails_at(two({ { from = "producer", to = "router", stdp = "on" } }), "synapses[1].stdp",
+        'expected true, false or a table of STDP parameters, got "on"')
+    end)
+
+    it("report w_min not below w_max", function()
+      fails_at(two({ { from = "producer", to = "router", stdp = { w_min = 0.5, w_max = 0.4 } } }),
+        "synapses[1].stdp.w_min", "0.5 must be below w_max 0.4")
+    end)
+
+    it("report an unknown kind in a filter list", function()
+      fails_at(two({ { from = "producer", to = "router",
+          filters = { kind = { "excitatory", "inhibtory" } } } }),
+        "synapses[1].filters.kind[2]", 'unknown kind "inhibtory", did you mean "inhibitory"?')
+    end)
+
+    it("report a bad custom filter name", function()
+      fails_at(two({ { from = "producer", to = "router", filters = { custom = ("x"):rep(32) } } }),
+        "synapses[1].filters.custom", "is 32 bytes, at most 31 are allowed")
+    end)
+  end)
+
+  describe("missing scripts", function()
+    it("report the resolved path", function()
+      local dir = manifest.absolute(FIXTURES)
+      fails_with({ name = "t", neurons = { a = { script = "agents/nope.lua" }, b = {} } }, {
+        "neurons.a.script: cannot read script " .. dir
+          .. "/agents/nope.lua: No such file or directory",
+        "neurons.b.script: missing (the agent's Lua file, relative to the manifest)",
+      })
+    end)
+
+    it("report a directory given as a script", function()
+      fails_at({ name = "t", neurons = { a = { script = "agents" } } }, "neurons.a.script",
+        "agents: Is a directory")
+    end)
+
+    it("accept an absolute path", function()
+      local topo = validate({ name = "t", neurons = { a = { script = ECHO } } })
+      assert.equal(ECHO, topo.neurons[1].script)
+    end)
+  end)
+
+  describe("units", function()
+    it("report a bad tick", function()
+      fails_at(with({ tick = "fast" }), "tick",
+        'expected "free" or a duration like "500us", "20ms" or "1.5s"')
+      fails_at(with({ tick = "20" }), "tick", 'got "20" (missing unit)')
+      fails_at(with({ tick = 0 }), "tick", 'use "free" for a free-running cortex')
+    end)
+
+    it("report a bad arena size", function()
+      fails_at(with({ arena = { size = "64 parsecs" } }), "arena.size",
+        'got "64 parsecs" (unknown unit "parsecs")')
+      fails_at(with({ arena = { size = 0 } }), "arena.size", "above zero")
+    end)
+
+    it("report a bad stdp time constant", function()
+      fails_at(with({
+        neurons = { a = { script = "agents/echo.lua" }, b = { script = "agents/echo.lua" } },
+        synapses = { { from = "a", to = "b", stdp = { tau_minus = "20 msec" } } },
+      }), "synapses[1].stdp.tau_minus", 'unknown unit "msec"')
+    end)
+
+    it("read a bare number as seconds", function()
+      local topo = validate(with({ tick = 0.002 }))
+      assert.equal(2000000, topo.tick_ns)
+    end)
+  end)
+
+  describe("ranges", function()
+    local function neuron(fields)
+      fields.script = "agents/echo.lua"
+      return with({ neurons = { n = fields } })
+    end
+
+    it("leak in [0, 1]", function()
+      fails_with(neuron({ leak = 1.5 }),
+        { "neurons.n.leak: 1.5 is out of range, expected a number in [0, 1]" })
+    end)
+
+    it("refractory a non-negative integer", function()
+      fails_at(neuron({ refractory = -1 }), "neurons.n.refractory", "expected an integer from 0")
+      fails_at(neuron({ refractory = 1.5 }), "neurons.n.refractory", "expected an integer, got 1.5")
+    end)
+
+    it("threshold finite", function()
+      fails_at(neuron({ threshold = 1 / 0 }), "neurons.n.threshold", "expected a finite number")
+    end)
+
+    it("weight in (0, 1]", function()
+      local t = with({
+        neurons = { a = { script = "agents/echo.lua" }, b = { script = "agents/echo.lua" } },
+        synapses = { { from = "a", to = "b", weight = 0 }, { from = "b", to = "a", weight = 1.01 } },
+      })
+      fails_with(t, {
+        "synapses[1].weight: 0 is out of range, expected a number in (0, 1]",
+        "synapses[2].weight: 1.01 is out of range, expected a number in (0, 1]",
+      })
+    end)
+
+    it("priority 0..255 and prefix up to 16 bytes", function()
+      local t = with({
+        neurons = { a = { script = "agents/echo.lua" }, b = { script = "agents/echo.lua" } },
+        synapses = { { from = "a", to = "b", filters = { priority = 256, prefix = "a-very-long-prefix" } } },
+      })
+      fails_with(t, {
+        "synapses[1].filters.priority: 256 is out of range, expected an integer from 0 to 255",
+        'synapses[1].filters.prefix: "a-very-long-prefix" is 18 bytes, expected 1 to 16',
+      })
+    end)
+
+    it("axon capacity a power of two >= 2", function()
+      fails_at(with({ axon = { capacity = 1000 } }), "axon.capacity", "1000 is not a power of two")
+      fails_at(with({ axon = { capacity = 1 } }), "axon.capacity", "expected an integer from 2")
+      fails_at(with({ axon = { inbox = 0 } }), "axon.inbox", "expected an integer from 1")
+    end)
+
+    it("prune_every a non-negative integer", function()
+      fails_at(with({ prune_every = -5 }), "prune_every", "expected an integer from 0")
+    end)
+
+    it("inbox defaults to the axon capacity", function()
+      local topo = validate(with({ axon = { capacity = 64 } }))
+      assert.equal(64, topo.axon_capacity)
+      assert.equal(64, topo.inbox_capacity)
+    end)
+  end)
+
+  describe("config", function()
+    local function config(c)
+      return with({ neurons = { a = { script = "agents/echo.lua", config = c } } })
+    end
+
+    it("refuses a function, naming its path", function()
+      fails_with(config({ list = { 1, 2, print } }), {
+        "neurons.a.config.list[3]: expected plain data (string, number, boolean or table), got a function",
+      })
+    end)
+
+    it("refuses a cycle", function()
+      local c = { inner = {} }
+      c.inner.back = c
+      fails_at(config(c), "neurons.a.config.inner.back", "a cycle")
+    end)
+
+    it("refuses metatables, coroutines and table keys", function()
+      fails_with(config({ m = setmetatable({}, {}), co = coroutine.create(print), [{}] = 1 }), {
+        "neurons.a.config.co: expected plain data (string, number, boolean or table), got a thread",
+        "neurons.a.config.m: expected plain data, got a table with a metatable",
+        "neurons.a.config[a table]: expected a string or number key, got a table",
+      })
+    end)
+
+    it("is copied, sharing allowed", function()
+      local shared = { x = 1 }
+      local c = { a = shared, b = shared }
+      local topo = validate(config(c))
+      local got = topo.neurons[1].config
+      assert.same(c, got)
+      assert.are_not.equal(c, got)
+      assert.are_not.equal(shared, got.a)
+    end)
+  end)
+
+  it("collects every problem, not just the first", function()
+    local _, errs = validate({
+      name = "t", tick = "x", prune_every = "never",
+      neurons = { a = { script = "agents/echo.lua", leak = 7, threshold = "high" } },
+      synapses = { { from = "a", to = "zz" } },
+    })
+    assert.equal(5, #errs)
+  end)
+end)
