@@ -41,10 +41,14 @@ LIB_SO := $(BUILD)/libneuronbus.so
 NB_BIN := $(BUILD)/neuronbus
 RT_SO := $(BUILD)/libnbruntime.so
 
+# The Lua cdefs, generated from core/nb_spike.h (BEGIN/END LAYOUT) and
+# runtime/nb_rt.h (BEGIN/END FFI): one source of truth for the layout.
+LAYOUT_LUA := lua/neuronbus/layout.lua
+
 ifeq ($(wildcard runtime/main.c),)
   RUNTIME_TARGETS :=
 else
-  RUNTIME_TARGETS := $(NB_BIN) $(RT_SO)
+  RUNTIME_TARGETS := $(NB_BIN) $(RT_SO) $(LAYOUT_LUA)
 endif
 
 .PHONY: all core runtime test run deps bench bench-plot clean fuzz
@@ -66,11 +70,16 @@ $(LIB_A): $(CORE_OBJ)
 $(LIB_SO): $(CORE_OBJ)
 	$(CC) -shared -o $@ $^ $(LDLIBS_CORE)
 
-# The runtime library links LuaJIT dynamically; a process that already has
-# LuaJIT (the luajit binary running busted) resolves the Lua C API to its
-# own copy first, so every state is made and driven by one LuaJIT.
+# The runtime library does NOT link LuaJIT: its lua_* references stay
+# undefined and bind to the LuaJIT of the process that loads it (Debian's
+# /usr/bin/luajit is static and exports the C API), so every state the
+# runtime makes in a busted process is made and driven by that one copy
+# (spec/runtime/one_luajit_spec.lua checks it).
 $(RT_SO): $(RT_OBJ) $(LIB_A)
-	$(CC) -shared -o $@ $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE)
+	$(CC) -shared -o $@ $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LDLIBS_CORE)
+
+$(LAYOUT_LUA): core/nb_spike.h runtime/nb_rt.h lua/neuronbus/gen_cdefs.lua | deps
+	luajit lua/neuronbus/gen_cdefs.lua core/nb_spike.h runtime/nb_rt.h $@
 
 $(NB_BIN): $(BUILD)/runtime/main.o $(RT_OBJ) $(LIB_A)
 	$(CC) -o $@ $^ $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE) -Wl,-E

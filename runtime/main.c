@@ -1,0 +1,155 @@
+/* main.c: the `neuronbus` command: run and check a manifest. */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nb_rt.h"
+
+static const char usage[] =
+    "usage: neuronbus run MANIFEST [--ticks N] [--for DURATION] [--stats[=json]]\n"
+    "       neuronbus check MANIFEST\n"
+    "       neuronbus --help | --version\n"
+    "\n"
+    "run     launches the topology of MANIFEST (a Lua file returning a table)\n"
+    "        on a libuv loop until --ticks N ticks ran, --for DURATION passed\n"
+    "        (\"500ms\", \"3s\", \"2m\"; a bare number is seconds), or SIGINT/\n"
+    "        SIGTERM; then delivers what is pending, calls every on_stop and\n"
+    "        prints the final statistics.\n"
+    "        --stats        a statistics table every second and at exit\n"
+    "        --stats=json   the same as one JSON object per line\n"
+    "check   validates MANIFEST and loads every agent script it names;\n"
+    "        prints every problem and exits 1 if there is any.\n"
+    "\n"
+    "Lua modules are found in NB_LUA_PATH (directories separated by ':', or\n"
+    "Lua path templates), then in ../../lua beside the executable.\n";
+
+/* Prints a command-line error naming the bad argument; returns 1. */
+static int bad(const char *fmt, const char *arg) {
+  fprintf(stderr, "neuronbus: ");
+  fprintf(stderr, fmt, arg);
+  fprintf(stderr, "\n(see neuronbus --help)\n");
+  return 1;
+}
+
+/* Parses a positive integer; returns 0 on success, -1 otherwise. */
+static int parse_count(const char *s, uint64_t *out) {
+  if (!s || !*s || *s == '-') return -1;
+  char *end;
+  errno = 0;
+  unsigned long long v = strtoull(s, &end, 10);
+  if (errno || *end || v == 0) return -1;
+  *out = v;
+  return 0;
+}
+
+/* Parses "250ms", "3s", "1.5m", "2h", "100us", "10ns" or bare seconds into
+ * nanoseconds; returns 0 on success, -1 otherwise. */
+static int parse_duration(const char *s, uint64_t *out) {
+  if (!s || !*s) return -1;
+  char *end;
+  errno = 0;
+  double v = strtod(s, &end);
+  if (errno || end == s || !(v > 0) || !isfinite(v)) return -1;
+  double scale;
+  if (!*end || !strcmp(end, "s")) scale = 1e9;
+  else if (!strcmp(end, "ms")) scale = 1e6;
+  else if (!strcmp(end, "us")) scale = 1e3;
+  else if (!strcmp(end, "ns")) scale = 1;
+  else if (!strcmp(end, "m")) scale = 60e9;
+  else if (!strcmp(end, "h")) scale = 3600e9;
+  else return -1;
+  double ns = v * scale;
+  if (ns < 1 || ns > 1e19) return -1;
+  *out = (uint64_t)ns;
+  return 0;
+}
+
+/* Returns the value of option name given as "--name=V" or "--name V"
+ * (advancing *i), or NULL with an error printed when it is missing. */
+static const char *opt_value(int argc, char **argv, int *i, const char *name) {
+  const char *a = argv[*i];
+  size_t n = strlen(name);
+  if (a[n] == '=') return a + n + 1;
+  if (*i + 1 >= argc) {
+    bad("%s needs a value", name);
+    return NULL;
+  }
+  return argv[++*i];
+}
+
+static int cmd_run(int argc, char **argv) {
+  const char *manifest = NULL;
+  nb_rt_run_opts_t o = {0};
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--ticks") || !strncmp(a, "--ticks=", 8)) {
+      const char *v = opt_value(argc, argv, &i, "--ticks");
+      if (!v) return 1;
+      if (parse_count(v, &o.ticks))
+        return bad("--ticks needs a positive integer, got \"%s\"", v);
+    } else if (!strcmp(a, "--for") || !strncmp(a, "--for=", 6)) {
+      const char *v = opt_value(argc, argv, &i, "--for");
+      if (!v) return 1;
+      if (parse_duration(v, &o.for_ns))
+        return bad("--for needs a duration such as 500ms, 3s or 2m, got "
+                   "\"%s\"", v);
+    } else if (!strcmp(a, "--stats") || !strcmp(a, "--stats=table")) {
+      o.stats = 1;
+    } else if (!strcmp(a, "--stats=json")) {
+      o.stats = 2;
+    } else if (!strncmp(a, "--stats=", 8)) {
+      return bad("--stats takes \"json\" or \"table\", got \"%s\"", a + 8);
+    } else if (a[0] == '-' && a[1]) {
+      return bad("run: unknown option \"%s\"", a);
+    } else if (manifest) {
+      return bad("run: one MANIFEST only, got a second one: \"%s\"", a);
+    } else {
+      manifest = a;
+    }
+  }
+  if (!manifest) return bad("run: missing MANIFEST%s", "");
+  char *err = NULL;
+  nb_rt_t *rt = nb_rt_open(manifest, NULL, &err);
+  if (!rt) {
+    fprintf(stderr, "neuronbus: cannot run %s:\n%s\n", manifest, err);
+    nb_rt_free_string(err);
+    return 1;
+  }
+  int rc = nb_rt_run(rt, &o);
+  nb_rt_close(rt);
+  return rc ? 1 : 0;
+}
+
+static int cmd_check(int argc, char **argv) {
+  const char *manifest = NULL;
+  for (int i = 2; i < argc; i++) {
+    if (argv[i][0] == '-' && argv[i][1])
+      return bad("check: unknown option \"%s\"", argv[i]);
+    if (manifest)
+      return bad("check: one MANIFEST only, got a second one: \"%s\"", argv[i]);
+    manifest = argv[i];
+  }
+  if (!manifest) return bad("check: missing MANIFEST%s", "");
+  return nb_rt_check(manifest, stdout) ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fputs(usage, stderr);
+    return 1;
+  }
+  const char *cmd = argv[1];
+  if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
+    fputs(usage, stdout);
+    return 0;
+  }
+  if (!strcmp(cmd, "--version") || !strcmp(cmd, "-V")) {
+    printf("neuronbus %s\n", NB_VERSION_STRING);
+    return 0;
+  }
+  if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
+  if (!strcmp(cmd, "check")) return cmd_check(argc, argv);
+  return bad("unknown command \"%s\" (expected run or check)", cmd);
+}

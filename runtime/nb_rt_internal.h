@@ -1,0 +1,73 @@
+/* nb_rt_internal.h: what the runtime's own files share (not installed). */
+#ifndef NB_RT_INTERNAL_H
+#define NB_RT_INTERNAL_H
+
+#include <lua.h>
+
+#include "nb_rt.h"
+
+/* Fixed stack slots of every agent state: the entry points returned by
+ * neuronbus.agent's boot, kept on the stack so a call is one pushvalue. */
+enum {
+  NB__SLOT_MSGH = 1,   /* traceback message handler */
+  NB__SLOT_DISPATCH,   /* dispatch(): hands cell's batch to on_spike */
+  NB__SLOT_TICK,       /* tick(): agent.tick(nb) when present */
+  NB__SLOT_FILTER,     /* filter(name): agent.filters[name](spike, nb) */
+  NB__SLOT_STOP,       /* stop(): agent.on_stop(nb) when present */
+  NB__SLOT_INIT,       /* init(config): agent.init(nb, config) */
+  NB__SLOT_DUMP,       /* dump(): nb.state as Lua source */
+  NB__SLOT_HASFILTER,  /* has_filter(name): boolean */
+  NB__SLOT_TOP = NB__SLOT_HASFILTER
+};
+
+typedef struct nb__rec_s {
+  unsigned char s[NB_SPIKE_SIZE]; /* bytes: realloc'd arrays are not 64-aligned */
+  float weight;
+  char *data; /* payload bytes (NUL-terminated copy) */
+  size_t len;
+} nb__rec_t;
+
+typedef struct nb__reclog_s {
+  nb__rec_t *v;
+  size_t n, cap;
+} nb__reclog_t;
+
+typedef struct nb__agent_s {
+  nb_rt_cell_t cell; /* first: a cell pointer is the agent pointer */
+  nb_rt_t *rt;
+  nb_neuron_t *neuron;
+  lua_State *L; /* NULL for a native recorder neuron */
+  char *name, *script;
+  char *tags[2][NB_CARD_MAX_TAGS];
+  size_t ntags[2];
+  uint64_t errors;
+  char *errlog; /* reported errors separated by "\n\f\n" */
+  size_t errlen, nerr;
+  nb__reclog_t rec[2]; /* 0 received, 1 fired */
+  uint32_t inject_seq; /* sequence of spikes injected in its name */
+} nb__agent_t;
+
+struct nb_rt_s {
+  nb_cortex_t *cx;
+  nb_arena_t *arena;
+  nb__agent_t **agents;
+  uint32_t n, cap;
+  nb_rt_opts_t opts;
+  char *name;
+  uint64_t tick_ns;
+  uint64_t ticks;
+  int stopped;
+  /* stats rate: totals at the previous report */
+  uint64_t rate_t0_ns, rate_in0;
+  uint64_t start_ns;
+};
+
+/* Returns a new Lua state with the standard libraries and package.path set
+ * (the one place states are made: issue 4 adds the allocator here), or NULL
+ * with *err set (malloc'd). */
+lua_State *nb__state_new(char **err);
+
+/* Returns a malloc'd printf-formatted string (never NULL: aborts on OOM). */
+char *nb__strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,269 @@
+/* nb_rt_run.c: the libuv loop that drives a runtime (fixed tick interval
+ * or free-running), clean shutdown on SIGINT/SIGTERM, and the statistics
+ * report (a readable table, or one JSON object per line). */
+#include "nb_rt_internal.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <string.h>
+
+#include <uv.h>
+
+#define NB__BURST_TICKS 256           /* free-running: ticks per loop turn */
+#define NB__BURST_NS 2000000ull       /* ... or this long, whichever first */
+#define NB__CATCHUP_MAX 1000          /* timed: ticks run late in one go */
+
+typedef struct nb__loop_s {
+  uv_loop_t loop;
+  uv_timer_t tick, limit, stats;
+  uv_idle_t idle;
+  uv_signal_t sigint, sigterm;
+  nb_rt_t *rt;
+  const nb_rt_run_opts_t *o;
+  uint64_t t0_ns;   /* when ticking started */
+  uint64_t done;    /* ticks run by the loop */
+  int stopping;
+  int error;        /* a negative nb_err_t from a tick */
+} nb__loop_t;
+
+/* Ends the loop: no more ticks; shutdown happens after uv_run returns. */
+static void nb__loop_stop(nb__loop_t *l) {
+  if (l->stopping) return;
+  l->stopping = 1;
+  uv_stop(&l->loop);
+}
+
+/* Runs up to max ticks (fewer when the tick limit is reached); returns the
+ * number run. */
+static uint64_t nb__loop_ticks(nb__loop_t *l, uint64_t max, uint64_t budget_ns) {
+  uint64_t start = budget_ns ? nb_clock_ns() : 0, ran = 0;
+  while (ran < max && !l->stopping) {
+    if (l->o->ticks && l->done >= l->o->ticks) {
+      nb__loop_stop(l);
+      break;
+    }
+    int64_t rc = nb_rt_tick(l->rt, 1);
+    if (rc < 0) {
+      fprintf(stderr, "neuronbus: tick failed: %s\n", nb_strerror((int)rc));
+      l->error = (int)rc;
+      nb__loop_stop(l);
+      break;
+    }
+    l->done++;
+    ran++;
+    if (budget_ns && (ran & 15) == 0 && nb_clock_ns() - start > budget_ns)
+      break;
+  }
+  if (l->o->ticks && l->done >= l->o->ticks) nb__loop_stop(l);
+  return ran;
+}
+
+/* Timed mode: runs every tick that is due by now (bounded catch-up). */
+static void nb__on_tick(uv_timer_t *t) {
+  nb__loop_t *l = t->data;
+  uint64_t due = (nb_clock_ns() - l->t0_ns) / l->rt->tick_ns + 1;
+  if (due > l->done) {
+    uint64_t n = due - l->done;
+    nb__loop_ticks(l, n > NB__CATCHUP_MAX ? NB__CATCHUP_MAX : n, 0);
+  }
+}
+
+/* Free-running mode: a bounded burst per loop turn, so signals and timers
+ * are served between bursts. */
+static void nb__on_idle(uv_idle_t *h) {
+  nb__loop_ticks(h->data, NB__BURST_TICKS, NB__BURST_NS);
+}
+
+static void nb__on_limit(uv_timer_t *t) { nb__loop_stop(t->data); }
+
+static void nb__on_stats(uv_timer_t *t) {
+  nb__loop_t *l = t->data;
+  nb_rt_print_stats(l->rt, l->o->out ? l->o->out : stdout, l->o->stats == 2, 0);
+}
+
+static void nb__on_signal(uv_signal_t *s, int signum) {
+  nb__loop_t *l = s->data;
+  fprintf(stderr, "neuronbus: %s received, stopping\n",
+          signum == SIGINT ? "SIGINT" : "SIGTERM");
+  nb__loop_stop(l);
+}
+
+static void nb__on_close(uv_handle_t *h) { (void)h; }
+
+/* Closes every handle still open (callback for uv_walk). */
+static void nb__close_walk(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, nb__on_close);
+}
+
+int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
+  nb_rt_run_opts_t defaults = {0};
+  if (!opts) opts = &defaults;
+  nb__loop_t l;
+  memset(&l, 0, sizeof l);
+  l.rt = rt;
+  l.o = opts;
+  FILE *out = opts->out ? opts->out : stdout;
+  if (uv_loop_init(&l.loop) != 0) return NB_ENOMEM;
+  uv_signal_init(&l.loop, &l.sigint);
+  uv_signal_init(&l.loop, &l.sigterm);
+  l.sigint.data = l.sigterm.data = &l;
+  uv_signal_start(&l.sigint, nb__on_signal, SIGINT);
+  uv_signal_start(&l.sigterm, nb__on_signal, SIGTERM);
+  l.t0_ns = nb_clock_ns();
+  if (rt->tick_ns) {
+    /* A timer of the tick interval (at least 1 ms: libuv's resolution);
+     * sub-millisecond ticks are caught up each millisecond. */
+    uint64_t ms = rt->tick_ns / 1000000u;
+    if (ms == 0) ms = 1;
+    uv_timer_init(&l.loop, &l.tick);
+    l.tick.data = &l;
+    uv_timer_start(&l.tick, nb__on_tick, ms, ms);
+  } else {
+    uv_idle_init(&l.loop, &l.idle);
+    l.idle.data = &l;
+    uv_idle_start(&l.idle, nb__on_idle);
+  }
+  if (opts->for_ns) {
+    uv_timer_init(&l.loop, &l.limit);
+    l.limit.data = &l;
+    uint64_t ms = (opts->for_ns + 999999u) / 1000000u;
+    uv_timer_start(&l.limit, nb__on_limit, ms, 0);
+  }
+  if (opts->stats) {
+    uint64_t every = opts->stats_every_ns ? opts->stats_every_ns : 1000000000u;
+    uint64_t ms = every / 1000000u ? every / 1000000u : 1;
+    uv_timer_init(&l.loop, &l.stats);
+    l.stats.data = &l;
+    uv_timer_start(&l.stats, nb__on_stats, ms, ms);
+  }
+  if (opts->ticks == 0 || l.done < opts->ticks) uv_run(&l.loop, UV_RUN_DEFAULT);
+  uv_walk(&l.loop, nb__close_walk, NULL);
+  uv_run(&l.loop, UV_RUN_DEFAULT);
+  uv_loop_close(&l.loop);
+  /* Pending spikes are delivered and every on_stop runs. */
+  nb_rt_stop(rt, 0);
+  nb_rt_print_stats(rt, out, opts->stats == 2, 1);
+  fflush(out);
+  return l.error;
+}
+
+/* ------------------------------------------------------------------ */
+/* statistics                                                          */
+
+/* Writes s as a JSON string literal. */
+static void nb__json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
+    if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+    else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
+    else fputc(*p, f);
+  }
+  fputc('"', f);
+}
+
+typedef struct nb__syn_ctx_s {
+  nb_rt_t *rt;
+  FILE *f;
+  int json, first;
+} nb__syn_ctx_t;
+
+/* Prints one synapse (callback of nb_synapse_table_each). */
+static void nb__print_synapse(void *ctx, const nb_synapse_t *s) {
+  nb__syn_ctx_t *c = ctx;
+  const char *from = nb_rt_name(c->rt, s->pre), *to = nb_rt_name(c->rt, s->post);
+  float w = nb_atomic_f32_load(&s->weight);
+  if (c->json) {
+    fputs(c->first ? "" : ",", c->f);
+    fputs("{\"from\":", c->f);
+    nb__json_str(c->f, from ? from : "?");
+    fputs(",\"to\":", c->f);
+    nb__json_str(c->f, to ? to : "?");
+    fprintf(c->f, ",\"weight\":%.6g,\"stdp\":%s}", w,
+            s->stdp_on ? "true" : "false");
+  } else {
+    char pair[128];
+    snprintf(pair, sizeof pair, "%s -> %s", from ? from : "?", to ? to : "?");
+    fprintf(c->f, "  %-36s %10.6f%s\n", pair, w, s->stdp_on ? "  stdp" : "");
+  }
+  c->first = 0;
+}
+
+void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
+  uint64_t now = nb_clock_ns();
+  nb_rt_stat_t tot = {0};
+  for (uint32_t i = 0; i < rt->n; i++) {
+    nb_rt_stat_t s;
+    nb_rt_stat(rt, i, &s);
+    tot.spikes_in += s.spikes_in;
+    tot.spikes_out += s.spikes_out;
+    tot.fires += s.fires;
+    tot.errors += s.errors;
+  }
+  /* Periodic lines show the rate since the previous line; the final one
+   * the average over the whole run. */
+  uint64_t t0 = final ? rt->start_ns : rt->rate_t0_ns;
+  uint64_t in0 = final ? 0 : rt->rate_in0;
+  double dt = (double)(now - t0) / 1e9;
+  double rate = dt > 0 ? (double)(tot.spikes_in - in0) / dt : 0;
+  double elapsed = (double)(now - rt->start_ns) / 1e9;
+  rt->rate_t0_ns = now;
+  rt->rate_in0 = tot.spikes_in;
+  const nb_cortex_stats_t *cs = nb_cortex_stats(rt->cx);
+  nb__syn_ctx_t sc = {rt, f, json, 1};
+  if (json) {
+    fputs("{\"type\":\"stats\",\"final\":", f);
+    fputs(final ? "true" : "false", f);
+    fputs(",\"topology\":", f);
+    nb__json_str(f, rt->name);
+    fprintf(f, ",\"ticks\":%" PRIu64 ",\"elapsed_s\":%.3f,\"spikes_per_s\":%.1f",
+            rt->ticks, elapsed, rate);
+    fprintf(f, ",\"totals\":{\"spikes_in\":%" PRIu64 ",\"spikes_out\":%" PRIu64
+            ",\"fires\":%" PRIu64 ",\"errors\":%" PRIu64 "}",
+            tot.spikes_in, tot.spikes_out, tot.fires, tot.errors);
+    fprintf(f, ",\"cortex\":{\"routed\":%" PRIu64 ",\"dead_letters\":%" PRIu64
+            ",\"filtered\":%" PRIu64 ",\"pruned\":%" PRIu64 "}",
+            cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
+    fputs(",\"neurons\":[", f);
+    for (uint32_t i = 0; i < rt->n; i++) {
+      nb_rt_stat_t s;
+      nb_rt_stat(rt, i, &s);
+      fprintf(f, "%s{\"id\":%u,\"name\":", i ? "," : "", i);
+      nb__json_str(f, rt->agents[i]->name);
+      fprintf(f, ",\"spikes_in\":%" PRIu64 ",\"spikes_out\":%" PRIu64
+              ",\"fires\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"full\":%" PRIu64
+              ",\"deferred\":%" PRIu64 ",\"filtered\":%" PRIu64 "}",
+              s.spikes_in, s.spikes_out, s.fires, s.errors, s.full,
+              s.deferred, s.filtered);
+    }
+    fputs("],\"synapses\":[", f);
+    nb_synapse_table_each(nb_cortex_synapses(rt->cx), nb__print_synapse, &sc);
+    fputs("]}\n", f);
+  } else {
+    fprintf(f, "== %s statistics: %s, tick %" PRIu64 ", %.2f s, %.0f spikes/s%s\n",
+            final ? "final" : "periodic", rt->name, rt->ticks, elapsed, rate,
+            final ? " (average)" : "");
+    fprintf(f, "  %4s %-20s %10s %10s %8s %7s %7s %8s %8s\n", "id", "neuron",
+            "spikes_in", "spikes_out", "fires", "errors", "full", "deferred",
+            "filtered");
+    for (uint32_t i = 0; i < rt->n; i++) {
+      nb_rt_stat_t s;
+      nb_rt_stat(rt, i, &s);
+      fprintf(f, "  %4u %-20s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %7" PRIu64
+              " %7" PRIu64 " %8" PRIu64 " %8" PRIu64 "\n", i,
+              rt->agents[i]->name, s.spikes_in, s.spikes_out, s.fires,
+              s.errors, s.full, s.deferred, s.filtered);
+    }
+    fprintf(f, "  %4s %-20s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %7" PRIu64
+            "\n", "", "total", tot.spikes_in, tot.spikes_out, tot.fires,
+            tot.errors);
+    fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
+            ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
+            cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
+    if (nb_synapse_table_count(nb_cortex_synapses(rt->cx))) {
+      fprintf(f, "  %-36s %10s\n", "synapse", "weight");
+      nb_synapse_table_each(nb_cortex_synapses(rt->cx), nb__print_synapse, &sc);
+    }
+  }
+  fflush(f);
+}
