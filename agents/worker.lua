@@ -15,15 +15,18 @@ local reverse = string.reverse
 local tohex = bit.tohex
 local bxor = bit.bxor
 local tobit = bit.tobit
+local lshift = bit.lshift
 local error = error
 
 local agent = {}
 
--- 32-bit FNV-1a of s, as 8 hex digits.
+-- 32-bit FNV-1a of s, as 8 hex digits. The prime 16777619 is 2^24 + 403:
+-- multiplying in two exact parts keeps every bit a double would lose.
 local function fnv1a(s)
   local h = tobit(0x811c9dc5)
   for i = 1, #s do
-    h = tobit(bxor(h, byte(s, i)) * 16777619)
+    h = bxor(h, byte(s, i))
+    h = tobit(lshift(h, 24) + h * 403)
   end
   return tohex(h)
 end
