@@ -3,6 +3,7 @@
 --   local manifest = require("neuronbus.manifest")
 --   local topo, errs = manifest.load("agents/demo.lua")
 --   local topo, errs = manifest.validate(tbl, basedir)
+--   local topo, errs = manifest.load_source(src, label, basedir, default_name)
 --
 -- Both return the normalized topology and nil, or nil and an array of
 -- messages, one per problem, each "key.path: message" (for instance
@@ -875,8 +876,39 @@ local function run_chunk(fn, chunkname, label)
   return unpack(res, 1, 2)
 end
 
--- Loads the manifest file at path in an empty environment (no io, os,
--- require) and validates it. Returns topo, nil or nil, errs.
+-- Runs manifest source text in an empty environment (no io, os, require)
+-- and validates what it returns; label names it in errors (a file path),
+-- basedir resolves its scripts, default_name names it when it has no name.
+-- Returns topo, nil or nil, errs.
+function _M.load_source(src, label, basedir, default_name)
+  if type(src) ~= "string" then
+    return nil, { "manifest: expected Lua source text, got " .. show(src) }
+  end
+  label = label or "manifest"
+  if str_byte(src, 1) == 27 then
+    return nil, { label .. ": is precompiled bytecode, expected Lua source" }
+  end
+  src = str_gsub(src, "^#[^\n]*", "") -- a shebang line keeps its line
+  local chunkname = "@" .. label
+  local fn, serr = loadstring(src, chunkname)
+  if not fn then
+    return nil, { serr }
+  end
+  setfenv(fn, sandbox())
+  local ok, tbl = run_chunk(fn, chunkname, label)
+  if not ok then
+    return nil, { tbl }
+  end
+  if type(tbl) ~= "table" then
+    return nil, { str_format("%s: the manifest must return a table, got %s",
+                             label, show(tbl)) }
+  end
+  return _M.validate(tbl, basedir, { default_name = default_name })
+end
+
+-- Loads the manifest file at path (see load_source); scripts resolve
+-- against its directory and its file name names it when it has no name.
+-- Returns topo, nil or nil, errs.
 function _M.load(path)
   if type(path) ~= "string" or path == "" then
     return nil, { "manifest: expected a file path, got " .. show(path) }
@@ -893,29 +925,11 @@ function _M.load(path)
     return nil, { str_format("%s: cannot read the manifest: %s", path,
                              rerr or "read failed") }
   end
-  if str_byte(src, 1) == 27 then
-    return nil, { path .. ": is precompiled bytecode, expected Lua source" }
-  end
-  src = str_gsub(src, "^#[^\n]*", "") -- a shebang line keeps its line
-  local chunkname = "@" .. path
-  local fn, serr = loadstring(src, chunkname)
-  if not fn then
-    return nil, { serr }
-  end
-  setfenv(fn, sandbox())
-  local ok, tbl = run_chunk(fn, chunkname, path)
-  if not ok then
-    return nil, { tbl }
-  end
-  if type(tbl) ~= "table" then
-    return nil, { str_format("%s: the manifest must return a table, got %s",
-                             path, show(tbl)) }
-  end
   local stem = str_match(abs, "([^/]+)%.lua$") or str_match(abs, "([^/]+)$")
   if stem and not str_match(stem, NAME_PATTERN) then
     stem = nil
   end
-  return _M.validate(tbl, dirname(abs), { default_name = stem })
+  return _M.load_source(src, path, dirname(abs), stem)
 end
 
 -- Exposed for specs and tools.

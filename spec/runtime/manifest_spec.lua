@@ -128,6 +128,17 @@ describe("manifest.load", function()
     assert.is_true(#topo.neurons >= 5)
   end)
 
+  it("loads source text with a label and a base directory", function()
+    local topo, errs = manifest.load_source(
+      'return { neurons = { a = { script = "echo.lua" } } }',
+      "inline", FIXTURES .. "/agents", "inline")
+    assert.is_nil(errs)
+    assert.equal("inline", topo.name)
+    assert.equal(ECHO, topo.neurons[1].script)
+    local _, errs2 = manifest.load_source("return {", "inline")
+    assert.matches("^inline:1: unexpected symbol near '<eof>'", errs2[1])
+  end)
+
   it("reports a syntax error with the file and line", function()
     local topo, errs = manifest.load(FIXTURES .. "/syntax_error.lua")
     assert.is_nil(topo)
