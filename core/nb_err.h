@@ -28,7 +28,9 @@
   XX(TOOBIG,    -19, "payload too large")                                     \
   XX(CLOSED,    -20, "closed")                                                \
   XX(TIMEDOUT,  -21, "timed out")                                             \
-  XX(AGENT,     -22, "agent callback failed")
+  XX(AGENT,     -22, "agent callback failed")                                 \
+  XX(MEMLIMIT,  -23, "memory limit of the agent state exceeded")              \
+  XX(BUDGET,    -24, "time budget of the agent entry exceeded")
 
 typedef enum nb_err_e {
   NB_OK = 0,
