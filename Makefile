@@ -74,9 +74,10 @@ $(LIB_SO): $(CORE_OBJ)
 # undefined and bind to the LuaJIT of the process that loads it (Debian's
 # /usr/bin/luajit is static and exports the C API), so every state the
 # runtime makes in a busted process is made and driven by that one copy
-# (spec/runtime/one_luajit_spec.lua checks it).
+# (spec/runtime/one_luajit_spec.lua checks it). nodelete: busted's state
+# may collect the ffi.load handle before the runtimes it still frees.
 $(RT_SO): $(RT_OBJ) $(LIB_A)
-	$(CC) -shared -o $@ $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LDLIBS_CORE)
+	$(CC) -shared -Wl,-z,nodelete -o $@ $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LDLIBS_CORE)
 
 $(LAYOUT_LUA): core/nb_spike.h runtime/nb_rt.h lua/neuronbus/gen_cdefs.lua | deps
 	luajit lua/neuronbus/gen_cdefs.lua core/nb_spike.h runtime/nb_rt.h $@

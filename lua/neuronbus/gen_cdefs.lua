@@ -54,6 +54,24 @@ local function clean(decls)
   return table.concat(out, "\n")
 end
 
+-- Struct fields renamed on the Lua side: a field shadows a metatype
+-- method of the same name, and spike:payload() must be the method (the
+-- raw bytes stay reachable as spike.payload_bytes, at the same offset; the
+-- layout spec checks it against offsetof(nb_spike_t, payload)).
+_M.RENAMED = { nb_spike_s = { payload = "payload_bytes" } }
+
+-- Returns decls with the renamed fields of each struct applied.
+local function rename(decls)
+  return (decls:gsub("(typedef%s+struct%s+([%w_]+)%s*%b{})", function(body, tag)
+    local map = _M.RENAMED[tag]
+    if not map then return body end
+    for from, to in pairs(map) do
+      body = body:gsub("([%s%*])" .. from .. "(%s*[%[;])", "%1" .. to .. "%2")
+    end
+    return body
+  end))
+end
+
 -- Returns the full cdef string from the spike header and runtime header.
 function _M.generate(spike_h, rt_h)
   local spike = slurp(spike_h)
@@ -61,7 +79,7 @@ function _M.generate(spike_h, rt_h)
   -- nb_id_t and the constants precede the block in nb_spike.h; the FFI
   -- side needs the typedef, and the constants are exported as a table.
   return "typedef uint16_t nb_id_t;\n"
-    .. clean(block(spike, spike_h, "BEGIN LAYOUT", "END LAYOUT")) .. "\n"
+    .. rename(clean(block(spike, spike_h, "BEGIN LAYOUT", "END LAYOUT"))) .. "\n"
     .. clean(block(rt, rt_h, "BEGIN FFI", "END FFI")) .. "\n"
 end
 

@@ -1,0 +1,342 @@
+-- neuronbus.agent: the Lua half of a neuron's state.
+--
+-- The runtime (runtime/nb_rt.c) creates one LuaJIT state per neuron and
+-- calls boot() in it once; boot loads the agent script, checks the agent
+-- contract, builds the handle `nb`, and returns the entry points the C side
+-- keeps on the state's stack. Agents never require this module themselves.
+--
+-- The handle nb:
+--   nb.id, nb.name          this neuron's id and name
+--   nb.state                a table owned by the agent
+--   nb.BROADCAST            the target id meaning "every outgoing synapse"
+--   nb:fire{target=, kind=, priority=, payload=}
+--   nb:fire_to(target, payload)
+--   nb:broadcast(payload)
+--       target: a neuron id or name; kind: "excitatory" (default),
+--       "inhibitory", "modulatory" or 0..2; priority 0..255 (default 0);
+--       payload: nil or a string of any length (over 46 bytes it goes to
+--       the arena). Each returns true, or nil and a message (axon full, no
+--       such neuron, bad argument): firing never raises.
+--   nb:discover(capability), nb:region(path)
+--       -> array of cards { id=, name=, capabilities={...}, regions={...} }
+--          in id order.
+
+local ffi = require("ffi")
+local nbffi = require("neuronbus.ffi")
+local serial = require("neuronbus.serial")
+
+local C = ffi.C
+local type, tostring, ipairs, pairs = type, tostring, ipairs, pairs
+local setmetatable, loadfile, xpcall = setmetatable, loadfile, xpcall
+local tonumber, error = tonumber, error
+local ffi_string = ffi.string
+local traceback = debug.traceback
+
+local BROADCAST = nbffi.constants.BROADCAST
+local KIND = nbffi.KIND
+local E_FULL = -3
+local E_ENOENT = -14
+
+local _M = { _VERSION = "0.1.0" }
+
+-- This state's neuron: set once by boot (one neuron per state).
+local CELL = nil   -- nb_rt_cell_t*
+local NB = nil     -- the handle
+local AGENT = nil  -- the table the script returned
+local names = {}   -- neuron name -> id, filled on first use
+
+local CALLBACKS = { "init", "tick", "on_stop", "on_reload" }
+
+-- Returns the agent table of script after checking the agent contract, or
+-- nil and a reason that names the file.
+local function load_script(script)
+  if type(script) ~= "string" then
+    return nil, "agent script: expected a file name, got a " .. type(script)
+  end
+  local chunk, err = loadfile(script)
+  if not chunk then
+    return nil, "cannot load agent script: " .. tostring(err)
+  end
+  local ok, agent = xpcall(chunk, traceback)
+  if not ok then
+    return nil, script .. ": error while running the script: " .. tostring(agent)
+  end
+  if type(agent) ~= "table" then
+    return nil, script .. ": an agent script must return a table with an "
+      .. "on_spike function, but it returned "
+      .. (agent == nil and "nothing" or "a " .. type(agent))
+  end
+  if type(agent.on_spike) ~= "function" then
+    return nil, script .. ": the returned table has no on_spike function"
+      .. (agent.on_spike ~= nil and " (on_spike is a " .. type(agent.on_spike) .. ")" or "")
+  end
+  for _, k in ipairs(CALLBACKS) do
+    if agent[k] ~= nil and type(agent[k]) ~= "function" then
+      return nil, script .. ": " .. k .. " must be a function, got a " .. type(agent[k])
+    end
+  end
+  if agent.filters ~= nil then
+    if type(agent.filters) ~= "table" then
+      return nil, script .. ": filters must be a table of functions, got a "
+        .. type(agent.filters)
+    end
+    for k, f in pairs(agent.filters) do
+      if type(f) ~= "function" then
+        return nil, script .. ": filters." .. tostring(k)
+          .. " must be a function, got a " .. type(f)
+      end
+    end
+  end
+  return agent
+end
+
+-- Returns true and the set of the script's filter names, or nil and the
+-- reason the script is refused (neuronbus check uses this in a scratch
+-- state).
+function _M.probe(script)
+  local agent, err = load_script(script)
+  if not agent then return nil, err end
+  local filters = {}
+  for k in pairs(agent.filters or {}) do filters[k] = true end
+  return true, filters
+end
+
+-- ---------------------------------------------------------------------
+-- the handle
+
+local Handle = {}
+Handle.__index = Handle
+Handle.BROADCAST = BROADCAST
+
+-- Returns the id of a target given as an id or a name, or nil and a message.
+local function resolve(target)
+  if type(target) == "number" then return target end
+  if type(target) ~= "string" then
+    return nil, "target must be a neuron id or name, got a " .. type(target)
+  end
+  local id = names[target]
+  if id then return id end
+  id = C.nb_rt_lookup(CELL, target)
+  if id < 0 then return nil, "no neuron named \"" .. target .. "\"" end
+  names[target] = id
+  return id
+end
+
+-- Returns the message for a failed fire (nb_err_t rc) to target.
+local function fire_error(rc, target)
+  if rc == E_ENOENT then
+    return "no neuron with id " .. tostring(target)
+  end
+  local text = ffi_string(C.nb_strerror(rc))
+  if rc == E_FULL then return "axon full: " .. text end
+  return text
+end
+
+-- Returns a message for a payload that is not a string.
+local function bad_payload(payload)
+  return "payload must be a string or nil, got a " .. type(payload)
+end
+
+-- Fires an excitatory priority-0 spike; returns true or nil, message.
+function Handle:fire_to(target, payload)
+  local id = target
+  if type(id) ~= "number" then
+    local err
+    id, err = resolve(target)
+    if not id then return nil, err end
+  end
+  local len = 0
+  if payload ~= nil then
+    if type(payload) ~= "string" then return nil, bad_payload(payload) end
+    len = #payload
+  end
+  local rc = C.nb_rt_fire(CELL, id, 0, 0, payload, len)
+  if rc == 0 then return true end
+  return nil, fire_error(rc, target)
+end
+
+-- Fires to every outgoing synapse whose filters pass; true or nil, message.
+function Handle:broadcast(payload)
+  local len = 0
+  if payload ~= nil then
+    if type(payload) ~= "string" then return nil, bad_payload(payload) end
+    len = #payload
+  end
+  local rc = C.nb_rt_fire(CELL, BROADCAST, 0, 0, payload, len)
+  if rc == 0 then return true end
+  return nil, fire_error(rc, "broadcast")
+end
+
+-- Fires with every field chosen; returns true or nil, message.
+function Handle:fire(t)
+  if type(t) ~= "table" then
+    return nil, "nb:fire expects a table {target=, kind=, priority=, payload=}, got a "
+      .. type(t)
+  end
+  local target = t.target
+  if target == nil then
+    return nil, "nb:fire: target is required (a neuron id or name, or nb.BROADCAST)"
+  end
+  local id, err = resolve(target)
+  if not id then return nil, "nb:fire: " .. err end
+  local kind = t.kind
+  if kind == nil then
+    kind = 0
+  elseif type(kind) == "string" then
+    kind = KIND[kind]
+    if not kind then
+      return nil, "nb:fire: kind must be \"excitatory\", \"inhibitory\" or "
+        .. "\"modulatory\", got \"" .. t.kind .. "\""
+    end
+  elseif type(kind) ~= "number" or kind < 0 or kind > 2 or kind % 1 ~= 0 then
+    return nil, "nb:fire: kind must be a kind name or 0..2, got " .. tostring(kind)
+  end
+  local prio = t.priority
+  if prio == nil then
+    prio = 0
+  elseif type(prio) ~= "number" or prio < 0 or prio > 255 or prio % 1 ~= 0 then
+    return nil, "nb:fire: priority must be an integer 0..255, got " .. tostring(prio)
+  end
+  local payload, len = t.payload, 0
+  if payload ~= nil then
+    if type(payload) ~= "string" then return nil, "nb:fire: " .. bad_payload(payload) end
+    len = #payload
+  end
+  local rc = C.nb_rt_fire(CELL, id, kind, prio, payload, len)
+  if rc == 0 then return true end
+  return nil, "nb:fire: " .. fire_error(rc, target)
+end
+
+-- Scratch array for the ids nb_rt_find writes; grown on demand.
+local idmax = 256
+local idbuf = ffi.new("uint16_t[?]", idmax)
+
+-- Returns the tags (which 0 capabilities, 1 regions) of neuron id.
+local function tags(id, which)
+  local out, i = {}, 0
+  while true do
+    local p = C.nb_rt_card_tag(CELL, id, which, i)
+    if p == nil then return out end
+    i = i + 1
+    out[i] = ffi_string(p)
+  end
+end
+
+-- Returns the cards of the neurons with capability what (region 0) or in
+-- the region subtree what (region 1).
+local function cards(region, what, method)
+  if type(what) ~= "string" then
+    error("nb:" .. method .. ": expected a string, got a " .. type(what), 3)
+  end
+  local n = tonumber(C.nb_rt_find(CELL, region, what, idbuf, idmax))
+  if n > idmax then
+    idmax = n
+    idbuf = ffi.new("uint16_t[?]", idmax)
+    n = tonumber(C.nb_rt_find(CELL, region, what, idbuf, idmax))
+  end
+  local out = {}
+  for i = 0, n - 1 do
+    local id = idbuf[i]
+    local name = C.nb_rt_card_name(CELL, id)
+    out[i + 1] = {
+      id = id,
+      name = name ~= nil and ffi_string(name) or nil,
+      capabilities = tags(id, 0),
+      regions = tags(id, 1),
+    }
+  end
+  return out
+end
+
+-- Returns the cards of every neuron with the capability.
+function Handle:discover(capability)
+  return cards(0, capability, "discover")
+end
+
+-- Returns the cards of every neuron in the region subtree path.
+function Handle:region(path)
+  return cards(1, path, "region")
+end
+
+-- ---------------------------------------------------------------------
+-- entry points (called from C with lua_pcall and a traceback handler)
+
+-- Hands this tick's batch to on_spike, one spike at a time. cell.pos is
+-- stored before each call so that after an error C resumes at the next
+-- spike. One call per tick per neuron: this loop is the hot path.
+local function dispatch()
+  local cell = CELL
+  local spikes = cell.spikes
+  local on_spike = AGENT.on_spike
+  local nb = NB
+  local n = cell.count
+  local i = cell.pos
+  while i < n do
+    cell.pos = i + 1
+    on_spike(spikes[i], nb)
+    i = i + 1
+  end
+end
+
+local function tick()
+  local f = AGENT.tick
+  if f then f(NB) end
+end
+
+local function filter(name)
+  local fs = AGENT.filters
+  local f = fs and fs[name]
+  if not f then
+    error("the agent has no filters." .. tostring(name) .. " function", 0)
+  end
+  return f(CELL.fspike[0], NB)
+end
+
+local function stop()
+  local f = AGENT.on_stop
+  if f then f(NB) end
+end
+
+local function init(config)
+  local f = AGENT.init
+  if f then f(NB, config or {}) end
+end
+
+local function dump()
+  return serial.dump(NB.state, "nb.state")
+end
+
+local function has_filter(name)
+  local fs = AGENT.filters
+  return type(fs) == "table" and type(fs[name]) == "function"
+end
+
+-- Loads script as the agent of the neuron whose cell is the lightuserdata
+-- cell_lud; returns the table of entry points, or nil and the reason the
+-- script is refused. Called once per state by the runtime.
+function _M.boot(cell_lud, script, name, id)
+  if CELL then error("neuronbus.agent: this state already runs an agent", 2) end
+  local agent, err = load_script(script)
+  if not agent then return nil, err end
+  -- The one cast of a lightuserdata, at boot; ticks read fields of it.
+  CELL = ffi.cast("nb_rt_cell_t *", cell_lud)
+  nbffi.bind(CELL)
+  AGENT = agent
+  NB = setmetatable({ id = id, name = name, state = {} }, Handle)
+  return {
+    dispatch = dispatch,
+    tick = tick,
+    filter = filter,
+    stop = stop,
+    init = init,
+    dump = dump,
+    has_filter = has_filter,
+  }
+end
+
+-- Returns this state's handle (nil before boot); for tools and specs.
+function _M.handle()
+  return NB
+end
+
+return _M

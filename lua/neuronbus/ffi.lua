@@ -1,0 +1,151 @@
+-- neuronbus.ffi: the one FFI binding of NeuronBus.
+--
+--   local nbffi = require("neuronbus.ffi")
+--   nbffi.spike_t            -- ffi.typeof("nb_spike_t")
+--   nbffi.KIND               -- { excitatory = 0, inhibitory = 1, modulatory = 2 }
+--   nbffi.KIND_NAME          -- { [0] = "excitatory", "inhibitory", "modulatory" }
+--   nbffi.constants          -- PAYLOAD_MAX = 46, BROADCAST = 0xFFFF, ...
+--
+-- The cdefs are generated from core/nb_spike.h and runtime/nb_rt.h into
+-- neuronbus/layout.lua by the build (lua/neuronbus/gen_cdefs.lua); when that
+-- file was never built they are generated from the headers on the spot. They
+-- are declared once per LuaJIT state, and the spike metatype is set once:
+-- busted restores package.loaded between spec files, so the module itself
+-- is kept in the registry and handed back on the next require.
+--
+-- Spike methods (one ffi.metatype over the 64-byte struct itself; fields
+-- read directly: spike.source, .target, .priority, .sequence, .timestamp_ns,
+-- .meta; the C field payload is spike.payload_bytes on the Lua side, since
+-- a field would shadow the payload() method):
+--   spike:kind()     -> "excitatory" | "inhibitory" | "modulatory"
+--   spike:kind_id()  -> 0 | 1 | 2
+--   spike:payload()  -> the payload as a Lua string of its exact length,
+--                       inline or read from the arena; nil, message when an
+--                       arena reference is stale or out of bounds
+--   spike:len()      -> the payload length in bytes (inline or arena)
+--   spike:is_arena() -> true when the payload lives in the arena
+--   spike:copy()     -> a new nb_spike_t holding the same 64 bytes (an arena
+--                       payload stays readable until the arena is reset)
+
+local REG_KEY = "neuronbus.ffi"
+local registry = debug.getregistry()
+if registry[REG_KEY] then return registry[REG_KEY] end
+
+local ffi = require("ffi")
+local bit = require("bit")
+
+local C = ffi.C
+local band, rshift = bit.band, bit.rshift
+local ffi_string, ffi_copy = ffi.string, ffi.copy
+local tonumber = tonumber
+
+local _M = { _VERSION = "0.1.0" }
+
+-- Returns the layout module: the built one, or one generated now from the
+-- headers found beside this file's tree (lua/neuronbus/ffi.lua -> ../..).
+local function layout()
+  local ok, mod = pcall(require, "neuronbus.layout")
+  if ok then return mod end
+  local here = package.searchpath("neuronbus.ffi", package.path)
+  local root = here and here:match("^(.*)/lua/neuronbus/ffi%.lua$")
+  if not root then
+    error("neuronbus.ffi: neuronbus/layout.lua is not built and the C "
+      .. "headers cannot be found (run make): " .. tostring(mod), 2)
+  end
+  local gen = require("neuronbus.gen_cdefs")
+  local src = gen.module(root .. "/core/nb_spike.h", root .. "/runtime/nb_rt.h")
+  return assert(loadstring(src, "=neuronbus.layout"))()
+end
+
+local L = layout()
+ffi.cdef(L.cdef)
+_M.cdef = L.cdef
+_M.constants = L.constants
+
+local PAYLOAD_MAX = L.constants.PAYLOAD_MAX
+local LEN_ARENA = L.constants.LEN_ARENA
+
+_M.KIND = { excitatory = 0, inhibitory = 1, modulatory = 2 }
+_M.KIND_NAME = { [0] = "excitatory", "inhibitory", "modulatory" }
+local KIND_NAME = _M.KIND_NAME
+
+local spike_t = ffi.typeof("nb_spike_t")
+_M.spike_t = spike_t
+_M.spike_ptr_t = ffi.typeof("nb_spike_t *")
+
+-- Out-parameters of nb_rt_payload, allocated once per state.
+local pdata = ffi.new("const char *[1]")
+local plen = ffi.new("size_t[1]")
+
+-- The cell of this state's neuron (nil in a process that only inspects
+-- spikes: then an arena payload cannot be read).
+local bound = nil
+
+-- Binds the spike methods of this state to a neuron cell (its runtime's
+-- arena); returns nothing.
+function _M.bind(cell)
+  bound = cell
+end
+
+local methods = {}
+
+-- Returns the kind's name.
+function methods.kind(s)
+  return KIND_NAME[band(s.meta, 3)]
+end
+
+-- Returns the kind's number (0 excitatory, 1 inhibitory, 2 modulatory).
+function methods.kind_id(s)
+  return band(s.meta, 3)
+end
+
+-- Returns true when the payload is an arena reference.
+function methods.is_arena(s)
+  return rshift(s.meta, 2) == LEN_ARENA
+end
+
+-- Returns the payload as a string of its exact length, or nil and a message.
+function methods.payload(s)
+  local n = rshift(s.meta, 2)
+  if n <= PAYLOAD_MAX then
+    return ffi_string(s.payload_bytes, n)
+  end
+  if n ~= LEN_ARENA then
+    return nil, "spike:payload(): invalid length " .. n .. " in meta"
+  end
+  local rc = C.nb_rt_payload(bound, s, pdata, plen)
+  if rc ~= 0 then
+    return nil, "spike:payload(): " .. ffi_string(C.nb_strerror(rc))
+  end
+  return ffi_string(pdata[0], plen[0])
+end
+
+-- Returns the payload length in bytes, or nil and a message.
+function methods.len(s)
+  local n = rshift(s.meta, 2)
+  if n <= PAYLOAD_MAX then return n end
+  local rc = C.nb_rt_payload(bound, s, pdata, plen)
+  if rc ~= 0 then
+    return nil, "spike:len(): " .. ffi_string(C.nb_strerror(rc))
+  end
+  return tonumber(plen[0])
+end
+
+-- Returns a copy of the spike that outlives the call it was handed to.
+function methods.copy(s)
+  local c = spike_t()
+  ffi_copy(c, s, 64)
+  return c
+end
+
+ffi.metatype(spike_t, {
+  __index = methods,
+  __tostring = function(s)
+    return string.format("spike(%d -> %d, %s, priority %d, seq %d, %d bytes)",
+      s.source, s.target, methods.kind(s), s.priority, s.sequence,
+      methods.len(s) or -1)
+  end,
+})
+
+registry[REG_KEY] = _M
+return _M

@@ -1,0 +1,336 @@
+-- neuronbus.testing: drive the real runtime from busted.
+--
+--   local testing = require("neuronbus.testing")
+--   local h = testing.manifest("agents/demo.lua")     -- a whole topology
+--   local h = testing.agent("agents/counter.lua", {   -- one agent + peers
+--     name = "counter", config = { every = 2, report_to = "sink" },
+--     threshold = 1.0, rest = 0.0, leak = 0.95, refractory = 0,
+--     capabilities = { "count" }, regions = { "demo/out" },
+--     peers = { "sink", "w1" },
+--   })
+--   h:inject("counter", "hello", { from = "w1", kind = "excitatory", priority = 0 })
+--   h:tick(3)
+--   h:received("counter")  --> { {source="w1", source_id=, target="counter",
+--                          --     target_id=, kind="excitatory", priority=0,
+--                          --     payload="hello", sequence=, timestamp_ns=,
+--                          --     weight=1}, ... }
+--   h:fired("counter"), h:state("counter"), h:stats("counter"),
+--   h:weight("a", "b"), h:id("sink"), h:close()
+--
+-- The runtime's shared library (build/<cfg>/libnbruntime.so, found through
+-- NB_BUILD, else build/default beside this tree) is loaded into the busted
+-- process with ffi.load(path, true); every agent still runs in its own
+-- lua_State created by that library, with the busted process's LuaJIT.
+-- Recorder neurons (peers, and the built-in "test" that injects by
+-- default) keep what they receive and never fire, so they are never
+-- refractory. Everything any neuron receives or fires is recorded.
+
+local ffi = require("ffi")
+local bit = require("bit")
+local nbffi = require("neuronbus.ffi")
+local serial = require("neuronbus.serial")
+
+local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
+local setmetatable, error, loadstring = setmetatable, error, loadstring
+local ffi_string = ffi.string
+
+local _M = { _VERSION = "0.1.0" }
+
+local LIB_KEY = "neuronbus.testing.lib"
+local DEFAULT_SOURCE = "test"
+local BROADCAST = nbffi.constants.BROADCAST
+
+-- Returns the directory of the source tree (lua/neuronbus/testing.lua ->
+-- ../..), or nil.
+local function tree_root()
+  local here = package.searchpath("neuronbus.testing", package.path)
+  if not here then return nil end
+  if here:sub(1, 1) ~= "/" then
+    local pwd = os.getenv("PWD") or io.popen("pwd"):read("*l")
+    here = pwd .. "/" .. here
+  end
+  return here:match("^(.*)/lua/neuronbus/testing%.lua$")
+end
+
+-- Returns the loaded runtime library (kept in the registry: loaded once per
+-- process even when busted reloads modules); raises naming where it looked.
+function _M.lib()
+  local reg = debug.getregistry()
+  if reg[LIB_KEY] then return reg[LIB_KEY] end
+  local tried = {}
+  local function try(dir)
+    if not dir or dir == "" then return nil end
+    local path = dir .. "/libnbruntime.so"
+    tried[#tried + 1] = path
+    local f = io.open(path, "rb")
+    if not f then return nil end
+    f:close()
+    -- RTLD_GLOBAL: the agent states' ffi.C must find nb_rt_* too.
+    return ffi.load(path, true)
+  end
+  local root = tree_root()
+  local lib = try(os.getenv("NB_BUILD")) or try(root and root .. "/build/default")
+  if not lib then
+    error("neuronbus.testing: cannot find libnbruntime.so (looked at "
+      .. table.concat(tried, ", ") .. "); build it with make, or point "
+      .. "NB_BUILD at the build directory", 2)
+  end
+  reg[LIB_KEY] = lib
+  return lib
+end
+
+local R = _M.lib()
+
+local Harness = {}
+Harness.__index = Harness
+
+-- Returns a harness over the runtime rt.
+local function wrap(rt)
+  local h = setmetatable({ _rt = ffi.gc(rt, R.nb_rt_close), _names = {} }, Harness)
+  local n = R.nb_rt_count(rt)
+  for i = 0, n - 1 do
+    h._names[i] = ffi_string(R.nb_rt_name(rt, i))
+  end
+  return h
+end
+
+-- Returns runtime options for recording (quiet: agent errors are only
+-- counted and kept for h:errors, not printed).
+local function opts_of(o)
+  local opts = ffi.new("nb_rt_opts_t")
+  opts.record = 1
+  opts.quiet = (o and o.quiet) and 1 or 0
+  opts.recorders = DEFAULT_SOURCE
+  return opts
+end
+
+-- Returns the message in err[0] and frees it.
+local function take_error(err)
+  if err[0] == nil then return "unknown error" end
+  local msg = ffi_string(err[0])
+  R.nb_rt_free_string(err[0])
+  return msg
+end
+
+-- Returns a harness running the manifest at path (every agent's init has
+-- run); raises with every problem of the manifest. opts.quiet = true keeps
+-- agent errors off stderr.
+function _M.manifest(path, opts)
+  local err = ffi.new("char *[1]")
+  local rt = R.nb_rt_open(path, opts_of(opts), err)
+  if rt == nil then
+    error("testing.manifest(\"" .. tostring(path) .. "\"):\n" .. take_error(err), 2)
+  end
+  return wrap(rt)
+end
+
+-- Returns the file name of a script without directory and ".lua".
+local function basename(path)
+  return (path:match("([^/]+)$") or path):gsub("%.lua$", "")
+end
+
+-- Returns a harness running script as one agent plus recorder peers.
+-- opts: name, config, threshold, rest, leak, refractory, capabilities,
+-- regions, peers (names of recorder neurons), and also synapses (in the
+-- normalized manifest form {from=, to=, weight=, stdp=, filters=}),
+-- arena_size (bytes, default 64 MiB), axon_capacity, quiet.
+function _M.agent(script, opts)
+  opts = opts or {}
+  if type(script) ~= "string" then
+    error("testing.agent: expected a script path, got a " .. type(script), 2)
+  end
+  local name = opts.name or basename(script)
+  local neurons = {
+    {
+      name = name, script = script,
+      regions = opts.regions or {}, capabilities = opts.capabilities or {},
+      threshold = opts.threshold, rest = opts.rest, leak = opts.leak,
+      refractory = opts.refractory, config = opts.config or {},
+    },
+  }
+  local seen = { [name] = true }
+  for _, p in ipairs(opts.peers or {}) do
+    if seen[p] then
+      error("testing.agent: peer \"" .. tostring(p) .. "\" named twice", 2)
+    end
+    seen[p] = true
+    neurons[#neurons + 1] = { name = p, recorder = true }
+  end
+  -- Ids follow name order, as in a manifest.
+  table.sort(neurons, function(a, b) return a.name < b.name end)
+  local topo = {
+    name = "testing.agent(" .. script .. ")",
+    tick_ns = 0,
+    arena = { size = opts.arena_size or 64 * 1024 * 1024 },
+    axon_capacity = opts.axon_capacity or 4096,
+    inbox_capacity = opts.inbox_capacity or 0,
+    prune_every = 0,
+    neurons = neurons,
+    synapses = opts.synapses or {},
+  }
+  local src = serial.dump(topo, "topology")
+  local err = ffi.new("char *[1]")
+  local rt = R.nb_rt_open_topo(src, #src, "=" .. topo.name, opts_of(opts), err)
+  if rt == nil then
+    error("testing.agent(\"" .. script .. "\"):\n" .. take_error(err), 2)
+  end
+  return wrap(rt)
+end
+
+-- Returns the runtime or raises when the harness was closed.
+local function rt_of(h)
+  local rt = h._rt
+  if rt == nil then error("harness is closed", 3) end
+  return rt
+end
+
+-- Returns the id of a neuron given by name or id; raises when unknown.
+local function id_of(h, who, what)
+  local rt = rt_of(h)
+  if type(who) == "number" then
+    if who >= 0 and who < R.nb_rt_count(rt) then return who end
+  elseif type(who) == "string" then
+    local id = R.nb_rt_id(rt, who)
+    if id >= 0 then return id end
+  end
+  error((what or "neuron") .. ": no neuron " .. (type(who) == "string"
+    and "named \"" .. who .. "\"" or tostring(who)), 3)
+end
+
+-- Returns the id of name, or nil.
+function Harness:id(name)
+  local id = R.nb_rt_id(rt_of(self), name)
+  return id >= 0 and id or nil
+end
+
+-- Queues a spike to `to` (name or id, or "*" for a broadcast from `from`);
+-- opts.from (default "test"), opts.kind (name or 0..2), opts.priority.
+-- Raises on bad input or a full injection queue.
+function Harness:inject(to, payload, opts)
+  opts = opts or {}
+  local rt = rt_of(self)
+  local from = id_of(self, opts.from or DEFAULT_SOURCE, "inject from")
+  local target = to == "*" and BROADCAST or id_of(self, to, "inject to")
+  local kind = opts.kind or 0
+  if type(kind) == "string" then
+    kind = nbffi.KIND[kind] or error("inject: unknown kind \"" .. kind .. "\"", 2)
+  end
+  if payload ~= nil and type(payload) ~= "string" then
+    error("inject: payload must be a string or nil, got a " .. type(payload), 2)
+  end
+  local rc = R.nb_rt_inject(rt, from, target, kind, opts.priority or 0,
+    payload, payload and #payload or 0)
+  if rc ~= 0 then
+    error("inject: " .. ffi_string(R.nb_strerror(rc)), 2)
+  end
+end
+
+-- Runs n ticks (default 1); returns the number of spikes delivered.
+function Harness:tick(n)
+  local got = R.nb_rt_tick(rt_of(self), n or 1)
+  if got < 0 then error("tick: " .. ffi_string(R.nb_strerror(got)), 2) end
+  return tonumber(got)
+end
+
+local rec_spike = nbffi.spike_t()
+local rec_data = ffi.new("const char *[1]")
+local rec_len = ffi.new("size_t[1]")
+
+-- Returns the records of neuron who: which 0 received, 1 fired.
+local function records(h, who, which)
+  local rt = rt_of(h)
+  local id = id_of(h, who)
+  local out = {}
+  local n = tonumber(R.nb_rt_rec_count(rt, id, which))
+  local names = h._names
+  for i = 0, n - 1 do
+    R.nb_rt_rec_get(rt, id, which, i, rec_spike, rec_data, rec_len)
+    local s = rec_spike
+    local src, dst = s.source, s.target
+    out[i + 1] = {
+      source = names[src] or src,
+      source_id = src,
+      target = dst == BROADCAST and "broadcast" or names[dst] or dst,
+      target_id = dst,
+      kind = nbffi.KIND_NAME[bit.band(s.meta, 3)],
+      priority = s.priority,
+      payload = ffi_string(rec_data[0], rec_len[0]),
+      sequence = s.sequence,
+      timestamp_ns = tonumber(s.timestamp_ns),
+    }
+  end
+  return out
+end
+
+-- Returns what neuron who (name or id) received so far, in delivery order.
+function Harness:received(who)
+  return records(self, who, 0)
+end
+
+-- Returns what neuron who fired (or was injected as) so far, in order.
+function Harness:fired(who)
+  return records(self, who, 1)
+end
+
+-- Returns a deep copy of the agent's nb.state (plain data).
+function Harness:state(who)
+  local rt = rt_of(self)
+  local err = ffi.new("char *[1]")
+  local src = R.nb_rt_state_dump(rt, id_of(self, who), err)
+  if src == nil then error("state: " .. take_error(err), 2) end
+  local text = ffi_string(src)
+  R.nb_rt_free_string(src)
+  return assert(loadstring(text, "=nb.state"))()
+end
+
+local stat = ffi.new("nb_rt_stat_t")
+
+-- Returns the counters of neuron who.
+function Harness:stats(who)
+  R.nb_rt_stat(rt_of(self), id_of(self, who), stat)
+  return {
+    spikes_in = tonumber(stat.spikes_in),
+    spikes_out = tonumber(stat.spikes_out),
+    fires = tonumber(stat.fires),
+    errors = tonumber(stat.errors),
+    full = tonumber(stat.full),
+    deferred = tonumber(stat.deferred),
+    filtered = tonumber(stat.filtered),
+  }
+end
+
+-- Returns the weight of the synapse from -> to, or nil when there is none.
+function Harness:weight(from, to)
+  local w = R.nb_rt_weight(rt_of(self), id_of(self, from), id_of(self, to))
+  if w < 0 then return nil end
+  return w
+end
+
+-- Returns the agent errors of neuron who so far: an array of messages,
+-- each "where: message" followed by its traceback.
+function Harness:errors(who)
+  local p = R.nb_rt_errors(rt_of(self), id_of(self, who))
+  local text = ffi_string(p)
+  R.nb_rt_free_string(p)
+  local out = {}
+  if text == "" then return out end
+  for msg in (text .. "\n\f\n"):gmatch("(.-)\n\f\n") do out[#out + 1] = msg end
+  return out
+end
+
+-- Delivers what is pending and calls every agent's on_stop (once); the
+-- harness stays inspectable until close. Returns the ticks run.
+function Harness:stop(max_ticks)
+  return tonumber(R.nb_rt_stop(rt_of(self), max_ticks or 0))
+end
+
+-- Stops (if not yet) and frees the runtime; later calls do nothing.
+function Harness:close()
+  local rt = self._rt
+  if rt == nil then return end
+  self._rt = nil
+  ffi.gc(rt, nil)
+  R.nb_rt_close(rt)
+end
+
+return _M
