@@ -6,6 +6,8 @@
 -- send the axon refused. config: peer (name or id, default "pong"),
 -- rounds (default 10).
 local tonumber = tonumber
+local tostring = tostring
+local print = print
 local match = string.match
 
 local agent = {}
@@ -40,6 +42,8 @@ function agent.on_spike(spike, nb)
   s.returned = s.returned + 1
   if n >= s.rounds then
     s.done = true
+    print(("%s: %d rallies played with %s"):format(nb.name, s.returned,
+                                                   tostring(s.peer)))
   else
     send(nb, n + 1)
   end

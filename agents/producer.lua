@@ -87,8 +87,10 @@ end
 
 function agent.on_stop(nb)
   local s = nb.state
-  print(("%s: %d requests sent to %s, %d refused by a full axon and retried")
-    :format(nb.name, s.sent, tostring(s.target), s.full))
+  if s.sent then -- nil when init failed
+    print(("%s: %d requests sent to %s, %d refused by a full axon and retried")
+      :format(nb.name, s.sent, tostring(s.target), s.full))
+  end
 end
 
 return agent
