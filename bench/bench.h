@@ -261,89 +261,6 @@ NB_BENCH_UNUSED static void nb_bench_gate_open(nb_bench_gate_t *g, int n) {
   atomic_store_explicit(&g->go, 1, memory_order_release);
 }
 
-/* ---- the cache-line hop ---- */
-
-/* Returns the spin budget before yielding for latency loops: long on two
- * CPUs (a yield would be the latency), short on one (the peer needs it). */
-static inline unsigned nb_bench_latency_spins(void) {
-  return nb_bench.ncpus < 2 ? 16u : 1u << 14;
-}
-
-
-typedef struct nb_bench_hop_s {
-  alignas(64) _Atomic uint64_t line; /* the one cache line that travels */
-  char pad[56];
-  uint64_t iters;
-  uint64_t t0, t1;
-  nb_bench_gate_t gate;
-  nb_bench_stop_t stop;
-} nb_bench_hop_t;
-
-/* Hop side A: writes odd values and waits for the even answer; returns NULL. */
-static void *nb_bench__hop_a(void *arg) {
-  nb_bench_hop_t *h = arg;
-  nb_bench_gate_wait(&h->gate);
-  h->t0 = nb_bench_now_ns();
-  for (uint64_t i = 0; i < h->iters; i++) {
-    atomic_store_explicit(&h->line, 2 * i + 1, memory_order_release);
-    unsigned spins = 0;
-    while (atomic_load_explicit(&h->line, memory_order_acquire) != 2 * i + 2)
-      if (nb_bench_backoff(&spins, nb_bench_latency_spins(), &h->stop))
-        return NULL;
-  }
-  h->t1 = nb_bench_now_ns();
-  return NULL;
-}
-
-/* Hop side B: answers each odd value with the next even one; returns NULL. */
-static void *nb_bench__hop_b(void *arg) {
-  nb_bench_hop_t *h = arg;
-  nb_bench_gate_wait(&h->gate);
-  for (uint64_t i = 0; i < h->iters; i++) {
-    unsigned spins = 0;
-    while (atomic_load_explicit(&h->line, memory_order_acquire) != 2 * i + 1)
-      if (nb_bench_backoff(&spins, nb_bench_latency_spins(), &h->stop))
-        return NULL;
-    atomic_store_explicit(&h->line, 2 * i + 2, memory_order_release);
-  }
-  return NULL;
-}
-
-/* Returns the one-way cost in ns of moving one cache line between CPUs a
- * and b, from one ping-pong run of iters round trips (elapsed / 2 iters);
- * fails the bench if the exchange did not finish. */
-NB_BENCH_UNUSED static double nb_bench_hop_once(int a, int b, uint64_t iters) {
-  nb_bench_hop_t *h = nb_bench_alloc(sizeof *h);
-  h->iters = iters;
-  nb_bench_stop_init(&h->stop, 30);
-  pthread_t ta = nb_bench_spawn(a, nb_bench__hop_a, h);
-  pthread_t tb = nb_bench_spawn(b, nb_bench__hop_b, h);
-  nb_bench_gate_open(&h->gate, 2);
-  pthread_join(ta, NULL);
-  pthread_join(tb, NULL);
-  if (atomic_load(&h->stop.abort) || h->t1 == 0 ||
-      atomic_load(&h->line) != 2 * iters)
-    nb_bench_fail("hop ping-pong between CPU %d and %d did not finish", a, b);
-  double ns = (double)(h->t1 - h->t0) / (2.0 * (double)iters);
-  free(h);
-  return ns;
-}
-
-/* Returns the hop between CPUs a and b as the median of 5 short runs, or -1
- * when a == b (one CPU: there is no hop to measure). Called before each
- * cross-core row because the hypervisor may have moved the vCPUs. */
-NB_BENCH_UNUSED static double nb_bench_hop_ns(int a, int b) {
-  if (a == b) return -1;
-  double v[5];
-  for (int r = 0; r < 5; r++)
-    v[r] = nb_bench_hop_once(a, b, nb_bench.tiny ? 1000 : 20000);
-  for (int i = 1; i < 5; i++)
-    for (int j = i; j > 0 && v[j] < v[j - 1]; j--) {
-      double t = v[j]; v[j] = v[j - 1]; v[j - 1] = t;
-    }
-  return v[2];
-}
-
 /* ---- statistics ---- */
 
 typedef struct nb_bench_stats_s {
@@ -374,6 +291,93 @@ NB_BENCH_UNUSED static double nb_bench_quantile(const double *v, size_t n,
   size_t k = (size_t)(q * (double)n);
   if (k >= n) k = n - 1;
   return v[k];
+}
+
+/* ---- the cache-line hop ---- */
+
+/* Returns the spin budget before yielding for latency loops: long on two
+ * CPUs (a yield would be the latency), short on one (the peer needs it). */
+static inline unsigned nb_bench_latency_spins(void) {
+  return nb_bench.ncpus < 2 ? 16u : 1u << 14;
+}
+
+typedef struct nb_bench_hop_s {
+  alignas(64) _Atomic uint64_t line; /* the one cache line that travels */
+  char pad[56];
+  uint64_t iters, done;
+  double *samples; /* one-way ns of each round trip */
+  nb_bench_gate_t gate;
+  nb_bench_stop_t stop;
+} nb_bench_hop_t;
+
+/* Hop side A: writes odd values, waits for the even answer, and times each
+ * round trip with the same clock the ping-pong row uses; returns NULL. */
+static void *nb_bench__hop_a(void *arg) {
+  nb_bench_hop_t *h = arg;
+  double half_ns = nb_bench_ns_per_tick() / 2;
+  nb_bench_gate_wait(&h->gate);
+  uint64_t prev = nb_bench_ticks();
+  for (uint64_t i = 0; i < h->iters; i++) {
+    atomic_store_explicit(&h->line, 2 * i + 1, memory_order_release);
+    unsigned spins = 0;
+    while (atomic_load_explicit(&h->line, memory_order_acquire) != 2 * i + 2)
+      if (nb_bench_backoff(&spins, nb_bench_latency_spins(), &h->stop))
+        return NULL;
+    uint64_t now = nb_bench_ticks();
+    h->samples[i] = (double)(now - prev) * half_ns;
+    prev = now;
+  }
+  h->done = h->iters;
+  return NULL;
+}
+
+/* Hop side B: answers each odd value with the next even one; returns NULL. */
+static void *nb_bench__hop_b(void *arg) {
+  nb_bench_hop_t *h = arg;
+  nb_bench_gate_wait(&h->gate);
+  for (uint64_t i = 0; i < h->iters; i++) {
+    unsigned spins = 0;
+    while (atomic_load_explicit(&h->line, memory_order_acquire) != 2 * i + 1)
+      if (nb_bench_backoff(&spins, nb_bench_latency_spins(), &h->stop))
+        return NULL;
+    atomic_store_explicit(&h->line, 2 * i + 2, memory_order_release);
+  }
+  return NULL;
+}
+
+/* Returns the one-way cost in ns of moving one cache line between CPUs a
+ * and b: the median over iters round trips of half a round trip (a median,
+ * not a mean, so a preempted round trip on a busy machine does not count);
+ * fails the bench if the exchange did not finish. */
+NB_BENCH_UNUSED static double nb_bench_hop_once(int a, int b, uint64_t iters) {
+  nb_bench_hop_t *h = nb_bench_alloc(sizeof *h);
+  h->iters = iters;
+  h->samples = nb_bench_alloc(iters * sizeof(double));
+  nb_bench_stop_init(&h->stop, 30);
+  pthread_t ta = nb_bench_spawn(a, nb_bench__hop_a, h);
+  pthread_t tb = nb_bench_spawn(b, nb_bench__hop_b, h);
+  nb_bench_gate_open(&h->gate, 2);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  if (atomic_load(&h->stop.abort) || h->done != iters ||
+      atomic_load(&h->line) != 2 * iters)
+    nb_bench_fail("hop ping-pong between CPU %d and %d did not finish", a, b);
+  nb_bench_summarize(h->samples, (int)iters);
+  double ns = nb_bench_quantile(h->samples, iters, 0.5);
+  free(h->samples);
+  free(h);
+  return ns;
+}
+
+/* Returns the hop between CPUs a and b as the median of 5 short runs, or -1
+ * when a == b (one CPU: there is no hop to measure). Called before each
+ * cross-core row because the hypervisor may have moved the vCPUs. */
+NB_BENCH_UNUSED static double nb_bench_hop_ns(int a, int b) {
+  if (a == b) return -1;
+  double v[5];
+  for (int r = 0; r < 5; r++)
+    v[r] = nb_bench_hop_once(a, b, nb_bench.tiny ? 1000 : 20000);
+  return nb_bench_summarize(v, 5).median;
 }
 
 /* Runs one measurement and returns its figure (a rate or a latency); it
