@@ -42,6 +42,24 @@ describe("agents/producer.lua", function()
     local h = producer({ target = "sink", tick = "free", per_tick = 3 })
     h:tick(4)
     assert.equal(12, h:state("producer").sent)
+    h:inject("producer", "stop", { from = "sink" }) -- or close drains forever
+    h:close()
+  end)
+
+  it("retries what a full axon refused, losing nothing", function()
+    local h = testing.agent("agents/producer.lua", {
+      name = "producer", threshold = 0, refractory = 0, axon_capacity = 2,
+      config = { target = "sink", tick = "free", per_tick = 8 }, peers = { "sink" },
+    })
+    h:tick(10)
+    local s = h:state("producer")
+    assert.is_true(s.full > 0, "the axon never filled")
+    local got = h:received("sink")
+    assert.is_true(#got > 0 and #got <= s.sent)
+    for i, r in ipairs(got) do
+      assert.equal(i, tonumber(r.payload:match("^req:(%d+):")))
+    end
+    h:inject("producer", "stop", { from = "sink" })
     h:close()
   end)
 
@@ -57,17 +75,20 @@ describe("agents/producer.lua", function()
     h:inject("producer", "start", { from = "sink" })
     h:tick(10)
     assert.is_true(h:state("producer").sent > paused)
+    h:inject("producer", "stop", { from = "sink" })
     h:close()
   end)
 
   it("refuses to start without a target", function()
-    local ok, h = pcall(producer, { rate = 10 })
-    if ok then
-      -- the harness reports init errors as agent errors
-      assert.is_true(h:stats("producer").errors > 0)
-      h:close()
-    else
-      assert.matches("config.target is required", tostring(h), 1, true)
-    end
+    local h = testing.agent("agents/producer.lua", {
+      name = "producer", threshold = 0, refractory = 0, quiet = true,
+      config = { rate = 10 }, peers = { "sink" },
+    })
+    local errs = h:errors("producer")
+    assert.equal(1, #errs)
+    assert.matches("config.target is required", errs[1], 1, true)
+    h:tick(5)
+    assert.same({}, h:received("sink"))
+    h:close()
   end)
 end)
