@@ -1232,6 +1232,13 @@ int nb_rt_rec_get(const nb_rt_t *rt, uint32_t id, int which, size_t i,
   return 0;
 }
 
+double nb_rt_rec_weight(const nb_rt_t *rt, uint32_t id, int which,
+                        size_t i) {
+  if (id >= rt->n || which < 0 || which > 1) return -1;
+  const nb__reclog_t *log = &rt->agents[id]->rec[which];
+  return i < log->n ? log->v[i].weight : -1;
+}
+
 char *nb_rt_state_dump(nb_rt_t *rt, uint32_t id, char **err) {
   *err = NULL;
   if (id >= rt->n) {

@@ -142,6 +142,10 @@ size_t nb_rt_rec_count(const nb_rt_t *rt, uint32_t id, int which);
 int nb_rt_rec_get(const nb_rt_t *rt, uint32_t id, int which, size_t i,
                   nb_spike_t *s, const char **data, size_t *len);
 
+/* Returns the synapse weight record i was delivered with (1.0 for a
+ * fired record or without a synapse), or -1 when there is no such record. */
+double nb_rt_rec_weight(const nb_rt_t *rt, uint32_t id, int which, size_t i);
+
 /* Returns nb.state of neuron id serialized as Lua source ("return {...}"),
  * malloc'd (free with nb_rt_free_string), or NULL with *err set. */
 char *nb_rt_state_dump(nb_rt_t *rt, uint32_t id, char **err);

@@ -13,7 +13,8 @@
 --   h:received("counter")  --> { {source="w1", source_id=, target="counter",
 --                          --     target_id=, kind="excitatory", priority=0,
 --                          --     payload="hello", sequence=, timestamp_ns=,
---                          --     weight=1}, ... }
+--                          --     weight=1}, ... }  (weight: the synapse's,
+--                          --     1.0 without one; fired records say 1.0)
 --   h:fired("counter"), h:state("counter"), h:stats("counter"),
 --   h:weight("a", "b"), h:id("sink"), h:close()
 --
@@ -257,6 +258,7 @@ local function records(h, who, which)
       payload = ffi_string(rec_data[0], rec_len[0]),
       sequence = s.sequence,
       timestamp_ns = tonumber(s.timestamp_ns),
+      weight = R.nb_rt_rec_weight(rt, id, which, i),
     }
   end
   return out
