@@ -53,6 +53,8 @@ local tbl_sort = table.sort
 local debug_sethook = debug.sethook
 local debug_gethook = debug.gethook
 local debug_getinfo = debug.getinfo
+local math_lib, string_lib, table_lib = math, string, table
+local jit = rawget(_G, "jit") -- nil outside LuaJIT
 
 local show = units.show
 
@@ -585,6 +587,10 @@ local function check_neuron(c, name, spec)
 end
 
 local function check_neurons(c, v)
+  if v == nil then
+    c:fail("neurons", "missing (a map of name = { script = ... })")
+    return {}, {}
+  end
   local t = c:table("neurons", v)
   if not t then
     return {}, {}
@@ -835,14 +841,14 @@ local function sandbox()
     assert = assert, error = error, ipairs = ipairs, next = next,
     pairs = pairs, select = select, tonumber = tonumber,
     tostring = tostring, type = type, unpack = unpack,
-    math = copy_lib(math), string = copy_lib(string), table = copy_lib(table),
+    math = copy_lib(math_lib), string = copy_lib(string_lib),
+    table = copy_lib(table_lib),
   }
 end
 
 -- Runs fn with an instruction budget; returns pcall's results with the
 -- error message given the manifest's file and line when it lacks them.
 local function run_chunk(fn, chunkname, label)
-  local jit = rawget(_G, "jit") -- luacheck: ignore (read once, never set)
   if jit then
     jit.off(fn, true) -- the count hook only fires in interpreted code
   end

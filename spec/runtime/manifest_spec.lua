@@ -277,6 +277,7 @@ describe("manifest.validate", function()
 
     it("refuses an empty topology", function()
       fails_at({ name = "t", neurons = {} }, "neurons", "at least one neuron")
+      fails_at({ name = "t" }, "neurons", "missing (a map of name = { script = ... })")
     end)
 
     it("refuses a duplicate capability", function()

@@ -1,0 +1,12 @@
+local testing = require("neuronbus.testing")
+
+describe("agents/pong.lua", function()
+  it("replies to the sender of each ping", function()
+    local h = testing.agent("agents/pong.lua", { name = "pong", peers = { "a", "b" } })
+    h:inject("pong", "ping 7", { from = "a" })
+    h:tick(5)
+    assert.equal("pong 7", h:received("a")[1].payload)
+    assert.equal(1, h:state("pong").returned)
+    h:close()
+  end)
+end)
