@@ -19,7 +19,7 @@
 #endif
 
 #define NB__ARENA_DEFAULT (16u << 20)
-#define NB__STOP_TICKS_DEFAULT 10000u
+#define NB__STOP_TICKS_DEFAULT 100u /* pacemakers never let a cortex go quiet */
 #define NB__ERRLOG_MAX 100 /* messages kept per neuron for nb_rt_errors */
 
 /* ------------------------------------------------------------------ */
