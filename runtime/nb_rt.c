@@ -19,8 +19,9 @@
 #endif
 
 #define NB__ARENA_DEFAULT (16u << 20)
-#define NB__STOP_TICKS_DEFAULT 100u /* pacemakers never let a cortex go quiet */
+#define NB__STOP_TICKS_DEFAULT 1000u
 #define NB__ERRLOG_MAX 100 /* messages kept per neuron for nb_rt_errors */
+#define NB__ERRPRINT_MAX 10 /* printed per neuron; later ones only counted */
 
 /* ------------------------------------------------------------------ */
 /* small helpers                                                       */
@@ -268,9 +269,15 @@ static int nb__xcopy(lua_State *from, int idx, lua_State *to,
 static void nb__agent_error(nb__agent_t *a, const char *where,
                             const char *msg) {
   a->errors++;
-  if (!a->rt->opts.quiet) {
+  /* An agent failing on every spike must not flood stderr: the first few
+   * are printed in full, the rest show in the statistics' errors column. */
+  if (!a->rt->opts.quiet && a->errors <= NB__ERRPRINT_MAX) {
     fprintf(stderr, "neuronbus: agent \"%s\" (id %u) failed in %s: %s\n",
             a->name, a->cell.id, where, msg ? msg : "(no message)");
+    if (a->errors == NB__ERRPRINT_MAX)
+      fprintf(stderr, "neuronbus: agent \"%s\": %d errors printed; later "
+              "ones are counted in the statistics, not printed\n", a->name,
+              NB__ERRPRINT_MAX);
     fflush(stderr);
   }
   if (a->nerr >= NB__ERRLOG_MAX) return;
@@ -363,6 +370,9 @@ static int nb__lua_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
 /* ops.tick of a Lua agent: agent.tick(nb) when the neuron fires. */
 static int nb__lua_tick(void *agent, nb_neuron_t *n) {
   nb__agent_t *a = agent;
+  /* While stopping, pending spikes are delivered but no periodic work
+   * starts: a pacemaker would otherwise keep the cortex busy forever. */
+  if (a->rt->stopped) return 0;
   return nb__call(a, NB__SLOT_TICK, 0, 0, "tick") ? NB_EAGENT : 0;
 }
 

@@ -110,9 +110,10 @@ void nb_rt_free_string(char *s);
  * nb_err_t. */
 int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n);
 
-/* Delivers what is still pending (up to max_ticks ticks) and calls every
- * agent's on_stop once; returns the ticks run (max_ticks 0 = 100: a
- * pacemaker keeps the cortex busy forever). Later calls return 0. */
+/* Delivers what is still pending (up to max_ticks ticks, 0 = 1000) and
+ * calls every agent's on_stop once; returns the ticks run. While it drains
+ * agents' tick is not called (no new periodic work: a pacemaker would keep
+ * the cortex busy forever), on_spike is. Later calls return 0. */
 uint64_t nb_rt_stop(nb_rt_t *rt, uint64_t max_ticks);
 
 /* Returns the number of neurons, the id of name (-1 if none), the name of

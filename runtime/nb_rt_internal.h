@@ -56,7 +56,7 @@ struct nb_rt_s {
   char *name;
   uint64_t tick_ns;
   uint64_t ticks;
-  int stopped;
+  int stopped;  /* nb_rt_stop ran (or began): agents' tick is no longer called */
   /* stats rate: totals at the previous report */
   uint64_t rate_t0_ns, rate_in0;
   uint64_t start_ns;
