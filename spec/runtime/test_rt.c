@@ -1,0 +1,191 @@
+/* The runtime from C: building from a topology, injecting, ticking,
+ * recording, errors, state dumps, check, and the libuv loop. Runs under
+ * ASan/UBSan too (make test SAN=address), which the busted specs cannot. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "nb_rt.h"
+#include "nbtest.h"
+
+static const char echo_topo[] =
+    "return { name = 'c-test', tick_ns = 0, arena = { size = 4194304 },\n"
+    "  axon_capacity = 64, inbox_capacity = 0, prune_every = 0,\n"
+    "  neurons = {\n"
+    "    { name = 'echo', script = 'spec/fixtures/runtime/echo.lua',\n"
+    "      regions = { 'x/y' }, capabilities = { 'echo' }, refractory = 0,\n"
+    "      config = { prefix = '>', nested = { 1, 2, { deep = true } } } },\n"
+    "    { name = 'fragile', script = 'spec/fixtures/runtime/failing.lua',\n"
+    "      refractory = 0, config = {} },\n"
+    "    { name = 'sink', recorder = true },\n"
+    "  },\n"
+    "  synapses = { { from = 'echo', to = 'sink', weight = 0.5,\n"
+    "                 stdp = { a_plus = 0.01, a_minus = 0.012, tau_plus_ms = 20,\n"
+    "                          tau_minus_ms = 20, w_min = 0.001, w_max = 1 },\n"
+    "                 filters = { { type = 'prefix', prefix = '>' } } } } }\n";
+
+/* Returns a runtime over echo_topo with recording on, or NULL. */
+static nb_rt_t *open_echo(void) {
+  nb_rt_opts_t o = {.record = 1, .quiet = 1, .recorders = "test"};
+  char *err = NULL;
+  nb_rt_t *rt = nb_rt_open_topo(echo_topo, strlen(echo_topo), "=echo", &o, &err);
+  if (!rt) printf("    open failed: %s\n", err);
+  nb_rt_free_string(err);
+  return rt;
+}
+
+static void layout_matches_the_header(void) {
+  nb_rt_layout_t l;
+  NBT_CHECK(nb_rt_layout(&l) == &l);
+  NBT_EQ(l.size, 64);
+  NBT_EQ(l.align, 64);
+  NBT_EQ(l.payload, 18);
+  NBT_EQ(l.payload_size, 46);
+  NBT_EQ(l.ref_size, 24);
+}
+
+static void builds_injects_and_records(void) {
+  nb_rt_t *rt = open_echo();
+  NBT_CHECK(rt != NULL);
+  if (!rt) return;
+  NBT_EQ(nb_rt_count(rt), 4);
+  NBT_EQ(nb_rt_id(rt, "echo"), 0);
+  NBT_EQ(nb_rt_id(rt, "test"), 3);
+  NBT_EQ(nb_rt_id(rt, "nobody"), -1);
+  NBT_CHECK(strcmp(nb_rt_name(rt, 2), "sink") == 0);
+  NBT_CHECK(nb_rt_name(rt, 9) == NULL);
+  /* sink -> echo: echo replies ">hi" to sink through the synapse */
+  NBT_EQ(nb_rt_inject(rt, 2, 0, 0, 0, "hi", 2), 0);
+  NBT_EQ(nb_rt_inject(rt, 9, 0, 0, 0, "hi", 2), NB_ENOENT);
+  NBT_EQ(nb_rt_inject(rt, 2, 0, 3, 0, "hi", 2), NB_EINVAL);
+  NBT_CHECK(nb_rt_tick(rt, 3) >= 2);
+  NBT_EQ(nb_rt_rec_count(rt, 2, 0), 1);
+  nb_spike_t s;
+  const char *data;
+  size_t len;
+  NBT_EQ(nb_rt_rec_get(rt, 2, 0, 0, &s, &data, &len), 0);
+  NBT_EQ(len, 3);
+  NBT_CHECK(memcmp(data, ">hi", 3) == 0);
+  NBT_EQ(s.source, 0);
+  NBT_NEAR(nb_rt_rec_weight(rt, 2, 0, 0), 0.5, 1e-6);
+  NBT_EQ(nb_rt_rec_get(rt, 2, 0, 1, &s, &data, &len), NB_ENOENT);
+  nb_rt_stat_t st;
+  NBT_EQ(nb_rt_stat(rt, 0, &st), 0);
+  NBT_EQ(st.spikes_in, 1);
+  NBT_EQ(st.spikes_out, 1);
+  NBT_EQ(nb_rt_stat(rt, 99, &st), NB_ENOENT);
+  NBT_NEAR(nb_rt_weight(rt, 0, 2), 0.5, 1e-6); /* sink never fires */
+  NBT_CHECK(nb_rt_weight(rt, 2, 0) < 0);
+  char *err = NULL;
+  char *dump = nb_rt_state_dump(rt, 0, &err);
+  NBT_CHECK(dump && strstr(dump, "[\"seen\"]=1") && strstr(dump, "[\"prefix\"]=\">\""));
+  nb_rt_free_string(dump);
+  nb_rt_close(rt);
+}
+
+static void a_large_payload_goes_through_the_arena(void) {
+  nb_rt_t *rt = open_echo();
+  if (!rt) { NBT_CHECK(0); return; }
+  size_t n = 100000;
+  char *big = malloc(n);
+  for (size_t i = 0; i < n; i++) big[i] = (char)('>' + (i % 7) * (i > 0));
+  NBT_EQ(nb_rt_inject(rt, 2, 0, 0, 0, big + 1, n - 1), 0);
+  nb_rt_tick(rt, 3);
+  nb_spike_t s;
+  const char *data;
+  size_t len;
+  NBT_EQ(nb_rt_rec_get(rt, 2, 0, 0, &s, &data, &len), 0);
+  NBT_EQ(len, n);
+  NBT_CHECK(nb_spike_is_ref(&s));
+  NBT_CHECK(memcmp(data + 1, big + 1, n - 1) == 0 && data[0] == '>');
+  free(big);
+  nb_rt_close(rt);
+}
+
+static void agent_errors_are_counted_and_kept(void) {
+  nb_rt_t *rt = open_echo();
+  if (!rt) { NBT_CHECK(0); return; }
+  nb_rt_inject(rt, 3, 1, 0, 0, "boom", 4);
+  nb_rt_inject(rt, 3, 1, 0, 0, "ok", 2);
+  nb_rt_inject(rt, 3, 1, 0, 0, "boom", 4);
+  nb_rt_tick(rt, 2);
+  nb_rt_stat_t st;
+  nb_rt_stat(rt, 1, &st);
+  NBT_EQ(st.errors, 2);
+  NBT_EQ(st.spikes_in, 3);
+  char *e = nb_rt_errors(rt, 1);
+  NBT_CHECK(strstr(e, "on_spike: ") == e);
+  NBT_CHECK(strstr(e, "kaboom") && strstr(e, "stack traceback") && strstr(e, "\n\f\n"));
+  nb_rt_free_string(e);
+  e = nb_rt_errors(rt, 0);
+  NBT_CHECK(strcmp(e, "") == 0);
+  nb_rt_free_string(e);
+  nb_rt_close(rt);
+}
+
+static void bad_topologies_report_every_problem(void) {
+  static const char bad[] =
+      "return { name = 'bad', neurons = {\n"
+      "  { name = 'a', script = 'spec/fixtures/runtime/bad_not_table.lua' },\n"
+      "  { name = 'b', script = 'spec/fixtures/runtime/bad_no_on_spike.lua' },\n"
+      "  { name = 'c', script = 'spec/fixtures/runtime/echo.lua', leak = 3 } } }\n";
+  char *err = NULL;
+  NBT_CHECK(nb_rt_open_topo(bad, strlen(bad), "=bad", NULL, &err) == NULL);
+  NBT_CHECK(err && strstr(err, "neurons.a: ") && strstr(err, "returned a number"));
+  NBT_CHECK(err && strstr(err, "neurons.b: ") && strstr(err, "no on_spike"));
+  NBT_CHECK(err && strstr(err, "neurons.c: integrate-and-fire parameters out of range"));
+  nb_rt_free_string(err);
+  static const char fn[] =
+      "return { neurons = { { name = 'e', script = 'spec/fixtures/runtime/echo.lua',\n"
+      "  config = { hook = print } } } }\n";
+  NBT_CHECK(nb_rt_open_topo(fn, strlen(fn), "=fn", NULL, &err) == NULL);
+  NBT_CHECK(err && strstr(err, "neurons.e.config.hook: a function cannot be copied"));
+  nb_rt_free_string(err);
+  NBT_CHECK(nb_rt_open_topo("return 1", 8, "=one", NULL, &err) == NULL);
+  NBT_CHECK(err && strstr(err, "one: did not return a topology table"));
+  nb_rt_free_string(err);
+  NBT_CHECK(nb_rt_open("spec/fixtures/runtime/broken.lua", NULL, &err) == NULL);
+  NBT_CHECK(err && strstr(err, "neurons.a.threshold: expected a number, got \"high\""));
+  nb_rt_free_string(err);
+}
+
+static void check_counts_problems(void) {
+  FILE *f = tmpfile();
+  NBT_EQ(nb_rt_check("spec/fixtures/runtime/stopper.lua", f), 0);
+  NBT_EQ(nb_rt_check("spec/fixtures/runtime/bad_agent.lua", f), 2);
+  NBT_EQ(nb_rt_check("spec/fixtures/runtime/missing_filter.lua", f), 1);
+  fclose(f);
+}
+
+static void the_loop_runs_ticks_and_stops(void) {
+  char *err = NULL;
+  nb_rt_t *rt = nb_rt_open("spec/fixtures/runtime/stopper.lua", NULL, &err);
+  NBT_CHECK(rt != NULL);
+  if (!rt) { printf("    %s\n", err); nb_rt_free_string(err); return; }
+  FILE *f = tmpfile();
+  nb_rt_run_opts_t o = {.ticks = 5, .stats = 2, .out = f};
+  NBT_EQ(nb_rt_run(rt, &o), 0);
+  NBT_EQ(nb_rt_tick_ns(rt), 10000000);
+  NBT_CHECK(nb_rt_ticks(rt) >= 5 && nb_rt_ticks(rt) <= 7);
+  char buf[4096] = {0};
+  rewind(f);
+  size_t n = fread(buf, 1, sizeof buf - 1, f);
+  NBT_CHECK(n > 0 && strstr(buf, "{\"type\":\"stats\",\"final\":true,\"topology\":\"stopper\""));
+  fclose(f);
+  nb_rt_stat_t st;
+  nb_rt_stat(rt, (uint32_t)nb_rt_id(rt, "keeper"), &st);
+  NBT_EQ(st.spikes_in, 5);
+  nb_rt_close(rt);
+}
+
+int main(void) {
+  /* The test binary does not sit at build/<cfg>/neuronbus: name lua/. */
+  setenv("NB_LUA_PATH", "lua", 1);
+  NBT_RUN(layout_matches_the_header);
+  NBT_RUN(builds_injects_and_records);
+  NBT_RUN(a_large_payload_goes_through_the_arena);
+  NBT_RUN(agent_errors_are_counted_and_kept);
+  NBT_RUN(bad_topologies_report_every_problem);
+  NBT_RUN(check_counts_problems);
+  NBT_RUN(the_loop_runs_ticks_and_stops);
+  return nbt_done();
+}
