@@ -89,16 +89,27 @@ function num(x) {
   if (x + 0 >= 10) return sprintf("%.1f", x)
   return sprintf("%.2f", x)
 }
-function verdict(ratio, target,   op, val) {
-  if (target == "" || ratio == "") return "-"
+function meets(x, target,   op, val) {
   op = substr(target, 1, 2); val = substr(target, 3) + 0
-  if (op == ">=") return (ratio + 0 >= val) ? "pass" : "MISS"
-  if (op == "<=") return (ratio + 0 <= val) ? "pass" : "MISS"
-  return "?"
+  if (op == ">=") return x + 0 >= val
+  if (op == "<=") return x + 0 <= val
+  return 0
+}
+# pass when the ratio meets target and the median meets target_abs (each
+# only when given); "-" when the row has neither.
+function verdict(ratio, target, med, tabs) {
+  if ((target == "" || ratio == "") && tabs == "") return "-"
+  if (target != "" && ratio != "" && !meets(ratio, target)) return "MISS"
+  if (tabs != "" && !meets(med, tabs)) return "MISS"
+  return "pass"
+}
+function tgt(target, tabs) {
+  if (tabs == "") return target == "" ? "-" : target
+  return (target == "" ? "" : target "&") "abs" tabs
 }
 BEGIN {
   while ((getline l < prevfile) > 0) pm[jget(l, "name")] = jget(l, "median")
-  printf "%-26s %9s %-17s %-12s %-28s %9s %7s %7s %-5s %6s %7s\n", "row", "median", "min-max", "unit", "baseline", "base med", "ratio", "target", "", "hop ns", "vs prev"
+  printf "%-26s %9s %-17s %-13s %-28s %9s %7s %-15s %-5s %6s %7s\n", "row", "median", "min-max", "unit", "baseline", "base med", "ratio", "target", "", "hop ns", "vs prev"
 }
 {
   n = jget($0, "name"); med = jget($0, "median")
@@ -106,9 +117,9 @@ BEGIN {
   if ((n in pm) && pm[n] + 0 != 0) ch = sprintf("%+.0f%%", 100 * (med / pm[n] - 1))
   hop = jget($0, "hop_ns"); if (hop == "") hop = "-"
   sh = jget($0, "shared_cores") == "true" ? "*" : ""
-  printf "%-26s %9s %-17s %-12s %-28s %9s %7s %7s %-5s %6s %7s\n", n sh, num(med), num(jget($0, "min")) "-" num(jget($0, "max")), jget($0, "unit"), (jget($0, "baseline") == "" ? "-" : jget($0, "baseline")), num(jget($0, "baseline_median")), (jget($0, "ratio") == "" ? "-" : sprintf("%.3f", jget($0, "ratio"))), (jget($0, "target") == "" ? "-" : jget($0, "target")), verdict(jget($0, "ratio"), jget($0, "target")), hop, ch
+  printf "%-26s %9s %-17s %-13s %-28s %9s %7s %-15s %-5s %6s %7s\n", n sh, num(med), num(jget($0, "min")) "-" num(jget($0, "max")), jget($0, "unit"), (jget($0, "baseline") == "" ? "-" : jget($0, "baseline")), num(jget($0, "baseline_median")), (jget($0, "ratio") == "" ? "-" : sprintf("%.3f", jget($0, "ratio"))), tgt(jget($0, "target"), jget($0, "target_abs")), verdict(jget($0, "ratio"), jget($0, "target"), med, jget($0, "target_abs")), hop, ch
 }' "$tmp/rows"
-echo "(ratio = median / baseline median, both from this run; * = threads share a core; vs prev = median against the last run in bench/history)"
+echo "(ratio = median / baseline median, both from this run; target applies to the ratio, absN to the median; * = threads share a core; vs prev = median against the last run in bench/history)"
 echo "bench: ${elapsed} s; load average before: ${load_before}, after: ${load_after}; $(nproc) CPUs"
 
 json_str() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }

@@ -1,0 +1,29 @@
+-- bench ping: the C side serves ball 0 (nb_rt_inject); every ball that
+-- comes back must be the next one in order, and is answered with the next
+-- ball until config.n have come back.
+local error, tonumber = error, tonumber
+local PAYLOAD = "NBbench!"
+
+local agent = {}
+
+function agent.init(nb, config)
+  local s = nb.state
+  s.n = config.n
+  s.peer = config.peer
+  s.back = 0
+end
+
+function agent.on_spike(spike, nb)
+  local s = nb.state
+  if spike.sequence ~= s.back or spike.source ~= s.peer then
+    error(("ping: ball %d came back wrong (sequence %d)"):format(
+      s.back, tonumber(spike.sequence)))
+  end
+  s.back = s.back + 1
+  if s.back < s.n then
+    local ok, err = nb:fire_to(s.peer, PAYLOAD)
+    if not ok then error("ping: " .. err) end
+  end
+end
+
+return agent
