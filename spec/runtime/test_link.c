@@ -118,7 +118,7 @@ struct side_s {
   uint64_t arena_allocs;
   uint8_t *scratch, *scratch2;
   /* receiving */
-  uint64_t next[NSRC], got, bad, full_every, calls, resumes;
+  uint64_t next[NSRC], got, bad, full_every, calls, resumes, strangers;
   int allow_gaps, stall;
   char first_bad[256];
   uv_timer_t resume_timer;
@@ -200,6 +200,10 @@ static void resume_cb(uv_timer_t *t) {
 static int side_on_spike(void *ud, nb_link_t *l, const nb_spike_t *sp,
                          const void *payload, size_t len) {
   side_t *s = ud;
+  if (l != s->link) {
+    s->strangers++; /* a raw socket's valid spike: not part of the stream */
+    return 0;
+  }
   s->calls++;
   if (s->stall) return NB_EFULL;
   if (s->full_every && s->calls % s->full_every == 0) {
@@ -685,11 +689,364 @@ static void test_exchange_million(void) {
   side_free(&p.b);
 }
 
+/* ---- raw sockets that misbehave against a node ---- */
+
+typedef struct raw_s {
+  uv_tcp_t tcp;
+  uv_connect_t creq;
+  uv_write_t wreq;
+  uv_shutdown_t sreq;
+  uint8_t *data;
+  size_t len;
+  int shut;           /* half-close after writing (a truncated stream) */
+  int port;           /* our local port: how the node names us */
+  int closed;
+  const char *expect; /* a piece of the node's log line */
+  char rbuf[4096];
+} raw_t;
+
+static void raw_closed(uv_handle_t *h) { ((raw_t *)h->data)->closed = 1; }
+
+static void raw_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b) {
+  raw_t *r = h->data;
+  *b = uv_buf_init(r->rbuf, sizeof r->rbuf);
+}
+
+static void raw_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b) {
+  if (n < 0 && !uv_is_closing((uv_handle_t *)s))
+    uv_close((uv_handle_t *)s, raw_closed);
+}
+
+static void raw_written(uv_write_t *w, int status) {}
+static void raw_shut(uv_shutdown_t *req, int status) {}
+
+static void raw_connected(uv_connect_t *req, int status) {
+  raw_t *r = req->data;
+  if (status < 0) {
+    uv_close((uv_handle_t *)&r->tcp, raw_closed);
+    return;
+  }
+  struct sockaddr_in sa;
+  int len = sizeof sa;
+  uv_tcp_getsockname(&r->tcp, (struct sockaddr *)&sa, &len);
+  r->port = ntohs(sa.sin_port);
+  if (r->len) {
+    uv_buf_t b = uv_buf_init((char *)r->data, (unsigned)r->len);
+    uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &b, 1, raw_written);
+  }
+  if (r->shut) uv_shutdown(&r->sreq, (uv_stream_t *)&r->tcp, raw_shut);
+  uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read);
+}
+
+static void raw_start(raw_t *r, uv_loop_t *loop, int port) {
+  struct sockaddr_in sa;
+  uv_ip4_addr("127.0.0.1", port, &sa);
+  uv_tcp_init(loop, &r->tcp);
+  r->tcp.data = r;
+  r->creq.data = r;
+  uv_tcp_connect(&r->creq, &r->tcp, (const struct sockaddr *)&sa,
+                 raw_connected);
+}
+
+/* Appends bytes to a raw's script. */
+static void raw_add(raw_t *r, const void *p, size_t n) {
+  r->data = realloc(r->data, r->len + n);
+  memcpy(r->data + r->len, p, n);
+  r->len += n;
+}
+
+/* Appends a valid HELLO of cortex name. */
+static void raw_hello(raw_t *r, const char *name, uint64_t inc) {
+  uint8_t b[512];
+  int n = make_hello(b, sizeof b, name, 0, inc, 1);
+  raw_add(r, b, (size_t)n);
+}
+
+/* Appends one frame of a valid inline spike to target. */
+static void raw_spike(raw_t *r, nb_id_t target, size_t cut) {
+  uint8_t b[NB_FRAME_SPIKE];
+  nb_spike_t s;
+  nb_spike_init(&s, target, NB_EXCITATORY, 1);
+  s.source = 1;
+  nb_spike_set_payload(&s, "hi", 2);
+  nb_frame_encode(&s, b);
+  raw_add(r, b, cut ? cut : sizeof b);
+}
+
+enum { NRAW = 12 };
+
+typedef struct badrun_s {
+  pairrun_t p;
+  raw_t raw[NRAW];
+  int launched;
+} badrun_t;
+
+static int bad_done(run_t *r) {
+  badrun_t *b = r->ctx;
+  if (!b->launched && b->p.a.got > 1000) {
+    /* The good link is busy: now the strangers call. */
+    b->launched = 1;
+    for (int i = 0; i < NRAW; i++) raw_start(&b->raw[i], b->p.a.loop, b->p.a_port);
+  }
+  if (!b->launched) return 0;
+  for (int i = 0; i < NRAW; i++) {
+    char who[32];
+    if (!b->raw[i].closed || !b->raw[i].port) return 0;
+    snprintf(who, sizeof who, "127.0.0.1:%d", b->raw[i].port);
+    if (!log_has(&b->p.a.log, who, b->raw[i].expect, NULL)) return 0;
+  }
+  return pair_done(r);
+}
+
+static void bad_finish(run_t *r) {
+  badrun_t *b = r->ctx;
+  pair_finish(r);
+  for (int i = 0; i < NRAW; i++)
+    if (!b->raw[i].closed && !uv_is_closing((uv_handle_t *)&b->raw[i].tcp))
+      uv_close((uv_handle_t *)&b->raw[i].tcp, raw_closed);
+}
+
+static void test_bad_peers(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  badrun_t *b = calloc(1, sizeof *b);
+  pairrun_t *p = &b->p;
+  const uint64_t n = 100000;
+  side_init(&p->a, &loop, "alpha", 0, 16u << 20, 300);
+  side_init(&p->b, &loop, "beta", 101, 0, 0);
+  side_pair(&p->a, &p->b);
+  p->a.to_send = p->b.to_send = n;
+  NBT_EQ(nb_link_node_listen(p->a.node, "tcp://127.0.0.1:0"), 0);
+  p->a_port = nb_link_node_port(p->a.node);
+  NBT_EQ(nb_link_expect(p->a.node, "beta", NULL, &p->a.link), 0);
+  side_targets(&p->a);
+  nb_link_opts_t o = nb_link_opts_default();
+  NBT_EQ(nb_link_connect(p->b.node, url_of(p->a_port), &o, &p->b.link), 0);
+  side_targets(&p->b);
+
+  raw_t *w = b->raw;
+  uint8_t buf[512];
+  int k = 0;
+  /* 0: not our protocol at all. */
+  raw_add(&w[k], "GET / HTTP/1.1\r\nHost: x\r\n\r\n", 27);
+  w[k++].expect = "not a NeuronBus link";
+  /* 1: a newer protocol version. */
+  raw_add(&w[k], buf, (size_t)make_hello(buf, sizeof buf, "future", 2, 11, 1));
+  w[k++].expect = "peer speaks version 2, this node speaks version 1";
+  /* 2: a handshake listing one name twice. */
+  {
+    nb_link_name_t dup[2] = {{"x", 1}, {"x", 2}};
+    nb_link_hello_t h;
+    memset(&h, 0, sizeof h);
+    h.incarnation = 12;
+    snprintf(h.cortex, sizeof h.cortex, "twice");
+    h.count = 2;
+    h.names = dup;
+    raw_add(&w[k], buf, (size_t)nb_link_hello_encode(&h, buf, sizeof buf));
+    w[k++].expect = "name 'x' listed twice";
+  }
+  /* 3: a frame cut short, then the stream ends. */
+  raw_hello(&w[k], "trunc", 13);
+  raw_spike(&w[k], p->a.ids[0], 0);
+  raw_spike(&w[k], p->a.ids[0], 30);
+  w[k].shut = 1;
+  w[k++].expect = "ended inside frame 2 (truncated)";
+  /* 4: a length announcing a 2 MiB payload (max 1 MiB). */
+  raw_hello(&w[k], "huge", 14);
+  {
+    uint8_t f[NB_FRAME_SPIKE];
+    nb_spike_t s;
+    nb_arena_ref_t ref = {0, 2u << 20, 0, 0, 0};
+    nb_spike_init(&s, p->a.ids[0], NB_EXCITATORY, 1);
+    nb_spike_set_ref(&s, &ref);
+    nb_frame_encode_head(&s, ref.len, f);
+    raw_add(&w[k], f, sizeof f);
+  }
+  w[k++].expect = "oversized frame 1: a 2097152-byte payload exceeds the "
+                  "maximum of 1048576";
+  /* 5: a length below a spike. */
+  raw_hello(&w[k], "short", 15);
+  raw_add(&w[k], "\x0a\x00\x00\x00" "0123456789", 14);
+  w[k++].expect = "length 10 is below 64";
+  /* 6: a spike of kind 3. */
+  raw_hello(&w[k], "kind3", 16);
+  {
+    uint8_t f[NB_FRAME_SPIKE];
+    nb_spike_t s;
+    nb_spike_init(&s, p->a.ids[0], NB_EXCITATORY, 1);
+    nb_frame_encode(&s, f);
+    f[NB_FRAME_HEADER + 16] = 3;
+    raw_add(&w[k], f, sizeof f);
+  }
+  w[k++].expect = "malformed spike in frame 1 (meta byte 0x03)";
+  /* 7: a spike to an id alpha does not expose. */
+  raw_hello(&w[k], "lost", 17);
+  raw_spike(&w[k], 999, 0);
+  w[k++].expect = "targets neuron id 999, which this node does not expose";
+  /* 8: an inline spike whose length claims a payload. */
+  raw_hello(&w[k], "liar", 18);
+  {
+    uint8_t f[100] = {0};
+    nb_spike_t s;
+    nb_spike_init(&s, p->a.ids[0], NB_EXCITATORY, 1);
+    nb_frame_encode(&s, f);
+    f[0] = 100;
+    raw_add(&w[k], f, sizeof f);
+  }
+  w[k++].expect = "length 100 disagrees";
+  /* 9: says nothing at all. */
+  w[k++].expect = "no handshake within 300 ms";
+  /* 10: acks frames never sent to it. */
+  raw_hello(&w[k], "acker", 20);
+  {
+    uint8_t f[NB_FRAME_SPIKE];
+    nb_link_ack_encode(5, f);
+    raw_add(&w[k], f, sizeof f);
+  }
+  w[k++].expect = "ack of 5 frames";
+  /* 11: a control frame of an unknown type. */
+  raw_hello(&w[k], "ctrl", 21);
+  {
+    uint8_t f[NB_FRAME_SPIKE];
+    nb_link_ack_encode(0, f);
+    f[NB_FRAME_HEADER + 18] = 9;
+    raw_add(&w[k], f, sizeof f);
+  }
+  w[k++].expect = "malformed control frame 1";
+  NBT_EQ(k, NRAW);
+
+  run_t r;
+  memset(&r, 0, sizeof r);
+  run_start(&r, &loop, bad_done, bad_finish, b);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  NBT_CHECK(!r.timed_out);
+  NBT_CHECK(b->launched);
+  for (int i = 0; i < NRAW; i++) {
+    char who[32];
+    snprintf(who, sizeof who, "127.0.0.1:%d", w[i].port);
+    if (!log_has(&p->a.log, who, w[i].expect, NULL)) {
+      printf("    raw %d (%s): no log line with '%s'\n", i, who, w[i].expect);
+      nbt__fail(__FILE__, __LINE__, "missing log line");
+    }
+    free(w[i].data);
+  }
+  NBT_EQ(p->a.strangers, 1); /* the one whole frame before the cut */
+  /* The good link never noticed. */
+  check_exact(&p->a, n);
+  check_exact(&p->b, n);
+  NBT_EQ(p->a.final.errors, 0);
+  NBT_EQ(p->b.final.errors, 0);
+  NBT_EQ(p->b.final.connects, 1);
+  NBT_EQ(uv_loop_close(&loop), 0);
+  if (r.timed_out || nbt__cur_failed) {
+    log_dump(&p->a.log, "alpha", 40);
+    log_dump(&p->b.log, "beta", 20);
+  }
+  side_free(&p->a);
+  side_free(&p->b);
+  free(b);
+}
+
+/* ---- a receiver that stops: backpressure reaches the producer ---- */
+
+typedef struct slowrun_s {
+  pairrun_t p;
+  int phase;
+  uint64_t phase_ms;
+  nb_link_stats_t held; /* the sender while the receiver was stalled */
+  uint64_t gen_held, got_held;
+  int paused_held;
+} slowrun_t;
+
+static int slow_done(run_t *r) {
+  slowrun_t *w = r->ctx;
+  side_t *a = &w->p.a, *b = &w->p.b;
+  uint64_t now = uv_now(a->loop);
+  if (w->phase == 0) {
+    /* Wait for the producer to be refused, then give it time to prove
+     * that nothing more gets through. */
+    if (b->fulls == 0 || !a->link || !nb_link_is_paused(a->link)) return 0;
+    w->phase = 1;
+    w->phase_ms = now;
+    return 0;
+  }
+  if (w->phase == 1) {
+    if (now - w->phase_ms < 300) return 0;
+    side_produce(b); /* still refused */
+    nb_link_stats(b->link, &w->held);
+    w->gen_held = b->gen;
+    w->got_held = a->got;
+    w->paused_held = nb_link_is_paused(a->link);
+    a->stall = 0;
+    nb_link_resume(a->link);
+    w->phase = 2;
+    return 0;
+  }
+  return pair_done(r);
+}
+
+static void test_slow_peer(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  slowrun_t *w = calloc(1, sizeof *w);
+  pairrun_t *p = &w->p;
+  const uint64_t n = 200000;
+  side_init(&p->a, &loop, "alpha", 0, 0, 0);
+  side_init(&p->b, &loop, "beta", 101, 0, 0);
+  side_pair(&p->a, &p->b);
+  p->b.to_send = n;
+  p->a.stall = 1;
+  NBT_EQ(nb_link_node_listen(p->a.node, "tcp://127.0.0.1:0"), 0);
+  p->a_port = nb_link_node_port(p->a.node);
+  nb_link_opts_t o = nb_link_opts_default();
+  o.queue_spikes = 1024;
+  o.queue_bytes = 64 * 1024;
+  NBT_EQ(nb_link_connect(p->b.node, url_of(p->a_port), &o, &p->b.link), 0);
+  side_targets(&p->b);
+  run_t r;
+  memset(&r, 0, sizeof r);
+  run_start(&r, &loop, slow_done, pair_finish, w);
+  /* alpha's link exists once beta called: pair_done needs it. */
+  uv_run(&loop, UV_RUN_NOWAIT);
+  while (!p->a.link && !r.finished) {
+    p->a.link = nb_link_find(p->a.node, "beta");
+    if (!p->a.link) uv_run(&loop, UV_RUN_ONCE);
+  }
+  uv_run(&loop, UV_RUN_DEFAULT);
+  NBT_CHECK(!r.timed_out);
+  NBT_EQ(w->phase, 2);
+  /* While stalled: the producer was refused, the queue stayed at its bound
+   * (spikes and bytes) and nothing was accepted. */
+  NBT_CHECK(p->b.fulls >= 2);
+  NBT_EQ(w->gen_held, w->held.sent);
+  NBT_CHECK(w->held.queued <= 1024);
+  NBT_CHECK(w->held.queue_bytes <= 64 * 1024);
+  NBT_CHECK(w->held.queued >= 512); /* it really filled up */
+  NBT_EQ(w->held.acked, 0);
+  NBT_EQ(w->got_held, 0);
+  NBT_CHECK(w->paused_held);
+  NBT_CHECK(w->held.full >= 2);
+  /* Released: everything arrived, in order, nothing lost. */
+  check_exact(&p->b, n);
+  NBT_EQ(p->a.got, n);
+  NBT_CHECK(p->a.final.pauses >= 1);
+  NBT_EQ(uv_loop_close(&loop), 0);
+  if (r.timed_out || nbt__cur_failed) {
+    log_dump(&p->a.log, "alpha", 20);
+    log_dump(&p->b.log, "beta", 20);
+  }
+  side_free(&p->a);
+  side_free(&p->b);
+  free(w);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   NBT_RUN(test_url);
   NBT_RUN(test_hello_codec);
   NBT_RUN(test_rx_cut_anywhere);
   NBT_RUN(test_exchange_million);
+  NBT_RUN(test_bad_peers);
+  NBT_RUN(test_slow_peer);
   return nbt_done();
 }
