@@ -42,7 +42,11 @@ typedef struct nb_cortex_opts_s {
 typedef struct nb_cortex_stats_s {
   uint64_t ticks;
   uint64_t routed;       /* spike deliveries into inboxes */
-  uint64_t dead_letters; /* spikes to unknown or stopped targets */
+  uint64_t dead_letters; /* spikes to unknown or stopped targets, spikes
+                          * waiting in a neuron's inbox when it is stopped,
+                          * broadcasts with no outgoing synapse, and spikes
+                          * whose arena payload a filter could not read
+                          * (stale reference) */
   uint64_t filtered;     /* stopped by dendritic filters */
   uint64_t pruned;       /* synapses removed by pruning */
 } nb_cortex_stats_t;
@@ -73,8 +77,11 @@ nb_neuron_t *nb_cortex_find(const nb_cortex_t *cx, const char *name);
 size_t nb_cortex_count(const nb_cortex_t *cx);
 
 /* Connects pre->post with weight (clamped to the STDP bounds), up to
- * NB_FILTERS_MAX filters, and STDP parameters (NULL = STDP off); replaces
- * an existing synapse. Returns 0, NB_ENOENT, NB_EINVAL, NB_ENOMEM. */
+ * NB_FILTERS_MAX filters, and STDP parameters (NULL = STDP off, the bounds
+ * then come from nb_stdp_default()); replaces an existing synapse. Returns
+ * 0, NB_ENOENT for an unregistered end, NB_EINVAL (pre == post, a
+ * non-finite weight, a malformed filter, STDP with w_min > w_max or a
+ * time constant <= 0), NB_ENOMEM. */
 int nb_cortex_connect(nb_cortex_t *cx, nb_id_t pre, nb_id_t post,
                       float weight, const nb_filter_t *filters,
                       size_t nfilters, const nb_stdp_t *stdp);
@@ -84,7 +91,8 @@ nb_synapse_table_t *nb_cortex_synapses(const nb_cortex_t *cx);
 
 /* Returns 1 when parent equals child or is a whole-segment prefix of it
  * ("cortex" and "cortex/lang" are parents of "cortex/lang/x"; "cortex/lang"
- * is not a parent of "cortex/language"). Trailing slashes are ignored. */
+ * is not a parent of "cortex/language"). Trailing slashes are ignored; the
+ * empty path (or "/") is the root and contains every region. NULL gives 0. */
 int nb_region_contains(const char *parent, const char *child);
 
 /* Writes up to max ids of neurons with capability into out (id order);
@@ -92,13 +100,16 @@ int nb_region_contains(const char *parent, const char *child);
 size_t nb_cortex_discover(const nb_cortex_t *cx, const char *capability,
                           nb_id_t *out, size_t max);
 
-/* Writes up to max ids of neurons in the region subtree path; returns the
- * total number found. */
+/* Writes up to max ids of neurons in the region subtree path (id order,
+ * each neuron once); returns the total number found. */
 size_t nb_cortex_region(const nb_cortex_t *cx, const char *path,
                         nb_id_t *out, size_t max);
 
-/* Queues a spike from outside the cortex (a test, a socket), routed at the
- * next tick as if fired by s->source; returns 0 or NB_EFULL. */
+/* Queues a copy of a spike from outside the cortex (a test, a socket),
+ * routed at the next tick as if fired by s->source; a zero timestamp_ns is
+ * stamped with nb_clock_ns() (STDP reads 0 as "no spike"). The queue holds
+ * axon_capacity spikes. Returns 0, NB_EFULL, or NB_EINVAL for a malformed
+ * spike (as nb_spike_from_bytes judges it). */
 int nb_cortex_inject(nb_cortex_t *cx, const nb_spike_t *s);
 
 /* Runs one tick; returns the number of spikes delivered to agents, or a
@@ -116,7 +127,8 @@ uint64_t nb_cortex_stop(nb_cortex_t *cx, uint64_t max_ticks);
 /* Removes synapses at or below w_min now; returns how many. */
 size_t nb_cortex_prune(nb_cortex_t *cx);
 
-/* Marks a neuron stopped (its inbound spikes become dead letters, counted)
+/* Marks a neuron stopped (its inbound spikes, including those already
+ * waiting in its inbox, become dead letters, counted; it no longer ticks)
  * or running again; returns 0 or NB_ENOENT. */
 int nb_cortex_set_stopped(nb_cortex_t *cx, nb_id_t id, int stopped);
 

@@ -79,7 +79,10 @@ typedef struct nb_agent_ops_s {
   /* Called when the neuron fires. */
   int (*tick)(void *agent, nb_neuron_t *n);
   /* Custom dendritic filter named name on a synapse into this neuron:
-   * return nonzero to pass. NULL passes nothing. */
+   * return nonzero to pass, 0 to reject, or a negative code (counted as an
+   * agent error; the spike is rejected). NULL passes nothing. It may be
+   * asked again about the same spike if that spike had to wait for inbox
+   * room, so it should be a pure predicate. */
   int (*filter)(void *agent, nb_neuron_t *n, const char *name,
                 const nb_spike_t *s, const void *payload, size_t len);
   /* Called once by nb_cortex_stop. */
@@ -112,7 +115,7 @@ void nb_neuron_set_version(nb_neuron_t *n, uint32_t version);
 
 /* Stamps source, the next sequence and the monotonic time on *s and
  * publishes it (non-blocking); returns 0, or NB_EFULL when the axon is full
- * (nothing is sent, the sequence is not consumed). */
+ * (nothing is sent, the sequence is not consumed, *s is left untouched). */
 int nb_neuron_fire(nb_neuron_t *n, nb_spike_t *s);
 
 /* Fires an excitatory priority-0 spike to target with any payload length

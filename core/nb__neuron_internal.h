@@ -1,0 +1,58 @@
+/* nb__neuron_internal.h: the private neuron struct shared by nb_neuron.c
+ * (the handle, which fires) and nb_cortex.c (which routes and delivers).
+ * Not installed, not part of the API: embedders use nb_neuron.h. */
+#ifndef NB__NEURON_INTERNAL_H
+#define NB__NEURON_INTERNAL_H
+
+#include <stdint.h>
+
+#include "nb_arena.h"
+#include "nb_axon.h"
+#include "nb_neuron.h"
+
+struct nb_neuron_s {
+  nb_id_t id;
+  int stopped;       /* inbound spikes become dead letters */
+  int stop_called;   /* on_stop already ran (it runs once) */
+  nb_card_t card;    /* owned copy: its strings live in strings */
+  char *strings;     /* one block holding every string of card */
+  nb_if_t ifs;
+  nb_agent_ops_t ops; /* copied, so the caller's table may be temporary */
+  void *agent;
+  nb_arena_t *arena; /* the cortex's, for large payloads; may be NULL */
+
+  /* Producer side: touched only by the thread that fires. */
+  nb_axon_t *axon;
+  uint32_t next_seq;
+
+  /* Cortex side: the cortex's reader on the axon and the inbox that the
+   * collect phase fills and the deliver phase empties in one go, so it is
+   * a plain array (always contiguous for on_batch), not a ring. */
+  nb_axon_reader_t *reader;
+  nb_spike_t *inbox;
+  float *inbox_w;
+  uint32_t inbox_cap;
+  uint32_t inbox_count;
+
+  uint64_t last_fire_ns; /* 0 = never fired (STDP) */
+  nb_neuron_stats_t stats;
+};
+
+/* Creates a neuron with id and a deep copy of card, IF params (NULL =
+ * defaults), a copy of ops (NULL = none), its own gated axon of
+ * axon_capacity with the cortex's reader attached and an inbox of
+ * inbox_capacity; returns 0, NB_EINVAL or NB_ENOMEM. */
+int nb__neuron_new(nb_neuron_t **out, nb_id_t id, const nb_card_t *card,
+                   const nb_if_params_t *params, const nb_agent_ops_t *ops,
+                   void *agent, uint32_t axon_capacity,
+                   uint32_t inbox_capacity, nb_arena_t *arena);
+
+/* Detaches the reader and frees the neuron with everything it owns;
+ * accepts NULL. */
+void nb__neuron_free(nb_neuron_t *n);
+
+/* Returns 0 when card is acceptable for registration (a non-empty name, tag
+ * counts within NB_CARD_MAX_TAGS, no NULL tag), else NB_EINVAL. */
+int nb__card_check(const nb_card_t *card);
+
+#endif

@@ -1,0 +1,733 @@
+/* nb_cortex.c: registration, discovery, topology and the tick that routes
+ * spikes from axons into inboxes and delivers inboxes to agents.
+ *
+ * The tick allocates nothing: inboxes, the injection ring and the scratch
+ * array used by broadcast are sized when the cortex or a neuron is made. */
+#include "nb_cortex.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nb__neuron_internal.h"
+#include "nb_clock.h"
+#include "nb_err.h"
+
+/* ---- string index: name, capability or region path -> ids ----
+ *
+ * Open addressing with linear probing. Each entry owns a copy of its key,
+ * so an entry left behind by a failed registration never points into a
+ * freed card. Ids are appended in registration order, which is id order,
+ * so every answer comes out sorted. An entry whose list is empty is treated
+ * as absent (that is how a failed registration is undone). */
+
+typedef struct ix_entry_s {
+  char *key; /* owned copy, NUL-terminated; NULL = free slot */
+  uint32_t len;
+  uint32_t hash;
+  uint32_t n, cap;
+  nb_id_t *ids;
+} ix_entry_t;
+
+typedef struct ix_s {
+  ix_entry_t *slots;
+  uint32_t mask; /* slot count - 1 (0 with no slots) */
+  uint32_t used;
+} ix_t;
+
+/* Returns the FNV-1a hash of len bytes at key. */
+static uint32_t ix_hash(const char *key, size_t len) {
+  uint32_t h = 2166136261u;
+  for (size_t i = 0; i < len; i++) {
+    h ^= (uint8_t)key[i];
+    h *= 16777619u;
+  }
+  return h;
+}
+
+/* Returns the entry for key, or NULL when there is none. */
+static ix_entry_t *ix_lookup(const ix_t *ix, const char *key, size_t len) {
+  if (!ix->slots) return NULL;
+  uint32_t h = ix_hash(key, len);
+  for (uint32_t i = h & ix->mask;; i = (i + 1) & ix->mask) {
+    ix_entry_t *e = &ix->slots[i];
+    if (!e->key) return NULL;
+    if (e->hash == h && e->len == len && memcmp(e->key, key, len) == 0)
+      return e;
+  }
+}
+
+/* Doubles the slot array (64 at first) and rehashes; returns 0 or
+ * NB_ENOMEM. */
+static int ix_grow(ix_t *ix) {
+  uint32_t ncap = ix->slots ? (ix->mask + 1) * 2 : 64;
+  ix_entry_t *ns = calloc(ncap, sizeof *ns);
+  if (!ns) return NB_ENOMEM;
+  if (ix->slots) {
+    for (uint32_t i = 0; i <= ix->mask; i++) {
+      ix_entry_t *e = &ix->slots[i];
+      if (!e->key) continue;
+      uint32_t j = e->hash & (ncap - 1);
+      while (ns[j].key) j = (j + 1) & (ncap - 1);
+      ns[j] = *e;
+    }
+  }
+  free(ix->slots);
+  ix->slots = ns;
+  ix->mask = ncap - 1;
+  return 0;
+}
+
+/* Appends id to key's list (creating the entry), skipping it when it is
+ * already the last id; returns 0 or NB_ENOMEM. */
+static int ix_add(ix_t *ix, const char *key, size_t len, nb_id_t id) {
+  ix_entry_t *e = ix_lookup(ix, key, len);
+  if (!e) {
+    /* Half full at most, so probes stay short and one slot is always
+     * free, which ends every probe loop. */
+    if (!ix->slots || (ix->used + 1) * 2 > ix->mask + 1) {
+      if (ix_grow(ix) != 0) return NB_ENOMEM;
+    }
+    char *copy = malloc(len + 1);
+    if (!copy) return NB_ENOMEM;
+    memcpy(copy, key, len);
+    copy[len] = 0;
+    uint32_t h = ix_hash(key, len);
+    uint32_t i = h & ix->mask;
+    while (ix->slots[i].key) i = (i + 1) & ix->mask;
+    e = &ix->slots[i];
+    e->key = copy;
+    e->len = (uint32_t)len;
+    e->hash = h;
+    ix->used++;
+  }
+  if (e->n && e->ids[e->n - 1] == id) return 0;
+  if (e->n == e->cap) {
+    uint32_t ncap = e->cap ? e->cap * 2 : 4;
+    nb_id_t *ids = realloc(e->ids, ncap * sizeof *ids);
+    if (!ids) return NB_ENOMEM;
+    e->ids = ids;
+    e->cap = ncap;
+  }
+  e->ids[e->n++] = id;
+  return 0;
+}
+
+/* Removes id from key's list when it is the last one; returns nothing. */
+static void ix_pop(ix_t *ix, const char *key, size_t len, nb_id_t id) {
+  ix_entry_t *e = ix_lookup(ix, key, len);
+  if (e && e->n && e->ids[e->n - 1] == id) e->n--;
+}
+
+/* Frees the index's memory; returns nothing. */
+static void ix_free(ix_t *ix) {
+  if (ix->slots) {
+    for (uint32_t i = 0; i <= ix->mask; i++) {
+      free(ix->slots[i].key);
+      free(ix->slots[i].ids);
+    }
+  }
+  free(ix->slots);
+  memset(ix, 0, sizeof *ix);
+}
+
+/* ---- the cortex ---- */
+
+struct nb_cortex_s {
+  nb_cortex_opts_t opts; /* with the zero defaults resolved */
+  nb_neuron_t **neurons; /* by id */
+  uint32_t count, cap;
+  nb_synapse_table_t *syn;
+  ix_t names, caps, regions;
+  /* The injection queue: a ring drained after the axons. */
+  nb_spike_t *inject;
+  uint32_t inject_mask, inject_head, inject_count;
+  /* Per-synapse verdicts of the broadcast being routed, one byte per
+   * possible destination, so a broadcast is all-or-nothing without an
+   * allocation. */
+  uint8_t *verdict;
+  nb_cortex_stats_t stats;
+};
+
+/* Returns the default options. */
+nb_cortex_opts_t nb_cortex_opts_default(void) {
+  nb_cortex_opts_t o = {.max_neurons = 1024,
+                        .axon_capacity = NB_AXON_DEFAULT_CAPACITY,
+                        .inbox_capacity = 0,
+                        .arena = NULL,
+                        .prune_every = 0};
+  return o;
+}
+
+/* Returns 0 with *out set to a new cortex, NB_EINVAL or NB_ENOMEM. */
+int nb_cortex_new(nb_cortex_t **out, const nb_cortex_opts_t *opts) {
+  if (!out) return NB_EINVAL;
+  *out = NULL;
+  nb_cortex_opts_t o = opts ? *opts : nb_cortex_opts_default();
+  if (o.max_neurons == 0 || o.max_neurons > NB_MAX_NEURONS) return NB_EINVAL;
+  if (o.axon_capacity == 0) o.axon_capacity = NB_AXON_DEFAULT_CAPACITY;
+  if (o.axon_capacity < 2 || (o.axon_capacity & (o.axon_capacity - 1)))
+    return NB_EINVAL;
+  if (o.inbox_capacity == 0) o.inbox_capacity = o.axon_capacity;
+  nb_cortex_t *cx = calloc(1, sizeof *cx);
+  if (!cx) return NB_ENOMEM;
+  cx->opts = o;
+  int rc = nb_synapse_table_new(&cx->syn, o.max_neurons);
+  if (rc != 0) goto fail;
+  rc = NB_ENOMEM;
+  cx->inject = aligned_alloc(alignof(nb_spike_t),
+                             (size_t)o.axon_capacity * sizeof(nb_spike_t));
+  cx->verdict = malloc(o.max_neurons);
+  if (!cx->inject || !cx->verdict) goto fail;
+  cx->inject_mask = o.axon_capacity - 1;
+  *out = cx;
+  return 0;
+fail:
+  nb_cortex_free(cx);
+  return rc;
+}
+
+/* Frees the cortex, its neurons, synapses and indexes; returns nothing. */
+void nb_cortex_free(nb_cortex_t *cx) {
+  if (!cx) return;
+  for (uint32_t i = 0; i < cx->count; i++) nb__neuron_free(cx->neurons[i]);
+  free(cx->neurons);
+  if (cx->syn) nb_synapse_table_free(cx->syn);
+  ix_free(&cx->names);
+  ix_free(&cx->caps);
+  ix_free(&cx->regions);
+  free(cx->inject);
+  free(cx->verdict);
+  free(cx);
+}
+
+/* ---- regions ---- */
+
+/* Returns the length of path without its trailing slashes. */
+static size_t region_len(const char *path) {
+  size_t len = strlen(path);
+  while (len && path[len - 1] == '/') len--;
+  return len;
+}
+
+/* Returns 1 when parent equals child or is a whole-segment prefix of it;
+ * the empty path (or "/") is the root and contains every region. */
+int nb_region_contains(const char *parent, const char *child) {
+  if (!parent || !child) return 0;
+  size_t lp = region_len(parent), lc = region_len(child);
+  if (lp == 0) return 1;
+  if (lp > lc || memcmp(parent, child, lp) != 0) return 0;
+  return lp == lc || child[lp] == '/';
+}
+
+/* Calls ix_add (add nonzero) or ix_pop for every key under which region
+ * must be found: each proper whole-segment prefix and the full path;
+ * returns 0 or NB_ENOMEM. */
+static int region_keys(ix_t *ix, const char *region, nb_id_t id, int add) {
+  size_t len = region_len(region);
+  if (len == 0) return 0; /* the root: found by scanning, see region() */
+  for (size_t k = 1; k <= len; k++) {
+    if (k < len && region[k] != '/') continue;
+    if (!add) {
+      ix_pop(ix, region, k, id);
+    } else if (ix_add(ix, region, k, id) != 0) {
+      return NB_ENOMEM;
+    }
+  }
+  return 0;
+}
+
+/* Removes or adds n under its name, capabilities and regions; returns 0 or
+ * NB_ENOMEM (when adding; the caller then removes). */
+static int index_neuron(nb_cortex_t *cx, const nb_neuron_t *n, int add) {
+  const nb_card_t *c = &n->card;
+  if (add) {
+    if (ix_add(&cx->names, c->name, strlen(c->name), n->id) != 0)
+      return NB_ENOMEM;
+    for (size_t i = 0; i < c->ncapabilities; i++)
+      if (ix_add(&cx->caps, c->capabilities[i], strlen(c->capabilities[i]),
+                 n->id) != 0)
+        return NB_ENOMEM;
+    for (size_t i = 0; i < c->nregions; i++)
+      if (region_keys(&cx->regions, c->regions[i], n->id, 1) != 0)
+        return NB_ENOMEM;
+    return 0;
+  }
+  ix_pop(&cx->names, c->name, strlen(c->name), n->id);
+  for (size_t i = 0; i < c->ncapabilities; i++)
+    ix_pop(&cx->caps, c->capabilities[i], strlen(c->capabilities[i]), n->id);
+  for (size_t i = 0; i < c->nregions; i++)
+    region_keys(&cx->regions, c->regions[i], n->id, 0);
+  return 0;
+}
+
+/* ---- registration and lookup ---- */
+
+/* Returns 0 with the new neuron in *out (if out is not NULL), or NB_EEXIST,
+ * NB_EINVAL, NB_ELIMIT, NB_ENOMEM. */
+int nb_cortex_register(nb_cortex_t *cx, const nb_card_t *card,
+                       const nb_if_params_t *params,
+                       const nb_agent_ops_t *ops, void *agent,
+                       nb_neuron_t **out) {
+  if (out) *out = NULL;
+  if (!cx || nb__card_check(card) != 0) return NB_EINVAL;
+  if (params && nb_if_params_check(params) != 0) return NB_EINVAL;
+  if (nb_cortex_find(cx, card->name)) return NB_EEXIST;
+  /* NB_MAX_NEURONS is 0xFFFF, so the last id handed out is 0xFFFE and the
+   * broadcast id is never a neuron. */
+  if (cx->count >= cx->opts.max_neurons || cx->count >= NB_MAX_NEURONS)
+    return NB_ELIMIT;
+  if (cx->count == cx->cap) {
+    uint32_t ncap = cx->cap ? cx->cap * 2 : 16;
+    if (ncap > cx->opts.max_neurons) ncap = cx->opts.max_neurons;
+    nb_neuron_t **nn = realloc(cx->neurons, ncap * sizeof *nn);
+    if (!nn) return NB_ENOMEM;
+    cx->neurons = nn;
+    cx->cap = ncap;
+  }
+  nb_neuron_t *n;
+  nb_id_t id = (nb_id_t)cx->count;
+  int rc = nb__neuron_new(&n, id, card, params, ops, agent,
+                          cx->opts.axon_capacity, cx->opts.inbox_capacity,
+                          cx->opts.arena);
+  if (rc != 0) return rc;
+  if (index_neuron(cx, n, 1) != 0) {
+    index_neuron(cx, n, 0);
+    nb__neuron_free(n);
+    return NB_ENOMEM;
+  }
+  cx->neurons[cx->count++] = n;
+  if (out) *out = n;
+  return 0;
+}
+
+/* Returns the neuron with id, or NULL. */
+nb_neuron_t *nb_cortex_neuron(const nb_cortex_t *cx, nb_id_t id) {
+  return id < cx->count ? cx->neurons[id] : NULL;
+}
+
+/* Returns the neuron named name, or NULL (one hash lookup). */
+nb_neuron_t *nb_cortex_find(const nb_cortex_t *cx, const char *name) {
+  if (!name) return NULL;
+  const ix_entry_t *e = ix_lookup(&cx->names, name, strlen(name));
+  return e && e->n ? cx->neurons[e->ids[0]] : NULL;
+}
+
+/* Returns the number of registered neurons. */
+size_t nb_cortex_count(const nb_cortex_t *cx) { return cx->count; }
+
+/* Copies up to max ids of e into out; returns the total (0 without e). */
+static size_t copy_ids(const ix_entry_t *e, nb_id_t *out, size_t max) {
+  if (!e) return 0;
+  size_t n = e->n;
+  if (out) memcpy(out, e->ids, (n < max ? n : max) * sizeof *out);
+  return n;
+}
+
+/* Returns the number of neurons with capability, writing up to max ids. */
+size_t nb_cortex_discover(const nb_cortex_t *cx, const char *capability,
+                          nb_id_t *out, size_t max) {
+  if (!capability) return 0;
+  return copy_ids(ix_lookup(&cx->caps, capability, strlen(capability)), out,
+                  max);
+}
+
+/* Returns the number of neurons in the region subtree path, writing up to
+ * max ids. */
+size_t nb_cortex_region(const nb_cortex_t *cx, const char *path,
+                        nb_id_t *out, size_t max) {
+  if (!path) return 0;
+  size_t len = region_len(path);
+  if (len) return copy_ids(ix_lookup(&cx->regions, path, len), out, max);
+  /* The root holds every neuron that names any region. */
+  size_t total = 0;
+  for (uint32_t i = 0; i < cx->count; i++) {
+    if (cx->neurons[i]->card.nregions == 0) continue;
+    if (out && total < max) out[total] = (nb_id_t)i;
+    total++;
+  }
+  return total;
+}
+
+/* ---- topology ---- */
+
+/* Returns 0 when f is a well-formed filter, else NB_EINVAL. */
+static int filter_check(const nb_filter_t *f) {
+  switch (f->type) {
+  case NB_FILTER_KIND:
+  case NB_FILTER_PRIORITY:
+    return 0;
+  case NB_FILTER_PREFIX:
+    return f->prefix_len <= NB_FILTER_PREFIX_MAX ? 0 : NB_EINVAL;
+  case NB_FILTER_CUSTOM:
+    return f->name[0] && memchr(f->name, 0, NB_FILTER_NAME_MAX) ? 0
+                                                                : NB_EINVAL;
+  default:
+    return NB_EINVAL;
+  }
+}
+
+/* Returns 0 when p has finite numbers, positive time constants and
+ * w_min <= w_max, else NB_EINVAL. */
+static int stdp_check(const nb_stdp_t *p) {
+  if (!isfinite(p->a_plus) || !isfinite(p->a_minus) ||
+      !isfinite(p->tau_plus_ms) || !isfinite(p->tau_minus_ms) ||
+      !isfinite(p->w_min) || !isfinite(p->w_max))
+    return NB_EINVAL;
+  if (p->tau_plus_ms <= 0 || p->tau_minus_ms <= 0 || p->w_min > p->w_max)
+    return NB_EINVAL;
+  return 0;
+}
+
+/* Returns 0, NB_ENOENT for an unregistered end, NB_EINVAL, NB_ENOMEM. */
+int nb_cortex_connect(nb_cortex_t *cx, nb_id_t pre, nb_id_t post,
+                      float weight, const nb_filter_t *filters,
+                      size_t nfilters, const nb_stdp_t *stdp) {
+  if (pre >= cx->count || post >= cx->count) return NB_ENOENT;
+  if (pre == post || !isfinite(weight)) return NB_EINVAL;
+  if (nfilters > NB_FILTERS_MAX || (nfilters && !filters)) return NB_EINVAL;
+  for (size_t i = 0; i < nfilters; i++)
+    if (filter_check(&filters[i]) != 0) return NB_EINVAL;
+  if (stdp && stdp_check(stdp) != 0) return NB_EINVAL;
+  nb_synapse_t syn;
+  memset(&syn, 0, sizeof syn);
+  syn.pre = pre;
+  syn.post = post;
+  syn.stdp_on = stdp != NULL;
+  /* With STDP off the defaults still give the bounds for clamping and
+   * pruning. */
+  syn.stdp = stdp ? *stdp : nb_stdp_default();
+  syn.nfilters = (uint8_t)nfilters;
+  if (nfilters) memcpy(syn.filters, filters, nfilters * sizeof *filters);
+  if (weight < syn.stdp.w_min) weight = syn.stdp.w_min;
+  if (weight > syn.stdp.w_max) weight = syn.stdp.w_max;
+  nb_atomic_f32_store(&syn.weight, weight);
+  atomic_init(&syn.last_pre_ns, 0);
+  return nb_synapse_table_connect(cx->syn, pre, post, &syn);
+}
+
+/* Returns the synapse table. */
+nb_synapse_table_t *nb_cortex_synapses(const nb_cortex_t *cx) {
+  return cx->syn;
+}
+
+/* Returns the number of synapses removed at or below their w_min. */
+size_t nb_cortex_prune(nb_cortex_t *cx) {
+  size_t n = nb_synapse_table_prune(cx->syn);
+  cx->stats.pruned += n;
+  return n;
+}
+
+/* Returns 0 or NB_ENOENT; stopping turns the waiting inbox into dead
+ * letters so nothing stays pending for a neuron that will never run. */
+int nb_cortex_set_stopped(nb_cortex_t *cx, nb_id_t id, int stopped) {
+  nb_neuron_t *n = nb_cortex_neuron(cx, id);
+  if (!n) return NB_ENOENT;
+  n->stopped = stopped != 0;
+  if (n->stopped) {
+    cx->stats.dead_letters += n->inbox_count;
+    n->inbox_count = 0;
+  }
+  return 0;
+}
+
+/* ---- injection ---- */
+
+/* Returns 0, NB_EFULL when the queue (axon_capacity spikes) is full, or
+ * NB_EINVAL for a malformed spike (kind 3, bad length or ref marker). */
+int nb_cortex_inject(nb_cortex_t *cx, const nb_spike_t *s) {
+  if (!s) return NB_EINVAL;
+  if (cx->inject_count > cx->inject_mask) return NB_EFULL;
+  nb_spike_t *slot =
+      &cx->inject[(cx->inject_head + cx->inject_count) & cx->inject_mask];
+  /* from_bytes validates meta, so a bad length never reaches an agent. */
+  int rc = nb_spike_from_bytes(slot, nb_spike_as_bytes(s));
+  if (rc != 0) return rc;
+  /* 0 means "no spike yet" in STDP bookkeeping, so an unstamped spike gets
+   * the clock. */
+  if (slot->timestamp_ns == 0) slot->timestamp_ns = nb_clock_ns();
+  cx->inject_count++;
+  return 0;
+}
+
+/* ---- routing ---- */
+
+enum { ROUTED = 0, BLOCKED = 1 };
+enum { V_REJECT = 0, V_PASS = 1, V_STOPPED = 2 };
+
+/* The payload of the spike being routed, resolved at most once. */
+typedef struct payload_view_s {
+  int state; /* 0 unresolved, 1 resolved, -1 unresolvable */
+  const void *data;
+  size_t len;
+} payload_view_t;
+
+/* Adapts nb_custom_filter_fn to the target's ops->filter; returns 1 to
+ * pass, 0 to reject. A negative answer is an agent error: counted, and the
+ * spike is rejected. */
+static int custom_filter(void *ctx, nb_id_t target, const char *name,
+                         const nb_spike_t *s, const void *payload,
+                         size_t len) {
+  nb_neuron_t *t = nb_cortex_neuron((const nb_cortex_t *)ctx, target);
+  if (!t || !t->ops.filter) return 0;
+  int rc = t->ops.filter(t->agent, t, name, s, payload, len);
+  if (rc < 0) {
+    t->stats.errors++;
+    return 0;
+  }
+  return rc != 0;
+}
+
+/* Returns 1 when a filter of syn looks at the payload, else 0. */
+static int needs_payload(const nb_synapse_t *syn) {
+  for (uint8_t i = 0; i < syn->nfilters; i++)
+    if (syn->filters[i].type == NB_FILTER_PREFIX ||
+        syn->filters[i].type == NB_FILTER_CUSTOM)
+      return 1;
+  return 0;
+}
+
+/* Returns V_PASS or V_REJECT for s through syn, or -1 when a filter needs
+ * the payload and it cannot be resolved (a stale or foreign ref). */
+static int verdict(nb_cortex_t *cx, const nb_synapse_t *syn,
+                   const nb_spike_t *s, payload_view_t *pv) {
+  if (syn->nfilters == 0) return V_PASS;
+  if (needs_payload(syn)) {
+    if (pv->state == 0) {
+      int rc = nb_arena_get_payload(cx->opts.arena, s, &pv->data, &pv->len);
+      pv->state = rc == 0 ? 1 : -1;
+    }
+    if (pv->state < 0) return -1;
+  }
+  return nb_synapse_pass(syn, s, pv->data, pv->len, custom_filter, cx)
+             ? V_PASS
+             : V_REJECT;
+}
+
+/* Records STDP "pre" on syn for a spike stamped t_pre into post: depression
+ * when post already fired; returns nothing. */
+static void stdp_pre(const nb_neuron_t *post, nb_synapse_t *syn,
+                     uint64_t t_pre) {
+  atomic_store_explicit(&syn->last_pre_ns, t_pre, memory_order_relaxed);
+  if (syn->stdp_on && post->last_fire_ns)
+    nb_synapse_stdp(syn, (int64_t)(post->last_fire_ns - t_pre));
+}
+
+/* Copies s with weight w into t's inbox, which has room; returns nothing. */
+static void inbox_push(nb_cortex_t *cx, nb_neuron_t *t, const nb_spike_t *s,
+                       float w) {
+  t->inbox[t->inbox_count] = *s;
+  t->inbox_w[t->inbox_count] = w;
+  t->inbox_count++;
+  cx->stats.routed++;
+}
+
+/* Counts a filtered spike into t; returns ROUTED. */
+static int filtered(nb_cortex_t *cx, nb_neuron_t *t) {
+  cx->stats.filtered++;
+  t->stats.filtered++;
+  return ROUTED;
+}
+
+/* Counts a dead letter; returns ROUTED (the spike is consumed). */
+static int dead_letter(nb_cortex_t *cx) {
+  cx->stats.dead_letters++;
+  return ROUTED;
+}
+
+/* Routes a unicast spike; returns ROUTED (delivered, filtered or dead) or
+ * BLOCKED when the target's inbox is full. */
+static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s) {
+  nb_neuron_t *t = nb_cortex_neuron(cx, s->target);
+  if (!t || t->stopped) return dead_letter(cx);
+  nb_synapse_t *syn = s->source < cx->count
+                          ? nb_synapse_table_get(cx->syn, s->source, s->target)
+                          : NULL;
+  if (syn) {
+    payload_view_t pv = {0};
+    int v = verdict(cx, syn, s, &pv);
+    if (v < 0) return dead_letter(cx);
+    if (v == V_REJECT) return filtered(cx, t);
+  }
+  if (t->inbox_count == t->inbox_cap) return BLOCKED;
+  float w = 1.0f;
+  if (syn) {
+    w = nb_atomic_f32_load(&syn->weight);
+    stdp_pre(t, syn, s->timestamp_ns);
+  }
+  inbox_push(cx, t, s, w);
+  return ROUTED;
+}
+
+/* Routes a broadcast along every outgoing synapse of its source, all or
+ * nothing: returns BLOCKED, delivering to no one, when any destination
+ * that passes its filters has a full inbox; else ROUTED. */
+static int route_broadcast(nb_cortex_t *cx, const nb_spike_t *s) {
+  if (s->source >= cx->count) return dead_letter(cx);
+  size_t n;
+  nb_synapse_t *const *out = nb_synapse_table_outgoing(cx->syn, s->source, &n);
+  /* A broadcast that reaches nobody is lost, so it is counted. */
+  if (n == 0) return dead_letter(cx);
+  payload_view_t pv = {0};
+  uint8_t *vd = cx->verdict;
+  for (size_t i = 0; i < n; i++) {
+    nb_neuron_t *t = cx->neurons[out[i]->post];
+    if (t->stopped) {
+      vd[i] = V_STOPPED;
+      continue;
+    }
+    int v = verdict(cx, out[i], s, &pv);
+    if (v < 0) return dead_letter(cx);
+    if (v == V_PASS && t->inbox_count == t->inbox_cap) return BLOCKED;
+    vd[i] = (uint8_t)v;
+  }
+  for (size_t i = 0; i < n; i++) {
+    nb_neuron_t *t = cx->neurons[out[i]->post];
+    if (vd[i] == V_STOPPED) {
+      dead_letter(cx);
+    } else if (vd[i] == V_REJECT) {
+      filtered(cx, t);
+    } else {
+      float w = nb_atomic_f32_load(&out[i]->weight);
+      stdp_pre(t, out[i], s->timestamp_ns);
+      inbox_push(cx, t, s, w);
+    }
+  }
+  return ROUTED;
+}
+
+/* Routes one spike; returns ROUTED or BLOCKED. */
+static int route(nb_cortex_t *cx, const nb_spike_t *s) {
+  return s->target == NB_BROADCAST ? route_broadcast(cx, s)
+                                   : route_unicast(cx, s);
+}
+
+/* COLLECT + ROUTE: drains every axon in id order, then the injection queue,
+ * stopping a source at its first blocked spike; returns nothing. */
+static void collect(nb_cortex_t *cx) {
+  for (uint32_t i = 0; i < cx->count; i++) {
+    nb_axon_reader_t *r = cx->neurons[i]->reader;
+    /* Bounded by what was there on entry, so a producer on another thread
+     * cannot keep one tick going forever. */
+    uint64_t avail = nb_axon_reader_available(r), used = 0;
+    while (used < avail) {
+      const nb_spike_t *s = nb_axon_reader_peek_at(r, used);
+      if (!s || route(cx, s) == BLOCKED) break;
+      used++;
+    }
+    /* One cursor store per axon per tick. */
+    if (used) nb_axon_reader_advance(r, used);
+  }
+  while (cx->inject_count) {
+    if (route(cx, &cx->inject[cx->inject_head]) == BLOCKED) break;
+    cx->inject_head = (cx->inject_head + 1) & cx->inject_mask;
+    cx->inject_count--;
+  }
+}
+
+/* ---- delivery ---- */
+
+/* Applies STDP "post" on n's incoming synapses and calls the agent's tick;
+ * returns nothing. */
+static void on_fire(nb_cortex_t *cx, nb_neuron_t *n) {
+  uint64_t now = nb_clock_ns();
+  n->last_fire_ns = now;
+  n->stats.fires++;
+  size_t m;
+  nb_synapse_t *const *in = nb_synapse_table_incoming(cx->syn, n->id, &m);
+  for (size_t j = 0; j < m; j++) {
+    if (!in[j]->stdp_on) continue;
+    uint64_t t_pre =
+        atomic_load_explicit(&in[j]->last_pre_ns, memory_order_relaxed);
+    if (t_pre) nb_synapse_stdp(in[j], (int64_t)(now - t_pre));
+  }
+  if (n->ops.tick && n->ops.tick(n->agent, n) < 0) n->stats.errors++;
+}
+
+/* Hands n's inbox to its agent as one batch (or spike by spike); returns
+ * nothing. */
+static void hand_over(nb_neuron_t *n, uint32_t count) {
+  if (n->ops.on_batch) {
+    if (n->ops.on_batch(n->agent, n, n->inbox, n->inbox_w, count) < 0)
+      n->stats.errors++;
+  } else if (n->ops.on_spike) {
+    for (uint32_t k = 0; k < count; k++)
+      if (n->ops.on_spike(n->agent, n, &n->inbox[k], n->inbox_w[k]) < 0)
+        n->stats.errors++;
+  }
+}
+
+/* DELIVER + FIRE for every neuron in id order; returns the number of spikes
+ * handed to agents. */
+static uint64_t deliver(nb_cortex_t *cx) {
+  uint64_t total = 0;
+  for (uint32_t i = 0; i < cx->count; i++) {
+    nb_neuron_t *n = cx->neurons[i];
+    if (n->stopped) continue;
+    if (n->ifs.refractory_left) {
+      n->ifs.refractory_left--;
+      n->stats.deferred += n->inbox_count;
+      continue;
+    }
+    uint32_t count = n->inbox_count;
+    for (uint32_t k = 0; k < count; k++)
+      nb_if_integrate(&n->ifs, nb_spike_kind(&n->inbox[k]), n->inbox_w[k]);
+    /* Emptied before the callbacks: nothing routes into an inbox during
+     * delivery, and a callback that stops its own neuron must not count
+     * these spikes again as dead letters. */
+    n->inbox_count = 0;
+    if (count) {
+      hand_over(n, count);
+      n->stats.spikes_in += count;
+      total += count;
+    }
+    if (nb_if_step(&n->ifs)) on_fire(cx, n);
+  }
+  return total;
+}
+
+/* Runs one tick; returns the number of spikes delivered to agents. */
+int nb_cortex_tick(nb_cortex_t *cx) {
+  collect(cx);
+  uint64_t delivered = deliver(cx);
+  cx->stats.ticks++;
+  if (cx->opts.prune_every && cx->stats.ticks % cx->opts.prune_every == 0)
+    nb_cortex_prune(cx);
+  return delivered > INT32_MAX ? INT32_MAX : (int)delivered;
+}
+
+/* Returns the number of spikes in axons, the injection queue and inboxes. */
+uint64_t nb_cortex_pending(const nb_cortex_t *cx) {
+  uint64_t total = cx->inject_count;
+  for (uint32_t i = 0; i < cx->count; i++) {
+    const nb_neuron_t *n = cx->neurons[i];
+    total += nb_axon_reader_available(n->reader) + n->inbox_count;
+  }
+  return total;
+}
+
+/* Ticks until quiescent or max_ticks, then calls each on_stop once; returns
+ * the number of ticks run. */
+uint64_t nb_cortex_stop(nb_cortex_t *cx, uint64_t max_ticks) {
+  uint64_t ran = 0;
+  while (ran < max_ticks && nb_cortex_pending(cx)) {
+    nb_cortex_tick(cx);
+    ran++;
+  }
+  for (uint32_t i = 0; i < cx->count; i++) {
+    nb_neuron_t *n = cx->neurons[i];
+    if (n->stop_called) continue;
+    n->stop_called = 1;
+    if (n->ops.on_stop) n->ops.on_stop(n->agent, n);
+  }
+  return ran;
+}
+
+/* Returns the cortex counters. */
+const nb_cortex_stats_t *nb_cortex_stats(const nb_cortex_t *cx) {
+  return &cx->stats;
+}
+
+/* Returns the arena given at creation, or NULL. */
+nb_arena_t *nb_cortex_arena(const nb_cortex_t *cx) { return cx->opts.arena; }
