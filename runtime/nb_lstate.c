@@ -1,0 +1,891 @@
+/* nb_lstate.c: memory cap, time budget, watchdog and sandbox for agent
+ * states. See nb_lstate.h for the contract; the notes here say why. */
+#include "nb_lstate.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <lauxlib.h>
+#include <luajit.h>
+#include <lualib.h>
+
+#include "nb_clock.h"
+
+struct nb_lstate_s {
+  lua_State *L;
+  char name[64];
+  /* Allocator. Plain fields: only the thread driving the state touches them. */
+  size_t limit, bytes, peak;
+  int enforce;        /* the cap applies now: agent code may be running */
+  int mem_hit;        /* the cap refused a block during this entry */
+  size_t mem_ask;     /* the size of the last refused block */
+  uint64_t refused;
+  /* Entries and budget. */
+  int depth;          /* nesting of nb_lstate_call */
+  int jit, sandbox;
+  uint64_t budget_ns, deadline; /* deadline 0: no entry running */
+  int budget_hit, escalated;
+  uint64_t entries, mem_errors, budget_overruns;
+  int msgh_ref, env_ref, budget_msg_ref;
+  /* Watchdog: the entry side writes these atomics, the watchdog reads. */
+  uint64_t watch_ns;            /* 0: not watched */
+  _Atomic uint64_t w_start;     /* start of the running entry, 0 = idle */
+  _Atomic uint32_t w_seq;       /* bumped at each outermost entry */
+  _Atomic int quarantined;
+  _Atomic uint64_t watchdog_overruns;
+  uint32_t w_reported;          /* watchdog-owned, under nb__wd.mu */
+  nb_lstate_t *w_next, *w_prev; /* under nb__wd.mu */
+  int w_linked;
+};
+
+/* ---- small helpers -------------------------------------------------- */
+
+/* Writes a formatted message into err when there is room; returns code. */
+static int nb__errf(char *err, size_t errlen, int code, const char *fmt, ...) {
+  if (err && errlen) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+  }
+  return code;
+}
+
+/* Writes "16 MB", "512 KB" or "1000 bytes" for n into buf; returns buf. */
+static const char *nb__size_txt(char *buf, size_t len, size_t n) {
+  if (n && n % (1024 * 1024) == 0)
+    snprintf(buf, len, "%zu MB", n / (1024 * 1024));
+  else if (n && n % 1024 == 0)
+    snprintf(buf, len, "%zu KB", n / 1024);
+  else
+    snprintf(buf, len, "%zu bytes", n);
+  return buf;
+}
+
+/* Writes "20 ms", "1 s", "500 us" or "n ns" for ns into buf; returns buf. */
+static const char *nb__time_txt(char *buf, size_t len, uint64_t ns) {
+  if (ns && ns % 1000000000ull == 0)
+    snprintf(buf, len, "%llu s", (unsigned long long)(ns / 1000000000ull));
+  else if (ns && ns % 1000000ull == 0)
+    snprintf(buf, len, "%llu ms", (unsigned long long)(ns / 1000000ull));
+  else if (ns && ns % 1000ull == 0)
+    snprintf(buf, len, "%llu us", (unsigned long long)(ns / 1000ull));
+  else
+    snprintf(buf, len, "%llu ns", (unsigned long long)ns);
+  return buf;
+}
+
+/* ---- allocator ------------------------------------------------------ */
+
+/* The state's lua_Alloc: counts bytes, refuses growth past the cap while
+ * enforce is set; returns the block or NULL. Shrinks and frees never fail,
+ * as Lua requires. */
+static void *nb__alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  nb_lstate_t *S = ud;
+  if (!ptr) osize = 0;
+  if (nsize == 0) {
+    free(ptr);
+    S->bytes -= osize;
+    return NULL;
+  }
+  if (nsize > osize && S->enforce && S->limit &&
+      S->bytes - osize + nsize > S->limit) {
+    S->mem_hit = 1;
+    S->mem_ask = nsize;
+    S->refused++;
+    return NULL;
+  }
+  void *p = realloc(ptr, nsize);
+  if (!p) {
+    if (nsize <= osize) p = ptr; /* a failed shrink keeps the old block */
+    else return NULL;            /* the process itself is out of memory */
+  }
+  S->bytes = S->bytes - osize + nsize;
+  if (S->bytes > S->peak) S->peak = S->bytes;
+  return p;
+}
+
+/* Returns the state owning L (its allocator's ud) or NULL. */
+nb_lstate_t *nb_lstate_from_L(lua_State *L) {
+  void *ud = NULL;
+  if (!L || lua_getallocf(L, &ud) != nb__alloc) return NULL;
+  return ud;
+}
+
+/* Prints the unprotected error with the state's name and aborts: reaching
+ * it is a host bug (a Lua API call outside any protection); never returns. */
+static int nb__panic(lua_State *L) {
+  nb_lstate_t *S = nb_lstate_from_L(L);
+  const char *msg = lua_tostring(L, -1);
+  fprintf(stderr, "neuronbus: PANIC: unprotected Lua error in state '%s': %s\n",
+          S ? S->name : "?", msg ? msg : "(not a string)");
+  fflush(stderr);
+  abort();
+  return 0;
+}
+
+/* ---- budget hook ---------------------------------------------------- */
+
+static void nb__hook(lua_State *L, lua_Debug *ar);
+
+/* Raises the budget error and from then on makes the hook fire at every
+ * instruction, so agent code that catches the error with pcall is
+ * interrupted again at once and every level unwinds; never returns. */
+static int nb__budget_raise(lua_State *L, nb_lstate_t *S) {
+  S->budget_hit = 1;
+  if (!S->escalated) {
+    S->escalated = 1;
+    lua_sethook(L, nb__hook, LUA_MASKCOUNT, 1);
+  }
+  /* Made once at setup: raising allocates nothing, even at the cap. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->budget_msg_ref);
+  return lua_error(L);
+}
+
+/* Count hook of budgeted states: returns while the entry's deadline is
+ * ahead (or no entry runs), raises the budget error past it. */
+static void nb__hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  nb_lstate_t *S = nb_lstate_from_L(L);
+  if (!S || !S->deadline) return;
+  if (!S->budget_hit && nb_clock_ns() < S->deadline) return;
+  nb__budget_raise(L, S);
+}
+
+/* The same check from Lua, run by the pcall/xpcall wrappers of budgeted
+ * states: returns nothing while within budget. It exists because LuaJIT
+ * calls no hook when the Lua stack is too full for the hook's 21 slots, so
+ * `local function f() while true do pcall(f) end end` at maximum depth
+ * would never see the count hook; the wrapper calls this before pcall, and
+ * when even this cannot get its stack the error unwinds one level up. */
+static int nb__budget_check(lua_State *L) {
+  nb_lstate_t *S = nb_lstate_from_L(L);
+  if (!S || !S->deadline) return 0;
+  if (!S->budget_hit && nb_clock_ns() < S->deadline) return 0;
+  return nb__budget_raise(L, S);
+}
+
+/* Lua wrappers (tail calls keep pcall yieldable and its results intact).
+ * xpcall's handler is wrapped too: a budget error raised from the hook
+ * runs the handler while LuaJIT still counts the hook as active, so a
+ * looping handler would see no hook; the check stops it before it runs. */
+static const char nb__pcall_wrap[] =
+    "local check, pcall, xpcall = ...\n"
+    "return function(f, ...) check() return pcall(f, ...) end,\n"
+    "  function(f, h, ...)\n"
+    "    check()\n"
+    "    return xpcall(f, function(e) check() return h(e) end, ...)\n"
+    "  end\n";
+
+/* ---- message handler ------------------------------------------------ */
+
+/* The message handler of every entry: returns the error text with a
+ * traceback. It runs at the error point, so it lifts the cap (the state
+ * may sit at it) while it builds the text. Not called for memory errors. */
+static int nb__msgh(lua_State *L) {
+  nb_lstate_t *S = nb_lstate_from_L(L);
+  int e = S ? S->enforce : 0;
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) {
+    /* __tostring is agent code: it runs under the cap like any other. */
+    if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+      msg = lua_tostring(L, -1);
+    else
+      msg = lua_pushfstring(L, "(error object is a %s value)",
+                            luaL_typename(L, 1));
+  }
+  if (S) S->enforce = 0;
+  luaL_traceback(L, L, msg, 1);
+  if (S) S->enforce = e;
+  return 1;
+}
+
+/* ---- watchdog ------------------------------------------------------- */
+
+static struct {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t th;
+  int running, stop, cv_ready;
+  nb_lstate_t *head;
+  nb_lstate_report_fn report;
+  void *report_ud;
+} nb__wd = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static pthread_once_t nb__wd_once = PTHREAD_ONCE_INIT;
+
+/* Initializes the watchdog's condition variable on the monotonic clock;
+ * returns nothing. */
+static void nb__wd_cv_init(void) {
+  pthread_condattr_t a;
+  pthread_condattr_init(&a);
+  pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+  pthread_cond_init(&nb__wd.cv, &a);
+  pthread_condattr_destroy(&a);
+  nb__wd.cv_ready = 1;
+}
+
+/* In a forked child the watchdog thread does not exist: reset its state so
+ * the next watched state starts a new one; returns nothing. */
+static void nb__wd_atfork_child(void) {
+  pthread_mutex_init(&nb__wd.mu, NULL);
+  nb__wd_cv_init();
+  nb__wd.running = 0;
+  nb__wd.stop = 0;
+}
+
+/* Runs once per process: the condition variable and the fork handler;
+ * returns nothing. */
+static void nb__wd_once_init(void) {
+  nb__wd_cv_init();
+  pthread_atfork(NULL, NULL, nb__wd_atfork_child);
+}
+
+/* The default report: one line on stderr; returns nothing. */
+static void nb__wd_print(const char *name, uint64_t elapsed, uint64_t limit,
+                         void *ud) {
+  (void)ud;
+  char t[32];
+  fprintf(stderr,
+          "neuronbus: watchdog: neuron '%s' has run one entry for %.1f ms, "
+          "past its limit of %s; it is quarantined (no more deliveries)\n",
+          name, elapsed / 1e6, nb__time_txt(t, sizeof t, limit));
+}
+
+typedef struct {
+  char name[64];
+  uint64_t elapsed, limit;
+} nb__wd_note_t;
+
+/* The watchdog thread: every period (a quarter of the smallest limit,
+ * 1..100 ms) it checks each watched state's running entry; returns NULL
+ * when stopped. */
+static void *nb__wd_main(void *arg) {
+  (void)arg;
+  pthread_mutex_lock(&nb__wd.mu);
+  while (!nb__wd.stop) {
+    nb__wd_note_t notes[16];
+    int n = 0;
+    uint64_t now = nb_clock_ns(), period = 100000000ull;
+    for (nb_lstate_t *S = nb__wd.head; S; S = S->w_next) {
+      if (S->watch_ns / 4 < period) period = S->watch_ns / 4;
+      /* seq before and after start: a start read across two entries is
+       * skipped rather than blamed on the new one. */
+      uint32_t seq = atomic_load(&S->w_seq);
+      uint64_t start = atomic_load(&S->w_start);
+      if (!start || atomic_load(&S->w_seq) != seq) continue;
+      if (now <= start || now - start < S->watch_ns) continue;
+      if (S->w_reported == seq) continue;
+      S->w_reported = seq;
+      atomic_store(&S->quarantined, 1);
+      atomic_fetch_add(&S->watchdog_overruns, 1);
+      if (n < 16) {
+        memcpy(notes[n].name, S->name, sizeof notes[n].name);
+        notes[n].elapsed = now - start;
+        notes[n].limit = S->watch_ns;
+        n++;
+      }
+    }
+    if (period < 1000000ull) period = 1000000ull;
+    nb_lstate_report_fn fn = nb__wd.report ? nb__wd.report : nb__wd_print;
+    void *ud = nb__wd.report_ud;
+    if (n) {
+      /* Report without the lock: the callback may close other states. */
+      pthread_mutex_unlock(&nb__wd.mu);
+      for (int i = 0; i < n; i++)
+        fn(notes[i].name, notes[i].elapsed, notes[i].limit, ud);
+      pthread_mutex_lock(&nb__wd.mu);
+    }
+    if (nb__wd.stop) break;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + period;
+    ts.tv_sec += (time_t)(ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    pthread_cond_timedwait(&nb__wd.cv, &nb__wd.mu, &ts);
+  }
+  pthread_mutex_unlock(&nb__wd.mu);
+  return NULL;
+}
+
+/* Adds S to the watched list, starting the thread if needed; returns 0 or
+ * NB_ENOMEM when the thread cannot start. */
+static int nb__wd_add(nb_lstate_t *S) {
+  pthread_once(&nb__wd_once, nb__wd_once_init);
+  pthread_mutex_lock(&nb__wd.mu);
+  if (!nb__wd.running) {
+    nb__wd.stop = 0;
+    if (pthread_create(&nb__wd.th, NULL, nb__wd_main, NULL) != 0) {
+      pthread_mutex_unlock(&nb__wd.mu);
+      return NB_ENOMEM;
+    }
+    nb__wd.running = 1;
+  }
+  S->w_prev = NULL;
+  S->w_next = nb__wd.head;
+  if (nb__wd.head) nb__wd.head->w_prev = S;
+  nb__wd.head = S;
+  S->w_linked = 1;
+  pthread_cond_signal(&nb__wd.cv); /* a smaller limit shortens the period */
+  pthread_mutex_unlock(&nb__wd.mu);
+  return 0;
+}
+
+/* Removes S from the watched list; returns nothing. */
+static void nb__wd_remove(nb_lstate_t *S) {
+  if (!S->w_linked) return;
+  pthread_mutex_lock(&nb__wd.mu);
+  if (S->w_prev) S->w_prev->w_next = S->w_next;
+  else nb__wd.head = S->w_next;
+  if (S->w_next) S->w_next->w_prev = S->w_prev;
+  S->w_linked = 0;
+  pthread_mutex_unlock(&nb__wd.mu);
+}
+
+nb_lstate_report_fn nb_lstate_watchdog_report(nb_lstate_report_fn fn,
+                                              void *ud) {
+  pthread_mutex_lock(&nb__wd.mu);
+  nb_lstate_report_fn old = nb__wd.report;
+  nb__wd.report = fn;
+  nb__wd.report_ud = ud;
+  pthread_mutex_unlock(&nb__wd.mu);
+  return old;
+}
+
+int nb_lstate_watchdog_stop(void) {
+  pthread_once(&nb__wd_once, nb__wd_once_init);
+  pthread_mutex_lock(&nb__wd.mu);
+  if (!nb__wd.running) {
+    pthread_mutex_unlock(&nb__wd.mu);
+    return 0;
+  }
+  nb__wd.stop = 1;
+  pthread_cond_signal(&nb__wd.cv);
+  pthread_t th = nb__wd.th;
+  pthread_mutex_unlock(&nb__wd.mu);
+  pthread_join(th, NULL);
+  pthread_mutex_lock(&nb__wd.mu);
+  nb__wd.running = 0;
+  nb__wd.stop = 0;
+  pthread_mutex_unlock(&nb__wd.mu);
+  return 0;
+}
+
+/* ---- sandbox -------------------------------------------------------- */
+
+/* Sandbox load/loadstring: returns what the real load returns for chunk,
+ * always in text mode ("t": bytecode is refused) and with the sandbox
+ * environment unless the agent passes its own env table. */
+static int nb__safe_load(lua_State *L) {
+  lua_settop(L, 4);
+  lua_pushvalue(L, lua_upvalueindex(1)); /* the real load */
+  lua_pushvalue(L, 1);
+  lua_pushvalue(L, 2);
+  lua_pushliteral(L, "t");
+  if (lua_isnil(L, 4)) lua_pushvalue(L, lua_upvalueindex(2));
+  else lua_pushvalue(L, 4);
+  lua_call(L, 4, LUA_MULTRET);
+  return lua_gettop(L) - 4;
+}
+
+/* Sandbox require: returns the module for a name on the allow-list
+ * (loaded by the real require), raises for any other name. */
+static int nb__safe_require(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  lua_getfield(L, lua_upvalueindex(2), name);
+  if (!lua_toboolean(L, -1))
+    return luaL_error(L, "module '%s' is not available in the sandbox", name);
+  lua_pop(L, 1);
+  lua_pushvalue(L, lua_upvalueindex(1)); /* the real require */
+  lua_pushvalue(L, 1);
+  lua_call(L, 1, 1);
+  return 1;
+}
+
+/* Sandbox collectgarbage: returns the real results for "collect", "count"
+ * and "step"; raises for the options that retune or stop the collector,
+ * which the host owns (a stopped collector would fill the cap). */
+static int nb__safe_gc(lua_State *L) {
+  const char *opt = luaL_optstring(L, 1, "collect");
+  if (strcmp(opt, "collect") && strcmp(opt, "count") && strcmp(opt, "step"))
+    return luaL_error(L, "collectgarbage(\"%s\") is not allowed in the sandbox",
+                      opt);
+  int n = lua_gettop(L);
+  lua_pushvalue(L, lua_upvalueindex(1));
+  lua_insert(L, 1);
+  lua_call(L, n, LUA_MULTRET);
+  return lua_gettop(L);
+}
+
+/* Trusted loader exported to runtime Lua code as
+ * require("neuronbus.sandbox").loadfile(path): returns the chunk (text only
+ * and with the sandbox env when sandboxed) or nil and the message. */
+static int nb__tr_loadfile(lua_State *L) {
+  nb_lstate_t *S = nb_lstate_from_L(L);
+  const char *path = luaL_checkstring(L, 1);
+  int sb = S && S->sandbox;
+  if (luaL_loadfilex(L, path, sb ? "t" : "bt") != 0) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  if (sb) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
+    lua_setfenv(L, -2);
+  }
+  return 1;
+}
+
+/* Trusted loader: require("neuronbus.sandbox").loadstring(src, chunkname);
+ * returns the chunk or nil and the message, like loadfile above. */
+static int nb__tr_loadstring(lua_State *L) {
+  nb_lstate_t *S = nb_lstate_from_L(L);
+  size_t len;
+  const char *src = luaL_checklstring(L, 1, &len);
+  const char *cn = luaL_optstring(L, 2, src);
+  int sb = S && S->sandbox;
+  if (luaL_loadbufferx(L, src, len, cn, sb ? "t" : "bt") != 0) {
+    lua_pushnil(L);
+    lua_insert(L, -2);
+    return 2;
+  }
+  if (sb) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
+    lua_setfenv(L, -2);
+  }
+  return 1;
+}
+
+/* Copies the named fields of the table at src into the table at dst (both
+ * absolute indexes), skipping absent ones; returns nothing. */
+static void nb__copy_fields(lua_State *L, int dst, int src,
+                            const char *const *names) {
+  for (; *names; names++) {
+    lua_getfield(L, src, *names);
+    if (lua_isnil(L, -1)) lua_pop(L, 1);
+    else lua_setfield(L, dst, *names);
+  }
+}
+
+/* Sets env[name] to a shallow copy of global library name minus the
+ * fields in deny (NULL-terminated or NULL); returns nothing. */
+static void nb__copy_lib(lua_State *L, int env, const char *name,
+                         const char *const *deny) {
+  lua_getglobal(L, name);
+  if (!lua_istable(L, -1)) {
+    lua_pop(L, 1);
+    return;
+  }
+  int src = lua_gettop(L);
+  lua_newtable(L);
+  int dst = src + 1;
+  lua_pushnil(L);
+  while (lua_next(L, src)) {
+    int denied = 0;
+    if (deny && lua_type(L, -2) == LUA_TSTRING)
+      for (const char *const *d = deny; *d; d++)
+        if (!strcmp(lua_tostring(L, -2), *d)) denied = 1;
+    if (denied) {
+      lua_pop(L, 1);
+      continue;
+    }
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, dst);
+  }
+  lua_setfield(L, env, name);
+  lua_pop(L, 1);
+}
+
+/* Builds the agent's environment in a sandboxed state and locks what all
+ * code in the state shares (string.dump, the string metatable); leaves the
+ * env on the stack. */
+static void nb__sandbox_build(lua_State *L, const char *const *allow) {
+  static const char *const base[] = {
+      "assert", "error", "ipairs", "next", "pairs", "pcall", "print",
+      "rawequal", "rawget", "rawset", "rawlen", "select", "tonumber",
+      "tostring", "type", "unpack", "xpcall", "setmetatable",
+      "getmetatable", "_VERSION", NULL};
+  static const char *const os_ok[] = {"clock", "date", "time", "difftime",
+                                      NULL};
+  static const char *const no_dump[] = {"dump", NULL};
+  lua_newtable(L);
+  int env = lua_gettop(L);
+  nb__copy_fields(L, env, LUA_GLOBALSINDEX, base);
+  lua_pushvalue(L, env);
+  lua_setfield(L, env, "_G");
+  nb__copy_lib(L, env, "string", no_dump);
+  nb__copy_lib(L, env, "table", NULL);
+  nb__copy_lib(L, env, "math", NULL);
+  nb__copy_lib(L, env, "coroutine", NULL);
+  nb__copy_lib(L, env, "bit", NULL);
+  lua_newtable(L);
+  lua_getglobal(L, "os");
+  nb__copy_fields(L, lua_gettop(L) - 1, lua_gettop(L), os_ok);
+  lua_pop(L, 1);
+  lua_setfield(L, env, "os");
+
+  lua_getglobal(L, "load");
+  lua_pushvalue(L, env);
+  lua_pushcclosure(L, nb__safe_load, 2);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, env, "load");
+  lua_setfield(L, env, "loadstring");
+
+  lua_getglobal(L, "require");
+  lua_newtable(L);
+  for (; allow && *allow; allow++) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, *allow);
+  }
+  lua_pushcclosure(L, nb__safe_require, 2);
+  lua_setfield(L, env, "require");
+
+  lua_getglobal(L, "collectgarbage");
+  lua_pushcclosure(L, nb__safe_gc, 1);
+  lua_setfield(L, env, "collectgarbage");
+
+  /* Every string shares one metatable whose __index is the real string
+   * table: drop dump from it and hide the metatable from getmetatable. */
+  lua_getglobal(L, "string");
+  lua_pushnil(L);
+  lua_setfield(L, -2, "dump");
+  lua_pop(L, 1);
+  lua_pushliteral(L, "");
+  if (lua_getmetatable(L, -1)) {
+    lua_pushliteral(L, "string");
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+}
+
+typedef struct {
+  nb_lstate_t *S;
+  const char *const *allow;
+} nb__setup_t;
+
+/* Opens the libraries, keeps the message handler and the agent env in
+ * the registry and publishes the trusted "neuronbus.sandbox" module;
+ * returns 0 (runs under lua_cpcall). */
+static int nb__setup(lua_State *L) {
+  nb__setup_t *u = lua_touserdata(L, 1);
+  nb_lstate_t *S = u->S;
+  luaL_openlibs(L);
+  if (S->budget_ns) {
+    char t[32];
+    lua_pushfstring(L, "budget of %s exceeded",
+                    nb__time_txt(t, sizeof t, S->budget_ns));
+    S->budget_msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    /* Replace the global pcall/xpcall before the sandbox copies them. */
+    luaL_loadbuffer(L, nb__pcall_wrap, sizeof nb__pcall_wrap - 1,
+                    "=neuronbus.budget");
+    lua_pushcfunction(L, nb__budget_check);
+    lua_getglobal(L, "pcall");
+    lua_getglobal(L, "xpcall");
+    lua_call(L, 3, 2);
+    lua_setglobal(L, "xpcall");
+    lua_setglobal(L, "pcall");
+  }
+  lua_pushcfunction(L, nb__msgh);
+  S->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (S->sandbox) nb__sandbox_build(L, u->allow);
+  else lua_pushvalue(L, LUA_GLOBALSINDEX);
+  int env = lua_gettop(L);
+  lua_pushvalue(L, env);
+  S->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  /* Runtime Lua code (trusted, real globals) loads agents through this. */
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "loaded");
+  lua_newtable(L);
+  lua_pushboolean(L, S->sandbox);
+  lua_setfield(L, -2, "sandboxed");
+  lua_pushvalue(L, env);
+  lua_setfield(L, -2, "env");
+  lua_pushcfunction(L, nb__tr_loadfile);
+  lua_setfield(L, -2, "loadfile");
+  lua_pushcfunction(L, nb__tr_loadstring);
+  lua_setfield(L, -2, "loadstring");
+  lua_setfield(L, -2, "neuronbus.sandbox");
+  lua_pop(L, 3);
+  return 0;
+}
+
+/* ---- life cycle ----------------------------------------------------- */
+
+int nb_lstate_new(nb_lstate_t **out, const nb_lstate_opts_t *o) {
+  static const nb_lstate_opts_t defaults = {.jit = 1};
+  if (!out) return NB_EINVAL;
+  *out = NULL;
+  if (!o) o = &defaults;
+  nb_lstate_t *S = calloc(1, sizeof *S);
+  if (!S) return NB_ENOMEM;
+  snprintf(S->name, sizeof S->name, "%s", o->name && *o->name ? o->name : "?");
+  S->limit = o->memory_limit;
+  S->budget_ns = o->budget_ns;
+  S->jit = o->jit && !o->budget_ns;
+  S->sandbox = o->sandbox != 0;
+  S->msgh_ref = S->env_ref = S->budget_msg_ref = LUA_NOREF;
+  if (o->watchdog_ns != NB_LSTATE_WATCHDOG_OFF) {
+    S->watch_ns = o->watchdog_ns ? o->watchdog_ns : NB_LSTATE_WATCHDOG_DEFAULT_NS;
+    if (S->budget_ns && S->watch_ns < 2 * S->budget_ns)
+      S->watch_ns = 2 * S->budget_ns;
+  }
+  S->L = lua_newstate(nb__alloc, S);
+  if (!S->L) {
+    free(S);
+    return NB_ENOMEM;
+  }
+  lua_atpanic(S->L, nb__panic);
+  nb__setup_t u = {S, o->require_allow};
+  if (lua_cpcall(S->L, nb__setup, &u) != 0) {
+    lua_close(S->L);
+    free(S);
+    return NB_ENOMEM;
+  }
+  if (!S->jit) luaJIT_setmode(S->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+  if (S->budget_ns) lua_sethook(S->L, nb__hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
+  if (S->watch_ns && nb__wd_add(S) != 0) {
+    lua_close(S->L);
+    free(S);
+    return NB_ENOMEM;
+  }
+  *out = S;
+  return 0;
+}
+
+lua_State *nb_lstate_L(nb_lstate_t *S) { return S->L; }
+
+const char *nb_lstate_name(const nb_lstate_t *S) { return S->name; }
+
+int nb_lstate_usable(const nb_lstate_t *S) {
+  return !atomic_load(&((nb_lstate_t *)S)->quarantined);
+}
+
+nb_lstate_stats_t *nb_lstate_stats(const nb_lstate_t *S,
+                                   nb_lstate_stats_t *out) {
+  nb_lstate_t *M = (nb_lstate_t *)S; /* atomics need a non-const object */
+  memset(out, 0, sizeof *out);
+  out->bytes = S->bytes;
+  out->peak = S->peak;
+  out->limit = S->limit;
+  out->entries = S->entries;
+  out->mem_errors = S->mem_errors;
+  out->refused = S->refused;
+  out->budget_overruns = S->budget_overruns;
+  out->watchdog_overruns = atomic_load(&M->watchdog_overruns);
+  out->jit = S->jit;
+  out->sandbox = S->sandbox;
+  out->quarantined = atomic_load(&M->quarantined);
+  return out;
+}
+
+size_t nb_lstate_close(nb_lstate_t *S) {
+  if (!S) return 0;
+  nb__wd_remove(S);
+  /* Finalizers run inside lua_close: no cap, no budget, no hook. */
+  S->enforce = 0;
+  S->deadline = 0;
+  lua_sethook(S->L, NULL, 0, 0);
+  lua_close(S->L);
+  size_t left = S->bytes;
+  free(S);
+  return left;
+}
+
+/* ---- entries -------------------------------------------------------- */
+
+/* Arms the cap, the budget and the watchdog stamp for an outermost entry;
+ * returns nothing. */
+static void nb__enter(nb_lstate_t *S) {
+  uint64_t now = nb_clock_ns();
+  S->entries++;
+  S->mem_hit = 0;
+  S->budget_hit = 0;
+  S->enforce = S->limit != 0;
+  if (S->budget_ns) {
+    /* Trusted code may have replaced the hook (debug.sethook): restore. */
+    if (lua_gethook(S->L) != nb__hook || lua_gethookcount(S->L) != NB_LSTATE_HOOK_COUNT)
+      lua_sethook(S->L, nb__hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
+    S->deadline = now + S->budget_ns;
+  }
+  if (S->watch_ns) {
+    atomic_fetch_add(&S->w_seq, 1);
+    atomic_store(&S->w_start, now ? now : 1);
+  }
+}
+
+/* Disarms what nb__enter armed; returns nothing. */
+static void nb__leave(nb_lstate_t *S) {
+  S->enforce = 0;
+  S->deadline = 0;
+  if (S->escalated) {
+    S->escalated = 0;
+    lua_sethook(S->L, nb__hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
+  }
+  if (S->watch_ns) atomic_store(&S->w_start, 0);
+}
+
+/* Returns 1 when the first line of msg is LuaJIT's memory error, also when
+ * it came back through coroutine.wrap or error(e) with a position prefix. */
+static int nb__is_mem_msg(const char *msg) {
+  if (!msg) return 0;
+  const char *hit = strstr(msg, "not enough memory");
+  const char *nl = strchr(msg, '\n');
+  return hit && (!nl || hit < nl);
+}
+
+/* Turns a failed or overrun entry into its code and message, and cuts the
+ * stack below base (the handler slot: the error value or the results go
+ * too); returns the nb_err_t. */
+static int nb__classify(nb_lstate_t *S, int status, int base, char *err,
+                        size_t errlen, int quarantined) {
+  lua_State *L = S->L;
+  char a[32], b[32];
+  const char *msg = status ? lua_tostring(L, -1) : NULL;
+  int code;
+  if (S->budget_hit) {
+    S->budget_overruns++;
+    if (msg && strstr(msg, "budget of"))
+      code = nb__errf(err, errlen, NB_EBUDGET, "%s", msg);
+    else /* agent code replaced the budget error on its way out */
+      code = nb__errf(err, errlen, NB_EBUDGET, "budget of %s exceeded%s%s",
+                      nb__time_txt(a, sizeof a, S->budget_ns),
+                      msg ? ": " : "", msg ? msg : "");
+  } else if (quarantined) {
+    code = nb__errf(err, errlen, NB_EBUDGET,
+                    "entry ran past the watchdog limit of %s (a JIT state "
+                    "cannot be interrupted); the state is quarantined%s%s",
+                    nb__time_txt(a, sizeof a, S->watch_ns),
+                    msg ? ": " : "", msg ? msg : "");
+  } else if (S->mem_hit && (status == LUA_ERRMEM || status == LUA_ERRERR ||
+                             nb__is_mem_msg(msg))) {
+    S->mem_errors++;
+    code = nb__errf(err, errlen, NB_EMEMLIMIT,
+                    "memory limit %s exceeded (%.1f MB in use, a block of "
+                    "%s refused)",
+                    nb__size_txt(a, sizeof a, S->limit), S->bytes / 1048576.0,
+                    nb__size_txt(b, sizeof b, S->mem_ask));
+  } else if (status == LUA_ERRMEM) {
+    code = nb__errf(err, errlen, NB_ENOMEM,
+                    "out of memory (the process, not the state's cap)");
+  } else {
+    code = nb__errf(err, errlen, NB_EAGENT, "%s",
+                    msg ? msg : "(error object is not a string)");
+  }
+  lua_settop(L, base - 1);
+  if (code == NB_EMEMLIMIT) {
+    /* LuaJIT does not collect before failing an allocation: the failed
+     * entry's garbage still fills the cap. Collect it now (host work, no
+     * cap) so the next entry starts from the live heap. */
+    lua_gc(L, LUA_GCCOLLECT, 0);
+  }
+  return code;
+}
+
+int nb_lstate_call(nb_lstate_t *S, int nargs, int nresults, char *err,
+                   size_t errlen) {
+  lua_State *L = S->L;
+  int base = lua_gettop(L) - nargs; /* the function */
+  if (atomic_load(&S->quarantined)) {
+    lua_settop(L, base - 1);
+    char t[32];
+    return nb__errf(err, errlen, NB_EBUDGET,
+                    "state '%s' is quarantined: an entry ran past the "
+                    "watchdog limit of %s",
+                    S->name, nb__time_txt(t, sizeof t, S->watch_ns));
+  }
+  /* From the registry: lua_pushcfunction would allocate a closure. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->msgh_ref);
+  lua_insert(L, base);
+  int outer = S->depth++ == 0;
+  if (outer) nb__enter(S);
+  int status = lua_pcall(L, nargs, nresults, base);
+  if (outer) nb__leave(S);
+  S->depth--;
+  int q = outer && atomic_load(&S->quarantined);
+  if (status == 0 && !S->budget_hit && !q) {
+    lua_remove(L, base);
+    if (err && errlen) err[0] = 0;
+    return 0;
+  }
+  /* The handler sits at base: drop it with the rest. */
+  return nb__classify(S, status, base, err, errlen, q);
+}
+
+int nb_lstate_cpcall(nb_lstate_t *S, lua_CFunction fn, void *ud, char *err,
+                     size_t errlen) {
+  int e = S->enforce;
+  S->enforce = 0;
+  int status = lua_cpcall(S->L, fn, ud);
+  S->enforce = e;
+  if (status == 0) {
+    if (err && errlen) err[0] = 0;
+    return 0;
+  }
+  const char *msg = lua_tostring(S->L, -1);
+  int code = nb__errf(err, errlen, status == LUA_ERRMEM ? NB_ENOMEM : NB_EAGENT,
+                      "%s", msg ? msg : "(error object is not a string)");
+  lua_pop(S->L, 1);
+  return code;
+}
+
+int nb_lstate_push_env(nb_lstate_t *S) {
+  lua_rawgeti(S->L, LUA_REGISTRYINDEX, S->env_ref);
+  return 0;
+}
+
+int nb_lstate_load_agent(nb_lstate_t *S, const char *path_or_source,
+                         int is_source, char *err, size_t errlen) {
+  lua_State *L = S->L;
+  if (!path_or_source) return nb__errf(err, errlen, NB_EINVAL, "no agent given");
+  const char *mode = S->sandbox ? "t" : "bt";
+  /* Compiling agent text is agent work: under the cap. */
+  int e = S->enforce;
+  S->mem_hit = 0;
+  S->enforce = S->limit != 0;
+  int status;
+  if (is_source) {
+    char cn[80];
+    snprintf(cn, sizeof cn, "=%s", S->name);
+    status = luaL_loadbufferx(L, path_or_source, strlen(path_or_source), cn, mode);
+  } else {
+    status = luaL_loadfilex(L, path_or_source, mode);
+  }
+  S->enforce = e;
+  if (status != 0) {
+    const char *msg = lua_tostring(L, -1);
+    char a[32];
+    int code;
+    if (status == LUA_ERRMEM && S->mem_hit) {
+      S->mem_errors++;
+      code = nb__errf(err, errlen, NB_EMEMLIMIT,
+                      "memory limit %s exceeded while compiling the agent",
+                      nb__size_txt(a, sizeof a, S->limit));
+    } else if (status == LUA_ERRMEM) {
+      code = nb__errf(err, errlen, NB_ENOMEM, "out of memory");
+    } else if (status == LUA_ERRFILE) {
+      code = nb__errf(err, errlen, NB_EIO, "%s", msg ? msg : "cannot read");
+    } else if (msg && strstr(msg, "wrong mode")) {
+      code = nb__errf(err, errlen, NB_EAGENT,
+                      "%s: bytecode is refused in a sandboxed state (text only)",
+                      is_source ? S->name : path_or_source);
+    } else {
+      code = nb__errf(err, errlen, NB_EAGENT, "%s", msg ? msg : "load failed");
+    }
+    lua_pop(L, 1);
+    return code;
+  }
+  if (S->sandbox) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
+    lua_setfenv(L, -2);
+  }
+  return nb_lstate_call(S, 0, 1, err, errlen);
+}

@@ -1,0 +1,982 @@
+/* test_lstate.c: the isolation primitives of issue 4 (runtime/nb_lstate):
+ * memory cap against every bomb shape, the budget against every loop
+ * shape, the watchdog for JIT states, and each sandbox denial. */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+
+#include "nb_clock.h"
+#include "nb_lstate.h"
+#include "nbtest.h"
+
+#define MB (1024u * 1024u)
+#define BUDGET_NS 20000000ull /* 20 ms */
+
+static char E[16384];
+
+/* Returns a new state or NULL (the check fails) with the given limits. */
+static nb_lstate_t *mk(size_t mem, int jit, uint64_t budget, int sandbox,
+                       const char *name) {
+  nb_lstate_opts_t o = {.memory_limit = mem, .jit = jit, .budget_ns = budget,
+                        .sandbox = sandbox, .name = name};
+  nb_lstate_t *S = NULL;
+  int rc = nb_lstate_new(&S, &o);
+  NBT_EQ(rc, 0);
+  return S;
+}
+
+/* Runs src as an agent chunk; returns the code, the one result left on the
+ * stack on success (pop it with the caller's check). */
+static int run(nb_lstate_t *S, const char *src) {
+  E[0] = 0;
+  return nb_lstate_load_agent(S, src, 1, E, sizeof E);
+}
+
+/* Runs src and returns its result as an integer (INT64_MIN on failure,
+ * with the error printed). */
+static long long run_int(nb_lstate_t *S, const char *src) {
+  int rc = run(S, src);
+  if (rc != 0) {
+    printf("    # %s: %s\n", nb_err_name(rc), E);
+    return INT64_MIN;
+  }
+  lua_State *L = nb_lstate_L(S);
+  long long v = lua_isnumber(L, -1) ? (long long)lua_tonumber(L, -1)
+                : lua_toboolean(L, -1) ? 1 : 0;
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Returns 1 when src runs and returns true. */
+static int run_true(nb_lstate_t *S, const char *src) {
+  int rc = run(S, src);
+  if (rc != 0) {
+    printf("    # %s: %s\n", nb_err_name(rc), E);
+    return 0;
+  }
+  lua_State *L = nb_lstate_L(S);
+  int ok = lua_toboolean(L, -1);
+  if (!ok && lua_type(L, -1) == LUA_TSTRING)
+    printf("    # returned \"%s\"\n", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  return ok;
+}
+
+/* Runs trusted host code with the real globals (not through the sandbox)
+ * and returns 0 with its one result on the stack. */
+static int host_run(nb_lstate_t *S, const char *src) {
+  lua_State *L = nb_lstate_L(S);
+  if (luaL_loadstring(L, src) != 0) {
+    printf("    # host load: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return -1;
+  }
+  if (lua_pcall(L, 0, 1, 0) != 0) {
+    printf("    # host run: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- memory cap ------------------------------------------------------- */
+
+static const struct {
+  const char *name, *src;
+  int needs_ffi;
+} bombs[] = {
+    {"table growth",
+     "local t, i = {}, 0 while true do i = i + 1 t[i] = {i, i} end", 0},
+    {"string concatenation",
+     "local keep, s = {}, 'seed' while true do s = s .. s .. '!' "
+     "keep[#keep + 1] = s end", 0},
+    {"string.rep huge", "return string.rep('x', 1e9)", 0},
+    {"string.rep huge with separator", "return ('ab'):rep(3e8, ',')", 0},
+    {"closures",
+     "local t, i = {}, 0 while true do i = i + 1 local x = i "
+     "t[i] = function() return x end end", 0},
+    {"coroutines",
+     "local t = {} while true do t[#t + 1] = coroutine.create(function() "
+     "end) end", 0},
+    {"coroutine stacks",
+     "local t = {} while true do local co = coroutine.wrap(function() "
+     "local function r(n) if n > 0 then return r(n - 1) + 1 end "
+     "coroutine.yield() return 0 end r(2000) end) co() t[#t + 1] = co end", 0},
+    {"table.concat", "local t = {} for i = 1, 64 do t[i] = ('z'):rep(1e6) "
+     "end return table.concat(t)", 0},
+    {"ffi.new arrays",
+     "local ffi = require('ffi') local t = {} while true do "
+     "t[#t + 1] = ffi.new('uint8_t[?]', 1024 * 1024) end", 1},
+    {"ffi.new small structs",
+     "local ffi = require('ffi') local t = {} "
+     "local T = ffi.typeof('struct { double a, b, c; }') "
+     "while true do t[#t + 1] = ffi.new(T) end", 1},
+};
+
+/* Runs one bomb under a 16 MB cap in a state (sandboxed unless it needs
+ * ffi) with the JIT on or off, then checks the error text, that the state
+ * still works, that the garbage goes, and that close returns every byte. */
+static void bomb_one(int i, int jit) {
+  nb_lstate_t *S = mk(16 * MB, jit, 0, !bombs[i].needs_ffi, "bomber");
+  if (!S) return;
+  uint64_t t0 = nb_clock_ns();
+  int rc = run(S, bombs[i].src);
+  double ms = (nb_clock_ns() - t0) / 1e6;
+  nb_lstate_stats_t st;
+  nb_lstate_stats(S, &st);
+  printf("    # %-32s jit=%d: %s in %.1f ms, peak %.2f MB, %s\n",
+         bombs[i].name, jit, nb_err_name(rc), ms, st.peak / 1048576.0, E);
+  NBT_EQ(rc, NB_EMEMLIMIT);
+  NBT_CHECK(strstr(E, "memory limit 16 MB exceeded") != NULL);
+  NBT_CHECK(st.peak <= 16 * MB);
+  NBT_CHECK(st.refused >= 1); /* peak may stay low: one huge block refused */
+  NBT_EQ(st.mem_errors, 1);
+  /* The same state is still usable after the error... */
+  NBT_EQ(run_int(S, "return 40 + 2"), 42);
+  /* ...and the bomb's garbage is collected (host GC, no cap). */
+  lua_gc(nb_lstate_L(S), LUA_GCCOLLECT, 0);
+  lua_gc(nb_lstate_L(S), LUA_GCCOLLECT, 0);
+  nb_lstate_stats(S, &st);
+  if (st.bytes >= 2 * MB) printf("    # after collect: %zu bytes\n", st.bytes);
+  NBT_CHECK(st.bytes < 2 * MB);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_mem_bombs_jit_on(void) {
+  for (size_t i = 0; i < sizeof bombs / sizeof bombs[0]; i++) bomb_one((int)i, 1);
+}
+
+static void test_mem_bombs_jit_off(void) {
+  for (size_t i = 0; i < sizeof bombs / sizeof bombs[0]; i++) bomb_one((int)i, 0);
+}
+
+/* A string longer than LuaJIT allows is an ordinary error, not a crash. */
+static void test_mem_string_rep_overflow(void) {
+  nb_lstate_t *S = mk(16 * MB, 1, 0, 1, "rep");
+  /* LuaJIT truncates the count to 32 bits: no error at all is fine too. */
+  int rc = run(S, "return #string.rep('x', 2^40), #string.rep('x', 2^31 + 5)");
+  printf("    # string.rep('x', 2^40): %s %s\n", nb_err_name(rc), E);
+  NBT_CHECK(rc == 0 || rc == NB_EAGENT || rc == NB_EMEMLIMIT);
+  if (rc == 0) lua_pop(nb_lstate_L(S), 1);
+  NBT_EQ(run_int(S, "return 1"), 1);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* Closing right after a memory error, with the heap at the cap. */
+static void test_mem_close_at_cap(void) {
+  for (int jit = 0; jit <= 1; jit++) {
+    nb_lstate_t *S = mk(8 * MB, jit, 0, 1, "closer");
+    NBT_EQ(run(S, bombs[0].src), NB_EMEMLIMIT);
+    NBT_EQ(nb_lstate_close(S), 0);
+  }
+}
+
+/* An agent that catches its memory error and frees it keeps running; an
+ * error raised at the cap still gets its traceback (the handler lifts the
+ * cap). */
+static void test_mem_caught_and_traceback(void) {
+  nb_lstate_t *S = mk(8 * MB, 1, 0, 1, "catcher");
+  NBT_EQ(run_int(S, "local ok = pcall(function() local t = {} while true do "
+                    "t[#t + 1] = {} end end) collectgarbage() "
+                    "return ok and 0 or 7"),
+         7);
+  nb_lstate_stats_t st;
+  nb_lstate_stats(S, &st);
+  NBT_CHECK(st.refused >= 1);
+  NBT_EQ(st.mem_errors, 0);
+  /* Fill to the cap, keep it live, then raise a constant message (adding
+   * the position would allocate, and fail, at the cap): the traceback
+   * must still come. */
+  int rc = run(S, "local function deep() error('boom at the cap', 0) end "
+                  "KEEP = {} pcall(function() while true do "
+                  "KEEP[#KEEP + 1] = {1, 2, 3} end end) deep()");
+  NBT_EQ(rc, NB_EAGENT);
+  NBT_CHECK(strstr(E, "boom at the cap") != NULL);
+  NBT_CHECK(strstr(E, "stack traceback") != NULL);
+  /* At the cap error() with a position fails itself: a memory error. */
+  rc = run(S, "local function deep() error('boom') end "
+              "KEEP = {} pcall(function() while true do "
+              "KEEP[#KEEP + 1] = {1, 2, 3} end end) deep()");
+  NBT_EQ(rc, NB_EMEMLIMIT);
+  /* KEEP is live and fills the cap: nothing runs until the host drops it
+   * (a runtime restarts such a neuron instead). */
+  NBT_EQ(run(S, "return 1"), NB_EMEMLIMIT);
+  lua_State *L = nb_lstate_L(S);
+  nb_lstate_push_env(S);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "KEEP");
+  lua_pop(L, 1);
+  lua_gc(L, LUA_GCCOLLECT, 0);
+  NBT_EQ(run_int(S, "return 1"), 1);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* Compiling a chunk too big for the cap fails cleanly as a memory error. */
+static void test_mem_while_compiling(void) {
+  nb_lstate_t *S = mk(1 * MB, 1, 0, 1, "compiler");
+  size_t n = 400000;
+  char *src = malloc(n * 4 + 32);
+  char *p = src + sprintf(src, "return {");
+  for (size_t i = 0; i < n; i++) p += sprintf(p, "%zu,", i % 10);
+  strcpy(p, "}");
+  int rc = run(S, src);
+  free(src);
+  NBT_EQ(rc, NB_EMEMLIMIT);
+  NBT_EQ(run_int(S, "return 5"), 5);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* Garbage is not live data: a small live set churning lots of garbage
+ * stays under a small cap. */
+static void test_mem_garbage_under_cap(void) {
+  nb_lstate_t *S = mk(4 * MB, 1, 0, 1, "churner");
+  long long v = run_int(S,
+                        "local live = {} for i = 1, 2000 do live[i] = ('x'):rep(100) .. i end "
+                        "local n = 0 for i = 1, 300000 do local s = ('y'):rep(200) .. i "
+                        "local t = {s, i} n = n + #t[1] end return n > 0 and 1 or 0");
+  NBT_EQ(v, 1);
+  nb_lstate_stats_t st;
+  nb_lstate_stats(S, &st);
+  printf("    # churn of ~70 MB garbage under a 4 MB cap: peak %.2f MB\n",
+         st.peak / 1048576.0);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* Host work on a state at the cap is not capped and never panics. */
+static int host_big(lua_State *L) {
+  lua_newtable(L);
+  for (int i = 1; i <= 100000; i++) {
+    lua_pushinteger(L, i);
+    lua_rawseti(L, -2, i);
+  }
+  lua_setglobal(L, "HOST_TABLE");
+  return 0;
+}
+
+static int host_raise(lua_State *L) { return luaL_error(L, "host says no"); }
+
+static void test_mem_host_calls(void) {
+  nb_lstate_t *S = mk(2 * MB, 1, 0, 1, "host");
+  NBT_EQ(run(S, "KEEP = {} pcall(function() while true do "
+                "KEEP[#KEEP + 1] = {} end end) return 1"),
+         0);
+  lua_pop(nb_lstate_L(S), 1);
+  NBT_EQ(nb_lstate_cpcall(S, host_big, NULL, E, sizeof E), 0);
+  nb_lstate_stats_t st;
+  nb_lstate_stats(S, &st);
+  NBT_CHECK(st.bytes > 2 * MB); /* the host went past the agent's cap */
+  NBT_EQ(nb_lstate_cpcall(S, host_raise, NULL, E, sizeof E), NB_EAGENT);
+  NBT_CHECK(strstr(E, "host says no") != NULL);
+  /* The agent, now over the cap, fails at its first allocation. */
+  NBT_EQ(run(S, "local t = {} for i = 1, 1000 do t[i] = {} end"), NB_EMEMLIMIT);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* A bomb in one state does not disturb another. */
+static void test_mem_neighbour_unaffected(void) {
+  nb_lstate_t *a = mk(8 * MB, 1, 0, 1, "a"), *b = mk(8 * MB, 1, 0, 1, "b");
+  NBT_EQ(run_int(b, "COUNT = 0 return 1"), 1);
+  for (int k = 0; k < 5; k++) {
+    NBT_EQ(run(a, bombs[k % 3].src), NB_EMEMLIMIT);
+    NBT_EQ(run_int(b, "COUNT = COUNT + 1 return COUNT"), k + 1);
+  }
+  NBT_EQ(nb_lstate_close(a), 0);
+  NBT_EQ(nb_lstate_close(b), 0);
+}
+
+/* ---- budget ----------------------------------------------------------- */
+
+/* Returns the CPU time of the calling thread in ms: unlike wall time it
+ * does not grow when other processes take the CPU. */
+static double cpu_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+/* deep: the shape nests pcall (or resume) thousands of levels deep; each
+ * level catches the budget error once before the next instruction raises
+ * it again, so unwinding costs a few microseconds per level (tens of ms
+ * of CPU for the deepest stack LuaJIT allows). */
+static const struct {
+  const char *name, *src;
+  int deep;
+} loops[] = {
+    {"while true do end", "while true do end"},
+    {"for i = 1, math.huge", "for i = 1, math.huge do end"},
+    {"repeat until false", "repeat until false"},
+    {"recursion into deep pcall",
+     "local function f() while true do pcall(f) end end f()", 1},
+    {"string.rep-heavy loop",
+     "local n = 0 while true do n = n + #string.rep('ab', 50000) end"},
+    {"loop calling a C function", "local c = os.clock while true do c() end"},
+    {"pcall catching the budget error",
+     "while true do pcall(function() while true do end end) end"},
+    {"loop in a coroutine",
+     "coroutine.wrap(function() while true do end end)()"},
+    {"coroutines catching the error",
+     "while true do coroutine.resume(coroutine.create(function() "
+     "while true do end end)) end"},
+    {"xpcall with a looping handler",
+     "while true do xpcall(function() while true do end end, "
+     "function() while true do end end) end"},
+    {"error replaced on the way out",
+     "while true do local ok = pcall(function() while true do end end) "
+     "if not ok then error('not a budget error') end end"},
+    {"deep pcall recursion, looping at the bottom",
+     "local function f(n) if n > 0 then pcall(f, n - 1) end "
+     "while true do pcall(function() end) end end f(1e6)", 1},
+    {"deep xpcall recursion",
+     "local function f() while true do xpcall(f, function(e) return e end) "
+     "end end f()", 1},
+    {"nested coroutine resumes",
+     "local function f() while true do coroutine.resume(coroutine.create(f)) "
+     "end end f()", 1},
+    {"deep pcall recursion in a coroutine",
+     "coroutine.wrap(function() local function f() while true do pcall(f) "
+     "end end f() end)()", 1},
+    {"table.sort comparator loop",
+     "local t = {} for i = 1, 100 do t[i] = i end "
+     "table.sort(t, function(a, b) while true do end end)"},
+    {"gsub callback loop",
+     "string.gsub(('x'):rep(10), 'x', function() while true do end end)"},
+};
+
+/* Runs every loop shape under a 20 ms budget (JIT forced off) and checks
+ * that it is interrupted within 10x the budget and the state stays
+ * usable; prints each latency. */
+static void run_loops(int sandbox) {
+  for (size_t i = 0; i < sizeof loops / sizeof loops[0]; i++) {
+    nb_lstate_t *S = mk(16 * MB, 1, BUDGET_NS, sandbox, "looper");
+    uint64_t t0 = nb_clock_ns();
+    double c0 = cpu_ms();
+    int rc = run(S, loops[i].src);
+    double ms = (nb_clock_ns() - t0) / 1e6, cpu = cpu_ms() - c0;
+    printf("    # %-44s sandbox=%d: %s after %6.2f ms (cpu %6.2f ms)\n",
+           loops[i].name, sandbox, nb_err_name(rc), ms, cpu);
+    NBT_EQ(rc, NB_EBUDGET);
+    NBT_CHECK(strstr(E, "budget of 20 ms exceeded") != NULL);
+    NBT_CHECK(ms >= 19.0);
+    /* Under 10x the budget: in CPU time for every shape; in wall time for
+     * the shallow ones (a deep unwind on a loaded machine takes longer in
+     * wall time; 50x still catches a hang). */
+    NBT_CHECK(cpu < 200.0);
+    NBT_CHECK(ms < (loops[i].deep ? 1000.0 : 200.0));
+    nb_lstate_stats_t st;
+    nb_lstate_stats(S, &st);
+    NBT_EQ(st.jit, 0);
+    NBT_EQ(st.budget_overruns, 1);
+    /* Usable right after, with a fresh budget per entry. */
+    NBT_EQ(run_int(S, "local n = 0 for i = 1, 1000 do n = n + i end return n"),
+           500500);
+    NBT_EQ(nb_lstate_close(S), 0);
+  }
+}
+
+static void test_budget_loops_sandboxed(void) { run_loops(1); }
+
+static void test_budget_loops_unsandboxed(void) { run_loops(0); }
+
+/* Many short entries each get a fresh budget: none is interrupted although
+ * together they run far longer than one budget. */
+static void test_budget_per_entry(void) {
+  nb_lstate_t *S = mk(0, 1, BUDGET_NS, 1, "steady");
+  NBT_EQ(run(S, "return function() local t0 = os.clock() "
+                "while os.clock() - t0 < 0.002 do end return 1 end"),
+         0);
+  lua_State *L = nb_lstate_L(S);
+  int fn = lua_gettop(L), fails = 0;
+  uint64_t t0 = nb_clock_ns();
+  for (int i = 0; i < 40; i++) {
+    lua_pushvalue(L, fn);
+    if (nb_lstate_call(S, 0, 1, E, sizeof E) != 0) fails++;
+    else lua_pop(L, 1);
+  }
+  NBT_EQ(fails, 0);
+  NBT_CHECK((nb_clock_ns() - t0) / 1e6 > 60.0);
+  NBT_EQ(lua_gettop(L), fn);
+  lua_pop(L, 1);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* A budget turns the JIT off even when jit = 1 was asked for. */
+static void test_budget_forces_jit_off(void) {
+  nb_lstate_t *S = mk(0, 1, BUDGET_NS, 0, "nojit");
+  NBT_EQ(run_int(S, "return jit.status() and 1 or 0"), 0);
+  nb_lstate_t *J = mk(0, 1, 0, 0, "jit");
+  NBT_EQ(run_int(J, "return jit.status() and 1 or 0"), 1);
+  nb_lstate_t *O = mk(0, 0, 0, 0, "off");
+  NBT_EQ(run_int(O, "return jit.status() and 1 or 0"), 0);
+  NBT_EQ(nb_lstate_close(S), 0);
+  NBT_EQ(nb_lstate_close(J), 0);
+  NBT_EQ(nb_lstate_close(O), 0);
+}
+
+/* Trusted code that removes the hook loses it for that entry only: the
+ * next entry is armed again. */
+static void test_budget_hook_restored(void) {
+  nb_lstate_t *S = mk(0, 0, BUDGET_NS, 0, "trusted");
+  NBT_EQ(run_int(S, "debug.sethook() return 1"), 1);
+  uint64_t t0 = nb_clock_ns();
+  NBT_EQ(run(S, "while true do end"), NB_EBUDGET);
+  NBT_CHECK((nb_clock_ns() - t0) / 1e6 < 200.0);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* The budget and the cap together: a loop that allocates hits one or the
+ * other, never hangs or crashes. */
+static void test_budget_and_cap(void) {
+  nb_lstate_t *S = mk(4 * MB, 0, BUDGET_NS, 1, "both");
+  int rc = run(S, "local t = {} while true do t[#t + 1] = {} if #t > 5000 "
+                  "then t = {} end end");
+  NBT_EQ(rc, NB_EBUDGET);
+  rc = run(S, "local t = {} while true do t[#t + 1] = {} end");
+  NBT_CHECK(rc == NB_EMEMLIMIT || rc == NB_EBUDGET);
+  NBT_EQ(run_int(S, "return 3"), 3);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* ---- ordinary errors and the API ------------------------------------- */
+
+static void test_error_traceback(void) {
+  nb_lstate_t *S = mk(16 * MB, 1, 0, 1, "thrower");
+  NBT_EQ(run(S, "local function inner() error('boom') end\n"
+                "local function outer() inner() end\nouter()"),
+         NB_EAGENT);
+  NBT_CHECK(strstr(E, "thrower:1: boom") != NULL);
+  NBT_CHECK(strstr(E, "stack traceback") != NULL);
+  NBT_CHECK(strstr(E, "in function 'inner'") != NULL ||
+            strstr(E, "inner") != NULL);
+  NBT_EQ(run(S, "error(setmetatable({}, {__tostring = function() "
+                "return 'custom object' end}))"),
+         NB_EAGENT);
+  NBT_CHECK(strstr(E, "custom object") != NULL);
+  NBT_EQ(run(S, "error({})"), NB_EAGENT);
+  NBT_CHECK(strstr(E, "table value") != NULL);
+  NBT_EQ(run(S, "syntax error here"), NB_EAGENT);
+  NBT_CHECK(strstr(E, "thrower:1:") != NULL);
+  NBT_EQ(nb_lstate_load_agent(S, "/nonexistent/agent.lua", 0, E, sizeof E),
+         NB_EIO);
+  NBT_EQ(lua_gettop(nb_lstate_L(S)), 0);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_api_misc(void) {
+  nb_lstate_t *S = NULL;
+  NBT_EQ(nb_lstate_new(NULL, NULL), NB_EINVAL);
+  NBT_EQ(nb_lstate_new(&S, NULL), 0);
+  NBT_CHECK(strcmp(nb_lstate_name(S), "?") == 0);
+  nb_lstate_stats_t st;
+  nb_lstate_stats(S, &st);
+  NBT_EQ(st.jit, 1);
+  NBT_EQ(st.sandbox, 0);
+  NBT_EQ(st.limit, 0);
+  NBT_CHECK(st.bytes > 0);
+  lua_State *L = nb_lstate_L(S);
+  NBT_CHECK(nb_lstate_from_L(L) == S);
+  lua_State *co = lua_newthread(L);
+  NBT_CHECK(nb_lstate_from_L(co) == S);
+  lua_pop(L, 1);
+  lua_State *other = luaL_newstate();
+  NBT_CHECK(nb_lstate_from_L(other) == NULL);
+  lua_close(other);
+  NBT_EQ(nb_lstate_push_env(S), 0);
+  lua_pushvalue(L, LUA_GLOBALSINDEX);
+  NBT_CHECK(lua_rawequal(L, -1, -2)); /* unsandboxed: env is _G */
+  lua_pop(L, 2);
+  /* nb_lstate_call leaves nresults and nothing else. */
+  lua_pushinteger(L, 99);
+  luaL_loadstring(L, "local a, b = ... return a + b, a * b");
+  lua_pushinteger(L, 3);
+  lua_pushinteger(L, 4);
+  NBT_EQ(nb_lstate_call(S, 2, 2, NULL, 0), 0);
+  NBT_EQ(lua_gettop(L), 3);
+  NBT_EQ(lua_tointeger(L, 2), 7);
+  NBT_EQ(lua_tointeger(L, 3), 12);
+  lua_settop(L, 1);
+  luaL_loadstring(L, "error('x')");
+  NBT_EQ(nb_lstate_call(S, 0, 0, NULL, 0), NB_EAGENT);
+  NBT_EQ(lua_gettop(L), 1);
+  lua_settop(L, 0);
+  NBT_EQ(nb_lstate_close(S), 0);
+  NBT_EQ(nb_lstate_close(NULL), 0);
+}
+
+/* ---- watchdog --------------------------------------------------------- */
+
+static pthread_mutex_t rep_mu = PTHREAD_MUTEX_INITIALIZER;
+static char rep_name[64];
+static int rep_count;
+static uint64_t rep_elapsed;
+static int rep_fd = -1;
+
+/* Test report callback: remembers the last report, and writes it to
+ * rep_fd when set (the forked child's pipe); returns nothing. */
+static void report(const char *name, uint64_t elapsed, uint64_t limit, void *ud) {
+  (void)limit;
+  (void)ud;
+  pthread_mutex_lock(&rep_mu);
+  snprintf(rep_name, sizeof rep_name, "%s", name);
+  rep_count++;
+  rep_elapsed = elapsed;
+  pthread_mutex_unlock(&rep_mu);
+  if (rep_fd >= 0) {
+    char line[160];
+    int n = snprintf(line, sizeof line, "%s %.1f\n", name, elapsed / 1e6);
+    if (write(rep_fd, line, (size_t)n) < 0) _exit(3);
+  }
+}
+
+/* A JIT state in a compiled endless loop cannot be interrupted: a child
+ * process runs it, its watchdog reports the state's name through a pipe,
+ * and the test kills the child. */
+static void test_watchdog_jit_endless_loop(void) {
+  int fds[2];
+  NBT_EQ(pipe(fds), 0);
+  fflush(stdout);
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(fds[0]);
+    rep_fd = fds[1];
+    nb_lstate_watchdog_report(report, NULL);
+    nb_lstate_opts_t o = {.jit = 1, .watchdog_ns = 50000000ull,
+                          .sandbox = 1, .name = "runaway-jit"};
+    nb_lstate_t *S;
+    if (nb_lstate_new(&S, &o) != 0) _exit(2);
+    nb_lstate_load_agent(S, "local n = 0 while true do n = n + 1 end", 1,
+                         NULL, 0);
+    _exit(4); /* never reached: the loop is compiled */
+  }
+  close(fds[1]);
+  struct pollfd p = {.fd = fds[0], .events = POLLIN};
+  char buf[256] = {0};
+  uint64_t t0 = nb_clock_ns();
+  int pr = poll(&p, 1, 10000);
+  double waited = (nb_clock_ns() - t0) / 1e6;
+  ssize_t n = pr == 1 ? read(fds[0], buf, sizeof buf - 1) : -1;
+  int status = 0;
+  pid_t done = waitpid(pid, &status, WNOHANG);
+  kill(pid, SIGKILL);
+  waitpid(pid, &status, 0);
+  close(fds[0]);
+  printf("    # watchdog report after %.1f ms: %s", waited, n > 0 ? buf : "(none)\n");
+  NBT_EQ(pr, 1);
+  NBT_CHECK(n > 0);
+  NBT_CHECK(strstr(buf, "runaway-jit") != NULL);
+  NBT_EQ(done, 0); /* the child was still stuck in the loop */
+  NBT_CHECK(waited < 2000.0);
+}
+
+/* A JIT entry that overruns the watchdog limit but returns is reported,
+ * fails with NB_EBUDGET, and quarantines the state. */
+static void test_watchdog_overrun_returns(void) {
+  nb_lstate_watchdog_report(report, NULL);
+  pthread_mutex_lock(&rep_mu);
+  rep_count = 0;
+  rep_name[0] = 0;
+  pthread_mutex_unlock(&rep_mu);
+  nb_lstate_opts_t o = {.jit = 1, .watchdog_ns = 30000000ull, .sandbox = 1,
+                        .name = "slow-jit"};
+  nb_lstate_t *S;
+  NBT_EQ(nb_lstate_new(&S, &o), 0);
+  NBT_EQ(run_int(S, "return 1"), 1); /* short entries are fine */
+  NBT_EQ(nb_lstate_usable(S), 1);
+  int rc = run(S, "local t0 = os.clock() while os.clock() - t0 < 0.2 do end "
+                  "return 1");
+  NBT_EQ(rc, NB_EBUDGET);
+  NBT_CHECK(strstr(E, "watchdog") != NULL);
+  NBT_EQ(nb_lstate_usable(S), 0);
+  nb_lstate_stats_t st;
+  nb_lstate_stats(S, &st);
+  NBT_EQ(st.watchdog_overruns, 1);
+  NBT_EQ(st.quarantined, 1);
+  NBT_EQ(lua_gettop(nb_lstate_L(S)), 0);
+  /* Quarantined: refused at once, the stack left clean. */
+  NBT_EQ(run(S, "return 1"), NB_EBUDGET);
+  NBT_CHECK(strstr(E, "quarantined") != NULL);
+  NBT_EQ(lua_gettop(nb_lstate_L(S)), 0);
+  pthread_mutex_lock(&rep_mu);
+  NBT_EQ(rep_count, 1);
+  NBT_CHECK(strcmp(rep_name, "slow-jit") == 0);
+  NBT_CHECK(rep_elapsed >= 30000000ull);
+  pthread_mutex_unlock(&rep_mu);
+  NBT_EQ(nb_lstate_close(S), 0);
+  nb_lstate_watchdog_report(NULL, NULL);
+}
+
+/* Entries well under the limit are never reported. */
+static void test_watchdog_quiet(void) {
+  nb_lstate_watchdog_report(report, NULL);
+  pthread_mutex_lock(&rep_mu);
+  rep_count = 0;
+  pthread_mutex_unlock(&rep_mu);
+  nb_lstate_opts_t o = {.jit = 1, .watchdog_ns = 40000000ull, .name = "quick"};
+  nb_lstate_t *S;
+  NBT_EQ(nb_lstate_new(&S, &o), 0);
+  for (int i = 0; i < 50; i++) {
+    NBT_EQ(run_int(S, "local t0 = os.clock() while os.clock() - t0 < 0.002 do "
+                      "end return 1"),
+           1);
+  }
+  pthread_mutex_lock(&rep_mu);
+  NBT_EQ(rep_count, 0);
+  pthread_mutex_unlock(&rep_mu);
+  NBT_EQ(nb_lstate_usable(S), 1);
+  NBT_EQ(nb_lstate_close(S), 0);
+  nb_lstate_watchdog_report(NULL, NULL);
+}
+
+/* ---- sandbox ---------------------------------------------------------- */
+
+static nb_lstate_t *sb(void) { return mk(16 * MB, 1, 0, 1, "sandboxed"); }
+
+static void test_sandbox_denies_ffi(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return ffi == nil and not pcall(require, 'ffi')"));
+  NBT_CHECK(run_true(S, "local ok, e = pcall(require, 'ffi') "
+                        "return e:find('not available in the sandbox') ~= nil"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_denies_debug(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return debug == nil and not pcall(require, 'debug')"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_denies_jit(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return jit == nil and not pcall(require, 'jit') "
+                        "and not pcall(require, 'jit.util') "
+                        "and not pcall(require, 'jit.profile')"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_denies_io(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return io == nil and not pcall(require, 'io')"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_denies_os_escape(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return os.execute == nil and os.exit == nil and "
+                        "os.remove == nil and os.rename == nil and "
+                        "os.getenv == nil and os.tmpname == nil and "
+                        "os.setlocale == nil and not pcall(require, 'os')"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_denies_string_dump(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return string.dump == nil and ('').dump == nil and "
+                        "not pcall(require, 'string')"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* The string metatable is shared by all code in the state: hidden. */
+static void test_sandbox_string_metatable_hidden(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return getmetatable('') == 'string' and "
+                        "not pcall(setmetatable, '', {})"));
+  NBT_CHECK(run_true(S, "return ('abc'):upper() == 'ABC' and "
+                        "('%d'):format(5) == '5'"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* Bytecode made outside (string.dump in a plain state) is refused by
+ * every loader the agent has, and by nb_lstate_load_agent. */
+static void test_sandbox_denies_bytecode(void) {
+  nb_lstate_t *P = mk(0, 1, 0, 0, "plain");
+  NBT_EQ(host_run(P, "return string.dump(function() return 'pwned' end)"), 0);
+  size_t len;
+  const char *bc = lua_tolstring(nb_lstate_L(P), -1, &len);
+  nb_lstate_t *S = sb();
+  lua_State *L = nb_lstate_L(S);
+  nb_lstate_push_env(S);
+  lua_pushlstring(L, bc, len);
+  lua_setfield(L, -2, "BC");
+  lua_pop(L, 1);
+  NBT_CHECK(run_true(S, "local f, e = load(BC) assert(f == nil and e:find('mode')) "
+                        "assert(loadstring(BC) == nil) "
+                        "assert(load(BC, 'x', 'b') == nil) "
+                        "assert(load(BC, 'x', 'bt', _G) == nil) "
+                        "local i = 0 local g = load(function() i = i + 1 "
+                        "if i == 1 then return BC end end) "
+                        "return g == nil"));
+  /* As an agent source and as an agent file. */
+  char *src = malloc(len + 1);
+  memcpy(src, bc, len);
+  src[len] = 0;
+  NBT_EQ(nb_lstate_load_agent(S, src, 1, E, sizeof E), NB_EAGENT);
+  NBT_CHECK(strstr(E, "bytecode") != NULL);
+  free(src);
+  char path[] = "/tmp/nb_lstate_bcXXXXXX";
+  int fd = mkstemp(path);
+  NBT_CHECK(fd >= 0);
+  NBT_CHECK(write(fd, bc, len) == (ssize_t)len);
+  close(fd);
+  NBT_EQ(nb_lstate_load_agent(S, path, 0, E, sizeof E), NB_EAGENT);
+  NBT_CHECK(strstr(E, "bytecode") != NULL);
+  /* The same file in a plain state loads (trusted agents may ship it). */
+  NBT_EQ(nb_lstate_load_agent(P, path, 0, E, sizeof E), 0);
+  unlink(path);
+  NBT_EQ(nb_lstate_close(S), 0);
+  NBT_EQ(nb_lstate_close(P), 0);
+}
+
+static void test_sandbox_text_load_works(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "SECRET = 7 local f = load('return SECRET, math.pi') "
+                        "local a, b = f() "
+                        "local g = loadstring('return SECRET') "
+                        "local h = load('return SECRET', 'c', 't', {SECRET = 9}) "
+                        "return a == 7 and b == math.pi and g() == 7 and h() == 9 "
+                        "and load('return ffi')() == nil"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_denies_require(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "for _, m in ipairs{'ffi', 'jit', 'debug', 'io', 'os', "
+                        "'string', 'package', 'table.new', 'neuronbus.ffi', "
+                        "'neuronbus.sandbox', 'socket', 'lfs'} do "
+                        "if pcall(require, m) then return m end end return true"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_denies_package(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return package == nil and module == nil and "
+                        "not pcall(require, 'package') and "
+                        "rawget(_G, 'package') == nil"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* getfenv(0) or getfenv(f) on any runtime function would hand out the real
+ * globals; setfenv could rewire runtime functions: both are absent. */
+static void test_sandbox_denies_fenv(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return getfenv == nil and setfenv == nil"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_denies_file_loaders(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return dofile == nil and loadfile == nil"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* newproxy is the only way to a userdata with __gc from plain Lua; table
+ * __gc is ignored in LuaJIT: no finalizer can run agent code unbudgeted. */
+static void test_sandbox_denies_finalizers(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "setmetatable({}, {__gc = function() GC_RAN = true end}) "
+                        "return newproxy == nil"));
+  lua_gc(nb_lstate_L(S), LUA_GCCOLLECT, 0);
+  NBT_CHECK(run_true(S, "return GC_RAN == nil"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_collectgarbage(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "return type(collectgarbage('count')) == 'number' and "
+                        "collectgarbage() == 0 and "
+                        "collectgarbage('collect') == 0 and "
+                        "type(collectgarbage('step')) == 'boolean'"));
+  NBT_CHECK(run_true(S, "for _, o in ipairs{'stop', 'restart', 'setpause', "
+                        "'setstepmul'} do if pcall(collectgarbage, o, 100) "
+                        "then return o end end return true"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* The agent's library tables are copies: changing them does not reach the
+ * runtime's code in the same state. */
+static void test_sandbox_copies_isolate(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S, "string.format = function() return 'hacked' end "
+                        "table.insert = nil math.floor = nil "
+                        "_G.print = nil return true"));
+  NBT_EQ(host_run(S, "return string.format('%d', 5) == '5' and "
+                     "table.insert ~= nil and math.floor(1.5) == 1 and "
+                     "print ~= nil"),
+         0);
+  NBT_CHECK(lua_toboolean(nb_lstate_L(S), -1));
+  lua_pop(nb_lstate_L(S), 1);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* Trusted runtime code keeps ffi through an upvalue captured with the real
+ * globals; the agent can call it but not reach ffi. */
+static void test_sandbox_runtime_keeps_ffi(void) {
+  nb_lstate_t *S = sb();
+  lua_State *L = nb_lstate_L(S);
+  NBT_EQ(host_run(S, "local ffi = require('ffi') return function(n) "
+                     "local a = ffi.new('int[1]', n) return a[0] * 2 end"),
+         0);
+  nb_lstate_push_env(S);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "host_double");
+  lua_pop(L, 1);
+  NBT_EQ(run_int(S, "return host_double(21)"), 42);
+  NBT_CHECK(run_true(S, "return ffi == nil and _G.ffi == nil and "
+                        "getfenv == nil and debug == nil and "
+                        "_G.require ~= nil and _G == _G._G"));
+  /* Trusted code loads agent text through the published loaders. */
+  NBT_EQ(host_run(S, "local sb = require('neuronbus.sandbox') "
+                     "local f = assert(sb.loadstring('return ffi == nil and "
+                     "string.dump == nil', '=agent')) "
+                     "local b = sb.loadstring('\\27LJ', '=bc') "
+                     "return sb.sandboxed and f() and b == nil"),
+         0);
+  NBT_CHECK(lua_toboolean(L, -1));
+  lua_pop(L, 1);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_require_allow_list(void) {
+  static const char *const allow[] = {"nbtest.safe", NULL};
+  nb_lstate_opts_t o = {.memory_limit = 16 * MB, .jit = 1, .sandbox = 1,
+                        .name = "allowed", .require_allow = allow};
+  nb_lstate_t *S;
+  NBT_EQ(nb_lstate_new(&S, &o), 0);
+  NBT_EQ(host_run(S, "package.preload['nbtest.safe'] = function() "
+                     "return {answer = 42} end "
+                     "package.preload['nbtest.other'] = function() "
+                     "return {} end return true"),
+         0);
+  lua_pop(nb_lstate_L(S), 1);
+  NBT_EQ(run_int(S, "return require('nbtest.safe').answer"), 42);
+  NBT_CHECK(run_true(S, "return not pcall(require, 'nbtest.other')"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+static void test_sandbox_allowed_libraries(void) {
+  nb_lstate_t *S = sb();
+  NBT_CHECK(run_true(S,
+      "local t = {5, 3, 9, 1} table.sort(t) table.insert(t, 10) "
+      "assert(table.concat(t, ',') == '1,3,5,9,10') assert(table.remove(t) == 10) "
+      "assert(string.format('%05.1f|%s', 3.14159, 'x') == '003.1|x') "
+      "assert(('a,b,c'):gsub(',', ';') == 'a;b;c') "
+      "assert(select('#', ('k=v'):match('(%w)=(%w)')) == 2) "
+      "assert(string.rep('ab', 3) == 'ababab' and ('x'):byte() == 120) "
+      "assert(math.floor(2.7) == 2 and math.max(1, 4) == 4 and math.huge > 0) "
+      "local r = math.random(1, 6) assert(r >= 1 and r <= 6) "
+      "local co = coroutine.wrap(function(a) local b = coroutine.yield(a + 1) "
+      "return b * 2 end) assert(co(1) == 2 and co(5) == 10) "
+      "assert(coroutine.status(coroutine.create(print)) == 'suspended') "
+      "assert(type(os.time()) == 'number' and type(os.clock()) == 'number') "
+      "assert(type(os.date('%Y')) == 'string' and os.date('*t').year > 2000) "
+      "assert(os.difftime(2, 1) == 1) "
+      "local ok, e = pcall(error, 'x', 0) assert(not ok and e == 'x') "
+      "assert(select(2, xpcall(function() error('y', 0) end, "
+      "function(m) return m .. '!' end)) == 'y!') "
+      "local mt = {__index = function(_, k) return k .. k end} "
+      "local o = setmetatable({}, mt) assert(getmetatable(o) == mt and o.a == 'aa') "
+      "local n = 0 for k, v in pairs({a = 1, b = 2}) do n = n + v end assert(n == 3) "
+      "for i, v in ipairs({4, 5}) do n = n + i * v end assert(n == 17) "
+      "assert(tostring(12) == '12' and tonumber('0x10') == 16 and type(n) == 'number') "
+      "assert(next({}) == nil and rawget({a = 1}, 'a') == 1 and rawequal(t, t)) "
+      "local u = {} rawset(u, 'k', 1) assert(u.k == 1) "
+      "rawset(_G, 'GLOBAL_OK', 1) assert(GLOBAL_OK == 1) "
+      "assert(unpack({1, 2, 3}, 2) == 2 and bit.band(6, 3) == 2) "
+      "assert(type(print) == 'function' and _VERSION) "
+      "return true"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* An unsandboxed agent sees the real globals (trusted agents). */
+static void test_unsandboxed_sees_everything(void) {
+  nb_lstate_t *S = mk(16 * MB, 1, 0, 0, "open");
+  NBT_CHECK(run_true(S, "return require('ffi') ~= nil and debug ~= nil and "
+                        "io ~= nil and string.dump ~= nil and jit ~= nil"));
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* ---- threads ---------------------------------------------------------- */
+
+static void *thread_body(void *arg) {
+  int *fails = arg;
+  for (int k = 0; k < 3; k++) {
+    nb_lstate_t *S = mk(8 * MB, 0, BUDGET_NS, 1, "worker");
+    nb_lstate_t *M = mk(8 * MB, k & 1, 0, 1, "worker-mem");
+    if (run(S, "while true do end") != NB_EBUDGET) (*fails)++;
+    if (run(M, bombs[k].src) != NB_EMEMLIMIT) (*fails)++;
+    if (nb_lstate_close(S) != 0) (*fails)++;
+    if (nb_lstate_close(M) != 0) (*fails)++;
+  }
+  return NULL;
+}
+
+/* States in different threads limit themselves independently. */
+static void test_threads(void) {
+  pthread_t th[2];
+  int fails[2] = {0, 0};
+  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, thread_body, &fails[i]);
+  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+  NBT_EQ(fails[0] + fails[1], 0);
+}
+
+static const char *only;
+
+/* Returns 1 when test name is selected (argv[1] is a substring filter). */
+static int want(const char *name) { return !only || strstr(name, only); }
+
+#define RUN(fn)                                                              \
+  do {                                                                       \
+    if (want(#fn)) NBT_RUN(fn);                                              \
+  } while (0)
+
+int main(int argc, char **argv) {
+  only = argc > 1 ? argv[1] : NULL;
+  setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows even if a test hangs */
+  RUN(test_api_misc);
+  RUN(test_watchdog_jit_endless_loop); /* forks first: fewest threads */
+  RUN(test_mem_bombs_jit_on);
+  RUN(test_mem_bombs_jit_off);
+  RUN(test_mem_string_rep_overflow);
+  RUN(test_mem_close_at_cap);
+  RUN(test_mem_caught_and_traceback);
+  RUN(test_mem_while_compiling);
+  RUN(test_mem_garbage_under_cap);
+  RUN(test_mem_host_calls);
+  RUN(test_mem_neighbour_unaffected);
+  RUN(test_budget_loops_sandboxed);
+  RUN(test_budget_loops_unsandboxed);
+  RUN(test_budget_per_entry);
+  RUN(test_budget_forces_jit_off);
+  RUN(test_budget_hook_restored);
+  RUN(test_budget_and_cap);
+  RUN(test_error_traceback);
+  RUN(test_watchdog_overrun_returns);
+  RUN(test_watchdog_quiet);
+  RUN(test_sandbox_denies_ffi);
+  RUN(test_sandbox_denies_debug);
+  RUN(test_sandbox_denies_jit);
+  RUN(test_sandbox_denies_io);
+  RUN(test_sandbox_denies_os_escape);
+  RUN(test_sandbox_denies_string_dump);
+  RUN(test_sandbox_string_metatable_hidden);
+  RUN(test_sandbox_denies_bytecode);
+  RUN(test_sandbox_text_load_works);
+  RUN(test_sandbox_denies_require);
+  RUN(test_sandbox_denies_package);
+  RUN(test_sandbox_denies_fenv);
+  RUN(test_sandbox_denies_file_loaders);
+  RUN(test_sandbox_denies_finalizers);
+  RUN(test_sandbox_collectgarbage);
+  RUN(test_sandbox_copies_isolate);
+  RUN(test_sandbox_runtime_keeps_ffi);
+  RUN(test_sandbox_require_allow_list);
+  RUN(test_sandbox_allowed_libraries);
+  RUN(test_unsandboxed_sees_everything);
+  RUN(test_threads);
+  nb_lstate_watchdog_stop();
+  return nbt_done();
+}
