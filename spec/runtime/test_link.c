@@ -18,7 +18,20 @@
 #include "nbtest.h"
 
 #define NSRC 4
-#define DEADLINE_MS 150000
+#define DEADLINE_MS 200000
+
+/* ThreadSanitizer slows this loop-bound code tenfold: it checks the same
+ * paths on a tenth of the spikes. */
+#if defined(__SANITIZE_THREAD__)
+#define SCALE 10
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define SCALE 10
+#endif
+#endif
+#ifndef SCALE
+#define SCALE 1
+#endif
 
 /* ---- captured log lines ---- */
 
@@ -642,14 +655,14 @@ static void test_exchange_million(void) {
   uv_loop_init(&loop);
   pairrun_t p;
   memset(&p, 0, sizeof p);
-  const uint64_t n = 1000000;
+  const uint64_t n = 1000000 / SCALE;
   side_init(&p.a, &loop, "alpha", 0, 64u << 20, 0);
   side_init(&p.b, &loop, "beta", 101, 0, 0);
   side_pair(&p.a, &p.b);
   p.a.to_send = p.b.to_send = n;
   p.a.send_via_arena = 1;
-  p.a.full_every = 99991; /* the receivers push back now and then */
-  p.b.full_every = 149993;
+  p.a.full_every = 99991 / SCALE; /* the receivers push back now and then */
+  p.b.full_every = 149993 / SCALE;
   NBT_EQ(nb_link_node_listen(p.a.node, "tcp://127.0.0.1:0"), 0);
   int port = nb_link_node_port(p.a.node);
   NBT_CHECK(port > 0);
@@ -818,7 +831,7 @@ static void test_bad_peers(void) {
   uv_loop_init(&loop);
   badrun_t *b = calloc(1, sizeof *b);
   pairrun_t *p = &b->p;
-  const uint64_t n = 100000;
+  const uint64_t n = 100000 / SCALE;
   side_init(&p->a, &loop, "alpha", 0, 16u << 20, 300);
   side_init(&p->b, &loop, "beta", 101, 0, 0);
   side_pair(&p->a, &p->b);
@@ -997,7 +1010,7 @@ static void test_slow_peer(void) {
   uv_loop_init(&loop);
   slowrun_t *w = calloc(1, sizeof *w);
   pairrun_t *p = &w->p;
-  const uint64_t n = 200000;
+  const uint64_t n = 200000 / SCALE;
   side_init(&p->a, &loop, "alpha", 0, 0, 0);
   side_init(&p->b, &loop, "beta", 101, 0, 0);
   side_pair(&p->a, &p->b);
@@ -1204,15 +1217,15 @@ typedef struct killrun_s {
  * and the receivers saw exactly what was acked. */
 static int kill_done(run_t *r) {
   killrun_t *k = r->ctx;
-  if (k->px.kills < k->px.nplan) {
-    if (k->p.a.bad || k->p.b.bad) return 1;
-    return 0;
-  }
-  if (k->policy == NB_LINK_RESEND) return pair_done(r);
+  if (k->p.a.bad || k->p.b.bad) return 1;
+  /* Resend: every byte flows, so every planned cut happens. Drop: the
+   * dropped spikes never flow, so a late cut may never come. */
+  if (k->policy == NB_LINK_RESEND)
+    return k->px.kills == k->px.nplan && pair_done(r);
   side_t *s[2] = {&k->p.a, &k->p.b};
   for (int i = 0; i < 2; i++) {
-    if (s[i]->bad) return 1;
     nb_link_stats_t st;
+    if (!nb_link_is_up(s[i]->link)) return 0;
     nb_link_stats(s[i]->link, &st);
     if (s[i]->gen < s[i]->to_send || st.queued || st.in_doubt) return 0;
     if (st.acked != s[i]->peer->got) return 0;
@@ -1231,7 +1244,7 @@ static void run_kills(int policy) {
   uv_loop_init(&loop);
   killrun_t *k = calloc(1, sizeof *k);
   pairrun_t *p = &k->p;
-  const uint64_t n = 200000;
+  const uint64_t n = 200000 / SCALE;
   k->policy = policy;
   side_init(&p->a, &loop, "alpha", 0, 0, 0);
   side_init(&p->b, &loop, "beta", 101, 32u << 20, 0);
@@ -1242,9 +1255,9 @@ static void run_kills(int policy) {
   p->a_port = nb_link_node_port(p->a.node);
   /* Cuts: beta->alpha at 1 MB, alpha->beta at 1.5 MB, beta->alpha at
    * 0.7 MB of the third connection; the fourth lives. */
-  k->px.plan[0][0] = 1000003;
-  k->px.plan[1][1] = 1500007;
-  k->px.plan[2][0] = 700001;
+  k->px.plan[0][0] = 1000003 / SCALE;
+  k->px.plan[1][1] = 1500007 / SCALE;
+  k->px.plan[2][0] = 700001 / SCALE;
   k->px.nplan = 3;
   px_start(&k->px, &loop, p->a_port);
   nb_link_opts_t o = nb_link_opts_default();
@@ -1262,7 +1275,8 @@ static void run_kills(int policy) {
   uv_run(&loop, UV_RUN_DEFAULT);
   double dt = now_s() - t0;
   NBT_CHECK(!r.timed_out);
-  NBT_EQ(k->px.kills, 3);
+  if (policy == NB_LINK_RESEND) NBT_EQ(k->px.kills, 3);
+  NBT_CHECK(k->px.kills >= 1);
   side_t *s[2] = {&p->a, &p->b};
   uint64_t lost = 0, resent = 0;
   for (int i = 0; i < 2; i++) {
@@ -1274,7 +1288,7 @@ static void run_kills(int policy) {
     NBT_EQ(st.acked + st.lost, n);
     NBT_EQ(st.acked, s[i]->peer->got);
     NBT_EQ(st.queued + st.in_doubt, 0);
-    NBT_EQ(st.reconnects, 3);
+    NBT_EQ(st.reconnects, (uint64_t)k->px.kills);
     lost += st.lost;
     resent += st.resent;
   }
@@ -1287,10 +1301,10 @@ static void run_kills(int policy) {
     NBT_CHECK(lost > 0);
     NBT_EQ(resent, 0);
   }
-  printf("# %s: 2 x %llu spikes through 3 killed connections in %.2f s: "
+  printf("# %s: 2 x %llu spikes through %d killed connections in %.2f s: "
          "delivered %llu + %llu, resent %llu, lost %llu\n",
          policy == NB_LINK_RESEND ? "resend" : "drop",
-         (unsigned long long)n, dt, (unsigned long long)p->a.got,
+         (unsigned long long)n, k->px.kills, dt, (unsigned long long)p->a.got,
          (unsigned long long)p->b.got, (unsigned long long)resent,
          (unsigned long long)lost);
   NBT_EQ(uv_loop_close(&loop), 0);
@@ -1350,7 +1364,7 @@ static void test_peer_restart(void) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   restartrun_t *w = calloc(1, sizeof *w);
-  w->n = 200000;
+  w->n = 200000 / SCALE;
   side_init(&w->a1, &loop, "alpha", 0, 0, 0);
   side_init(&w->b, &loop, "beta", 101, 0, 0);
   side_pair(&w->a1, &w->b);
@@ -1438,7 +1452,7 @@ static void *thr_main(void *arg) {
 static void test_two_threads(void) {
   thr_t *t = calloc(2, sizeof *t);
   _Atomic int ndone = 0;
-  const uint64_t n = 200000;
+  const uint64_t n = 200000 / SCALE;
   for (int i = 0; i < 2; i++) {
     uv_loop_init(&t[i].loop);
     t[i].n = n;
@@ -1448,7 +1462,7 @@ static void test_two_threads(void) {
   side_init(&t[1].side, &t[1].loop, "beta", 101, 0, 0);
   side_pair(&t[0].side, &t[1].side);
   t[0].side.to_send = t[1].side.to_send = n;
-  t[0].side.full_every = 50021;
+  t[0].side.full_every = 50021 / SCALE;
   NBT_EQ(nb_link_node_listen(t[0].side.node, "tcp://127.0.0.1:0"), 0);
   int port = nb_link_node_port(t[0].side.node);
   NBT_EQ(nb_link_expect(t[0].side.node, "beta", NULL, &t[0].side.link), 0);
