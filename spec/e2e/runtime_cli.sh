@@ -101,6 +101,14 @@ check "check names every broken script" has out "neurons.b: .*bad_not_table.lua:
 run_nb check "$fx/missing_filter.lua"
 check "check finds a custom filter the target does not export" has out 'custom filter "odd": agent dst'
 
+# --- the README's command example
+run_nb run spec/fixtures/readme/hello.lua --ticks 10 --stats
+check "README example: run hello.lua --ticks 10 --stats" test "$rc" -eq 0
+check "README example: the greeter's on_stop reports every greeting" has out "greeter: greeted 10 times"
+check "README example: the synapse shows in the statistics" has out "caller -> greeter .* stdp"
+run_nb check spec/fixtures/readme/hello.lua
+check "README example: check hello.lua" has out "check: spec/fixtures/readme/hello.lua: ok (2 neurons, 1 synapses)"
+
 # --- signals: clean shutdown
 for sig in TERM INT; do
   "$nb" run "$fx/stopper.lua" >"$work/out" 2>"$work/err" &

@@ -1,0 +1,26 @@
+local testing = require("neuronbus.testing")
+
+describe("greeter", function()
+  it("answers the sender of each spike", function()
+    local h = testing.agent("spec/fixtures/readme/greeter.lua", {
+      config = { greeting = "hi" }, refractory = 0, peers = { "alice" },
+    })
+    h:inject("greeter", "bob", { from = "alice" })
+    h:tick(2)
+    local got = h:received("alice")
+    assert.equal(1, #got)
+    assert.equal("hi, bob", got[1].payload)
+    assert.equal("greeter", got[1].source)
+    assert.equal(1, h:state("greeter").count)
+    assert.equal(0, h:stats("greeter").errors)
+    h:close()
+  end)
+
+  it("runs in the hello manifest", function()
+    local h = testing.manifest("spec/fixtures/readme/hello.lua")
+    h:tick(5)
+    assert.equal("hello, world 3", h:state("caller").last_reply)
+    assert.is_true(h:weight("caller", "greeter") <= 1.0)
+    h:close()
+  end)
+end)
