@@ -3,6 +3,7 @@
 #include "nb_lstate.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -83,19 +84,26 @@ static const char *nb__time_txt(char *buf, size_t len, uint64_t ns) {
 
 /* ---- allocator ------------------------------------------------------ */
 
-/* The state's lua_Alloc: counts bytes, refuses growth past the cap while
- * enforce is set; returns the block or NULL. Shrinks and frees never fail,
- * as Lua requires. */
+/* The state's lua_Alloc: counts the bytes malloc really holds, refuses
+ * growth past the cap while enforce is set; returns the block or NULL.
+ * Shrinks and frees never fail, as Lua requires. The count uses
+ * malloc_usable_size, not Lua's osize: after a failed upvalue allocation
+ * LuaJIT frees a closure with a smaller osize than it allocated, which
+ * would leave the count drifting. */
 static void *nb__alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   nb_lstate_t *S = ud;
-  if (!ptr) osize = 0;
+  size_t old = ptr ? malloc_usable_size(ptr) : 0;
   if (nsize == 0) {
     free(ptr);
-    S->bytes -= osize;
+    S->bytes -= old;
     return NULL;
   }
-  if (nsize > osize && S->enforce && S->limit &&
-      S->bytes - osize + nsize > S->limit) {
+  /* Checked with an upper bound of what malloc will count for nsize
+   * (glibc: a 16-byte rounding plus 8 for heap chunks, page rounding for
+   * mmapped ones), so the counted bytes never pass the cap. */
+  size_t est = nsize + (nsize < 65536 ? 24 : 4096);
+  if (nsize > (ptr ? osize : 0) && S->enforce && S->limit &&
+      S->bytes - old + est > S->limit) {
     S->mem_hit = 1;
     S->mem_ask = nsize;
     S->refused++;
@@ -103,10 +111,10 @@ static void *nb__alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   void *p = realloc(ptr, nsize);
   if (!p) {
-    if (nsize <= osize) p = ptr; /* a failed shrink keeps the old block */
-    else return NULL;            /* the process itself is out of memory */
+    if (ptr && nsize <= osize) return ptr; /* a failed shrink keeps the block */
+    return NULL;                           /* the process is out of memory */
   }
-  S->bytes = S->bytes - osize + nsize;
+  S->bytes = S->bytes - old + malloc_usable_size(p);
   if (S->bytes > S->peak) S->peak = S->bytes;
   return p;
 }
