@@ -115,6 +115,30 @@ bench-plot:
 	  { echo "bench-plot: gnuplot is missing (apt-get install gnuplot-nox)" >&2; exit 1; }
 	@./bench/plot.sh
 
+# libFuzzer target for the link's frame decoder and handshake parser
+# (spec/fuzz/fuzz_frames.c). `make fuzz FUZZ_TIME=60` fuzzes for that many
+# seconds: new inputs go to build/fuzz/corpus, the kept seeds are
+# spec/fuzz/corpus (read only), crashes land in build/fuzz/.
+FUZZ_TIME ?= 60
+FUZZ_CC ?= clang
+FUZZ_DIR := build/fuzz
+FUZZ_BIN := $(FUZZ_DIR)/fuzz_frames
+FUZZ_SRC := spec/fuzz/fuzz_frames.c runtime/nb_link_wire.c core/nb_transport.c \
+  core/nb_spike.c core/nb_err.c
+FUZZ_HDR := runtime/nb_link_wire.h core/nb_transport.h core/nb_spike.h core/nb_err.h
+
+$(FUZZ_BIN): $(FUZZ_SRC) $(FUZZ_HDR) | deps
+	@mkdir -p $(FUZZ_DIR)/corpus
+	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -Icore -Iruntime -o $@ $(FUZZ_SRC) -pthread
+
+.PHONY: fuzz-build
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: $(FUZZ_BIN)
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=16384 -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus spec/fuzz/corpus
+
 clean:
 	rm -rf build
 
