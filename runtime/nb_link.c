@@ -974,12 +974,13 @@ static void nb__prepare_cb(uv_prepare_t *h) {
   for (size_t i = 0; i < n->nlinks; i++) nb__link_flush(n->links[i]);
 }
 
-/* Closes callers that never finished their handshake. */
+/* Closes connections whose handshake did not finish in time: a silent
+ * caller, or a dialled peer that accepted but never answered (redialled). */
 static void nb__sweep_cb(uv_timer_t *t) {
   nb_link_node_t *n = t->data;
   uint64_t now = nb__now(n), limit = n->o.hello_timeout_ms;
   for (nb__conn_t *c = n->conns; c; c = c->next)
-    if (!c->outbound && !c->link && c->state != NB__C_CLOSING &&
+    if ((c->state == NB__C_HELLO || c->state == NB__C_CONNECTING) &&
         now - c->opened_ms >= limit)
       nb__conn_lost(c, NB_LINK_LOG_ERROR, 1,
                     "no handshake within %llu ms", (unsigned long long)limit);
