@@ -384,18 +384,60 @@ NB_BENCH_UNUSED static double nb_bench_hop_ns(int a, int b) {
  * checks its own correctness and calls nb_bench_fail on any loss. */
 typedef double (*nb_bench_fn)(void *ctx);
 
+/* How long one measured run should last: on a loaded machine a full-size
+ * run can take 30x longer, so sizes shrink after the warm-up to keep
+ * `make bench` within its few minutes. */
+#define NB_BENCH_RUN_NS 100000000ull
+
+/* Returns n shrunk so a run that took took_ns for n lasts about
+ * NB_BENCH_RUN_NS: never larger, never below max(1024, n / 100), a
+ * multiple of 64. */
+static uint64_t nb_bench__fit(uint64_t n, uint64_t took_ns) {
+  if (took_ns <= NB_BENCH_RUN_NS + NB_BENCH_RUN_NS / 2) return n;
+  uint64_t floor_n = n / 100 > 1024 ? n / 100 : 1024;
+  uint64_t m = (uint64_t)((double)n * (double)NB_BENCH_RUN_NS / (double)took_ns);
+  m &= ~(uint64_t)63;
+  return m < floor_n ? (floor_n < n ? floor_n : n) : m;
+}
+
 /* Runs subject and baseline interleaved, one warm-up each and then
  * nb_bench.runs measured runs each (alternating, so a noisy neighbour or a
  * hypervisor move hits both alike); fills *sub and *base. base may be NULL
- * for a row without an in-run baseline. */
+ * for a row without an in-run baseline. sn and bn point at the size (spikes,
+ * iterations) each context runs, or are NULL: a warm-up that ran much longer
+ * than NB_BENCH_RUN_NS shrinks it (the contexts recompute what they expect
+ * from the size at each run). */
 NB_BENCH_UNUSED static void nb_bench_measure(nb_bench_fn subject, void *sctx,
-                                             nb_bench_fn baseline, void *bctx,
+                                             uint64_t *sn, nb_bench_fn baseline,
+                                             void *bctx, uint64_t *bn,
                                              nb_bench_stats_t *sub,
                                              nb_bench_stats_t *base) {
   double sv[NB_BENCH_MAX_RUNS], bv[NB_BENCH_MAX_RUNS];
   int runs = nb_bench.runs;
-  if (baseline) baseline(bctx);
+  /* The warm-up runs an eighth of the size (enough to fault pages in and
+   * compile traces) and its time, times 8, sizes the measured runs. */
+  uint64_t s_full = sn ? *sn : 0, b_full = bn ? *bn : 0;
+  int shrink = !nb_bench.tiny;
+  if (shrink && sn && *sn >= 8 * 1024) *sn /= 8;
+  if (shrink && bn && bn != sn && *bn >= 8 * 1024) *bn /= 8;
+  uint64_t t0 = nb_bench_now_ns(), tb = 0, ts;
+  if (baseline) {
+    baseline(bctx);
+    tb = (nb_bench_now_ns() - t0) * (bn && *bn != b_full ? 8 : 1);
+    t0 = nb_bench_now_ns();
+  }
   subject(sctx);
+  ts = (nb_bench_now_ns() - t0) * (sn && *sn != s_full ? 8 : 1);
+  if (sn) *sn = s_full;
+  if (bn) *bn = b_full;
+  if (shrink) {
+    if (sn && sn == bn) {
+      *sn = nb_bench__fit(*sn, ts > tb ? ts : tb);
+    } else {
+      if (sn) *sn = nb_bench__fit(*sn, ts);
+      if (bn && baseline) *bn = nb_bench__fit(*bn, tb);
+    }
+  }
   for (int i = 0; i < runs; i++) {
     if (baseline) bv[i] = baseline(bctx);
     sv[i] = subject(sctx);

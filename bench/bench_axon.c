@@ -15,7 +15,7 @@ static double memcpy_run(void *ctx) {
 
 static void group_memcpy(void) {
   nb_bench_row_t r = nb_bench_row("memcpy_64b", "M records/s");
-  nb_bench_measure(memcpy_run, NULL, NULL, NULL, &r.v, NULL);
+  nb_bench_measure(memcpy_run, NULL, NULL, NULL, NULL, NULL, &r.v, NULL);
   r.note = "one thread copying 64-byte records out of a ring-sized buffer: "
            "the same-core ceiling, no baseline";
   nb_bench_emit(&r);
@@ -31,7 +31,8 @@ static void one_p_one_c(const char *name, const char *base, size_t batch,
   r.cpu_a = sub.cpu_producer;
   r.cpu_b = sub.cpu_reader[0];
   r.hop_ns = nb_bench_hop_ns(r.cpu_a, r.cpu_b);
-  nb_bench_measure(nb_bench_flow_run, &sub, nb_bench_flow_run, &ref, &r.v, &r.b);
+  nb_bench_measure(nb_bench_flow_run, &sub, &sub.n, nb_bench_flow_run, &ref,
+                   &ref.n, &r.v, &r.b);
   r.baseline = base;
   r.target = target;
   nb_bench_emit(&r);
@@ -59,7 +60,8 @@ static void one_p_n_c(int readers, const char *total, const char *per,
   t.cpu_b = sub.cpu_reader[0];
   t.hop_ns = nb_bench_hop_ns(t.cpu_a, t.cpu_b);
   t.shared_cores = sub.shared_cores;
-  nb_bench_measure(nb_bench_flow_run, &sub, nb_bench_flow_run, &ref, &t.v, &t.b);
+  nb_bench_measure(nb_bench_flow_run, &sub, &sub.n, nb_bench_flow_run, &ref,
+                   &ref.n, &t.v, &t.b);
   t.baseline = base_total;
   t.note = sub.shared_cores
                ? "spikes delivered, summed over readers; more threads than "
@@ -97,8 +99,9 @@ static void group_pingpong(void) {
   r.cpu_a = pp.cpu_a;
   r.cpu_b = pp.cpu_b;
   r.hop_ns = nb_bench_hop_ns(pp.cpu_a, pp.cpu_b);
-  nb_bench_measure(nb_bench_pingpong_run, &pp,
-                   r.hop_ns >= 0 ? nb_bench_hop_run : NULL, &hop, &r.v, &r.b);
+  nb_bench_measure(nb_bench_pingpong_run, &pp, &pp.iters,
+                   r.hop_ns >= 0 ? nb_bench_hop_run : NULL, &hop, &hop.iters,
+                   &r.v, &r.b);
   if (r.hop_ns >= 0) {
     r.baseline = "cacheline_hop";
     r.target = "<=2";

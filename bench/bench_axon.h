@@ -26,7 +26,7 @@ typedef struct nb_bench_flow_s {
   uint64_t n;   /* records per run, each delivered to every reader */
   int cpu_producer, cpu_reader[NB_BENCH_RING_MAX_READERS];
   int shared_cores;
-  uint64_t expect_sum;
+  uint64_t expect_sum, sum_n; /* expect_sum is for sum_n records */
   int calls;                                 /* 0 = the warm-up */
   double per_reader[NB_BENCH_MAX_RUNS + 1];  /* slowest reader, per call */
 } nb_bench_flow_t;
@@ -71,7 +71,6 @@ NB_BENCH_UNUSED static nb_bench_flow_t nb_bench_flow(nb_bench_impl_t impl,
   for (int i = 0; i < nreaders; i++)
     f.cpu_reader[i] = others > 0 ? nb_bench_cpu(1 + i % others) : nb_bench_cpu(0);
   f.shared_cores = nreaders + 1 > nb_bench.ncpus;
-  f.expect_sum = nb_bench_expected_sum(0, n);
   return f;
 }
 
@@ -230,6 +229,10 @@ NB_BENCH_UNUSED static double nb_bench_flow_run(void *ctx) {
   nb_bench_flow_arg_t args[NB_BENCH_RING_MAX_READERS];
   pthread_t th[NB_BENCH_RING_MAX_READERS + 1];
   run->f = f;
+  if (f->sum_n != f->n || f->n == 0) {
+    f->expect_sum = nb_bench_expected_sum(0, f->n);
+    f->sum_n = f->n;
+  }
   nb_bench_stop_init(&run->stop, nb_bench.tiny ? 20 : 60);
   if (f->impl == NB_BENCH_REF_RING) {
     run->ring = nb_bench_ring_new(NB_BENCH_AXON_CAP, (uint32_t)f->nreaders);

@@ -18,7 +18,8 @@ static void topo_row(const char *name, nb_bench_topo_t t, const char *note) {
   r.cpu_a = ax.cpu_producer;
   r.cpu_b = ax.cpu_reader[0];
   r.hop_ns = nb_bench_hop_ns(r.cpu_a, r.cpu_b);
-  nb_bench_measure(nb_bench_topo_c_run, &t, nb_bench_flow_run, &ax, &r.v, &r.b);
+  nb_bench_measure(nb_bench_topo_c_run, &t, &t.n, nb_bench_flow_run, &ax, &ax.n,
+                   &r.v, &r.b);
   r.baseline = "axon_1p1c_batch64";
   r.note = note;
   nb_bench_emit(&r);
@@ -69,7 +70,8 @@ static void group_pingpong(void) {
   pp.samples = nb_bench_alloc(pp.iters * sizeof(double));
   nb_bench_row_t r = nb_bench_row("cortex_pingpong_c", "ns round trip");
   r.lower_is_better = 1;
-  nb_bench_measure(nb_bench_cxpp_c_run, &pp, NULL, NULL, &r.v, NULL);
+  nb_bench_measure(nb_bench_cxpp_c_run, &pp, &pp.iters, NULL, NULL, NULL, &r.v,
+                   NULL);
   r.note = "p50 round trip between two C agents in the single-threaded tick "
            "(2 ticks per exchange); no baseline: it is the C reference for "
            "the Lua ping-pong row";

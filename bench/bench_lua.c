@@ -186,7 +186,8 @@ static void lua_row(const char *name, nb_bench_topo_t t, const char *base,
   lua_setup();
   nb_bench_topo_t c = t;
   nb_bench_row_t r = nb_bench_row(name, "M spikes/s");
-  nb_bench_measure(topo_lua_run, &t, nb_bench_topo_c_run, &c, &r.v, &r.b);
+  nb_bench_measure(topo_lua_run, &t, &t.n, nb_bench_topo_c_run, &c, &c.n, &r.v,
+                   &r.b);
   r.baseline = base;
   r.target = target;
   r.target_abs = target_abs;
@@ -279,7 +280,8 @@ static void group_pingpong(void) {
   cp.samples = nb_bench_alloc(cp.iters * sizeof(double));
   nb_bench_row_t r = nb_bench_row("lua_pingpong", "ns round trip");
   r.lower_is_better = 1;
-  nb_bench_measure(pingpong_lua_run, &lp, nb_bench_cxpp_c_run, &cp, &r.v, &r.b);
+  nb_bench_measure(pingpong_lua_run, &lp, &lp.iters, nb_bench_cxpp_c_run, &cp,
+                   &cp.iters, &r.v, &r.b);
   r.baseline = "c_pingpong";
   r.note = "p50 round trip between two Lua agents in the single-threaded "
            "runtime tick (2 ticks per exchange); baseline: two C agents";
