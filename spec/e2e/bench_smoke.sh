@@ -7,6 +7,7 @@
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${NB_BUILD:-$top/build/default}
+cd "$top" || exit 1 # bench_lua finds its agents in bench/lua/ from here
 passed=0 failed=0
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
