@@ -116,6 +116,7 @@ static void group_pingpong(void) {
   q.target = NULL;
   q.note = "99th percentile of the same runs";
   nb_bench_emit(&q);
+  free(pp.samples);
 }
 
 static const nb_bench_group_t groups[] = {
