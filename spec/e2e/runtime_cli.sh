@@ -109,6 +109,17 @@ check "README example: the synapse shows in the statistics" has out "caller -> g
 run_nb check spec/fixtures/readme/hello.lua
 check "README example: check hello.lua" has out "check: spec/fixtures/readme/hello.lua: ok (2 neurons, 1 synapses)"
 
+# --- finding the Lua modules: ../../lua beside the binary, or NB_LUA_PATH
+mkdir -p "$work/a/b"
+cp "$nb" "$work/a/b/neuronbus"
+timeout 60 "$work/a/b/neuronbus" check "$fx/stopper.lua" >"$work/out" 2>"$work/err"; rc=$?
+check "a binary with no lua/ beside it says which module it cannot find" \
+  test "$rc" -eq 1 -a -n "$(grep "module 'neuronbus.manifest' not found" "$work/out")"
+NB_LUA_PATH="$work/nowhere:$top/lua" timeout 60 "$work/a/b/neuronbus" check "$fx/stopper.lua" >"$work/out" 2>"$work/err"; rc=$?
+check "NB_LUA_PATH (directories) points it at lua/" test "$rc" -eq 0
+NB_LUA_PATH="$top/lua/?.lua" timeout 60 "$work/a/b/neuronbus" run "$fx/stopper.lua" --ticks 3 >"$work/out" 2>"$work/err"; rc=$?
+check "NB_LUA_PATH (Lua templates) works for run too" test "$rc" -eq 0 -a -n "$(grep 'keeper: on_stop ran after 3 spikes' "$work/out")"
+
 # --- signals: clean shutdown
 for sig in TERM INT; do
   "$nb" run "$fx/stopper.lua" >"$work/out" 2>"$work/err" &
