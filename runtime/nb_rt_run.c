@@ -74,13 +74,16 @@ static void nb__on_idle(uv_idle_t *h) {
   nb__loop_ticks(h->data, NB__BURST_TICKS, NB__BURST_NS);
 }
 
+/* --for elapsed: ends the loop. */
 static void nb__on_limit(uv_timer_t *t) { nb__loop_stop(t->data); }
 
+/* Prints the periodic statistics line or table. */
 static void nb__on_stats(uv_timer_t *t) {
   nb__loop_t *l = t->data;
   nb_rt_print_stats(l->rt, l->o->out ? l->o->out : stdout, l->o->stats == 2, 0);
 }
 
+/* SIGINT/SIGTERM: announces it and ends the loop (shutdown follows). */
 static void nb__on_signal(uv_signal_t *s, int signum) {
   nb__loop_t *l = s->data;
   fprintf(stderr, "neuronbus: %s received, stopping\n",
@@ -88,6 +91,7 @@ static void nb__on_signal(uv_signal_t *s, int signum) {
   nb__loop_stop(l);
 }
 
+/* Nothing to free: every handle lives in the nb__loop_t on the stack. */
 static void nb__on_close(uv_handle_t *h) { (void)h; }
 
 /* Closes every handle still open (callback for uv_walk). */

@@ -278,11 +278,14 @@ local function dispatch()
   end
 end
 
+-- Calls agent.tick(nb) when the agent has one; returns nothing.
 local function tick()
   local f = AGENT.tick
   if f then f(NB) end
 end
 
+-- Returns what agent.filters[name](spike, nb) returns for cell.fspike;
+-- raises when the agent has no such filter.
 local function filter(name)
   local fs = AGENT.filters
   local f = fs and fs[name]
@@ -292,20 +295,24 @@ local function filter(name)
   return f(CELL.fspike[0], NB)
 end
 
+-- Calls agent.on_stop(nb) when the agent has one; returns nothing.
 local function stop()
   local f = AGENT.on_stop
   if f then f(NB) end
 end
 
+-- Calls agent.init(nb, config or {}) when the agent has one.
 local function init(config)
   local f = AGENT.init
   if f then f(NB, config or {}) end
 end
 
+-- Returns nb.state as Lua source (raises naming a non-plain value).
 local function dump()
   return serial.dump(NB.state, "nb.state")
 end
 
+-- Returns true when the agent exports filters[name] as a function.
 local function has_filter(name)
   local fs = AGENT.filters
   return type(fs) == "table" and type(fs[name]) == "function"
