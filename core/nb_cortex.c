@@ -631,7 +631,7 @@ static void collect(nb_cortex_t *cx) {
 /* Applies STDP "post" on n's incoming synapses and calls the agent's tick;
  * returns nothing. */
 static void on_fire(nb_cortex_t *cx, nb_neuron_t *n) {
-  uint64_t now = nb_clock_ns();
+  uint64_t now = nb__tick_now;
   n->last_fire_ns = now;
   n->stats.fires++;
   size_t m;
@@ -662,6 +662,7 @@ static void hand_over(nb_neuron_t *n, uint32_t count) {
  * handed to agents. */
 static uint64_t deliver(nb_cortex_t *cx) {
   uint64_t total = 0;
+  nb__tick_now = nb_clock_ns(); /* one clock read per tick: see the header */
   for (uint32_t i = 0; i < cx->count; i++) {
     nb_neuron_t *n = cx->neurons[i];
     if (n->stopped) continue;
@@ -684,6 +685,7 @@ static uint64_t deliver(nb_cortex_t *cx) {
     }
     if (nb_if_step(&n->ifs)) on_fire(cx, n);
   }
+  nb__tick_now = 0;
   return total;
 }
 

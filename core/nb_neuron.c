@@ -217,11 +217,15 @@ static int commit_slot(nb_neuron_t *n) {
   return 0;
 }
 
-/* Stamps s with n's source, next sequence and the clock; returns s. */
+_Thread_local uint64_t nb__tick_now;
+
+/* Stamps s with n's source, next sequence and the time (the tick's clock
+ * inside a cortex tick, else a clock read); returns s. */
 static nb_spike_t *stamp(const nb_neuron_t *n, nb_spike_t *s) {
+  uint64_t now = nb__tick_now;
   s->source = n->id;
   s->sequence = n->next_seq;
-  s->timestamp_ns = nb_clock_ns();
+  s->timestamp_ns = now ? now : nb_clock_ns();
   return s;
 }
 

@@ -1103,8 +1103,51 @@ static void producer_thread_feeds_the_cortex(void) {
   nb_cortex_free(cx);
 }
 
+/* ---- the tick's clock ---- */
+
+static uint64_t clock_ts[4];
+static int clock_n;
+
+/* Fires twice from inside the tick and keeps both stamps; returns 0. */
+static int clock_on_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
+                          float w) {
+  for (int k = 0; k < 2; k++) nb_neuron_fire_to(n, 0, NULL, 0);
+  return 0;
+}
+
+/* Records the timestamps of what the sink receives; returns 0. */
+static int clock_sink(void *agent, nb_neuron_t *n, const nb_spike_t *s,
+                      float w) {
+  if (clock_n < 4) clock_ts[clock_n++] = s->timestamp_ns;
+  return 0;
+}
+
+static void spikes_fired_in_a_tick_carry_the_ticks_clock(void) {
+  nb_cortex_t *cx = mk(16, 16, 16, NULL);
+  nb_card_t c = {.name = "sink"}, d = {.name = "echo"};
+  nb_if_params_t p = ifp(100.0f, 0);
+  nb_neuron_t *sink = NULL, *echo = NULL;
+  nb_cortex_register(cx, &c, &p, &(nb_agent_ops_t){.on_spike = clock_sink},
+                     NULL, &sink);
+  nb_cortex_register(cx, &d, &p, &(nb_agent_ops_t){.on_spike = clock_on_spike},
+                     NULL, &echo);
+  clock_n = 0;
+  uint64_t before = nb_clock_ns();
+  NBT_EQ(inject(cx, 5, nb_neuron_id(echo), NB_EXCITATORY, 0, "go", 0), 0);
+  ticks(cx, NULL, 1); /* echo fires twice inside the tick */
+  uint64_t after_tick = nb_clock_ns();
+  NBT_EQ(nb_neuron_fire_to(echo, 0, NULL, 0), 0); /* outside a tick */
+  ticks(cx, NULL, 1);
+  NBT_EQ(clock_n, 3);
+  NBT_CHECK(clock_ts[0] >= before && clock_ts[0] <= after_tick);
+  NBT_EQ(clock_ts[0], clock_ts[1]); /* one clock read per tick */
+  NBT_CHECK(clock_ts[2] >= after_tick); /* read afresh outside a tick */
+  nb_cortex_free(cx);
+}
+
 int main(void) {
   NBT_RUN(new_rejects_bad_options);
+  NBT_RUN(spikes_fired_in_a_tick_carry_the_ticks_clock);
   NBT_RUN(register_checks_names_cards_and_limits);
   NBT_RUN(register_never_hands_out_the_broadcast_id);
   NBT_RUN(region_contains_matches_whole_segments);
