@@ -1301,6 +1301,11 @@ int nb_link_send_id(nb_link_t *l, nb_id_t remote_id, const nb_spike_t *s,
   return nb_link_send_name(l, name, s, payload, len);
 }
 
+size_t nb_link_room(const nb_link_t *l) {
+  if (!l || l->closing || l->qbytes >= l->opts.queue_bytes) return 0;
+  return (size_t)(l->cap - (l->rt - l->rh));
+}
+
 void nb_link_resume(nb_link_t *l) {
   if (!l || !l->conn || !l->conn->paused) return;
   l->conn->paused = 0;

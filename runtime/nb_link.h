@@ -204,6 +204,10 @@ int nb_link_send_name(nb_link_t *l, const char *name, const nb_spike_t *s,
 int nb_link_send_id(nb_link_t *l, nb_id_t remote_id, const nb_spike_t *s,
                     const void *payload, size_t len);
 
+/* Returns how many more spikes nb_link_send would take now (0 = full); a
+ * ref spike may still be refused when its bytes exceed the byte budget. */
+size_t nb_link_room(const nb_link_t *l);
+
 /* Reads again after on_spike answered NB_EFULL (the held spike is offered
  * first, in order); the work runs on the loop, not inside this call.
  * Returns nothing; harmless when not paused. */

@@ -976,6 +976,7 @@ typedef struct slowrun_s {
   nb_link_stats_t held; /* the sender while the receiver was stalled */
   uint64_t gen_held, got_held;
   int paused_held;
+  size_t room_held;
 } slowrun_t;
 
 static int slow_done(run_t *r) {
@@ -993,6 +994,7 @@ static int slow_done(run_t *r) {
   if (w->phase == 1) {
     if (now - w->phase_ms < 300) return 0;
     side_produce(b); /* still refused */
+    w->room_held = nb_link_room(b->link);
     nb_link_stats(b->link, &w->held);
     w->gen_held = b->gen;
     w->got_held = a->got;
@@ -1045,6 +1047,7 @@ static void test_slow_peer(void) {
   NBT_EQ(w->held.acked, 0);
   NBT_EQ(w->got_held, 0);
   NBT_CHECK(w->paused_held);
+  NBT_CHECK(w->room_held == 0 || w->room_held == 1024 - w->held.queued);
   NBT_CHECK(w->held.full >= 2);
   /* Released: everything arrived, in order, nothing lost. */
   check_exact(&p->b, n);
