@@ -1497,6 +1497,76 @@ static void test_two_threads(void) {
   free(t);
 }
 
+/* ---- a dialled address that accepts and never answers ---- */
+
+typedef struct silent_s {
+  uv_tcp_t server;
+  uv_tcp_t conns[16];
+  int accepted;
+  side_t b;
+} silent_t;
+
+static void silent_accept(uv_stream_t *server, int status) {
+  silent_t *w = server->data;
+  if (status < 0 || w->accepted >= 16) return;
+  uv_tcp_t *c = &w->conns[w->accepted++];
+  uv_tcp_init(server->loop, c);
+  uv_accept(server, (uv_stream_t *)c); /* and say nothing */
+}
+
+static int silent_done(run_t *r) {
+  silent_t *w = r->ctx;
+  return w->accepted >= 2 &&
+         log_has(&w->b.log, "no handshake within 200 ms", NULL, NULL);
+}
+
+static void silent_finish(run_t *r) {
+  silent_t *w = r->ctx;
+  side_close(&w->b);
+  uv_close((uv_handle_t *)&w->server, NULL);
+  for (int i = 0; i < w->accepted; i++)
+    uv_close((uv_handle_t *)&w->conns[i], NULL);
+}
+
+static void test_silent_server(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  silent_t *w = calloc(1, sizeof *w);
+  side_init(&w->b, &loop, "beta", 101, 0, 200);
+  uv_tcp_init(&loop, &w->server);
+  w->server.data = w;
+  struct sockaddr_in sa;
+  uv_ip4_addr("127.0.0.1", 0, &sa);
+  uv_tcp_bind(&w->server, (const struct sockaddr *)&sa, 0);
+  uv_listen((uv_stream_t *)&w->server, 16, silent_accept);
+  int len = sizeof sa;
+  uv_tcp_getsockname(&w->server, (struct sockaddr *)&sa, &len);
+  nb_link_opts_t o = nb_link_opts_default();
+  o.backoff_min_ms = 5;
+  NBT_EQ(nb_link_connect(w->b.node, url_of(ntohs(sa.sin_port)), &o,
+                         &w->b.link), 0);
+  /* Spikes for a peer that never shows up wait in the queue. */
+  nb_spike_t sp;
+  nb_spike_init(&sp, 0, NB_EXCITATORY, 0);
+  NBT_EQ(nb_link_send_name(w->b.link, "anyone", &sp, NULL, 0), 0);
+  NBT_EQ(nb_link_send_id(w->b.link, 3, &sp, NULL, 0), NB_ENOENT);
+  run_t r;
+  memset(&r, 0, sizeof r);
+  run_start(&r, &loop, silent_done, silent_finish, w);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  NBT_CHECK(!r.timed_out);
+  /* It gave up on the mute peer and dialled again. */
+  NBT_CHECK(w->accepted >= 2);
+  NBT_EQ(w->b.final.connects, 0);
+  NBT_EQ(w->b.final.sent, 1);
+  NBT_EQ(w->b.final.queued, 1);
+  NBT_CHECK(w->b.final.errors >= 1);
+  NBT_EQ(uv_loop_close(&loop), 0);
+  if (r.timed_out || nbt__cur_failed) log_dump(&w->b.log, "beta", 20);
+  side_free(&w->b);
+  free(w);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   NBT_RUN(test_url);
@@ -1509,5 +1579,6 @@ int main(void) {
   NBT_RUN(test_kill_drop);
   NBT_RUN(test_peer_restart);
   NBT_RUN(test_two_threads);
+  NBT_RUN(test_silent_server);
   return nbt_done();
 }
