@@ -7,8 +7,9 @@
  *   data region:       capacity bytes, bump-allocated in 8-byte units
  *
  * Concurrency contract: alloc, read, retain and release are lock-free and
- * safe from any thread or process; reset must not race with readers of the
- * old epoch (their reads then fail with NB_ESTALE, never read garbage). */
+ * safe from any thread or process; reset must not race with allocators or
+ * with readers of the old epoch (reads after it fail with NB_ESTALE, never
+ * read garbage). */
 #ifndef NB_ARENA_H
 #define NB_ARENA_H
 
@@ -31,8 +32,9 @@ int nb_arena_new(nb_arena_t **out, size_t capacity);
 /* Opens the arena file at path, creating it with capacity data bytes when
  * it does not exist. An existing file is checked: NB_EBADMAGIC for a
  * foreign file, NB_EBADVER for another version, NB_ETRUNC when its size
- * does not match its header (capacity 0 = take the file's). Returns 0 or
- * one of those, or NB_EIO with errno kept. */
+ * does not match its header (capacity 0 = take the file's; another nonzero
+ * capacity is NB_EINVAL). Returns 0 or one of those, or NB_EIO with errno
+ * kept (ENOENT when the file is missing and capacity is 0). */
 int nb_arena_open(nb_arena_t **out, const char *path, size_t capacity);
 
 /* Unmaps the arena (the file, if any, stays). */
@@ -51,15 +53,17 @@ int nb_arena_alloc(nb_arena_t *a, const void *data, size_t len,
 int nb_arena_read(const nb_arena_t *a, const nb_arena_ref_t *ref,
                   const void **data);
 
-/* Adds one reference; returns the new count, or a negative error. */
+/* Adds one reference; returns the new count, or a negative error (as for
+ * release, and NB_EINVAL when the count is already 0). */
 int nb_arena_retain(nb_arena_t *a, const nb_arena_ref_t *ref);
 
 /* Drops one reference; returns the new count (0 = unused), or a negative
  * error (NB_ESTALE, NB_EBOUNDS, NB_EINVAL when already 0). */
 int nb_arena_release(nb_arena_t *a, const nb_arena_ref_t *ref);
 
-/* Starts a new epoch: empties the arena in O(1). Refs from before the reset
- * read as NB_ESTALE. Returns the new epoch. */
+/* Starts a new epoch: empties the arena without touching the data (only the
+ * ref slots used this epoch are cleared). Refs from before the reset read as
+ * NB_ESTALE. Returns the new epoch. */
 uint64_t nb_arena_reset(nb_arena_t *a);
 
 /* Returns the current epoch, the bytes in use, and the data capacity. */

@@ -73,7 +73,9 @@ typedef struct nb_filter_s {
 } nb_filter_t;
 
 /* Builders; each returns a filled filter. prefix_len above 16 is an error
- * reported by nb_filter_prefix returning a filter with type 0. */
+ * reported by nb_filter_prefix returning a filter with type 0; likewise a
+ * NULL custom name or one of 32 bytes or more. A type-0 filter passes
+ * nothing. */
 nb_filter_t nb_filter_kind(uint8_t kinds_mask);
 nb_filter_t nb_filter_priority(uint8_t min_priority);
 nb_filter_t nb_filter_prefix(const void *prefix, size_t len);

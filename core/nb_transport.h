@@ -21,7 +21,8 @@
 int nb_frame_encode(const nb_spike_t *s, uint8_t out[NB_FRAME_SPIKE]);
 
 /* Writes the 68-byte head of a frame carrying len payload bytes after the
- * spike (the caller sends the payload next); returns 68. */
+ * spike (the caller sends the payload next); returns 68, or NB_EINVAL when
+ * payload_len disagrees with the spike (ref.len for a ref, else 0). */
 int nb_frame_encode_head(const nb_spike_t *s, size_t payload_len,
                          uint8_t out[NB_FRAME_SPIKE]);
 
@@ -42,11 +43,12 @@ void nb_frame_decoder_init(nb_frame_decoder_t *d, uint32_t max_payload);
 void nb_frame_decoder_free(nb_frame_decoder_t *d);
 
 /* Feeds up to len bytes and stops after at most one complete frame;
- * *used gets the bytes consumed. Returns 1 with *out (and *payload and 
+ * *used gets the bytes consumed. Returns 1 with *out (and *payload and
  * *payload_len, or NULL/0, valid until the next call) when a frame is
  * complete, 0 when more bytes are needed, or NB_EFRAME for a wrong length,
  * an oversized or mismatched payload, or a malformed spike; after an error
- * every later call returns NB_EFRAME. Accepts the stream cut anywhere. */
+ * every later call returns NB_EFRAME. Accepts the stream cut anywhere.
+ * NB_ENOMEM (growing the payload buffer) is not sticky: call again. */
 int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
                     size_t *used, nb_spike_t *out, const uint8_t **payload,
                     size_t *payload_len);
