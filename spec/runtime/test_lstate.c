@@ -18,7 +18,8 @@
 #define MB (1024u * 1024u)
 #define BUDGET_NS 20000000ull /* 20 ms */
 
-static char E[16384];
+/* Per thread: test_threads runs agents in two threads at once. */
+static _Thread_local char E[16384];
 
 /* Returns a new state or NULL (the check fails) with the given limits. */
 static nb_lstate_t *mk(size_t mem, int jit, uint64_t budget, int sandbox,
@@ -963,24 +964,33 @@ static int want(const char *name) { return !only || strstr(name, only); }
     if (want(#fn)) NBT_RUN(fn);                                              \
   } while (0)
 
+/* TSan cannot run these: it refuses fork in a threaded process, and
+ * LuaJIT unwinds errors past TSan's shadow stack, which overflows after
+ * some 65536 raised errors (budget shapes raise one per nested level). */
+#if defined(__SANITIZE_THREAD__)
+#define RUN_NO_TSAN(fn) ((void)fn, printf("# skipped under TSan: %s\n", #fn))
+#else
+#define RUN_NO_TSAN(fn) RUN(fn)
+#endif
+
 int main(int argc, char **argv) {
   only = argc > 1 ? argv[1] : NULL;
   setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows even if a test hangs */
   RUN(test_api_misc);
-  RUN(test_watchdog_jit_endless_loop); /* forks first: fewest threads */
-  RUN(test_watchdog_long_c_call);
-  RUN(test_mem_bombs_jit_on);
-  RUN(test_mem_bombs_jit_off);
+  RUN_NO_TSAN(test_watchdog_jit_endless_loop); /* forks first: fewest threads */
+  RUN_NO_TSAN(test_watchdog_long_c_call);
+  RUN_NO_TSAN(test_mem_bombs_jit_on);
+  RUN_NO_TSAN(test_mem_bombs_jit_off);
   RUN(test_mem_string_rep_overflow);
   RUN(test_mem_close_at_cap);
   RUN(test_mem_caught_and_traceback);
   RUN(test_mem_while_compiling);
-  RUN(test_mem_garbage_under_cap);
+  RUN_NO_TSAN(test_mem_garbage_under_cap);
   RUN(test_mem_host_calls);
   RUN(test_mem_neighbour_unaffected);
-  RUN(test_budget_loops_sandboxed);
-  RUN(test_budget_loops_unsandboxed);
-  RUN(test_budget_per_entry);
+  RUN_NO_TSAN(test_budget_loops_sandboxed);
+  RUN_NO_TSAN(test_budget_loops_unsandboxed);
+  RUN_NO_TSAN(test_budget_per_entry);
   RUN(test_budget_forces_jit_off);
   RUN(test_budget_hook_restored);
   RUN(test_budget_and_cap);
