@@ -81,12 +81,20 @@ int nb_axon_publish_batch(nb_axon_t *ax, const nb_spike_t *s, size_t n);
  * NULL when a gated axon is full. The caller writes the spike in place and
  * then calls nb_axon_commit(ax, 1). Claims may be repeated up to
  * nb_axon_claimable() before one commit (claim i = i-th slot past the
- * cursor: use nb_axon_claim_at). */
+ * cursor: use nb_axon_claim_at). In overwrite mode a lapped reader may be
+ * copying the slot while the caller writes it: the copy is detected and
+ * discarded, but it is a formal data race (TSan reports it), which the
+ * publish calls avoid by storing atomic words. */
 nb_spike_t *nb_axon_claim(nb_axon_t *ax);
 
 /* Returns the slot i places past the write cursor, or NULL when it is not
- * free in a gated axon. */
+ * free in a gated axon (or i >= capacity). */
 nb_spike_t *nb_axon_claim_at(nb_axon_t *ax, uint32_t i);
+
+/* Returns how many slots past the write cursor can be claimed now: the
+ * capacity in overwrite mode; in gated mode the free slots the producer's
+ * cache knows of, rescanning the readers only when it shows none. */
+uint32_t nb_axon_claimable(nb_axon_t *ax);
 
 /* Zero-copy publish, step 2: makes n claimed slots visible (one release
  * store). */
@@ -99,7 +107,9 @@ void nb_axon_close(nb_axon_t *ax);
  * NB_ELIMIT when NB_AXON_MAX_READERS are attached, or NB_ENOMEM. */
 int nb_axon_reader_attach(nb_axon_t *ax, nb_axon_reader_t **out);
 
-/* Attaches a new reader at r's current position; returns as attach. */
+/* Attaches a new reader at r's current position; returns as attach. Call
+ * it on r's thread (or while nobody reads from r): r must not move during
+ * the clone. */
 int nb_axon_reader_clone(const nb_axon_reader_t *r, nb_axon_reader_t **out);
 
 /* Detaches and frees r; a gated producer stops waiting for it. */
@@ -125,11 +135,14 @@ size_t nb_axon_read_batch(nb_axon_reader_t *r, nb_spike_t *out, size_t max,
 
 /* Zero-copy read, gated mode: returns a pointer to the next unread slot (or
  * NULL when empty) without consuming it; the slot stays valid and unchanged
- * until nb_axon_reader_advance. peek_at(i) looks i slots further. */
+ * until nb_axon_reader_advance. peek_at(i) looks i slots further. In
+ * overwrite mode they return NULL (a slot may change under the pointer at
+ * any time): use try_read there. */
 const nb_spike_t *nb_axon_reader_peek(const nb_axon_reader_t *r);
 const nb_spike_t *nb_axon_reader_peek_at(const nb_axon_reader_t *r, uint64_t i);
 
-/* Consumes n peeked spikes (one release store). */
+/* Consumes n peeked spikes (one release store); n is capped at what is
+ * published. */
 void nb_axon_reader_advance(nb_axon_reader_t *r, uint64_t n);
 
 #endif

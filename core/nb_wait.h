@@ -23,7 +23,9 @@ typedef struct nb_wait_s {
 
 /* A place to park: a futex word bumped on every wake, and a count of
  * sleepers so the waking side can skip the system call when nobody sleeps.
- * One sits beside each cursor that someone may wait on. */
+ * One sits beside each cursor that someone may wait on. A sleeper adds
+ * itself with a release increment; a waker takes the whole count (so the
+ * count can stay 1 after a wait that ended without a wake: harmless). */
 typedef struct nb_parking_s {
   _Atomic uint32_t word;
   _Atomic uint32_t sleepers;
