@@ -789,11 +789,15 @@ static int nb__classify(nb_lstate_t *S, int status, int base, char *err,
                     msg ? msg : "(error object is not a string)");
   }
   lua_settop(L, base - 1);
-  if (code == NB_EMEMLIMIT) {
-    /* LuaJIT does not collect before failing an allocation: the failed
-     * entry's garbage still fills the cap. Collect it now (host work, no
-     * cap) so the next entry starts from the live heap. */
+  if (code == NB_EMEMLIMIT || (S->limit && S->bytes > S->limit / 2)) {
+    /* LuaJIT does not collect before failing an allocation, and an entry
+     * cut short (memory, budget, error) often leaves its garbage filling
+     * much of the cap. Collect it now (host work, no cap) so the next
+     * entry starts from the live heap. */
+    int e = S->enforce;
+    S->enforce = 0;
     lua_gc(L, LUA_GCCOLLECT, 0);
+    S->enforce = e;
   }
   return code;
 }
@@ -889,6 +893,7 @@ int nb_lstate_load_agent(nb_lstate_t *S, const char *path_or_source,
       code = nb__errf(err, errlen, NB_EAGENT, "%s", msg ? msg : "load failed");
     }
     lua_pop(L, 1);
+    if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0); /* the parser's garbage */
     return code;
   }
   if (S->sandbox) {
