@@ -2,7 +2,6 @@
  * states. See nb_lstate.h for the contract; the notes here say why. */
 #include "nb_lstate.h"
 
-#include <errno.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -759,8 +758,9 @@ static int nb__classify(nb_lstate_t *S, int status, int base, char *err,
   char a[32], b[32];
   const char *msg = status ? lua_tostring(L, -1) : NULL;
   int code;
+  int outer = S->depth == 0; /* count each failed entry once */
   if (S->budget_hit) {
-    S->budget_overruns++;
+    S->budget_overruns += outer;
     if (msg && strstr(msg, "budget of"))
       code = nb__errf(err, errlen, NB_EBUDGET, "%s", msg);
     else /* agent code replaced the budget error on its way out */
@@ -775,7 +775,7 @@ static int nb__classify(nb_lstate_t *S, int status, int base, char *err,
                     msg ? ": " : "", msg ? msg : "");
   } else if (S->mem_hit && (status == LUA_ERRMEM || status == LUA_ERRERR ||
                              nb__is_mem_msg(msg))) {
-    S->mem_errors++;
+    S->mem_errors += outer;
     code = nb__errf(err, errlen, NB_EMEMLIMIT,
                     "memory limit %s exceeded (%.1f MB in use, a block of "
                     "%s refused)",
