@@ -9,6 +9,7 @@
 
 static const char usage[] =
     "usage: neuronbus run MANIFEST [--ticks N] [--for DURATION] [--stats[=json]]\n"
+    "                     [--no-watch]\n"
     "       neuronbus check MANIFEST\n"
     "       neuronbus --help | --version\n"
     "\n"
@@ -19,6 +20,11 @@ static const char usage[] =
     "        prints the final statistics.\n"
     "        --stats        a statistics table every second and at exit\n"
     "        --stats=json   the same as one JSON object per line\n"
+    "        Hot reload: a changed agent script is loaded between ticks into\n"
+    "        its neuron's state (nb.state kept); a version that fails to load\n"
+    "        is rejected and the old one keeps running. SIGHUP reloads every\n"
+    "        changed script.\n"
+    "        --no-watch     do not watch the scripts (reload on SIGHUP only)\n"
     "check   validates MANIFEST and loads every agent script it names;\n"
     "        prints every problem and exits 1 if there is any.\n"
     "\n"
@@ -99,6 +105,8 @@ static int cmd_run(int argc, char **argv) {
       o.stats = 1;
     } else if (!strcmp(a, "--stats=json")) {
       o.stats = 2;
+    } else if (!strcmp(a, "--no-watch")) {
+      o.no_watch = 1;
     } else if (!strncmp(a, "--stats=", 8)) {
       return bad("--stats takes \"json\" or \"table\", got \"%s\"", a + 8);
     } else if (a[0] == '-' && a[1]) {

@@ -438,6 +438,7 @@ static void nb__agent_free(nb__agent_t *a) {
  * the entry points in their stack slots; returns 0, or -1 with *err set to
  * the file and the reason. */
 static int nb__agent_boot(nb__agent_t *a, char **err) {
+  nb__reload_boot(a); /* version 1 (and the file's hash) for the card */
   lua_State *L = nb__state_new(err);
   if (!L) return -1;
   a->L = L;
@@ -665,6 +666,7 @@ static int nb__add_neuron(nb_rt_t *rt, lua_State *C, int idx,
       (w ? card.regions : card.capabilities)[i] = a->tags[w][i];
   card.ncapabilities = a->ntags[0];
   card.nregions = a->ntags[1];
+  card.version = a->ver.counter; /* 0 for a recorder */
   int rc = nb_cortex_register(rt->cx, &card, &p,
                               recorder ? &nb__rec_ops : &nb__lua_ops, a,
                               &a->neuron);

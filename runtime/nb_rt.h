@@ -72,6 +72,14 @@ const char *nb_rt_card_name(const nb_rt_cell_t *cell, uint32_t id);
 const char *nb_rt_card_tag(const nb_rt_cell_t *cell, uint32_t id, int which,
                            size_t i);
 
+/* Returns the code version counter in neuron id's card (1 at boot, +1 per
+ * accepted hot reload; 0 for a neuron without a script or no such id). */
+uint32_t nb_rt_card_version(const nb_rt_cell_t *cell, uint32_t id);
+
+/* Returns the FNV-1a 64 hash of the source neuron id runs, as 16 hex
+ * digits ("" for a neuron without a script or no such id). */
+const char *nb_rt_card_hash(const nb_rt_cell_t *cell, uint32_t id);
+
 /* Returns the static text of an nb_err_t code. */
 const char *nb_strerror(int err);
 
@@ -156,6 +164,32 @@ char *nb_rt_state_dump(nb_rt_t *rt, uint32_t id, char **err);
  * its traceback per entry separated by a line "\f", malloc'd; "" if none. */
 char *nb_rt_errors(const nb_rt_t *rt, uint32_t id);
 
+typedef struct nb_rt_version_s {
+  uint32_t counter;   /* 1 at boot, +1 per accepted reload; 0 = no script */
+  uint32_t reserved;
+  uint64_t reloads;   /* accepted reloads */
+  uint64_t rejected;  /* refused reloads (the old version kept running) */
+  char hash[17];      /* FNV-1a 64 of the running source, 16 hex digits */
+} nb_rt_version_t;
+
+/* Hot reload of neuron id, between ticks: loads src (len bytes), or its
+ * script file when src is NULL, into the neuron's own state; the new
+ * agent's functions replace the old ones, nb.state is kept, on_reload runs.
+ * Unless force, a source whose hash equals the running version's is left
+ * alone. Returns 1 (reloaded), 0 (unchanged), NB_ENOENT (no such neuron or
+ * no script), NB_EIO (file unreadable) or NB_EAGENT (rejected: the old
+ * version keeps running), with *err set to a malloc'd message naming the
+ * file and line (free with nb_rt_free_string) on a negative return. */
+int nb_rt_reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
+                 int force, char **err);
+
+/* Fills *out with neuron id's code version; returns 0 or NB_ENOENT. */
+int nb_rt_version(const nb_rt_t *rt, uint32_t id, nb_rt_version_t *out);
+
+/* Returns the bytes of Lua heap neuron id's state holds after a full
+ * garbage collection, or -1 for a neuron without a state. */
+double nb_rt_memory(nb_rt_t *rt, uint32_t id);
+
 /* Returns the address of lua_newstate as this library resolved it: the
  * busted spec compares it with the host process's own. */
 void *nb_rt_lua_newstate_addr(void);
@@ -170,10 +204,14 @@ typedef struct nb_rt_run_opts_s {
   int stats;            /* 0 none, 1 table, 2 json lines */
   uint64_t stats_every_ns; /* period of the stats lines, 0 = 1 s */
   FILE *out;            /* statistics go here (default stdout) */
+  int no_watch;         /* 1 = do not watch the agent scripts (hot reload
+                           then only through SIGHUP) */
 } nb_rt_run_opts_t;
 
 /* Runs rt on a libuv loop (a timer per tick interval, or free-running in
- * bounded bursts) until the tick or time limit or SIGINT/SIGTERM, then
+ * bounded bursts), reloading an agent between ticks when its script
+ * changes (unless no_watch) or on SIGHUP, until the tick or time limit or
+ * SIGINT/SIGTERM, then
  * stops it (pending spikes delivered, on_stop called) and prints the final
  * statistics when asked; returns 0, or a negative nb_err_t when the loop
  * could not be set up. */
@@ -187,6 +225,11 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *out, int json, int final);
  * scratch state; prints each problem as one line to out; returns the number
  * of problems (0 = good). */
 int nb_rt_check(const char *path, FILE *out);
+
+/* Reloads every agent whose script file changed since its version was
+ * loaded (what SIGHUP does); rejected reloads are reported on stderr.
+ * Returns the number of agents reloaded. */
+int nb_rt_reload_changed(nb_rt_t *rt);
 
 /* Returns the ticks run so far and the tick interval of the topology in ns
  * (0 = free-running). */

@@ -32,6 +32,15 @@ typedef struct nb__reclog_s {
   size_t n, cap;
 } nb__reclog_t;
 
+/* The code version of an agent: what nb_rt_reload.c keeps per neuron. */
+typedef struct nb__version_s {
+  uint32_t counter;  /* 1 at boot, +1 per accepted reload; 0 = no script */
+  uint64_t hash;     /* FNV-1a 64 of the source now running */
+  char hex[17];      /* hash as 16 lowercase hex digits */
+  uint64_t reloads;  /* accepted reloads */
+  uint64_t rejected; /* reloads refused (the old version kept running) */
+} nb__version_t;
+
 typedef struct nb__agent_s {
   nb_rt_cell_t cell; /* first: a cell pointer is the agent pointer */
   nb_rt_t *rt;
@@ -45,6 +54,7 @@ typedef struct nb__agent_s {
   size_t errlen, nerr;
   nb__reclog_t rec[2]; /* 0 received, 1 fired */
   uint32_t inject_seq; /* sequence of spikes injected in its name */
+  nb__version_t ver;   /* hot reload: code version (nb_rt_reload.c) */
 } nb__agent_t;
 
 struct nb_rt_s {
@@ -66,6 +76,24 @@ struct nb_rt_s {
  * (the one place states are made: issue 4 adds the allocator here), or NULL
  * with *err set (malloc'd). */
 lua_State *nb__state_new(char **err);
+
+/* Hashes a's script file and sets its version before a (re)boot: 1 the
+ * first time, +1 when the file differs from the version running (see
+ * nb_rt_reload.c); returns nothing. */
+void nb__reload_boot(nb__agent_t *a);
+
+/* Starts reloading on SIGHUP and, with watch_files, watching every agent
+ * script of rt on uv_loop (a uv_loop_t: one debounced watch per script
+ * directory);
+ * returns the watch (never NULL; a directory that cannot be watched is
+ * reported on stderr), to free with nb__reload_watch_free once the loop
+ * closed its handles. */
+struct nb__watch_s *nb__reload_watch_start(void *uv_loop, nb_rt_t *rt,
+                                           int watch_files);
+
+/* Frees what nb__reload_watch_start allocated (its handles must be closed
+ * by then); returns nothing. */
+void nb__reload_watch_free(struct nb__watch_s *w);
 
 /* Returns a malloc'd printf-formatted string (never NULL: aborts on OOM). */
 char *nb__strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -114,6 +114,9 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   l.sigint.data = l.sigterm.data = &l;
   uv_signal_start(&l.sigint, nb__on_signal, SIGINT);
   uv_signal_start(&l.sigterm, nb__on_signal, SIGTERM);
+  /* Hot reload: script changes and SIGHUP are served between ticks. */
+  struct nb__watch_s *watch = nb__reload_watch_start(&l.loop, rt,
+                                                     !opts->no_watch);
   l.t0_ns = nb_clock_ns();
   if (rt->tick_ns) {
     /* A timer of the tick interval (at least 1 ms: libuv's resolution);
@@ -145,6 +148,7 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   uv_walk(&l.loop, nb__close_walk, NULL);
   uv_run(&l.loop, UV_RUN_DEFAULT);
   uv_loop_close(&l.loop);
+  nb__reload_watch_free(watch);
   /* Pending spikes are delivered and every on_stop runs. */
   nb_rt_stop(rt, 0);
   nb_rt_print_stats(rt, out, opts->stats == 2, 1);
@@ -236,9 +240,14 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
       nb__json_str(f, rt->agents[i]->name);
       fprintf(f, ",\"spikes_in\":%" PRIu64 ",\"spikes_out\":%" PRIu64
               ",\"fires\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"full\":%" PRIu64
-              ",\"deferred\":%" PRIu64 ",\"filtered\":%" PRIu64 "}",
+              ",\"deferred\":%" PRIu64 ",\"filtered\":%" PRIu64,
               s.spikes_in, s.spikes_out, s.fires, s.errors, s.full,
               s.deferred, s.filtered);
+      nb_rt_version_t v;
+      nb_rt_version(rt, i, &v);
+      fprintf(f, ",\"version\":%u,\"hash\":\"%s\",\"reloads\":%" PRIu64
+              ",\"reloads_rejected\":%" PRIu64 "}", v.counter, v.hash,
+              v.reloads, v.rejected);
     }
     fputs("],\"synapses\":[", f);
     nb_synapse_table_each(nb_cortex_synapses(rt->cx), nb__print_synapse, &sc);
@@ -247,16 +256,27 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
     fprintf(f, "== %s statistics: %s, tick %" PRIu64 ", %.2f s, %.0f spikes/s%s\n",
             final ? "final" : "periodic", rt->name, rt->ticks, elapsed, rate,
             final ? " (average)" : "");
-    fprintf(f, "  %4s %-20s %10s %10s %8s %7s %7s %8s %8s\n", "id", "neuron",
-            "spikes_in", "spikes_out", "fires", "errors", "full", "deferred",
-            "filtered");
+    fprintf(f, "  %4s %-20s %10s %10s %8s %7s %7s %8s %8s  %s\n", "id",
+            "neuron", "spikes_in", "spikes_out", "fires", "errors", "full",
+            "deferred", "filtered", "version");
     for (uint32_t i = 0; i < rt->n; i++) {
       nb_rt_stat_t s;
       nb_rt_stat(rt, i, &s);
+      /* version: counter/first 8 hex digits of the hash, then the
+       * rejected reloads when there were any ("-" without a script). */
+      nb_rt_version_t v;
+      nb_rt_version(rt, i, &v);
+      char ver[64] = "-";
+      if (v.counter)
+        snprintf(ver, sizeof ver, "v%u/%.8s%s", v.counter, v.hash,
+                 v.rejected ? " (rejected " : "");
+      if (v.counter && v.rejected)
+        snprintf(ver + strlen(ver), sizeof ver - strlen(ver), "%" PRIu64 ")",
+                 v.rejected);
       fprintf(f, "  %4u %-20s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %7" PRIu64
-              " %7" PRIu64 " %8" PRIu64 " %8" PRIu64 "\n", i,
+              " %7" PRIu64 " %8" PRIu64 " %8" PRIu64 "  %s\n", i,
               rt->agents[i]->name, s.spikes_in, s.spikes_out, s.fires,
-              s.errors, s.full, s.deferred, s.filtered);
+              s.errors, s.full, s.deferred, s.filtered, ver);
     }
     fprintf(f, "  %4s %-20s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %7" PRIu64
             "\n", "", "total", tot.spikes_in, tot.spikes_out, tot.fires,

@@ -18,8 +18,17 @@
 --       the arena). Each returns true, or nil and a message (axon full, no
 --       such neuron, bad argument): firing never raises.
 --   nb:discover(capability), nb:region(path)
---       -> array of cards { id=, name=, capabilities={...}, regions={...} }
---          in id order.
+--       -> array of cards { id=, name=, capabilities={...}, regions={...},
+--          version=, hash= } in id order (version: the neuron's code
+--          version counter, 0 for a neuron without a script; hash: FNV-1a
+--          64 of its source as 16 hex digits, "" without a script).
+--   nb.version, nb.hash     this neuron's own code version (1 at boot, +1
+--                           per accepted hot reload) and source hash
+--
+-- Hot reload (reload() below, called by the runtime between ticks): the
+-- new chunk's table replaces the agent, nb and nb.state are kept, and the
+-- entry points look the agent's functions up on every call, so the next
+-- dispatch runs the new on_spike.
 
 local ffi = require("ffi")
 local nbffi = require("neuronbus.ffi")
@@ -29,6 +38,7 @@ local C = ffi.C
 local type, tostring, ipairs, pairs = type, tostring, ipairs, pairs
 local setmetatable, loadfile, xpcall = setmetatable, loadfile, xpcall
 local tonumber, error = tonumber, error
+local load, getfenv, setfenv, next = load, getfenv, setfenv, next
 local ffi_string = ffi.string
 local traceback = debug.traceback
 
@@ -43,9 +53,12 @@ local _M = { _VERSION = "0.1.0" }
 local CELL = nil   -- nb_rt_cell_t*
 local NB = nil     -- the handle
 local AGENT = nil  -- the table the script returned
+local ENV = nil    -- the environment the boot chunk ran in (reloads reuse it)
 local names = {}   -- neuron name -> id, filled on first use
 
 local CALLBACKS = { "init", "tick", "on_stop", "on_reload" }
+
+local run_chunk -- defined after load_script
 
 -- Returns the agent table of script after checking the agent contract, or
 -- nil and a reason that names the file.
@@ -57,6 +70,13 @@ local function load_script(script)
   if not chunk then
     return nil, "cannot load agent script: " .. tostring(err)
   end
+  ENV = getfenv(chunk)
+  return run_chunk(chunk, script)
+end
+
+-- Runs an agent chunk and checks the agent contract on what it returned;
+-- returns the agent table, or nil and a reason that names the file.
+function run_chunk(chunk, script)
   local ok, agent = xpcall(chunk, traceback)
   if not ok then
     return nil, script .. ": error while running the script: " .. tostring(agent)
@@ -243,6 +263,8 @@ local function cards(region, what, method)
       name = name ~= nil and ffi_string(name) or nil,
       capabilities = tags(id, 0),
       regions = tags(id, 1),
+      version = tonumber(C.nb_rt_card_version(CELL, id)),
+      hash = ffi_string(C.nb_rt_card_hash(CELL, id)),
     }
   end
   return out
@@ -329,7 +351,9 @@ function _M.boot(cell_lud, script, name, id)
   CELL = ffi.cast("nb_rt_cell_t *", cell_lud)
   nbffi.bind(CELL)
   AGENT = agent
-  NB = setmetatable({ id = id, name = name, state = {} }, Handle)
+  NB = setmetatable({ id = id, name = name, state = {},
+    version = tonumber(C.nb_rt_card_version(CELL, id)),
+    hash = ffi_string(C.nb_rt_card_hash(CELL, id)) }, Handle)
   return {
     dispatch = dispatch,
     tick = tick,
@@ -339,6 +363,67 @@ function _M.boot(cell_lud, script, name, id)
     dump = dump,
     has_filter = has_filter,
   }
+end
+
+-- Replaces this state's agent with the one source defines (hot reload;
+-- the runtime calls it between ticks). chunkname names the file in errors
+-- ("@/path/agent.lua"); counter and hash are the new version, old_counter
+-- and old_hash the running one; needed is an array of custom filter names
+-- that synapses into this neuron use. Returns true, or nil and the reason
+-- naming the file and line, with the old agent, nb.version/nb.hash and the
+-- top-level fields of nb.state as they were.
+function _M.reload(source, chunkname, counter, hash, old_counter, old_hash,
+                   needed)
+  if not CELL then error("neuronbus.agent: reload before boot", 2) end
+  local script = chunkname:gsub("^[@=]", "")
+  -- Text only ("t"): a reload never loads precompiled bytecode.
+  local chunk, err = load(source, chunkname, "t")
+  if not chunk then
+    if source:byte(1) == 27 then
+      return nil, script .. ": precompiled bytecode is refused: a reload "
+        .. "loads Lua source text only"
+    end
+    return nil, tostring(err) -- "file:line: message"
+  end
+  if ENV then setfenv(chunk, ENV) end
+  local agent, why = run_chunk(chunk, script)
+  if not agent then return nil, why end
+  for _, name in ipairs(needed or {}) do
+    local fs = agent.filters
+    if type(fs) ~= "table" or type(fs[name]) ~= "function" then
+      return nil, script .. ": a synapse into this neuron uses the custom "
+        .. "filter \"" .. name .. "\", but the new version has no filters."
+        .. name .. " function"
+    end
+  end
+  local old, nb = AGENT, NB
+  AGENT = agent
+  nb.version, nb.hash = counter, hash
+  local f = agent.on_reload
+  if f then
+    -- Snapshot nb.state's top level: a failing on_reload must not leave the
+    -- old code half-migrated state (nested tables changed in place stay
+    -- changed; see the README).
+    local state, saved = nb.state, {}
+    if type(state) == "table" then
+      for k, v in next, state do saved[k] = v end
+    end
+    local ok, e = xpcall(f, traceback, nb,
+      { counter = old_counter, hash = old_hash })
+    if not ok then
+      AGENT = old
+      nb.version, nb.hash = old_counter, old_hash
+      nb.state = state
+      if type(state) == "table" then
+        for k in next, state do
+          if saved[k] == nil then state[k] = nil end
+        end
+        for k, v in next, saved do state[k] = v end
+      end
+      return nil, script .. ": on_reload raised: " .. tostring(e)
+    end
+  end
+  return true
 end
 
 -- Returns this state's handle (nil before boot); for tools and specs.

@@ -17,6 +17,10 @@
 --                          --     1.0 without one; fired records say 1.0)
 --   h:fired("counter"), h:state("counter"), h:stats("counter"),
 --   h:weight("a", "b"), h:id("sink"), h:close()
+--   h:reload("counter", new_source) --> true | nil, err  (hot reload; without
+--                          --     new_source the script file is re-read)
+--   h:version("counter")   --> { counter=, hash=, reloads=, rejected= }
+--   h:memory("counter")    --> bytes of Lua heap in its state after a full GC
 --
 -- The runtime's shared library (build/<cfg>/libnbruntime.so, found through
 -- NB_BUILD, else build/default beside this tree) is loaded into the busted
@@ -40,6 +44,7 @@ local _M = { _VERSION = "0.1.0" }
 local LIB_KEY = "neuronbus.testing.lib"
 local DEFAULT_SOURCE = "test"
 local BROADCAST = nbffi.constants.BROADCAST
+local E_NOENT = -14 -- NB_ENOENT
 
 -- Returns the directory of the source tree (lua/neuronbus/testing.lua ->
 -- ../..), or nil.
@@ -318,6 +323,50 @@ function Harness:errors(who)
   if text == "" then return out end
   for msg in (text .. "\n\f\n"):gmatch("(.-)\n\f\n") do out[#out + 1] = msg end
   return out
+end
+
+-- Hot-reloads neuron who between ticks: from new_source (a string of Lua
+-- source) or, without it, from its script file re-read now; always loads,
+-- even an unchanged source. Returns true, or nil and the reason (naming
+-- the file and line) when the new version is rejected and the old one
+-- keeps running. Raises for an unknown neuron or one without a script.
+function Harness:reload(who, new_source)
+  local rt = rt_of(self)
+  local id = id_of(self, who, "reload")
+  if new_source ~= nil and type(new_source) ~= "string" then
+    error("reload: new_source must be a string or nil, got a "
+      .. type(new_source), 2)
+  end
+  local err = ffi.new("char *[1]")
+  local rc = R.nb_rt_reload(rt, id, new_source,
+    new_source and #new_source or 0, 1, err)
+  if rc == 1 then return true end
+  local msg = take_error(err)
+  if rc == E_NOENT then error("reload: " .. msg, 2) end
+  return nil, msg
+end
+
+local version = ffi.new("nb_rt_version_t")
+
+-- Returns the code version of neuron who: { counter = (1 at boot, +1 per
+-- accepted reload; 0 without a script), hash = (FNV-1a 64 of the running
+-- source, 16 hex digits), reloads = (accepted), rejected = (refused) }.
+function Harness:version(who)
+  R.nb_rt_version(rt_of(self), id_of(self, who), version)
+  return {
+    counter = tonumber(version.counter),
+    hash = ffi_string(version.hash),
+    reloads = tonumber(version.reloads),
+    rejected = tonumber(version.rejected),
+  }
+end
+
+-- Returns the bytes of Lua heap held by neuron who's own state after a
+-- full garbage collection in it (nil for a neuron without a state).
+function Harness:memory(who)
+  local b = R.nb_rt_memory(rt_of(self), id_of(self, who))
+  if b < 0 then return nil end
+  return b
 end
 
 -- Delivers what is pending and calls every agent's on_stop (once); the
