@@ -219,7 +219,7 @@ static struct {
   pthread_mutex_t mu;
   pthread_cond_t cv;
   pthread_t th;
-  int running, stop, cv_ready;
+  int running, stop;
   nb_lstate_t *head;
   nb_lstate_report_fn report;
   void *report_ud;
@@ -235,7 +235,6 @@ static void nb__wd_cv_init(void) {
   pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
   pthread_cond_init(&nb__wd.cv, &a);
   pthread_condattr_destroy(&a);
-  nb__wd.cv_ready = 1;
 }
 
 /* In a forked child the watchdog thread does not exist: reset its state so
