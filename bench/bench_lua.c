@@ -295,8 +295,9 @@ static const nb_bench_group_t groups[] = {
     {"lua_chain", group_chain},
     {"lua_fanout8", group_fanout},
     {"lua_pingpong", group_pingpong},
-    /* Extension point: the reload pause, the cost of jit = false and the
-     * TCP rows go here as further groups (or in their own bench binary). */
+    /* Extension point: the cost of jit = false and the TCP rows go here
+     * as further groups (or in their own bench binary, as the reload pause
+     * did: bench_reload.c). */
 };
 
 int main(int argc, char **argv) {
