@@ -226,9 +226,9 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *out, int json, int final);
  * of problems (0 = good). */
 int nb_rt_check(const char *path, FILE *out);
 
-/* Reloads every agent whose script file changed since its version was
- * loaded (what SIGHUP does); rejected reloads are reported on stderr.
- * Returns the number of agents reloaded. */
+/* Reloads every agent whose script file differs from the version running
+ * (what SIGHUP does: a file rejected before is tried again); rejected
+ * reloads are reported on stderr. Returns the number of agents reloaded. */
 int nb_rt_reload_changed(nb_rt_t *rt);
 
 /* Returns the ticks run so far and the tick interval of the topology in ns

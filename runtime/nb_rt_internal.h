@@ -39,6 +39,7 @@ typedef struct nb__version_s {
   char hex[17];      /* hash as 16 lowercase hex digits */
   uint64_t reloads;  /* accepted reloads */
   uint64_t rejected; /* reloads refused (the old version kept running) */
+  uint64_t rejected_hash; /* hash of the last refused source */
 } nb__version_t;
 
 typedef struct nb__agent_s {

@@ -148,8 +148,17 @@ static void nb__reload_say(const nb__agent_t *a, const char *what) {
   fflush(stderr);
 }
 
-int nb_rt_reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
-                 int force, char **err) {
+/* Reload modes of nb__reload: what counts as "nothing to do". */
+enum {
+  NB__RL_CHANGED = 0, /* the running version's source */
+  NB__RL_FORCE = 1,   /* nothing: always load */
+  NB__RL_WATCH = 2    /* the running source, or the last rejected one (a
+                         touch of a broken file does not report it again) */
+};
+
+/* nb_rt_reload with a mode; returns as nb_rt_reload. */
+static int nb__reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
+                      int mode, char **err) {
   *err = NULL;
   if (id >= rt->n) {
     *err = nb__strf("reload: no neuron with id %u", id);
@@ -171,7 +180,8 @@ int nb_rt_reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
     src = buf;
   }
   uint64_t h = nb__fnv1a(src, len);
-  if (!force && h == a->ver.hash) {
+  if ((mode != NB__RL_FORCE && h == a->ver.hash) ||
+      (mode == NB__RL_WATCH && a->ver.rejected && h == a->ver.rejected_hash)) {
     free(buf);
     return 0; /* touched, not changed */
   }
@@ -221,6 +231,7 @@ int nb_rt_reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
     return 1;
   }
   a->ver.rejected++;
+  a->ver.rejected_hash = h;
   char *msg = nb__strf("reload rejected, version %u keeps running: %s",
                        a->ver.counter, *err);
   nb__reload_say(a, msg);
@@ -228,11 +239,18 @@ int nb_rt_reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
   return rc;
 }
 
-/* Reloads agent id from its file when the file changed; returns 1 when
- * reloaded, else 0 (unchanged, rejected or unreadable: reported). */
-static int nb__reload_if_changed(nb_rt_t *rt, uint32_t id) {
+int nb_rt_reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
+                 int force, char **err) {
+  return nb__reload(rt, id, src, len, force ? NB__RL_FORCE : NB__RL_CHANGED,
+                    err);
+}
+
+/* Reloads agent id from its file when the file changed (mode: see
+ * nb__reload); returns 1 when reloaded, else 0 (unchanged, rejected or
+ * unreadable: reported). */
+static int nb__reload_if_changed(nb_rt_t *rt, uint32_t id, int mode) {
   char *err = NULL;
-  int rc = nb_rt_reload(rt, id, NULL, 0, 0, &err);
+  int rc = nb__reload(rt, id, NULL, 0, mode, &err);
   if (rc == NB_EIO && !rt->opts.quiet) {
     /* Mid-replace by an editor, or deleted: the next event retries. */
     fprintf(stderr, "neuronbus: agent \"%s\": %s (the running version "
@@ -246,7 +264,7 @@ int nb_rt_reload_changed(nb_rt_t *rt) {
   int n = 0;
   for (uint32_t i = 0; i < rt->n; i++)
     if (rt->agents[i]->L && rt->agents[i]->script)
-      n += nb__reload_if_changed(rt, i);
+      n += nb__reload_if_changed(rt, i, NB__RL_CHANGED);
   return n;
 }
 
@@ -283,7 +301,7 @@ struct nb__watch_s {
 /* Debounce timer of one script: the burst is over, reload if changed. */
 static void nb__on_debounce(uv_timer_t *t) {
   nb__wfile_t *f = t->data;
-  nb__reload_if_changed(f->w->rt, f->id);
+  nb__reload_if_changed(f->w->rt, f->id, NB__RL_WATCH);
 }
 
 /* A change in a watched directory: (re)starts the debounce timer of every

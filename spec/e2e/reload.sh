@@ -99,6 +99,11 @@ check "a touch without a change reloads nothing, nor does SIGHUP" \
 relay_as v4 | sed 's/^function agent.on_spike(spike, nb)$/function agent.on_spike(spike, nb/' >"$relay"
 check "a broken script is rejected with its file and line; version 3 keeps running" \
   wait_for err 'reload rejected, version 3 keeps running: .*relay.lua:[0-9]*: '
+touch "$relay"
+kill -HUP "$pid"
+check "SIGHUP tries the broken script again (the touch alone does not)" \
+  wait_for err "SIGHUP received, 0 agents reloaded" 2
+check "... and it is rejected again" wait_for err "reload rejected, version 3 keeps running" 2
 relay_as v4 >"$relay"
 check "fixing the file reloads again (version 4: neither the touch nor the broken file took a number)" \
   wait_for err "reloaded .*relay.lua: version 4 "
@@ -106,10 +111,12 @@ check "version 4 handles spikes" wait_for out "relay: version 4 (v4) handles spi
 
 kill -HUP "$pid"
 check "SIGHUP after the watch reloaded the fix reloads nothing" \
-  wait_for err "SIGHUP received, 0 agents reloaded" 2
+  wait_for err "SIGHUP received, 0 agents reloaded" 3
 stop_run
 check "run 1 exits 0 after SIGTERM" test "$rc" -eq 0
 check "no version 5 was ever loaded" test -z "$(grep 'version 5' "$work/err")"
+check "the broken file was reported twice (its write, SIGHUP), not for the touch" \
+  test "$(grep -c 'reload rejected' "$work/err")" -eq 2
 
 sent=$(sed -n 's/^producer: sent \([0-9]*\)$/\1/p' "$work/out")
 got=$(sed -n 's/^sink: got \([0-9]*\) bad .*/\1/p' "$work/out")
@@ -123,7 +130,7 @@ check "the bystander pair lost nothing (tally got $bsent)" \
 check "nb.state survived: the relay's counts span every version" \
   grep -q "^relay: version 4 handled v1=[0-9]* v2=[0-9]* v3=[0-9]* v4=[0-9]*$" "$work/out"
 check "the final JSON statistics show the relay's version, hash and reloads" \
-  grep -q '"final":true,.*"name":"relay",[^}]*"version":4,"hash":"[0-9a-f]\{16\}","reloads":3,"reloads_rejected":1}' "$work/out"
+  grep -q '"final":true,.*"name":"relay",[^}]*"version":4,"hash":"[0-9a-f]\{16\}","reloads":3,"reloads_rejected":2}' "$work/out"
 check "agent errors: none" \
   grep -q '"final":true,.*"totals":{[^}]*"errors":0}' "$work/out"
 
