@@ -298,14 +298,16 @@ struct nb__watch_s {
   size_t nfiles;
 };
 
-/* Debounce timer of one script: the burst is over, reload if changed. */
+/* Debounce timer of one script: the burst is over, so reloads it if its
+ * content changed; returns nothing. */
 static void nb__on_debounce(uv_timer_t *t) {
   nb__wfile_t *f = t->data;
   nb__reload_if_changed(f->w->rt, f->id, NB__RL_WATCH);
 }
 
 /* A change in a watched directory: (re)starts the debounce timer of every
- * script it may concern (all of the directory's when no name is given). */
+ * script it may concern (all of the directory's when no name is given);
+ * returns nothing. */
 static void nb__on_fs_event(uv_fs_event_t *h, const char *name, int events,
                             int status) {
   nb__wdir_t *d = h->data;
@@ -323,7 +325,8 @@ static void nb__on_fs_event(uv_fs_event_t *h, const char *name, int events,
   }
 }
 
-/* SIGHUP: reload every changed script now. */
+/* SIGHUP: reloads every changed script now and says how many; returns
+ * nothing. */
 static void nb__on_hup(uv_signal_t *s, int signum) {
   nb__watch_t *w = s->data;
   int n = nb_rt_reload_changed(w->rt);
