@@ -427,8 +427,19 @@ int nb_cortex_set_stopped(nb_cortex_t *cx, nb_id_t id, int stopped) {
   n->stopped = stopped != 0;
   if (n->stopped) {
     cx->stats.dead_letters += n->inbox_count;
+    n->stats.dead_letters += n->inbox_count;
     n->inbox_count = 0;
   }
+  return 0;
+}
+
+/* Returns 0 or NB_ENOENT; the embedder took these spikes out of the inbox
+ * (a batch cut short) and cannot deliver them: they are counted, not lost. */
+int nb_cortex_add_dead_letters(nb_cortex_t *cx, nb_id_t id, uint64_t n) {
+  nb_neuron_t *t = nb_cortex_neuron(cx, id);
+  if (!t) return NB_ENOENT;
+  cx->stats.dead_letters += n;
+  t->stats.dead_letters += n;
   return 0;
 }
 
@@ -540,7 +551,11 @@ static int dead_letter(nb_cortex_t *cx) {
  * BLOCKED when the target's inbox is full. */
 static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s) {
   nb_neuron_t *t = nb_cortex_neuron(cx, s->target);
-  if (!t || t->stopped) return dead_letter(cx);
+  if (!t) return dead_letter(cx);
+  if (t->stopped) {
+    t->stats.dead_letters++;
+    return dead_letter(cx);
+  }
   nb_synapse_t *syn = s->source < cx->count
                           ? nb_synapse_table_get(cx->syn, s->source, s->target)
                           : NULL;
@@ -585,6 +600,7 @@ static int route_broadcast(nb_cortex_t *cx, const nb_spike_t *s) {
   for (size_t i = 0; i < n; i++) {
     nb_neuron_t *t = cx->neurons[out[i]->post];
     if (vd[i] == V_STOPPED) {
+      t->stats.dead_letters++;
       dead_letter(cx);
     } else if (vd[i] == V_REJECT) {
       filtered(cx, t);

@@ -132,6 +132,12 @@ size_t nb_cortex_prune(nb_cortex_t *cx);
  * or running again; returns 0 or NB_ENOENT. */
 int nb_cortex_set_stopped(nb_cortex_t *cx, nb_id_t id, int stopped);
 
+/* Counts n spikes for neuron id as dead letters (the cortex total and the
+ * neuron's own counter): for an embedder that took them from the inbox in a
+ * batch and cannot deliver them (its agent was stopped mid-batch); returns
+ * 0 or NB_ENOENT. */
+int nb_cortex_add_dead_letters(nb_cortex_t *cx, nb_id_t id, uint64_t n);
+
 /* Returns the cortex counters. */
 const nb_cortex_stats_t *nb_cortex_stats(const nb_cortex_t *cx);
 

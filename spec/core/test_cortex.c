@@ -734,6 +734,48 @@ static void stopping_a_neuron_with_a_waiting_inbox(void) {
   nb_cortex_free(cx);
 }
 
+/* Dead letters of a stopped neuron are counted per neuron too: unicast,
+ * broadcast, the inbox waiting when it stopped, and what an embedder adds
+ * (the rest of a batch it cannot deliver). */
+static void dead_letters_per_neuron(void) {
+  nb_cortex_t *cx = mk(16, 16, 0, NULL);
+  nb_if_params_t p = ifp(100.0f, 0);
+  nb_neuron_t *a = reg(cx, "a", NULL, NULL);
+  nb_neuron_t *b = reg(cx, "b", &p, NULL);
+  nb_neuron_t *c = reg(cx, "c", &p, NULL);
+  NBT_EQ(nb_cortex_connect(cx, 0, 1, 0.5f, NULL, 0, NULL), 0);
+  NBT_EQ(nb_cortex_connect(cx, 0, 2, 0.5f, NULL, 0, NULL), 0);
+  NBT_EQ(nb_neuron_fire_to(a, 1, "w", 1), 0);
+  ticks(cx, NULL, 1); /* delivered: b's threshold keeps it from firing */
+  NBT_EQ(nb_cortex_set_stopped(cx, 1, 1), 0);
+  NBT_EQ(nb_neuron_fire_to(a, 1, "u", 1), 0);       /* unicast: dead */
+  NBT_EQ(nb_neuron_broadcast(a, "b", 1), 0);        /* dead for b, c gets it */
+  NBT_EQ(nb_neuron_fire_to(a, 0xFFF0, "x", 1), 0);  /* unknown: no neuron's */
+  ticks(cx, NULL, 1);
+  NBT_EQ(nb_neuron_stats(b)->dead_letters, 2);
+  NBT_EQ(nb_neuron_stats(c)->dead_letters, 0);
+  NBT_EQ(nb_neuron_stats(c)->spikes_in, 1);
+  NBT_EQ(nb_cortex_stats(cx)->dead_letters, 3);
+  NBT_EQ(nb_cortex_add_dead_letters(cx, 1, 5), 0);
+  NBT_EQ(nb_cortex_add_dead_letters(cx, 9, 5), NB_ENOENT);
+  NBT_EQ(nb_neuron_stats(b)->dead_letters, 7);
+  NBT_EQ(nb_cortex_stats(cx)->dead_letters, 8);
+  /* the inbox waiting when a neuron stops counts for that neuron */
+  NBT_EQ(nb_cortex_set_stopped(cx, 2, 1), 0);
+  NBT_EQ(nb_neuron_stats(c)->dead_letters, 0);
+  NBT_EQ(nb_cortex_set_stopped(cx, 2, 0), 0);
+  nb_if_t *cif = nb_neuron_if(c);
+  cif->refractory_left = 10; /* hold its inbox */
+  NBT_EQ(nb_neuron_fire_to(a, 2, "h", 1), 0);
+  NBT_EQ(nb_neuron_fire_to(a, 2, "i", 1), 0);
+  ticks(cx, NULL, 1);
+  NBT_EQ(nb_cortex_set_stopped(cx, 2, 1), 0);
+  NBT_EQ(nb_neuron_stats(c)->dead_letters, 2);
+  NBT_EQ(nb_cortex_stats(cx)->dead_letters, 10);
+  NBT_EQ(nb_cortex_pending(cx), 0);
+  nb_cortex_free(cx);
+}
+
 /* A reference from before an arena reset is an error wherever a filter must
  * read the payload: a counted dead letter, never garbage. */
 static void stale_payload_under_a_filter_is_a_dead_letter(void) {
@@ -1162,6 +1204,7 @@ int main(void) {
   NBT_RUN(broadcast_waits_for_room_everywhere);
   NBT_RUN(dead_letters_are_counted);
   NBT_RUN(stopping_a_neuron_with_a_waiting_inbox);
+  NBT_RUN(dead_letters_per_neuron);
   NBT_RUN(stale_payload_under_a_filter_is_a_dead_letter);
   NBT_RUN(same_script_same_deliveries);
   NBT_RUN(sparse_routes_like_dense);
