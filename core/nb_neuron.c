@@ -229,9 +229,23 @@ static nb_spike_t *stamp(const nb_neuron_t *n, nb_spike_t *s) {
   return s;
 }
 
-/* Stamps *s and publishes it; returns 0 or NB_EFULL (nothing sent, the
- * sequence not consumed, *s untouched). */
+/* Returns 1 when s's meta byte is well formed, as nb_spike_from_bytes
+ * judges it (kind 0..2, inline length 0..46, or 63 with the ref marker). */
+static int meta_ok(const nb_spike_t *s) {
+  unsigned kind = s->meta & 3u, len = (unsigned)s->meta >> 2;
+  if (kind == 3u) return 0;
+  if (len == NB_LEN_ARENA) return s->payload[0] == NB_ARENA_MARKER;
+  return len <= NB_PAYLOAD_MAX;
+}
+
+/* Stamps *s and publishes it; returns 0, NB_EINVAL for a malformed meta
+ * byte, or NB_EFULL (nothing sent, the sequence not consumed, *s
+ * untouched). */
 int nb_neuron_fire(nb_neuron_t *n, nb_spike_t *s) {
+  /* A hand-built spike is the one way into an axon that no builder
+   * checked: an inline length of 47..62 would reach agents as a payload
+   * running past the spike. */
+  if (!meta_ok(s)) return NB_EINVAL;
   nb_spike_t *slot = claim_slot(n);
   if (!slot) return NB_EFULL;
   /* Copy first, stamp the slot, then write the stamps back: stamping *s

@@ -67,10 +67,13 @@ static inline int nb_spike_is_ref(const nb_spike_t *s) {
   return (s->meta >> 2) == NB_LEN_ARENA;
 }
 
-/* Returns the inline payload length (0..46), or 0 for an arena reference. */
+/* Returns the inline payload length (0..46), or 0 for an arena reference.
+ * A malformed length (47..62) reads as 46, so no caller reads past the
+ * spike. */
 static inline size_t nb_spike_inline_len(const nb_spike_t *s) {
   unsigned n = s->meta >> 2;
-  return n == NB_LEN_ARENA ? 0 : n;
+  if (n == NB_LEN_ARENA) return 0;
+  return n > NB_PAYLOAD_MAX ? NB_PAYLOAD_MAX : n;
 }
 
 /* Fills s as a zeroed spike to target with kind and priority; returns s. */

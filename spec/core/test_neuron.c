@@ -235,6 +235,37 @@ static void handle_full_axon_keeps_the_sequence(void) {
   nb_cortex_free(cx);
 }
 
+/* A hand-built spike with a malformed meta byte (an inline length of 47..62,
+ * kind 3, or the arena length without the ref marker) is refused before it
+ * reaches the axon: otherwise the cortex would hand agents a payload length
+ * that runs past the 64-byte spike. */
+static void handle_refuses_a_malformed_spike(void) {
+  nb_cortex_t *cx = small_cortex(NULL, 4);
+  NBT_CHECK(cx != NULL);
+  if (!cx) return;
+  nb_card_t a = card_named("a");
+  nb_neuron_t *na;
+  NBT_EQ(nb_cortex_register(cx, &a, NULL, NULL, NULL, &na), 0);
+  nb_spike_t s;
+  nb_spike_init(&s, 0, NB_EXCITATORY, 0);
+  s.meta = (uint8_t)(50u << 2); /* inline length 50 */
+  NBT_EQ(nb_neuron_fire(na, &s), NB_EINVAL);
+  s.meta = 3; /* kind 3 */
+  NBT_EQ(nb_neuron_fire(na, &s), NB_EINVAL);
+  s.meta = (uint8_t)(NB_LEN_ARENA << 2); /* ref length, no marker */
+  NBT_EQ(nb_neuron_fire(na, &s), NB_EINVAL);
+  NBT_EQ(nb_axon_published(nb_neuron_axon(na)), 0);
+  NBT_EQ(nb_neuron_stats(na)->spikes_out, 0);
+  NBT_EQ(s.timestamp_ns, 0); /* untouched */
+  nb_spike_init(&s, 0, NB_EXCITATORY, 0);
+  NBT_EQ(nb_neuron_fire(na, &s), 0);
+  NBT_EQ(s.sequence, 0); /* the refusals consumed no sequence */
+  /* The accessor keeps its documented range whatever the byte says. */
+  s.meta = (uint8_t)(62u << 2);
+  NBT_CHECK(nb_spike_inline_len(&s) <= NB_PAYLOAD_MAX);
+  nb_cortex_free(cx);
+}
+
 /* Receives a large payload and checks it byte for byte. */
 typedef struct big_s {
   const uint8_t *expect;
@@ -354,6 +385,7 @@ int main(void) {
   NBT_RUN(pacemaker_fires_every_n_plus_one_ticks);
   NBT_RUN(handle_stamps_source_sequence_and_time);
   NBT_RUN(handle_full_axon_keeps_the_sequence);
+  NBT_RUN(handle_refuses_a_malformed_spike);
   NBT_RUN(handle_large_payload_goes_through_the_arena);
   NBT_RUN(card_is_an_owned_copy);
   return nbt_done();
