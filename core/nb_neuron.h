@@ -118,7 +118,8 @@ void nb_neuron_set_version(nb_neuron_t *n, uint32_t version);
 /* Stamps source, the next sequence and the monotonic time on *s and
  * publishes it (non-blocking). Inside a cortex tick (agent callbacks) the
  * time is the tick's, read once per tick; elsewhere it is read per spike.
- * Either way timestamps of one source never decrease. Returns 0, NB_EINVAL
+ * Either way the timestamps of a neuron firing from one thread never
+ * decrease. Returns 0, NB_EINVAL
  * when s's meta byte is malformed (as nb_spike_from_bytes judges it), or
  * NB_EFULL when the axon is full (either way nothing is sent, the sequence
  * is not consumed, *s is left untouched). */
