@@ -56,6 +56,15 @@ int nb_frame_encode_head(const nb_spike_t *s, size_t payload_len,
   return NB_FRAME_SPIKE;
 }
 
+int nb_frame_encode_bare_ref(const nb_spike_t *s,
+                             uint8_t out[NB_FRAME_SPIKE]) {
+  nb_arena_ref_t ref;
+  if (!nb_spike_is_ref(s) || nb_spike_get_ref(s, &ref) != 0) return NB_EINVAL;
+  nb__put_le32(out, NB_SPIKE_SIZE);
+  memcpy(out + NB_FRAME_HEADER, nb_spike_as_bytes(s), NB_SPIKE_SIZE);
+  return NB_FRAME_SPIKE;
+}
+
 void nb_frame_decoder_init(nb_frame_decoder_t *d, uint32_t max_payload) {
   memset(d, 0, sizeof *d);
   d->max_payload = max_payload;
@@ -97,8 +106,10 @@ static int nb__frame_check_head(nb_frame_decoder_t *d) {
   uint32_t plen = d->body_len - NB_SPIKE_SIZE;
   if (nb_spike_is_ref(&s)) {
     nb_arena_ref_t ref;
-    if (nb_spike_get_ref(&s, &ref) != 0 || ref.len != plen)
-      return nb__frame_fail(d);
+    if (nb_spike_get_ref(&s, &ref) != 0) return nb__frame_fail(d);
+    /* Between ends sharing an arena the bytes stay there. */
+    if (plen == 0 && d->bare_refs) return 0;
+    if (ref.len != plen) return nb__frame_fail(d);
   } else if (plen != 0) {
     return nb__frame_fail(d);
   }

@@ -35,12 +35,20 @@ typedef struct nb_frame_decoder_s {
   uint8_t *payload;     /* grown to max_payload on demand */
   uint32_t payload_cap;
   int failed;           /* sticky: after an error the stream is dead */
+  int bare_refs;        /* 1: a 64-byte frame may hold an arena ref whose
+                           bytes stay in an arena both ends map (set after
+                           the two ends agreed on it); 0 by default */
 } nb_frame_decoder_t;
 
 /* Prepares a decoder accepting payloads up to max_payload bytes (0 = only
  * plain 64-byte frames). */
 void nb_frame_decoder_init(nb_frame_decoder_t *d, uint32_t max_payload);
 void nb_frame_decoder_free(nb_frame_decoder_t *d);
+
+/* Writes the 68-byte frame of a ref spike WITHOUT its payload bytes, for a
+ * peer that maps the same arena (its decoder has bare_refs set); returns
+ * 68, or NB_EINVAL when s holds no ref. */
+int nb_frame_encode_bare_ref(const nb_spike_t *s, uint8_t out[NB_FRAME_SPIKE]);
 
 /* Feeds up to len bytes and stops after at most one complete frame;
  * *used gets the bytes consumed. Returns 1 with *out (and *payload and

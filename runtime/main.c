@@ -9,7 +9,7 @@
 
 static const char usage[] =
     "usage: neuronbus run MANIFEST [--ticks N] [--for DURATION] [--stats[=json]]\n"
-    "                     [--no-watch]\n"
+    "                     [--no-watch] [--drain DURATION]\n"
     "       neuronbus check MANIFEST\n"
     "       neuronbus --help | --version\n"
     "\n"
@@ -25,6 +25,9 @@ static const char usage[] =
     "        is rejected and the old one keeps running. SIGHUP reloads every\n"
     "        changed script.\n"
     "        --no-watch     do not watch the scripts (reload on SIGHUP only)\n"
+    "        --drain D      with TCP links (listen, peers, remote neurons):\n"
+    "                       how long shutdown waits for spikes to leave and\n"
+    "                       be acknowledged by peers (default 2s)\n"
     "check   validates MANIFEST and loads every agent script it names;\n"
     "        prints every problem and exits 1 if there is any.\n"
     "\n"
@@ -107,6 +110,12 @@ static int cmd_run(int argc, char **argv) {
       o.stats = 2;
     } else if (!strcmp(a, "--no-watch")) {
       o.no_watch = 1;
+    } else if (!strcmp(a, "--drain") || !strncmp(a, "--drain=", 8)) {
+      const char *v = opt_value(argc, argv, &i, "--drain");
+      if (!v) return 1;
+      if (parse_duration(v, &o.drain_ns))
+        return bad("--drain needs a duration such as 500ms or 5s, got "
+                   "\"%s\"", v);
     } else if (!strncmp(a, "--stats=", 8)) {
       return bad("--stats takes \"json\" or \"table\", got \"%s\"", a + 8);
     } else if (a[0] == '-' && a[1]) {

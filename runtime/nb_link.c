@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "nb_err.h"
 #include "nb_link_wire.h"
@@ -37,6 +38,8 @@ typedef struct nb__entry_s {
   uint32_t plen;
   uint16_t target;  /* target handle */
   uint8_t written;  /* written at least once: a rewrite counts as resent */
+  uint8_t by_ref;   /* the bytes stay in the node's (file) arena: the
+                       spike's ref is retained until the entry is cleared */
 } nb__entry_t;
 
 typedef struct nb__conn_s {
@@ -72,6 +75,7 @@ struct nb_link_s {
   nb_link_node_t *node;
   nb_link_opts_t opts;
   int outbound, up, closing, lost_since_up, failures, was_full;
+  int shared; /* the peer maps our arena file: refs travel bare */
   char url[128];
   struct sockaddr_storage addr;
   char cortex[NB_LINK_NAME_MAX + 1]; /* the peer's, "" until known */
@@ -112,6 +116,8 @@ struct nb_link_node_s {
   nb_link_name_t *exposed; /* names owned (strdup) */
   uint32_t nexposed, expcap;
   uint8_t exp_bits[65536 / 8];
+  nb_link_arena_id_t aid; /* our arena file, when it can be shared */
+  int has_aid;
   nb__conn_t *conns;
   nb_link_t **links;
   size_t nlinks, linkcap;
@@ -189,14 +195,23 @@ static void nb__handle_closed(uv_handle_t *h) {
 
 /* ---- the send ring ---- */
 
-/* Frees the entry's payload and updates the byte count. */
+/* Frees the entry's payload (or drops its arena reference) and updates
+ * the byte count; returns nothing. */
 static void nb__entry_clear(nb_link_t *l, nb__entry_t *e) {
   if (e->payload) {
     l->qbytes -= e->plen;
     free(e->payload);
   }
+  if (e->by_ref) {
+    nb_spike_t s;
+    nb_arena_ref_t ref;
+    memcpy(&s, e->spike, NB_SPIKE_SIZE);
+    if (nb_spike_get_ref(&s, &ref) == 0)
+      nb_arena_release(l->node->o.arena, &ref);
+  }
   e->payload = NULL;
   e->plen = 0;
+  e->by_ref = 0;
 }
 
 /* Emits DRAIN once the queue is at most half full after an NB_EFULL. */
@@ -376,6 +391,7 @@ static void nb__link_detach(nb_link_t *l, nb__conn_t *c) {
   c->link = NULL;
   l->conn = NULL;
   l->up = 0;
+  l->shared = 0;
   if (was_up) {
     l->lost_since_up = 1;
     if (l->opts.policy == NB_LINK_DROP) {
@@ -494,6 +510,10 @@ static int nb__send_hello(nb__conn_t *c, nb_link_t *l) {
   memcpy(h.cortex, n->cortex, sizeof h.cortex);
   h.count = n->nexposed;
   h.names = n->exposed;
+  if (n->has_aid) {
+    h.flags = NB_LINK_F_ARENA;
+    h.arena = n->aid;
+  }
   size_t size = nb_link_hello_size(&h);
   nb__hello_write_t *w = malloc(sizeof *w + size);
   if (!w) return NB_ENOMEM;
@@ -642,7 +662,9 @@ static void nb__adopt_peer(nb_link_t *l, nb_link_hello_t *h) {
   uint64_t keep = l->rh, dropped = 0;
   for (uint64_t p = l->rh; p < l->rt; p++) {
     nb__entry_t *e = &l->ring[p & l->mask];
-    if (l->tremote[e->target] < 0 || e->plen > l->peer_max_payload) {
+    /* Over a shared arena a ref's bytes do not travel: no size limit. */
+    if (l->tremote[e->target] < 0 ||
+        (e->plen > l->peer_max_payload && !(e->by_ref && l->shared))) {
       nb__entry_clear(l, e);
       dropped++;
       continue;
@@ -708,6 +730,11 @@ static int nb__on_hello(nb__conn_t *c, nb_link_hello_t *h) {
               nb__peer(c, who, sizeof who), h->cortex);
     new_peer = nb__hello_recv_side(l, h);
   }
+  /* Same arena file on the same host: refs cross by reference, both ways
+   * (each end decides the same from the two HELLOs). */
+  l->shared = n->has_aid && (h->flags & NB_LINK_F_ARENA) &&
+              nb_link_arena_same(&n->aid, &h->arena);
+  nb_link_rx_bare_refs(&c->rx, l->shared);
   char why[200];
   if (nb__hello_send_side(l, h, new_peer, why, sizeof why) != 0) {
     memcpy(l->cortex, h->cortex, sizeof l->cortex);
@@ -724,9 +751,11 @@ static int nb__on_hello(nb__conn_t *c, nb_link_hello_t *h) {
   l->st.connects++;
   if (l->lost_since_up) l->st.reconnects++;
   nb__log(n, NB_LINK_LOG_INFO,
-          "%s: %s, %u neurons exposed, sending from frame %llu (%llu queued)",
-          nb__peer(c, who, sizeof who),
+          "%s: %s, %u neurons exposed%s, sending from frame %llu (%llu "
+          "queued)", nb__peer(c, who, sizeof who),
           l->lost_since_up ? "reconnected" : "connected", l->peer.count,
+          l->shared ? ", sharing the arena file (large payloads by reference)"
+                    : "",
           (unsigned long long)l->acked_seq, (unsigned long long)resend);
   l->lost_since_up = 0;
   if (n->o.on_event) n->o.on_event(n->o.ud, l, NB_LINK_UP);
@@ -762,7 +791,9 @@ static void nb__pause(nb__conn_t *c) {
 static int nb__deliver(nb__conn_t *c) {
   nb_link_node_t *n = c->node;
   nb_link_t *l = c->link;
-  if (c->pend_len && n->o.arena && !c->pend_has_ref) {
+  /* Every ref gets a copy in our arena, even an empty one: a ref into the
+   * peer's arena means nothing here. */
+  if (nb_spike_is_ref(&c->pend) && n->o.arena && !c->pend_has_ref) {
     int rc = nb_arena_alloc(n->o.arena, c->pend_payload, c->pend_len,
                             &c->pend_ref);
     if (rc != 0) {
@@ -844,6 +875,35 @@ static void nb__conn_process(nb__conn_t *c) {
     c->pend = ev.spike;
     c->pend_payload = ev.payload;
     c->pend_len = ev.payload_len;
+    if (nb_spike_is_ref(&ev.spike) && !ev.payload && c->link &&
+        c->link->shared) {
+      /* A bare ref (the decoder takes them only from a peer sharing our
+       * arena file): its bytes must be readable here, and the receiver
+       * gets its own reference to them. */
+      nb_arena_ref_t ref;
+      const void *d = NULL;
+      int brc = nb_spike_get_ref(&ev.spike, &ref);
+      if (brc == 0) brc = nb_arena_read(n->o.arena, &ref, &d);
+      if (brc == 0) {
+        brc = nb_arena_retain(n->o.arena, &ref);
+        if (brc > 0) brc = 0;
+      }
+      if (brc != 0) {
+        c->has_pending = 0;
+        nb__conn_lost(c, NB_LINK_LOG_ERROR, 1,
+                      "frame %llu: its arena reference (offset %llu, %u "
+                      "bytes) is not readable in the shared arena: %s",
+                      (unsigned long long)c->rx.frames,
+                      (unsigned long long)ref.offset, (unsigned)ref.len,
+                      nb_strerror(brc));
+        break;
+      }
+      c->pend_has_ref = 1;
+      c->pend_ref = ref;
+      c->pend_payload = d;
+      c->pend_len = ref.len;
+      c->link->st.refs_in++;
+    }
   }
   nb_link_t *l = c->link;
   if (l && l->recv_seq != seq0) nb__kick(n); /* an ack is owed */
@@ -912,6 +972,22 @@ static void nb__on_write(uv_write_t *req, int status) {
   nb__kick(c->node);
 }
 
+/* Removes the unwritten entry at position p (its bytes can no longer be
+ * read) keeping the order of the rest, and counts it lost; returns
+ * nothing. Unwritten entries have no sequence number yet, so this is safe
+ * anywhere in [rw, rt). */
+static void nb__squeeze(nb_link_t *l, uint64_t p, int rc) {
+  nb__entry_clear(l, &l->ring[p & l->mask]);
+  for (uint64_t q = p; q + 1 < l->rt; q++)
+    l->ring[q & l->mask] = l->ring[(q + 1) & l->mask];
+  memset(&l->ring[(l->rt - 1) & l->mask], 0, sizeof *l->ring);
+  l->rt--;
+  l->st.lost++;
+  nb__log(l->node, NB_LINK_LOG_WARN,
+          "peer '%s': a queued spike's payload can no longer be read from "
+          "the arena (%s): counted lost", l->cortex, nb_strerror(rc));
+}
+
 /* Writes the owed ack and as many queued frames as one write takes. */
 static void nb__link_flush(nb_link_t *l) {
   nb__conn_t *c = l->conn;
@@ -928,12 +1004,28 @@ static void nb__link_flush(nb_link_t *l) {
     nb__entry_t *e = &l->ring[p & l->mask];
     memcpy(&s, e->spike, NB_SPIKE_SIZE);
     s.target = (nb_id_t)l->tremote[e->target];
-    if (e->plen) {
+    if (e->by_ref && l->shared) {
+      /* The peer maps the same arena: the ref alone. */
+      nb_frame_encode_bare_ref(&s, c->wbuf + off);
+      off += NB_FRAME_SPIKE;
+      l->st.refs_out++;
+    } else if (e->plen) {
+      const void *bytes = e->payload;
+      if (e->by_ref) {
+        nb_arena_ref_t ref;
+        int rc = nb_spike_get_ref(&s, &ref);
+        if (rc == 0) rc = nb_arena_read(l->node->o.arena, &ref, &bytes);
+        if (rc != 0) {
+          nb__squeeze(l, p, rc);
+          continue;
+        }
+      }
       nb_frame_encode_head(&s, e->plen, c->wbuf + off);
       off += NB_FRAME_SPIKE;
-      /* The head run so far, then the payload straight from the queue. */
+      /* The head run so far, then the payload straight from the queue (or
+       * the arena). */
       c->iov[niov++] = uv_buf_init((char *)c->wbuf + run, (unsigned)(off - run));
-      c->iov[niov++] = uv_buf_init((char *)e->payload, e->plen);
+      c->iov[niov++] = uv_buf_init((char *)bytes, e->plen);
       total += (off - run) + e->plen;
       run = off;
     } else {
@@ -1037,6 +1129,28 @@ static void nb__on_connection(uv_stream_t *server, int status) {
 
 /* ---- public: node ---- */
 
+/* Fills n's arena identity from the file at path (device, inode), the
+ * arena's capacity and this host's boot id; leaves has_aid 0 (no sharing,
+ * payload bytes always travel) when one of them cannot be read. */
+static void nb__arena_identity(nb_link_node_t *n, const char *path) {
+  struct stat st;
+  if (stat(path, &st) != 0) return;
+  n->aid.dev = (uint64_t)st.st_dev;
+  n->aid.ino = (uint64_t)st.st_ino;
+  n->aid.capacity = nb_arena_capacity(n->o.arena);
+  FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+  if (!f) return;
+  char buf[NB_LINK_HOST_MAX + 2] = {0};
+  size_t got = fread(buf, 1, NB_LINK_HOST_MAX, f);
+  fclose(f);
+  while (got && (buf[got - 1] == '\n' || buf[got - 1] == ' ')) buf[--got] = 0;
+  for (size_t i = 0; i < got; i++)
+    if (buf[i] < 0x21 || buf[i] > 0x7e) return;
+  if (!got) return;
+  memcpy(n->aid.host, buf, got + 1);
+  n->has_aid = 1;
+}
+
 /* Returns a random nonzero 64-bit incarnation. */
 static uint64_t nb__incarnation(const void *salt) {
   uint64_t v = 0;
@@ -1061,6 +1175,8 @@ int nb_link_node_new(nb_link_node_t **out, uv_loop_t *loop,
   if (!n->o.max_payload) n->o.max_payload = NB_FRAME_PAYLOAD_DEFAULT_MAX;
   if (!n->o.hello_timeout_ms) n->o.hello_timeout_ms = 10000;
   n->inc = nb__incarnation(n);
+  if (n->o.arena && n->o.arena_path) nb__arena_identity(n, n->o.arena_path);
+  n->o.arena_path = NULL; /* not kept: the caller owns the string */
   uv_prepare_init(loop, &n->prep);
   n->prep.data = n;
   uv_timer_init(loop, &n->sweep);
@@ -1251,28 +1367,44 @@ int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
   if (l->up && l->tremote[target] < 0) return NB_ENOENT;
   nb_spike_t check;
   if (nb_spike_from_bytes(&check, nb_spike_as_bytes(s)) != 0) return NB_EINVAL;
+  int by_ref = 0;
+  nb_arena_ref_t ref;
   if (nb_spike_is_ref(s)) {
-    nb_arena_ref_t ref;
     if (nb_spike_get_ref(s, &ref) != 0) return NB_EINVAL;
     if (!payload) {
       if (!l->node->o.arena) return NB_EINVAL;
       int rc = nb_arena_read(l->node->o.arena, &ref, &payload);
       if (rc != 0) return rc;
       len = ref.len;
+      /* A file arena keeps the bytes: queue the ref, read them when
+       * written (or send the ref alone to a peer sharing the file). */
+      by_ref = l->node->has_aid;
     }
     if (len != ref.len) return NB_EINVAL;
-    uint32_t max = l->up ? l->peer_max_payload : l->node->o.max_payload;
-    if (len > max || len > l->opts.queue_bytes) return NB_ETOOBIG;
+    if (by_ref) {
+      if (l->up && !l->shared && len > l->peer_max_payload) return NB_ETOOBIG;
+    } else {
+      uint32_t max = l->up ? l->peer_max_payload : l->node->o.max_payload;
+      if (len > max || len > l->opts.queue_bytes) return NB_ETOOBIG;
+    }
   } else if (len != 0) {
     return NB_EINVAL;
   }
-  if (l->rt - l->rh >= l->cap || l->qbytes + len > l->opts.queue_bytes) {
+  if (l->rt - l->rh >= l->cap ||
+      (!by_ref && l->qbytes + len > l->opts.queue_bytes)) {
     l->st.full++;
     l->was_full = 1;
     return NB_EFULL;
   }
   nb__entry_t *e = &l->ring[l->rt & l->mask];
-  if (len) {
+  e->by_ref = 0;
+  if (by_ref) {
+    /* The queue's own reference, dropped when the entry is cleared. */
+    int rc = nb_arena_retain(l->node->o.arena, &ref);
+    if (rc < 0) return rc;
+    e->payload = NULL;
+    e->by_ref = 1;
+  } else if (len) {
     e->payload = malloc(len);
     if (!e->payload) return NB_ENOMEM;
     memcpy(e->payload, payload, len);
@@ -1318,6 +1450,8 @@ int nb_link_is_up(const nb_link_t *l) { return l && l->up; }
 int nb_link_is_paused(const nb_link_t *l) {
   return l && l->conn && l->conn->paused;
 }
+
+int nb_link_is_shared(const nb_link_t *l) { return l && l->up && l->shared; }
 
 const char *nb_link_peer(const nb_link_t *l) {
   return l->cortex[0] ? l->cortex : l->url;

@@ -15,6 +15,9 @@
  * into the link's BOUNDED queue and returns NB_EFULL when it is full: the
  * caller keeps the spike (in its axon), so backpressure reaches the
  * producer. Frames leave batched, many per write, once per loop iteration.
+ * With a file-backed arena (arena_path) a ref spike is queued as its ref
+ * (retained until acknowledged) and its bytes are read when written; when
+ * the peer maps the same file (the HELLOs say so) only the ref travels.
  *
  * Receiving: each spike goes to the node's on_spike callback; when it
  * answers NB_EFULL the link stops reading that socket (TCP pushes back on
@@ -111,6 +114,12 @@ typedef struct nb_link_node_opts_s {
   nb_link_opts_t accept;         /* options of links made by accepting */
   uint32_t hello_timeout_ms;     /* a caller silent this long is closed,
                                     0 = 10000 */
+  const char *arena_path; /* the file arena maps (nb_arena_open), NULL for
+                             a private arena: a peer on this host that maps
+                             the same file gets ref spikes by reference
+                             (the bytes stay in the file), and ref spikes
+                             sent without bytes are read from the arena
+                             when written instead of copied when queued */
 } nb_link_node_opts_t;
 
 typedef struct nb_link_stats_s {
@@ -130,6 +139,8 @@ typedef struct nb_link_stats_s {
   uint64_t queued;     /* spikes held now: unsent or unacked */
   uint64_t in_doubt;   /* DROP policy: written, unsettled while down */
   uint64_t queue_bytes; /* payload bytes held now */
+  uint64_t refs_out;   /* frames written as a bare ref (shared arena) */
+  uint64_t refs_in;    /* spikes received as a bare ref (shared arena) */
 } nb_link_stats_t;
 
 /* Returns the default link options (resend, 16384 spikes, 16 MiB). */
@@ -218,6 +229,10 @@ int nb_link_is_up(const nb_link_t *l);
 
 /* Returns 1 while reading is stopped for a full receiver, else 0. */
 int nb_link_is_paused(const nb_link_t *l);
+
+/* Returns 1 when the link is up and both ends map the same arena file
+ * (ref spikes cross by reference), else 0. */
+int nb_link_is_shared(const nb_link_t *l);
 
 /* Returns the peer's cortex name once known, else the dialled url (never
  * NULL). */

@@ -59,7 +59,23 @@ size_t nb_link_hello_size(const nb_link_hello_t *h) {
   size_t n = NB_LINK_HELLO_HEAD + 8 + 8 + 8 + 4 + 1 + strlen(h->cortex) + 4;
   for (uint32_t i = 0; i < h->count; i++)
     n += 3 + strlen(h->names[i].name);
+  if (h->flags & NB_LINK_F_ARENA) n += 8 + 8 + 8 + 1 + strlen(h->arena.host);
   return n;
+}
+
+/* Returns 1 when the n bytes at p make a valid host id (1..64 printable
+ * ASCII bytes), else 0. */
+static int nb__host_ok(const char *p, size_t n) {
+  if (n == 0 || n > NB_LINK_HOST_MAX) return 0;
+  for (size_t i = 0; i < n; i++)
+    if (p[i] < 0x21 || p[i] > 0x7e) return 0;
+  return 1;
+}
+
+int nb_link_arena_same(const nb_link_arena_id_t *a,
+                       const nb_link_arena_id_t *b) {
+  return a->dev == b->dev && a->ino == b->ino && a->capacity == b->capacity &&
+         a->host[0] && strcmp(a->host, b->host) == 0;
 }
 
 int nb_link_hello_encode(const nb_link_hello_t *h, uint8_t *out, size_t cap) {
@@ -70,6 +86,10 @@ int nb_link_hello_encode(const nb_link_hello_t *h, uint8_t *out, size_t cap) {
     if (!nm || !nb__name_ok(nm, strlen(nm))) return NB_EINVAL;
     if (h->names[i].id >= NB_LINK_CTRL_ID) return NB_EINVAL;
   }
+  if (h->flags & ~NB_LINK_F_ARENA) return NB_EINVAL;
+  if ((h->flags & NB_LINK_F_ARENA) &&
+      !nb__host_ok(h->arena.host, strlen(h->arena.host)))
+    return NB_EINVAL;
   size_t total = nb_link_hello_size(h);
   if (total - NB_LINK_HELLO_HEAD > NB_LINK_HELLO_MAX || total > cap)
     return NB_ETOOBIG;
@@ -95,6 +115,15 @@ int nb_link_hello_encode(const nb_link_hello_t *h, uint8_t *out, size_t cap) {
     p[2] = (uint8_t)n;
     memcpy(p + 3, h->names[i].name, n);
     p += 3 + n;
+  }
+  if (h->flags & NB_LINK_F_ARENA) {
+    size_t n = strlen(h->arena.host);
+    nb__put64(p, h->arena.dev);
+    nb__put64(p + 8, h->arena.ino);
+    nb__put64(p + 16, h->arena.capacity);
+    p[24] = (uint8_t)n;
+    memcpy(p + 25, h->arena.host, n);
+    p += 25 + n;
   }
   return (int)(p - out);
 }
@@ -124,7 +153,7 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
   if (len < NB_LINK_HELLO_HEAD) return 0;
   out->flags = nb__get16(buf + 6);
   uint32_t body = nb__get32(buf + 8);
-  if (out->flags != 0)
+  if (out->flags & ~NB_LINK_F_ARENA)
     return nb__why(why, whylen, "bad handshake: unknown flags 0x%04x",
                    out->flags);
   if (body > NB_LINK_HELLO_MAX)
@@ -193,6 +222,20 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
     p += n;
   }
   free(seen);
+  if (rc == 0 && (out->flags & NB_LINK_F_ARENA)) {
+    size_t n = end - p >= 25 ? p[24] : 0;
+    if (end - p < 25 || (size_t)(end - p) - 25 < n ||
+        !nb__host_ok((const char *)p + 25, n)) {
+      rc = nb__why(why, whylen, "bad handshake: malformed arena identity");
+    } else {
+      out->arena.dev = nb__get64(p);
+      out->arena.ino = nb__get64(p + 8);
+      out->arena.capacity = nb__get64(p + 16);
+      memcpy(out->arena.host, p + 25, n);
+      out->arena.host[n] = 0;
+      p += 25 + n;
+    }
+  }
   if (rc == 0 && p != end)
     rc = nb__why(why, whylen, "bad handshake: %zu trailing bytes",
                  (size_t)(end - p));
@@ -297,6 +340,10 @@ int nb_link_parse_url(const char *url, char *host, size_t hostcap, int *port,
 void nb_link_rx_init(nb_link_rx_t *rx, uint32_t max_payload) {
   memset(rx, 0, sizeof *rx);
   nb_frame_decoder_init(&rx->dec, max_payload);
+}
+
+void nb_link_rx_bare_refs(nb_link_rx_t *rx, int on) {
+  rx->dec.bare_refs = on != 0;
 }
 
 void nb_link_rx_free(nb_link_rx_t *rx) {

@@ -11,7 +11,7 @@
  * its HELLO carries how many frames it already received from that peer.
  *
  * HELLO (all integers little-endian):
- *   u32 magic "NBLK" | u16 version | u16 flags (0) | u32 body length
+ *   u32 magic "NBLK" | u16 version | u16 flags | u32 body length
  *   body: u64 incarnation (random, nonzero: one per running node)
  *         u64 peer incarnation (whose frames recv_seq counts; 0 = none)
  *         u64 recv_seq (data frames accepted from that incarnation)
@@ -19,8 +19,18 @@
  *         u8 n, n bytes: the cortex name
  *         u32 count, then count x { u16 id, u8 n, n bytes }: the neuron
  *         names this side exposes with their ids
+ *         only with flag NB_LINK_F_ARENA (the sender's payload arena is a
+ *         file it can share with a peer on the same host):
+ *         u64 dev, u64 inode (of the arena file), u64 capacity,
+ *         u8 n, n bytes: the host's boot id (same kernel, same boot)
  *   Names are 1..255 bytes with no control characters; ids are below
- *   NB_LINK_CTRL_ID; names and ids are unique; the body length is exact.
+ *   NB_LINK_CTRL_ID; names and ids are unique; the body length is exact;
+ *   other flags are refused (a later version's features).
+ *
+ * Two ends whose HELLOs carry the same arena identity map the same file:
+ * a ref spike then travels as a bare 68-byte frame (nb_frame_encode_
+ * bare_ref), its bytes staying in the shared arena; otherwise (and always
+ * between hosts) the bytes follow the spike.
  *
  * Control frames are plain 68-byte frames whose spike has source and target
  * NB_LINK_CTRL_ID (never a neuron exposed on a link): payload byte 0 is the
@@ -41,11 +51,25 @@
 #define NB_LINK_NAME_MAX 255u
 #define NB_LINK_CTRL_ID 0xFFFEu /* source and target of control frames */
 #define NB_LINK_CTRL_ACK 1u
+#define NB_LINK_F_ARENA 0x0001u /* the HELLO ends with an arena identity */
+#define NB_LINK_HOST_MAX 64u    /* bytes of the host id in the HELLO */
 
 typedef struct nb_link_name_s {
   const char *name; /* NUL-terminated, 1..255 bytes */
   nb_id_t id;
 } nb_link_name_t;
+
+/* What makes two processes' arenas the same memory. */
+typedef struct nb_link_arena_id_s {
+  uint64_t dev, ino;  /* of the arena file */
+  uint64_t capacity;  /* data bytes, as its header says */
+  char host[NB_LINK_HOST_MAX + 1]; /* the boot id: 1..64 printable bytes */
+} nb_link_arena_id_t;
+
+/* Returns 1 when a and b name the same arena file on the same host, else
+ * 0. */
+int nb_link_arena_same(const nb_link_arena_id_t *a,
+                       const nb_link_arena_id_t *b);
 
 typedef struct nb_link_hello_s {
   uint16_t version;
@@ -58,6 +82,7 @@ typedef struct nb_link_hello_s {
   uint32_t count;
   nb_link_name_t *names; /* count entries (parsed: one allocation holding
                             the names too, see nb_link_hello_free) */
+  nb_link_arena_id_t arena; /* with flags & NB_LINK_F_ARENA */
 } nb_link_hello_t;
 
 /* Returns the encoded size of h in bytes (header included). */
@@ -127,6 +152,10 @@ typedef struct nb_link_rx_s {
 
 /* Prepares rx for a new connection accepting payloads up to max_payload. */
 void nb_link_rx_init(nb_link_rx_t *rx, uint32_t max_payload);
+
+/* Accepts (on 1) or refuses (0, the default) ref spikes without their
+ * bytes from now on: for a peer sharing this end's arena. Returns nothing. */
+void nb_link_rx_bare_refs(nb_link_rx_t *rx, int on);
 void nb_link_rx_free(nb_link_rx_t *rx);
 
 /* Feeds up to len bytes, stopping after at most one event; *used gets the

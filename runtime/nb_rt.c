@@ -431,6 +431,7 @@ static void nb__agent_free(nb__agent_t *a) {
   free(a->errlog);
   free(a->name);
   free(a->script);
+  if (a->proxy) nb__link_proxy_free(a->proxy);
   free(a);
 }
 
@@ -623,7 +624,21 @@ static int nb__add_neuron(nb_rt_t *rt, lua_State *C, int idx,
     lua_getfield(C, idx, "recorder");
     recorder = lua_toboolean(C, -1);
     lua_pop(C, 1);
-    if (!recorder) a->script = nb__str(C, idx, "script", path, errs);
+    lua_getfield(C, idx, "remote");
+    if (lua_istable(C, -1)) {
+      /* A remote neuron: a proxy whose spikes leave through a TCP link. */
+      char *err = NULL;
+      if (nb__link_proxy_new(rt, a, C, &err) != 0) {
+        nb__addf(errs, "%s.remote: %s", path, err);
+        free(err);
+        lua_pop(C, 1);
+        nb__agent_free(a);
+        return -1;
+      }
+    }
+    lua_pop(C, 1);
+    if (!recorder && !a->proxy)
+      a->script = nb__str(C, idx, "script", path, errs);
     a->ntags[0] = nb__tags(C, idx, "capabilities", a->tags[0], path, errs);
     a->ntags[1] = nb__tags(C, idx, "regions", a->tags[1], path, errs);
     p.threshold = (float)nb__num(C, idx, "threshold", p.threshold, path, errs);
@@ -632,9 +647,9 @@ static int nb__add_neuron(nb_rt_t *rt, lua_State *C, int idx,
     p.refractory = (uint32_t)nb__num(C, idx, "refractory", p.refractory, path,
                                      errs);
   }
-  if (recorder) {
-    /* A recorder never fires, so it is never refractory: what it is sent
-     * arrives in the tick it is routed. */
+  if (recorder || a->proxy) {
+    /* A recorder (or a proxy) never fires, so it is never refractory:
+     * what it is sent arrives in the tick it is routed. */
     p.threshold = 1e30f;
     p.refractory = 0;
   } else if (!a->script) {
@@ -649,7 +664,7 @@ static int nb__add_neuron(nb_rt_t *rt, lua_State *C, int idx,
     nb__agent_free(a);
     return -1;
   }
-  if (!recorder) {
+  if (!recorder && !a->proxy) {
     char *err = NULL;
     if (nb__agent_boot(a, &err) != 0) {
       nb__addf(errs, "neurons.%s: %s", a->name, err);
@@ -668,7 +683,8 @@ static int nb__add_neuron(nb_rt_t *rt, lua_State *C, int idx,
   card.nregions = a->ntags[1];
   card.version = a->ver.counter; /* 0 for a recorder */
   int rc = nb_cortex_register(rt->cx, &card, &p,
-                              recorder ? &nb__rec_ops : &nb__lua_ops, a,
+                              a->proxy ? &nb__proxy_ops
+                              : recorder ? &nb__rec_ops : &nb__lua_ops, a,
                               &a->neuron);
   if (rc != 0) {
     nb__addf(errs, "neurons.%s: cannot register: %s", a->name,
@@ -869,6 +885,18 @@ static int nb__build(nb_rt_t *rt, lua_State *C, int idx, nb__buf_t *errs) {
     for (const char *c = rt->opts.recorders; *c; c++) nrec += *c == ',';
   }
   if (nneurons + nrec > o.max_neurons) o.max_neurons = (uint32_t)(nneurons + nrec);
+  char *lerr = NULL;
+  if (nb__link_config(rt, C, idx, &lerr) != 0) {
+    nb__addf(errs, "%s", lerr);
+    free(lerr);
+    free(apath);
+    return -1;
+  }
+  /* Room for the proxies of peers' neurons that write to us unannounced. */
+  if (rt->link && o.max_neurons < nneurons + nrec + NB__LINK_ID_ROOM) {
+    size_t want = nneurons + nrec + NB__LINK_ID_ROOM;
+    o.max_neurons = want > NB_MAX_NEURONS ? NB_MAX_NEURONS : (uint32_t)want;
+  }
   int rc;
   if (asize > 0) {
     rc = apath ? nb_arena_open(&rt->arena, apath, (size_t)asize)
@@ -1055,6 +1083,11 @@ int nb_rt_check(const char *path, FILE *out) {
       lua_getfield(C, -1, "name");
       lua_getfield(C, -2, "script");
       const char *name = lua_tostring(C, -2), *script = lua_tostring(C, -1);
+      if (!script) {
+        /* A remote neuron: its script runs in its peer. */
+        lua_pop(C, 3);
+        continue;
+      }
       lua_State *S = nb__state_new(&err);
       if (!S) {
         nb__addf(&errs, "%s", err);
@@ -1140,6 +1173,7 @@ void nb_rt_close(nb_rt_t *rt) {
   for (uint32_t i = 0; i < rt->n; i++) nb__agent_free(rt->agents[i]);
   /* Agents whose registration failed were freed already. */
   free(rt->agents);
+  if (rt->link) nb__link_free(rt);
   if (rt->cx) nb_cortex_free(rt->cx);
   if (rt->arena) nb_arena_free(rt->arena);
   free(rt->name);
@@ -1150,6 +1184,7 @@ void nb_rt_close(nb_rt_t *rt) {
 int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
   int64_t total = 0;
   for (uint64_t i = 0; i < n; i++) {
+    if (rt->link) nb__link_pretick(rt);
     int rc = nb_cortex_tick(rt->cx);
     if (rc < 0) return rc;
     total += rc;

@@ -206,6 +206,8 @@ typedef struct nb_rt_run_opts_s {
   FILE *out;            /* statistics go here (default stdout) */
   int no_watch;         /* 1 = do not watch the agent scripts (hot reload
                            then only through SIGHUP) */
+  uint64_t drain_ns;    /* TCP links: how long shutdown waits for spikes
+                           to leave and be acknowledged, 0 = 2 s */
 } nb_rt_run_opts_t;
 
 /* Runs rt on a libuv loop (a timer per tick interval, or free-running in
@@ -238,5 +240,35 @@ uint64_t nb_rt_tick_ns(const nb_rt_t *rt);
 
 /* Returns the topology's name. */
 const char *nb_rt_topology_name(const nb_rt_t *rt);
+
+/* ---- TCP links (issue 5): what nb_rt_run does with them, for C tests
+ * and benchmarks that drive their own loop ---- */
+
+/* Starts rt's links on uv_loop (a uv_loop_t): exposes every local neuron
+ * by name, listens, dials every peer and binds the remote neurons' proxies.
+ * Returns 0 (also for a topology without links), NB_EEXIST when already
+ * started, or NB_EIO / NB_EINVAL / NB_ENOMEM with the reason on stderr
+ * (the address to listen on is taken, for instance). */
+int nb_rt_link_start(nb_rt_t *rt, void *uv_loop);
+
+/* Returns the port rt listens on, or 0 when it does not listen. */
+int nb_rt_link_port(const nb_rt_t *rt);
+
+/* Stops rt cleanly with its links: agents' tick is no longer called, ticks
+ * and the loop run until every spike routed to a remote neuron left and
+ * was acknowledged (or grace_ns passed, 0 = 2 s), every on_stop runs (as
+ * nb_rt_stop), what on_stop fired is flushed, then the links close (their
+ * counters stay in the statistics). Without links it is nb_rt_stop(rt, 0).
+ * Returns nothing. */
+void nb_rt_link_stop(nb_rt_t *rt, uint64_t grace_ns);
+
+/* Returns the number of links rt has (dialled, expected, or accepted). */
+size_t nb_rt_link_count(const nb_rt_t *rt);
+
+/* Copies link i's counters into *out (an nb_link_stats_t, nb_link.h) and
+ * points *peer at its peer's name (or dialled url); returns 0, or
+ * NB_ENOENT past the last link. */
+int nb_rt_link_stats(const nb_rt_t *rt, size_t i, void *out,
+                     const char **peer);
 
 #endif

@@ -56,6 +56,8 @@ typedef struct nb__agent_s {
   nb__reclog_t rec[2]; /* 0 received, 1 fired */
   uint32_t inject_seq; /* sequence of spikes injected in its name */
   nb__version_t ver;   /* hot reload: code version (nb_rt_reload.c) */
+  struct nb__proxy_s *proxy; /* a remote neuron's link end (nb_rt_link.c),
+                                NULL for every other neuron */
 } nb__agent_t;
 
 struct nb_rt_s {
@@ -71,6 +73,7 @@ struct nb_rt_s {
   /* stats rate: totals at the previous report */
   uint64_t rate_t0_ns, rate_in0;
   uint64_t start_ns;
+  struct nb__rtlink_s *link; /* TCP links (nb_rt_link.c), NULL without */
 };
 
 /* Returns a new Lua state with the standard libraries and package.path set
@@ -98,5 +101,37 @@ void nb__reload_watch_free(struct nb__watch_s *w);
 
 /* Returns a malloc'd printf-formatted string (never NULL: aborts on OOM). */
 char *nb__strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- TCP links (nb_rt_link.c, issue 5) ---- */
+
+/* Ids kept free for proxies made at run time for peers' neurons. */
+#define NB__LINK_ID_ROOM 256
+
+/* The callbacks of a remote neuron's proxy (no Lua state). */
+extern const nb_agent_ops_t nb__proxy_ops;
+
+/* Reads topology.transport and arena.path from the topology table at idx of
+ * C into a new rt->link (nothing when the topology has no transport);
+ * returns 0, or -1 with *err set (malloc'd, one problem per line). */
+int nb__link_config(nb_rt_t *rt, lua_State *C, int idx, char **err);
+
+/* Makes a's proxy from the normalized remote table on top of C (a url or
+ * a cortex, and the remote neuron's name); returns 0, or -1 with *err set
+ * (malloc'd). The caller registers a with nb__proxy_ops afterwards. */
+int nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, lua_State *C, char **err);
+
+/* Frees a proxy; returns nothing. */
+void nb__link_proxy_free(struct nb__proxy_s *p);
+
+/* Before each tick: pushes spikes the proxies hold into their links and
+ * lets paused links read again; returns nothing. */
+void nb__link_pretick(nb_rt_t *rt);
+
+/* Prints the link rows of the statistics (a table, or a ",\"links\":[...]"
+ * member for JSON); returns nothing. */
+void nb__link_print_stats(nb_rt_t *rt, FILE *f, int json);
+
+/* Frees rt->link (its node must be closed by then); returns nothing. */
+void nb__link_free(nb_rt_t *rt);
 
 #endif

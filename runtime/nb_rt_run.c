@@ -117,6 +117,13 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   /* Hot reload: script changes and SIGHUP are served between ticks. */
   struct nb__watch_s *watch = nb__reload_watch_start(&l.loop, rt,
                                                      !opts->no_watch);
+  /* TCP links: listen and dial before the first tick (a taken port ends
+   * the run before any agent ticks). */
+  int lrc = nb_rt_link_start(rt, &l.loop);
+  if (lrc != 0) {
+    l.error = lrc;
+    nb__loop_stop(&l);
+  }
   l.t0_ns = nb_clock_ns();
   if (rt->tick_ns) {
     /* A timer of the tick interval (at least 1 ms: libuv's resolution);
@@ -144,7 +151,11 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
     l.stats.data = &l;
     uv_timer_start(&l.stats, nb__on_stats, ms, ms);
   }
-  if (opts->ticks == 0 || l.done < opts->ticks) uv_run(&l.loop, UV_RUN_DEFAULT);
+  if (!l.stopping && (opts->ticks == 0 || l.done < opts->ticks))
+    uv_run(&l.loop, UV_RUN_DEFAULT);
+  /* With links, shutdown flushes them on the still-running loop (their
+   * handles close before the walk below); on_stop runs in there. */
+  if (rt->link) nb_rt_link_stop(rt, opts->drain_ns);
   uv_walk(&l.loop, nb__close_walk, NULL);
   uv_run(&l.loop, UV_RUN_DEFAULT);
   uv_loop_close(&l.loop);
@@ -251,7 +262,9 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
     }
     fputs("],\"synapses\":[", f);
     nb_synapse_table_each(nb_cortex_synapses(rt->cx), nb__print_synapse, &sc);
-    fputs("]}\n", f);
+    fputs("]", f);
+    if (rt->link) nb__link_print_stats(rt, f, 1);
+    fputs("}\n", f);
   } else {
     fprintf(f, "== %s statistics: %s, tick %" PRIu64 ", %.2f s, %.0f spikes/s%s\n",
             final ? "final" : "periodic", rt->name, rt->ticks, elapsed, rate,
@@ -288,6 +301,7 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
       fprintf(f, "  %-36s %10s\n", "synapse", "weight");
       nb_synapse_table_each(nb_cortex_synapses(rt->cx), nb__print_synapse, &sc);
     }
+    if (rt->link) nb__link_print_stats(rt, f, 0);
   }
   fflush(f);
 }

@@ -17,9 +17,14 @@
 --       { name, script (absolute), regions, capabilities, threshold, rest,
 --         leak, refractory, config } },
 --     synapses = { { from, to, weight, stdp = nil | { a_plus, a_minus,
---       tau_plus_ms, tau_minus_ms, w_min, w_max }, filters = { ... } } } }
+--       tau_plus_ms, tau_minus_ms, w_min, w_max }, filters = { ... } } },
+--     transport = nil | { listen, peers, accept, max_payload } }
+--   A neuron with `remote` (another process's neuron, reached over TCP) has
+--   remote = { url, neuron } | { cortex, neuron } and no script: see
+--   neuronbus.transport for those keys.
 
 local units = require("neuronbus.units")
+local transport = require("neuronbus.transport")
 
 local type = type
 local pairs = pairs
@@ -95,6 +100,16 @@ local KEYS = {
   stdp = { "a_plus", "a_minus", "tau_plus", "tau_minus", "w_min", "w_max" },
   filters = { "kind", "priority", "prefix", "custom" },
 }
+
+-- The TCP keys (listen, peers, accept, max_payload, a neuron's remote):
+-- checked by neuronbus.transport.
+for _, k in ipairs(transport.TOP_KEYS) do
+  KEYS.top[#KEYS.top + 1] = k
+end
+KEYS.neuron[#KEYS.neuron + 1] = "remote"
+for what, list in pairs(transport.KEYS) do
+  KEYS[what] = list
+end
 
 ------------------------------------------------------------------------
 -- small helpers
@@ -563,7 +578,12 @@ local function check_neuron(c, name, spec)
   end
   c:keys(path, t, "neuron")
   local n = { name = name }
-  n.script = check_script(c, join(path, "script"), t.script)
+  if t.remote ~= nil then
+    -- A proxy for a neuron of another process (neuronbus.transport).
+    n.remote = transport.check_remote(c, path, t, { join = join })
+  else
+    n.script = check_script(c, join(path, "script"), t.script)
+  end
 
   if t.region ~= nil and t.regions ~= nil then
     c:fail(join(path, "regions"), "give region or regions, not both")
@@ -820,6 +840,8 @@ function _M.validate(tbl, basedir, opts)
   local known
   topo.neurons, known = check_neurons(c, tbl.neurons)
   topo.synapses = check_synapses(c, tbl.synapses, known)
+  topo.transport = transport.check(c, tbl, topo, {
+    join = join, suggest = suggest, is_array = is_array })
   if #c.errs > 0 then
     return nil, c.errs
   end

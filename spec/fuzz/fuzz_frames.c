@@ -7,8 +7,10 @@
  *     same bytes (the format has one spelling);
  *   - the link's receive state machine (HELLO, then frames and acks) fed
  *     whole and fed in seed-chosen pieces: the events and the verdict must
- *     not depend on where the stream was cut;
- *   - the bare frame decoder of nb_transport.h, whole and in pieces;
+ *     not depend on where the stream was cut; once with bare refs refused
+ *     and once accepted after the HELLO (a peer sharing the arena file);
+ *   - the bare frame decoder of nb_transport.h, whole and in pieces, with
+ *     and without bare refs;
  *   - the URL parser, on the input as text.
  * A difference traps, so libFuzzer reports it like a crash. */
 #include <stdint.h>
@@ -45,7 +47,7 @@ typedef struct verdict_s {
 /* Runs the receive state machine over data, whole (seed 255 = one piece)
  * or cut by seed; returns what it saw. */
 static verdict_t run_rx(const uint8_t *data, size_t len, uint32_t max_payload,
-                        int whole, uint8_t seed) {
+                        int whole, uint8_t seed, int bare) {
   verdict_t v = {1469598103934665603ull, 0, 0};
   nb_link_rx_t rx;
   nb_link_rx_init(&rx, max_payload);
@@ -80,7 +82,11 @@ static verdict_t run_rx(const uint8_t *data, size_t len, uint32_t max_payload,
           for (const char *p = ev.hello.names[i].name; *p; p++)
             FNV(v.digest, (uint8_t)*p);
         }
+        FNV(v.digest, ev.hello.flags);
+        FNV(v.digest, ev.hello.arena.ino);
         nb_link_hello_free(&ev.hello);
+        /* What a link does once both HELLOs name the same arena. */
+        nb_link_rx_bare_refs(&rx, bare);
       } else if (ev.kind == NB_LINK_RX_ACK) {
         FNV(v.digest, ev.ack);
       } else {
@@ -90,7 +96,8 @@ static verdict_t run_rx(const uint8_t *data, size_t len, uint32_t max_payload,
         if (nb_spike_is_ref(&ev.spike)) {
           nb_arena_ref_t ref;
           if (nb_spike_get_ref(&ev.spike, &ref) != 0 ||
-              ref.len != ev.payload_len)
+              (ref.len != ev.payload_len &&
+               !(bare && ev.payload_len == 0 && !ev.payload)))
             __builtin_trap();
         } else if (ev.payload_len != 0) {
           __builtin_trap();
@@ -107,10 +114,12 @@ static verdict_t run_rx(const uint8_t *data, size_t len, uint32_t max_payload,
 
 /* Runs the bare frame decoder over data; returns what it saw. */
 static verdict_t run_frames(const uint8_t *data, size_t len,
-                            uint32_t max_payload, int whole, uint8_t seed) {
+                            uint32_t max_payload, int whole, uint8_t seed,
+                            int bare) {
   verdict_t v = {1469598103934665603ull, 0, 0};
   nb_frame_decoder_t d;
   nb_frame_decoder_init(&d, max_payload);
+  d.bare_refs = bare;
   uint32_t st = seed * 2246822519u + 7;
   size_t pos = 0;
   while (pos < len && !v.error) {
@@ -140,8 +149,13 @@ static verdict_t run_frames(const uint8_t *data, size_t len,
       for (size_t i = 0; i < plen; i++) FNV(v.digest, payload[i]);
       /* What comes out must encode back to the same head. */
       uint8_t head[NB_FRAME_SPIKE];
-      if (nb_frame_encode_head(&s, plen, head) != NB_FRAME_SPIKE)
+      if (bare && plen == 0 && nb_spike_is_ref(&s)) {
+        if (nb_frame_encode_bare_ref(&s, head) != NB_FRAME_SPIKE ||
+            memcmp(head + NB_FRAME_HEADER, &s, NB_SPIKE_SIZE) != 0)
+          __builtin_trap();
+      } else if (nb_frame_encode_head(&s, plen, head) != NB_FRAME_SPIKE) {
         __builtin_trap();
+      }
     }
     pos += n;
   }
@@ -179,11 +193,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
   /* The link's receive path, with a small maximum (payload paths are
    * reached by small inputs) and the default one. */
   static const uint32_t maxes[2] = {4096, NB_FRAME_PAYLOAD_DEFAULT_MAX};
-  for (int i = 0; i < 2; i++) {
-    same(run_rx(data, len, maxes[i], 1, seed),
-         run_rx(data, len, maxes[i], 0, seed));
-    same(run_frames(data, len, maxes[i], 1, seed),
-         run_frames(data, len, maxes[i], 0, seed));
+  for (int i = 0; i < 4; i++) {
+    int bare = i >= 2;
+    same(run_rx(data, len, maxes[i & 1], 1, seed, bare),
+         run_rx(data, len, maxes[i & 1], 0, seed, bare));
+    same(run_frames(data, len, maxes[i & 1], 1, seed, bare),
+         run_frames(data, len, maxes[i & 1], 0, seed, bare));
   }
 
   /* The URL parser on the input as text. */

@@ -23,6 +23,8 @@ static void put(const void *p, size_t n) {
   len += n;
 }
 
+static int arena_flag; /* the next HELLO carries an arena identity */
+
 static void hello(const char *cortex, uint16_t version, uint32_t names) {
   static char nm[128][16];
   nb_link_name_t list[128];
@@ -41,6 +43,14 @@ static void hello(const char *cortex, uint16_t version, uint32_t names) {
   }
   h.count = names;
   h.names = list;
+  if (arena_flag) {
+    h.flags = NB_LINK_F_ARENA;
+    h.arena.dev = 0x2d;
+    h.arena.ino = 4242;
+    h.arena.capacity = 64u << 20;
+    snprintf(h.arena.host, sizeof h.arena.host,
+             "6f1c2a4e-8b0d-4f4e-9a51-0c3f1e2d7b99");
+  }
   len += (size_t)nb_link_hello_encode(&h, buf + len, sizeof buf - len);
 }
 
@@ -62,6 +72,15 @@ static void large(nb_id_t target, uint32_t n) {
   nb_spike_set_ref(&s, &ref);
   len += (size_t)nb_frame_encode_head(&s, n, buf + len);
   for (uint32_t i = 0; i < n; i++) buf[len++] = (uint8_t)(i ^ (i >> 8));
+}
+
+/* A ref spike without its bytes: between ends sharing an arena file. */
+static void bare(nb_id_t target, uint32_t n) {
+  nb_spike_t s;
+  nb_arena_ref_t ref = {128, n, 6, 1, 0};
+  nb_spike_init(&s, target, NB_EXCITATORY, 1);
+  nb_spike_set_ref(&s, &ref);
+  len += (size_t)nb_frame_encode_bare_ref(&s, buf + len);
 }
 
 static void ack(uint64_t seq) { len += (size_t)nb_link_ack_encode(seq, buf + len); }
@@ -140,5 +159,16 @@ int main(int argc, char **argv) {
   save(dir, "url_neuron", 0);
   put("tcp://[::1]:0", 13);
   save(dir, "url_v6", 0);
+  arena_flag = 1;
+  hello("shared", 0, 2);
+  bare(0, 65536);
+  spike(3, 7);
+  large(3, 100);
+  bare(3, 47);
+  save(dir, "stream_shared_arena", 2);
+  hello("shared", 0, 0);
+  buf[len - 20] = 0; /* a control byte in the host id */
+  save(dir, "hello_bad_arena_id", 0);
+  arena_flag = 0;
   return 0;
 }

@@ -196,15 +196,16 @@ describe("manifest.validate", function()
   describe("unknown keys", function()
     it("at the top level, listing the allowed keys", function()
       fails_with(with({ ticks = "1ms" }), {
-        'ticks: unknown key, did you mean "tick"? (allowed: arena, axon, name, '
-          .. "neurons, prune_every, synapses, tick)",
+        'ticks: unknown key, did you mean "tick"? (allowed: accept, arena, axon, '
+          .. "listen, max_payload, name, neurons, peers, prune_every, synapses, tick)",
       })
     end)
 
     it("in a neuron", function()
       fails_with(with({ neurons = { parser = { script = "agents/echo.lua", treshold = 1 } } }), {
         'neurons.parser.treshold: unknown key, did you mean "threshold"? (allowed: '
-          .. "capabilities, config, leak, refractory, region, regions, rest, script, threshold)",
+          .. "capabilities, config, leak, refractory, region, regions, remote, rest, "
+          .. "script, threshold)",
       })
     end)
 

@@ -506,6 +506,67 @@ static void test_hello_codec(void) {
   NBT_EQ(nb_link_hello_parse(buf, (size_t)n, &h, why, sizeof why), NB_EFRAME);
 }
 
+/* The arena identity a HELLO may carry (flag NB_LINK_F_ARENA), other
+ * flags refused, and bare ref frames only where they were agreed. */
+static void test_hello_arena(void) {
+  uint8_t buf[1024];
+  nb_link_hello_t e, h;
+  char why[200];
+  memset(&e, 0, sizeof e);
+  e.incarnation = 9;
+  snprintf(e.cortex, sizeof e.cortex, "c");
+  e.flags = NB_LINK_F_ARENA;
+  e.arena.dev = 45;
+  e.arena.ino = 123456;
+  e.arena.capacity = 1u << 26;
+  snprintf(e.arena.host, sizeof e.arena.host, "boot-id-1");
+  int n = nb_link_hello_encode(&e, buf, sizeof buf);
+  NBT_EQ((size_t)n, nb_link_hello_size(&e));
+  for (int cut = 0; cut < n; cut++)
+    NBT_EQ(nb_link_hello_parse(buf, (size_t)cut, &h, why, sizeof why), 0);
+  NBT_EQ(nb_link_hello_parse(buf, (size_t)n, &h, why, sizeof why), n);
+  NBT_EQ(h.flags, NB_LINK_F_ARENA);
+  NBT_EQ(h.arena.ino, 123456);
+  NBT_CHECK(nb_link_arena_same(&h.arena, &e.arena));
+  h.arena.ino++;
+  NBT_CHECK(!nb_link_arena_same(&h.arena, &e.arena));
+  nb_link_hello_free(&h);
+  /* Another host (boot id) is another arena, whatever the inode. */
+  nb_link_arena_id_t other = e.arena;
+  snprintf(other.host, sizeof other.host, "boot-id-2");
+  NBT_CHECK(!nb_link_arena_same(&other, &e.arena));
+  /* A control byte in the host id, and an unknown flag: refused. */
+  buf[n - 1] = 0x01;
+  NBT_EQ(nb_link_hello_parse(buf, (size_t)n, &h, why, sizeof why), NB_EFRAME);
+  NBT_CHECK(strstr(why, "arena identity") != NULL);
+  n = nb_link_hello_encode(&e, buf, sizeof buf);
+  buf[6] = 0x03;
+  NBT_EQ(nb_link_hello_parse(buf, (size_t)n, &h, why, sizeof why), NB_EFRAME);
+  NBT_CHECK(strstr(why, "unknown flags") != NULL);
+  /* A 68-byte ref frame: refused by default, taken once agreed. */
+  nb_spike_t s;
+  nb_arena_ref_t ref = {64, 5000, 3, 0, 0};
+  nb_spike_init(&s, 1, NB_EXCITATORY, 0);
+  nb_spike_set_ref(&s, &ref);
+  uint8_t fr[NB_FRAME_SPIKE];
+  NBT_EQ(nb_frame_encode_bare_ref(&s, fr), NB_FRAME_SPIKE);
+  nb_frame_decoder_t d;
+  const uint8_t *pl;
+  size_t used, plen;
+  nb_spike_t out;
+  nb_frame_decoder_init(&d, 4096);
+  NBT_EQ(nb_frame_decode(&d, fr, sizeof fr, &used, &out, &pl, &plen),
+         NB_EFRAME);
+  nb_frame_decoder_init(&d, 4096);
+  d.bare_refs = 1;
+  NBT_EQ(nb_frame_decode(&d, fr, sizeof fr, &used, &out, &pl, &plen), 1);
+  NBT_EQ(plen, 0);
+  NBT_CHECK(pl == NULL && nb_spike_is_ref(&out));
+  nb_spike_init(&s, 1, NB_EXCITATORY, 0);
+  NBT_EQ(nb_frame_encode_bare_ref(&s, fr), NB_EINVAL); /* no ref */
+  nb_frame_decoder_free(&d);
+}
+
 /* Builds a stream: HELLO, then mixed frames and acks; returns its length. */
 static size_t make_stream(uint8_t *buf, size_t cap, int nframes) {
   size_t off = (size_t)make_hello(buf, cap, "beta", 0, 7, 3);
@@ -1571,6 +1632,7 @@ int main(void) {
   signal(SIGPIPE, SIG_IGN);
   NBT_RUN(test_url);
   NBT_RUN(test_hello_codec);
+  NBT_RUN(test_hello_arena);
   NBT_RUN(test_rx_cut_anywhere);
   NBT_RUN(test_exchange_million);
   NBT_RUN(test_bad_peers);

@@ -1,0 +1,341 @@
+-- neuronbus.transport: the manifest's TCP keys (issue 5), checked with the
+-- manifest's own checker so every problem is reported with its key path.
+--
+--   listen = "tcp://127.0.0.1:7401",          -- port 0: the system picks
+--   peers = { "tcp://127.0.0.1:7402",          -- links this process dials
+--             { url = "tcp://127.0.0.1:7403", policy = "drop",
+--               queue = 16384, queue_bytes = "16MB",
+--               backoff = { "50ms", "5s" } } },
+--   accept = { policy = "resend", queue = 16384, queue_bytes = "16MB" },
+--   max_payload = "1MB",                       -- largest payload from peers
+--   neurons = { parser = { remote = "tcp://127.0.0.1:7402/parser" },
+--               ui = { remote = "peer://frontend/ui" } }
+--
+-- Normalized (what neuronbus.manifest returns):
+--   topo.transport = nil when the manifest has none of these keys, else
+--     { listen = url | nil, max_payload = bytes,
+--       accept = { policy, queue, queue_bytes },
+--       peers = { { url, policy, queue, queue_bytes, backoff_min_ms,
+--                   backoff_max_ms } } }   -- every tcp:// remote's peer too
+--   neuron.remote = { url = "tcp://h:p", neuron = name }
+--                 | { cortex = name, neuron = name }
+-- Pure Lua, no FFI: the URL grammar mirrors nb_link_parse_url
+-- (runtime/nb_link_wire.h): numeric IPv4, or IPv6 in brackets.
+
+local units = require("neuronbus.units")
+
+local type, tostring, ipairs, tonumber, next = type, tostring, ipairs, tonumber, next
+local str_match, str_find, str_format = string.match, string.find, string.format
+local floor = math.floor
+
+local _M = {}
+
+local POLICIES = { "resend", "drop" }
+local DEFAULT_QUEUE = 16384                -- nb_link_opts_default()
+local DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
+local DEFAULT_BACKOFF_MIN_MS = 50
+local DEFAULT_BACKOFF_MAX_MS = 5000
+local DEFAULT_MAX_PAYLOAD = 1024 * 1024    -- NB_FRAME_PAYLOAD_DEFAULT_MAX
+local MAX_QUEUE = 16777216                 -- 2^24 spikes per link
+local MAX_U32 = 4294967295
+local MAX_PAYLOAD = 1024 * 1024 * 1024     -- a frame's length is a u32
+local NAME_MAX = 255                       -- NB_LINK_NAME_MAX
+
+-- Keys of the transport tables, merged into the manifest's KEYS.
+_M.KEYS = {
+  peer = { "url", "policy", "queue", "queue_bytes", "backoff" },
+  accept = { "policy", "queue", "queue_bytes" },
+}
+_M.TOP_KEYS = { "listen", "peers", "accept", "max_payload" }
+
+-- Returns true when s is a name a link can carry: 1..255 bytes, no control
+-- characters, no "/" (it separates a peer's cortex from its neurons).
+local function link_name_ok(s)
+  return type(s) == "string" and #s >= 1 and #s <= NAME_MAX
+    and not str_find(s, "[%c/]")
+end
+
+-- Returns true for a dotted-quad IPv4 address.
+local function ipv4_ok(h)
+  local a, b, c, d = str_match(h, "^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if not a then return false end
+  for _, o in ipairs({ a, b, c, d }) do
+    if #o > 3 or tonumber(o) > 255 then return false end
+  end
+  return true
+end
+
+-- Parses "tcp://HOST:PORT[/NEURON]"; returns host, port, neuron (nil when
+-- absent) and the base "tcp://HOST:PORT", or nil and why.
+function _M.parse_url(s)
+  if type(s) ~= "string" then
+    return nil, "expected a url like \"tcp://127.0.0.1:7401\", got "
+      .. units.show(s)
+  end
+  local host, port, rest = str_match(s, "^tcp://(%[[%x:%.]+%]):(%d+)(.*)$")
+  if host then
+    if not str_find(host, ":") then
+      return nil, str_format("bad IPv6 address %s in %s", host, units.show(s))
+    end
+  else
+    host, port, rest = str_match(s, "^tcp://([^:/%[%]]+):(%d+)(.*)$")
+    if not host then
+      return nil, str_format("expected tcp://HOST:PORT (a numeric IPv4 "
+        .. "address, or IPv6 in brackets), got %s", units.show(s))
+    end
+    if not ipv4_ok(host) then
+      return nil, str_format("bad host %s in %s: use a numeric IPv4 address "
+        .. "(names are not resolved) or [IPv6]", units.show(host), units.show(s))
+    end
+  end
+  if #port > 5 or tonumber(port) > 65535 then
+    return nil, str_format("port %s is out of range (0..65535) in %s", port,
+      units.show(s))
+  end
+  local neuron
+  if rest ~= "" then
+    neuron = str_match(rest, "^/(.*)$")
+    if not neuron then
+      return nil, str_format("unexpected %s after the port in %s",
+        units.show(rest), units.show(s))
+    end
+    if not link_name_ok(neuron) then
+      return nil, str_format("bad neuron name %s in %s (1..255 bytes, no "
+        .. "control characters or /)", units.show(neuron), units.show(s))
+    end
+  end
+  return host, tonumber(port), neuron, "tcp://" .. host .. ":" .. port
+end
+
+-- Checks an address that names no neuron (listen, a peer); returns the
+-- url or nil after reporting. allow_zero: port 0 (ephemeral) is fine.
+local function check_address(c, path, v, allow_zero)
+  local host, port, neuron, base = _M.parse_url(v)
+  if not host then return c:fail(path, port) end
+  if neuron then
+    return c:fail(path, "%s names a neuron; %s takes tcp://HOST:PORT only",
+      units.show(v), path)
+  end
+  if port == 0 and not allow_zero then
+    return c:fail(path, "port 0 cannot be dialled in %s", units.show(v))
+  end
+  return base
+end
+
+-- Returns the policy name or nil after reporting (with a hint).
+local function check_policy(c, path, v, H)
+  if v == nil then return "resend" end
+  if v == "resend" or v == "drop" then return v end
+  local hint = H.suggest(v, POLICIES)
+  return c:fail(path, "unknown policy %s%s (expected \"resend\" or \"drop\")",
+    units.show(v), hint and str_format(', did you mean "%s"?', hint) or "")
+end
+
+-- Returns a queue bound in spikes (integer 1..2^24), the default, or nil.
+local function check_queue(c, path, v)
+  return c:integer(path, v, DEFAULT_QUEUE, 1, MAX_QUEUE)
+end
+
+-- Returns a byte size in [lo, hi], the default when nil, or nil.
+local function check_bytes(c, path, v, default, lo, hi)
+  if v == nil then return default end
+  local bytes, err = units.size(v)
+  if not bytes then return c:fail(path, err) end
+  if bytes < lo or bytes > hi then
+    return c:fail(path, "%s is out of range, expected %s to %s", units.show(v),
+      units.format_size(lo), units.format_size(hi))
+  end
+  return bytes
+end
+
+-- Returns backoff min and max in ms from { min, max } (durations).
+local function check_backoff(c, path, v)
+  if v == nil then return DEFAULT_BACKOFF_MIN_MS, DEFAULT_BACKOFF_MAX_MS end
+  if type(v) ~= "table" or #v ~= 2 or v[3] ~= nil then
+    c:wrong(path, 'a pair of durations { "50ms", "5s" } (first and longest '
+      .. "redial delay)", v)
+    return nil
+  end
+  local out = {}
+  for i = 1, 2 do
+    local ns = c:duration(path .. "[" .. i .. "]", v[i])
+    if ns then
+      local ms = floor(ns / 1e6 + 0.5)
+      if ms < 1 or ms > MAX_U32 then
+        c:fail(path .. "[" .. i .. "]", "%s is out of range, expected 1ms to "
+          .. "about 49 days", units.show(v[i]))
+      else
+        out[i] = ms
+      end
+    end
+  end
+  if out[1] and out[2] and out[1] > out[2] then
+    c:fail(path, "the first delay %s exceeds the longest %s", units.show(v[1]),
+      units.show(v[2]))
+    return nil
+  end
+  return out[1], out[2]
+end
+
+-- Returns one normalized peer, or nil after reporting.
+local function check_peer(c, path, v, H)
+  if type(v) == "string" then v = { url = v }
+  elseif type(v) ~= "table" then
+    return c:wrong(path, 'a url "tcp://HOST:PORT" or a table { url = ..., '
+      .. "policy = ... }", v)
+  else
+    c:keys(path, v, "peer")
+    if v.url == nil then return c:fail(H.join(path, "url"), "missing") end
+  end
+  local p = {
+    url = check_address(c, H.join(path, "url"), v.url, false),
+    policy = check_policy(c, H.join(path, "policy"), v.policy, H),
+    queue = check_queue(c, H.join(path, "queue"), v.queue),
+    queue_bytes = check_bytes(c, H.join(path, "queue_bytes"), v.queue_bytes,
+      DEFAULT_QUEUE_BYTES, 1, MAX_U32),
+  }
+  p.backoff_min_ms, p.backoff_max_ms = check_backoff(c, H.join(path, "backoff"),
+    v.backoff)
+  if p.url and p.policy and p.queue and p.queue_bytes and p.backoff_min_ms then
+    return p
+  end
+  return nil
+end
+
+-- Checks neuron spec t's remote key (the caller saw t.remote ~= nil);
+-- returns the normalized remote or nil after reporting. A remote neuron
+-- runs in its peer, so it takes no script, parameters or config.
+function _M.check_remote(c, path, t, H)
+  for _, k in ipairs({ "script", "threshold", "rest", "leak", "refractory",
+                       "config" }) do
+    if t[k] ~= nil then
+      c:fail(H.join(path, k), "a remote neuron runs in its peer: it takes no "
+        .. "%s (only remote, region(s) and capabilities)", k)
+    end
+  end
+  local rp = H.join(path, "remote")
+  local v = t.remote
+  if type(v) ~= "string" then
+    return c:wrong(rp, '"tcp://HOST:PORT/NEURON" or "peer://CORTEX/NEURON"', v)
+  end
+  local cortex, neuron = str_match(v, "^peer://([^/]*)/(.*)$")
+  if cortex then
+    if not link_name_ok(cortex) then
+      return c:fail(rp, "bad cortex name %s in %s (1..255 bytes, no control "
+        .. "characters or /)", units.show(cortex), units.show(v))
+    end
+    if not link_name_ok(neuron) then
+      return c:fail(rp, "bad neuron name %s in %s (1..255 bytes, no control "
+        .. "characters or /)", units.show(neuron), units.show(v))
+    end
+    return { cortex = cortex, neuron = neuron }
+  end
+  if str_match(v, "^peer:") then
+    return c:fail(rp, "expected peer://CORTEX/NEURON, got %s", units.show(v))
+  end
+  local host, port, nm, base = _M.parse_url(v)
+  if not host then return c:fail(rp, port) end
+  if not nm then
+    return c:fail(rp, "%s names no neuron: expected tcp://HOST:PORT/NEURON",
+      units.show(v))
+  end
+  if port == 0 then
+    return c:fail(rp, "port 0 cannot be dialled in %s", units.show(v))
+  end
+  return { url = base, neuron = nm }
+end
+
+-- Checks the top-level transport keys of manifest tbl against the already
+-- normalized topo (neurons with their remote field); returns
+-- topo.transport or nil when there is nothing to connect. H holds the
+-- manifest's helpers (join, suggest).
+function _M.check(c, tbl, topo, H)
+  local remotes = {}
+  for _, n in ipairs(topo.neurons or {}) do
+    if n.remote then remotes[n.name] = n.remote end
+  end
+  local any = tbl.listen ~= nil or tbl.peers ~= nil or tbl.accept ~= nil
+    or tbl.max_payload ~= nil or next(remotes) ~= nil
+  -- A remote neuron's spikes arrive as addressed injections: a synapse
+  -- out of one would suggest its broadcasts cross, which they do not.
+  if type(tbl.synapses) == "table" then
+    for i, s in ipairs(tbl.synapses) do
+      if type(s) == "table" and type(s.from) == "string" and remotes[s.from] then
+        c:fail(H.join(H.join("synapses", i), "from"), "%s is a remote neuron: "
+          .. "its spikes arrive addressed over the link, so a synapse cannot "
+          .. "start at it (synapses into remote neurons are fine)",
+          units.show(s.from))
+      end
+    end
+  end
+  if not any then return nil end
+  local tr = { peers = {} }
+  if tbl.listen ~= nil then
+    tr.listen = check_address(c, "listen", tbl.listen, true)
+  end
+  tr.max_payload = check_bytes(c, "max_payload", tbl.max_payload,
+    DEFAULT_MAX_PAYLOAD, 1, MAX_PAYLOAD)
+  tr.accept = { policy = "resend", queue = DEFAULT_QUEUE,
+                queue_bytes = DEFAULT_QUEUE_BYTES }
+  if tbl.accept ~= nil then
+    local a = c:table("accept", tbl.accept)
+    if a then
+      c:keys("accept", a, "accept")
+      tr.accept.policy = check_policy(c, "accept.policy", a.policy, H)
+      tr.accept.queue = check_queue(c, "accept.queue", a.queue)
+      tr.accept.queue_bytes = check_bytes(c, "accept.queue_bytes",
+        a.queue_bytes, DEFAULT_QUEUE_BYTES, 1, MAX_U32)
+    end
+  end
+  local seen = {}
+  if tbl.peers ~= nil then
+    if type(tbl.peers) ~= "table" or not H.is_array(tbl.peers) then
+      c:wrong("peers", "a list of peers { \"tcp://HOST:PORT\", ... }", tbl.peers)
+    else
+      for i = 1, #tbl.peers do
+        local path = H.join("peers", i)
+        local p = check_peer(c, path, tbl.peers[i], H)
+        if p then
+          if seen[p.url] then
+            c:fail(path, "%s is listed twice (first as peers[%d])", p.url,
+              seen[p.url])
+          elseif tr.listen and p.url == tr.listen then
+            c:fail(path, "%s is this process's own listen address: it would "
+              .. "dial itself", p.url)
+          else
+            seen[p.url] = i
+            tr.peers[#tr.peers + 1] = p
+          end
+        end
+      end
+    end
+  end
+  -- A remote's peer need not be listed: it is dialled with the defaults.
+  for _, n in ipairs(topo.neurons or {}) do
+    local r = n.remote
+    if r and r.url and not seen[r.url] then
+      if tr.listen and r.url == tr.listen then
+        c:fail(H.join(H.join("neurons", n.name), "remote"), "%s is this "
+          .. "process's own listen address: a remote neuron lives in another "
+          .. "process", r.url)
+      else
+        seen[r.url] = #tr.peers + 1
+        tr.peers[#tr.peers + 1] = {
+          url = r.url, policy = "resend", queue = DEFAULT_QUEUE,
+          queue_bytes = DEFAULT_QUEUE_BYTES,
+          backoff_min_ms = DEFAULT_BACKOFF_MIN_MS,
+          backoff_max_ms = DEFAULT_BACKOFF_MAX_MS,
+        }
+      end
+    end
+  end
+  return tr
+end
+
+_M.defaults = {
+  queue = DEFAULT_QUEUE, queue_bytes = DEFAULT_QUEUE_BYTES,
+  backoff_min_ms = DEFAULT_BACKOFF_MIN_MS, backoff_max_ms = DEFAULT_BACKOFF_MAX_MS,
+  max_payload = DEFAULT_MAX_PAYLOAD,
+}
+
+return _M

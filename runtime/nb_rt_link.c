@@ -1,0 +1,835 @@
+/* nb_rt_link.c: the runtime's TCP links (issue 5). Wires runtime/nb_link.h
+ * into a runtime: the manifest's transport keys, proxy neurons for remote
+ * neurons, injection of what peers send, backpressure both ways, clean
+ * shutdown, and the link rows of the statistics.
+ *
+ * Outgoing: a remote neuron is a proxy neuron in the local cortex (C ops,
+ * no Lua state). The cortex routes spikes into its inbox like any neuron's
+ * (synapse filters, weights and STDP apply on this side); its on_batch
+ * hands them to the link. When the link's bounded queue is full, the
+ * proxy keeps the rest of the batch and stays refractory until they are
+ * all taken: its inbox then waits and fills, the cortex stops draining the
+ * producers' axons, and their nb:fire returns "full". Nothing is dropped.
+ *
+ * Incoming: a spike from a peer is injected into the cortex with its
+ * source rewritten to the local proxy of the sending remote neuron (the
+ * one the manifest declared for that peer and name, or one made on first
+ * sight and named "<peer cortex>/<name>"), so a reply to spike.source goes
+ * back over the same link. A full injection queue pauses the link (TCP
+ * then pushes back on the peer); it reads again after the next tick.
+ *
+ * Threads: everything runs on the runtime's thread (its loop's). */
+#include "nb_rt_internal.h"
+
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <uv.h>
+
+#include "nb_link.h"
+#include "nb_link_wire.h"
+
+#define NB__GRACE_DEFAULT_NS 2000000000ull /* shutdown: wait for acks */
+#define NB__AFTER_STOP_NS 1000000000ull    /* ... for what on_stop fired */
+#define NB__HOLD_TICKS 0x7fffffffu         /* "refractory until released" */
+
+typedef struct nb__peercfg_s {
+  char *url;
+  nb_link_opts_t o;
+} nb__peercfg_t;
+
+/* The runtime's side of one link (nb_link_data of the link). */
+typedef struct nb__peer_s {
+  nb_link_t *link;
+  char *url;                /* dialled url, NULL for callers */
+  char name[NB_LINK_NAME_MAX + 1]; /* the peer's cortex once known */
+  uint16_t *map;            /* remote id -> local proxy id + 1 (0 unknown),
+                               rebuilt after every handshake */
+  uint64_t unroutable;      /* spikes the peer cannot take (name not
+                               exposed, payload too big, unreadable) */
+  uint64_t refused;         /* incoming spikes without a proxy (no id room
+                               or an unannounced source) */
+  int warned_refused;
+  int shared;               /* the last handshake found a shared arena */
+  uint64_t held;            /* spikes its proxies still held at close */
+  nb_link_stats_t last;     /* counters when the links closed */
+  int closed;
+} nb__peer_t;
+
+typedef struct nb__proxy_s nb__proxy_t;
+
+struct nb__proxy_s {
+  nb__agent_t *a;
+  char *url;       /* tcp://h:p of the peer, or NULL */
+  char *cortex;    /* the peer's cortex (peer:// and run-time proxies) */
+  char *remote;    /* the neuron's name in its peer */
+  nb__peer_t *peer; /* set when the links start */
+  int handle;      /* nb_link_target of remote, -1 until bound */
+  int dynamic;     /* made at run time for an unannounced sender */
+  nb_spike_t *held; /* spikes the link could not take yet, in order */
+  uint32_t head, count, cap;
+  int warned;
+};
+
+struct nb__rtlink_s {
+  char *listen;
+  char *arena_path;
+  uint32_t max_payload;
+  nb_link_opts_t accept;
+  nb__peercfg_t *cfg;
+  size_t ncfg;
+  nb__proxy_t **px;
+  size_t npx, pxcap;
+  nb__peer_t **peers;
+  size_t npeers, peercap;
+  uint32_t nheld;  /* proxies holding spikes */
+  nb_link_node_t *node;
+  uv_loop_t *loop;
+  int started, closed, after_stop;
+  int port;
+  uint64_t no_room; /* run-time proxies refused for lack of ids */
+  uint64_t pending_at_close; /* spikes still in the cortex when the links
+                                closed (they go nowhere) */
+};
+
+/* ------------------------------------------------------------------ */
+/* configuration (from the normalized topology)                       */
+
+/* Returns a malloc'd copy of s (aborts on OOM). */
+static char *nb__dup(const char *s) {
+  size_t n = strlen(s) + 1;
+  char *d = malloc(n);
+  if (!d) abort();
+  return memcpy(d, s, n);
+}
+
+/* Returns integer field key of the table at idx, def when absent. */
+static double nb__field_num(lua_State *C, int idx, const char *key,
+                            double def) {
+  lua_getfield(C, idx, key);
+  double v = lua_type(C, -1) == LUA_TNUMBER ? lua_tonumber(C, -1) : def;
+  lua_pop(C, 1);
+  return v;
+}
+
+/* Returns string field key of the table at idx (valid while it is on the
+ * stack of the caller's table), or NULL. */
+static const char *nb__field_str(lua_State *C, int idx, const char *key) {
+  lua_getfield(C, idx, key);
+  const char *v = lua_type(C, -1) == LUA_TSTRING ? lua_tostring(C, -1) : NULL;
+  lua_pop(C, 1); /* the string stays alive in the table */
+  return v;
+}
+
+/* Reads link options from the table at idx (policy, queue, queue_bytes,
+ * backoff_min_ms, backoff_max_ms); returns 0, or -1 with *why set. */
+static int nb__read_opts(lua_State *C, int idx, nb_link_opts_t *o,
+                         const char **why) {
+  *o = nb_link_opts_default();
+  const char *pol = nb__field_str(C, idx, "policy");
+  if (pol && !strcmp(pol, "drop")) o->policy = NB_LINK_DROP;
+  else if (pol && strcmp(pol, "resend")) {
+    *why = "policy: expected \"resend\" or \"drop\"";
+    return -1;
+  }
+  double q = nb__field_num(C, idx, "queue", o->queue_spikes);
+  double qb = nb__field_num(C, idx, "queue_bytes", o->queue_bytes);
+  double b0 = nb__field_num(C, idx, "backoff_min_ms", o->backoff_min_ms);
+  double b1 = nb__field_num(C, idx, "backoff_max_ms", o->backoff_max_ms);
+  if (!(q >= 1 && q <= 16777216) || !(qb >= 1 && qb <= 4294967295.0) ||
+      !(b0 >= 1 && b0 <= 4294967295.0) || !(b1 >= b0 && b1 <= 4294967295.0)) {
+    *why = "queue, queue_bytes or backoff out of range";
+    return -1;
+  }
+  o->queue_spikes = (uint32_t)q;
+  o->queue_bytes = (uint32_t)qb;
+  o->backoff_min_ms = (uint32_t)b0;
+  o->backoff_max_ms = (uint32_t)b1;
+  return 0;
+}
+
+/* Returns rt->link, made on first use. */
+static struct nb__rtlink_s *nb__rl(nb_rt_t *rt) {
+  if (!rt->link) {
+    rt->link = calloc(1, sizeof *rt->link);
+    if (!rt->link) abort();
+    rt->link->accept = nb_link_opts_default();
+    rt->link->max_payload = NB_FRAME_PAYLOAD_DEFAULT_MAX;
+  }
+  return rt->link;
+}
+
+int nb__link_config(nb_rt_t *rt, lua_State *C, int idx, char **err) {
+  int top = lua_gettop(C);
+  lua_getfield(C, idx, "transport");
+  int t = lua_gettop(C);
+  if (lua_isnil(C, t)) {
+    lua_settop(C, top);
+    return 0;
+  }
+  if (!lua_istable(C, t)) {
+    *err = nb__strf("topology.transport: expected a table");
+    lua_settop(C, top);
+    return -1;
+  }
+  struct nb__rtlink_s *rl = nb__rl(rt);
+  const char *why = NULL;
+  const char *listen = nb__field_str(C, t, "listen");
+  if (listen) rl->listen = nb__dup(listen);
+  double mp = nb__field_num(C, t, "max_payload", rl->max_payload);
+  if (!(mp >= 1 && mp <= 1073741824.0)) {
+    *err = nb__strf("transport.max_payload: %g is out of range (1 byte to "
+                    "1 GiB)", mp);
+    lua_settop(C, top);
+    return -1;
+  }
+  rl->max_payload = (uint32_t)mp;
+  lua_getfield(C, t, "accept");
+  if (lua_istable(C, -1) &&
+      nb__read_opts(C, lua_gettop(C), &rl->accept, &why) != 0) {
+    *err = nb__strf("transport.accept: %s", why);
+    lua_settop(C, top);
+    return -1;
+  }
+  lua_pop(C, 1);
+  lua_getfield(C, t, "peers");
+  size_t n = lua_istable(C, -1) ? lua_objlen(C, -1) : 0;
+  rl->cfg = n ? calloc(n, sizeof *rl->cfg) : NULL;
+  if (n && !rl->cfg) abort();
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(C, -1, (int)i);
+    int pi = lua_gettop(C);
+    const char *url = lua_istable(C, pi) ? nb__field_str(C, pi, "url") : NULL;
+    if (!url) {
+      *err = nb__strf("transport.peers[%zu].url: expected a tcp:// url", i);
+      lua_settop(C, top);
+      return -1;
+    }
+    if (nb__read_opts(C, pi, &rl->cfg[rl->ncfg].o, &why) != 0) {
+      *err = nb__strf("transport.peers[%zu] (%s): %s", i, url, why);
+      lua_settop(C, top);
+      return -1;
+    }
+    rl->cfg[rl->ncfg++].url = nb__dup(url);
+    lua_pop(C, 1);
+  }
+  lua_pop(C, 1);
+  /* A file-backed arena can be shared with a peer on this host. */
+  lua_getfield(C, idx, "arena");
+  if (lua_istable(C, -1)) {
+    const char *ap = nb__field_str(C, lua_gettop(C), "path");
+    if (ap) rl->arena_path = nb__dup(ap);
+  }
+  lua_settop(C, top);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* proxies                                                             */
+
+/* Registers proxy p with the runtime's list; returns nothing. */
+static void nb__proxy_track(struct nb__rtlink_s *rl, nb__proxy_t *p) {
+  if (rl->npx == rl->pxcap) {
+    rl->pxcap = rl->pxcap ? rl->pxcap * 2 : 16;
+    nb__proxy_t **v = realloc(rl->px, rl->pxcap * sizeof *v);
+    if (!v) abort();
+    rl->px = v;
+  }
+  rl->px[rl->npx++] = p;
+}
+
+int nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, lua_State *C,
+                       char **err) {
+  int r = lua_gettop(C);
+  const char *url = nb__field_str(C, r, "url");
+  const char *cortex = nb__field_str(C, r, "cortex");
+  const char *neuron = nb__field_str(C, r, "neuron");
+  if (!neuron || (!url) == (!cortex)) {
+    *err = nb__strf("expected { url = \"tcp://HOST:PORT\" or cortex = NAME, "
+                    "neuron = NAME }");
+    return -1;
+  }
+  nb__proxy_t *p = calloc(1, sizeof *p);
+  if (!p) abort();
+  p->a = a;
+  p->url = url ? nb__dup(url) : NULL;
+  p->cortex = cortex ? nb__dup(cortex) : NULL;
+  p->remote = nb__dup(neuron);
+  p->handle = -1;
+  a->proxy = p;
+  nb__proxy_track(nb__rl(rt), p);
+  return 0;
+}
+
+void nb__link_proxy_free(nb__proxy_t *p) {
+  if (!p) return;
+  free(p->url);
+  free(p->cortex);
+  free(p->remote);
+  free(p->held);
+  free(p);
+}
+
+/* Counts a spike the peer can never take (the reason is rc) and logs the
+ * first one per proxy; returns nothing. */
+static void nb__proxy_unroutable(nb__proxy_t *p, int rc) {
+  if (p->peer) p->peer->unroutable++;
+  if (p->warned) return;
+  p->warned = 1;
+  const char *peer = p->peer ? p->peer->name : "?";
+  fprintf(stderr, "neuronbus: link to peer '%s': spikes to remote neuron "
+          "\"%s\" (local \"%s\") cannot be delivered: %s%s; they are "
+          "counted as unroutable in the link statistics\n", peer, p->remote,
+          p->a->name, nb_strerror(rc),
+          rc == NB_ENOENT ? " (the peer does not expose that name)" : "");
+  fflush(stderr);
+}
+
+/* Hands count spikes to the proxy's link in order; returns how many were
+ * taken (sent, or counted unroutable), stopping at the first one the link
+ * cannot take now. */
+static size_t nb__proxy_push(nb__proxy_t *p, const nb_spike_t *s,
+                             size_t count) {
+  /* Not started, or the links are closed: hold. */
+  if (!p->peer || !p->peer->link || p->handle < 0) return 0;
+  nb_link_t *l = p->peer->link;
+  size_t i = 0;
+  for (; i < count; i++) {
+    int rc = nb_link_send(l, p->handle, &s[i], NULL, 0);
+    if (rc == 0) continue;
+    /* Room (or memory, or the link) may come back: keep it. */
+    if (rc == NB_EFULL || rc == NB_ENOMEM || rc == NB_ECLOSED) break;
+    nb__proxy_unroutable(p, rc);
+  }
+  return i;
+}
+
+/* Appends count spikes to the proxy's held queue; returns nothing. */
+static void nb__proxy_hold(struct nb__rtlink_s *rl, nb__proxy_t *p,
+                           const nb_spike_t *s, size_t count) {
+  if (!count) return;
+  if (p->head && p->head + p->count + count > p->cap) {
+    memmove(p->held, p->held + p->head, p->count * sizeof *p->held);
+    p->head = 0;
+  }
+  if (p->count + count > p->cap) {
+    size_t cap = p->cap ? p->cap : 256;
+    while (cap < p->count + count) cap *= 2;
+    /* nb_spike_t is 64-byte aligned. */
+    nb_spike_t *v = aligned_alloc(64, cap * sizeof *v);
+    if (!v) abort();
+    if (p->count) memcpy(v, p->held + p->head, p->count * sizeof *v);
+    free(p->held);
+    p->held = v;
+    p->head = 0;
+    p->cap = (uint32_t)cap;
+  }
+  if (p->count == 0) rl->nheld++;
+  memcpy(p->held + p->head + p->count, s, count * sizeof *s);
+  p->count += (uint32_t)count;
+  /* Refractory: its inbox waits (and fills), so the cortex stops draining
+   * the producers' axons and their fire reports full. */
+  nb_neuron_if(p->a->neuron)->refractory_left = NB__HOLD_TICKS;
+}
+
+/* Offers the held spikes to the link again; returns 1 when none is left
+ * (the proxy takes new spikes again), else 0. */
+static int nb__proxy_retry(struct nb__rtlink_s *rl, nb__proxy_t *p) {
+  if (!p->count) return 1;
+  /* No room: asking would only count another refusal. */
+  if (p->peer && p->peer->link && !nb_link_room(p->peer->link)) return 0;
+  size_t n = nb__proxy_push(p, p->held + p->head, p->count);
+  p->head += (uint32_t)n;
+  p->count -= (uint32_t)n;
+  if (p->count) return 0;
+  p->head = 0;
+  rl->nheld--;
+  nb_neuron_if(p->a->neuron)->refractory_left = 0;
+  return 1;
+}
+
+/* ops.on_batch of a proxy: the batch goes to the link; what it cannot
+ * take now is held (in order) and the proxy turns refractory. */
+static int nb__proxy_batch(void *agent, nb_neuron_t *n,
+                           const nb_spike_t *spikes, const float *weights,
+                           size_t count) {
+  nb__agent_t *a = agent;
+  nb__proxy_t *p = a->proxy;
+  struct nb__rtlink_s *rl = a->rt->link;
+  size_t i = 0;
+  /* Held spikes go first: a batch never overtakes them. */
+  if (nb__proxy_retry(rl, p)) i = nb__proxy_push(p, spikes, count);
+  nb__proxy_hold(rl, p, spikes + i, count - i);
+  return 0;
+}
+
+/* ops.on_spike fallback of a proxy (the cortex calls on_batch). */
+static int nb__proxy_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
+                           float weight) {
+  return nb__proxy_batch(agent, n, s, &weight, 1);
+}
+
+const nb_agent_ops_t nb__proxy_ops = {
+  .on_batch = nb__proxy_batch,
+  .on_spike = nb__proxy_spike,
+};
+
+/* Makes a run-time proxy called name for peer's neuron remote; returns its
+ * id, or -1 (no id room: logged once). */
+static int nb__proxy_dynamic(nb_rt_t *rt, nb__peer_t *peer,
+                             const char *remote, const char *name) {
+  struct nb__rtlink_s *rl = rt->link;
+  nb__agent_t *a = calloc(1, sizeof *a);
+  if (!a) abort();
+  a->rt = rt;
+  a->cell.rt = rt;
+  a->cell.id = rt->n;
+  a->name = nb__dup(name);
+  nb__proxy_t *p = calloc(1, sizeof *p);
+  if (!p) abort();
+  p->a = a;
+  p->cortex = nb__dup(peer->name);
+  p->remote = nb__dup(remote);
+  p->peer = peer;
+  p->dynamic = 1;
+  p->handle = nb_link_target(peer->link, remote);
+  a->proxy = p;
+  nb_if_params_t ip = nb_if_params_default();
+  ip.threshold = 1e30f; /* never fires on its own */
+  ip.refractory = 0;
+  nb_card_t card;
+  memset(&card, 0, sizeof card);
+  card.name = a->name;
+  int rc = p->handle < 0 ? p->handle
+                         : nb_cortex_register(rt->cx, &card, &ip,
+                                              &nb__proxy_ops, a, &a->neuron);
+  if (rc != 0) {
+    if (!rl->no_room++)
+      fprintf(stderr, "neuronbus: link to peer '%s': cannot make a local "
+              "neuron for its \"%s\": %s; spikes from it are refused "
+              "(counted in the link's rejected)\n", peer->name, remote,
+              nb_strerror(rc));
+    nb__link_proxy_free(p);
+    free(a->name);
+    free(a);
+    return -1;
+  }
+  a->cell.neuron = a->neuron;
+  if (rt->n == rt->cap) {
+    rt->cap = rt->cap ? rt->cap * 2 : 16;
+    nb__agent_t **v = realloc(rt->agents, rt->cap * sizeof *v);
+    if (!v) abort();
+    rt->agents = v;
+  }
+  rt->agents[rt->n++] = a;
+  nb__proxy_track(rl, p);
+  return (int)a->cell.id;
+}
+
+/* Returns the local id standing for peer's neuron remote_id: the proxy
+ * the manifest declared for that peer and name, else "<peer>/<name>"
+ * (made on first sight); -1 when there is none. */
+static int nb__source_for(nb_rt_t *rt, nb__peer_t *peer, nb_id_t remote_id) {
+  if (peer->map && peer->map[remote_id]) return peer->map[remote_id] - 1;
+  const char *name = nb_link_peer_neuron(peer->link, remote_id);
+  if (!name) return -1;
+  struct nb__rtlink_s *rl = rt->link;
+  int id = -1;
+  for (size_t i = 0; i < rl->npx && id < 0; i++) {
+    nb__proxy_t *p = rl->px[i];
+    if (p->peer == peer && !p->dynamic && !strcmp(p->remote, name))
+      id = (int)p->a->cell.id;
+  }
+  if (id < 0) {
+    char *dyn = nb__strf("%s/%s", peer->name, name);
+    id = nb_rt_id(rt, dyn);
+    if (id < 0) id = nb__proxy_dynamic(rt, peer, name, dyn);
+    free(dyn);
+  }
+  if (id < 0) return -1;
+  if (!peer->map) {
+    peer->map = calloc(65536, sizeof *peer->map);
+    if (!peer->map) return id;
+  }
+  peer->map[remote_id] = (uint16_t)(id + 1);
+  return id;
+}
+
+/* ------------------------------------------------------------------ */
+/* links                                                               */
+
+/* Returns the runtime's record of link l, made on first sight. */
+static nb__peer_t *nb__peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
+  nb__peer_t *p = nb_link_data(l);
+  if (p) return p;
+  p = calloc(1, sizeof *p);
+  if (!p) abort();
+  p->link = l;
+  snprintf(p->name, sizeof p->name, "%s", nb_link_peer(l));
+  if (rl->npeers == rl->peercap) {
+    rl->peercap = rl->peercap ? rl->peercap * 2 : 8;
+    nb__peer_t **v = realloc(rl->peers, rl->peercap * sizeof *v);
+    if (!v) abort();
+    rl->peers = v;
+  }
+  rl->peers[rl->npeers++] = p;
+  nb_link_set_data(l, p);
+  return p;
+}
+
+/* on_spike of the node: injects a peer's spike with the source mapped to
+ * its local proxy; returns 0, NB_EFULL (the link pauses), or a refusal. */
+static int nb__on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
+                             const void *payload, size_t len) {
+  nb_rt_t *rt = ud;
+  struct nb__rtlink_s *rl = rt->link;
+  /* After on_stop nothing is taken: unacknowledged, the peer keeps it. */
+  if (rl->after_stop) return NB_EFULL;
+  nb__peer_t *peer = nb__peer_of(rl, l);
+  int src = nb__source_for(rt, peer, s->source);
+  if (src < 0) {
+    peer->refused++;
+    if (!peer->warned_refused++)
+      fprintf(stderr, "neuronbus: link to peer '%s': a spike from its neuron "
+              "id %u has no local proxy; refused (counted in rejected)\n",
+              peer->name, (unsigned)s->source);
+    return NB_ENOENT;
+  }
+  nb_spike_t in = *s;
+  in.source = (nb_id_t)src;
+  /* The peer's clock means nothing here, and STDP compares timestamps:
+   * 0 makes the injection stamp it with ours. */
+  in.timestamp_ns = 0;
+  return nb_cortex_inject(rt->cx, &in);
+}
+
+/* on_event of the node: names resolve anew after every handshake. */
+static void nb__on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
+  nb_rt_t *rt = ud;
+  nb__peer_t *p = nb__peer_of(rt->link, l);
+  if (ev == NB_LINK_UP) {
+    snprintf(p->name, sizeof p->name, "%s", nb_link_peer(l));
+    p->shared = nb_link_is_shared(l);
+    /* A reconnected peer may have renumbered its neurons. */
+    if (p->map) memset(p->map, 0, 65536 * sizeof *p->map);
+  }
+}
+
+/* Sets *flag once the node has freed itself. */
+static void nb__node_done(void *ud) { *(int *)ud = 1; }
+
+/* Closes the node and runs the loop until it is gone; returns nothing. */
+static void nb__node_close(struct nb__rtlink_s *rl) {
+  if (!rl->node) return;
+  for (size_t i = 0; i < rl->npx; i++)
+    if (rl->px[i]->peer) rl->px[i]->peer->held += rl->px[i]->count;
+  for (size_t i = 0; i < rl->npeers; i++) {
+    nb__peer_t *p = rl->peers[i];
+    nb_link_stats(p->link, &p->last);
+    snprintf(p->name, sizeof p->name, "%s", nb_link_peer(p->link));
+    /* The close counts what is still queued or in doubt as lost. */
+    uint64_t gone = p->last.queued + p->last.in_doubt;
+    p->last.lost += gone;
+    p->last.queued = p->last.in_doubt = 0;
+    if (gone || p->held)
+      fprintf(stderr, "neuronbus: link to peer '%s' closed with %" PRIu64
+              " spikes unacknowledged (counted lost) and %" PRIu64 " not "
+              "yet taken by it (held)\n", p->name, gone, p->held);
+    p->closed = 1;
+    p->link = NULL; /* freed by the close */
+  }
+  int done = 0;
+  nb_link_node_close(rl->node, nb__node_done, &done);
+  /* Close callbacks run in one or two turns; NOWAIT never blocks on the
+   * runtime's other handles. */
+  for (int i = 0; !done && i < 100000; i++) uv_run(rl->loop, UV_RUN_NOWAIT);
+  /* What was still queued is counted lost by the close. */
+  rl->node = NULL;
+  rl->closed = 1;
+}
+
+int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
+  struct nb__rtlink_s *rl = rt->link;
+  if (!rl) return 0;
+  if (rl->started) return NB_EEXIST;
+  rl->loop = uv_loop;
+  /* A peer that closes while we write must cost a write error, not the
+   * process (SIGPIPE's default); a handler someone installed stays. */
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
+    signal(SIGPIPE, SIG_IGN);
+  nb_link_node_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.cortex = rt->name;
+  o.arena = rt->arena;
+  o.max_payload = rl->max_payload;
+  o.on_spike = nb__on_link_spike;
+  o.on_event = nb__on_link_event;
+  o.ud = rt;
+  o.accept = rl->accept;
+  o.arena_path = rl->arena_path; /* a file arena may be shared with a peer */
+  int rc = nb_link_node_new(&rl->node, rl->loop, &o);
+  if (rc != 0) {
+    fprintf(stderr, "neuronbus: cannot start the links of %s: %s (the "
+            "topology's name must be 1..255 bytes)\n", rt->name,
+            nb_strerror(rc));
+    return rc;
+  }
+  rl->started = 1;
+  /* Every local neuron is reachable by name; proxies are not (a peer's
+   * neuron is reached through its own peer). Names go out in the HELLO,
+   * so this comes before listening and dialling. */
+  for (uint32_t i = 0; i < rt->n && rc == 0; i++)
+    if (!rt->agents[i]->proxy)
+      rc = nb_link_node_expose(rl->node, rt->agents[i]->name, (nb_id_t)i);
+  if (rc != 0) {
+    fprintf(stderr, "neuronbus: cannot expose the neurons of %s to peers: "
+            "%s\n", rt->name, nb_strerror(rc));
+  } else if (rl->listen) {
+    rc = nb_link_node_listen(rl->node, rl->listen);
+    if (rc == 0) rl->port = nb_link_node_port(rl->node);
+    else
+      fprintf(stderr, "neuronbus: cannot listen on %s: %s\n", rl->listen,
+              rc == NB_EIO ? "the address is taken or not local (see the "
+                             "line above)" : nb_strerror(rc));
+  }
+  for (size_t i = 0; i < rl->ncfg && rc == 0; i++) {
+    nb_link_t *l = NULL;
+    rc = nb_link_connect(rl->node, rl->cfg[i].url, &rl->cfg[i].o, &l);
+    if (rc != 0) {
+      fprintf(stderr, "neuronbus: cannot dial %s: %s\n", rl->cfg[i].url,
+              nb_strerror(rc));
+      break;
+    }
+    nb__peer_t *p = nb__peer_of(rl, l);
+    p->url = rl->cfg[i].url;
+  }
+  for (size_t i = 0; i < rl->npx && rc == 0; i++) {
+    nb__proxy_t *p = rl->px[i];
+    nb_link_t *l = NULL;
+    if (p->url) {
+      for (size_t j = 0; j < rl->npeers && !l; j++)
+        if (rl->peers[j]->url && !strcmp(rl->peers[j]->url, p->url))
+          l = rl->peers[j]->link;
+      if (!l) rc = NB_EINVAL; /* the manifest lists every remote's peer */
+    } else {
+      rc = nb_link_expect(rl->node, p->cortex, NULL, &l);
+    }
+    if (rc == 0) {
+      p->peer = nb__peer_of(rl, l);
+      p->handle = nb_link_target(l, p->remote);
+      if (p->handle < 0) rc = p->handle;
+    }
+    if (rc != 0)
+      fprintf(stderr, "neuronbus: remote neuron \"%s\" (%s%s/%s): cannot "
+              "bind it to its link: %s\n", p->a->name,
+              p->url ? p->url : "peer://", p->url ? "" : p->cortex,
+              p->remote, nb_strerror(rc));
+  }
+  if (rc != 0) {
+    nb__node_close(rl);
+    return rc;
+  }
+  return 0;
+}
+
+int nb_rt_link_port(const nb_rt_t *rt) {
+  return rt->link ? rt->link->port : 0;
+}
+
+void nb__link_pretick(nb_rt_t *rt) {
+  struct nb__rtlink_s *rl = rt->link;
+  if (!rl->started || rl->closed) return;
+  if (rl->nheld)
+    for (size_t i = 0; i < rl->npx; i++) nb__proxy_retry(rl, rl->px[i]);
+  /* The last tick drained the injection queue: paused links read again
+   * (one that still finds it full pauses again). */
+  if (!rl->after_stop)
+    for (size_t i = 0; i < rl->npeers; i++)
+      if (nb_link_is_paused(rl->peers[i]->link))
+        nb_link_resume(rl->peers[i]->link);
+}
+
+/* Returns 1 when nothing waits to leave: the cortex is quiescent, no proxy
+ * holds a spike, and every link has its spikes acknowledged; else 0. */
+static int nb__flushed(nb_rt_t *rt) {
+  struct nb__rtlink_s *rl = rt->link;
+  if (rl->nheld || nb_cortex_pending(rt->cx)) return 0;
+  for (size_t i = 0; i < rl->npeers; i++) {
+    nb_link_stats_t st;
+    nb_link_stats(rl->peers[i]->link, &st);
+    if (st.queued || st.in_doubt) return 0;
+  }
+  return 1;
+}
+
+/* Does nothing: a timer that keeps UV_RUN_ONCE from sleeping long. */
+static void nb__wake(uv_timer_t *t) { (void)t; }
+
+/* Ticks and turns the loop until flushed or deadline_ns; returns nothing. */
+static void nb__drain(nb_rt_t *rt, uint64_t deadline_ns) {
+  while (!nb__flushed(rt) && nb_clock_ns() < deadline_ns) {
+    nb_rt_tick(rt, 1);
+    uv_run(rt->link->loop, UV_RUN_ONCE);
+  }
+}
+
+/* Frees the wake timer once closed. */
+static void nb__wake_closed(uv_handle_t *h) { free(h); }
+
+void nb_rt_link_stop(nb_rt_t *rt, uint64_t grace_ns) {
+  struct nb__rtlink_s *rl = rt->link;
+  if (!rl || !rl->started || rl->closed) {
+    nb_rt_stop(rt, 0);
+    return;
+  }
+  if (!grace_ns) grace_ns = NB__GRACE_DEFAULT_NS;
+  uv_timer_t *wake = malloc(sizeof *wake);
+  if (!wake) abort();
+  uv_timer_init(rl->loop, wake);
+  uv_timer_start(wake, nb__wake, 1, 1);
+  /* 1. No new periodic work (stopped gates agents' tick), but spikes keep
+   * flowing both ways until what was fired left and was acknowledged. */
+  int was = rt->stopped;
+  rt->stopped = 1;
+  nb__drain(rt, nb_clock_ns() + grace_ns);
+  rt->stopped = was;
+  /* 2. on_stop, with what is pending delivered first. */
+  nb_rt_stop(rt, 0);
+  /* 3. What on_stop fired leaves too; peers' spikes are no longer taken. */
+  rl->after_stop = 1;
+  nb__drain(rt, nb_clock_ns() +
+                    (grace_ns < NB__AFTER_STOP_NS ? grace_ns : NB__AFTER_STOP_NS));
+  uv_close((uv_handle_t *)wake, nb__wake_closed);
+  rl->pending_at_close = nb_cortex_pending(rt->cx);
+  if (rl->pending_at_close)
+    fprintf(stderr, "neuronbus: %" PRIu64 " spikes were still waiting in the "
+            "cortex when the links closed (the drain time ran out)\n",
+            rl->pending_at_close);
+  nb__node_close(rl);
+}
+
+/* ------------------------------------------------------------------ */
+/* statistics                                                          */
+
+size_t nb_rt_link_count(const nb_rt_t *rt) {
+  return rt->link ? rt->link->npeers : 0;
+}
+
+int nb_rt_link_stats(const nb_rt_t *rt, size_t i, void *out,
+                     const char **peer) {
+  if (!rt->link || i >= rt->link->npeers) return NB_ENOENT;
+  nb__peer_t *p = rt->link->peers[i];
+  if (p->closed) *(nb_link_stats_t *)out = p->last;
+  else nb_link_stats(p->link, out);
+  if (peer) *peer = p->closed ? p->name : nb_link_peer(p->link);
+  return 0;
+}
+
+/* Returns the spikes proxies bound to peer p hold (now, or at close). */
+static uint64_t nb__held(const struct nb__rtlink_s *rl, const nb__peer_t *p) {
+  if (p->closed) return p->held;
+  uint64_t n = 0;
+  for (size_t i = 0; i < rl->npx; i++)
+    if (rl->px[i]->peer == p) n += rl->px[i]->count;
+  return n;
+}
+
+/* Returns the state word of link p: "up", "paused", "down", "closed". */
+static const char *nb__state_of(const nb__peer_t *p) {
+  if (p->closed) return "closed";
+  if (!nb_link_is_up(p->link)) return "down";
+  return nb_link_is_paused(p->link) ? "paused" : "up";
+}
+
+/* Writes s as a JSON string literal (names are plain, but a peer's cortex
+ * name is the peer's to choose). */
+static void nb__json_str(FILE *f, const char *s) {
+  fputc('"', f);
+  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+    if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
+    else if (*c < 0x20 || *c == 0x7f) fprintf(f, "\\u%04x", *c);
+    else fputc(*c, f);
+  }
+  fputc('"', f);
+}
+
+void nb__link_print_stats(nb_rt_t *rt, FILE *f, int json) {
+  struct nb__rtlink_s *rl = rt->link;
+  if (json) {
+    if (rl->closed)
+      fprintf(f, ",\"pending_at_close\":%" PRIu64, rl->pending_at_close);
+    fputs(",\"links\":[", f);
+  } else {
+    fprintf(f, "  links%s%s", rl->listen ? ": listening on " : "",
+            rl->listen ? rl->listen : "");
+    if (rl->port) fprintf(f, " (port %d)", rl->port);
+    fputc('\n', f);
+    if (rl->npeers)
+      fprintf(f, "  %-20s %-6s %10s %10s %8s %7s %10s %8s %10s %6s %6s %7s"
+              " %7s\n", "peer", "state", "sent", "acked", "resent", "lost",
+              "received", "rejected", "unroutable", "reconn", "errors",
+              "queued", "full");
+  }
+  for (size_t i = 0; i < rl->npeers; i++) {
+    nb__peer_t *p = rl->peers[i];
+    nb_link_stats_t st;
+    const char *peer;
+    nb_rt_link_stats(rt, i, &st, &peer);
+    uint64_t rejected = st.rejected;
+    if (json) {
+      fputs(i ? ",{\"peer\":" : "{\"peer\":", f);
+      nb__json_str(f, peer);
+      fputs(",\"url\":", f);
+      if (p->url) nb__json_str(f, p->url);
+      else fputs("null", f);
+      fprintf(f, ",\"state\":\"%s\",\"shared_arena\":%s,\"refs_out\":%" PRIu64
+              ",\"refs_in\":%" PRIu64, nb__state_of(p),
+              p->shared ? "true" : "false",
+              st.refs_out, st.refs_in);
+      fprintf(f, ",\"sent\":%" PRIu64 ",\"acked\":%" PRIu64
+              ",\"resent\":%" PRIu64 ",\"lost\":%" PRIu64
+              ",\"received\":%" PRIu64 ",\"rejected\":%" PRIu64
+              ",\"unroutable\":%" PRIu64 ",\"bytes_out\":%" PRIu64
+              ",\"bytes_in\":%" PRIu64 ",\"connects\":%" PRIu64
+              ",\"reconnects\":%" PRIu64 ",\"errors\":%" PRIu64
+              ",\"full\":%" PRIu64 ",\"pauses\":%" PRIu64
+              ",\"queued\":%" PRIu64 ",\"in_doubt\":%" PRIu64
+              ",\"held\":%" PRIu64 "}", st.sent, st.acked, st.resent, st.lost,
+              st.received, rejected, p->unroutable, st.bytes_out, st.bytes_in,
+              st.connects, st.reconnects, st.errors, st.full, st.pauses,
+              st.queued, st.in_doubt, nb__held(rl, p));
+    } else {
+      fprintf(f, "  %-20.20s %-6s %10" PRIu64 " %10" PRIu64 " %8" PRIu64
+              " %7" PRIu64 " %10" PRIu64 " %8" PRIu64 " %10" PRIu64 " %6"
+              PRIu64 " %6" PRIu64 " %7" PRIu64 " %7" PRIu64 "\n", peer,
+              nb__state_of(p), st.sent, st.acked, st.resent, st.lost,
+              st.received, rejected, p->unroutable, st.reconnects, st.errors,
+              st.queued, st.full);
+    }
+  }
+  if (json) fputs("]", f);
+}
+
+void nb__link_free(nb_rt_t *rt) {
+  struct nb__rtlink_s *rl = rt->link;
+  if (!rl) return;
+  /* A node still open here was started by a caller that never stopped it:
+   * its handles live on that caller's loop, which must close them. */
+  if (rl->node && rl->loop) nb__node_close(rl);
+  for (size_t i = 0; i < rl->npeers; i++) {
+    free(rl->peers[i]->map);
+    free(rl->peers[i]);
+  }
+  free(rl->peers);
+  for (size_t i = 0; i < rl->ncfg; i++) free(rl->cfg[i].url);
+  free(rl->cfg);
+  free(rl->px); /* the proxies belong to their agents */
+  free(rl->listen);
+  free(rl->arena_path);
+  free(rl);
+  rt->link = NULL;
+}

@@ -1,0 +1,175 @@
+-- Specs for the manifest's TCP keys (neuronbus.transport, issue 5): listen,
+-- peers, accept, max_payload and remote neurons, each problem reported
+-- with its key path, and good manifests normalizing.
+local manifest = require("neuronbus.manifest")
+
+local FIXTURES = "spec/fixtures/manifests"
+
+-- Returns a manifest with neuron "a" (a script) plus the given keys.
+local function with(extra, neurons)
+  local t = { name = "t", neurons = { a = { script = "agents/echo.lua" } } }
+  for k, v in pairs(neurons or {}) do t.neurons[k] = v end
+  for k, v in pairs(extra or {}) do t[k] = v end
+  return t
+end
+
+-- Asserts that t fails with one message at path containing fragment.
+local function fails_at(t, path, fragment)
+  local topo, errs = manifest.validate(t, FIXTURES)
+  assert.is_nil(topo)
+  assert.equal(1, #errs, "expected one error, got:\n" .. table.concat(errs or {}, "\n"))
+  assert.equal(path .. ": ", errs[1]:sub(1, #path + 2), errs[1])
+  if fragment then assert.matches(fragment, errs[1], 1, true) end
+end
+
+-- Returns the normalized topology of t (asserting it is valid).
+local function ok(t)
+  local topo, errs = manifest.validate(t, FIXTURES)
+  assert.is_nil(errs, errs and table.concat(errs, "\n"))
+  return topo
+end
+
+-- Returns the neuron called name in topo.
+local function neuron(topo, name)
+  for _, n in ipairs(topo.neurons) do
+    if n.name == name then return n end
+  end
+end
+
+describe("manifest TCP keys", function()
+  it("has no transport without listen, peers or remote neurons", function()
+    assert.is_nil(ok(with()).transport)
+  end)
+
+  it("normalizes listen, peers (string and table), accept and max_payload", function()
+    local topo = ok(with({
+      listen = "tcp://127.0.0.1:0",
+      peers = { "tcp://127.0.0.1:7402",
+                { url = "tcp://[::1]:7403", policy = "drop", queue = 100,
+                  queue_bytes = "1MB", backoff = { "10ms", "2s" } } },
+      accept = { policy = "drop", queue = 50 },
+      max_payload = "64KB",
+    }))
+    assert.same({
+      listen = "tcp://127.0.0.1:0",
+      max_payload = 65536,
+      accept = { policy = "drop", queue = 50, queue_bytes = 16 * 1024 * 1024 },
+      peers = {
+        { url = "tcp://127.0.0.1:7402", policy = "resend", queue = 16384,
+          queue_bytes = 16 * 1024 * 1024, backoff_min_ms = 50,
+          backoff_max_ms = 5000 },
+        { url = "tcp://[::1]:7403", policy = "drop", queue = 100,
+          queue_bytes = 1024 * 1024, backoff_min_ms = 10, backoff_max_ms = 2000 },
+      },
+    }, topo.transport)
+  end)
+
+  it("makes remote neurons proxies without a script, and dials their peer", function()
+    local topo = ok(with({}, {
+      parser = { remote = "tcp://127.0.0.1:7402/parser", capabilities = "parse" },
+      ui = { remote = "peer://frontend/ui" },
+    }))
+    local p = neuron(topo, "parser")
+    assert.same({ url = "tcp://127.0.0.1:7402", neuron = "parser" }, p.remote)
+    assert.is_nil(p.script)
+    assert.same({ "parse" }, p.capabilities)
+    assert.same({ cortex = "frontend", neuron = "ui" }, neuron(topo, "ui").remote)
+    assert.equal(1, #topo.transport.peers)
+    assert.equal("tcp://127.0.0.1:7402", topo.transport.peers[1].url)
+    assert.equal("resend", topo.transport.peers[1].policy)
+  end)
+
+  it("keeps a remote's listed peer with its options (no second link)", function()
+    local topo = ok(with({ peers = { { url = "tcp://127.0.0.1:7402", policy = "drop" } } },
+      { parser = { remote = "tcp://127.0.0.1:7402/parser" } }))
+    assert.equal(1, #topo.transport.peers)
+    assert.equal("drop", topo.transport.peers[1].policy)
+  end)
+
+  it("allows synapses into remote neurons", function()
+    local topo = ok(with({ synapses = { { from = "a", to = "parser", weight = 0.5 } } },
+      { parser = { remote = "tcp://127.0.0.1:7402/parser" } }))
+    assert.equal("parser", topo.synapses[1].to)
+  end)
+
+  describe("names each problem", function()
+    it("a host name instead of an address", function()
+      fails_at(with({ listen = "tcp://localhost:7401" }), "listen", "numeric IPv4")
+    end)
+    it("a scheme other than tcp", function()
+      fails_at(with({ listen = "udp://127.0.0.1:1" }), "listen", "tcp://HOST:PORT")
+    end)
+    it("a port out of range", function()
+      fails_at(with({ listen = "tcp://127.0.0.1:70000" }), "listen", "out of range")
+    end)
+    it("an octet out of range", function()
+      fails_at(with({ peers = { "tcp://127.0.0.300:1" } }), "peers[1].url", "bad host")
+    end)
+    it("a neuron on listen", function()
+      fails_at(with({ listen = "tcp://127.0.0.1:1/x" }), "listen", "names a neuron")
+    end)
+    it("port 0 on a peer", function()
+      fails_at(with({ peers = { "tcp://127.0.0.1:0" } }), "peers[1].url", "port 0")
+    end)
+    it("a peer listed twice", function()
+      fails_at(with({ peers = { "tcp://127.0.0.1:5", { url = "tcp://127.0.0.1:5" } } }),
+        "peers[2]", "listed twice")
+    end)
+    it("a peer that is the listen address", function()
+      fails_at(with({ listen = "tcp://127.0.0.1:5", peers = { "tcp://127.0.0.1:5" } }),
+        "peers[1]", "dial itself")
+    end)
+    it("an unknown policy, with a hint", function()
+      fails_at(with({ peers = { { url = "tcp://127.0.0.1:5", policy = "resnd" } } }),
+        "peers[1].policy", 'did you mean "resend"?')
+    end)
+    it("an unknown peer key", function()
+      fails_at(with({ peers = { { url = "tcp://127.0.0.1:5", qeue = 5 } } }),
+        "peers[1].qeue", 'did you mean "queue"?')
+    end)
+    it("a queue bound out of range", function()
+      fails_at(with({ accept = { queue = 0 } }), "accept.queue", "out of range")
+    end)
+    it("a bad queue_bytes", function()
+      fails_at(with({ accept = { queue_bytes = "lots" } }), "accept.queue_bytes")
+    end)
+    it("a backoff that is not a pair", function()
+      fails_at(with({ peers = { { url = "tcp://127.0.0.1:5", backoff = "1s" } } }),
+        "peers[1].backoff", "pair of durations")
+    end)
+    it("a backoff whose first delay exceeds the longest", function()
+      fails_at(with({ peers = { { url = "tcp://127.0.0.1:5", backoff = { "5s", "1s" } } } }),
+        "peers[1].backoff", "exceeds")
+    end)
+    it("max_payload out of range", function()
+      fails_at(with({ max_payload = "2GB" }), "max_payload", "out of range")
+    end)
+    it("a remote url without a neuron", function()
+      fails_at(with({}, { p = { remote = "tcp://127.0.0.1:5" } }), "neurons.p.remote",
+        "names no neuron")
+    end)
+    it("a remote with a script", function()
+      fails_at(with({}, { p = { remote = "tcp://127.0.0.1:5/p", script = "agents/echo.lua" } }),
+        "neurons.p.script", "takes no script")
+    end)
+    it("a remote with integrate-and-fire parameters", function()
+      fails_at(with({}, { p = { remote = "peer://x/p", threshold = 2 } }),
+        "neurons.p.threshold", "remote neuron")
+    end)
+    it("a malformed peer:// remote", function()
+      fails_at(with({}, { p = { remote = "peer://x" } }), "neurons.p.remote",
+        "peer://CORTEX/NEURON")
+    end)
+    it("a remote that is not a string", function()
+      fails_at(with({}, { p = { remote = 7 } }), "neurons.p.remote", "tcp://HOST:PORT/NEURON")
+    end)
+    it("a remote at this process's own address", function()
+      fails_at(with({ listen = "tcp://127.0.0.1:5" }, { p = { remote = "tcp://127.0.0.1:5/p" } }),
+        "neurons.p.remote", "own listen address")
+    end)
+    it("a synapse out of a remote neuron", function()
+      fails_at(with({ synapses = { { from = "p", to = "a" } } },
+        { p = { remote = "peer://x/p" } }), "synapses[1].from", "remote neuron")
+    end)
+  end)
+end)
