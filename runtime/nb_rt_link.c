@@ -277,6 +277,8 @@ void nb__link_proxy_free(nb__proxy_t *p) {
  * first one per proxy; returns nothing. */
 static void nb__proxy_unroutable(nb__proxy_t *p, int rc) {
   if (p->peer) p->peer->unroutable++;
+  /* Also a dead letter of the proxy, like a spike to a stopped neuron. */
+  nb_cortex_add_dead_letters(p->a->rt->cx, (nb_id_t)p->a->cell.id, 1);
   if (p->warned) return;
   p->warned = 1;
   const char *peer = p->peer ? p->peer->name : "?";
