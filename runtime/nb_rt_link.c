@@ -93,6 +93,8 @@ struct nb__rtlink_s {
   uint64_t no_room; /* run-time proxies refused for lack of ids */
   uint64_t pending_at_close; /* spikes still in the cortex when the links
                                 closed (they go nowhere) */
+  uint64_t now_ns; /* the clock at the last tick: stamps injections (one
+                      clock read per tick, not per spike) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -502,9 +504,10 @@ static int nb__on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
   }
   nb_spike_t in = *s;
   in.source = (nb_id_t)src;
-  /* The peer's clock means nothing here, and STDP compares timestamps:
-   * 0 makes the injection stamp it with ours. */
-  in.timestamp_ns = 0;
+  /* The peer's clock means nothing here, and STDP compares timestamps: our
+   * clock as of the last tick (never 0, never decreasing). */
+  if (!rl->now_ns) rl->now_ns = nb_clock_ns();
+  in.timestamp_ns = rl->now_ns;
   return nb_cortex_inject(rt->cx, &in);
 }
 
@@ -573,6 +576,8 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
   o.ud = rt;
   o.accept = rl->accept;
   o.arena_path = rl->arena_path; /* a file arena may be shared with a peer */
+  /* Quiet runtimes (tests, benches) keep warnings and errors only. */
+  o.log_level = rt->opts.quiet ? NB_LINK_LOG_WARN : NB_LINK_LOG_INFO;
   int rc = nb_link_node_new(&rl->node, rl->loop, &o);
   if (rc != 0) {
     fprintf(stderr, "neuronbus: cannot start the links of %s: %s (the "
@@ -645,6 +650,7 @@ int nb_rt_link_port(const nb_rt_t *rt) {
 void nb__link_pretick(nb_rt_t *rt) {
   struct nb__rtlink_s *rl = rt->link;
   if (!rl->started || rl->closed) return;
+  rl->now_ns = nb_clock_ns();
   if (rl->nheld)
     for (size_t i = 0; i < rl->npx; i++) nb__proxy_retry(rl, rl->px[i]);
   /* The last tick drained the injection queue: paused links read again
