@@ -108,7 +108,7 @@ static char *nb__dup(const char *s) {
   return memcpy(d, s, n);
 }
 
-/* Returns integer field key of the table at idx, def when absent. */
+/* Returns number field key of the table at idx, def when absent. */
 static double nb__field_num(lua_State *C, int idx, const char *key,
                             double def) {
   lua_getfield(C, idx, key);
@@ -232,7 +232,7 @@ int nb__link_config(nb_rt_t *rt, lua_State *C, int idx, char **err) {
 /* ------------------------------------------------------------------ */
 /* proxies                                                             */
 
-/* Registers proxy p with the runtime's list; returns nothing. */
+/* Adds proxy p to the runtime's list; returns nothing. */
 static void nb__proxy_track(struct nb__rtlink_s *rl, nb__proxy_t *p) {
   if (rl->npx == rl->pxcap) {
     rl->pxcap = rl->pxcap ? rl->pxcap * 2 : 16;
@@ -356,7 +356,8 @@ static int nb__proxy_retry(struct nb__rtlink_s *rl, nb__proxy_t *p) {
 }
 
 /* ops.on_batch of a proxy: the batch goes to the link; what it cannot
- * take now is held (in order) and the proxy turns refractory. */
+ * take now is held (in order) and the proxy turns refractory. Returns 0
+ * (nothing here is an agent error). */
 static int nb__proxy_batch(void *agent, nb_neuron_t *n,
                            const nb_spike_t *spikes, const float *weights,
                            size_t count) {
@@ -370,7 +371,8 @@ static int nb__proxy_batch(void *agent, nb_neuron_t *n,
   return 0;
 }
 
-/* ops.on_spike fallback of a proxy (the cortex calls on_batch). */
+/* ops.on_spike fallback of a proxy (the cortex calls on_batch); returns
+ * as nb__proxy_batch. */
 static int nb__proxy_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
                            float weight) {
   return nb__proxy_batch(agent, n, s, &weight, 1);
@@ -511,7 +513,8 @@ static int nb__on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
   return nb_cortex_inject(rt->cx, &in);
 }
 
-/* on_event of the node: names resolve anew after every handshake. */
+/* on_event of the node: names resolve anew after every handshake;
+ * returns nothing. */
 static void nb__on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
   nb_rt_t *rt = ud;
   nb__peer_t *p = nb__peer_of(rt->link, l);
@@ -523,7 +526,7 @@ static void nb__on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
   }
 }
 
-/* Sets *flag once the node has freed itself. */
+/* Sets *flag once the node has freed itself; returns nothing. */
 static void nb__node_done(void *ud) { *(int *)ud = 1; }
 
 /* Closes the node and runs the loop until it is gone; returns nothing. */
@@ -685,7 +688,7 @@ static void nb__drain(nb_rt_t *rt, uint64_t deadline_ns) {
   }
 }
 
-/* Frees the wake timer once closed. */
+/* Frees the wake timer once closed; returns nothing. */
 static void nb__wake_closed(uv_handle_t *h) { free(h); }
 
 void nb_rt_link_stop(nb_rt_t *rt, uint64_t grace_ns) {
