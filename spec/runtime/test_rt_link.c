@@ -317,6 +317,58 @@ static void replies_go_back_to_the_source(void) {
   nb_rt_close(a);
 }
 
+/* Broadcasts reach a remote neuron along a synapse, its filter applied on
+ * the sending side; at the receiver they arrive addressed, weight 1.0,
+ * from the caster's proxy. */
+static void broadcast_along_a_synapse_to_a_remote(void) {
+  nb_rt_t *b = open_topo(1,
+      "return { name = 'b', tick_ns = 0, arena = { size = 1048576 },\n"
+      "  axon_capacity = 64, inbox_capacity = 0, prune_every = 0,\n"
+      "  transport = { listen = 'tcp://127.0.0.1:0' },\n"
+      "  neurons = { { name = 'sink', recorder = true } }, synapses = {} }\n");
+  if (!b) return;
+  NBT_EQ(nb_rt_link_start(b, &loop), 0);
+  int port = nb_rt_link_port(b);
+  nb_rt_t *a = open_topo(1,
+      "return { name = 'a', tick_ns = 0, arena = { size = 1048576 },\n"
+      "  axon_capacity = 64, inbox_capacity = 0, prune_every = 0,\n"
+      "  transport = { peers = { { url = 'tcp://127.0.0.1:%d' } } },\n"
+      "  neurons = {\n"
+      "    { name = 'caster', script = 'spec/fixtures/tcp/caster.lua',\n"
+      "      threshold = 0, refractory = 0, config = { count = 5 } },\n"
+      "    { name = 'far', remote = { url = 'tcp://127.0.0.1:%d', neuron = 'sink' } },\n"
+      "    { name = 'here', recorder = true } },\n"
+      "  synapses = {\n"
+      "    { from = 'caster', to = 'far', weight = 0.5,\n"
+      "      filters = { { type = 'prefix', prefix = 'b ' } } },\n"
+      "    { from = 'caster', to = 'here', weight = 0.25 } } }\n", port, port);
+  if (a) {
+    NBT_EQ(nb_rt_link_start(a, &loop), 0);
+    pump((nb_rt_t *[]){a, b, NULL}, NULL, NULL, NULL, 1.0);
+    uint32_t sink = (uint32_t)nb_rt_id(b, "sink");
+    NBT_EQ(nb_rt_rec_count(a, (uint32_t)nb_rt_id(a, "here"), 0), 10);
+    NBT_EQ(nb_rt_rec_count(b, sink, 0), 5); /* only "b n" passed the filter */
+    int from = nb_rt_id(b, "a/caster");
+    NBT_CHECK(from >= 0);
+    for (size_t i = 0; i < 5 && i < nb_rt_rec_count(b, sink, 0); i++) {
+      nb_spike_t sp;
+      const char *data;
+      size_t len;
+      nb_rt_rec_get(b, sink, 0, i, &sp, &data, &len);
+      char want[8];
+      snprintf(want, sizeof want, "b %zu", i);
+      NBT_CHECK(len == strlen(want) && memcmp(data, want, len) == 0);
+      NBT_EQ(sp.source, from);
+      NBT_EQ(sp.target, sink);
+      NBT_NEAR(nb_rt_rec_weight(b, sink, 0, i), 1.0, 1e-9);
+    }
+    nb_rt_link_stop(a, 200000000ull);
+    nb_rt_close(a);
+  }
+  nb_rt_link_stop(b, 200000000ull);
+  nb_rt_close(b);
+}
+
 /* A second runtime cannot listen on a taken port: start says so. */
 static void listen_on_a_taken_port_fails(void) {
   nb_rt_t *a = open_topo(0,
@@ -372,6 +424,7 @@ int main(void) {
   NBT_RUN(backpressure_reaches_the_producer);
   NBT_RUN(shared_arena_passes_refs);
   NBT_RUN(replies_go_back_to_the_source);
+  NBT_RUN(broadcast_along_a_synapse_to_a_remote);
   NBT_RUN(listen_on_a_taken_port_fails);
   NBT_RUN(stop_flushes_what_was_fired);
   /* Every runtime closed its links: nothing may be left on the loop. */
