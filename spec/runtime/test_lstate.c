@@ -366,12 +366,15 @@ static void run_loops(int sandbox) {
     NBT_EQ(rc, NB_EBUDGET);
     NBT_CHECK(strstr(E, "budget of 20 ms exceeded") != NULL);
     NBT_CHECK(ms >= 19.0);
-    /* Shallow shapes: under 10x the budget in wall and CPU time. Deep
-     * ones pay a few microseconds per nested level on top (about 50 ms
-     * of CPU here, twice that under ASan): 20x in CPU time, 50x in wall
-     * time on a loaded machine, which still catches a hang. */
+    /* The hook's work is CPU time: shallow shapes stop within 10x the
+     * budget of CPU, deep ones pay a few microseconds per nested level on
+     * top (about 50 ms here, twice that under ASan), so 20x. Wall time
+     * only has to rule out a hang: on a loaded 2-vCPU machine the
+     * scheduler, not the hook, decides how long a descheduled loop takes
+     * to reach its next check (the interruption latency is reported by
+     * bench/, not asserted here). */
     NBT_CHECK(cpu < (loops[i].deep ? 400.0 : 200.0));
-    NBT_CHECK(ms < (loops[i].deep ? 1000.0 : 200.0));
+    NBT_CHECK(ms < 5000.0);
     nb_lstate_stats_t st;
     nb_lstate_stats(S, &st);
     NBT_EQ(st.jit, 0);
