@@ -14,6 +14,8 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "nb_lstate.h"
+
 #ifndef NB_LUA_DEFAULT_DIR
 #define NB_LUA_DEFAULT_DIR "/usr/local/share/neuronbus/lua"
 #endif
@@ -22,6 +24,7 @@
 #define NB__STOP_TICKS_DEFAULT 1000u
 #define NB__ERRLOG_MAX 100 /* messages kept per neuron for nb_rt_errors */
 #define NB__ERRPRINT_MAX 10 /* printed per neuron; later ones only counted */
+#define NB__MSG_MAX 8192    /* an entry's error message with its traceback */
 
 /* ------------------------------------------------------------------ */
 /* small helpers                                                       */
@@ -116,7 +119,7 @@ static const char *nb__code_dir(char *buf, size_t size) {
 
 /* Returns the package.path prefix every state gets (computed once):
  * NB_LUA_PATH, then ../../lua beside the code, then the compiled-in dir. */
-static const char *nb__lua_path(void) {
+const char *nb__lua_path(void) {
   static char *path;
   if (path) return path;
   nb__buf_t b = {0};
@@ -209,8 +212,8 @@ nb_rt_layout_t *nb_rt_layout(nb_rt_layout_t *o) {
  * numbers, strings, tables of those); returns 0, or -1 with *err naming
  * the path of the first value that cannot be copied (both stacks then hold
  * leftovers: the caller resets them with lua_settop). */
-static int nb__xcopy(lua_State *from, int idx, lua_State *to,
-                     const char *path, int depth, char **err) {
+int nb__xcopy(lua_State *from, int idx, lua_State *to, const char *path,
+              int depth, char **err) {
   if (idx < 0) idx = lua_gettop(from) + idx + 1;
   switch (lua_type(from, idx)) {
   case LUA_TNIL: lua_pushnil(to); return 0;
@@ -266,8 +269,7 @@ static int nb__xcopy(lua_State *from, int idx, lua_State *to,
 
 /* Records an agent error: stderr (unless quiet), the neuron's log, the
  * count. Returns nothing. */
-static void nb__agent_error(nb__agent_t *a, const char *where,
-                            const char *msg) {
+void nb__agent_error(nb__agent_t *a, const char *where, const char *msg) {
   a->errors++;
   /* An agent failing on every spike must not flood stderr: the first few
    * are printed in full, the rest show in the statistics' errors column. */
@@ -294,17 +296,23 @@ static void nb__agent_error(nb__agent_t *a, const char *where,
 }
 
 /* Calls the entry at slot with nargs arguments already pushed above it
- * (the function is inserted below them); returns 0 or -1 after reporting
- * the error as the agent's, in where. Leaves nres results on success. */
-static int nb__call(nb__agent_t *a, int slot, int nargs, int nres,
-                    const char *where) {
+ * (the function is inserted below them) through nb_lstate_call: under the
+ * state's memory cap and budget, with a traceback; returns 0 with nres
+ * results left, or the nb_err_t after reporting the error as the agent's,
+ * in where, and applying its isolation policy (which may close the state:
+ * callers check nb__isol_running before touching a->L again). */
+int nb__call(nb__agent_t *a, int slot, int nargs, int nres,
+             const char *where) {
   lua_State *L = a->L;
   lua_pushvalue(L, slot);
   if (nargs) lua_insert(L, -nargs - 1);
-  if (lua_pcall(L, nargs, nres, NB__SLOT_MSGH) == 0) return 0;
-  nb__agent_error(a, where, lua_tostring(L, -1));
+  char msg[NB__MSG_MAX];
+  int rc = nb_lstate_call(a->S, nargs, nres, msg, sizeof msg);
+  if (rc == 0) return 0;
+  nb__agent_error(a, where, msg);
   lua_settop(L, NB__SLOT_TOP);
-  return -1;
+  nb__isol_fault(a, rc, where);
+  return rc;
 }
 
 /* Appends a spike and a copy of its payload to a record log. */
@@ -341,24 +349,48 @@ static void nb__record_batch(nb__agent_t *a, const nb_spike_t *spikes,
   }
 }
 
-/* ops.on_batch of a Lua agent: one state entry per tick for the batch. */
-static int nb__lua_batch(void *agent, nb_neuron_t *n, const nb_spike_t *spikes,
-                         const float *weights, size_t count) {
-  nb__agent_t *a = agent;
-  if (a->rt->opts.record) nb__record_batch(a, spikes, weights, count);
+int nb__deliver(nb__agent_t *a, const nb_spike_t *spikes,
+                const float *weights, uint32_t count) {
+  if (!nb__isol_running(a)) {
+    /* Cannot happen while the cortex holds a waiting neuron back; if it
+     * did, the spikes are kept (or counted), never dropped. */
+    nb__isol_cut(a, spikes, weights, count);
+    return 0;
+  }
   a->cell.spikes = spikes;
   a->cell.weights = weights;
-  a->cell.count = (uint32_t)count;
+  a->cell.count = count;
   a->cell.pos = 0;
   int failed = 0;
-  /* After an error in on_spike the loop resumes at the next spike. */
+  /* After an error in on_spike the loop resumes at the next spike; after
+   * a fault (the policy took the state away) the rest of the batch goes
+   * to the restarted state or counts as dead letters. */
   while (a->cell.pos < a->cell.count) {
-    if (nb__call(a, NB__SLOT_DISPATCH, 0, 0, "on_spike") != 0) failed = 1;
+    uint32_t before = a->cell.pos;
+    if (nb__call(a, NB__SLOT_DISPATCH, 0, 0, "on_spike") == 0) continue;
+    failed = 1;
+    /* A failure before dispatch took a spike (it cannot happen today)
+     * must not spin here: that spike counts as the failed one. */
+    if (a->cell.pos == before) a->cell.pos++;
+    if (!nb__isol_running(a)) {
+      uint32_t pos = a->cell.pos;
+      nb__isol_cut(a, spikes + pos, weights ? weights + pos : NULL,
+                   count - pos);
+      break;
+    }
   }
   a->cell.spikes = NULL;
   a->cell.weights = NULL;
   a->cell.count = 0;
   return failed ? NB_EAGENT : 0;
+}
+
+/* ops.on_batch of a Lua agent: one state entry per tick for the batch. */
+static int nb__lua_batch(void *agent, nb_neuron_t *n, const nb_spike_t *spikes,
+                         const float *weights, size_t count) {
+  nb__agent_t *a = agent;
+  if (a->rt->opts.record) nb__record_batch(a, spikes, weights, count);
+  return nb__deliver(a, spikes, weights, (uint32_t)count);
 }
 
 /* ops.on_spike fallback (the cortex calls on_batch when present). */
@@ -372,7 +404,7 @@ static int nb__lua_tick(void *agent, nb_neuron_t *n) {
   nb__agent_t *a = agent;
   /* While stopping, pending spikes are delivered but no periodic work
    * starts: a pacemaker would otherwise keep the cortex busy forever. */
-  if (a->rt->stopped) return 0;
+  if (a->rt->stopped || !nb__isol_running(a)) return 0;
   return nb__call(a, NB__SLOT_TICK, 0, 0, "tick") ? NB_EAGENT : 0;
 }
 
@@ -381,6 +413,9 @@ static int nb__lua_filter(void *agent, nb_neuron_t *n, const char *name,
                           const nb_spike_t *s, const void *payload,
                           size_t len) {
   nb__agent_t *a = agent;
+  /* No state (stopped, or quarantined): passes nothing; a stopped neuron
+   * gets no spikes routed anyway (dead letters). */
+  if (!nb__isol_has_state(a)) return 0;
   a->cell.fspike = s;
   lua_pushstring(a->L, name);
   char where[64];
@@ -398,6 +433,7 @@ static int nb__lua_filter(void *agent, nb_neuron_t *n, const char *name,
 /* ops.on_stop of a Lua agent. */
 static void nb__lua_stop(void *agent, nb_neuron_t *n) {
   nb__agent_t *a = agent;
+  if (!nb__isol_running(a)) return; /* stopped by its policy: no state */
   nb__call(a, NB__SLOT_STOP, 0, 0, "on_stop");
 }
 
@@ -422,7 +458,7 @@ static const nb_agent_ops_t nb__rec_ops = {.on_batch = nb__rec_batch};
 /* Frees an agent and closes its state. */
 static void nb__agent_free(nb__agent_t *a) {
   if (!a) return;
-  if (a->L) lua_close(a->L);
+  nb__isol_free(a); /* closes the state */
   for (int w = 0; w < 2; w++) {
     for (size_t i = 0; i < a->rec[w].n; i++) free(a->rec[w].v[i].data);
     free(a->rec[w].v);
@@ -435,20 +471,23 @@ static void nb__agent_free(nb__agent_t *a) {
   free(a);
 }
 
-/* Loads script into a's new state through neuronbus.agent's boot and keeps
- * the entry points in their stack slots; returns 0, or -1 with *err set to
- * the file and the reason. */
-static int nb__agent_boot(nb__agent_t *a, char **err) {
+/* Loads script into a's new state (nb__isol_state_new: its memory cap,
+ * budget, JIT mode and sandbox) through neuronbus.agent's boot, both calls
+ * through nb_lstate_call (the chunk is agent code), and keeps the entry
+ * points in their stack slots; returns 0, or -1 with *err set to the file
+ * and the reason. */
+int nb__agent_boot(nb__agent_t *a, char **err) {
   nb__reload_boot(a); /* version 1 (and the file's hash) for the card */
-  lua_State *L = nb__state_new(err);
-  if (!L) return -1;
-  a->L = L;
+  if (nb__isol_state_new(a, err) != 0) return -1;
+  lua_State *L = a->L;
+  char msg[NB__MSG_MAX];
+  int rc;
   lua_pushcfunction(L, nb__msgh); /* slot 1 */
   lua_getglobal(L, "require");
   lua_pushliteral(L, "neuronbus.agent");
-  if (lua_pcall(L, 1, 1, NB__SLOT_MSGH) != 0) {
+  if ((rc = nb_lstate_call(a->S, 1, 1, msg, sizeof msg)) != 0) {
     *err = nb__strf("%s: cannot load the runtime's Lua side "
-                    "(neuronbus.agent): %s", a->script, lua_tostring(L, -1));
+                    "(neuronbus.agent): %s", a->script, msg);
     return -1;
   }
   lua_getfield(L, -1, "boot");
@@ -457,8 +496,12 @@ static int nb__agent_boot(nb__agent_t *a, char **err) {
   lua_pushstring(L, a->script);
   lua_pushstring(L, a->name);
   lua_pushinteger(L, a->cell.id);
-  if (lua_pcall(L, 4, 2, NB__SLOT_MSGH) != 0) {
-    *err = nb__strf("%s", lua_tostring(L, -1));
+  if ((rc = nb_lstate_call(a->S, 4, 2, msg, sizeof msg)) != 0) {
+    /* The agent's own errors name the file; the two limits do not. */
+    if (rc == NB_EMEMLIMIT || rc == NB_EBUDGET)
+      *err = nb__strf("%s: running the script: %s", a->script, msg);
+    else
+      *err = nb__strf("%s", msg);
     return -1;
   }
   if (!lua_istable(L, -2)) {
@@ -639,6 +682,13 @@ static int nb__add_neuron(nb_rt_t *rt, lua_State *C, int idx,
     lua_pop(C, 1);
     if (!recorder && !a->proxy)
       a->script = nb__str(C, idx, "script", path, errs);
+    if (a->script) {
+      char *ierr = NULL;
+      if (nb__isol_parse(a, C, idx, &ierr) != 0) {
+        nb__addf(errs, "%s.%s", path, ierr);
+        free(ierr);
+      }
+    }
     a->ntags[0] = nb__tags(C, idx, "capabilities", a->tags[0], path, errs);
     a->ntags[1] = nb__tags(C, idx, "regions", a->tags[1], path, errs);
     p.threshold = (float)nb__num(C, idx, "threshold", p.threshold, path, errs);
@@ -956,6 +1006,7 @@ static int nb__build(nb_rt_t *rt, lua_State *C, int idx, nb__buf_t *errs) {
     if (!a->L) continue;
     lua_rawgeti(C, top, (int)i + 1);
     lua_getfield(C, -1, "config");
+    nb__isol_keep_config(a, C, lua_gettop(C)); /* init again on a restart */
     char *err = NULL;
     char path[160];
     snprintf(path, sizeof path, "neurons.%s.config", a->name);
@@ -1088,22 +1139,28 @@ int nb_rt_check(const char *path, FILE *out) {
         lua_pop(C, 3);
         continue;
       }
-      lua_State *S = nb__state_new(&err);
+      /* Made with the neuron's own limits and sandbox, so a memory bomb
+       * or a denied capability at the script's top level is a problem
+       * reported here, not a crash. */
+      nb_lstate_t *PS = NULL;
+      char msg[NB__MSG_MAX];
+      lua_State *S = nb__isol_probe_state(C, lua_gettop(C) - 2, name, &PS,
+                                          &err);
       if (!S) {
-        nb__addf(&errs, "%s", err);
+        nb__addf(&errs, "neurons.%s: %s", name, err);
         free(err);
       } else {
         lua_pushcfunction(S, nb__msgh);
         lua_getglobal(S, "require");
         lua_pushliteral(S, "neuronbus.agent");
-        if (lua_pcall(S, 1, 1, 1)) {
+        if (nb_lstate_call(PS, 1, 1, msg, sizeof msg)) {
           nb__addf(&errs, "neurons.%s: cannot load neuronbus.agent: %s", name,
-                   lua_tostring(S, -1));
+                   msg);
         } else {
           lua_getfield(S, -1, "probe");
           lua_pushstring(S, script);
-          if (lua_pcall(S, 1, 2, 1))
-            nb__addf(&errs, "neurons.%s: %s", name, lua_tostring(S, -1));
+          if (nb_lstate_call(PS, 1, 2, msg, sizeof msg))
+            nb__addf(&errs, "neurons.%s: %s: %s", name, script, msg);
           else if (!lua_toboolean(S, -2))
             nb__addf(&errs, "neurons.%s: %s", name, lua_tostring(S, -1));
           else {
@@ -1140,7 +1197,7 @@ int nb_rt_check(const char *path, FILE *out) {
             lua_settop(C, syn - 1);
           }
         }
-        lua_close(S);
+        nb_lstate_close(PS);
       }
       lua_pop(C, 3);
     }
@@ -1152,8 +1209,13 @@ int nb_rt_check(const char *path, FILE *out) {
   lua_close(C);
   if (errs.n) {
     char *text = nb__take(&errs);
-    for (char *p = text; *p; p++) problems += *p == '\n';
-    problems++;
+    /* One problem per line, except the lines of a traceback (a script
+     * that raised at its top level). */
+    for (char *line = text; line; line = strchr(line, '\n')) {
+      if (*line == '\n') line++;
+      if (*line != '\t' && strncmp(line, "stack traceback:", 16) != 0)
+        problems++;
+    }
     fprintf(out, "%s\n", text);
     fprintf(out, "check: %s: %d problem%s\n", path, problems,
             problems == 1 ? "" : "s");
@@ -1174,6 +1236,7 @@ void nb_rt_close(nb_rt_t *rt) {
   /* Agents whose registration failed were freed already. */
   free(rt->agents);
   if (rt->link) nb__link_free(rt);
+  nb__isol_rt_free(rt);
   if (rt->cx) nb_cortex_free(rt->cx);
   if (rt->arena) nb_arena_free(rt->arena);
   free(rt->name);
@@ -1185,6 +1248,7 @@ int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
   int64_t total = 0;
   for (uint64_t i = 0; i < n; i++) {
     if (rt->link) nb__link_pretick(rt);
+    nb__isol_tick(rt); /* neurons in backoff: held, or restarted when due */
     int rc = nb_cortex_tick(rt->cx);
     if (rc < 0) return rc;
     total += rc;
@@ -1196,6 +1260,7 @@ int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
 uint64_t nb_rt_stop(nb_rt_t *rt, uint64_t max_ticks) {
   if (rt->stopped) return 0;
   rt->stopped = 1;
+  nb__isol_stopping(rt); /* no backoff left to wait out: restart now */
   uint64_t t = nb_cortex_stop(rt->cx, max_ticks ? max_ticks
                                                 : NB__STOP_TICKS_DEFAULT);
   rt->ticks += t;
@@ -1293,11 +1358,17 @@ char *nb_rt_state_dump(nb_rt_t *rt, uint32_t id, char **err) {
     return NULL;
   }
   nb__agent_t *a = rt->agents[id];
+  if (!a->L && a->isol) {
+    *err = nb__strf("nb.state of %s: the neuron was stopped by its policy "
+                    "and its state closed", a->name);
+    return NULL;
+  }
   if (!a->L) return nb__strdup("return {}"); /* a recorder has no state */
   lua_State *L = a->L;
   lua_pushvalue(L, NB__SLOT_DUMP);
-  if (lua_pcall(L, 0, 1, NB__SLOT_MSGH) != 0) {
-    *err = nb__strf("nb.state of %s: %s", a->name, lua_tostring(L, -1));
+  char msg[NB__MSG_MAX];
+  if (nb_lstate_call(a->S, 0, 1, msg, sizeof msg) != 0) {
+    *err = nb__strf("nb.state of %s: %s", a->name, msg);
     lua_settop(L, NB__SLOT_TOP);
     return NULL;
   }

@@ -194,6 +194,32 @@ double nb_rt_memory(nb_rt_t *rt, uint32_t id);
  * busted spec compares it with the host process's own. */
 void *nb_rt_lua_newstate_addr(void);
 
+/* Fault isolation of one neuron (issue 4). */
+typedef struct nb_rt_isol_stat_s {
+  uint64_t dead_letters;      /* spikes to it counted as dead letters while
+                                 it was stopped */
+  uint64_t restarts;          /* fresh states the restart policy made */
+  uint64_t faults;            /* failures the policy was applied to */
+  uint64_t mem_errors;        /* entries that hit the memory cap */
+  uint64_t budget_overruns;   /* entries interrupted by the budget */
+  uint64_t watchdog_overruns; /* entries the watchdog caught */
+  uint64_t memory;            /* bytes of Lua heap its state holds now */
+  uint64_t memory_peak;       /* highest of any of its states */
+  uint64_t memory_limit;      /* the cap, 0 = none */
+  uint64_t budget_ns;         /* per entry, 0 = none */
+  uint64_t backoff_left_ns;   /* in backoff: time until the restart */
+  uint64_t next_backoff_ns;   /* the backoff the next fault waits */
+  uint64_t held;              /* spikes of a cut batch kept for the restart */
+  int state;                  /* 0 running, 1 backoff, 2 stopped */
+  int policy;                 /* 0 restart, 1 stop */
+  int jit;                    /* JIT engine on in its state */
+  int sandbox;
+} nb_rt_isol_stat_t;
+
+/* Fills *out with neuron id's isolation counters and state; returns 0 or
+ * NB_ENOENT. */
+int nb_rt_isol_stat(const nb_rt_t *rt, uint32_t id, nb_rt_isol_stat_t *out);
+
 /* END FFI */
 
 /* ---- the command's side (not seen from Lua) ---- */

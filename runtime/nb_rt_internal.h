@@ -47,6 +47,11 @@ typedef struct nb__agent_s {
   nb_rt_t *rt;
   nb_neuron_t *neuron;
   lua_State *L; /* NULL for a native recorder neuron */
+  struct nb_lstate_s *S;   /* L's isolation wrapper (nb_lstate.h), NULL
+                              without a state */
+  struct nb__isol_s *isol; /* fault isolation: limits, policy, restarts,
+                              held spikes (nb_rt_isolation.c); NULL for a
+                              neuron without a script */
   char *name, *script;
   char *tags[2][NB_CARD_MAX_TAGS];
   size_t ntags[2];
@@ -70,16 +75,117 @@ struct nb_rt_s {
   uint64_t tick_ns;
   uint64_t ticks;
   int stopped;  /* nb_rt_stop ran (or began): agents' tick is no longer called */
+  struct nb__isol_rt_s *isol; /* configs kept for restarts, neurons in
+                                 backoff (nb_rt_isolation.c), NULL until used */
   /* stats rate: totals at the previous report */
   uint64_t rate_t0_ns, rate_in0;
   uint64_t start_ns;
   struct nb__rtlink_s *link; /* TCP links (nb_rt_link.c), NULL without */
 };
 
-/* Returns a new Lua state with the standard libraries and package.path set
- * (the one place states are made: issue 4 adds the allocator here), or NULL
- * with *err set (malloc'd). */
+/* Returns a new plain Lua state with the standard libraries and
+ * package.path set, for the runtime's own work (manifests, never agent
+ * code: agent states come from nb__isol_state_new), or NULL with *err set
+ * (malloc'd). */
 lua_State *nb__state_new(char **err);
+
+/* ---- shared with nb_rt_isolation.c (nb_rt.c) ---- */
+
+/* Returns the package.path prefix every state gets (computed once). */
+const char *nb__lua_path(void);
+
+/* Copies plain data at idx of from onto to's stack; returns 0, or -1 with
+ * *err (malloc'd) naming path's first value that cannot be copied. */
+int nb__xcopy(lua_State *from, int idx, lua_State *to, const char *path,
+              int depth, char **err);
+
+/* Records an agent error (stderr unless quiet, the log, the count);
+ * returns nothing. */
+void nb__agent_error(nb__agent_t *a, const char *where, const char *msg);
+
+/* Makes a's state, loads its script through neuronbus.agent's boot and
+ * keeps the entry points in their slots; returns 0, or -1 with *err set. */
+int nb__agent_boot(nb__agent_t *a, char **err);
+
+/* Calls the entry at slot with nargs arguments pushed, through
+ * nb_lstate_call, reporting a failure as the agent's error in where and
+ * applying the isolation policy; returns 0 (nres results left) or the
+ * nb_err_t of the failure. */
+int nb__call(nb__agent_t *a, int slot, int nargs, int nres, const char *where);
+
+/* Hands count spikes to a's on_spike in one entry, resuming after an
+ * ordinary error; a fault keeps (or counts) the rest; returns 0 or
+ * NB_EAGENT when any call failed. */
+int nb__deliver(nb__agent_t *a, const nb_spike_t *spikes,
+                const float *weights, uint32_t count);
+
+/* ---- fault isolation (nb_rt_isolation.c, issue 4) ---- */
+
+/* Reads the isolation keys of the normalized neuron table at idx of C into
+ * a new a->isol; returns 0, or -1 with *err set (malloc'd). */
+int nb__isol_parse(nb__agent_t *a, lua_State *C, int idx, char **err);
+
+/* Creates a's state per a->isol (defaults without it) with package.path
+ * set, into a->S and a->L; returns 0, or -1 with *err set (malloc'd). */
+int nb__isol_state_new(nb__agent_t *a, char **err);
+
+/* Returns a scratch state made with the isolation keys of the neuron
+ * table at idx of C (neuronbus check probes scripts in it), with its
+ * wrapper in *S (close with nb_lstate_close), or NULL with *err set. */
+lua_State *nb__isol_probe_state(lua_State *C, int idx, const char *name,
+                                struct nb_lstate_s **S, char **err);
+
+/* Keeps a copy of the config at idx of C for the init of a restart;
+ * returns nothing. */
+void nb__isol_keep_config(nb__agent_t *a, lua_State *C, int idx);
+
+/* After a failed entry of a: applies the policy when the failure is a
+ * fault (memory, budget, watchdog, or an error with on_error = "policy");
+ * returns 1 when it did (a is no longer running), 0 when a goes on. */
+int nb__isol_fault(nb__agent_t *a, int code, const char *where);
+
+/* Returns 1 when a has a state and is not waiting or stopped. */
+int nb__isol_running(const nb__agent_t *a);
+
+/* Returns 1 when a has a state that may still be entered (a custom filter
+ * of a neuron in backoff runs in its old state). */
+int nb__isol_has_state(const nb__agent_t *a);
+
+/* Takes the n spikes of a batch a fault cut short: kept for the restarted
+ * state, or counted as a's dead letters when it is stopped; returns
+ * nothing. */
+void nb__isol_cut(nb__agent_t *a, const nb_spike_t *spikes,
+                  const float *weights, uint32_t n);
+
+/* Before each tick: holds neurons in backoff and restarts those whose
+ * backoff ended; returns nothing. */
+void nb__isol_tick(nb_rt_t *rt);
+
+/* At nb_rt_stop: restarts every neuron still in backoff at once (a fault
+ * while stopping stops it); returns nothing. */
+void nb__isol_stopping(nb_rt_t *rt);
+
+/* Closes a's state and frees a->isol; returns nothing. */
+void nb__isol_free(nb__agent_t *a);
+
+/* Frees rt->isol; returns nothing. */
+void nb__isol_rt_free(nb_rt_t *rt);
+
+/* Statistics: the table's column heads, one neuron's cells, the total
+ * row's cells (into buf, returned), and the JSON members of a neuron and
+ * of the totals (written to f). */
+const char *nb__isol_head(void);
+const char *nb__isol_cells(const nb_rt_t *rt, uint32_t id, char *buf,
+                           size_t n);
+const char *nb__isol_total_cells(const nb_rt_t *rt, char *buf, size_t n);
+void nb__isol_json(const nb_rt_t *rt, uint32_t id, FILE *f);
+void nb__isol_json_totals(const nb_rt_t *rt, FILE *f);
+
+/* `neuronbus run`: installs the watchdog report that names the neuron and
+ * exits the process when the loop thread never comes back from the entry
+ * (begin), and removes it (end); return nothing. */
+void nb__isol_run_begin(nb_rt_t *rt);
+void nb__isol_run_end(nb_rt_t *rt);
 
 /* Hashes a's script file and sets its version before a (re)boot: 1 the
  * first time, +1 when the file differs from the version running (see

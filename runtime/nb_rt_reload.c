@@ -19,6 +19,8 @@
 #include <luajit.h>
 #include <uv.h>
 
+#include "nb_lstate.h"
+
 /* Quiet time after the last file event before the file is read: editors
  * write, truncate, rename and chmod in bursts. */
 #define NB__RELOAD_DEBOUNCE_MS 20
@@ -202,11 +204,13 @@ static int nb__reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
   nb__push_needed_filters(a);
   free(buf);
   /* The agent's own code runs under reload's xpcall; an error reaching
-   * this pcall is the runtime's (a missing entry, out of memory). */
+   * this call is the runtime's (a missing entry), or one of the state's
+   * limits: the new chunk and on_reload run under its memory cap and
+   * budget like any entry (nb_lstate_call). */
+  char why[8192];
   int rc = NB_EAGENT;
-  if (lua_pcall(L, 7, 2, 0) != 0) {
-    *err = nb__strf("%s: reload failed: %s", a->script,
-                    lua_isstring(L, -1) ? lua_tostring(L, -1) : "(no message)");
+  if (nb_lstate_call(a->S, 7, 2, why, sizeof why) != 0) {
+    *err = nb__strf("%s: reload failed: %s", a->script, why);
   } else if (!lua_toboolean(L, -2)) {
     *err = nb__strf("%s", lua_isstring(L, -1) ? lua_tostring(L, -1)
                                               : "reload refused (no reason)");

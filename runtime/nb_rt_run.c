@@ -124,6 +124,9 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
     l.error = lrc;
     nb__loop_stop(&l);
   }
+  /* Fault isolation: the watchdog names a stuck neuron and, when the one
+   * loop thread never comes back from it, ends the process. */
+  nb__isol_run_begin(rt);
   l.t0_ns = nb_clock_ns();
   if (rt->tick_ns) {
     /* A timer of the tick interval (at least 1 ms: libuv's resolution);
@@ -164,6 +167,7 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   nb_rt_stop(rt, 0);
   nb_rt_print_stats(rt, out, opts->stats == 2, 1);
   fflush(out);
+  nb__isol_run_end(rt);
   return l.error;
 }
 
@@ -238,8 +242,9 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
     fprintf(f, ",\"ticks\":%" PRIu64 ",\"elapsed_s\":%.3f,\"spikes_per_s\":%.1f",
             rt->ticks, elapsed, rate);
     fprintf(f, ",\"totals\":{\"spikes_in\":%" PRIu64 ",\"spikes_out\":%" PRIu64
-            ",\"fires\":%" PRIu64 ",\"errors\":%" PRIu64 "}",
-            tot.spikes_in, tot.spikes_out, tot.fires, tot.errors);
+            ",\"fires\":%" PRIu64, tot.spikes_in, tot.spikes_out, tot.fires);
+    nb__isol_json_totals(rt, f); /* dead letters and restarts */
+    fprintf(f, ",\"errors\":%" PRIu64 "}", tot.errors);
     fprintf(f, ",\"cortex\":{\"routed\":%" PRIu64 ",\"dead_letters\":%" PRIu64
             ",\"filtered\":%" PRIu64 ",\"pruned\":%" PRIu64 "}",
             cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
@@ -254,6 +259,7 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
               ",\"deferred\":%" PRIu64 ",\"filtered\":%" PRIu64,
               s.spikes_in, s.spikes_out, s.fires, s.errors, s.full,
               s.deferred, s.filtered);
+      nb__isol_json(rt, i, f); /* dead letters, restarts, state, memory */
       nb_rt_version_t v;
       nb_rt_version(rt, i, &v);
       fprintf(f, ",\"version\":%u,\"hash\":\"%s\",\"reloads\":%" PRIu64
@@ -269,9 +275,9 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
     fprintf(f, "== %s statistics: %s, tick %" PRIu64 ", %.2f s, %.0f spikes/s%s\n",
             final ? "final" : "periodic", rt->name, rt->ticks, elapsed, rate,
             final ? " (average)" : "");
-    fprintf(f, "  %4s %-20s %10s %10s %8s %7s %7s %8s %8s  %s\n", "id",
+    fprintf(f, "  %4s %-20s %10s %10s %8s %7s %7s %8s %8s%s  %s\n", "id",
             "neuron", "spikes_in", "spikes_out", "fires", "errors", "full",
-            "deferred", "filtered", "version");
+            "deferred", "filtered", nb__isol_head(), "version");
     for (uint32_t i = 0; i < rt->n; i++) {
       nb_rt_stat_t s;
       nb_rt_stat(rt, i, &s);
@@ -286,14 +292,18 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
       if (v.counter && v.rejected)
         snprintf(ver + strlen(ver), sizeof ver - strlen(ver), "%" PRIu64 ")",
                  v.rejected);
+      char iso[96];
       fprintf(f, "  %4u %-20s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %7" PRIu64
-              " %7" PRIu64 " %8" PRIu64 " %8" PRIu64 "  %s\n", i,
+              " %7" PRIu64 " %8" PRIu64 " %8" PRIu64 "%s  %s\n", i,
               rt->agents[i]->name, s.spikes_in, s.spikes_out, s.fires,
-              s.errors, s.full, s.deferred, s.filtered, ver);
+              s.errors, s.full, s.deferred, s.filtered,
+              nb__isol_cells(rt, i, iso, sizeof iso), ver);
     }
+    char iso[64];
     fprintf(f, "  %4s %-20s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %7" PRIu64
-            "\n", "", "total", tot.spikes_in, tot.spikes_out, tot.fires,
-            tot.errors);
+            " %7s %8s %8s%s\n", "", "total", tot.spikes_in, tot.spikes_out,
+            tot.fires, tot.errors, "", "", "",
+            nb__isol_total_cells(rt, iso, sizeof iso));
     fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
             ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
             cs->routed, cs->dead_letters, cs->filtered, cs->pruned);

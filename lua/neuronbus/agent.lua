@@ -66,7 +66,10 @@ local function load_script(script)
   if type(script) ~= "string" then
     return nil, "agent script: expected a file name, got a " .. type(script)
   end
-  local chunk, err = loadfile(script)
+  -- Through the state's trusted loader (runtime/nb_lstate.c): text only
+  -- and in the sandbox environment when the neuron is sandboxed.
+  local sb = package.loaded["neuronbus.sandbox"]
+  local chunk, err = (sb and sb.loadfile or loadfile)(script)
   if not chunk then
     return nil, "cannot load agent script: " .. tostring(err)
   end

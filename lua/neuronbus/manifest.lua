@@ -62,6 +62,7 @@ local math_lib, string_lib, table_lib = math, string, table
 local jit = rawget(_G, "jit") -- nil outside LuaJIT
 
 local show = units.show
+local isolation = require("neuronbus.isolation")
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -121,6 +122,15 @@ local function set_of(list)
     s[list[i]] = true
   end
   return s
+end
+
+-- The fault isolation keys of a neuron (memory, budget, jit, watchdog,
+-- sandbox, require, policy, on_error, restart): neuronbus.isolation.
+for _, k in ipairs(isolation.NEURON_KEYS) do
+  KEYS.neuron[#KEYS.neuron + 1] = k
+end
+for what, list in pairs(isolation.KEYS) do
+  KEYS[what] = list
 end
 
 local KEY_SETS = {}
@@ -603,6 +613,8 @@ local function check_neuron(c, name, spec)
   elseif c:table(join(path, "config"), t.config) then
     n.config = c:plain(join(path, "config"), t.config, {})
   end
+  isolation.check(c, path, t, n, { join = join, suggest = suggest,
+                                   is_array = is_array })
   return n
 end
 

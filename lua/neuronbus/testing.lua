@@ -22,6 +22,15 @@
 --   h:version("counter")   --> { counter=, hash=, reloads=, rejected= }
 --   h:memory("counter")    --> bytes of Lua heap in its state after a full GC
 --
+-- Fault isolation (issue 4): testing.agent takes the manifest's keys too
+-- (memory = "16MB", budget = "20ms", jit = false, watchdog = "1s" | false,
+-- sandbox = true, require = {...}, policy = "restart" | "stop", on_error =
+-- "continue" | "policy", restart = { max =, window =, backoff =,
+-- backoff_max = }), and h:stats(name) also returns restarts, faults,
+-- dead_letters, state ("running" | "backoff" | "stopped"), memory,
+-- memory_peak, memory_limit (bytes), mem_errors, budget_overruns,
+-- watchdog_overruns, held, backoff_left_ns, next_backoff_ns, jit, sandbox.
+--
 -- The runtime's shared library (build/<cfg>/libnbruntime.so, found through
 -- NB_BUILD, else build/default beside this tree) is loaded into the busted
 -- process with ffi.load(path, true); every agent still runs in its own
@@ -34,6 +43,7 @@ local ffi = require("ffi")
 local bit = require("bit")
 local nbffi = require("neuronbus.ffi")
 local serial = require("neuronbus.serial")
+local isolation = require("neuronbus.isolation")
 
 local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
 local setmetatable, error, loadstring = setmetatable, error, loadstring
@@ -101,13 +111,17 @@ local function wrap(rt)
 end
 
 -- Returns runtime options for recording (quiet: agent errors are only
--- counted and kept for h:errors, not printed).
+-- counted and kept for h:errors, not printed) and the recorder names they
+-- point at (keep it referenced until the runtime is open): "test", then
+-- o.peers.
 local function opts_of(o)
   local opts = ffi.new("nb_rt_opts_t")
   opts.record = 1
   opts.quiet = (o and o.quiet) and 1 or 0
-  opts.recorders = DEFAULT_SOURCE
-  return opts
+  local names = DEFAULT_SOURCE
+  if o and o.peers then names = names .. "," .. table.concat(o.peers, ",") end
+  opts.recorders = names
+  return opts, names
 end
 
 -- Returns the message in err[0] and frees it.
@@ -120,10 +134,13 @@ end
 
 -- Returns a harness running the manifest at path (every agent's init has
 -- run); raises with every problem of the manifest. opts.quiet = true keeps
--- agent errors off stderr.
+-- agent errors off stderr; opts.peers names recorder neurons to add (agents
+-- reach them by name: a unicast needs no synapse).
 function _M.manifest(path, opts)
   local err = ffi.new("char *[1]")
-  local rt = R.nb_rt_open(path, opts_of(opts), err)
+  local o, names = opts_of(opts)
+  local rt = R.nb_rt_open(path, o, err)
+  names = nil -- referenced until here: o points at it
   if rt == nil then
     error("testing.manifest(\"" .. tostring(path) .. "\"):\n" .. take_error(err), 2)
   end
@@ -135,25 +152,52 @@ local function basename(path)
   return (path:match("([^/]+)$") or path):gsub("%.lua$", "")
 end
 
+-- Returns the normalized isolation fields for the agent name running
+-- script from opts (the manifest's keys, checked by neuronbus.manifest);
+-- raises naming every problem.
+local function isolation_fields(name, script, opts)
+  local spec, any = { script = script }, false
+  for _, k in ipairs(isolation.NEURON_KEYS) do
+    if opts[k] ~= nil then
+      spec[k] = opts[k]
+      any = true
+    end
+  end
+  if not any then return {} end
+  local topo, errs = require("neuronbus.manifest").validate(
+    { name = "testing", neurons = { [name] = spec } })
+  if not topo then
+    error("testing.agent: " .. table.concat(errs, "\n"), 3)
+  end
+  local n, out = topo.neurons[1], {}
+  for _, k in ipairs({ "memory", "budget_ns", "jit", "watchdog_ns", "sandbox",
+                       "require", "policy", "on_error", "restart" }) do
+    out[k] = n[k]
+  end
+  return out
+end
+
 -- Returns a harness running script as one agent plus recorder peers.
 -- opts: name, config, threshold, rest, leak, refractory, capabilities,
 -- regions, peers (names of recorder neurons), and also synapses (in the
 -- normalized manifest form {from=, to=, weight=, stdp=, filters=}),
--- arena_size (bytes, default 64 MiB), axon_capacity, quiet.
+-- arena_size (bytes, default 64 MiB), axon_capacity, quiet, and the fault
+-- isolation keys of a manifest's neuron (memory, budget, jit, watchdog,
+-- sandbox, require, policy, on_error, restart).
 function _M.agent(script, opts)
   opts = opts or {}
   if type(script) ~= "string" then
     error("testing.agent: expected a script path, got a " .. type(script), 2)
   end
   local name = opts.name or basename(script)
-  local neurons = {
-    {
-      name = name, script = script,
-      regions = opts.regions or {}, capabilities = opts.capabilities or {},
-      threshold = opts.threshold, rest = opts.rest, leak = opts.leak,
-      refractory = opts.refractory, config = opts.config or {},
-    },
+  local agent = {
+    name = name, script = script,
+    regions = opts.regions or {}, capabilities = opts.capabilities or {},
+    threshold = opts.threshold, rest = opts.rest, leak = opts.leak,
+    refractory = opts.refractory, config = opts.config or {},
   }
+  for k, v in pairs(isolation_fields(name, script, opts)) do agent[k] = v end
+  local neurons = { agent }
   local seen = { [name] = true }
   for _, p in ipairs(opts.peers or {}) do
     if seen[p] then
@@ -176,7 +220,9 @@ function _M.agent(script, opts)
   }
   local src = serial.dump(topo, "topology")
   local err = ffi.new("char *[1]")
-  local rt = R.nb_rt_open_topo(src, #src, "=" .. topo.name, opts_of(opts), err)
+  -- Its peers are neurons of the topology already (recorders).
+  local rt = R.nb_rt_open_topo(src, #src, "=" .. topo.name,
+    opts_of({ quiet = opts.quiet }), err)
   if rt == nil then
     error("testing.agent(\"" .. script .. "\"):\n" .. take_error(err), 2)
   end
@@ -291,11 +337,31 @@ function Harness:state(who)
 end
 
 local stat = ffi.new("nb_rt_stat_t")
+local istat = ffi.new("nb_rt_isol_stat_t")
+local STATES = { [0] = "running", "backoff", "stopped" }
 
--- Returns the counters of neuron who.
+-- Returns the counters of neuron who, with its fault isolation ones.
 function Harness:stats(who)
-  R.nb_rt_stat(rt_of(self), id_of(self, who), stat)
+  local rt, id = rt_of(self), id_of(self, who)
+  R.nb_rt_stat(rt, id, stat)
+  R.nb_rt_isol_stat(rt, id, istat)
+  local s = istat
   return {
+    restarts = tonumber(s.restarts),
+    faults = tonumber(s.faults),
+    dead_letters = tonumber(s.dead_letters),
+    state = STATES[s.state],
+    memory = tonumber(s.memory),
+    memory_peak = tonumber(s.memory_peak),
+    memory_limit = tonumber(s.memory_limit),
+    mem_errors = tonumber(s.mem_errors),
+    budget_overruns = tonumber(s.budget_overruns),
+    watchdog_overruns = tonumber(s.watchdog_overruns),
+    held = tonumber(s.held),
+    backoff_left_ns = tonumber(s.backoff_left_ns),
+    next_backoff_ns = tonumber(s.next_backoff_ns),
+    jit = s.jit ~= 0,
+    sandbox = s.sandbox ~= 0,
     spikes_in = tonumber(stat.spikes_in),
     spikes_out = tonumber(stat.spikes_out),
     fires = tonumber(stat.fires),

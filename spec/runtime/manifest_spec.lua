@@ -204,8 +204,9 @@ describe("manifest.validate", function()
     it("in a neuron", function()
       fails_with(with({ neurons = { parser = { script = "agents/echo.lua", treshold = 1 } } }), {
         'neurons.parser.treshold: unknown key, did you mean "threshold"? (allowed: '
-          .. "capabilities, config, leak, refractory, region, regions, remote, rest, "
-          .. "script, threshold)",
+          .. "budget, capabilities, config, jit, leak, memory, on_error, policy, "
+          .. "refractory, region, regions, remote, require, rest, restart, sandbox, "
+          .. "script, threshold, watchdog)",
       })
     end)
 

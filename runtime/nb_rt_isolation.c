@@ -1,0 +1,794 @@
+/* nb_rt_isolation.c: fault isolation of agents (issue 4). Every agent state
+ * is an nb_lstate (memory cap, time budget, watchdog, sandbox: see
+ * nb_lstate.h) made from the neuron's manifest keys; a fault (a memory or
+ * budget error, a watchdog overrun, and an ordinary error when on_error is
+ * "policy") applies the neuron's policy:
+ *
+ *   restart  the neuron waits out a backoff (doubling up to backoff_max)
+ *            with its inbound spikes held: it is kept refractory, so the
+ *            cortex leaves them in its inbox and, once that is full, in the
+ *            axons upstream (backpressure, never loss). Then a fresh state
+ *            boots the script, init runs again with the config kept from
+ *            the manifest, the rest of the batch the fault cut short is
+ *            delivered first, then the held inbox. More than restart.max
+ *            restarts within restart.window stop the neuron.
+ *   stop     nb_cortex_set_stopped: the inbox and every later spike to the
+ *            neuron are counted as its dead letters, and so is the rest of
+ *            the batch the fault cut short. Its state is closed.
+ *
+ * A watchdog overrun (a JIT entry running past its limit) always stops the
+ * neuron once the entry returns: compiled code cannot be interrupted, so a
+ * restart would stall the loop again. If the entry never returns, the one
+ * loop thread is lost with it: `neuronbus run` then exits with status 3
+ * after a grace period (nb__isol_run_begin). */
+#include "nb_rt_internal.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "nb_lstate.h"
+
+/* Defaults (mirrored in lua/neuronbus/isolation.lua). */
+#define NB__RESTART_MAX 5u
+#define NB__RESTART_WINDOW_NS 60000000000ull
+#define NB__RESTART_BACKOFF_NS 100000000ull
+#define NB__RESTART_BACKOFF_MAX_NS 10000000000ull
+/* Restart entries remembered for the window (the manifest allows no more). */
+#define NB__RESTART_RING_MAX 10000u
+/* Refractory ticks that hold a neuron waiting out its backoff: re-armed
+ * before every tick, so it never runs out. */
+#define NB__HOLD_TICKS UINT32_MAX
+/* Exit status of `neuronbus run` when the watchdog found the loop thread
+ * stuck in an entry that never returned. */
+#define NB__EXIT_LOST_LOOP 3
+/* Registry slots of the kept configs in the vault: id + this, clear of the
+ * slots luaL_ref hands out (the vault never uses luaL_ref). */
+#define NB__VAULT_KEY 1000
+
+typedef struct nb__isol_s nb__isol_t;
+
+enum { NB__RUNNING = 0, NB__BACKOFF = 1, NB__STOPPED = 2 };
+enum { NB__POLICY_RESTART = 0, NB__POLICY_STOP = 1 };
+
+struct nb__isol_s {
+  /* from the manifest */
+  nb_lstate_opts_t o;   /* name and require_allow point into this struct */
+  char **require;       /* NULL-terminated, or NULL */
+  int policy;           /* NB__POLICY_* */
+  int error_is_fault;   /* on_error = "policy" */
+  uint32_t rmax;
+  uint64_t window_ns, backoff_ns, backoff_max_ns;
+  /* life */
+  int state;            /* NB__RUNNING, NB__BACKOFF, NB__STOPPED */
+  uint64_t restart_at;  /* end of the backoff being waited out */
+  uint64_t next_backoff;
+  uint64_t last_fault;
+  uint64_t *ring;       /* times of the restarts in the window (rmax) */
+  uint32_t ring_head, ring_n;
+  uint64_t restarts, faults;
+  /* counters of the states closed by restarts: the statistics add them */
+  uint64_t old_mem_errors, old_budget, old_watchdog;
+  size_t peak;          /* highest heap of any of its states */
+  /* the rest of a batch a fault cut short, for the restarted state */
+  nb_spike_t *held;
+  float *held_w;
+  uint32_t nheld, held_cap;
+};
+
+struct nb__isol_rt_s {
+  lua_State *vault;  /* plain state keeping every neuron's config (by id)
+                        for the init of a restart; never runs agent code */
+  uint32_t waiting;  /* neurons in backoff */
+};
+
+/* ------------------------------------------------------------------ */
+/* manifest keys                                                       */
+
+/* Returns field key of the table at idx as a number, def when it is not a
+ * number (the manifest validated the types). */
+static double nb__fnum(lua_State *C, int idx, const char *key, double def) {
+  lua_getfield(C, idx, key);
+  double v = lua_type(C, -1) == LUA_TNUMBER ? lua_tonumber(C, -1) : def;
+  lua_pop(C, 1);
+  return v;
+}
+
+/* Returns 1 when field key of the table at idx is the string want. */
+static int nb__fis(lua_State *C, int idx, const char *key, const char *want) {
+  lua_getfield(C, idx, key);
+  int yes = lua_type(C, -1) == LUA_TSTRING && !strcmp(lua_tostring(C, -1), want);
+  lua_pop(C, 1);
+  return yes;
+}
+
+/* Fills I from the normalized neuron table at idx of C (missing keys get
+ * the defaults); returns 0, or -1 with *err set (malloc'd) for a value the
+ * runtime cannot use. */
+static int nb__isol_read(nb__isol_t *I, lua_State *C, int idx,
+                         const char *name, char **err) {
+  if (idx < 0) idx = lua_gettop(C) + idx + 1;
+  memset(I, 0, sizeof *I);
+  I->o.name = name;
+  I->o.memory_limit = (size_t)nb__fnum(C, idx, "memory", 0);
+  I->o.budget_ns = (uint64_t)nb__fnum(C, idx, "budget_ns", 0);
+  lua_getfield(C, idx, "jit");
+  I->o.jit = lua_isnil(C, -1) || lua_toboolean(C, -1);
+  lua_pop(C, 1);
+  if (I->o.budget_ns) I->o.jit = 0; /* compiled loops never see the hook */
+  lua_getfield(C, idx, "watchdog_ns");
+  if (lua_type(C, -1) == LUA_TBOOLEAN && !lua_toboolean(C, -1))
+    I->o.watchdog_ns = NB_LSTATE_WATCHDOG_OFF;
+  else if (lua_type(C, -1) == LUA_TNUMBER && lua_tonumber(C, -1) >= 1)
+    I->o.watchdog_ns = (uint64_t)lua_tonumber(C, -1);
+  lua_pop(C, 1);
+  lua_getfield(C, idx, "sandbox");
+  I->o.sandbox = lua_toboolean(C, -1);
+  lua_pop(C, 1);
+  lua_getfield(C, idx, "require");
+  if (lua_istable(C, -1)) {
+    size_t n = lua_objlen(C, -1);
+    I->require = calloc(n + 1, sizeof *I->require);
+    if (!I->require) abort();
+    for (size_t i = 0; i < n; i++) {
+      lua_rawgeti(C, -1, (int)i + 1);
+      const char *m = lua_tostring(C, -1);
+      I->require[i] = nb__strf("%s", m ? m : "");
+      lua_pop(C, 1);
+    }
+    I->o.require_allow = (const char *const *)I->require;
+  }
+  lua_pop(C, 1);
+  I->policy = nb__fis(C, idx, "policy", "stop") ? NB__POLICY_STOP
+                                                 : NB__POLICY_RESTART;
+  I->error_is_fault = nb__fis(C, idx, "on_error", "policy");
+  I->rmax = NB__RESTART_MAX;
+  I->window_ns = NB__RESTART_WINDOW_NS;
+  I->backoff_ns = NB__RESTART_BACKOFF_NS;
+  I->backoff_max_ns = NB__RESTART_BACKOFF_MAX_NS;
+  lua_getfield(C, idx, "restart");
+  if (lua_istable(C, -1)) {
+    int r = lua_gettop(C);
+    I->rmax = (uint32_t)nb__fnum(C, r, "max", I->rmax);
+    I->window_ns = (uint64_t)nb__fnum(C, r, "window_ns", (double)I->window_ns);
+    I->backoff_ns = (uint64_t)nb__fnum(C, r, "backoff_ns", (double)I->backoff_ns);
+    I->backoff_max_ns = (uint64_t)nb__fnum(C, r, "backoff_max_ns",
+                                           (double)I->backoff_max_ns);
+  }
+  lua_pop(C, 1);
+  if (I->rmax > NB__RESTART_RING_MAX) {
+    *err = nb__strf("restart.max: %u is above the %u the runtime keeps "
+                    "track of", I->rmax, NB__RESTART_RING_MAX);
+    return -1;
+  }
+  if (I->backoff_max_ns < I->backoff_ns) I->backoff_max_ns = I->backoff_ns;
+  I->next_backoff = I->backoff_ns;
+  return 0;
+}
+
+/* Frees what nb__isol_read allocated; returns nothing. */
+static void nb__isol_clear(nb__isol_t *I) {
+  if (I->require)
+    for (char **m = I->require; *m; m++) free(*m);
+  free(I->require);
+  free(I->ring);
+  free(I->held);
+  free(I->held_w);
+}
+
+int nb__isol_parse(nb__agent_t *a, lua_State *C, int idx, char **err) {
+  nb__isol_t *I = calloc(1, sizeof *I);
+  if (!I) abort();
+  if (nb__isol_read(I, C, idx, NULL, err) != 0) {
+    nb__isol_clear(I);
+    free(I);
+    return -1;
+  }
+  a->isol = I;
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* states                                                              */
+
+/* Sets package.path of the state at argument 1 (host work under
+ * nb_lstate_cpcall); returns 0. */
+static int nb__set_path(lua_State *L) {
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s%s", nb__lua_path(), lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 2);
+  return 0;
+}
+
+/* Makes an nb_lstate from I's options with package.path set; returns it,
+ * or NULL with *err set (malloc'd). */
+static nb_lstate_t *nb__lstate_make(nb__isol_t *I, const char *name,
+                                    char **err) {
+  nb_lstate_opts_t o = I->o;
+  o.name = name;
+  nb_lstate_t *S = NULL;
+  int rc = nb_lstate_new(&S, &o);
+  if (rc != 0) {
+    *err = nb__strf("cannot create the Lua state of neuron \"%s\": %s", name,
+                    nb_strerror(rc));
+    return NULL;
+  }
+  char msg[256];
+  if (nb_lstate_cpcall(S, nb__set_path, NULL, msg, sizeof msg) != 0) {
+    *err = nb__strf("cannot set up the Lua state of neuron \"%s\": %s", name,
+                    msg);
+    nb_lstate_close(S);
+    return NULL;
+  }
+  return S;
+}
+
+int nb__isol_state_new(nb__agent_t *a, char **err) {
+  nb__isol_t none;
+  nb__isol_t *I = a->isol;
+  if (!I) { /* defaults: no cap, JIT on, no sandbox */
+    memset(&none, 0, sizeof none);
+    none.o.jit = 1;
+    I = &none;
+  }
+  nb_lstate_t *S = nb__lstate_make(I, a->name, err);
+  if (!S) return -1;
+  a->S = S;
+  a->L = nb_lstate_L(S);
+  return 0;
+}
+
+lua_State *nb__isol_probe_state(lua_State *C, int idx, const char *name,
+                                nb_lstate_t **out, char **err) {
+  nb__isol_t I;
+  *out = NULL;
+  if (nb__isol_read(&I, C, idx, name, err) != 0) {
+    nb__isol_clear(&I);
+    return NULL;
+  }
+  *out = nb__lstate_make(&I, name, err);
+  nb__isol_clear(&I); /* nb_lstate_new copied the names it needs */
+  return *out ? nb_lstate_L(*out) : NULL;
+}
+
+/* Closes a's state (if any) after adding its counters to the neuron's
+ * totals; returns nothing. */
+static void nb__state_close(nb__agent_t *a) {
+  if (!a->S) return;
+  if (a->isol) {
+    nb_lstate_stats_t st;
+    nb_lstate_stats(a->S, &st);
+    a->isol->old_mem_errors += st.mem_errors;
+    a->isol->old_budget += st.budget_overruns;
+    a->isol->old_watchdog += st.watchdog_overruns;
+    if (st.peak > a->isol->peak) a->isol->peak = st.peak;
+  }
+  nb_lstate_close(a->S);
+  a->S = NULL;
+  a->L = NULL;
+}
+
+void nb__isol_free(nb__agent_t *a) {
+  nb__state_close(a);
+  if (!a->isol) return;
+  nb__isol_clear(a->isol);
+  free(a->isol);
+  a->isol = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* configs kept for restarts                                           */
+
+/* Returns rt's isolation data, made on first use. */
+static struct nb__isol_rt_s *nb__rt_isol(nb_rt_t *rt) {
+  if (!rt->isol) {
+    rt->isol = calloc(1, sizeof *rt->isol);
+    if (!rt->isol) abort();
+  }
+  return rt->isol;
+}
+
+void nb__isol_keep_config(nb__agent_t *a, lua_State *C, int idx) {
+  if (!a->isol || a->isol->policy != NB__POLICY_RESTART) return;
+  struct nb__isol_rt_s *R = nb__rt_isol(a->rt);
+  if (!R->vault) {
+    R->vault = luaL_newstate();
+    if (!R->vault) abort();
+  }
+  char *err = NULL;
+  lua_State *V = R->vault;
+  if (idx < 0) idx = lua_gettop(C) + idx + 1;
+  int top = lua_gettop(C);
+  /* Plain data, or nothing kept: the first init reports a bad config. */
+  if (nb__xcopy(C, idx, V, "config", 0, &err) == 0)
+    lua_rawseti(V, LUA_REGISTRYINDEX, (int)a->cell.id + NB__VAULT_KEY);
+  free(err);
+  lua_settop(V, 0);
+  lua_settop(C, top); /* a failed copy leaves values on both stacks */
+}
+
+typedef struct {
+  lua_State *vault;
+  int key;
+} nb__cfg_t;
+
+/* Copies the kept config into the agent state's registry field
+ * "neuronbus.config" (host work under nb_lstate_cpcall); returns 0. */
+static int nb__push_config(lua_State *L) {
+  nb__cfg_t *c = lua_touserdata(L, 1);
+  char *err = NULL;
+  int ok = 0;
+  if (c->vault) {
+    lua_rawgeti(c->vault, LUA_REGISTRYINDEX, c->key);
+    ok = lua_istable(c->vault, -1) &&
+         nb__xcopy(c->vault, -1, L, "config", 0, &err) == 0;
+    lua_settop(c->vault, 0);
+  }
+  free(err);
+  if (!ok) lua_newtable(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "neuronbus.config");
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* faults and policies                                                 */
+
+static _Atomic uint64_t nb__quarantined_returns; /* see the watchdog below */
+
+/* Prints a policy line for a unless the runtime is quiet; returns nothing. */
+static void nb__say(const nb__agent_t *a, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void nb__say(const nb__agent_t *a, const char *fmt, ...) {
+  if (a->rt->opts.quiet) return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "neuronbus: agent \"%s\" (id %u): ", a->name, a->cell.id);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  fflush(stderr);
+  va_end(ap);
+}
+
+/* Writes a duration as "250 ms" / "1.5 s" into buf; returns buf. */
+static const char *nb__dur(char *buf, size_t n, uint64_t ns) {
+  if (ns >= 1000000000ull) snprintf(buf, n, "%.3g s", ns / 1e9);
+  else if (ns >= 1000000ull) snprintf(buf, n, "%.3g ms", ns / 1e6);
+  else snprintf(buf, n, "%.3g us", ns / 1e3);
+  return buf;
+}
+
+/* Stops a for good: inbox, later spikes and held ones become its counted
+ * dead letters, its state is closed (no entry of it is running); returns
+ * nothing. */
+static void nb__stop(nb__agent_t *a, const char *why) {
+  nb__isol_t *I = a->isol;
+  if (I->state == NB__BACKOFF) a->rt->isol->waiting--;
+  I->state = NB__STOPPED;
+  nb_cortex_set_stopped(a->rt->cx, (nb_id_t)a->cell.id, 1);
+  if (I->nheld) {
+    nb_cortex_add_dead_letters(a->rt->cx, (nb_id_t)a->cell.id, I->nheld);
+    I->nheld = 0;
+  }
+  nb__state_close(a);
+  nb__say(a, "stopped (%s): its inbound spikes are counted as dead letters",
+          why);
+}
+
+/* Returns 1 when a restart now would be more than restart.max within the
+ * window, else records it and returns 0. */
+static int nb__window_full(nb__isol_t *I, uint64_t now) {
+  if (I->rmax == 0) return 1;
+  if (!I->ring) {
+    I->ring = calloc(I->rmax, sizeof *I->ring);
+    if (!I->ring) abort();
+  }
+  /* Drop restarts older than the window (oldest first). */
+  while (I->ring_n && now - I->ring[I->ring_head] > I->window_ns) {
+    I->ring_head = (I->ring_head + 1) % I->rmax;
+    I->ring_n--;
+  }
+  if (I->ring_n >= I->rmax) return 1;
+  I->ring[(I->ring_head + I->ring_n) % I->rmax] = now;
+  I->ring_n++;
+  return 0;
+}
+
+/* Keeps a out of delivery while it waits (refractory, re-armed before
+ * every tick: a fire in the faulting tick would reset it); returns
+ * nothing. */
+static void nb__hold(nb__agent_t *a) {
+  nb_neuron_if(a->neuron)->refractory_left = NB__HOLD_TICKS;
+}
+
+/* Applies a's policy to a fault of kind in where (quarantined: the
+ * watchdog caught the entry); returns nothing. */
+static void nb__apply(nb__agent_t *a, const char *kind, const char *where,
+                      int quarantined) {
+  nb__isol_t *I = a->isol;
+  uint64_t now = nb_clock_ns();
+  I->faults++;
+  char why[200], t1[32], t2[32];
+  if (quarantined) {
+    snprintf(why, sizeof why, "%s in %s: a JIT entry cannot be interrupted, "
+             "so it is not restarted", kind, where);
+    nb__stop(a, why);
+    return;
+  }
+  if (I->policy == NB__POLICY_STOP || a->rt->stopped) {
+    snprintf(why, sizeof why, "%s in %s, policy %s", kind, where,
+             I->policy == NB__POLICY_STOP ? "stop" : "restart (shutting down)");
+    nb__stop(a, why);
+    return;
+  }
+  /* A whole window without a fault starts the backoff over. */
+  if (I->last_fault && now - I->last_fault > I->window_ns)
+    I->next_backoff = I->backoff_ns;
+  I->last_fault = now;
+  if (nb__window_full(I, now)) {
+    snprintf(why, sizeof why, "%s in %s: %u restart%s within %s already, "
+             "restart.max is %u", kind, where, I->ring_n,
+             I->ring_n == 1 ? "" : "s", nb__dur(t1, sizeof t1, I->window_ns),
+             I->rmax);
+    nb__stop(a, why);
+    return;
+  }
+  uint64_t wait = I->next_backoff;
+  I->next_backoff = wait * 2 > I->backoff_max_ns ? I->backoff_max_ns : wait * 2;
+  I->restart_at = now + wait;
+  I->state = NB__BACKOFF;
+  nb__rt_isol(a->rt)->waiting++;
+  nb__hold(a);
+  nb__say(a, "%s in %s: restarting in %s (restart %u of at most %u within "
+          "%s); its spikes wait", kind, where, nb__dur(t1, sizeof t1, wait),
+          I->ring_n, I->rmax, nb__dur(t2, sizeof t2, I->window_ns));
+}
+
+int nb__isol_fault(nb__agent_t *a, int code, const char *where) {
+  nb__isol_t *I = a->isol;
+  if (!I || I->state != NB__RUNNING) return 0;
+  int quarantined = a->S && !nb_lstate_usable(a->S);
+  if (quarantined) atomic_fetch_add(&nb__quarantined_returns, 1);
+  if (code == NB_EAGENT && !I->error_is_fault && !quarantined) return 0;
+  nb__apply(a, quarantined ? "watchdog overrun"
+               : code == NB_EMEMLIMIT ? "memory limit"
+               : code == NB_EBUDGET ? "budget overrun"
+               : code == NB_ENOMEM ? "out of memory" : "error",
+            where, quarantined);
+  return 1;
+}
+
+int nb__isol_running(const nb__agent_t *a) {
+  return a->S && (!a->isol || a->isol->state == NB__RUNNING);
+}
+
+int nb__isol_has_state(const nb__agent_t *a) {
+  return a->S && nb_lstate_usable(a->S);
+}
+
+void nb__isol_cut(nb__agent_t *a, const nb_spike_t *spikes,
+                  const float *weights, uint32_t n) {
+  nb__isol_t *I = a->isol;
+  if (!n || !I) return;
+  if (I->state != NB__BACKOFF) {
+    /* stopped: counted, never silently dropped */
+    nb_cortex_add_dead_letters(a->rt->cx, (nb_id_t)a->cell.id, n);
+    return;
+  }
+  if (I->nheld + n > I->held_cap) {
+    uint32_t cap = I->held_cap ? I->held_cap : 64;
+    while (cap < I->nheld + n) cap *= 2;
+    nb_spike_t *s = NULL;
+    if (posix_memalign((void **)&s, _Alignof(nb_spike_t), cap * sizeof *s) != 0)
+      abort();
+    float *w = malloc(cap * sizeof *w);
+    if (!w) abort();
+    if (I->nheld) {
+      memcpy(s, I->held, I->nheld * sizeof *s);
+      memcpy(w, I->held_w, I->nheld * sizeof *w);
+    }
+    free(I->held);
+    free(I->held_w);
+    I->held = s;
+    I->held_w = w;
+    I->held_cap = cap;
+  }
+  memcpy(I->held + I->nheld, spikes, n * sizeof *spikes);
+  for (uint32_t i = 0; i < n; i++)
+    I->held_w[I->nheld + i] = weights ? weights[i] : 1.0f;
+  I->nheld += n;
+}
+
+/* Restarts a now: a fresh state boots the script, init runs with the kept
+ * config, the held rest of the faulted batch is delivered; returns 0, or
+ * -1 when the new state failed (a fault again: its policy was applied). */
+static int nb__restart(nb__agent_t *a) {
+  nb__isol_t *I = a->isol;
+  struct nb__isol_rt_s *R = a->rt->isol;
+  nb_lstate_t *oldS = a->S;
+  lua_State *oldL = a->L;
+  a->S = NULL;
+  a->L = NULL;
+  char *err = NULL;
+  I->restarts++;
+  I->state = NB__RUNNING;
+  R->waiting--;
+  if (nb__agent_boot(a, &err) != 0) {
+    /* The old state stays for the custom filters until the next try. */
+    if (a->S) nb_lstate_close(a->S);
+    a->S = oldS;
+    a->L = oldL;
+    nb__agent_error(a, "restart", err ? err : "boot failed");
+    free(err);
+    nb__apply(a, "failed boot", "restart", 0);
+    return -1;
+  }
+  /* Close the old state with its counters kept for the statistics. */
+  {
+    nb_lstate_t *newS = a->S;
+    lua_State *newL = a->L;
+    a->S = oldS;
+    a->L = oldL;
+    nb__state_close(a);
+    a->S = newS;
+    a->L = newL;
+  }
+  nb_neuron_if(a->neuron)->refractory_left = 0;
+  nb__say(a, "restarted (restart %" PRIu64 ", fresh state, init again)",
+          I->restarts);
+  nb__cfg_t c = {R->vault, (int)a->cell.id + NB__VAULT_KEY};
+  char msg[256];
+  if (nb_lstate_cpcall(a->S, nb__push_config, &c, msg, sizeof msg) != 0) {
+    nb__agent_error(a, "init", msg);
+    return 0;
+  }
+  lua_getfield(a->L, LUA_REGISTRYINDEX, "neuronbus.config");
+  lua_pushnil(a->L);
+  lua_setfield(a->L, LUA_REGISTRYINDEX, "neuronbus.config");
+  if (nb__call(a, NB__SLOT_INIT, 1, 0, "init") != 0 &&
+      !nb__isol_running(a))
+    return -1;
+  if (!I->nheld) return 0;
+  /* The rest of the faulted batch, before anything newer. */
+  nb_spike_t *s = I->held;
+  float *w = I->held_w;
+  uint32_t n = I->nheld;
+  I->held = NULL;
+  I->held_w = NULL;
+  I->nheld = I->held_cap = 0;
+  nb__deliver(a, s, w, n);
+  free(s);
+  free(w);
+  return 0;
+}
+
+void nb__isol_tick(nb_rt_t *rt) {
+  struct nb__isol_rt_s *R = rt->isol;
+  if (!R || !R->waiting) return;
+  uint64_t now = nb_clock_ns();
+  for (uint32_t i = 0; i < rt->n && R->waiting; i++) {
+    nb__agent_t *a = rt->agents[i];
+    if (!a->isol || a->isol->state != NB__BACKOFF) continue;
+    /* Stopping (a drain): no backoff left to wait out. */
+    if (now >= a->isol->restart_at || rt->stopped) nb__restart(a);
+    else nb__hold(a);
+  }
+}
+
+void nb__isol_stopping(nb_rt_t *rt) {
+  struct nb__isol_rt_s *R = rt->isol;
+  if (!R || !R->waiting) return;
+  /* Shutting down: no backoff left to wait out. Restart now so the held
+   * spikes are delivered in the drain; a fault there stops the neuron. */
+  for (uint32_t i = 0; i < rt->n && R->waiting; i++) {
+    nb__agent_t *a = rt->agents[i];
+    if (a->isol && a->isol->state == NB__BACKOFF) nb__restart(a);
+  }
+}
+
+void nb__isol_rt_free(nb_rt_t *rt) {
+  if (!rt->isol) return;
+  if (rt->isol->vault) lua_close(rt->isol->vault);
+  free(rt->isol);
+  rt->isol = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* statistics                                                          */
+
+int nb_rt_isol_stat(const nb_rt_t *rt, uint32_t id, nb_rt_isol_stat_t *out) {
+  if (id >= rt->n) return NB_ENOENT;
+  const nb__agent_t *a = rt->agents[id];
+  memset(out, 0, sizeof *out);
+  out->dead_letters = nb_neuron_stats(a->neuron)->dead_letters;
+  const nb__isol_t *I = a->isol;
+  out->jit = 1;
+  if (I) {
+    out->state = I->state;
+    out->policy = I->policy;
+    out->restarts = I->restarts;
+    out->faults = I->faults;
+    out->mem_errors = I->old_mem_errors;
+    out->budget_overruns = I->old_budget;
+    out->watchdog_overruns = I->old_watchdog;
+    out->memory_peak = I->peak;
+    out->memory_limit = I->o.memory_limit;
+    out->budget_ns = I->o.budget_ns;
+    out->jit = I->o.jit;
+    out->sandbox = I->o.sandbox;
+    out->held = I->nheld;
+    if (I->state == NB__BACKOFF) {
+      uint64_t now = nb_clock_ns();
+      out->backoff_left_ns = I->restart_at > now ? I->restart_at - now : 0;
+    }
+    out->next_backoff_ns = I->next_backoff;
+  }
+  if (a->S) {
+    nb_lstate_stats_t st;
+    nb_lstate_stats(a->S, &st);
+    out->memory = st.bytes;
+    if (st.peak > out->memory_peak) out->memory_peak = st.peak;
+    out->mem_errors += st.mem_errors;
+    out->budget_overruns += st.budget_overruns;
+    out->watchdog_overruns += st.watchdog_overruns;
+    out->jit = st.jit;
+    out->sandbox = st.sandbox;
+  } else if (!I) {
+    out->jit = 0; /* a recorder or a proxy: no Lua at all */
+  }
+  return 0;
+}
+
+/* Returns the text of a state number. */
+static const char *nb__state_name(int state) {
+  return state == NB__BACKOFF ? "backoff"
+         : state == NB__STOPPED ? "stopped" : "running";
+}
+
+/* Writes bytes as "812K" / "15.9M" into buf; returns buf. */
+static const char *nb__kib(char *buf, size_t n, uint64_t bytes) {
+  if (bytes >= 10u << 20) snprintf(buf, n, "%.0fM", bytes / 1048576.0);
+  else if (bytes >= 1u << 20) snprintf(buf, n, "%.1fM", bytes / 1048576.0);
+  else snprintf(buf, n, "%.0fK", bytes / 1024.0);
+  return buf;
+}
+
+const char *nb__isol_head(void) {
+  return "     dead restarts state    memory";
+}
+
+const char *nb__isol_cells(const nb_rt_t *rt, uint32_t id, char *buf,
+                           size_t n) {
+  nb_rt_isol_stat_t s;
+  nb_rt_isol_stat(rt, id, &s);
+  char mem[48] = "-", a[16], b[16];
+  if (s.memory && s.memory_limit)
+    snprintf(mem, sizeof mem, "%s/%s", nb__kib(a, sizeof a, s.memory),
+             nb__kib(b, sizeof b, s.memory_limit));
+  else if (s.memory)
+    nb__kib(mem, sizeof mem, s.memory);
+  snprintf(buf, n, " %8" PRIu64 " %8" PRIu64 " %-8s %9s", s.dead_letters,
+           s.restarts, nb__state_name(s.state), mem);
+  return buf;
+}
+
+const char *nb__isol_total_cells(const nb_rt_t *rt, char *buf, size_t n) {
+  uint64_t dead = 0, restarts = 0;
+  for (uint32_t i = 0; i < rt->n; i++) {
+    nb_rt_isol_stat_t s;
+    nb_rt_isol_stat(rt, i, &s);
+    dead += s.dead_letters;
+    restarts += s.restarts;
+  }
+  snprintf(buf, n, " %8" PRIu64 " %8" PRIu64, dead, restarts);
+  return buf;
+}
+
+void nb__isol_json(const nb_rt_t *rt, uint32_t id, FILE *f) {
+  nb_rt_isol_stat_t s;
+  nb_rt_isol_stat(rt, id, &s);
+  fprintf(f, ",\"dead_letters\":%" PRIu64 ",\"restarts\":%" PRIu64
+          ",\"faults\":%" PRIu64 ",\"state\":\"%s\",\"memory\":%" PRIu64
+          ",\"memory_peak\":%" PRIu64 ",\"memory_limit\":%" PRIu64
+          ",\"mem_errors\":%" PRIu64 ",\"budget_overruns\":%" PRIu64
+          ",\"watchdog_overruns\":%" PRIu64 ",\"jit\":%s,\"sandbox\":%s",
+          s.dead_letters, s.restarts, s.faults, nb__state_name(s.state),
+          s.memory, s.memory_peak, s.memory_limit, s.mem_errors,
+          s.budget_overruns, s.watchdog_overruns, s.jit ? "true" : "false",
+          s.sandbox ? "true" : "false");
+}
+
+void nb__isol_json_totals(const nb_rt_t *rt, FILE *f) {
+  uint64_t dead = 0, restarts = 0;
+  for (uint32_t i = 0; i < rt->n; i++) {
+    nb_rt_isol_stat_t s;
+    nb_rt_isol_stat(rt, i, &s);
+    dead += s.dead_letters;
+    restarts += s.restarts;
+  }
+  fprintf(f, ",\"dead_letters\":%" PRIu64 ",\"restarts\":%" PRIu64, dead,
+          restarts);
+}
+
+/* ------------------------------------------------------------------ */
+/* the watchdog in `neuronbus run`                                     */
+
+typedef struct {
+  char name[64];
+  uint64_t grace_ns;
+  uint64_t returns; /* nb__quarantined_returns when the report came */
+} nb__lost_t;
+
+/* Waits the grace period on its own thread; when no quarantined entry
+ * returned meanwhile, the loop thread is stuck for good: says so and exits
+ * the process with NB__EXIT_LOST_LOOP; returns NULL otherwise. */
+static void *nb__lost_wait(void *arg) {
+  nb__lost_t *l = arg;
+  struct timespec ts = {(time_t)(l->grace_ns / 1000000000ull),
+                        (long)(l->grace_ns % 1000000000ull)};
+  while (nanosleep(&ts, &ts) != 0) {}
+  if (atomic_load(&nb__quarantined_returns) == l->returns) {
+    fprintf(stderr, "neuronbus: neuron '%s' never returned from its entry: "
+            "the loop thread is lost with it (compiled code cannot be "
+            "interrupted), so no neuron is served any more; exiting with "
+            "status %d so a supervisor can restart the process (give "
+            "loop-prone agents jit = false and a budget)\n", l->name,
+            NB__EXIT_LOST_LOOP);
+    /* stdout may hold statistics; its lock may be held by the stuck
+     * thread, so try, never wait. */
+    if (ftrylockfile(stdout) == 0) {
+      fflush(stdout);
+      funlockfile(stdout);
+    }
+    fflush(stderr);
+    _exit(NB__EXIT_LOST_LOOP);
+  }
+  free(l);
+  return NULL;
+}
+
+/* The watchdog's report in `neuronbus run` (watchdog thread): names the
+ * neuron and starts the grace wait; returns nothing. */
+static void nb__run_report(const char *name, uint64_t elapsed_ns,
+                           uint64_t limit_ns, void *ud) {
+  (void)ud;
+  uint64_t grace = limit_ns < 1000000000ull ? 1000000000ull : limit_ns;
+  fprintf(stderr, "neuronbus: watchdog: neuron '%s' has run one entry for "
+          "%.1f ms, past its limit of %.0f ms: quarantined (no more "
+          "deliveries; once the entry returns the neuron is stopped and its "
+          "inbound spikes are dead letters). If it does not return within "
+          "%.1f s the process exits with status %d\n", name, elapsed_ns / 1e6,
+          limit_ns / 1e6, grace / 1e9, NB__EXIT_LOST_LOOP);
+  fflush(stderr);
+  nb__lost_t *l = calloc(1, sizeof *l);
+  if (!l) return;
+  snprintf(l->name, sizeof l->name, "%s", name);
+  l->grace_ns = grace;
+  l->returns = atomic_load(&nb__quarantined_returns);
+  pthread_t th;
+  pthread_attr_t at;
+  pthread_attr_init(&at);
+  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+  if (pthread_create(&th, &at, nb__lost_wait, l) != 0) free(l);
+  pthread_attr_destroy(&at);
+}
+
+void nb__isol_run_begin(nb_rt_t *rt) {
+  (void)rt;
+  nb_lstate_watchdog_report(nb__run_report, NULL);
+}
+
+void nb__isol_run_end(nb_rt_t *rt) {
+  (void)rt;
+  nb_lstate_watchdog_report(NULL, NULL);
+}

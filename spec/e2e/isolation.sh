@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# End-to-end fault isolation through the `neuronbus` command: every memory
+# bomb shape under memory = "16MB", every loop shape under budget = "20ms"
+# with jit = false, restarts with backoff until restart.max, the stop policy
+# and its dead letters in the statistics (JSON and table), the JIT watchdog
+# (an entry that returns; one that never does: exit status 3), every
+# sandbox denial, and neuronbus check on the new keys. Each topology runs a
+# bystander pair (beat -> tally, 3,000 numbered spikes) beside the faulty
+# neuron: it must lose nothing. A feeder sends the faulty neuron its
+# sequence; the sink "out" prints what arrived. Ends with "N passed, M
+# failed".
+set -u
+top=$(cd "$(dirname "$0")/../.." && pwd)
+build=${NB_BUILD:-$top/build/default}
+nb=$build/neuronbus
+fx=$top/spec/fixtures/isolation
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$top" || exit 1
+passed=0 failed=0
+
+ok() { echo "ok - $1"; passed=$((passed + 1)); }
+not_ok() {
+  echo "not ok - $1"; failed=$((failed + 1))
+  for f in "$work/out" "$work/err"; do
+    [ -s "$f" ] && sed 's/^/    | /' "$f" | tail -n 25
+  done
+}
+check() { local name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; fi; }
+has() { grep -q -- "$2" "$work/$1"; }
+count() { grep -c -- "$2" "$work/$1"; }
+
+# topo NAME VICTIM_SCRIPT 'SEQ' 'VICTIM KEYS': writes $work/NAME.lua.
+topo() {
+  cat >"$work/$1.lua" <<EOF
+return {
+  name = "$1", tick = "1ms",
+  neurons = {
+    feeder = { script = "$fx/feeder.lua", threshold = 0, refractory = 0,
+               config = { to = "victim", seq = { $3 } } },
+    victim = { script = "$fx/$2", refractory = 0, config = { to = "out" }, $4 },
+    out = { script = "$fx/sink.lua", refractory = 0 },
+    beat = { script = "$fx/beat.lua", threshold = 0, refractory = 0,
+             config = { to = "tally", n = 3000, batch = 10, print = true } },
+    tally = { script = "$fx/count.lua", refractory = 0, config = { print = true } },
+  },
+}
+EOF
+}
+# run NAME ARGS...: runs the topology (bounded), sets $rc.
+run() {
+  local name=$1; shift
+  timeout --kill-after=5 60 "$nb" run "$work/$name.lua" "$@" >"$work/out" 2>"$work/err"
+  rc=$?
+}
+bystander() { has out "^beat: sent 3000$" && has out "^tally: got 3000 bad 0$"; }
+# victim FIELD: the value of FIELD in the victim's object of the final JSON.
+victim() {
+  grep '"final":true' "$work/out" | grep -o '{"id":[0-9]*,"name":"victim"[^}]*}' |
+    grep -o "\"$1\":[^,}]*" | cut -d: -f2
+}
+got() { grep "^out: got " "$work/out" | awk '{print $3}'; }
+outs() { grep "^out| " "$work/out" | cut -c6- | tr '\n' ' '; }
+
+if [ ! -x "$nb" ]; then
+  echo "not ok - $nb is not built"; echo "0 passed, 1 failed"; exit 1
+fi
+
+# --- memory bombs (memory = "16MB", restart policy)
+topo memory bomb.lua '"1", "table", "2", "concat", "3", "rep", "4", "closures", "5",
+  "coroutines", "6", "ffi", "7"' 'memory = "16MB",
+  restart = { max = 10, backoff = "10ms", backoff_max = "20ms" }'
+run memory --for 4s --stats=json
+check "memory: the run ends normally (exit 0)" test "$rc" -eq 0
+check "memory: each of the 6 bomb shapes is a memory error naming the neuron" \
+  test "$(count err 'agent "victim" (id [0-9]*) failed in on_spike: memory limit 16 MB exceeded')" -eq 6
+check "memory: each is followed by a restart with backoff" \
+  test "$(count err 'agent "victim" (id [0-9]*): memory limit in on_spike: restarting in')" -eq 6
+check "memory: ... and the restarts happen" test "$(count err 'agent "victim" (id [0-9]*): restarted')" -eq 6
+check "memory: every other spike arrived, in order" test "$(outs)" = "1 2 3 4 5 6 7 "
+check "memory: statistics say 6 restarts, 6 memory errors, running, capped at 16 MB" \
+  test "$(victim restarts)/$(victim mem_errors)/$(victim state)/$(victim memory_limit)" = "6/6/\"running\"/16777216"
+check "memory: the peak stayed under the cap" test "$(victim memory_peak)" -le $((16 * 1024 * 1024 + 65536))
+check "memory: the bystander lost nothing" bystander
+
+# --- loops under a budget (budget = "20ms", jit = false)
+topo loops spin.lua '"1", "while", "2", "for", "3", "repeat", "4", "goto", "5", "tail",
+  "6", "cfunc", "7", "pcall", "8", "xpcall", "9", "coroutine", "10", "gsub", "11", "sort", "12"' \
+  'budget = "20ms", jit = false, restart = { max = 20, backoff = "10ms", backoff_max = "20ms" }'
+run loops --for 5s --stats=json
+check "loops: the run ends normally (exit 0)" test "$(echo $rc)" -eq 0
+check "loops: each of the 11 loop shapes is interrupted by the budget, naming the neuron" \
+  test "$(count err 'agent "victim" (id [0-9]*) failed in on_spike: .*budget of 20 ms exceeded')" -eq 10
+check "loops: (the first 10 errors are printed; all 11 restarts are announced)" \
+  test "$(count err 'agent "victim" (id [0-9]*): budget overrun in on_spike: restarting in')" -eq 11
+check "loops: every other spike arrived, in order" test "$(outs)" = "1 2 3 4 5 6 7 8 9 10 11 12 "
+check "loops: statistics say 11 budget overruns, 11 restarts, jit off" \
+  test "$(victim budget_overruns)/$(victim restarts)/$(victim jit)" = "11/11/false"
+check "loops: the bystander lost nothing" bystander
+
+# --- restart until restart.max, then stopped: dead letters
+topo restarts bomb.lua '"1", "boom", "2", "boom", "3", "boom", "4", "5"' \
+  'on_error = "policy", restart = { max = 2, window = "60s", backoff = "10ms" }'
+run restarts --for 2s --stats=json
+check "restarts: exit 0" test "$rc" -eq 0
+check "restarts: backoff 10 ms, then 20 ms" \
+  sh -c "grep -q 'restarting in 10 ms' '$work/err' && grep -q 'restarting in 20 ms' '$work/err'"
+check "restarts: the third fault within the window stops it, saying why" \
+  has err 'agent "victim" (id [0-9]*): stopped (error in on_spike: 2 restarts within 60 s already, restart.max is 2)'
+check "restarts: what came before each fault arrived" test "$(outs)" = "1 2 3 "
+check "restarts: the rest are dead letters, in the statistics" \
+  test "$(victim dead_letters)/$(victim restarts)/$(victim state)" = "2/2/\"stopped\""
+check "restarts: the totals count them" \
+  sh -c "grep '\"final\":true' '$work/out' | grep -q '\"dead_letters\":2,\"restarts\":2,\"errors\":3}'"
+check "restarts: the bystander lost nothing" bystander
+
+# --- the stop policy, statistics as a table
+topo stop bomb.lua '"1", "boom", "2", "3", "4"' 'policy = "stop", on_error = "policy"'
+run stop --for 1500ms --stats
+row=$(grep '^ *[0-9]* victim ' "$work/out" | tail -n 1)
+check "stop: exit 0" test "$rc" -eq 0
+check "stop: stopped at its first fault, saying so" \
+  has err 'agent "victim" (id [0-9]*): stopped (error in on_spike, policy stop): its inbound spikes are counted as dead letters'
+check "stop: the table has the columns dead, restarts, state, memory" has out " dead restarts state    memory"
+check "stop: its row shows 3 dead letters, no restart, stopped ($row)" \
+  test "$(echo "$row" | awk '{print $10 "/" $11 "/" $12}')" = "3/0/stopped"
+check "stop: the total row and the cortex count them" \
+  sh -c "grep -q '^ *total .* 3 *0\$' '$work/out' && grep -q 'dead letters 3,' '$work/out'"
+check "stop: only the first spike arrived" test "$(outs)" = "1 "
+check "stop: the bystander lost nothing" bystander
+
+# --- the JIT watchdog: an entry that returns
+topo watchdog spin.lua '"1", "wait:400", "2", "3"' 'watchdog = "100ms"'
+run watchdog --for 2s --stats=json
+check "watchdog: exit 0 (the entry returned)" test "$rc" -eq 0
+check "watchdog: the overrun is reported with the neuron's name" \
+  has err "watchdog: neuron 'victim' has run one entry for .* past its limit of 100 ms: quarantined"
+check "watchdog: once it returns, the neuron is stopped, not restarted" \
+  has err 'agent "victim" (id [0-9]*): stopped (watchdog overrun in on_spike: a JIT entry cannot be interrupted'
+check "watchdog: later spikes are dead letters" \
+  test "$(victim dead_letters)/$(victim watchdog_overruns)/$(victim state)" = "2/1/\"stopped\""
+check "watchdog: the bystander lost nothing (it waited for the one thread)" bystander
+
+# --- the JIT watchdog: an entry that never returns takes the loop thread
+topo lost spin.lua '"1", "while"' 'watchdog = "200ms"'
+t0=$(date +%s)
+run lost --for 50s --stats=json
+t1=$(date +%s)
+check "lost: the process exits with status 3" test "$rc" -eq 3
+check "lost: it says which neuron and why" \
+  has err "neuron 'victim' never returned from its entry: the loop thread is lost with it"
+check "lost: within seconds, not at --for ($((t1 - t0)) s)" test $((t1 - t0)) -lt 20
+
+# --- the sandbox: every denial
+probes='"ffi", "ffi_global", "debug", "debug_sethook", "jit", "jit_require", "io",
+  "os_execute", "os_exit", "os_getenv", "bytecode", "bytecode_reader", "bytecode_loadstring",
+  "string_dump", "string_dump_method", "string_meta", "require_module", "require_os",
+  "loadlib", "getfenv", "setfenv", "loadfile", "dofile", "newproxy", "gc_stop",
+  "math", "load_text", "plain"'
+topo sandbox probe.lua "$probes" 'sandbox = true'
+run sandbox --for 1500ms --stats=json
+check "sandbox: exit 0" test "$rc" -eq 0
+for p in ffi ffi_global debug debug_sethook jit jit_require io os_execute os_exit \
+         os_getenv bytecode bytecode_reader bytecode_loadstring string_dump \
+         string_dump_method string_meta require_module require_os loadlib getfenv \
+         setfenv loadfile dofile newproxy gc_stop; do
+  check "sandbox: $p is denied" has out "^out| $p denied: "
+done
+check "sandbox: math and load of text work" \
+  sh -c "grep -q '^out| math allowed: 2' '$work/out' && grep -q '^out| load_text allowed: 42' '$work/out'"
+check "sandbox: the nb API works (plain echo)" has out "^out| plain$"
+check "sandbox: no denial was an agent error" test "$(victim errors)" = 0
+check "sandbox: the bystander lost nothing" bystander
+
+# --- neuronbus check
+cat >"$work/budget_jit.lua" <<EOF
+return { neurons = { a = { script = "$fx/count.lua", budget = "20ms", jit = true } } }
+EOF
+"$nb" check "$work/budget_jit.lua" >"$work/out" 2>"$work/err"; rc=$?
+check "check: budget with jit = true is an error naming both keys" \
+  sh -c "[ $rc -eq 1 ] && grep -q 'neurons.a.budget: a budget needs jit = false, but neurons.a.jit is true' '$work/out'"
+"$nb" run "$work/budget_jit.lua" --ticks 1 >"$work/out" 2>"$work/err"; rc=$?
+check "check: run refuses it too" sh -c "[ $rc -eq 1 ] && grep -q 'a budget needs jit = false' '$work/err'"
+"$nb" check spec/fixtures/isolation/check_bad.lua >"$work/out" 2>"$work/err"; rc=$?
+check "check: a bomb and a sandbox denial at a script's top level are 2 problems, not a crash" \
+  sh -c "[ $rc -eq 1 ] && grep -q 'check_bad.lua: 2 problems' '$work/out' &&
+         grep -q '^neurons.bomb: .*memory limit 1 MB exceeded' '$work/out' &&
+         grep -q \"^neurons.denied: .*module 'ffi' is not available in the sandbox\" '$work/out'"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
