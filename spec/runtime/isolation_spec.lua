@@ -226,6 +226,40 @@ describe("the restart policy", function()
     h:close()
   end)
 
+  it("holds a waiting neuron's spikes in its inbox, then in the axon upstream: the producer is slowed, nothing is lost", function()
+    local topo = {
+      name = "backpressure", tick = "free", axon = { capacity = 16, inbox = 8 },
+      neurons = {
+        victim = { script = FX .. "bomb.lua", refractory = 0, on_error = "policy",
+                   restart = { backoff = "50ms" }, config = { to = "out" } },
+        beat = { script = FX .. "beat.lua", threshold = 0, refractory = 0,
+                 config = { to = "victim", n = 500, batch = 10 } },
+      },
+    }
+    local path = os.tmpname()
+    local f = assert(io.open(path, "wb"))
+    f:write(serial.dump(topo))
+    f:close()
+    local h = testing.manifest(path, { quiet = true, peers = { "out" } })
+    os.remove(path)
+    h:inject("victim", "boom")
+    h:tick(1)
+    assert.equal("backoff", h:stats("victim").state)
+    h:tick(50) -- far more than the inbox and the axon hold
+    assert.is_true(h:stats("beat").full > 0, "the producer met a full axon")
+    assert.is_true(h:state("beat").sent < 500)
+    wait_state(h, "victim", "running")
+    for _ = 1, 200 do
+      if #h:received("out") >= 500 then break end
+      h:tick(1)
+    end
+    local got = payloads(h, "out")
+    assert.equal(500, #got)
+    for i = 1, 500 do assert.equal(tostring(i), got[i]) end
+    assert.equal(0, h:stats("victim").dead_letters)
+    h:close()
+  end)
+
   it("gives init the manifest's config again", function()
     local h = run({ script = "bomb.lua", memory = "8MB", restart = { backoff = "5ms" },
                     config = { to = "out", log = "log" } })
