@@ -18,9 +18,6 @@
 
 static char root[PATH_MAX];
 static char tmpdir[PATH_MAX];
-/* Set while a lua_hop_nojit subject run builds its manifest: both agents
- * get jit = false (the interpreter, as a budgeted neuron runs). */
-static int lua_jit_off;
 
 /* Finds the repository root and points the runtime at lua/; fails the
  * bench when bench/lua/ cannot be found. */
@@ -97,22 +94,20 @@ static void topo_manifest(const nb_bench_topo_t *t, char *out, size_t size) {
   char target[32] = "";
   if (t->sinks == 1) snprintf(target, sizeof target, ", target = 1"); /* relay or sink */
   size_t o = 0;
-  const char *jit = lua_jit_off ? " jit = false," : "";
   o += (size_t)snprintf(out + o, size - o,
       "return {\n  name = 'bench', tick = 'free',\n"
       "  axon = { capacity = %u, inbox = %u },\n  neurons = {\n"
       "    a_producer = { script = '%s/bench/lua/producer.lua', threshold = 0,"
-      " refractory = 0,%s config = { n = %" PRIu64 ", batch = %u%s } },\n",
-      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, root, jit, t->n, NB_BENCH_CX_BATCH,
-      target);
+      " refractory = 0, config = { n = %" PRIu64 ", batch = %u%s } },\n",
+      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, root, t->n, NB_BENCH_CX_BATCH, target);
   if (relay)
     o += (size_t)snprintf(out + o, size - o,
-        "    b_relay = { script = '%s/bench/lua/relay.lua', refractory = 0,%s"
-        " config = { next = %d } },\n", root, jit, first_sink);
+        "    b_relay = { script = '%s/bench/lua/relay.lua', refractory = 0,"
+        " config = { next = %d } },\n", root, first_sink);
   for (int i = 0; i < t->sinks; i++)
     o += (size_t)snprintf(out + o, size - o,
-        "    c_sink%d = { script = '%s/bench/lua/sink.lua', refractory = 0,%s"
-        " config = { source = %d } },\n", i + 1, root, jit, relay ? 1 : 0);
+        "    c_sink%d = { script = '%s/bench/lua/sink.lua', refractory = 0,"
+        " config = { source = %d } },\n", i + 1, root, relay ? 1 : 0);
   o += (size_t)snprintf(out + o, size - o, "  },\n  synapses = {\n");
   if (relay)
     o += (size_t)snprintf(out + o, size - o,
@@ -209,33 +204,6 @@ static void group_hop(void) {
           "agents (as cortex_route_fire)");
 }
 
-/* Runs topology t with both Lua agents at jit = false; returns as
- * topo_lua_run. */
-static double topo_lua_nojit_run(void *ctx) {
-  lua_jit_off = 1;
-  double v = topo_lua_run(ctx);
-  lua_jit_off = 0;
-  return v;
-}
-
-/* lua_hop with jit = false against the same hop with the JIT on (both
- * Lua, interleaved in one run): the cost of making agents interruptible. */
-static void group_hop_nojit(void) {
-  lua_setup();
-  nb_bench_topo_t t = nb_bench_topo(nb_bench_size(1u << 20, 1u << 13), 1, 0, 0,
-                                    NB_BENCH_FIRE_EACH);
-  nb_bench_topo_t b = t;
-  nb_bench_row_t r = nb_bench_row("lua_hop_nojit", "M spikes/s");
-  nb_bench_measure(topo_lua_nojit_run, &t, &t.n, topo_lua_run, &b, &b.n, &r.v,
-                   &r.b);
-  r.baseline = "lua_hop_jit";
-  r.note = "lua_hop with jit = false on the producer and the sink (the "
-           "interpreter, as every neuron with a budget runs; no budget, so "
-           "no count hook); baseline: the same hop with the JIT on, "
-           "interleaved in this run";
-  nb_bench_emit(&r);
-}
-
 static void group_chain(void) {
   lua_row("lua_chain",
           nb_bench_topo(nb_bench_size(2u << 20, 1u << 13), 1, 1, 0, NB_BENCH_FIRE_EACH),
@@ -324,11 +292,10 @@ static void group_pingpong(void) {
 
 static const nb_bench_group_t groups[] = {
     {"lua_hop", group_hop},
-    {"lua_hop_nojit", group_hop_nojit},
     {"lua_chain", group_chain},
     {"lua_fanout8", group_fanout},
     {"lua_pingpong", group_pingpong},
-    /* Extension point: further Lua rows and the TCP rows go here
+    /* Extension point: the cost of jit = false and the TCP rows go here
      * as further groups (or in their own bench binary, as the reload pause
      * did: bench_reload.c). */
 };
