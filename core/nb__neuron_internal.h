@@ -45,6 +45,33 @@ struct nb_neuron_s {
  * neuron firing from its own thread still reads the clock. */
 extern _Thread_local uint64_t nb__tick_now;
 
+/* Integrates count spikes with their weights into s in order, exactly as
+ * count calls of nb_if_integrate, with the potential kept in a register
+ * (one call per spike stored and reloaded it: a store-forwarding chain
+ * that was most of the deliver phase); returns nothing. */
+static inline void nb__if_integrate_batch(nb_if_t *s, const nb_spike_t *in,
+                                          const float *w, uint32_t count) {
+  float pot = s->potential;
+  const float floor = s->p.rest - 1.0f;
+  for (uint32_t k = 0; k < count; k++) {
+    nb_kind_t kind = nb_spike_kind(&in[k]);
+    if (kind == NB_EXCITATORY) {
+      pot += w[k];
+    } else if (kind == NB_INHIBITORY) {
+      pot -= w[k];
+      if (pot < floor) pot = floor;
+    }
+  }
+  s->potential = pot;
+}
+
+/* Returns the slot i places past r's position, as nb_axon_reader_peek_at
+ * (gated mode only, else NULL), and sets *n to how many published spikes
+ * follow contiguously in the ring from there, counting it, at most max (0
+ * with NULL): the cortex reads a run of slots with one call. */
+const nb_spike_t *nb__axon_reader_peek_run(nb_axon_reader_t *r, uint64_t i,
+                                           uint64_t max, uint32_t *n);
+
 /* Creates a neuron with id and a deep copy of card, IF params (NULL =
  * defaults), a copy of ops (NULL = none), its own gated axon of
  * axon_capacity with the cortex's reader attached and an inbox of

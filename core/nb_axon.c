@@ -662,6 +662,22 @@ const nb_spike_t *nb_axon_reader_peek_at(const nb_axon_reader_t *r,
   return slot_of(r->ax, r->pos + i);
 }
 
+const nb_spike_t *nb__axon_reader_peek_run(nb_axon_reader_t *r, uint64_t i,
+                                           uint64_t max, uint32_t *n) {
+  *n = 0;
+  nb_axon_t *ax = r->ax;
+  if (ax->mode != NB_AXON_GATED || max == 0) return NULL;
+  uint64_t have = ready(r, i + 1);
+  if (have <= i) return NULL;
+  uint64_t k = have - i;
+  if (k > max) k = max;
+  uint64_t seq = r->pos + i;
+  uint64_t to_end = ax->capacity - (seq & ax->mask);
+  if (k > to_end) k = to_end;
+  *n = (uint32_t)k;
+  return slot_of(ax, seq);
+}
+
 const nb_spike_t *nb_axon_reader_peek(const nb_axon_reader_t *r) {
   return nb_axon_reader_peek_at(r, 0);
 }

@@ -525,6 +525,25 @@ static void stdp_pre(const nb_neuron_t *post, nb_synapse_t *syn,
     nb_synapse_stdp(syn, (int64_t)(post->last_fire_ns - t_pre));
 }
 
+/* Returns the synapse's weight (relaxed), as nb_atomic_f32_load, inline. */
+static inline float weight_of(const nb_synapse_t *syn) {
+  uint32_t bits = atomic_load_explicit(&syn->weight.bits, memory_order_relaxed);
+  float w;
+  memcpy(&w, &bits, sizeof w);
+  return w;
+}
+
+/* The (source, target) pair of the last unicast spike routed, with its
+ * target neuron and synapse, when that pair needs no filter and the target
+ * runs: later spikes of the same pair skip both lookups. Only agent code
+ * can change what it caches (a custom filter may stop a neuron, reconnect
+ * or register), so it is dropped whenever a filter could run. */
+typedef struct route_cache_s {
+  nb_neuron_t *t; /* NULL = empty */
+  nb_synapse_t *syn;
+  nb_id_t source, target;
+} route_cache_t;
+
 /* Copies s with weight w into t's inbox, which has room; returns nothing. */
 static void inbox_push(nb_cortex_t *cx, nb_neuron_t *t, const nb_spike_t *s,
                        float w) {
@@ -549,8 +568,9 @@ static int dead_letter(nb_cortex_t *cx) {
 
 /* Routes a unicast spike; returns ROUTED (delivered, filtered or dead) or
  * BLOCKED when the target's inbox is full. */
-static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s) {
-  nb_neuron_t *t = nb_cortex_neuron(cx, s->target);
+static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s,
+                         route_cache_t *c) {
+  nb_neuron_t *t = s->target < cx->count ? cx->neurons[s->target] : NULL;
   if (!t) return dead_letter(cx);
   if (t->stopped) {
     t->stats.dead_letters++;
@@ -559,7 +579,13 @@ static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s) {
   nb_synapse_t *syn = s->source < cx->count
                           ? nb_synapse_table_get(cx->syn, s->source, s->target)
                           : NULL;
-  if (syn) {
+  if (!syn || syn->nfilters == 0) {
+    c->t = t;
+    c->syn = syn;
+    c->source = s->source;
+    c->target = s->target;
+  } else {
+    c->t = NULL;
     payload_view_t pv = {0};
     int v = verdict(cx, syn, s, &pv);
     if (v < 0) return dead_letter(cx);
@@ -568,7 +594,7 @@ static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s) {
   if (t->inbox_count == t->inbox_cap) return BLOCKED;
   float w = 1.0f;
   if (syn) {
-    w = nb_atomic_f32_load(&syn->weight);
+    w = weight_of(syn);
     stdp_pre(t, syn, s->timestamp_ns);
   }
   inbox_push(cx, t, s, w);
@@ -614,29 +640,71 @@ static int route_broadcast(nb_cortex_t *cx, const nb_spike_t *s) {
 }
 
 /* Routes one spike; returns ROUTED or BLOCKED. */
-static int route(nb_cortex_t *cx, const nb_spike_t *s) {
-  return s->target == NB_BROADCAST ? route_broadcast(cx, s)
-                                   : route_unicast(cx, s);
+static int route(nb_cortex_t *cx, const nb_spike_t *s, route_cache_t *c) {
+  if (s->target != NB_BROADCAST) return route_unicast(cx, s, c);
+  c->t = NULL; /* its filters may run agent code */
+  return route_broadcast(cx, s);
+}
+
+/* Routes the k contiguous spikes at s in order, stopping at the first
+ * blocked one; returns how many were consumed. A run of spikes of the
+ * cached pair is copied with the inbox count in a register and no lookup,
+ * exactly as route_unicast would route each. */
+static uint32_t route_run(nb_cortex_t *cx, const nb_spike_t *s, uint32_t k,
+                          route_cache_t *c) {
+  uint32_t j = 0;
+  while (j < k) {
+    if (c->t && s[j].target == c->target && s[j].source == c->source) {
+      nb_neuron_t *t = c->t;
+      nb_synapse_t *syn = c->syn;
+      nb_id_t src = c->source, dst = c->target;
+      uint32_t cnt = t->inbox_count, cap = t->inbox_cap, from = j;
+      if (cnt == cap) break; /* BLOCKED */
+      do {
+        float w = 1.0f;
+        if (syn) {
+          w = weight_of(syn);
+          stdp_pre(t, syn, s[j].timestamp_ns);
+        }
+        t->inbox[cnt] = s[j];
+        t->inbox_w[cnt] = w;
+        cnt++;
+        j++;
+      } while (j < k && cnt < cap && s[j].target == dst &&
+               s[j].source == src);
+      t->inbox_count = cnt;
+      cx->stats.routed += j - from;
+      continue;
+    }
+    if (route(cx, &s[j], c) == BLOCKED) break;
+    j++;
+  }
+  return j;
 }
 
 /* COLLECT + ROUTE: drains every axon in id order, then the injection queue,
  * stopping a source at its first blocked spike; returns nothing. */
 static void collect(nb_cortex_t *cx) {
+  route_cache_t c = {0};
   for (uint32_t i = 0; i < cx->count; i++) {
     nb_axon_reader_t *r = cx->neurons[i]->reader;
     /* Bounded by what was there on entry, so a producer on another thread
      * cannot keep one tick going forever. */
     uint64_t avail = nb_axon_reader_available(r), used = 0;
     while (used < avail) {
-      const nb_spike_t *s = nb_axon_reader_peek_at(r, used);
-      if (!s || route(cx, s) == BLOCKED) break;
-      used++;
+      /* One peek per contiguous run of slots (at most two per lap). */
+      uint32_t k;
+      const nb_spike_t *s = nb__axon_reader_peek_run(r, used, avail - used, &k);
+      if (!s) break;
+      uint32_t done = route_run(cx, s, k, &c);
+      used += done;
+      if (done < k) break;
     }
     /* One cursor store per axon per tick. */
     if (used) nb_axon_reader_advance(r, used);
   }
   while (cx->inject_count) {
-    if (route(cx, &cx->inject[cx->inject_head]) == BLOCKED) break;
+    if (route(cx, &cx->inject[cx->inject_head], &c) == BLOCKED) break;
     cx->inject_head = (cx->inject_head + 1) & cx->inject_mask;
     cx->inject_count--;
   }
@@ -688,8 +756,7 @@ static uint64_t deliver(nb_cortex_t *cx) {
       continue;
     }
     uint32_t count = n->inbox_count;
-    for (uint32_t k = 0; k < count; k++)
-      nb_if_integrate(&n->ifs, nb_spike_kind(&n->inbox[k]), n->inbox_w[k]);
+    nb__if_integrate_batch(&n->ifs, n->inbox, n->inbox_w, count);
     /* Emptied before the callbacks: nothing routes into an inbox during
      * delivery, and a callback that stops its own neuron must not count
      * these spikes again as dead letters. */

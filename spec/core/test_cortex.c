@@ -713,6 +713,56 @@ static void dead_letters_are_counted(void) {
   free(l);
 }
 
+/* A custom filter that stops neuron 1 of stop_cx the first time it runs
+ * and passes every spike. */
+static nb_cortex_t *stop_cx;
+static int stopping_filter(void *agent, nb_neuron_t *n, const char *name,
+                           const nb_spike_t *s, const void *payload,
+                           size_t len) {
+  ((agent_t *)agent)->filter_calls++;
+  nb_cortex_set_stopped(stop_cx, 1, 1);
+  return 1;
+}
+
+/* The tick routes runs of spikes of one (source, target) pair without
+ * looking the pair up again; an agent's filter that runs in between (here
+ * stopping that target) is seen by the very next spike of the pair. */
+static void a_filter_that_stops_a_target_is_seen_mid_run(void) {
+  log_t *l = calloc(1, sizeof *l);
+  agent_t ra = {.log = l}, rb = {.log = l}, rc = {.log = l};
+  nb_cortex_t *cx = mk(16, 16, 0, NULL);
+  stop_cx = cx;
+  nb_if_params_t p = ifp(100.0f, 0);
+  nb_neuron_t *a = reg(cx, "a", NULL, &ra), *b = reg(cx, "b", &p, &rb);
+  nb_agent_ops_t ops = rec_ops;
+  ops.filter = stopping_filter;
+  nb_card_t card;
+  memset(&card, 0, sizeof card);
+  card.name = "c";
+  nb_neuron_t *c = NULL;
+  NBT_EQ(nb_cortex_register(cx, &card, &p, &ops, &rc, &c), 0);
+  nb_filter_t f = nb_filter_custom("stop_b");
+  NBT_EQ(nb_cortex_connect(cx, 0, 2, 0.5f, &f, 1, NULL), 0);
+  NBT_EQ(nb_neuron_fire_to(a, 1, "b0", 2), 0);
+  NBT_EQ(nb_neuron_fire_to(a, 1, "b1", 2), 0);
+  NBT_EQ(nb_neuron_fire_to(a, 2, "c0", 2), 0);
+  NBT_EQ(nb_neuron_fire_to(a, 1, "b2", 2), 0);
+  NBT_EQ(nb_neuron_fire_to(a, 1, "b3", 2), 0);
+  ticks(cx, l, 1);
+  NBT_EQ(rc.filter_calls, 1);
+  /* b0 and b1 were routed before the stop, which made them dead letters
+   * from its inbox; b2 and b3 found b stopped. */
+  NBT_EQ(nb_neuron_stats(b)->spikes_in, 0);
+  NBT_EQ(nb_neuron_stats(b)->dead_letters, 4);
+  NBT_EQ(nb_neuron_stats(c)->spikes_in, 1);
+  NBT_EQ(nb_cortex_stats(cx)->routed, 3);
+  NBT_EQ(nb_cortex_stats(cx)->dead_letters, 4);
+  NBT_EQ(l->n, 1);
+  NBT_EQ(nb_cortex_pending(cx), 0);
+  nb_cortex_free(cx);
+  free(l);
+}
+
 static void stopping_a_neuron_with_a_waiting_inbox(void) {
   agent_t rt = {0};
   nb_cortex_t *cx = mk(16, 16, 0, NULL);
@@ -1203,6 +1253,7 @@ int main(void) {
   NBT_RUN(backpressure_reaches_the_producer_without_loss);
   NBT_RUN(broadcast_waits_for_room_everywhere);
   NBT_RUN(dead_letters_are_counted);
+  NBT_RUN(a_filter_that_stops_a_target_is_seen_mid_run);
   NBT_RUN(stopping_a_neuron_with_a_waiting_inbox);
   NBT_RUN(dead_letters_per_neuron);
   NBT_RUN(stale_payload_under_a_filter_is_a_dead_letter);
