@@ -85,6 +85,10 @@ static nb_rt_stat_t rt_stat(nb_rt_t *rt, uint32_t id) {
 
 /* ---- throughput topologies ---- */
 
+/* Extra manifest keys every Lua neuron of the next topology gets (the
+ * jit = false rows set it around their runs), "" for none. */
+static const char *agent_keys = "";
+
 /* Builds the manifest of t with Lua agents (ids follow the sorted names:
  * a_producer 0, b_relay 1 when present, then the sinks). */
 static void topo_manifest(const nb_bench_topo_t *t, char *out, size_t size) {
@@ -98,16 +102,18 @@ static void topo_manifest(const nb_bench_topo_t *t, char *out, size_t size) {
       "return {\n  name = 'bench', tick = 'free',\n"
       "  axon = { capacity = %u, inbox = %u },\n  neurons = {\n"
       "    a_producer = { script = '%s/bench/lua/producer.lua', threshold = 0,"
-      " refractory = 0, config = { n = %" PRIu64 ", batch = %u%s } },\n",
-      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, root, t->n, NB_BENCH_CX_BATCH, target);
+      " refractory = 0, config = { n = %" PRIu64 ", batch = %u%s }%s },\n",
+      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, root, t->n, NB_BENCH_CX_BATCH, target,
+      agent_keys);
   if (relay)
     o += (size_t)snprintf(out + o, size - o,
         "    b_relay = { script = '%s/bench/lua/relay.lua', refractory = 0,"
-        " config = { next = %d } },\n", root, first_sink);
+        " config = { next = %d }%s },\n", root, first_sink, agent_keys);
   for (int i = 0; i < t->sinks; i++)
     o += (size_t)snprintf(out + o, size - o,
         "    c_sink%d = { script = '%s/bench/lua/sink.lua', refractory = 0,"
-        " config = { source = %d } },\n", i + 1, root, relay ? 1 : 0);
+        " config = { source = %d }%s },\n", i + 1, root, relay ? 1 : 0,
+        agent_keys);
   o += (size_t)snprintf(out + o, size - o, "  },\n  synapses = {\n");
   if (relay)
     o += (size_t)snprintf(out + o, size - o,
@@ -220,6 +226,54 @@ static void group_fanout(void) {
           "baseline: the same with C agents");
 }
 
+/* ---- the cost of jit = false (issue 4) ---- */
+
+/* A topology run with extra keys on every Lua neuron. */
+typedef struct lua_mode_s {
+  nb_bench_topo_t t;
+  const char *keys; /* e.g. ", jit = false" */
+} lua_mode_t;
+
+/* Runs m's topology with Lua agents and m's keys; returns M spikes/s. */
+static double topo_lua_mode_run(void *ctx) {
+  lua_mode_t *m = ctx;
+  agent_keys = m->keys;
+  double v = topo_lua_run(&m->t);
+  agent_keys = "";
+  return v;
+}
+
+/* Measures the one-hop Lua topology with keys against the same topology
+ * with the JIT on (the default), interleaved in this run; emits a row. */
+static void lua_mode_row(const char *name, const char *keys, const char *note) {
+  lua_setup();
+  /* Sized for the slower interpreter; both sides run the same n. */
+  lua_mode_t sub = {nb_bench_topo(nb_bench_size(1u << 20, 1u << 13), 1, 0, 0,
+                                  NB_BENCH_FIRE_EACH), keys};
+  lua_mode_t jit = {sub.t, ""};
+  nb_bench_row_t r = nb_bench_row(name, "M spikes/s");
+  nb_bench_measure(topo_lua_mode_run, &sub, &sub.t.n, topo_lua_mode_run, &jit,
+                   &jit.t.n, &r.v, &r.b);
+  r.baseline = "lua_hop_jit";
+  r.note = note;
+  nb_bench_emit(&r);
+}
+
+static void group_nojit(void) {
+  lua_mode_row("lua_hop_nojit", ", jit = false",
+               "the lua_hop topology (Lua producer nb:fire_to per spike -> Lua "
+               "sink checking each) with jit = false on both agents: the "
+               "interpreter only; baseline: the same agents with the JIT on, "
+               "interleaved in this run");
+}
+
+static void group_budget(void) {
+  lua_mode_row("lua_hop_budget", ", budget = '1s'",
+               "the same with budget = '1s' on both agents (JIT off and the "
+               "count hook every 1000 instructions checking the deadline); "
+               "baseline: the JIT on, interleaved in this run");
+}
+
 /* ---- ping-pong ---- */
 
 typedef struct lua_pp_s {
@@ -295,9 +349,10 @@ static const nb_bench_group_t groups[] = {
     {"lua_chain", group_chain},
     {"lua_fanout8", group_fanout},
     {"lua_pingpong", group_pingpong},
-    /* Extension point: the cost of jit = false and the TCP rows go here
-     * as further groups (or in their own bench binary, as the reload pause
-     * did: bench_reload.c). */
+    {"lua_hop_nojit", group_nojit},
+    {"lua_hop_budget", group_budget},
+    /* Extension point: further Lua rows go here as groups (or in their
+     * own bench binary, as the reload pause did: bench_reload.c). */
 };
 
 int main(int argc, char **argv) {
