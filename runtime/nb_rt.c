@@ -471,9 +471,34 @@ static void nb__agent_free(nb__agent_t *a) {
   free(a);
 }
 
+/* Requires neuronbus.agent in L (host work under nb_lstate_cpcall); returns
+ * 0, leaving nothing on the stack (package.loaded keeps the module). */
+static int nb__require_agent(lua_State *L) {
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "neuronbus.agent");
+  lua_call(L, 1, 0);
+  return 0;
+}
+
+/* Pushes the runtime's Lua side (neuronbus.agent) in S, loaded as host work:
+ * it is trusted runtime code, so neither the agent's memory cap nor its
+ * budget is charged for it (under load, interpreting its FFI declarations
+ * in a jit = false state can take longer than a 20 ms budget); returns 0,
+ * or the nb_lstate_cpcall code with the reason in msg. */
+static int nb__push_agent_module(nb_lstate_t *S, char *msg, size_t n) {
+  int rc = nb_lstate_cpcall(S, nb__require_agent, NULL, msg, n);
+  if (rc != 0) return rc;
+  lua_State *L = nb_lstate_L(S);
+  lua_getfield(L, LUA_REGISTRYINDEX, "_LOADED");
+  lua_getfield(L, -1, "neuronbus.agent");
+  lua_remove(L, -2);
+  return 0;
+}
+
 /* Loads script into a's new state (nb__isol_state_new: its memory cap,
- * budget, JIT mode and sandbox) through neuronbus.agent's boot, both calls
- * through nb_lstate_call (the chunk is agent code), and keeps the entry
+ * budget, JIT mode and sandbox) through neuronbus.agent's boot (loaded as
+ * host work; boot runs through nb_lstate_call: the chunk is agent code), and
+ * keeps the entry
  * points in their stack slots; returns 0, or -1 with *err set to the file
  * and the reason. */
 int nb__agent_boot(nb__agent_t *a, char **err) {
@@ -483,9 +508,7 @@ int nb__agent_boot(nb__agent_t *a, char **err) {
   char msg[NB__MSG_MAX];
   int rc;
   lua_pushcfunction(L, nb__msgh); /* slot 1 */
-  lua_getglobal(L, "require");
-  lua_pushliteral(L, "neuronbus.agent");
-  if ((rc = nb_lstate_call(a->S, 1, 1, msg, sizeof msg)) != 0) {
+  if (nb__push_agent_module(a->S, msg, sizeof msg) != 0) {
     *err = nb__strf("%s: cannot load the runtime's Lua side "
                     "(neuronbus.agent): %s", a->script, msg);
     return -1;
@@ -1151,9 +1174,7 @@ int nb_rt_check(const char *path, FILE *out) {
         free(err);
       } else {
         lua_pushcfunction(S, nb__msgh);
-        lua_getglobal(S, "require");
-        lua_pushliteral(S, "neuronbus.agent");
-        if (nb_lstate_call(PS, 1, 1, msg, sizeof msg)) {
+        if (nb__push_agent_module(PS, msg, sizeof msg)) {
           nb__addf(&errs, "neurons.%s: cannot load neuronbus.agent: %s", name,
                    msg);
         } else {

@@ -4,7 +4,8 @@
 # with jit = false, restarts with backoff until restart.max, the stop policy
 # and its dead letters in the statistics (JSON and table), the JIT watchdog
 # (an entry that returns; one that never does: exit status 3), every
-# sandbox denial, and neuronbus check on the new keys. Each topology runs a
+# sandbox denial, a memory bomb and a looping agent in one run, and
+# neuronbus check on the new keys. Each topology runs a
 # bystander pair (beat -> tally, 3,000 numbered spikes) beside the faulty
 # neuron: it must lose nothing. A feeder sends the faulty neuron its
 # sequence; the sink "out" prints what arrived. Ends with "N passed, M
@@ -171,6 +172,53 @@ check "sandbox: math and load of text work" \
 check "sandbox: the nb API works (plain echo)" has out "^out| plain$"
 check "sandbox: no denial was an agent error" test "$(victim errors)" = 0
 check "sandbox: the bystander lost nothing" bystander
+
+# --- a memory bomb and a looping agent together, beside the healthy pair
+# bomber (memory = "16MB", restart.max 1): a bomb, a restart, a second bomb
+# stops it; spinner (budget = "20ms", jit = false, policy stop): an endless
+# loop is interrupted and stops it. What each is sent afterwards is counted
+# as its dead letters; the pair beat -> tally runs beside them.
+cat >"$work/both.lua" <<EOF
+return {
+  name = "both", tick = "1ms",
+  neurons = {
+    feed_bomb = { script = "$fx/feeder.lua", threshold = 0, refractory = 0,
+                  config = { to = "bomber", seq = { "1", "table", "2", "concat", "3", "4" } } },
+    feed_spin = { script = "$fx/feeder.lua", threshold = 0, refractory = 0,
+                  config = { to = "spinner", seq = { "a", "while", "b", "c", "d" } } },
+    bomber = { script = "$fx/bomb.lua", refractory = 0, config = { to = "out" },
+               memory = "16MB", restart = { max = 1, window = "60s", backoff = "10ms" } },
+    spinner = { script = "$fx/spin.lua", refractory = 0, config = { to = "out" },
+                budget = "20ms", jit = false, policy = "stop" },
+    out = { script = "$fx/sink.lua", refractory = 0 },
+    beat = { script = "$fx/beat.lua", threshold = 0, refractory = 0,
+             config = { to = "tally", n = 3000, batch = 10, print = true } },
+    tally = { script = "$fx/count.lua", refractory = 0, config = { print = true } },
+  },
+}
+EOF
+run both --for 3s --stats=json
+# neuron NAME FIELD: FIELD of neuron NAME in the final JSON statistics.
+neuron() {
+  grep '"final":true' "$work/out" | grep -o "{\"id\":[0-9]*,\"name\":\"$1\"[^}]*}" |
+    grep -o "\"$2\":[^,}]*" | cut -d: -f2
+}
+check "both: the process survives both faulty neurons (exit 0)" test "$rc" -eq 0
+check "both: the bomb is a memory error naming bomber" \
+  has err 'agent "bomber" (id [0-9]*) failed in on_spike: memory limit 16 MB exceeded'
+check "both: the loop is interrupted by the budget, naming spinner" \
+  has err 'agent "spinner" (id [0-9]*) failed in on_spike: .*budget of 20 ms exceeded'
+check "both: bomber restarted once, then stopped at its second bomb" \
+  test "$(neuron bomber restarts)/$(neuron bomber state)/$(neuron bomber mem_errors)" = '1/"stopped"/2'
+check "both: spinner stopped at its overrun (policy stop, no restart)" \
+  test "$(neuron spinner restarts)/$(neuron spinner state)/$(neuron spinner budget_overruns)" = '0/"stopped"/1'
+check "both: what they were sent after stopping are dead letters (2 and 3)" \
+  test "$(neuron bomber dead_letters)/$(neuron spinner dead_letters)" = "2/3"
+check "both: the totals count 5 dead letters and 1 restart" \
+  sh -c "grep '\"final\":true' '$work/out' | grep -q '\"dead_letters\":5,\"restarts\":1,'"
+check "both: what came before each fault arrived" \
+  test "$(grep '^out| ' "$work/out" | cut -c6- | sort | tr '\n' ' ')" = "1 2 a "
+check "both: the healthy pair lost nothing" bystander
 
 # --- neuronbus check
 cat >"$work/budget_jit.lua" <<EOF

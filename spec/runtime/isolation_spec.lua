@@ -166,6 +166,23 @@ describe("a budget (budget = \"20ms\", jit = false)", function()
     end)
   end
 
+  it("is the agent's only: the runtime's own Lua side loads outside it, so a 1 ms budget boots and restarts", function()
+    -- Loading neuronbus.agent (its FFI declarations, interpreted) can take
+    -- longer than a small budget on a loaded machine: it is host work.
+    local h = run({ script = "spin.lua", budget = "1ms",
+                    restart = { backoff = "10ms" }, config = { to = "out" } })
+    h:inject("victim", "a")
+    h:inject("victim", "while")
+    h:inject("victim", "b")
+    h:tick(1)
+    assert.equal(1, h:stats("victim").budget_overruns)
+    wait_state(h, "victim", "running")
+    assert.equal(1, h:stats("victim").restarts)
+    assert.same({ "a", "b" }, payloads(h, "out"))
+    assert_bystander(h)
+    h:close()
+  end)
+
   it("is per entry: a batch that stays within it is untouched", function()
     local h = run({ script = "spin.lua", budget = "20ms", config = { to = "out" } })
     for i = 1, 500 do h:inject("victim", tostring(i)) end
