@@ -559,6 +559,12 @@ int nb_rt_fire(nb_rt_cell_t *cell, uint32_t target, int kind, int priority,
     return NB_EINVAL;
   if (target != NB_BROADCAST && target >= rt->n) return NB_ENOENT;
   if (len && !data) return NB_EINVAL;
+  /* An inline payload cannot fail: build the spike in the axon slot, with
+   * the same bytes and results, instead of copying one built on the stack
+   * (the copy's wide loads stalled on the builder's narrow stores). */
+  if (len <= NB_PAYLOAD_MAX && !rt->opts.record)
+    return nb_neuron_fire_ex(a->neuron, (nb_id_t)target, (nb_kind_t)kind,
+                             (uint8_t)priority, data, len);
   nb_spike_t s;
   nb_spike_init(&s, (nb_id_t)target, (nb_kind_t)kind, (uint8_t)priority);
   int rc = nb_arena_put_payload(rt->arena, &s, data, len);
