@@ -259,6 +259,30 @@ int nb_neuron_fire(nb_neuron_t *n, nb_spike_t *s) {
   return commit_slot(n);
 }
 
+/* Copies len <= NB_PAYLOAD_MAX bytes from src to dst (src may be NULL when
+ * len is 0) with at most two overlapping loads per size class instead of a
+ * call; returns nothing. */
+static inline void copy_small(uint8_t *dst, const void *src, size_t len) {
+  const uint8_t *s = src;
+  if (len >= 16) {
+    memcpy(dst, s, len);
+  } else if (len >= 8) {
+    uint64_t a, b;
+    memcpy(&a, s, 8);
+    memcpy(&b, s + len - 8, 8);
+    memcpy(dst, &a, 8);
+    memcpy(dst + len - 8, &b, 8);
+  } else if (len >= 4) {
+    uint32_t a, b;
+    memcpy(&a, s, 4);
+    memcpy(&b, s + len - 4, 4);
+    memcpy(dst, &a, 4);
+    memcpy(dst + len - 4, &b, 4);
+  } else {
+    for (size_t i = 0; i < len; i++) dst[i] = s[i];
+  }
+}
+
 /* Builds the spike directly in the axon slot (no copy, and no arena space
  * spent when the axon is full); returns 0, NB_EINVAL, NB_EFULL, or the
  * arena's error (the slot then stays unpublished). */
@@ -268,9 +292,20 @@ int nb_neuron_fire_ex(nb_neuron_t *n, nb_id_t target, nb_kind_t kind,
   if (len && !payload) return NB_EINVAL;
   nb_spike_t *slot = claim_slot(n);
   if (!slot) return NB_EFULL;
-  nb_spike_init(slot, target, kind, priority);
-  int rc = nb_arena_put_payload(n->arena, slot, payload, len);
-  if (rc != 0) return rc;
+  /* As nb_spike_init and nb_arena_put_payload, inline: the slot is zeroed
+   * whole, so an inline payload needs no tail zeroing, and its few bytes
+   * are copied without a library call. */
+  memset(slot, 0, sizeof *slot);
+  slot->target = target;
+  slot->priority = priority;
+  if (len <= NB_PAYLOAD_MAX) {
+    copy_small(slot->payload, payload, len);
+    slot->meta = (uint8_t)(((unsigned)kind & 3u) | (unsigned)(len << 2));
+  } else {
+    slot->meta = (uint8_t)((unsigned)kind & 3u);
+    int rc = nb_arena_put_payload(n->arena, slot, payload, len);
+    if (rc != 0) return rc;
+  }
   stamp(n, slot);
   return commit_slot(n);
 }

@@ -209,6 +209,40 @@ static void handle_stamps_source_sequence_and_time(void) {
   nb_cortex_free(cx);
 }
 
+/* fire_ex writes the slot byte for byte as nb_spike_init and
+ * nb_spike_set_payload would build it, for every inline length (each size
+ * class of its small copy) and kind. */
+static void fire_ex_slot_equals_the_built_spike(void) {
+  nb_cortex_t *cx = small_cortex(NULL, 64);
+  NBT_CHECK(cx != NULL);
+  if (!cx) return;
+  nb_card_t a = card_named("a");
+  nb_neuron_t *na;
+  NBT_EQ(nb_cortex_register(cx, &a, NULL, NULL, NULL, &na), 0);
+  nb_axon_reader_t *r;
+  NBT_EQ(nb_axon_reader_attach(nb_neuron_axon(na), &r), 0);
+  uint8_t data[NB_PAYLOAD_MAX];
+  for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(0xA0 + i);
+  int same = 1;
+  for (size_t len = 0; len <= NB_PAYLOAD_MAX; len++) {
+    nb_kind_t kind = (nb_kind_t)(len % 3);
+    const uint8_t *src = len ? data + (NB_PAYLOAD_MAX - len) : NULL;
+    NBT_EQ(nb_neuron_fire_ex(na, (nb_id_t)(len + 1), kind, (uint8_t)len, src,
+                             len), 0);
+    nb_spike_t got, want;
+    NBT_EQ(nb_axon_try_read(r, &got, NULL), 0);
+    nb_spike_init(&want, (nb_id_t)(len + 1), kind, (uint8_t)len);
+    nb_spike_set_payload(&want, src, len);
+    want.source = got.source;
+    want.sequence = got.sequence;
+    want.timestamp_ns = got.timestamp_ns;
+    same &= memcmp(&got, &want, sizeof got) == 0 && got.sequence == len;
+  }
+  NBT_CHECK(same);
+  nb_axon_reader_detach(r);
+  nb_cortex_free(cx);
+}
+
 /* A full axon refuses without consuming the sequence; draining frees it. */
 static void handle_full_axon_keeps_the_sequence(void) {
   nb_cortex_t *cx = small_cortex(NULL, 4);
@@ -384,6 +418,7 @@ int main(void) {
   NBT_RUN(if_inhibition_is_floored_and_modulation_is_neutral);
   NBT_RUN(pacemaker_fires_every_n_plus_one_ticks);
   NBT_RUN(handle_stamps_source_sequence_and_time);
+  NBT_RUN(fire_ex_slot_equals_the_built_spike);
   NBT_RUN(handle_full_axon_keeps_the_sequence);
   NBT_RUN(handle_refuses_a_malformed_spike);
   NBT_RUN(handle_large_payload_goes_through_the_arena);
