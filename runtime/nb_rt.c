@@ -404,7 +404,7 @@ static int nb__lua_tick(void *agent, nb_neuron_t *n) {
   nb__agent_t *a = agent;
   /* While stopping, pending spikes are delivered but no periodic work
    * starts: a pacemaker would otherwise keep the cortex busy forever. */
-  if (a->rt->stopped || !nb__isol_running(a)) return 0;
+  if (a->rt->stopped || !a->cell.has_tick || !nb__isol_running(a)) return 0;
   return nb__call(a, NB__SLOT_TICK, 0, 0, "tick") ? NB_EAGENT : 0;
 }
 

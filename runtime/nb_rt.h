@@ -29,7 +29,10 @@ typedef struct nb_rt_cell_s {
   void *neuron;              /* nb_neuron_t of this state */
   void *rt;                  /* the nb_rt_t that owns it */
   uint32_t id;               /* neuron id */
-  uint32_t reserved;
+  uint32_t has_tick;         /* the agent has a tick function: set by
+                                neuronbus.agent after every entry that can
+                                change it, so a firing neuron without one
+                                costs no entry into its state */
 } nb_rt_cell_t;
 
 typedef struct nb_rt_layout_s {

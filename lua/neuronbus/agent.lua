@@ -286,6 +286,13 @@ end
 -- ---------------------------------------------------------------------
 -- entry points (called from C with lua_pcall and a traceback handler)
 
+-- Tells the C side whether the agent has a tick function, so a neuron
+-- without one that fires costs no entry into its state (an agent may add
+-- or drop agent.tick in any callback: every entry that can ends here).
+local function sync_tick()
+  CELL.has_tick = AGENT.tick and 1 or 0
+end
+
 -- Hands this tick's batch to on_spike, one spike at a time. cell.pos is
 -- stored before each call so that after an error C resumes at the next
 -- spike. One call per tick per neuron: this loop is the hot path.
@@ -301,12 +308,14 @@ local function dispatch()
     on_spike(spikes[i], nb)
     i = i + 1
   end
+  cell.has_tick = AGENT.tick and 1 or 0 -- sync_tick, inline on the hot path
 end
 
 -- Calls agent.tick(nb) when the agent has one; returns nothing.
 local function tick()
   local f = AGENT.tick
   if f then f(NB) end
+  sync_tick()
 end
 
 -- Returns what agent.filters[name](spike, nb) returns for cell.fspike;
@@ -330,6 +339,7 @@ end
 local function init(config)
   local f = AGENT.init
   if f then f(NB, config or {}) end
+  sync_tick()
 end
 
 -- Returns nb.state as Lua source (raises naming a non-plain value).
@@ -354,6 +364,7 @@ function _M.boot(cell_lud, script, name, id)
   CELL = ffi.cast("nb_rt_cell_t *", cell_lud)
   nbffi.bind(CELL)
   AGENT = agent
+  sync_tick()
   NB = setmetatable({ id = id, name = name, state = {},
     version = tonumber(C.nb_rt_card_version(CELL, id)),
     hash = ffi_string(C.nb_rt_card_hash(CELL, id)) }, Handle)
@@ -401,6 +412,7 @@ function _M.reload(source, chunkname, counter, hash, old_counter, old_hash,
   end
   local old, nb = AGENT, NB
   AGENT = agent
+  sync_tick()
   nb.version, nb.hash = counter, hash
   local f = agent.on_reload
   if f then
@@ -415,6 +427,7 @@ function _M.reload(source, chunkname, counter, hash, old_counter, old_hash,
       { counter = old_counter, hash = old_hash })
     if not ok then
       AGENT = old
+      sync_tick()
       nb.version, nb.hash = old_counter, old_hash
       nb.state = state
       if type(state) == "table" then
@@ -425,6 +438,7 @@ function _M.reload(source, chunkname, counter, hash, old_counter, old_hash,
       end
       return nil, script .. ": on_reload raised: " .. tostring(e)
     end
+    sync_tick() -- on_reload may have changed agent.tick
   end
   return true
 end
