@@ -8,7 +8,7 @@ BUILD ?= build/$(if $(SAN),$(SAN),default)
 CC ?= cc
 OPT ?= -O2
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
-  -Wno-unused-parameter -g $(OPT) -fPIC -pthread -Icore
+  -Wno-unused-parameter -g $(OPT) -fPIC -fno-semantic-interposition -pthread -Icore
 ifeq ($(SAN),address)
   CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
   LDSAN := -fsanitize=address,undefined
