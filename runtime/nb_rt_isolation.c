@@ -344,7 +344,20 @@ static int nb__push_config(lua_State *L) {
 /* ------------------------------------------------------------------ */
 /* faults and policies                                                 */
 
-static _Atomic uint64_t nb__quarantined_returns; /* see the watchdog below */
+/* Moves whenever a loop thread shows life (a tick begins, a quarantined
+ * entry returns): the watchdog's grace wait in `neuronbus run` exits the
+ * process only when it did not move. Relaxed load and store, not an atomic
+ * add: any change will do, so two runtimes racing on it lose nothing that
+ * matters, and the tick pays a plain store. */
+static _Atomic uint64_t nb__progress;
+
+/* Marks progress; returns nothing. */
+static void nb__alive(void) {
+  atomic_store_explicit(&nb__progress,
+                        atomic_load_explicit(&nb__progress,
+                                             memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
 
 /* Prints a policy line for a unless the runtime is quiet; returns nothing. */
 static void nb__say(const nb__agent_t *a, const char *fmt, ...)
@@ -456,9 +469,9 @@ static void nb__apply(nb__agent_t *a, const char *kind, const char *where,
 
 int nb__isol_fault(nb__agent_t *a, int code, const char *where) {
   nb__isol_t *I = a->isol;
-  if (!I || I->state != NB__RUNNING) return 0;
   int quarantined = a->S && !nb_lstate_usable(a->S);
-  if (quarantined) atomic_fetch_add(&nb__quarantined_returns, 1);
+  if (quarantined) nb__alive(); /* the stuck entry came back */
+  if (!I || I->state != NB__RUNNING) return 0;
   if (code == NB_EAGENT && !I->error_is_fault && !quarantined) return 0;
   nb__apply(a, quarantined ? "watchdog overrun"
                : code == NB_EMEMLIMIT ? "memory limit"
@@ -573,6 +586,7 @@ static int nb__restart(nb__agent_t *a) {
 }
 
 void nb__isol_tick(nb_rt_t *rt) {
+  nb__alive();
   struct nb__isol_rt_s *R = rt->isol;
   if (!R || !R->waiting) return;
   uint64_t now = nb_clock_ns();
@@ -726,18 +740,20 @@ void nb__isol_json_totals(const nb_rt_t *rt, FILE *f) {
 typedef struct {
   char name[64];
   uint64_t grace_ns;
-  uint64_t returns; /* nb__quarantined_returns when the report came */
+  uint64_t progress; /* nb__progress when the report came */
 } nb__lost_t;
 
-/* Waits the grace period on its own thread; when no quarantined entry
- * returned meanwhile, the loop thread is stuck for good: says so and exits
- * the process with NB__EXIT_LOST_LOOP; returns NULL otherwise. */
+/* Waits the grace period on its own thread; when no loop showed progress
+ * meanwhile (no tick began, no quarantined entry returned), the loop
+ * thread is stuck for good: says so and exits the process with
+ * NB__EXIT_LOST_LOOP; returns NULL otherwise. */
 static void *nb__lost_wait(void *arg) {
   nb__lost_t *l = arg;
   struct timespec ts = {(time_t)(l->grace_ns / 1000000000ull),
                         (long)(l->grace_ns % 1000000000ull)};
   while (nanosleep(&ts, &ts) != 0) {}
-  if (atomic_load(&nb__quarantined_returns) == l->returns) {
+  if (atomic_load_explicit(&nb__progress, memory_order_relaxed) ==
+      l->progress) {
     fprintf(stderr, "neuronbus: neuron '%s' never returned from its entry: "
             "the loop thread is lost with it (compiled code cannot be "
             "interrupted), so no neuron is served any more; exiting with "
@@ -774,7 +790,7 @@ static void nb__run_report(const char *name, uint64_t elapsed_ns,
   if (!l) return;
   snprintf(l->name, sizeof l->name, "%s", name);
   l->grace_ns = grace;
-  l->returns = atomic_load(&nb__quarantined_returns);
+  l->progress = atomic_load_explicit(&nb__progress, memory_order_relaxed);
   pthread_t th;
   pthread_attr_t at;
   pthread_attr_init(&at);
