@@ -67,7 +67,11 @@ int nb_frame_encode_bare_ref(const nb_spike_t *s,
 
 void nb_frame_decoder_init(nb_frame_decoder_t *d, uint32_t max_payload) {
   memset(d, 0, sizeof *d);
-  d->max_payload = max_payload;
+  /* The frame's byte count (header + spike + payload) lives in 32 bits:
+   * capping here keeps it from wrapping on a 4 GiB frame. */
+  d->max_payload = max_payload > UINT32_MAX - NB_FRAME_SPIKE
+                       ? UINT32_MAX - NB_FRAME_SPIKE
+                       : max_payload;
 }
 
 void nb_frame_decoder_free(nb_frame_decoder_t *d) {

@@ -41,7 +41,8 @@ typedef struct nb_frame_decoder_s {
 } nb_frame_decoder_t;
 
 /* Prepares a decoder accepting payloads up to max_payload bytes (0 = only
- * plain 64-byte frames). */
+ * plain 64-byte frames; capped at UINT32_MAX - 68 so a frame's 32-bit byte
+ * count never wraps). */
 void nb_frame_decoder_init(nb_frame_decoder_t *d, uint32_t max_payload);
 void nb_frame_decoder_free(nb_frame_decoder_t *d);
 

@@ -300,6 +300,21 @@ static void max_payload_zero_takes_plain_frames_only(void) {
   nb_frame_decoder_free(&d);
 }
 
+/* A max_payload near 4 GiB is capped so the 32-bit byte count of a frame
+ * (header + spike + payload) can never wrap and lose the stream's place. */
+static void huge_max_payload_is_capped(void) {
+  nb_frame_decoder_t d;
+  nb_frame_decoder_init(&d, UINT32_MAX);
+  NBT_EQ(d.max_payload, UINT32_MAX - NB_FRAME_SPIKE);
+  const uint8_t head[4] = {0xff, 0xff, 0xff, 0xff}; /* L = 4 GiB - 1 */
+  nb_spike_t out;
+  size_t used, plen;
+  const uint8_t *p;
+  NBT_EQ(nb_frame_decode(&d, head, sizeof head, &used, &out, &p, &plen),
+         NB_EFRAME);
+  nb_frame_decoder_free(&d);
+}
+
 static void large_payload_round_trips_through_arenas(void) {
   size_t big = NB_FRAME_PAYLOAD_DEFAULT_MAX;
   uint8_t *data = malloc(big);
@@ -532,6 +547,7 @@ int main(void) {
   NBT_RUN(byte_at_a_time_decodes_the_same);
   NBT_RUN(malformed_frames_are_rejected_and_sticky);
   NBT_RUN(max_payload_zero_takes_plain_frames_only);
+  NBT_RUN(huge_max_payload_is_capped);
   NBT_RUN(large_payload_round_trips_through_arenas);
   NBT_RUN(local_keeps_order_and_reports_full);
   NBT_RUN(local_close_drains_then_reports_closed);
