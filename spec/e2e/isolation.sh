@@ -18,16 +18,7 @@ fx=$top/spec/fixtures/isolation
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$top" || exit 1
-passed=0 failed=0
-
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() {
-  echo "not ok - $1"; failed=$((failed + 1))
-  for f in "$work/out" "$work/err"; do
-    [ -s "$f" ] && sed 's/^/    | /' "$f" | tail -n 25
-  done
-}
-check() { local name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; fi; }
+. "$top/spec/e2e/lib.bash"
 has() { grep -q -- "$2" "$work/$1"; }
 count() { grep -c -- "$2" "$work/$1"; }
 
@@ -235,5 +226,4 @@ check "check: a bomb and a sandbox denial at a script's top level are 2 problems
          grep -q '^neurons.bomb: .*memory limit 1 MB exceeded' '$work/out' &&
          grep -q \"^neurons.denied: .*module 'ffi' is not available in the sandbox\" '$work/out'"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

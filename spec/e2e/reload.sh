@@ -17,16 +17,7 @@ pid=
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 cd "$top" || exit 1
-passed=0 failed=0
-
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() {
-  echo "not ok - $1"; failed=$((failed + 1))
-  for f in "$work/out" "$work/err"; do
-    [ -s "$f" ] && sed 's/^/    | /' "$f" | tail -n 30
-  done
-}
-check() { local name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; fi; }
+. "$top/spec/e2e/lib.bash"
 # wait_for FILE PATTERN [COUNT]: waits (at most 30 s) until FILE has COUNT
 # (default 1) lines matching PATTERN; returns 0 when it does.
 wait_for() {
@@ -151,5 +142,4 @@ check "run 2: every spike arrived, each once, in order" \
   grep -q "^sink: got ${sent:-x} bad 0 order 1:v1=[0-9]* 2:h2=[0-9]*$" "$work/out"
 check "the statistics table shows the version" grep -q "relay .* v2/[0-9a-f]\{8\}$" "$work/out"
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

@@ -11,17 +11,7 @@ fx=$top/spec/fixtures/runtime
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$top" || exit 1
-passed=0 failed=0
-
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-not_ok() {
-  echo "not ok - $1"; failed=$((failed + 1))
-  for f in "$work/out" "$work/err"; do
-    [ -s "$f" ] && sed 's/^/    | /' "$f" | head -n 30
-  done
-}
-# check NAME CONDITION...: runs the condition (a command) and tallies it.
-check() { local name=$1; shift; if "$@"; then ok "$name"; else not_ok "$name"; fi; }
+. "$top/spec/e2e/lib.bash"
 # run_nb ARGS...: runs the command with stdout/stderr captured; sets $rc.
 run_nb() { timeout 60 "$nb" "$@" >"$work/out" 2>"$work/err"; rc=$?; }
 has() { grep -q -- "$2" "$work/$1"; }
@@ -134,5 +124,4 @@ for sig in TERM INT; do
   check "SIG$sig: final statistics printed" has out "== final statistics: stopper"
 done
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish
