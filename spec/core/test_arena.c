@@ -647,31 +647,35 @@ static void corrupt_shared_counters_cannot_widen_bounds(void) {
   unlink(path);
 }
 
-int main(void) {
+/* Gives each test's process its own temporary directory. */
+static void make_tmpdir(void) {
   snprintf(tmpdir, sizeof tmpdir, "/tmp/nb-test-arena-XXXXXX");
-  if (!mkdtemp(tmpdir)) {
-    printf("cannot make a temporary directory\n0 passed, 1 failed\n");
-    return 1;
-  }
-  NBT_RUN(new_checks_capacity);
-  NBT_RUN(allocations_are_8_aligned_with_exact_lengths);
-  NBT_RUN(bad_arguments_are_rejected);
-  NBT_RUN(out_of_space_fails_and_keeps_earlier_data);
-  NBT_RUN(ref_slots_run_out);
-  NBT_RUN(retain_and_release_count);
-  NBT_RUN(reset_makes_old_refs_stale);
-  NBT_RUN(forged_refs_fail_the_bounds_check);
-  NBT_RUN(payloads_go_inline_or_to_the_arena);
-  NBT_RUN(file_arena_reopens_with_the_same_bytes);
-  NBT_RUN(two_mappings_see_each_other);
-  NBT_RUN(a_forked_child_allocates_and_the_parent_reads);
-  NBT_RUN(processes_racing_to_create_share_one_arena);
-  NBT_RUN(bad_files_get_specific_errors);
-  NBT_RUN(corrupt_shared_counters_cannot_widen_bounds);
-  /* Threads last: after them the process is multi-threaded for the
-   * sanitizers, and the fork tests above stay single-threaded. */
-  NBT_RUN(four_threads_get_disjoint_regions);
-  NBT_RUN(four_threads_racing_into_a_full_arena);
-  rmdir(tmpdir);
-  return nbt_done();
+  NBT_CHECK(mkdtemp(tmpdir) != NULL);
 }
+
+/* Removes the directory; a test that left a file in it keeps it for a look. */
+static void remove_tmpdir(void) { rmdir(tmpdir); }
+
+static const nbt_test_t tests[] = {
+    NBT_TEST(new_checks_capacity),
+    NBT_TEST(allocations_are_8_aligned_with_exact_lengths),
+    NBT_TEST(bad_arguments_are_rejected),
+    NBT_TEST(out_of_space_fails_and_keeps_earlier_data),
+    NBT_TEST(ref_slots_run_out),
+    NBT_TEST(retain_and_release_count),
+    NBT_TEST(reset_makes_old_refs_stale),
+    NBT_TEST(forged_refs_fail_the_bounds_check),
+    NBT_TEST(payloads_go_inline_or_to_the_arena),
+    NBT_TEST(file_arena_reopens_with_the_same_bytes),
+    NBT_TEST(two_mappings_see_each_other),
+    NBT_TEST(a_forked_child_allocates_and_the_parent_reads),
+    NBT_TEST(processes_racing_to_create_share_one_arena),
+    NBT_TEST(bad_files_get_specific_errors),
+    NBT_TEST(corrupt_shared_counters_cannot_widen_bounds),
+    NBT_TEST(four_threads_get_disjoint_regions),
+    NBT_TEST(four_threads_racing_into_a_full_arena),
+};
+
+static const nbt_hooks_t hooks = {make_tmpdir, remove_tmpdir};
+
+int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, &hooks); }

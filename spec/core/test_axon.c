@@ -4,37 +4,10 @@
  * returned, parked threads that sleep, and close. */
 #include <pthread.h>
 #include <sched.h>
-#include <time.h>
 
 #include "nb_axon.h"
 #include "nb_err.h"
 #include "nbtest.h"
-
-/* Returns nonzero when running under a sanitizer (smaller loop counts). */
-static int under_san(void) {
-  const char *s = getenv("NB_SAN");
-  return s && *s;
-}
-
-/* Returns the calling thread's CPU time in nanoseconds. */
-static uint64_t thread_cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Returns the monotonic clock in nanoseconds. */
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Sleeps for ms milliseconds. */
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
 
 /* Returns payload byte k of the spike numbered i. */
 static uint8_t pay(uint64_t i, unsigned k) {
@@ -257,7 +230,7 @@ typedef struct producer_s {
 static void *produce_thread(void *arg) {
   producer_t *p = arg;
   nb_spike_t s[7];
-  uint64_t c0 = thread_cpu_ns();
+  uint64_t c0 = nbt_thread_cpu_ns();
   p->rc = 0;
   for (uint64_t i = 0; i < p->n && p->rc == 0;) {
     if (p->batch) {
@@ -270,7 +243,7 @@ static void *produce_thread(void *arg) {
       i++;
     }
   }
-  p->cpu_ns = thread_cpu_ns() - c0;
+  p->cpu_ns = nbt_thread_cpu_ns() - c0;
   return NULL;
 }
 
@@ -283,7 +256,7 @@ static void blocking_publish_waits_and_resumes(void) {
       producer_t p = {ax, 200, batch, -1, 0};
       pthread_t t;
       pthread_create(&t, NULL, produce_thread, &p);
-      sleep_ms(30);
+      nbt_sleep_ms(30);
       NBT_EQ(nb_axon_published(ax), 4); /* it waits at the gate */
       nb_spike_t s;
       for (uint64_t i = 0; i < 200; i++) {
@@ -349,9 +322,9 @@ static void clone_starts_at_the_readers_position(void) {
 static void *publish_one_thread(void *arg) {
   producer_t *p = arg;
   nb_spike_t s;
-  uint64_t c0 = thread_cpu_ns();
+  uint64_t c0 = nbt_thread_cpu_ns();
   p->rc = nb_axon_publish(p->ax, mk(&s, p->n));
-  p->cpu_ns = thread_cpu_ns() - c0;
+  p->cpu_ns = nbt_thread_cpu_ns() - c0;
   return NULL;
 }
 
@@ -375,7 +348,7 @@ static void detach_releases_the_gate(void) {
   producer_t p = {ax, 4, 0, -1, 0};
   pthread_t t;
   pthread_create(&t, NULL, publish_one_thread, &p);
-  sleep_ms(50);
+  nbt_sleep_ms(50);
   NBT_EQ(nb_axon_published(ax), 4);
   nb_axon_reader_detach(slow);
   pthread_join(t, NULL);
@@ -460,9 +433,9 @@ static void attach_while_producing_is_never_lapped(void) {
   pthread_create(&t, NULL, free_run_thread, &p);
   /* At least 500 attaches, then up to 20000 or 3 seconds: a loaded
    * machine slows each one down a lot. */
-  int iters = under_san() ? 1500 : 20000, bad = 0, it;
-  uint64_t t_end = mono_ns() + 3000000000u;
-  for (it = 0; it < iters && !bad && (it < 500 || mono_ns() < t_end); it++) {
+  int iters = nbt_under_san() ? 1500 : 20000, bad = 0, it;
+  uint64_t t_end = nbt_now_ns() + 3000000000u;
+  for (it = 0; it < iters && !bad && (it < 500 || nbt_now_ns() < t_end); it++) {
     nb_axon_reader_t *r = NULL, *c = NULL;
     /* Attach only while the producer is running free, publishing. */
     uint64_t before = nb_axon_published(ax);
@@ -585,14 +558,14 @@ static void overwrite_never_returns_a_torn_spike(void) {
     p.ax = ax;
     pthread_t t;
     pthread_create(&t, NULL, lap_thread, &p);
-    uint64_t want = under_san() ? 20000 : 300000;
-    uint64_t t_end = mono_ns() + 2000000000u;
+    uint64_t want = nbt_under_san() ? 20000 : 300000;
+    uint64_t t_end = nbt_now_ns() + 2000000000u;
     uint64_t expect = 0, got = 0, laps = 0, lost = 0, bad = 0;
     nb_spike_t out[4];
     while (!bad) {
       int done = atomic_load(&p.done);
       if (done && expect >= atomic_load(&p.n)) break;
-      if (!done && (got >= want || mono_ns() > t_end)) atomic_store(&p.stop, 1);
+      if (!done && (got >= want || nbt_now_ns() > t_end)) atomic_store(&p.stop, 1);
       uint64_t missed = 0;
       size_t n = 0;
       if (batch) {
@@ -644,9 +617,9 @@ typedef struct blocked_reader_s {
 /* Blocks in nb_axon_read, measuring its CPU time; returns NULL. */
 static void *read_one_thread(void *arg) {
   blocked_reader_t *b = arg;
-  uint64_t c0 = thread_cpu_ns();
+  uint64_t c0 = nbt_thread_cpu_ns();
   b->rc = nb_axon_read(b->r, &b->s, NULL);
-  b->cpu_ns = thread_cpu_ns() - c0;
+  b->cpu_ns = nbt_thread_cpu_ns() - c0;
   return NULL;
 }
 
@@ -655,7 +628,7 @@ static void parked_reader_sleeps_and_wakes_on_publish(void) {
   blocked_reader_t b = {reader(ax), -1, {0}, 0};
   pthread_t t;
   pthread_create(&t, NULL, read_one_thread, &b);
-  sleep_ms(200);
+  nbt_sleep_ms(200);
   nb_spike_t s;
   NBT_EQ(nb_axon_try_publish(ax, mk(&s, 0)), 0);
   pthread_join(t, NULL);
@@ -675,7 +648,7 @@ static void parked_publisher_sleeps_and_wakes_on_read(void) {
   producer_t p = {ax, 4, 0, -1, 0};
   pthread_t t;
   pthread_create(&t, NULL, publish_one_thread, &p);
-  sleep_ms(200);
+  nbt_sleep_ms(200);
   NBT_EQ(nb_axon_published(ax), 4);
   NBT_EQ(nb_axon_try_read(r, &s, NULL), 0);
   pthread_join(t, NULL);
@@ -703,7 +676,7 @@ static void close_wakes_blocked_callers(void) {
     pthread_t tr, tp;
     pthread_create(&tr, NULL, read_one_thread, &b);
     pthread_create(&tp, NULL, publish_one_thread, &p);
-    sleep_ms(50);
+    nbt_sleep_ms(50);
     nb_axon_close(ax);
     pthread_join(tr, NULL);
     pthread_join(tp, NULL);
@@ -828,7 +801,7 @@ static void *batch_read_thread(void *arg) {
 
 static void blocking_batches_move_everything_in_order(void) {
   nb_axon_t *ax = axon(8, NB_AXON_GATED, NB_WAIT_YIELD_PARK);
-  batch_reader_t b = {reader(ax), under_san() ? 20000 : 200000, 0};
+  batch_reader_t b = {reader(ax), nbt_under_san() ? 20000 : 200000, 0};
   producer_t p = {ax, b.n, 1, -1, 0};
   pthread_t tr, tp;
   pthread_create(&tr, NULL, batch_read_thread, &b);
@@ -842,27 +815,28 @@ static void blocking_batches_move_everything_in_order(void) {
   nb_axon_free(ax);
 }
 
-int main(void) {
-  NBT_RUN(capacity_must_be_a_power_of_two);
-  NBT_RUN(single_publish_and_read);
-  NBT_RUN(gated_axon_without_readers_keeps_publishing);
-  NBT_RUN(batch_publish_updates_the_cursor_once);
-  NBT_RUN(batches_wrap_and_stop_at_the_gate);
-  NBT_RUN(gated_never_overwrites_an_unread_slot);
-  NBT_RUN(blocking_publish_waits_and_resumes);
-  NBT_RUN(readers_have_independent_cursors);
-  NBT_RUN(clone_starts_at_the_readers_position);
-  NBT_RUN(detach_releases_the_gate);
-  NBT_RUN(attach_stops_at_the_reader_limit);
-  NBT_RUN(attach_while_producing_is_never_lapped);
-  NBT_RUN(overwrite_reports_the_exact_lap);
-  NBT_RUN(overwrite_batches_report_the_gap);
-  NBT_RUN(overwrite_never_returns_a_torn_spike);
-  NBT_RUN(parked_reader_sleeps_and_wakes_on_publish);
-  NBT_RUN(parked_publisher_sleeps_and_wakes_on_read);
-  NBT_RUN(close_wakes_blocked_callers);
-  NBT_RUN(claim_and_commit_publish_in_place);
-  NBT_RUN(peek_and_advance_read_in_place);
-  NBT_RUN(blocking_batches_move_everything_in_order);
-  return nbt_done();
-}
+static const nbt_test_t tests[] = {
+    NBT_TEST(capacity_must_be_a_power_of_two),
+    NBT_TEST(single_publish_and_read),
+    NBT_TEST(gated_axon_without_readers_keeps_publishing),
+    NBT_TEST(batch_publish_updates_the_cursor_once),
+    NBT_TEST(batches_wrap_and_stop_at_the_gate),
+    NBT_TEST(gated_never_overwrites_an_unread_slot),
+    NBT_TEST(blocking_publish_waits_and_resumes),
+    NBT_TEST(readers_have_independent_cursors),
+    NBT_TEST(clone_starts_at_the_readers_position),
+    NBT_TEST(detach_releases_the_gate),
+    NBT_TEST(attach_stops_at_the_reader_limit),
+    NBT_TEST(attach_while_producing_is_never_lapped),
+    NBT_TEST(overwrite_reports_the_exact_lap),
+    NBT_TEST(overwrite_batches_report_the_gap),
+    NBT_TEST(overwrite_never_returns_a_torn_spike),
+    NBT_TEST(parked_reader_sleeps_and_wakes_on_publish),
+    NBT_TEST(parked_publisher_sleeps_and_wakes_on_read),
+    NBT_TEST(close_wakes_blocked_callers),
+    NBT_TEST(claim_and_commit_publish_in_place),
+    NBT_TEST(peek_and_advance_read_in_place),
+    NBT_TEST(blocking_batches_move_everything_in_order),
+};
+
+int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }

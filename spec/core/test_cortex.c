@@ -1237,36 +1237,37 @@ static void spikes_fired_in_a_tick_carry_the_ticks_clock(void) {
   nb_cortex_free(cx);
 }
 
-int main(void) {
-  NBT_RUN(new_rejects_bad_options);
-  NBT_RUN(spikes_fired_in_a_tick_carry_the_ticks_clock);
-  NBT_RUN(register_checks_names_cards_and_limits);
-  NBT_RUN(register_never_hands_out_the_broadcast_id);
-  NBT_RUN(region_contains_matches_whole_segments);
-  NBT_RUN(discovery_by_capability_and_region);
-  NBT_RUN(discovery_scales_with_an_index);
-  NBT_RUN(unicast_without_synapse_has_weight_one);
-  NBT_RUN(unicast_through_a_synapse_applies_filters_and_weight);
-  NBT_RUN(connect_checks_and_clamps);
-  NBT_RUN(broadcast_follows_passing_synapses);
-  NBT_RUN(refractory_defers_spikes_in_order);
-  NBT_RUN(backpressure_reaches_the_producer_without_loss);
-  NBT_RUN(broadcast_waits_for_room_everywhere);
-  NBT_RUN(dead_letters_are_counted);
-  NBT_RUN(a_filter_that_stops_a_target_is_seen_mid_run);
-  NBT_RUN(stopping_a_neuron_with_a_waiting_inbox);
-  NBT_RUN(dead_letters_per_neuron);
-  NBT_RUN(stale_payload_under_a_filter_is_a_dead_letter);
-  NBT_RUN(same_script_same_deliveries);
-  NBT_RUN(sparse_routes_like_dense);
-  NBT_RUN(stdp_pre_before_post_potentiates);
-  NBT_RUN(stdp_post_before_pre_depresses);
-  NBT_RUN(prune_removes_weak_synapses);
-  NBT_RUN(prune_every_removes_depressed_synapses);
-  NBT_RUN(pending_and_stop_call_on_stop_once);
-  NBT_RUN(stop_is_bounded_by_max_ticks);
-  NBT_RUN(agent_errors_are_counted);
-  NBT_RUN(inject_queue_is_bounded_and_checked);
-  NBT_RUN(producer_thread_feeds_the_cortex);
-  return nbt_done();
-}
+static const nbt_test_t tests[] = {
+    NBT_TEST(new_rejects_bad_options),
+    NBT_TEST(spikes_fired_in_a_tick_carry_the_ticks_clock),
+    NBT_TEST(register_checks_names_cards_and_limits),
+    NBT_TEST(register_never_hands_out_the_broadcast_id),
+    NBT_TEST(region_contains_matches_whole_segments),
+    NBT_TEST(discovery_by_capability_and_region),
+    NBT_TEST(discovery_scales_with_an_index),
+    NBT_TEST(unicast_without_synapse_has_weight_one),
+    NBT_TEST(unicast_through_a_synapse_applies_filters_and_weight),
+    NBT_TEST(connect_checks_and_clamps),
+    NBT_TEST(broadcast_follows_passing_synapses),
+    NBT_TEST(refractory_defers_spikes_in_order),
+    NBT_TEST(backpressure_reaches_the_producer_without_loss),
+    NBT_TEST(broadcast_waits_for_room_everywhere),
+    NBT_TEST(dead_letters_are_counted),
+    NBT_TEST(a_filter_that_stops_a_target_is_seen_mid_run),
+    NBT_TEST(stopping_a_neuron_with_a_waiting_inbox),
+    NBT_TEST(dead_letters_per_neuron),
+    NBT_TEST(stale_payload_under_a_filter_is_a_dead_letter),
+    NBT_TEST(same_script_same_deliveries),
+    NBT_TEST(sparse_routes_like_dense),
+    NBT_TEST(stdp_pre_before_post_potentiates),
+    NBT_TEST(stdp_post_before_pre_depresses),
+    NBT_TEST(prune_removes_weak_synapses),
+    NBT_TEST(prune_every_removes_depressed_synapses),
+    NBT_TEST(pending_and_stop_call_on_stop_once),
+    NBT_TEST(stop_is_bounded_by_max_ticks),
+    NBT_TEST(agent_errors_are_counted),
+    NBT_TEST(inject_queue_is_bounded_and_checked),
+    NBT_TEST(producer_thread_feeds_the_cortex),
+};
+
+int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }

@@ -410,18 +410,19 @@ static void card_is_an_owned_copy(void) {
   nb_cortex_free(cx);
 }
 
-int main(void) {
-  NBT_RUN(if_defaults_are_the_reference);
-  NBT_RUN(if_params_are_checked);
-  NBT_RUN(if_leak_numbers);
-  NBT_RUN(if_one_unit_spike_fires_at_once);
-  NBT_RUN(if_inhibition_is_floored_and_modulation_is_neutral);
-  NBT_RUN(pacemaker_fires_every_n_plus_one_ticks);
-  NBT_RUN(handle_stamps_source_sequence_and_time);
-  NBT_RUN(fire_ex_slot_equals_the_built_spike);
-  NBT_RUN(handle_full_axon_keeps_the_sequence);
-  NBT_RUN(handle_refuses_a_malformed_spike);
-  NBT_RUN(handle_large_payload_goes_through_the_arena);
-  NBT_RUN(card_is_an_owned_copy);
-  return nbt_done();
-}
+static const nbt_test_t tests[] = {
+    NBT_TEST(if_defaults_are_the_reference),
+    NBT_TEST(if_params_are_checked),
+    NBT_TEST(if_leak_numbers),
+    NBT_TEST(if_one_unit_spike_fires_at_once),
+    NBT_TEST(if_inhibition_is_floored_and_modulation_is_neutral),
+    NBT_TEST(pacemaker_fires_every_n_plus_one_ticks),
+    NBT_TEST(handle_stamps_source_sequence_and_time),
+    NBT_TEST(fire_ex_slot_equals_the_built_spike),
+    NBT_TEST(handle_full_axon_keeps_the_sequence),
+    NBT_TEST(handle_refuses_a_malformed_spike),
+    NBT_TEST(handle_large_payload_goes_through_the_arena),
+    NBT_TEST(card_is_an_owned_copy),
+};
+
+int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }

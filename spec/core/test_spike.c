@@ -94,12 +94,13 @@ static void error_map_names_every_code(void) {
 #undef XX
 }
 
-int main(void) {
-  NBT_RUN(layout_is_the_seeds);
-  NBT_RUN(builders_and_accessors);
-  NBT_RUN(payloads_keep_their_exact_length);
-  NBT_RUN(arena_refs_round_trip);
-  NBT_RUN(bytes_round_trip_and_validate);
-  NBT_RUN(error_map_names_every_code);
-  return nbt_done();
-}
+static const nbt_test_t tests[] = {
+    NBT_TEST(layout_is_the_seeds),
+    NBT_TEST(builders_and_accessors),
+    NBT_TEST(payloads_keep_their_exact_length),
+    NBT_TEST(arena_refs_round_trip),
+    NBT_TEST(bytes_round_trip_and_validate),
+    NBT_TEST(error_map_names_every_code),
+};
+
+int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }

@@ -627,22 +627,23 @@ static void dense_and_sparse_agree_with_a_model(void) {
   random_ops(1000, 6000, 3); /* near the dense limit */
 }
 
-int main(void) {
-  NBT_RUN(atomic_f32_load_store_add);
-  NBT_RUN(atomic_f32_add_clamped_both_ends);
-  NBT_RUN(atomic_f32_concurrent_adds_lose_nothing);
-  NBT_RUN(stdp_numbers_match_the_rule);
-  NBT_RUN(synapse_stdp_steps_and_clamps);
-  NBT_RUN(kind_and_priority_filters);
-  NBT_RUN(prefix_filter_reads_the_resolved_payload);
-  NBT_RUN(custom_filter_asks_the_callback);
-  NBT_RUN(synapse_pass_needs_every_filter);
-  NBT_RUN(dense_table_basics);
-  NBT_RUN(sparse_table_basics);
-  NBT_RUN(each_visits_pre_then_connection_order);
-  NBT_RUN(pointers_survive_many_inserts);
-  NBT_RUN(prune_removes_at_or_below_w_min);
-  NBT_RUN(empty_and_huge_id_spaces);
-  NBT_RUN(dense_and_sparse_agree_with_a_model);
-  return nbt_done();
-}
+static const nbt_test_t tests[] = {
+    NBT_TEST(atomic_f32_load_store_add),
+    NBT_TEST(atomic_f32_add_clamped_both_ends),
+    NBT_TEST(atomic_f32_concurrent_adds_lose_nothing),
+    NBT_TEST(stdp_numbers_match_the_rule),
+    NBT_TEST(synapse_stdp_steps_and_clamps),
+    NBT_TEST(kind_and_priority_filters),
+    NBT_TEST(prefix_filter_reads_the_resolved_payload),
+    NBT_TEST(custom_filter_asks_the_callback),
+    NBT_TEST(synapse_pass_needs_every_filter),
+    NBT_TEST(dense_table_basics),
+    NBT_TEST(sparse_table_basics),
+    NBT_TEST(each_visits_pre_then_connection_order),
+    NBT_TEST(pointers_survive_many_inserts),
+    NBT_TEST(prune_removes_at_or_below_w_min),
+    NBT_TEST(empty_and_huge_id_spaces),
+    NBT_TEST(dense_and_sparse_agree_with_a_model),
+};
+
+int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }

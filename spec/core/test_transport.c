@@ -435,16 +435,14 @@ static void local_close_drains_then_reports_closed(void) {
   nb_local_free(t);
 }
 
-/* Returns CLOCK_MONOTONIC in nanoseconds. */
-static uint64_t now_ns(void) { return nb_clock_ns(); }
 
 static void local_recv_times_out(void) {
   nb_local_transport_t *t;
   NBT_EQ(nb_local_new(&t, 2), 0);
   nb_spike_t out;
-  uint64_t t0 = now_ns();
+  uint64_t t0 = nbt_now_ns();
   NBT_EQ(nb_local_recv(t, &out, 30000000), NB_ETIMEDOUT);
-  uint64_t dt = now_ns() - t0;
+  uint64_t dt = nbt_now_ns() - t0;
   NBT_CHECK(dt >= 30000000);
   NBT_CHECK(dt < 5000000000ull);
   /* A spike already queued is returned at once despite a timeout. */
@@ -471,12 +469,6 @@ static void *waiter(void *arg) {
   return NULL;
 }
 
-/* Sleeps for ms milliseconds; returns nothing. */
-static void sleep_ms(long ms) {
-  struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
 static void local_close_wakes_a_blocked_receiver(void) {
   nb_local_transport_t *t;
   NBT_EQ(nb_local_new(&t, 2), 0);
@@ -484,11 +476,11 @@ static void local_close_wakes_a_blocked_receiver(void) {
                    {.t = t, .timeout = 60000000000ull, .rc = 1}};
   pthread_t th[2];
   for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, waiter, &w[i]);
-  sleep_ms(50); /* let both block */
-  uint64_t t0 = now_ns();
+  nbt_sleep_ms(50); /* let both block */
+  uint64_t t0 = nbt_now_ns();
   nb_local_close(t);
   for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-  NBT_CHECK(now_ns() - t0 < 5000000000ull);
+  NBT_CHECK(nbt_now_ns() - t0 < 5000000000ull);
   NBT_EQ(w[0].rc, NB_ECLOSED);
   NBT_EQ(w[1].rc, NB_ECLOSED);
   nb_local_free(t);
@@ -500,7 +492,7 @@ static void local_send_wakes_a_blocked_receiver(void) {
   waiter_t w = {.t = t, .timeout = 0, .rc = 1};
   pthread_t th;
   pthread_create(&th, NULL, waiter, &w);
-  sleep_ms(30);
+  nbt_sleep_ms(30);
   nb_spike_t s = seq_spike(42);
   NBT_EQ(nb_local_send(t, &s), 0);
   pthread_join(th, NULL);
@@ -540,20 +532,21 @@ static void local_two_threads_in_order(void) {
   nb_local_free(t);
 }
 
-int main(void) {
-  NBT_RUN(encode_writes_le_length_and_spike);
-  NBT_RUN(frames_round_trip_one_at_a_time);
-  NBT_RUN(every_split_point_decodes_the_same);
-  NBT_RUN(byte_at_a_time_decodes_the_same);
-  NBT_RUN(malformed_frames_are_rejected_and_sticky);
-  NBT_RUN(max_payload_zero_takes_plain_frames_only);
-  NBT_RUN(huge_max_payload_is_capped);
-  NBT_RUN(large_payload_round_trips_through_arenas);
-  NBT_RUN(local_keeps_order_and_reports_full);
-  NBT_RUN(local_close_drains_then_reports_closed);
-  NBT_RUN(local_recv_times_out);
-  NBT_RUN(local_close_wakes_a_blocked_receiver);
-  NBT_RUN(local_send_wakes_a_blocked_receiver);
-  NBT_RUN(local_two_threads_in_order);
-  return nbt_done();
-}
+static const nbt_test_t tests[] = {
+    NBT_TEST(encode_writes_le_length_and_spike),
+    NBT_TEST(frames_round_trip_one_at_a_time),
+    NBT_TEST(every_split_point_decodes_the_same),
+    NBT_TEST(byte_at_a_time_decodes_the_same),
+    NBT_TEST(malformed_frames_are_rejected_and_sticky),
+    NBT_TEST(max_payload_zero_takes_plain_frames_only),
+    NBT_TEST(huge_max_payload_is_capped),
+    NBT_TEST(large_payload_round_trips_through_arenas),
+    NBT_TEST(local_keeps_order_and_reports_full),
+    NBT_TEST(local_close_drains_then_reports_closed),
+    NBT_TEST(local_recv_times_out),
+    NBT_TEST(local_close_wakes_a_blocked_receiver),
+    NBT_TEST(local_send_wakes_a_blocked_receiver),
+    NBT_TEST(local_two_threads_in_order),
+};
+
+int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }

@@ -3,39 +3,12 @@
  * ping-pong that would hang on a lost wake-up. */
 #include <pthread.h>
 #include <sched.h>
-#include <time.h>
 
 #include "nb_wait.h"
 #include "nbtest.h"
 
 static const nb_wait_kind_t kinds[] = {NB_WAIT_BUSY_SPIN, NB_WAIT_SPIN_HINT,
                                        NB_WAIT_YIELD_PARK};
-
-/* Returns nonzero when running under a sanitizer (smaller loop counts). */
-static int under_san(void) {
-  const char *s = getenv("NB_SAN");
-  return s && *s;
-}
-
-/* Returns the monotonic clock in nanoseconds. */
-static uint64_t mono_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Returns the calling thread's CPU time in nanoseconds. */
-static uint64_t thread_cpu_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* Sleeps for ms milliseconds. */
-static void sleep_ms(unsigned ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
 
 static void defaults_are_256_spins_16_yields(void) {
   for (int k = 0; k < 3; k++) {
@@ -81,9 +54,9 @@ static void timeout_gives_up_below_target(void) {
     nb_wait_t w = nb_wait_default(kinds[k]);
     nb_parking_t park = {0, 0};
     _Atomic uint64_t c = 7;
-    uint64_t t0 = mono_ns();
+    uint64_t t0 = nbt_now_ns();
     NBT_EQ(nb_wait_for_timeout(&w, &c, 8, &park, 20000000u), 7);
-    uint64_t dt = mono_ns() - t0;
+    uint64_t dt = nbt_now_ns() - t0;
     NBT_CHECK(dt >= 20000000u);
     NBT_CHECK(dt < 2000000000u);
     NBT_CHECK(park.sleepers <= 1); /* a timed-out wait may leave its mark */
@@ -102,7 +75,7 @@ typedef struct advancer_s {
 static void *advance_thread(void *arg) {
   advancer_t *a = arg;
   for (uint64_t v = 1; v <= a->upto; v++) {
-    if (a->delay_ms) sleep_ms(a->delay_ms);
+    if (a->delay_ms) nbt_sleep_ms(a->delay_ms);
     atomic_store_explicit(a->cursor, v, memory_order_release);
     if (a->park) nb_parking_wake(a->park);
   }
@@ -128,10 +101,10 @@ static void timed_park_wakes_early_on_progress(void) {
   _Atomic uint64_t c = 0;
   advancer_t a = {&c, &park, 1, 20};
   pthread_t t;
-  uint64_t t0 = mono_ns();
+  uint64_t t0 = nbt_now_ns();
   pthread_create(&t, NULL, advance_thread, &a);
   NBT_EQ(nb_wait_for_timeout(&w, &c, 1, &park, 5000000000u), 1);
-  NBT_CHECK(mono_ns() - t0 < 2000000000u);
+  NBT_CHECK(nbt_now_ns() - t0 < 2000000000u);
   pthread_join(t, NULL);
 }
 
@@ -163,9 +136,9 @@ typedef struct sleeper_s {
 static void *sleeper_thread(void *arg) {
   sleeper_t *s = arg;
   nb_wait_t w = nb_wait_default(NB_WAIT_YIELD_PARK);
-  uint64_t c0 = thread_cpu_ns();
+  uint64_t c0 = nbt_thread_cpu_ns();
   s->got = nb_wait_for(&w, s->cursor, s->target, s->park, s->stop);
-  s->cpu_ns = thread_cpu_ns() - c0;
+  s->cpu_ns = nbt_thread_cpu_ns() - c0;
   return NULL;
 }
 
@@ -175,9 +148,9 @@ static void parked_waiter_really_sleeps_and_wakes(void) {
   sleeper_t s = {&c, &park, NULL, 1, 0, 0};
   pthread_t t;
   pthread_create(&t, NULL, sleeper_thread, &s);
-  sleep_ms(100);
+  nbt_sleep_ms(100);
   NBT_EQ(atomic_load(&park.sleepers), 1); /* it is in the futex now */
-  sleep_ms(100);
+  nbt_sleep_ms(100);
   atomic_store_explicit(&c, 1, memory_order_release);
   nb_parking_wake(&park);
   pthread_join(t, NULL);
@@ -194,7 +167,7 @@ static void stop_and_wake_release_a_parked_waiter(void) {
   sleeper_t s = {&c, &park, &stop, 1, 99, 0};
   pthread_t t;
   pthread_create(&t, NULL, sleeper_thread, &s);
-  sleep_ms(50);
+  nbt_sleep_ms(50);
   atomic_store_explicit(&stop, 1, memory_order_release);
   nb_parking_wake(&park);
   pthread_join(t, NULL);
@@ -226,11 +199,11 @@ static void *pong_thread(void *arg) {
 static void pingpong_never_loses_a_wakeup(void) {
   static pingpong_t p;
   memset(&p, 0, sizeof p);
-  p.rounds = under_san() ? 5000 : 50000;
+  p.rounds = nbt_under_san() ? 5000 : 50000;
   nb_wait_t w = {NB_WAIT_YIELD_PARK, 0, 0};
   pthread_t t;
   pthread_create(&t, NULL, pong_thread, &p);
-  uint64_t i, t0 = mono_ns();
+  uint64_t i, t0 = nbt_now_ns();
   for (i = 1; i <= p.rounds; i++) {
     atomic_store_explicit(&p.ping, i, memory_order_release);
     nb_parking_wake(&p.ping_park);
@@ -243,21 +216,22 @@ static void pingpong_never_loses_a_wakeup(void) {
   NBT_EQ(atomic_load(&p.timeouts), 0);
   NBT_EQ(i, p.rounds + 1);
   printf("    %llu round trips, %.2f us each\n", (unsigned long long)p.rounds,
-         (mono_ns() - t0) / 1e3 / p.rounds);
+         (nbt_now_ns() - t0) / 1e3 / p.rounds);
 }
 
-int main(void) {
-  NBT_RUN(defaults_are_256_spins_16_yields);
-  NBT_RUN(try_and_pause);
-  NBT_RUN(returns_at_once_when_reached);
-  NBT_RUN(stop_flag_ends_the_wait);
-  NBT_RUN(timeout_gives_up_below_target);
-  NBT_RUN(every_kind_sees_another_thread_advance);
-  NBT_RUN(timed_park_wakes_early_on_progress);
-  NBT_RUN(no_parking_place_falls_back_to_yield);
-  NBT_RUN(wake_without_sleepers_makes_no_call);
-  NBT_RUN(parked_waiter_really_sleeps_and_wakes);
-  NBT_RUN(stop_and_wake_release_a_parked_waiter);
-  NBT_RUN(pingpong_never_loses_a_wakeup);
-  return nbt_done();
-}
+static const nbt_test_t tests[] = {
+    NBT_TEST(defaults_are_256_spins_16_yields),
+    NBT_TEST(try_and_pause),
+    NBT_TEST(returns_at_once_when_reached),
+    NBT_TEST(stop_flag_ends_the_wait),
+    NBT_TEST(timeout_gives_up_below_target),
+    NBT_TEST(every_kind_sees_another_thread_advance),
+    NBT_TEST(timed_park_wakes_early_on_progress),
+    NBT_TEST(no_parking_place_falls_back_to_yield),
+    NBT_TEST(wake_without_sleepers_makes_no_call),
+    NBT_TEST(parked_waiter_really_sleeps_and_wakes),
+    NBT_TEST(stop_and_wake_release_a_parked_waiter),
+    NBT_TEST(pingpong_never_loses_a_wakeup),
+};
+
+int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }

@@ -9,10 +9,10 @@
  * spike. Extra rounds mix batch publish with batch reads, and park every
  * waiting thread on a futex.
  *
- * Usage: validate_axon [SPIKES]. The default is 10,000,000 per round;
- * 200,000 under NB_SAN=thread and 2,000,000 under NB_SAN=address. */
+ * Usage: validate_axon [--spikes N] [NAME...] (names as in nbtest.h). The
+ * default is 10,000,000 spikes per round; 200,000 under TSan and
+ * 2,000,000 under ASan. */
 #include <pthread.h>
-#include <time.h>
 
 #include "nb_axon.h"
 #include "nb_err.h"
@@ -21,13 +21,6 @@
 #define CAPACITY 64
 #define SOURCE 0x5a5au
 #define MAX_READERS 4
-
-/* Returns the clock's time in nanoseconds. */
-static uint64_t clock_ns(clockid_t clock) {
-  struct timespec ts;
-  clock_gettime(clock, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 /* Fills s as spike number i: every byte derives from i. Returns s. */
 static nb_spike_t *build(nb_spike_t *s, uint64_t i) {
@@ -177,15 +170,15 @@ static void run_round(const round_t *rd) {
     ra[i].id = i;
     NBT_EQ(nb_axon_reader_attach(sh.ax, &ra[i].r), 0);
   }
-  uint64_t t0 = clock_ns(CLOCK_MONOTONIC);
-  uint64_t c0 = clock_ns(CLOCK_PROCESS_CPUTIME_ID);
+  uint64_t t0 = nbt_now_ns();
+  uint64_t c0 = nbt_process_cpu_ns();
   for (int i = 0; i < rd->readers; i++)
     pthread_create(&rt[i], NULL, reader, &ra[i]);
   pthread_create(&pt, NULL, producer, &sh);
   pthread_join(pt, NULL);
   for (int i = 0; i < rd->readers; i++) pthread_join(rt[i], NULL);
-  double s = (clock_ns(CLOCK_MONOTONIC) - t0) / 1e9;
-  double cpu = (clock_ns(CLOCK_PROCESS_CPUTIME_ID) - c0) / 1e9;
+  double s = (nbt_now_ns() - t0) / 1e9;
+  double cpu = (nbt_process_cpu_ns() - c0) / 1e9;
   if (atomic_load(&sh.failed)) printf("    %s\n", sh.why);
   NBT_EQ(atomic_load(&sh.failed), 0);
   NBT_EQ(sh.publish_rc, 0);
@@ -220,18 +213,29 @@ static void gated_4_readers(void) { run_round(&r4); }
 static void batch_publish_batch_read(void) { run_round(&rb); }
 static void park_waits(void) { run_round(&rp); }
 
+/* A round takes seconds alone; with 4 readers and a producer on 2 shared
+ * cores it may take minutes, which is slow but not a hang. */
+static const nbt_test_t tests[] = {
+    NBT_TEST_TIMEOUT(gated_1_reader, 180),
+    NBT_TEST_TIMEOUT(gated_2_readers, 180),
+    NBT_TEST_TIMEOUT(gated_4_readers, 180),
+    NBT_TEST_TIMEOUT(batch_publish_batch_read, 180),
+    NBT_TEST_TIMEOUT(park_waits, 180),
+};
+
 int main(int argc, char **argv) {
-  const char *san = getenv("NB_SAN");
+  const char *san = nbt_san();
   if (san && strcmp(san, "thread") == 0) spikes = 200000;
   else if (san && strcmp(san, "address") == 0) spikes = 2000000;
-  if (argc > 1) spikes = strtoull(argv[1], NULL, 10);
+  if (argc > 2 && strcmp(argv[1], "--spikes") == 0) {
+    spikes = strtoull(argv[2], NULL, 10);
+    argv[2] = argv[0];
+    argv += 2;
+    argc -= 2;
+  }
   if (spikes == 0) spikes = 1;
-  printf("# validate_axon: capacity %d, gated, %llu spikes per round\n",
-         CAPACITY, (unsigned long long)spikes);
-  NBT_RUN(gated_1_reader);
-  NBT_RUN(gated_2_readers);
-  NBT_RUN(gated_4_readers);
-  NBT_RUN(batch_publish_batch_read);
-  NBT_RUN(park_waits);
-  return nbt_done();
+  if (argc < 2 || strcmp(argv[1], "--list") != 0)
+    printf("# validate_axon: capacity %d, gated, %llu spikes per round\n",
+           CAPACITY, (unsigned long long)spikes);
+  return NBT_MAIN(argc, argv, tests, NULL);
 }

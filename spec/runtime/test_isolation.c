@@ -5,7 +5,6 @@
  * (spec/runtime/isolation_spec.lua) cannot. */
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "nb_rt.h"
 #include "nbtest.h"
@@ -57,7 +56,7 @@ static int wait_state(nb_rt_t *rt, int state) {
   for (int i = 0; i < 10000; i++) {
     if (victim(rt).state == state) return 1;
     nb_rt_tick(rt, 1);
-    nanosleep(&(struct timespec){0, 1000000}, NULL);
+    nbt_sleep_ms(1);
   }
   return victim(rt).state == state;
 }
@@ -203,14 +202,17 @@ static void statistics_show_dead_letters_restarts_state_and_memory(void) {
   nb_rt_close(rt);
 }
 
-int main(void) {
+static const nbt_test_t tests[] = {
+    NBT_TEST(a_memory_bomb_restarts_and_the_rest_of_the_batch_waits),
+    NBT_TEST(a_budget_stops_a_loop_and_the_stop_policy_counts_dead_letters),
+    NBT_TEST(restarts_past_the_window_stop_the_neuron),
+    NBT_TEST(stopping_restarts_a_waiting_neuron_at_once),
+    NBT_TEST(check_reports_a_bomb_and_a_denial_at_the_top_level),
+    NBT_TEST(statistics_show_dead_letters_restarts_state_and_memory),
+};
+
+int main(int argc, char **argv) {
   /* The test binary does not sit at build/<cfg>/neuronbus: name lua/. */
   setenv("NB_LUA_PATH", "lua", 1);
-  NBT_RUN(a_memory_bomb_restarts_and_the_rest_of_the_batch_waits);
-  NBT_RUN(a_budget_stops_a_loop_and_the_stop_policy_counts_dead_letters);
-  NBT_RUN(restarts_past_the_window_stop_the_neuron);
-  NBT_RUN(stopping_restarts_a_waiting_neuron_at_once);
-  NBT_RUN(check_reports_a_bomb_and_a_denial_at_the_top_level);
-  NBT_RUN(statistics_show_dead_letters_restarts_state_and_memory);
-  return nbt_done();
+  return NBT_MAIN(argc, argv, tests, NULL);
 }

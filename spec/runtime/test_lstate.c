@@ -11,7 +11,6 @@
 
 #include <lauxlib.h>
 
-#include "nb_clock.h"
 #include "nb_lstate.h"
 #include "nbtest.h"
 
@@ -126,9 +125,9 @@ static const struct {
 static void bomb_one(int i, int jit) {
   nb_lstate_t *S = mk(16 * MB, jit, 0, !bombs[i].needs_ffi, "bomber");
   if (!S) return;
-  uint64_t t0 = nb_clock_ns();
+  uint64_t t0 = nbt_now_ns();
   int rc = run(S, bombs[i].src);
-  double ms = (nb_clock_ns() - t0) / 1e6;
+  double ms = (nbt_now_ns() - t0) / 1e6;
   nb_lstate_stats_t st;
   nb_lstate_stats(S, &st);
   printf("    # %-32s jit=%d: %s in %.1f ms, peak %.2f MB, %s\n",
@@ -295,14 +294,6 @@ static void test_mem_neighbour_unaffected(void) {
 
 /* ---- budget ----------------------------------------------------------- */
 
-/* Returns the CPU time of the calling thread in ms: unlike wall time it
- * does not grow when other processes take the CPU. */
-static double cpu_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
 /* deep: the shape nests pcall (or resume) thousands of levels deep; each
  * level catches the budget error once before the next instruction raises
  * it again, so unwinding costs a few microseconds per level (tens of ms
@@ -354,10 +345,7 @@ static const struct {
 /* Returns how much slower a sanitizer makes unwinding deep stacks (ASan
  * instruments every frame LuaJIT's unwinder walks): 3 under NB_SAN, else
  * 1. It scales the sanitizer's cost, not the machine's speed. */
-static double san_slowdown(void) {
-  const char *san = getenv("NB_SAN");
-  return san && *san ? 3.0 : 1.0;
-}
+static double san_slowdown(void) { return nbt_under_san() ? 3.0 : 1.0; }
 
 /* Runs every loop shape under a 20 ms budget (JIT forced off) and checks
  * that it is interrupted within 10x the budget and the state stays
@@ -365,10 +353,10 @@ static double san_slowdown(void) {
 static void run_loops(int sandbox) {
   for (size_t i = 0; i < sizeof loops / sizeof loops[0]; i++) {
     nb_lstate_t *S = mk(16 * MB, 1, BUDGET_NS, sandbox, "looper");
-    uint64_t t0 = nb_clock_ns();
-    double c0 = cpu_ms();
+    uint64_t t0 = nbt_now_ns();
+    double c0 = nbt_thread_cpu_ns() / 1e6;
     int rc = run(S, loops[i].src);
-    double ms = (nb_clock_ns() - t0) / 1e6, cpu = cpu_ms() - c0;
+    double ms = (nbt_now_ns() - t0) / 1e6, cpu = nbt_thread_cpu_ns() / 1e6 - c0;
     printf("    # %-44s sandbox=%d: %s after %6.2f ms (cpu %6.2f ms)\n",
            loops[i].name, sandbox, nb_err_name(rc), ms, cpu);
     NBT_EQ(rc, NB_EBUDGET);
@@ -409,15 +397,15 @@ static void test_budget_per_entry(void) {
          0);
   lua_State *L = nb_lstate_L(S);
   int fn = lua_gettop(L), fails = 0, calls = 0;
-  uint64_t t0 = nb_clock_ns();
-  while (nb_clock_ns() - t0 < 300000000ull && calls < 100000) {
+  uint64_t t0 = nbt_now_ns();
+  while (nbt_now_ns() - t0 < 300000000ull && calls < 100000) {
     lua_pushvalue(L, fn);
     if (nb_lstate_call(S, 0, 1, E, sizeof E) != 0) fails++;
     else lua_pop(L, 1);
     calls++;
   }
   printf("    # %d entries in %.0f ms under a 100 ms budget each\n", calls,
-         (nb_clock_ns() - t0) / 1e6);
+         (nbt_now_ns() - t0) / 1e6);
   NBT_EQ(fails, 0);
   NBT_CHECK(calls > 3);
   NBT_EQ(lua_gettop(L), fn);
@@ -443,9 +431,9 @@ static void test_budget_forces_jit_off(void) {
 static void test_budget_hook_restored(void) {
   nb_lstate_t *S = mk(0, 0, BUDGET_NS, 0, "trusted");
   NBT_EQ(run_int(S, "debug.sethook() return 1"), 1);
-  uint64_t t0 = nb_clock_ns();
+  uint64_t t0 = nbt_now_ns();
   NBT_EQ(run(S, "while true do end"), NB_EBUDGET);
-  NBT_CHECK((nb_clock_ns() - t0) / 1e6 < 200.0);
+  NBT_CHECK((nbt_now_ns() - t0) / 1e6 < 200.0);
   NBT_EQ(nb_lstate_close(S), 0);
 }
 
@@ -574,9 +562,9 @@ static int fork_stuck(const nb_lstate_opts_t *o, const char *src, char *buf,
   close(fds[1]);
   struct pollfd p = {.fd = fds[0], .events = POLLIN};
   memset(buf, 0, len);
-  uint64_t t0 = nb_clock_ns();
+  uint64_t t0 = nbt_now_ns();
   int pr = poll(&p, 1, 10000);
-  *waited = (nb_clock_ns() - t0) / 1e6;
+  *waited = (nbt_now_ns() - t0) / 1e6;
   ssize_t n = pr == 1 ? read(fds[0], buf, len - 1) : -1;
   int status = 0;
   pid_t done = waitpid(pid, &status, WNOHANG);
@@ -965,70 +953,64 @@ static void test_threads(void) {
   NBT_EQ(fails[0] + fails[1], 0);
 }
 
-static const char *only;
-
-/* Returns 1 when test name is selected (argv[1] is a substring filter). */
-static int want(const char *name) { return !only || strstr(name, only); }
-
-#define RUN(fn)                                                              \
-  do {                                                                       \
-    if (want(#fn)) NBT_RUN(fn);                                              \
-  } while (0)
-
 /* TSan cannot run these: it refuses fork in a threaded process, and
  * LuaJIT unwinds errors past TSan's shadow stack, which overflows after
  * some 65536 raised errors (budget shapes raise one per nested level). */
 #if defined(__SANITIZE_THREAD__)
-#define RUN_NO_TSAN(fn) ((void)fn, printf("# skipped under TSan: %s\n", #fn))
+#define NO_TSAN(fn) NBT_TEST_SKIP(fn, "not under TSan")
 #else
-#define RUN_NO_TSAN(fn) RUN(fn)
+#define NO_TSAN(fn) NBT_TEST(fn)
 #endif
 
-int main(int argc, char **argv) {
-  only = argc > 1 ? argv[1] : NULL;
-  setvbuf(stdout, NULL, _IOLBF, 0); /* progress shows even if a test hangs */
-  RUN(test_api_misc);
-  RUN_NO_TSAN(test_watchdog_jit_endless_loop); /* forks first: fewest threads */
-  RUN_NO_TSAN(test_watchdog_long_c_call);
-  RUN_NO_TSAN(test_mem_bombs_jit_on);
-  RUN_NO_TSAN(test_mem_bombs_jit_off);
-  RUN(test_mem_string_rep_overflow);
-  RUN(test_mem_close_at_cap);
-  RUN(test_mem_caught_and_traceback);
-  RUN(test_mem_while_compiling);
-  RUN_NO_TSAN(test_mem_garbage_under_cap);
-  RUN(test_mem_host_calls);
-  RUN(test_mem_neighbour_unaffected);
-  RUN_NO_TSAN(test_budget_loops_sandboxed);
-  RUN_NO_TSAN(test_budget_loops_unsandboxed);
-  RUN_NO_TSAN(test_budget_per_entry);
-  RUN(test_budget_forces_jit_off);
-  RUN(test_budget_hook_restored);
-  RUN(test_budget_and_cap);
-  RUN(test_error_traceback);
-  RUN(test_watchdog_overrun_returns);
-  RUN(test_watchdog_quiet);
-  RUN(test_sandbox_denies_ffi);
-  RUN(test_sandbox_denies_debug);
-  RUN(test_sandbox_denies_jit);
-  RUN(test_sandbox_denies_io);
-  RUN(test_sandbox_denies_os_escape);
-  RUN(test_sandbox_denies_string_dump);
-  RUN(test_sandbox_string_metatable_hidden);
-  RUN(test_sandbox_denies_bytecode);
-  RUN(test_sandbox_text_load_works);
-  RUN(test_sandbox_denies_require);
-  RUN(test_sandbox_denies_package);
-  RUN(test_sandbox_denies_fenv);
-  RUN(test_sandbox_denies_file_loaders);
-  RUN(test_sandbox_denies_finalizers);
-  RUN(test_sandbox_collectgarbage);
-  RUN(test_sandbox_copies_isolate);
-  RUN(test_sandbox_runtime_keeps_ffi);
-  RUN(test_sandbox_require_allow_list);
-  RUN(test_sandbox_allowed_libraries);
-  RUN(test_unsandboxed_sees_everything);
-  RUN(test_threads);
-  nb_lstate_watchdog_stop();
-  return nbt_done();
-}
+static const nbt_test_t tests[] = {
+    NBT_TEST(test_api_misc),
+    NO_TSAN(test_watchdog_jit_endless_loop),
+    NO_TSAN(test_watchdog_long_c_call),
+    NO_TSAN(test_mem_bombs_jit_on),
+    NO_TSAN(test_mem_bombs_jit_off),
+    NBT_TEST(test_mem_string_rep_overflow),
+    NBT_TEST(test_mem_close_at_cap),
+    NBT_TEST(test_mem_caught_and_traceback),
+    NBT_TEST(test_mem_while_compiling),
+    NO_TSAN(test_mem_garbage_under_cap),
+    NBT_TEST(test_mem_host_calls),
+    NBT_TEST(test_mem_neighbour_unaffected),
+    NO_TSAN(test_budget_loops_sandboxed),
+    NO_TSAN(test_budget_loops_unsandboxed),
+    NO_TSAN(test_budget_per_entry),
+    NBT_TEST(test_budget_forces_jit_off),
+    NBT_TEST(test_budget_hook_restored),
+    NBT_TEST(test_budget_and_cap),
+    NBT_TEST(test_error_traceback),
+    NBT_TEST(test_watchdog_overrun_returns),
+    NBT_TEST(test_watchdog_quiet),
+    NBT_TEST(test_sandbox_denies_ffi),
+    NBT_TEST(test_sandbox_denies_debug),
+    NBT_TEST(test_sandbox_denies_jit),
+    NBT_TEST(test_sandbox_denies_io),
+    NBT_TEST(test_sandbox_denies_os_escape),
+    NBT_TEST(test_sandbox_denies_string_dump),
+    NBT_TEST(test_sandbox_string_metatable_hidden),
+    NBT_TEST(test_sandbox_denies_bytecode),
+    NBT_TEST(test_sandbox_text_load_works),
+    NBT_TEST(test_sandbox_denies_require),
+    NBT_TEST(test_sandbox_denies_package),
+    NBT_TEST(test_sandbox_denies_fenv),
+    NBT_TEST(test_sandbox_denies_file_loaders),
+    NBT_TEST(test_sandbox_denies_finalizers),
+    NBT_TEST(test_sandbox_collectgarbage),
+    NBT_TEST(test_sandbox_copies_isolate),
+    NBT_TEST(test_sandbox_runtime_keeps_ffi),
+    NBT_TEST(test_sandbox_require_allow_list),
+    NBT_TEST(test_sandbox_allowed_libraries),
+    NBT_TEST(test_unsandboxed_sees_everything),
+    NBT_TEST(test_threads),
+};
+
+/* The watchdog thread starts with the first JIT state: each test's process
+ * stops it before exit. */
+static void stop_watchdog(void) { nb_lstate_watchdog_stop(); }
+
+static const nbt_hooks_t hooks = {NULL, stop_watchdog};
+
+int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, &hooks); }

@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "nb_rt_internal.h"
@@ -160,7 +159,7 @@ static int step_until(const char *path, int step, char c, int version) {
     struct stat st;
     for (int k = 0; k < 100 && !seen; k++) {
       seen = stat(mark, &st) == 0;
-      if (!seen) nanosleep(&(struct timespec){0, 5000000}, NULL);
+      if (!seen) nbt_sleep_ms(5);
     }
   }
   free(s);
@@ -221,18 +220,30 @@ static void sighup_reloads_changed_scripts(void) {
   run_with_driver(1, 2);
 }
 
-int main(void) {
-  setenv("NB_LUA_PATH", "lua", 1);
+/* Gives each test's process its own directory for the scripts. */
+static void make_dir(void) {
   snprintf(dir, sizeof dir, "/tmp/nb_test_reload.XXXXXX");
-  if (!mkdtemp(dir)) {
-    printf("not ok - mkdtemp: %s\n0 passed, 1 failed\n", strerror(errno));
-    return 1;
-  }
-  NBT_RUN(reload_from_source_and_file);
-  NBT_RUN(the_watch_reloads_on_rename_and_in_place_writes);
-  NBT_RUN(sighup_reloads_changed_scripts);
+  const char *made = mkdtemp(dir);
+  if (!made) printf("    mkdtemp: %s\n", strerror(errno));
+  NBT_CHECK(made != NULL);
+}
+
+/* Removes the directory and what the test wrote in it. */
+static void remove_dir(void) {
   char cmd[128];
   snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
   if (system(cmd) != 0) printf("# could not remove %s\n", dir);
-  return nbt_done();
+}
+
+static const nbt_hooks_t hooks = {make_dir, remove_dir};
+
+static const nbt_test_t tests[] = {
+    NBT_TEST(reload_from_source_and_file),
+    NBT_TEST(the_watch_reloads_on_rename_and_in_place_writes),
+    NBT_TEST(sighup_reloads_changed_scripts),
+};
+
+int main(int argc, char **argv) {
+  setenv("NB_LUA_PATH", "lua", 1);
+  return NBT_MAIN(argc, argv, tests, &hooks);
 }

@@ -177,15 +177,18 @@ static void the_loop_runs_ticks_and_stops(void) {
   nb_rt_close(rt);
 }
 
-int main(void) {
+static const nbt_test_t tests[] = {
+    NBT_TEST(layout_matches_the_header),
+    NBT_TEST(builds_injects_and_records),
+    NBT_TEST(a_large_payload_goes_through_the_arena),
+    NBT_TEST(agent_errors_are_counted_and_kept),
+    NBT_TEST(bad_topologies_report_every_problem),
+    NBT_TEST(check_counts_problems),
+    NBT_TEST(the_loop_runs_ticks_and_stops),
+};
+
+int main(int argc, char **argv) {
   /* The test binary does not sit at build/<cfg>/neuronbus: name lua/. */
   setenv("NB_LUA_PATH", "lua", 1);
-  NBT_RUN(layout_matches_the_header);
-  NBT_RUN(builds_injects_and_records);
-  NBT_RUN(a_large_payload_goes_through_the_arena);
-  NBT_RUN(agent_errors_are_counted_and_kept);
-  NBT_RUN(bad_topologies_report_every_problem);
-  NBT_RUN(check_counts_problems);
-  NBT_RUN(the_loop_runs_ticks_and_stops);
-  return nbt_done();
+  return NBT_MAIN(argc, argv, tests, NULL);
 }

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -21,13 +20,6 @@
 #define DEADLINE_S 60.0
 
 static uv_loop_t loop;
-
-/* Returns CLOCK_MONOTONIC in seconds. */
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 /* Returns a runtime from topology source (printf-formatted), or NULL after
  * printing why. */
@@ -51,8 +43,8 @@ static nb_rt_t *open_topo(int record, const char *fmt, ...) {
  * held, else 0. */
 static int pump(nb_rt_t **rts, const int *skip, int (*done)(void *),
                 void *ctx, double max_s) {
-  double end = now_s() + max_s;
-  while (now_s() < end) {
+  double end = nbt_now_s() + max_s;
+  while (nbt_now_s() < end) {
     if (done && done(ctx)) return 1;
     for (int i = 0; rts[i]; i++)
       if (!skip || !skip[i]) nb_rt_tick(rts[i], 1);
@@ -401,8 +393,8 @@ static void stop_flushes_what_was_fired(void) {
   if (pair_open(&p, 0, 1000, 0, "", 4096, "", "") == 0) {
     nb_rt_t *both[] = {p.a, p.b, NULL};
     /* Until the link is up (b dials), then one tick of b fires all. */
-    double end = now_s() + 10;
-    while (now_s() < end && !link_of(p.b, 0).connects) pump(both, NULL, NULL, NULL, 0.01);
+    double end = nbt_now_s() + 10;
+    while (nbt_now_s() < end && !link_of(p.b, 0).connects) pump(both, NULL, NULL, NULL, 0.01);
     nb_rt_tick(p.b, 2);
     nb_rt_link_stop(p.b, 5000000000ull);
     nb_link_stats_t lb = link_of(p.b, 0);
@@ -416,20 +408,35 @@ static void stop_flushes_what_was_fired(void) {
   pair_close(&p);
 }
 
-int main(void) {
-  signal(SIGPIPE, SIG_IGN);
-  setenv("NB_LUA_PATH", "lua", 1); /* run from the repository root */
-  uv_loop_init(&loop);
-  NBT_RUN(exchange_both_ways);
-  NBT_RUN(backpressure_reaches_the_producer);
-  NBT_RUN(shared_arena_passes_refs);
-  NBT_RUN(replies_go_back_to_the_source);
-  NBT_RUN(broadcast_along_a_synapse_to_a_remote);
-  NBT_RUN(listen_on_a_taken_port_fails);
-  NBT_RUN(stop_flushes_what_was_fired);
-  /* Every runtime closed its links: nothing may be left on the loop. */
+/* Gives each test's process its own loop. */
+static void open_loop(void) { NBT_EQ(uv_loop_init(&loop), 0); }
+
+/* Every runtime closed its links: nothing may be left on the loop. */
+static void close_loop(void) {
   uv_run(&loop, UV_RUN_NOWAIT);
   int leftover = uv_loop_close(&loop);
   if (leftover) printf("    the loop still has handles (%d)\n", leftover);
-  return nbt_done() || leftover ? 1 : 0;
+  NBT_EQ(leftover, 0);
+}
+
+static const nbt_hooks_t hooks = {open_loop, close_loop};
+
+/* A pump gives up at DEADLINE_S and the test reports what it saw: the
+ * harness waits longer so a stuck exchange reports that, not a timeout. */
+#define RT_LINK(fn) NBT_TEST_TIMEOUT(fn, (unsigned)DEADLINE_S + 60)
+
+static const nbt_test_t tests[] = {
+    RT_LINK(exchange_both_ways),
+    RT_LINK(backpressure_reaches_the_producer),
+    RT_LINK(shared_arena_passes_refs),
+    RT_LINK(replies_go_back_to_the_source),
+    RT_LINK(broadcast_along_a_synapse_to_a_remote),
+    RT_LINK(listen_on_a_taken_port_fails),
+    RT_LINK(stop_flushes_what_was_fired),
+};
+
+int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN);
+  setenv("NB_LUA_PATH", "lua", 1); /* run from the repository root */
+  return NBT_MAIN(argc, argv, tests, &hooks);
 }
