@@ -1,10 +1,16 @@
--- spec/helpers.lua: shared helpers for the runtime specs.
+-- spec/helpers.lua: helpers shared by every busted tier (spec/unit,
+-- spec/runtime, spec/agents). Pure Lua: requiring it loads no runtime
+-- library, so the unit tier may use it too.
 --
 --   local helpers = require("helpers")
 --   helpers.fixture("runtime/echo.lua")  --> "spec/fixtures/runtime/echo.lua"
 --   helpers.build()                      --> the build directory in use
 --   helpers.payloads(r)                  --> { r[1].payload, r[2].payload, ... }
+--   helpers.pluck(r, "source")           --> { r[1].source, r[2].source, ... }
 --   helpers.bytes(n, seed)               --> a deterministic n-byte string
+--   helpers.read(path), helpers.write(path, text)
+--   helpers.now_ms(), helpers.sleep_ms(ms)
+--   helpers.sh(cmd)                      --> output, exit status
 
 local _M = {}
 
@@ -43,6 +49,48 @@ function _M.bytes(n, seed)
     t[i] = string.char(math.floor(x / 65536) % 256)
   end
   return table.concat(t)
+end
+
+-- Returns the whole content of a file (raises when it cannot be read).
+function _M.read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Writes text to path, replacing what was there.
+function _M.write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+-- Returns the C functions the clock helpers use, declared once per process
+-- under names of their own so no spec's declarations can clash with them.
+-- (A spec file reloads this module: the second cdef fails harmlessly.)
+local C, ts
+local function libc()
+  if not C then
+    local ffi = require("ffi")
+    pcall(ffi.cdef, [[
+      int nb_helpers_clock_gettime(int clk, long ts[2]) __asm__("clock_gettime");
+      int nb_helpers_poll(void *fds, unsigned long nfds, int ms) __asm__("poll");
+    ]])
+    C, ts = ffi.C, ffi.new("long[2]")
+  end
+  return C
+end
+
+-- Returns the monotonic clock in milliseconds.
+function _M.now_ms()
+  libc().nb_helpers_clock_gettime(1, ts) -- CLOCK_MONOTONIC
+  return tonumber(ts[0]) * 1e3 + tonumber(ts[1]) / 1e6
+end
+
+-- Sleeps for ms milliseconds.
+function _M.sleep_ms(ms)
+  libc().nb_helpers_poll(nil, 0, ms)
 end
 
 -- Returns the output and exit status of a shell command.

@@ -1,14 +1,9 @@
 -- agents/ping.lua and agents/pong.lua through the harness, alone with a
 -- recorder peer and together through agents/pingpong.lua.
 local testing = require("neuronbus.testing")
+local helpers = require("helpers")
 
-local function payloads(records)
-  local out = {}
-  for i, r in ipairs(records) do
-    out[i] = r.payload
-  end
-  return out
-end
+local payloads = helpers.payloads
 
 describe("agents/ping.lua", function()
   local h

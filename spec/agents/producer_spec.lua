@@ -1,13 +1,8 @@
 -- agents/producer.lua through the harness.
 local testing = require("neuronbus.testing")
+local helpers = require("helpers")
 
-local function payloads(records)
-  local out = {}
-  for i, r in ipairs(records) do
-    out[i] = r.payload
-  end
-  return out
-end
+local payloads = helpers.payloads
 
 describe("agents/producer.lua", function()
   local function producer(config)

@@ -1,14 +1,9 @@
 -- agents/router.lua through the harness: with a pool of workers found by
 -- capability (spec/fixtures/agents/router_pool.lua), and with none.
 local testing = require("neuronbus.testing")
+local helpers = require("helpers")
 
-local function payloads(records)
-  local out = {}
-  for i, r in ipairs(records) do
-    out[i] = r.payload
-  end
-  return out
-end
+local payloads = helpers.payloads
 
 describe("agents/router.lua", function()
   it("deals requests round-robin over the workers it discovers", function()

@@ -4,7 +4,6 @@
 -- bystander pair (beat -> tally, 2,000 numbered spikes) runs beside the
 -- faulty neuron and must lose nothing, and what the faulty neuron was sent
 -- is counted where it arrives (the recorder "out").
-local ffi = require("ffi")
 local testing = require("neuronbus.testing")
 local serial = require("neuronbus.serial")
 local manifest = require("neuronbus.manifest")
@@ -14,22 +13,7 @@ local FX = manifest.absolute("spec/fixtures/isolation") .. "/"
 local MB = 1024 * 1024
 local BEATS = 2000 -- beat sends 10 per tick
 
--- Wall clock and sleep through the FFI (another spec may have declared
--- them already: then the existing declarations serve).
-pcall(ffi.cdef, "int poll(void *fds, unsigned long nfds, int timeout);")
-pcall(ffi.cdef, "typedef struct { long sec, nsec; } nb_iso_ts;"
-  .. "int clock_gettime(int clk, nb_iso_ts *ts);")
-local ts_ok, ts = pcall(ffi.new, "nb_iso_ts")
-if not ts_ok then ts = ffi.new("struct timespec") end
-
--- Returns the monotonic clock in ms.
-local function now_ms()
-  ffi.C.clock_gettime(1, ts) -- CLOCK_MONOTONIC
-  local s, ns = ts_ok and ts.sec or ts.tv_sec, ts_ok and ts.nsec or ts.tv_nsec
-  return tonumber(s) * 1e3 + tonumber(ns) / 1e6
-end
-
-local function sleep_ms(ms) ffi.C.poll(nil, 0, ms) end
+local now_ms, sleep_ms = helpers.now_ms, helpers.sleep_ms
 
 -- Returns a harness over a topology with the neuron "victim" (the table
 -- given: its script name in spec/fixtures/isolation and its keys) and the
@@ -47,9 +31,7 @@ local function run(victim)
     },
   }
   local path = os.tmpname()
-  local f = assert(io.open(path, "wb"))
-  f:write(serial.dump(topo))
-  f:close()
+  helpers.write(path, serial.dump(topo))
   local ok, h = pcall(testing.manifest, path, { quiet = true, peers = { "out", "log" } })
   os.remove(path)
   if not ok then error(h, 2) end
@@ -254,9 +236,7 @@ describe("the restart policy", function()
       },
     }
     local path = os.tmpname()
-    local f = assert(io.open(path, "wb"))
-    f:write(serial.dump(topo))
-    f:close()
+    helpers.write(path, serial.dump(topo))
     local h = testing.manifest(path, { quiet = true, peers = { "out" } })
     os.remove(path)
     h:inject("victim", "boom")
@@ -450,41 +430,8 @@ describe("the sandbox (sandbox = true)", function()
   end)
 end)
 
+-- How each key is checked without the runtime: spec/unit/manifest_isolation_spec.lua.
 describe("the manifest keys", function()
-  -- Returns the problems manifest.validate finds in neuron keys t.
-  local function problems(t)
-    t.script = FX .. "bomb.lua"
-    local topo, errs = manifest.validate({ name = "m", neurons = { n = t } })
-    return topo and {} or errs
-  end
-
-  it("refuses a budget with an explicit jit = true, naming both keys", function()
-    local e = problems({ budget = "20ms", jit = true })
-    assert.equal(1, #e)
-    assert.matches("^neurons%.n%.budget: a budget needs jit = false, but neurons%.n%.jit is true", e[1])
-  end)
-
-  it("checks every key with its path", function()
-    assert.matches("neurons.n.memory: \"100KB\" is below the minimum of 256KB", problems({ memory = "100KB" })[1], 1, true)
-    assert.matches("neurons.n.memory: expected a size", problems({ memory = "lots" })[1], 1, true)
-    assert.matches("neurons.n.policy: expected \"restart\" or \"stop\", got \"restrat\" (did you mean \"restart\"?)",
-      problems({ policy = "restrat" })[1], 1, true)
-    assert.matches("neurons.n.on_error: expected \"continue\" or \"policy\"", problems({ on_error = "ignore" })[1], 1, true)
-    assert.matches("neurons.n.jit: expected true or false", problems({ jit = "off" })[1], 1, true)
-    assert.matches("neurons.n.sandbox: expected true or false", problems({ sandbox = 1 })[1], 1, true)
-    assert.matches("neurons.n.watchdog: expected a duration", problems({ watchdog = true })[1], 1, true)
-    assert.matches("neurons.n.require: only used with sandbox = true", problems({ require = { "x" } })[1], 1, true)
-    assert.matches("neurons.n.restart.backoff_max: \"1ms\" is below backoff \"10ms\"",
-      problems({ restart = { backoff = "10ms", backoff_max = "1ms" } })[1], 1, true)
-    assert.matches("neurons.n.restart.maxx: unknown key, did you mean \"max\"?",
-      problems({ restart = { maxx = 1 } })[1], 1, true)
-    assert.matches("neurons.n.restart: only used with policy = \"restart\"",
-      problems({ policy = "stop", restart = {} })[1], 1, true)
-    assert.same({}, problems({ memory = "16MB", budget = "20ms", jit = false, sandbox = true,
-      policy = "restart", restart = { max = 5, window = "10s", backoff = "100ms", backoff_max = "5s" },
-      watchdog = false, require = nil, on_error = "policy" }))
-  end)
-
   it("testing.agent takes them and reports them in h:stats", function()
     local a = testing.agent(FX .. "bomb.lua", { name = "b", memory = "8MB", budget = "50ms",
       sandbox = true, policy = "stop", peers = { "out" }, config = { to = "out" }, quiet = true })

@@ -13,20 +13,7 @@ local helpers = require("helpers")
 local FLOW = helpers.fixture("reload/flow.lua")
 local RELAY = helpers.fixture("reload/relay.lua")
 
--- Returns the text of a file.
-local function read(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
--- Writes text to path.
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
+local read, write = helpers.read, helpers.write
 
 local RELAY_SRC = read(RELAY)
 

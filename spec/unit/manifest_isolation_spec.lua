@@ -1,0 +1,41 @@
+-- The manifest's isolation keys (neuronbus.isolation): each problem
+-- reported with its key path, and a neuron using every key accepted.
+local manifest = require("neuronbus.manifest")
+
+local FX = manifest.absolute("spec/fixtures/isolation") .. "/"
+
+describe("the isolation keys", function()
+  -- Returns the problems manifest.validate finds in neuron keys t.
+  local function problems(t)
+    t.script = FX .. "bomb.lua"
+    local topo, errs = manifest.validate({ name = "m", neurons = { n = t } })
+    return topo and {} or errs
+  end
+
+  it("refuses a budget with an explicit jit = true, naming both keys", function()
+    local e = problems({ budget = "20ms", jit = true })
+    assert.equal(1, #e)
+    assert.matches("^neurons%.n%.budget: a budget needs jit = false, but neurons%.n%.jit is true", e[1])
+  end)
+
+  it("checks every key with its path", function()
+    assert.matches("neurons.n.memory: \"100KB\" is below the minimum of 256KB", problems({ memory = "100KB" })[1], 1, true)
+    assert.matches("neurons.n.memory: expected a size", problems({ memory = "lots" })[1], 1, true)
+    assert.matches("neurons.n.policy: expected \"restart\" or \"stop\", got \"restrat\" (did you mean \"restart\"?)",
+      problems({ policy = "restrat" })[1], 1, true)
+    assert.matches("neurons.n.on_error: expected \"continue\" or \"policy\"", problems({ on_error = "ignore" })[1], 1, true)
+    assert.matches("neurons.n.jit: expected true or false", problems({ jit = "off" })[1], 1, true)
+    assert.matches("neurons.n.sandbox: expected true or false", problems({ sandbox = 1 })[1], 1, true)
+    assert.matches("neurons.n.watchdog: expected a duration", problems({ watchdog = true })[1], 1, true)
+    assert.matches("neurons.n.require: only used with sandbox = true", problems({ require = { "x" } })[1], 1, true)
+    assert.matches("neurons.n.restart.backoff_max: \"1ms\" is below backoff \"10ms\"",
+      problems({ restart = { backoff = "10ms", backoff_max = "1ms" } })[1], 1, true)
+    assert.matches("neurons.n.restart.maxx: unknown key, did you mean \"max\"?",
+      problems({ restart = { maxx = 1 } })[1], 1, true)
+    assert.matches("neurons.n.restart: only used with policy = \"restart\"",
+      problems({ policy = "stop", restart = {} })[1], 1, true)
+    assert.same({}, problems({ memory = "16MB", budget = "20ms", jit = false, sandbox = true,
+      policy = "restart", restart = { max = 5, window = "10s", backoff = "100ms", backoff_max = "5s" },
+      watchdog = false, require = nil, on_error = "policy" }))
+  end)
+end)
