@@ -9,27 +9,17 @@ set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${NB_BUILD:-$top/build/default}
 nb="$build/neuronbus"
-passed=0 failed=0
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+work=$(mktemp -d)
+out=$work/out
+trap 'rm -rf "$work"' EXIT
 cd "$top" || exit 1
+. "$top/spec/e2e/lib.bash"
 
-ok() { echo "ok - $1"; passed=$((passed + 1)); }
-fail() {
-  echo "not ok - $1: $2"
-  tail -n 25 "$out" | sed 's/^/    /'
-  failed=$((failed + 1))
-}
-
-if [ ! -x "$nb" ]; then
-  echo "not ok - $nb is not built"
-  echo "0 passed, 1 failed"
-  exit 1
-fi
+need "$nb"
 
 for m in agents/demo.lua agents/pingpong.lua; do
   if "$nb" check "$m" >"$out" 2>&1; then ok "neuronbus check $m"
-  else fail "neuronbus check $m" "exited $?"; fi
+  else not_ok "neuronbus check $m: exited $?"; fi
 done
 
 # The demo, as `make run` runs it.
@@ -39,17 +29,17 @@ sent=$(sed -n 's/^producer: \([0-9]*\) requests sent.*/\1/p' "$out" | tail -n 1)
 got=$(sed -n 's/^aggregator: final \([0-9]*\) results.*/\1/p' "$out" | tail -n 1)
 queued=$(sed -n 's/^router: .*, \([0-9]*\) still queued$/\1/p' "$out" | tail -n 1)
 if [ "$rc" -ne 0 ]; then
-  fail "demo runs for 3s" "exited $rc"
+  not_ok "demo runs for 3s: exited $rc"
 elif [ -z "$sent" ] || [ -z "$got" ]; then
-  fail "demo runs for 3s" "no producer or aggregator summary"
+  not_ok "demo runs for 3s: no producer or aggregator summary"
 elif [ "$sent" -lt 300 ]; then
-  fail "demo runs for 3s" "only $sent requests sent (200/s expected)"
+  not_ok "demo runs for 3s: only $sent requests sent (200/s expected)"
 elif [ "$sent" != "$got" ] || [ "$queued" != "0" ]; then
-  fail "demo completes every request" "sent $sent, aggregated $got, queued $queued"
+  not_ok "demo completes every request: sent $sent, aggregated $got, queued $queued"
 elif grep -q 'failed in' "$out"; then
-  fail "demo runs without agent errors" "an agent failed"
+  not_ok "demo runs without agent errors: an agent failed"
 elif ! grep -q 'final statistics' "$out"; then
-  fail "demo prints final statistics" "no final statistics"
+  not_ok "demo prints final statistics: no final statistics"
 else
   ok "demo completes all $sent requests in 3s, with statistics"
 fi
@@ -58,12 +48,11 @@ fi
 timeout --kill-after=5 60 "$nb" run agents/pingpong.lua --ticks 200 --stats >"$out" 2>&1
 rc=$?
 if [ "$rc" -ne 0 ]; then
-  fail "pingpong runs" "exited $rc"
+  not_ok "pingpong runs: exited $rc"
 elif ! grep -Eq '^ping: 10 rallies' "$out"; then
-  fail "pingpong plays ten rounds" "no \"ping: 10 rallies\" line"
+  not_ok "pingpong plays ten rounds: no \"ping: 10 rallies\" line"
 else
   ok "pingpong plays ten rounds"
 fi
 
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+finish

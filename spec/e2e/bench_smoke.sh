@@ -8,9 +8,10 @@ set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${NB_BUILD:-$top/build/default}
 cd "$top" || exit 1 # bench_lua finds its agents in bench/lua/ from here
-passed=0 failed=0
-out=$(mktemp)
-trap 'rm -f "$out"' EXIT
+work=$(mktemp -d)
+out=$work/out
+trap 'rm -rf "$work"' EXIT
+. "$top/spec/e2e/lib.bash"
 
 found=0
 for b in "$build"/bench/*; do
@@ -32,17 +33,10 @@ for b in "$build"/bench/*; do
     done
   fi
   if [ -z "$why" ]; then
-    echo "ok - $name --tiny ($(grep -c '^ROW ' "$out") rows)"
-    passed=$((passed + 1))
+    ok "$name --tiny ($(grep -c '^ROW ' "$out") rows)"
   else
-    echo "not ok - $name --tiny: $why"
-    tail -n 15 "$out" | sed 's/^/    /'
-    failed=$((failed + 1))
+    not_ok "$name --tiny: $why"
   fi
 done
-if [ "$found" -eq 0 ]; then
-  echo "not ok - no benchmark binaries in $build/bench (make builds them with make test)"
-  failed=$((failed + 1))
-fi
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+[ "$found" -eq 1 ] || not_ok "no benchmark binaries in $build/bench (make builds them with make test)"
+finish

@@ -54,9 +54,7 @@ victim() {
 got() { grep "^out: got " "$work/out" | awk '{print $3}'; }
 outs() { grep "^out| " "$work/out" | cut -c6- | tr '\n' ' '; }
 
-if [ ! -x "$nb" ]; then
-  echo "not ok - $nb is not built"; echo "0 passed, 1 failed"; exit 1
-fi
+need "$nb"
 
 # --- memory bombs (memory = "16MB", restart policy)
 topo memory bomb.lua '"1", "table", "2", "concat", "3", "rep", "4", "closures", "5",

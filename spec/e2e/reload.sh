@@ -41,9 +41,7 @@ stop_run() {
   pid=
 }
 
-if [ ! -x "$nb" ]; then
-  echo "not ok - $nb is not built"; echo "0 passed, 1 failed"; exit 1
-fi
+need "$nb"
 
 cp "$fx"/producer.lua "$fx"/relay.lua "$fx"/sink.lua "$fx"/tally.lua "$work/"
 cat >"$work/topo.lua" <<'EOF'

@@ -16,9 +16,7 @@ cd "$top" || exit 1
 run_nb() { timeout 60 "$nb" "$@" >"$work/out" 2>"$work/err"; rc=$?; }
 has() { grep -q -- "$2" "$work/$1"; }
 
-if [ ! -x "$nb" ]; then
-  echo "not ok - $nb is not built"; echo "0 passed, 1 failed"; exit 1
-fi
+need "$nb"
 
 # --- help and version
 run_nb --help

@@ -4,7 +4,7 @@
 # The manifests are copied with their fixed port 7401 replaced by a free
 # one, so a run never meets another on the same machine. Ends with
 # "N passed, M failed".
-source "$(dirname "$0")/../fixtures/tcp/lib.bash"
+source "$(dirname "$0")/tcp_lib.bash"
 port=$(free_port)
 for m in back front; do
   sed -e "s/127\.0\.0\.1:7401/127.0.0.1:$port/g" \

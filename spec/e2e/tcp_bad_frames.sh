@@ -7,7 +7,7 @@
 # peer that streams spikes both ways the whole time. Also: `neuronbus
 # check` names the problems of a manifest with bad TCP keys.
 # Ends with "N passed, M failed".
-source "$(dirname "$0")/../fixtures/tcp/lib.bash"
+source "$(dirname "$0")/tcp_lib.bash"
 N=${NB_TCP_BAD_SPIKES:-300000}
 
 gen() {

@@ -5,7 +5,7 @@
 # every payload byte, with inline, 47..4095-byte and 64 KiB payloads (the
 # large ones cross with their bytes). The final JSON statistics of both
 # must account for every spike. Ends with "N passed, M failed".
-source "$(dirname "$0")/../fixtures/tcp/lib.bash"
+source "$(dirname "$0")/tcp_lib.bash"
 N=${NB_TCP_SPIKES:-1000000}
 
 gen() { # gen LABEL TARGET: the gen neuron of one side

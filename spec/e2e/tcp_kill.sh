@@ -12,7 +12,7 @@
 #           acked + lost == fired.
 # Counts are printed from on_stop summaries and the final JSON statistics.
 # Ends with "N passed, M failed".
-source "$(dirname "$0")/../fixtures/tcp/lib.bash"
+source "$(dirname "$0")/tcp_lib.bash"
 N=${NB_TCP_KILL_SPIKES:-400000}
 
 run_policy() {

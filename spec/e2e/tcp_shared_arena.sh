@@ -7,7 +7,7 @@
 # below the payload bytes. Two runs for contrast: each process with its
 # own arena file, where the bytes travel. The receiver checks every byte.
 # Ends with "N passed, M failed".
-source "$(dirname "$0")/../fixtures/tcp/lib.bash"
+source "$(dirname "$0")/tcp_lib.bash"
 N=2000            # 200 of them 64 KiB, and a few 47..4095 bytes
 PAYLOAD=$((200 * 65536))
 

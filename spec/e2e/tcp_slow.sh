@@ -6,7 +6,7 @@
 # memory must stay bounded (VmRSS from /proc, sampled while it runs).
 # Nothing is lost: what b received is in order with intact payloads.
 # Ends with "N passed, M failed".
-source "$(dirname "$0")/../fixtures/tcp/lib.bash"
+source "$(dirname "$0")/tcp_lib.bash"
 
 gen_manifest "$work/b.lua" b 'listen = "tcp://127.0.0.1:0", tick = "10ms",
   axon = { capacity = 64, inbox = 16 },' \
