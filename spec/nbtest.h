@@ -48,8 +48,10 @@
 
 /* ---- checks ---------------------------------------------------------- */
 
+/* The failed checks of the running test (its process's own count). */
 static int nbt__cur_failed;
 
+/* Counts a failed check; prints only the test's first one. */
 static void nbt__fail(const char *file, int line, const char *what) {
   if (!nbt__cur_failed) printf("    %s:%d: %s\n", file, line, what);
   nbt__cur_failed++;
