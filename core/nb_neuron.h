@@ -115,6 +115,15 @@ void *nb_neuron_agent(const nb_neuron_t *n);
 /* Sets the version shown in the card. */
 void nb_neuron_set_version(nb_neuron_t *n, uint32_t version);
 
+/* Holds n out of delivery (held != 0) or lets it go (0): while held it
+ * neither integrates, receives nor fires, and its spikes wait in order in
+ * its inbox and then in the axons upstream, as in a refractory tick. The
+ * cortex thread's call, between ticks; returns nothing. */
+void nb_neuron_hold(nb_neuron_t *n, int held);
+
+/* Returns 1 while n is held (nb_neuron_hold), else 0. */
+int nb_neuron_held(const nb_neuron_t *n);
+
 /* Stamps source, the next sequence and the monotonic time on *s and
  * publishes it (non-blocking). Inside a cortex tick (agent callbacks) the
  * time is the tick's, read once per tick; elsewhere it is read per spike.

@@ -1,4 +1,4 @@
-/* nb_rt_link.c: the runtime's TCP links (issue 5). Wires runtime/nb_link.h
+/* nb_rt_link.c: the runtime's TCP links. Wires runtime/nb_link.h
  * into a runtime: the manifest's transport keys, proxy neurons for remote
  * neurons, injection of what peers send, backpressure both ways, clean
  * shutdown, and the link rows of the statistics.
@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <lauxlib.h>
 #include <uv.h>
 
 #include "nb_link.h"
@@ -34,7 +33,6 @@
 
 #define NB__GRACE_DEFAULT_NS 2000000000ull /* shutdown: wait for acks */
 #define NB__AFTER_STOP_NS 1000000000ull    /* ... for what on_stop fired */
-#define NB__HOLD_TICKS 0x7fffffffu         /* "refractory until released" */
 
 typedef struct nb__peercfg_s {
   char *url;
@@ -108,51 +106,6 @@ static char *nb__dup(const char *s) {
   return memcpy(d, s, n);
 }
 
-/* Returns number field key of the table at idx, def when absent. */
-static double nb__field_num(lua_State *C, int idx, const char *key,
-                            double def) {
-  lua_getfield(C, idx, key);
-  double v = lua_type(C, -1) == LUA_TNUMBER ? lua_tonumber(C, -1) : def;
-  lua_pop(C, 1);
-  return v;
-}
-
-/* Returns string field key of the table at idx (valid while it is on the
- * stack of the caller's table), or NULL. */
-static const char *nb__field_str(lua_State *C, int idx, const char *key) {
-  lua_getfield(C, idx, key);
-  const char *v = lua_type(C, -1) == LUA_TSTRING ? lua_tostring(C, -1) : NULL;
-  lua_pop(C, 1); /* the string stays alive in the table */
-  return v;
-}
-
-/* Reads link options from the table at idx (policy, queue, queue_bytes,
- * backoff_min_ms, backoff_max_ms); returns 0, or -1 with *why set. */
-static int nb__read_opts(lua_State *C, int idx, nb_link_opts_t *o,
-                         const char **why) {
-  *o = nb_link_opts_default();
-  const char *pol = nb__field_str(C, idx, "policy");
-  if (pol && !strcmp(pol, "drop")) o->policy = NB_LINK_DROP;
-  else if (pol && strcmp(pol, "resend")) {
-    *why = "policy: expected \"resend\" or \"drop\"";
-    return -1;
-  }
-  double q = nb__field_num(C, idx, "queue", o->queue_spikes);
-  double qb = nb__field_num(C, idx, "queue_bytes", o->queue_bytes);
-  double b0 = nb__field_num(C, idx, "backoff_min_ms", o->backoff_min_ms);
-  double b1 = nb__field_num(C, idx, "backoff_max_ms", o->backoff_max_ms);
-  if (!(q >= 1 && q <= 16777216) || !(qb >= 1 && qb <= 4294967295.0) ||
-      !(b0 >= 1 && b0 <= 4294967295.0) || !(b1 >= b0 && b1 <= 4294967295.0)) {
-    *why = "queue, queue_bytes or backoff out of range";
-    return -1;
-  }
-  o->queue_spikes = (uint32_t)q;
-  o->queue_bytes = (uint32_t)qb;
-  o->backoff_min_ms = (uint32_t)b0;
-  o->backoff_max_ms = (uint32_t)b1;
-  return 0;
-}
-
 /* Returns rt->link, made on first use. */
 static struct nb__rtlink_s *nb__rl(nb_rt_t *rt) {
   if (!rt->link) {
@@ -164,69 +117,20 @@ static struct nb__rtlink_s *nb__rl(nb_rt_t *rt) {
   return rt->link;
 }
 
-int nb__link_config(nb_rt_t *rt, lua_State *C, int idx, char **err) {
-  int top = lua_gettop(C);
-  lua_getfield(C, idx, "transport");
-  int t = lua_gettop(C);
-  if (lua_isnil(C, t)) {
-    lua_settop(C, top);
-    return 0;
-  }
-  if (!lua_istable(C, t)) {
-    *err = nb__strf("topology.transport: expected a table");
-    lua_settop(C, top);
-    return -1;
-  }
+void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf) {
   struct nb__rtlink_s *rl = nb__rl(rt);
-  const char *why = NULL;
-  const char *listen = nb__field_str(C, t, "listen");
-  if (listen) rl->listen = nb__dup(listen);
-  double mp = nb__field_num(C, t, "max_payload", rl->max_payload);
-  if (!(mp >= 1 && mp <= 1073741824.0)) {
-    *err = nb__strf("transport.max_payload: %g is out of range (1 byte to "
-                    "1 GiB)", mp);
-    lua_settop(C, top);
-    return -1;
+  if (conf->listen) rl->listen = nb__dup(conf->listen);
+  if (conf->max_payload) rl->max_payload = conf->max_payload;
+  rl->accept = conf->accept;
+  rl->cfg = conf->npeers ? calloc(conf->npeers, sizeof *rl->cfg) : NULL;
+  if (conf->npeers && !rl->cfg) abort();
+  for (size_t i = 0; i < conf->npeers; i++) {
+    rl->cfg[i].url = nb__dup(conf->peers[i].url);
+    rl->cfg[i].o = conf->peers[i].o;
   }
-  rl->max_payload = (uint32_t)mp;
-  lua_getfield(C, t, "accept");
-  if (lua_istable(C, -1) &&
-      nb__read_opts(C, lua_gettop(C), &rl->accept, &why) != 0) {
-    *err = nb__strf("transport.accept: %s", why);
-    lua_settop(C, top);
-    return -1;
-  }
-  lua_pop(C, 1);
-  lua_getfield(C, t, "peers");
-  size_t n = lua_istable(C, -1) ? lua_objlen(C, -1) : 0;
-  rl->cfg = n ? calloc(n, sizeof *rl->cfg) : NULL;
-  if (n && !rl->cfg) abort();
-  for (size_t i = 1; i <= n; i++) {
-    lua_rawgeti(C, -1, (int)i);
-    int pi = lua_gettop(C);
-    const char *url = lua_istable(C, pi) ? nb__field_str(C, pi, "url") : NULL;
-    if (!url) {
-      *err = nb__strf("transport.peers[%zu].url: expected a tcp:// url", i);
-      lua_settop(C, top);
-      return -1;
-    }
-    if (nb__read_opts(C, pi, &rl->cfg[rl->ncfg].o, &why) != 0) {
-      *err = nb__strf("transport.peers[%zu] (%s): %s", i, url, why);
-      lua_settop(C, top);
-      return -1;
-    }
-    rl->cfg[rl->ncfg++].url = nb__dup(url);
-    lua_pop(C, 1);
-  }
-  lua_pop(C, 1);
+  rl->ncfg = conf->npeers;
   /* A file-backed arena can be shared with a peer on this host. */
-  lua_getfield(C, idx, "arena");
-  if (lua_istable(C, -1)) {
-    const char *ap = nb__field_str(C, lua_gettop(C), "path");
-    if (ap) rl->arena_path = nb__dup(ap);
-  }
-  lua_settop(C, top);
-  return 0;
+  if (conf->arena_path) rl->arena_path = nb__dup(conf->arena_path);
 }
 
 /* ------------------------------------------------------------------ */
@@ -243,17 +147,8 @@ static void nb__proxy_track(struct nb__rtlink_s *rl, nb__proxy_t *p) {
   rl->px[rl->npx++] = p;
 }
 
-int nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, lua_State *C,
-                       char **err) {
-  int r = lua_gettop(C);
-  const char *url = nb__field_str(C, r, "url");
-  const char *cortex = nb__field_str(C, r, "cortex");
-  const char *neuron = nb__field_str(C, r, "neuron");
-  if (!neuron || (!url) == (!cortex)) {
-    *err = nb__strf("expected { url = \"tcp://HOST:PORT\" or cortex = NAME, "
-                    "neuron = NAME }");
-    return -1;
-  }
+void nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, const char *url,
+                        const char *cortex, const char *neuron) {
   nb__proxy_t *p = calloc(1, sizeof *p);
   if (!p) abort();
   p->a = a;
@@ -263,7 +158,6 @@ int nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, lua_State *C,
   p->handle = -1;
   a->proxy = p;
   nb__proxy_track(nb__rl(rt), p);
-  return 0;
 }
 
 void nb__link_proxy_free(nb__proxy_t *p) {
@@ -334,9 +228,9 @@ static void nb__proxy_hold(struct nb__rtlink_s *rl, nb__proxy_t *p,
   if (p->count == 0) rl->nheld++;
   memcpy(p->held + p->head + p->count, s, count * sizeof *s);
   p->count += (uint32_t)count;
-  /* Refractory: its inbox waits (and fills), so the cortex stops draining
-   * the producers' axons and their fire reports full. */
-  nb_neuron_if(p->a->neuron)->refractory_left = NB__HOLD_TICKS;
+  /* Held: its inbox waits (and fills), so the cortex stops draining the
+   * producers' axons and their fire reports full. */
+  nb_neuron_hold(p->a->neuron, 1);
 }
 
 /* Offers the held spikes to the link again; returns 1 when none is left
@@ -351,12 +245,12 @@ static int nb__proxy_retry(struct nb__rtlink_s *rl, nb__proxy_t *p) {
   if (p->count) return 0;
   p->head = 0;
   rl->nheld--;
-  nb_neuron_if(p->a->neuron)->refractory_left = 0;
+  nb_neuron_hold(p->a->neuron, 0);
   return 1;
 }
 
 /* ops.on_batch of a proxy: the batch goes to the link; what it cannot
- * take now is held (in order) and the proxy turns refractory. Returns 0
+ * take now is held (in order) and so is the proxy (nb_neuron_hold). Returns 0
  * (nothing here is an agent error). */
 static int nb__proxy_batch(void *agent, nb_neuron_t *n,
                            const nb_spike_t *spikes, const float *weights,
@@ -451,7 +345,8 @@ static int nb__source_for(nb_rt_t *rt, nb__peer_t *peer, nb_id_t remote_id) {
   }
   if (id < 0) {
     char *dyn = nb__strf("%s/%s", peer->name, name);
-    id = nb_rt_id(rt, dyn);
+    for (uint32_t i = 0; i < rt->n && id < 0; i++)
+      if (!strcmp(rt->agents[i]->name, dyn)) id = (int)i;
     if (id < 0) id = nb__proxy_dynamic(rt, peer, name, dyn);
     free(dyn);
   }
@@ -683,7 +578,7 @@ static void nb__wake(uv_timer_t *t) { (void)t; }
 /* Ticks and turns the loop until flushed or deadline_ns; returns nothing. */
 static void nb__drain(nb_rt_t *rt, uint64_t deadline_ns) {
   while (!nb__flushed(rt) && nb_clock_ns() < deadline_ns) {
-    nb_rt_tick(rt, 1);
+    rt->host->tick(rt, 1);
     uv_run(rt->link->loop, UV_RUN_ONCE);
   }
 }
@@ -694,7 +589,7 @@ static void nb__wake_closed(uv_handle_t *h) { free(h); }
 void nb_rt_link_stop(nb_rt_t *rt, uint64_t grace_ns) {
   struct nb__rtlink_s *rl = rt->link;
   if (!rl || !rl->started || rl->closed) {
-    nb_rt_stop(rt, 0);
+    rt->host->stop(rt, 0);
     return;
   }
   if (!grace_ns) grace_ns = NB__GRACE_DEFAULT_NS;
@@ -709,7 +604,7 @@ void nb_rt_link_stop(nb_rt_t *rt, uint64_t grace_ns) {
   nb__drain(rt, nb_clock_ns() + grace_ns);
   rt->stopped = was;
   /* 2. on_stop, with what is pending delivered first. */
-  nb_rt_stop(rt, 0);
+  rt->host->stop(rt, 0);
   /* 3. What on_stop fired leaves too; peers' spikes are no longer taken. */
   rl->after_stop = 1;
   nb__drain(rt, nb_clock_ns() +

@@ -6,7 +6,7 @@
 --   nbffi.KIND_NAME          -- { [0] = "excitatory", "inhibitory", "modulatory" }
 --   nbffi.constants          -- PAYLOAD_MAX = 46, BROADCAST = 0xFFFF, ...
 --
--- The cdefs are generated from core/nb_spike.h and runtime/nb_rt.h into
+-- The cdefs are generated from core/nb_spike.h and runtime/nb_rt_ffi.h into
 -- neuronbus/layout.lua by the build (lua/neuronbus/gen_cdefs.lua); when that
 -- file was never built they are generated from the headers on the spot. They
 -- are declared once per LuaJIT state, and the spike metatype is set once:
@@ -53,7 +53,7 @@ local function layout()
       .. "headers cannot be found (run make): " .. tostring(mod), 2)
   end
   local gen = require("neuronbus.gen_cdefs")
-  local src = gen.module(root .. "/core/nb_spike.h", root .. "/runtime/nb_rt.h")
+  local src = gen.module(root .. "/core/nb_spike.h", root .. "/runtime/nb_rt_ffi.h")
   return assert(loadstring(src, "=neuronbus.layout"))()
 end
 

@@ -2,11 +2,11 @@
 --
 -- The spike layout has exactly one source of truth, core/nb_spike.h (the
 -- block between "BEGIN LAYOUT" and "END LAYOUT"); the runtime's FFI surface
--- is the block between "BEGIN FFI" and "END FFI" in runtime/nb_rt.h. This
+-- is the block between "BEGIN FFI" and "END FFI" in runtime/nb_rt_ffi.h. This
 -- module copies both blocks, strips comments, and rewrites C11 alignas into
 -- the GCC attribute LuaJIT's C parser understands. The Makefile runs it as
 --
---   luajit lua/neuronbus/gen_cdefs.lua core/nb_spike.h runtime/nb_rt.h OUT
+--   luajit lua/neuronbus/gen_cdefs.lua core/nb_spike.h runtime/nb_rt_ffi.h OUT
 --
 -- to write lua/neuronbus/layout.lua; neuronbus.ffi also calls generate()
 -- directly when that file was never built (a fresh clone run by busted).

@@ -851,6 +851,25 @@ function _M.validate(tbl, basedir, opts)
   topo.prune_every = c:integer("prune_every", tbl.prune_every, 0, 0, MAX_U32)
   local known
   topo.neurons, known = check_neurons(c, tbl.neurons)
+  -- The test harness's recorder neurons (no script: they keep what they
+  -- are sent): recorders take their place in name order, as ids follow
+  -- names; after ones come last, in the order given.
+  for _, which in ipairs({ "recorders", "after" }) do
+    local list = opts and opts[which]
+    for i = 1, list and #list or 0 do
+      local r = list[i]
+      if known[r] then
+        c:fail(join("neurons", r), "is also the name of a recorder (peers)")
+      elseif c:name(str_format("%s[%d]", which, i), r, "a neuron name") then
+        known[r] = true
+        topo.neurons[#topo.neurons + 1] = { name = r, recorder = true,
+          regions = {}, capabilities = {} }
+      end
+    end
+    if which == "recorders" then
+      tbl_sort(topo.neurons, function(a, b) return a.name < b.name end)
+    end
+  end
   topo.synapses = check_synapses(c, tbl.synapses, known)
   topo.transport = transport.check(c, tbl, topo, {
     join = join, suggest = suggest, is_array = is_array })
@@ -920,7 +939,7 @@ end
 -- and validates what it returns; label names it in errors (a file path),
 -- basedir resolves its scripts, default_name names it when it has no name.
 -- Returns topo, nil or nil, errs.
-function _M.load_source(src, label, basedir, default_name)
+function _M.load_source(src, label, basedir, default_name, opts)
   if type(src) ~= "string" then
     return nil, { "manifest: expected Lua source text, got " .. show(src) }
   end
@@ -943,7 +962,11 @@ function _M.load_source(src, label, basedir, default_name)
     return nil, { str_format("%s: the manifest must return a table, got %s",
                              label, show(tbl)) }
   end
-  return _M.validate(tbl, basedir, { default_name = default_name })
+  if default_name and not str_match(default_name, NAME_PATTERN) then
+    default_name = nil
+  end
+  return _M.validate(tbl, basedir, { default_name = default_name,
+    recorders = opts and opts.recorders, after = opts and opts.after })
 end
 
 -- Loads the manifest file at path (see load_source); scripts resolve

@@ -43,7 +43,6 @@ local ffi = require("ffi")
 local bit = require("bit")
 local nbffi = require("neuronbus.ffi")
 local serial = require("neuronbus.serial")
-local isolation = require("neuronbus.isolation")
 
 local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
 local setmetatable, error, loadstring = setmetatable, error, loadstring
@@ -118,9 +117,10 @@ local function opts_of(o)
   local opts = ffi.new("nb_rt_opts_t")
   opts.record = 1
   opts.quiet = (o and o.quiet) and 1 or 0
-  local names = DEFAULT_SOURCE
-  if o and o.peers then names = names .. "," .. table.concat(o.peers, ",") end
-  opts.recorders = names
+  local names = { DEFAULT_SOURCE }
+  if o and o.peers then names[2] = table.concat(o.peers, ",") end
+  opts.recorders = names[1]
+  opts.peers = names[2]
   return opts, names
 end
 
@@ -152,79 +152,52 @@ local function basename(path)
   return (path:match("([^/]+)$") or path):gsub("%.lua$", "")
 end
 
--- Returns the normalized isolation fields for the agent name running
--- script from opts (the manifest's keys, checked by neuronbus.manifest);
--- raises naming every problem.
-local function isolation_fields(name, script, opts)
-  local spec, any = { script = script }, false
-  for _, k in ipairs(isolation.NEURON_KEYS) do
-    if opts[k] ~= nil then
-      spec[k] = opts[k]
-      any = true
-    end
-  end
-  if not any then return {} end
-  local topo, errs = require("neuronbus.manifest").validate(
-    { name = "testing", neurons = { [name] = spec } })
-  if not topo then
-    error("testing.agent: " .. table.concat(errs, "\n"), 3)
-  end
-  local n, out = topo.neurons[1], {}
-  for _, k in ipairs({ "memory", "budget_ns", "jit", "watchdog_ns", "sandbox",
-                       "require", "policy", "on_error", "restart" }) do
-    out[k] = n[k]
-  end
-  return out
-end
+-- Options of testing.agent that shape the harness, not the agent's neuron;
+-- every other option is a key of that neuron, checked by the manifest's
+-- validator like any manifest's.
+local HARNESS_KEYS = { name = true, peers = true, synapses = true,
+  arena_size = true, axon_capacity = true, inbox_capacity = true,
+  quiet = true }
 
 -- Returns a harness running script as one agent plus recorder peers.
--- opts: name, config, threshold, rest, leak, refractory, capabilities,
--- regions, peers (names of recorder neurons), and also synapses (in the
--- normalized manifest form {from=, to=, weight=, stdp=, filters=}),
--- arena_size (bytes, default 64 MiB), axon_capacity, quiet, and the fault
--- isolation keys of a manifest's neuron (memory, budget, jit, watchdog,
--- sandbox, require, policy, on_error, restart).
+-- opts: name (default: the script's file name), peers (names of recorder
+-- neurons), synapses (in the manifest's form {from=, to=, weight=, stdp=,
+-- filters=}), arena_size (default 64 MiB), axon_capacity, inbox_capacity,
+-- quiet, and every key of a manifest's neuron (config, threshold, rest,
+-- leak, refractory, capabilities, regions, description, memory, budget,
+-- jit, watchdog, sandbox, require, policy, on_error, restart), checked by
+-- the same validator: a typo raises with "did you mean".
 function _M.agent(script, opts)
   opts = opts or {}
   if type(script) ~= "string" then
     error("testing.agent: expected a script path, got a " .. type(script), 2)
   end
-  local name = opts.name or basename(script)
-  local agent = {
-    name = name, script = script,
-    regions = opts.regions or {}, capabilities = opts.capabilities or {},
-    threshold = opts.threshold, rest = opts.rest, leak = opts.leak,
-    refractory = opts.refractory, config = opts.config or {},
-  }
-  for k, v in pairs(isolation_fields(name, script, opts)) do agent[k] = v end
-  local neurons = { agent }
-  local seen = { [name] = true }
-  for _, p in ipairs(opts.peers or {}) do
-    if seen[p] then
-      error("testing.agent: peer \"" .. tostring(p) .. "\" named twice", 2)
-    end
-    seen[p] = true
-    neurons[#neurons + 1] = { name = p, recorder = true }
+  if type(opts) ~= "table" then
+    error("testing.agent: expected a table of options, got a " .. type(opts), 2)
   end
-  -- Ids follow name order, as in a manifest.
-  table.sort(neurons, function(a, b) return a.name < b.name end)
+  local name = opts.name or basename(script)
+  local spec = { script = script }
+  for k, v in pairs(opts) do
+    if not HARNESS_KEYS[k] then spec[k] = v end
+  end
+  local peers = opts.peers or {}
   local topo = {
-    name = "testing.agent(" .. script .. ")",
-    tick_ns = 0,
+    name = "testing",
+    tick = "free",
     arena = { size = opts.arena_size or 64 * 1024 * 1024 },
-    axon_capacity = opts.axon_capacity or 4096,
-    inbox_capacity = opts.inbox_capacity or 0,
-    prune_every = 0,
-    neurons = neurons,
-    synapses = opts.synapses or {},
+    axon = { capacity = opts.axon_capacity, inbox = opts.inbox_capacity },
+    neurons = { [name] = spec },
+    synapses = opts.synapses,
   }
-  local src = serial.dump(topo, "topology")
+  local ok, src = pcall(serial.dump, topo, "testing.agent")
+  if not ok then error(src, 2) end
   local err = ffi.new("char *[1]")
-  -- Its peers are neurons of the topology already (recorders).
-  local rt = R.nb_rt_open_topo(src, #src, "=" .. topo.name,
-    opts_of({ quiet = opts.quiet }), err)
+  local o, names = opts_of({ quiet = opts.quiet, peers = peers })
+  local rt = R.nb_rt_open_topo(src, #src, "=testing.agent(" .. script .. ")",
+    o, err)
+  names = nil -- referenced until here: o points at it
   if rt == nil then
-    error("testing.agent(\"" .. script .. "\"):\n" .. take_error(err), 2)
+    error(take_error(err), 2)
   end
   return wrap(rt)
 end

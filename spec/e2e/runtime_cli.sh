@@ -86,10 +86,10 @@ check "check names the key path of each problem" has out 'neurons.a.threshold: e
 check "check reports every problem, not just the first" has out 'synapses\[1\].to: unknown neuron "nobody"'
 run_nb check "$fx/bad_agent.lua"
 check "check loads every script: exit 1 on a broken agent contract" test "$rc" -eq 1
-check "check names the script and the reason" has out "neurons.a: .*bad_no_on_spike.lua: the returned table has no on_spike function"
-check "check names every broken script" has out "neurons.b: .*bad_not_table.lua: .*returned a number"
+check "check names the script and the reason" has out "^/.*bad_no_on_spike.lua:[0-9]*: neuron a: the returned table has no on_spike function"
+check "check names every broken script" has out "^/.*bad_not_table.lua:[0-9]*: neuron b: .*returned a number"
 run_nb check "$fx/missing_filter.lua"
-check "check finds a custom filter the target does not export" has out 'custom filter "odd": agent dst'
+check "check finds a custom filter the target does not export" has out 'filtered.lua:[0-9]*: neuron dst: no filters.odd function (.*: synapses\[1\].filters.custom names it)'
 
 # --- the README's command example
 run_nb run spec/fixtures/readme/hello.lua --ticks 10 --stats

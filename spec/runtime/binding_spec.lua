@@ -15,7 +15,7 @@ describe("the spike cdef", function()
     assert.truthy(text:find("GENERATED from core/nb_spike.h", 1, true))
     -- the generator reproduces it from the headers as they are now
     local gen = require("neuronbus.gen_cdefs")
-    assert.equal(gen.module("core/nb_spike.h", "runtime/nb_rt.h"), text)
+    assert.equal(gen.module("core/nb_spike.h", "runtime/nb_rt_ffi.h"), text)
   end)
 
   it("matches offsetof and sizeof as compiled into the runtime", function()
