@@ -37,10 +37,14 @@ enum {
   NB__SLOT_TOP = NB__SLOT_HASFILTER
 };
 
-/* Text fields a neuron's card shows in the statistics (the manifest's
- * keys of the same names, copied as they are). */
-#define NB__CARD_TEXT_KEYS "description"
-enum { NB__CARD_TEXTS = 1 };
+/* Free-text keys of a neuron in the manifest that its card carries and the
+ * statistics show (table and JSON), copied as they are: one line a key. */
+#define NB__CARD_TEXT_MAP(XX) \
+  XX(description)
+
+#define NB__CARD_TEXT_ONE(key) +1
+#define NB__CARD_TEXT_NAME(key) #key,
+enum { NB__CARD_TEXTS = 0 NB__CARD_TEXT_MAP(NB__CARD_TEXT_ONE) };
 
 typedef struct nb__rec_s {
   unsigned char s[NB_SPIKE_SIZE]; /* bytes: realloc'd arrays are not 64-aligned */
@@ -75,7 +79,7 @@ typedef struct nb__agent_s {
                               held spikes (nb_rt_isolation.c); NULL for a
                               neuron without a script */
   char *name, *script;
-  char *text[NB__CARD_TEXTS]; /* NB__CARD_TEXT_KEYS, NULL when not given */
+  char *text[NB__CARD_TEXTS]; /* NB__CARD_TEXT_MAP, NULL when not given */
   char *tags[2][NB_CARD_MAX_TAGS];
   size_t ntags[2];
   uint64_t errors;
@@ -152,6 +156,9 @@ const char *nb__lua_path(void);
  * package.path set, for the runtime's own work (manifests, never agent
  * code), or NULL with *err set (malloc'd). */
 lua_State *nb__state_new(char **err);
+
+/* The names of NB__CARD_TEXT_MAP, in its order. */
+extern const char *const nb__card_text_keys[NB__CARD_TEXTS];
 
 /* Message handler for lua_pcall: the error text plus a traceback. */
 int nb__msgh(lua_State *L);

@@ -260,6 +260,11 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
               s.spikes_in, s.spikes_out, s.fires, s.errors, s.full,
               s.deferred, s.filtered);
       nb__isol_json(rt, i, f); /* dead letters, restarts, state, memory */
+      for (int k = 0; k < NB__CARD_TEXTS; k++)
+        if (rt->agents[i]->text[k]) {
+          fprintf(f, ",\"%s\":", nb__card_text_keys[k]);
+          nb__json_str(f, rt->agents[i]->text[k]);
+        }
       nb_rt_version_t v;
       nb_rt_version(rt, i, &v);
       fprintf(f, ",\"version\":%u,\"hash\":\"%s\",\"reloads\":%" PRIu64
@@ -307,6 +312,12 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
     fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
             ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
             cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
+    /* The cards' free text (a description), one line each. */
+    for (uint32_t i = 0; i < rt->n; i++)
+      for (int k = 0; k < NB__CARD_TEXTS; k++)
+        if (rt->agents[i]->text[k])
+          fprintf(f, "  %s %s: %s\n", rt->agents[i]->name,
+                  nb__card_text_keys[k], rt->agents[i]->text[k]);
     if (nb_synapse_table_count(nb_cortex_synapses(rt->cx))) {
       fprintf(f, "  %-36s %10s\n", "synapse", "weight");
       nb_synapse_table_each(nb_cortex_synapses(rt->cx), nb__print_synapse, &sc);

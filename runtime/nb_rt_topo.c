@@ -202,9 +202,8 @@ static int add_neuron(build_t *b, int idx, const char *name) {
       nb__isol_new(a, &conf);
       free_names(names);
     }
-    static const char *const text_keys[NB__CARD_TEXTS] = {NB__CARD_TEXT_KEYS};
     for (int i = 0; i < NB__CARD_TEXTS; i++)
-      a->text[i] = nb__strdup(str(C, idx, text_keys[i]));
+      a->text[i] = nb__strdup(str(C, idx, nb__card_text_keys[i]));
     a->ntags[0] = tags(C, idx, "capabilities", a->tags[0]);
     a->ntags[1] = tags(C, idx, "regions", a->tags[1]);
     p.threshold = (float)num(C, idx, "threshold", p.threshold);

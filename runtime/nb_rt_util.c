@@ -21,6 +21,9 @@
 /* ------------------------------------------------------------------ */
 /* small helpers                                                       */
 
+const char *const nb__card_text_keys[NB__CARD_TEXTS] = {
+    NB__CARD_TEXT_MAP(NB__CARD_TEXT_NAME)};
+
 char *nb__strf(const char *fmt, ...) {
   va_list ap, ap2;
   va_start(ap, fmt);

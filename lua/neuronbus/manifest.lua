@@ -96,7 +96,7 @@ local KEYS = {
   arena = { "size", "path" },
   axon = { "capacity", "inbox" },
   neuron = { "script", "region", "regions", "capabilities", "threshold",
-             "rest", "leak", "refractory", "config" },
+             "rest", "leak", "refractory", "config", "description" },
   synapse = { "from", "to", "weight", "stdp", "filters" },
   stdp = { "a_plus", "a_minus", "tau_plus", "tau_minus", "w_min", "w_max" },
   filters = { "kind", "priority", "prefix", "custom" },
@@ -608,6 +608,19 @@ local function check_neuron(c, name, spec)
   n.leak = c:number(join(path, "leak"), t.leak, IF_DEFAULTS.leak, 0, 1)
   n.refractory = c:integer(join(path, "refractory"), t.refractory,
                            IF_DEFAULTS.refractory, 0, MAX_U32)
+  if t.description ~= nil then
+    local dp = join(path, "description")
+    if type(t.description) ~= "string" then
+      c:wrong(dp, "a string (free text)", t.description)
+    elseif #t.description > 256 then
+      c:fail(dp, "%d bytes, at most 256 are allowed", #t.description)
+    elseif str_match(t.description, "%c") then
+      c:fail(dp, "one line of text expected, got a control character (a "
+             .. "newline?)")
+    else
+      n.description = t.description
+    end
+  end
   if t.config == nil then
     n.config = {}
   elseif c:table(join(path, "config"), t.config) then
