@@ -1,4 +1,4 @@
-/* nb_lstate.h: isolation primitives for agent states (issue 4).
+/* nb_lstate.h: isolation primitives for agent states.
  *
  * One nb_lstate_t wraps one lua_State made by lua_newstate with a private
  * allocator, and gives it:

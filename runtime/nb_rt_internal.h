@@ -222,11 +222,6 @@ void nb__isol_new(nb__agent_t *a, const nb__isol_conf_t *conf);
  * set, into a->S and a->L; returns 0, or -1 with *err set (malloc'd). */
 int nb__isol_state_new(nb__agent_t *a, char **err);
 
-/* Returns a scratch state made with conf (neuronbus check probes scripts
- * in it), or NULL with *err set; close it with nb_lstate_close. */
-nb_lstate_t *nb__isol_probe_state(const nb__isol_conf_t *conf,
-                                  const char *name, char **err);
-
 /* Keeps a copy of the config at idx of C for the init of a restart;
  * returns nothing. */
 void nb__isol_keep_config(nb__agent_t *a, lua_State *C, int idx);

@@ -45,7 +45,7 @@
  * slots luaL_ref hands out (the vault never uses luaL_ref). */
 #define NB__VAULT_KEY 1000
 
-typedef struct nb__isol_s nb__isol_t;
+typedef struct nb__isol_s isol_t;
 
 enum { NB__RUNNING = 0, NB__BACKOFF = 1, NB__STOPPED = 2 };
 
@@ -91,7 +91,7 @@ nb__isol_conf_t nb__isol_conf_default(void) {
 }
 
 void nb__isol_new(nb__agent_t *a, const nb__isol_conf_t *conf) {
-  nb__isol_t *I = calloc(1, sizeof *I);
+  isol_t *I = calloc(1, sizeof *I);
   if (!I) abort();
   I->c = *conf;
   I->c.o.name = NULL;
@@ -114,7 +114,7 @@ void nb__isol_new(nb__agent_t *a, const nb__isol_conf_t *conf) {
 }
 
 /* Frees what nb__isol_new allocated besides I; returns nothing. */
-static void isol_clear(nb__isol_t *I) {
+static void isol_clear(isol_t *I) {
   if (I->require)
     for (char **m = I->require; *m; m++) free(*m);
   free(I->require);
@@ -128,7 +128,7 @@ static void isol_clear(nb__isol_t *I) {
 
 /* Sets package.path of the state at argument 1 (host work under
  * nb_lstate_cpcall); returns 0. */
-static int nb__set_path(lua_State *L) {
+static int set_path(lua_State *L) {
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   lua_pushfstring(L, "%s%s", nb__lua_path(), lua_tostring(L, -1));
@@ -139,7 +139,7 @@ static int nb__set_path(lua_State *L) {
 
 /* Makes an nb_lstate from I's options with package.path set; returns it,
  * or NULL with *err set (malloc'd). */
-static nb_lstate_t *lstate_make(nb__isol_t *I, const char *name,
+static nb_lstate_t *lstate_make(isol_t *I, const char *name,
                                     char **err) {
   nb_lstate_opts_t o = I->c.o;
   o.name = name;
@@ -151,7 +151,7 @@ static nb_lstate_t *lstate_make(nb__isol_t *I, const char *name,
     return NULL;
   }
   char msg[256];
-  if (nb_lstate_cpcall(S, nb__set_path, NULL, msg, sizeof msg) != 0) {
+  if (nb_lstate_cpcall(S, set_path, NULL, msg, sizeof msg) != 0) {
     *err = nb__strf("cannot set up the Lua state of neuron \"%s\": %s", name,
                     msg);
     nb_lstate_close(S);
@@ -161,8 +161,8 @@ static nb_lstate_t *lstate_make(nb__isol_t *I, const char *name,
 }
 
 int nb__isol_state_new(nb__agent_t *a, char **err) {
-  nb__isol_t none;
-  nb__isol_t *I = a->isol;
+  isol_t none;
+  isol_t *I = a->isol;
   if (!I) { /* defaults: no cap, JIT on, no sandbox */
     memset(&none, 0, sizeof none);
     none.c = nb__isol_conf_default();
@@ -175,18 +175,9 @@ int nb__isol_state_new(nb__agent_t *a, char **err) {
   return 0;
 }
 
-nb_lstate_t *nb__isol_probe_state(const nb__isol_conf_t *conf,
-                                  const char *name, char **err) {
-  nb__isol_t I;
-  memset(&I, 0, sizeof I);
-  I.c = *conf;
-  if (I.c.o.budget_ns) I.c.o.jit = 0;
-  return lstate_make(&I, name, err);
-}
-
 /* Closes a's state (if any) after adding its counters to the neuron's
  * totals; returns nothing. */
-static void nb__state_close(nb__agent_t *a) {
+static void state_close(nb__agent_t *a) {
   if (!a->S) return;
   if (a->isol) {
     nb_lstate_stats_t st;
@@ -202,7 +193,7 @@ static void nb__state_close(nb__agent_t *a) {
 }
 
 void nb__isol_free(nb__agent_t *a) {
-  nb__state_close(a);
+  state_close(a);
   if (!a->isol) return;
   isol_clear(a->isol);
   free(a->isol);
@@ -213,7 +204,7 @@ void nb__isol_free(nb__agent_t *a) {
 /* configs kept for restarts                                           */
 
 /* Returns rt's isolation data, made on first use. */
-static struct nb__isol_rt_s *nb__rt_isol(nb_rt_t *rt) {
+static struct nb__isol_rt_s *rt_isol(nb_rt_t *rt) {
   if (!rt->isol) {
     rt->isol = calloc(1, sizeof *rt->isol);
     if (!rt->isol) abort();
@@ -223,7 +214,7 @@ static struct nb__isol_rt_s *nb__rt_isol(nb_rt_t *rt) {
 
 void nb__isol_keep_config(nb__agent_t *a, lua_State *C, int idx) {
   if (!a->isol || a->isol->c.policy_stop) return;
-  struct nb__isol_rt_s *R = nb__rt_isol(a->rt);
+  struct nb__isol_rt_s *R = rt_isol(a->rt);
   if (!R->vault) {
     R->vault = luaL_newstate();
     if (!R->vault) abort();
@@ -243,12 +234,12 @@ void nb__isol_keep_config(nb__agent_t *a, lua_State *C, int idx) {
 typedef struct {
   lua_State *vault;
   int key;
-} nb__cfg_t;
+} cfg_t;
 
 /* Copies the kept config into the agent state's registry field
  * "neuronbus.config" (host work under nb_lstate_cpcall); returns 0. */
-static int nb__push_config(lua_State *L) {
-  nb__cfg_t *c = lua_touserdata(L, 1);
+static int push_config(lua_State *L) {
+  cfg_t *c = lua_touserdata(L, 1);
   char *err = NULL;
   int ok = 0;
   if (c->vault) {
@@ -271,20 +262,20 @@ static int nb__push_config(lua_State *L) {
  * process only when it did not move. Relaxed load and store, not an atomic
  * add: any change will do, so two runtimes racing on it lose nothing that
  * matters, and the tick pays a plain store. */
-static _Atomic uint64_t nb__progress;
+static _Atomic uint64_t loop_progress;
 
 /* Marks progress; returns nothing. */
-static void nb__alive(void) {
-  atomic_store_explicit(&nb__progress,
-                        atomic_load_explicit(&nb__progress,
+static void alive(void) {
+  atomic_store_explicit(&loop_progress,
+                        atomic_load_explicit(&loop_progress,
                                              memory_order_relaxed) + 1,
                         memory_order_relaxed);
 }
 
 /* Prints a policy line for a unless the runtime is quiet; returns nothing. */
-static void nb__say(const nb__agent_t *a, const char *fmt, ...)
+static void say(const nb__agent_t *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void nb__say(const nb__agent_t *a, const char *fmt, ...) {
+static void say(const nb__agent_t *a, const char *fmt, ...) {
   if (a->rt->opts.quiet) return;
   va_list ap;
   va_start(ap, fmt);
@@ -296,7 +287,7 @@ static void nb__say(const nb__agent_t *a, const char *fmt, ...) {
 }
 
 /* Writes a duration as "250 ms" / "1.5 s" into buf; returns buf. */
-static const char *nb__dur(char *buf, size_t n, uint64_t ns) {
+static const char *dur(char *buf, size_t n, uint64_t ns) {
   if (ns >= 1000000000ull) snprintf(buf, n, "%.3g s", ns / 1e9);
   else if (ns >= 1000000ull) snprintf(buf, n, "%.3g ms", ns / 1e6);
   else snprintf(buf, n, "%.3g us", ns / 1e3);
@@ -306,8 +297,8 @@ static const char *nb__dur(char *buf, size_t n, uint64_t ns) {
 /* Stops a for good: inbox, later spikes and held ones become its counted
  * dead letters, its state is closed (no entry of it is running); returns
  * nothing. */
-static void nb__stop(nb__agent_t *a, const char *why) {
-  nb__isol_t *I = a->isol;
+static void stop_for_good(nb__agent_t *a, const char *why) {
+  isol_t *I = a->isol;
   if (I->state == NB__BACKOFF) a->rt->isol->waiting--;
   I->state = NB__STOPPED;
   nb_cortex_set_stopped(a->rt->cx, (nb_id_t)a->cell.id, 1);
@@ -315,14 +306,14 @@ static void nb__stop(nb__agent_t *a, const char *why) {
     nb_cortex_add_dead_letters(a->rt->cx, (nb_id_t)a->cell.id, I->nheld);
     I->nheld = 0;
   }
-  nb__state_close(a);
-  nb__say(a, "stopped (%s): its inbound spikes are counted as dead letters",
+  state_close(a);
+  say(a, "stopped (%s): its inbound spikes are counted as dead letters",
           why);
 }
 
 /* Returns 1 when a restart now would be more than restart.max within the
  * window, else records it and returns 0. */
-static int nb__window_full(nb__isol_t *I, uint64_t now) {
+static int window_full(isol_t *I, uint64_t now) {
   if (I->c.restart_max == 0) return 1;
   if (!I->ring) {
     I->ring = calloc(I->c.restart_max, sizeof *I->ring);
@@ -345,54 +336,54 @@ static void hold(nb__agent_t *a) { nb_neuron_hold(a->neuron, 1); }
 
 /* Applies a's policy to a fault of kind in where (quarantined: the
  * watchdog caught the entry); returns nothing. */
-static void nb__apply(nb__agent_t *a, const char *kind, const char *where,
+static void apply_policy(nb__agent_t *a, const char *kind, const char *where,
                       int quarantined) {
-  nb__isol_t *I = a->isol;
+  isol_t *I = a->isol;
   uint64_t now = nb_clock_ns();
   I->faults++;
   char why[200], t1[32], t2[32];
   if (quarantined) {
     snprintf(why, sizeof why, "%s in %s: a JIT entry cannot be interrupted, "
              "so it is not restarted", kind, where);
-    nb__stop(a, why);
+    stop_for_good(a, why);
     return;
   }
   if (I->c.policy_stop || a->rt->stopped) {
     snprintf(why, sizeof why, "%s in %s, policy %s", kind, where,
              I->c.policy_stop ? "stop" : "restart (shutting down)");
-    nb__stop(a, why);
+    stop_for_good(a, why);
     return;
   }
   /* A whole window without a fault starts the backoff over. */
   if (I->last_fault && now - I->last_fault > I->c.window_ns)
     I->next_backoff = I->c.backoff_ns;
   I->last_fault = now;
-  if (nb__window_full(I, now)) {
+  if (window_full(I, now)) {
     snprintf(why, sizeof why, "%s in %s: %u restart%s within %s already, "
              "restart.max is %u", kind, where, I->ring_n,
-             I->ring_n == 1 ? "" : "s", nb__dur(t1, sizeof t1, I->c.window_ns),
+             I->ring_n == 1 ? "" : "s", dur(t1, sizeof t1, I->c.window_ns),
              I->c.restart_max);
-    nb__stop(a, why);
+    stop_for_good(a, why);
     return;
   }
   uint64_t wait = I->next_backoff;
   I->next_backoff = wait * 2 > I->c.backoff_max_ns ? I->c.backoff_max_ns : wait * 2;
   I->restart_at = now + wait;
   I->state = NB__BACKOFF;
-  nb__rt_isol(a->rt)->waiting++;
+  rt_isol(a->rt)->waiting++;
   hold(a);
-  nb__say(a, "%s in %s: restarting in %s (restart %u of at most %u within "
-          "%s); its spikes wait", kind, where, nb__dur(t1, sizeof t1, wait),
-          I->ring_n, I->c.restart_max, nb__dur(t2, sizeof t2, I->c.window_ns));
+  say(a, "%s in %s: restarting in %s (restart %u of at most %u within "
+          "%s); its spikes wait", kind, where, dur(t1, sizeof t1, wait),
+          I->ring_n, I->c.restart_max, dur(t2, sizeof t2, I->c.window_ns));
 }
 
 int nb__isol_fault(nb__agent_t *a, int code, const char *where) {
-  nb__isol_t *I = a->isol;
+  isol_t *I = a->isol;
   int quarantined = a->S && !nb_lstate_usable(a->S);
-  if (quarantined) nb__alive(); /* the stuck entry came back */
+  if (quarantined) alive(); /* the stuck entry came back */
   if (!I || I->state != NB__RUNNING) return 0;
   if (code == NB_EAGENT && !I->c.error_is_fault && !quarantined) return 0;
-  nb__apply(a, quarantined ? "watchdog overrun"
+  apply_policy(a, quarantined ? "watchdog overrun"
                : code == NB_EMEMLIMIT ? "memory limit"
                : code == NB_EBUDGET ? "budget overrun"
                : code == NB_ENOMEM ? "out of memory" : "error",
@@ -410,7 +401,7 @@ int nb__isol_has_state(const nb__agent_t *a) {
 
 void nb__isol_cut(nb__agent_t *a, const nb_spike_t *spikes,
                   const float *weights, uint32_t n) {
-  nb__isol_t *I = a->isol;
+  isol_t *I = a->isol;
   if (!n || !I) return;
   if (I->state != NB__BACKOFF) {
     /* stopped: counted, never silently dropped */
@@ -444,8 +435,8 @@ void nb__isol_cut(nb__agent_t *a, const nb_spike_t *spikes,
 /* Restarts a now: a fresh state boots the script, init runs with the kept
  * config, the held rest of the faulted batch is delivered; returns 0, or
  * -1 when the new state failed (a fault again: its policy was applied). */
-static int nb__restart(nb__agent_t *a) {
-  nb__isol_t *I = a->isol;
+static int restart_now(nb__agent_t *a) {
+  isol_t *I = a->isol;
   struct nb__isol_rt_s *R = a->rt->isol;
   nb_lstate_t *oldS = a->S;
   lua_State *oldL = a->L;
@@ -462,7 +453,7 @@ static int nb__restart(nb__agent_t *a) {
     a->L = oldL;
     a->rt->host->error(a, "restart", err ? err : "boot failed");
     free(err);
-    nb__apply(a, "failed boot", "restart", 0);
+    apply_policy(a, "failed boot", "restart", 0);
     return -1;
   }
   /* Close the old state with its counters kept for the statistics. */
@@ -471,16 +462,16 @@ static int nb__restart(nb__agent_t *a) {
     lua_State *newL = a->L;
     a->S = oldS;
     a->L = oldL;
-    nb__state_close(a);
+    state_close(a);
     a->S = newS;
     a->L = newL;
   }
   nb_neuron_hold(a->neuron, 0);
-  nb__say(a, "restarted (restart %" PRIu64 ", fresh state, init again)",
+  say(a, "restarted (restart %" PRIu64 ", fresh state, init again)",
           I->restarts);
-  nb__cfg_t c = {R->vault, (int)a->cell.id + NB__VAULT_KEY};
+  cfg_t c = {R->vault, (int)a->cell.id + NB__VAULT_KEY};
   char msg[256];
-  if (nb_lstate_cpcall(a->S, nb__push_config, &c, msg, sizeof msg) != 0) {
+  if (nb_lstate_cpcall(a->S, push_config, &c, msg, sizeof msg) != 0) {
     a->rt->host->error(a, "init", msg);
     return 0;
   }
@@ -505,7 +496,7 @@ static int nb__restart(nb__agent_t *a) {
 }
 
 void nb__isol_tick(nb_rt_t *rt) {
-  nb__alive();
+  alive();
   struct nb__isol_rt_s *R = rt->isol;
   if (!R || !R->waiting) return;
   uint64_t now = nb_clock_ns();
@@ -513,7 +504,7 @@ void nb__isol_tick(nb_rt_t *rt) {
     nb__agent_t *a = rt->agents[i];
     if (!a->isol || a->isol->state != NB__BACKOFF) continue;
     /* Stopping (a drain): no backoff left to wait out. */
-    if (now >= a->isol->restart_at || rt->stopped) nb__restart(a);
+    if (now >= a->isol->restart_at || rt->stopped) restart_now(a);
   }
 }
 
@@ -524,7 +515,7 @@ void nb__isol_stopping(nb_rt_t *rt) {
    * spikes are delivered in the drain; a fault there stops the neuron. */
   for (uint32_t i = 0; i < rt->n && R->waiting; i++) {
     nb__agent_t *a = rt->agents[i];
-    if (a->isol && a->isol->state == NB__BACKOFF) nb__restart(a);
+    if (a->isol && a->isol->state == NB__BACKOFF) restart_now(a);
   }
 }
 
@@ -543,7 +534,7 @@ int nb_rt_isol_stat(const nb_rt_t *rt, uint32_t id, nb_rt_isol_stat_t *out) {
   const nb__agent_t *a = rt->agents[id];
   memset(out, 0, sizeof *out);
   out->dead_letters = nb_neuron_stats(a->neuron)->dead_letters;
-  const nb__isol_t *I = a->isol;
+  const isol_t *I = a->isol;
   out->jit = 1;
   if (I) {
     out->state = I->state;
@@ -582,13 +573,13 @@ int nb_rt_isol_stat(const nb_rt_t *rt, uint32_t id, nb_rt_isol_stat_t *out) {
 }
 
 /* Returns the text of a state number. */
-static const char *nb__state_name(int state) {
+static const char *state_name(int state) {
   return state == NB__BACKOFF ? "backoff"
          : state == NB__STOPPED ? "stopped" : "running";
 }
 
 /* Writes bytes as "812K" / "15.9M" into buf; returns buf. */
-static const char *nb__kib(char *buf, size_t n, uint64_t bytes) {
+static const char *kib(char *buf, size_t n, uint64_t bytes) {
   if (bytes >= 10u << 20) snprintf(buf, n, "%.0fM", bytes / 1048576.0);
   else if (bytes >= 1u << 20) snprintf(buf, n, "%.1fM", bytes / 1048576.0);
   else snprintf(buf, n, "%.0fK", bytes / 1024.0);
@@ -605,12 +596,12 @@ const char *nb__isol_cells(const nb_rt_t *rt, uint32_t id, char *buf,
   nb_rt_isol_stat(rt, id, &s);
   char mem[48] = "-", a[16], b[16];
   if (s.memory && s.memory_limit)
-    snprintf(mem, sizeof mem, "%s/%s", nb__kib(a, sizeof a, s.memory),
-             nb__kib(b, sizeof b, s.memory_limit));
+    snprintf(mem, sizeof mem, "%s/%s", kib(a, sizeof a, s.memory),
+             kib(b, sizeof b, s.memory_limit));
   else if (s.memory)
-    nb__kib(mem, sizeof mem, s.memory);
+    kib(mem, sizeof mem, s.memory);
   snprintf(buf, n, " %8" PRIu64 " %8" PRIu64 " %-8s %9s", s.dead_letters,
-           s.restarts, nb__state_name(s.state), mem);
+           s.restarts, state_name(s.state), mem);
   return buf;
 }
 
@@ -634,7 +625,7 @@ void nb__isol_json(const nb_rt_t *rt, uint32_t id, FILE *f) {
           ",\"memory_peak\":%" PRIu64 ",\"memory_limit\":%" PRIu64
           ",\"mem_errors\":%" PRIu64 ",\"budget_overruns\":%" PRIu64
           ",\"watchdog_overruns\":%" PRIu64 ",\"jit\":%s,\"sandbox\":%s",
-          s.dead_letters, s.restarts, s.faults, nb__state_name(s.state),
+          s.dead_letters, s.restarts, s.faults, state_name(s.state),
           s.memory, s.memory_peak, s.memory_limit, s.mem_errors,
           s.budget_overruns, s.watchdog_overruns, s.jit ? "true" : "false",
           s.sandbox ? "true" : "false");
@@ -658,19 +649,19 @@ void nb__isol_json_totals(const nb_rt_t *rt, FILE *f) {
 typedef struct {
   char name[64];
   uint64_t grace_ns;
-  uint64_t progress; /* nb__progress when the report came */
-} nb__lost_t;
+  uint64_t progress; /* loop_progress when the report came */
+} lost_t;
 
 /* Waits the grace period on its own thread; when no loop showed progress
  * meanwhile (no tick began, no quarantined entry returned), the loop
  * thread is stuck for good: says so and exits the process with
  * NB__EXIT_LOST_LOOP; returns NULL otherwise. */
-static void *nb__lost_wait(void *arg) {
-  nb__lost_t *l = arg;
+static void *lost_wait(void *arg) {
+  lost_t *l = arg;
   struct timespec ts = {(time_t)(l->grace_ns / 1000000000ull),
                         (long)(l->grace_ns % 1000000000ull)};
   while (nanosleep(&ts, &ts) != 0) {}
-  if (atomic_load_explicit(&nb__progress, memory_order_relaxed) ==
+  if (atomic_load_explicit(&loop_progress, memory_order_relaxed) ==
       l->progress) {
     fprintf(stderr, "neuronbus: neuron '%s' never returned from its entry: "
             "the loop thread is lost with it (compiled code cannot be "
@@ -693,7 +684,7 @@ static void *nb__lost_wait(void *arg) {
 
 /* The watchdog's report in `neuronbus run` (watchdog thread): names the
  * neuron and starts the grace wait; returns nothing. */
-static void nb__run_report(const char *name, uint64_t elapsed_ns,
+static void run_report(const char *name, uint64_t elapsed_ns,
                            uint64_t limit_ns, void *ud) {
   (void)ud;
   uint64_t grace = limit_ns < 1000000000ull ? 1000000000ull : limit_ns;
@@ -704,22 +695,22 @@ static void nb__run_report(const char *name, uint64_t elapsed_ns,
           "%.1f s the process exits with status %d\n", name, elapsed_ns / 1e6,
           limit_ns / 1e6, grace / 1e9, NB__EXIT_LOST_LOOP);
   fflush(stderr);
-  nb__lost_t *l = calloc(1, sizeof *l);
+  lost_t *l = calloc(1, sizeof *l);
   if (!l) return;
   snprintf(l->name, sizeof l->name, "%s", name);
   l->grace_ns = grace;
-  l->progress = atomic_load_explicit(&nb__progress, memory_order_relaxed);
+  l->progress = atomic_load_explicit(&loop_progress, memory_order_relaxed);
   pthread_t th;
   pthread_attr_t at;
   pthread_attr_init(&at);
   pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&th, &at, nb__lost_wait, l) != 0) free(l);
+  if (pthread_create(&th, &at, lost_wait, l) != 0) free(l);
   pthread_attr_destroy(&at);
 }
 
 void nb__isol_run_begin(nb_rt_t *rt) {
   (void)rt;
-  nb_lstate_watchdog_report(nb__run_report, NULL);
+  nb_lstate_watchdog_report(run_report, NULL);
 }
 
 void nb__isol_run_end(nb_rt_t *rt) {

@@ -149,17 +149,6 @@ local function located(err, script, name)
   return return_site(script) .. ": " .. who .. body
 end
 
--- Returns true and the set of the script's filter names, or nil and the
--- reason the script is refused (neuronbus check uses this in a scratch
--- state).
-function _M.probe(script, name)
-  local agent, err = load_script(script)
-  if not agent then return nil, located(err, script, name) end
-  local filters = {}
-  for k in pairs(agent.filters or {}) do filters[k] = true end
-  return true, filters
-end
-
 -- ---------------------------------------------------------------------
 -- the handle
 

@@ -22,7 +22,7 @@
 --   h:version("counter")   --> { counter=, hash=, reloads=, rejected= }
 --   h:memory("counter")    --> bytes of Lua heap in its state after a full GC
 --
--- Fault isolation (issue 4): testing.agent takes the manifest's keys too
+-- Fault isolation: testing.agent takes the manifest's keys too
 -- (memory = "16MB", budget = "20ms", jit = false, watchdog = "1s" | false,
 -- sandbox = true, require = {...}, policy = "restart" | "stop", on_error =
 -- "continue" | "policy", restart = { max =, window =, backoff =,
