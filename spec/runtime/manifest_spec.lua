@@ -204,7 +204,8 @@ describe("manifest.validate", function()
     it("in a neuron", function()
       fails_with(with({ neurons = { parser = { script = "agents/echo.lua", treshold = 1 } } }), {
         'neurons.parser.treshold: unknown key, did you mean "threshold"? (allowed: '
-          .. "budget, capabilities, config, jit, leak, memory, on_error, policy, "
+          .. "budget, capabilities, config, description, jit, leak, memory, on_error, "
+          .. "policy, "
           .. "refractory, region, regions, remote, require, rest, restart, sandbox, "
           .. "script, threshold, watchdog)",
       })
