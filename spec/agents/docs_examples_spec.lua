@@ -6,7 +6,9 @@
 --   <!-- example: c -->             spec/e2e/docs_examples.sh compiles and
 --                                   runs it;
 --   <!-- example: sh -->            spec/e2e/docs_examples.sh runs it from
---                                   the repository root.
+--                                   the repository root;
+--   <!-- example: output DIR -->   spec/e2e/docs_examples.sh runs the
+--                                   block's "$ COMMAND" in DIR and compares.
 -- A marker ending in "pending: WHY" belongs to a feature that has not
 -- landed yet: it is skipped until those words are removed.
 -- Every relative link names a file that exists.
@@ -128,7 +130,7 @@ describe("documentation examples", function()
             assert.is_nil(errs, errs and table.concat(errs, "\n"))
             assert.is_table(topo)
           end)
-        elseif m.kind ~= "c" and m.kind ~= "sh" then
+        elseif m.kind ~= "c" and m.kind ~= "sh" and m.kind ~= "output" then
           it(where .. " has a known example marker", function()
             error("unknown example kind \"" .. m.kind .. "\"")
           end)
