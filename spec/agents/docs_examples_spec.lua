@@ -6,14 +6,41 @@
 --   <!-- example: c -->             spec/e2e/docs_examples.sh compiles and
 --                                   runs it;
 --   <!-- example: sh -->            spec/e2e/docs_examples.sh runs it from
---                                   the repository root;
+--                                   the repository root.
 --   <!-- example: output DIR -->   spec/e2e/docs_examples.sh runs the
 --                                   block's "$ COMMAND" in DIR and compares.
 -- A marker ending in "pending: WHY" belongs to a feature that has not
 -- landed yet: it is skipped until those words are removed.
--- Every relative link names a file that exists.
+-- Every ```lua and ```c block carries a marker, so no code in the text goes
+-- unchecked. README.md stays a front door (at most 300 lines) that links
+-- every page of docs/; every relative link names a file (and heading) that
+-- exists, and so does every repository path written as `code`.
 local lfs = require("lfs")
 local manifest = require("neuronbus.manifest")
+
+local README_MAX_LINES = 300
+
+-- Folders whose paths the text may name as `code`, checked to exist.
+local TOP = { "core", "runtime", "lua", "agents", "spec", "bench", "docs", ".ci" }
+
+-- Paths the pages already name by the names the current restructuring
+-- gives them; each is skipped while it does not exist, and checked like
+-- any other path once it does.
+local PLANNED = {
+  ["core/nb_frame.h"] = true,
+  ["runtime/nb_rt_topo.c"] = true,
+  ["runtime/nb_rt_ffi.c"] = true,
+  ["runtime/nb_rt_ffi.h"] = true,
+  ["runtime/nb_rt_rec.c"] = true,
+  ["lua/neuronbus/manifest/"] = true,
+  ["lua/neuronbus/manifest/links.lua"] = true,
+  ["spec/unit"] = true,
+}
+
+-- Paths a run writes, which a clean clone does not hold.
+local GENERATED = {
+  ["bench/results.json"] = true,
+}
 
 local function read(path)
   local f = io.open(path, "rb")
@@ -89,20 +116,70 @@ local function blocks(text)
   return out
 end
 
--- Returns every relative link target in the prose of text (code blocks and
--- `code` spans left out; no scheme, no pure anchor), without its #fragment.
-local function links(text)
-  local out, prose, fenced = {}, {}, false
+-- Returns the lines of text outside fenced blocks.
+local function prose(text)
+  local out, fenced = {}, false
   for line in (text .. "\n"):gmatch("(.-)\n") do
     if line:match("^%s*```") then
       fenced = not fenced
     elseif not fenced then
-      prose[#prose + 1] = (line:gsub("`[^`]*`", ""))
+      out[#out + 1] = line
     end
   end
-  for target in table.concat(prose, "\n"):gmatch("%]%(([^)%s]+)%)") do
-    if not target:match("^%a[%w+.-]*:") and not target:match("^#") then
-      out[#out + 1] = (target:gsub("#.*$", ""))
+  return out
+end
+
+-- Returns every relative link of text's prose (`code` spans left out; no
+-- scheme) as { file =, anchor = }: file "" for a link inside the page,
+-- anchor nil when the link has none.
+local function links(text)
+  local out = {}
+  for _, line in ipairs(prose(text)) do
+    for target in line:gsub("`[^`]*`", ""):gmatch("%]%(([^)%s]+)%)") do
+      if not target:match("^%a[%w+.-]*:") then
+        local file, anchor = target:match("^([^#]*)#?(.*)$")
+        out[#out + 1] = { file = file, anchor = anchor ~= "" and anchor or nil }
+      end
+    end
+  end
+  return out
+end
+
+-- Returns the set of anchors GitHub makes for the headings of text: lower
+-- case, punctuation dropped, spaces as hyphens, "-1", "-2"... for repeats.
+local function anchors(text)
+  local out = {}
+  for _, line in ipairs(prose(text)) do
+    local title = line:match("^#+%s+(.-)%s*$")
+    if title then
+      local slug = title:lower():gsub("[^%w%s_-]", ""):gsub("%s", "-")
+      local n, key = 0, slug
+      while out[key] do
+        n = n + 1
+        key = slug .. "-" .. n
+      end
+      out[key] = true
+    end
+  end
+  return out
+end
+
+-- Returns the repository paths named in `code` spans of text's prose (a
+-- span with a wildcard or a placeholder names no single path).
+local function named_paths(text)
+  local out = {}
+  for _, line in ipairs(prose(text)) do
+    for span in line:gmatch("`([^`]+)`") do
+      if not span:find("[*{}<>?]") then
+        for token in span:gmatch("[%w_./-]+") do
+          local top = token:match("^(%.?[%w_]+)/")
+          for _, t in ipairs(TOP) do
+            if top == t then
+              out[#out + 1] = (token:gsub("[.:]+$", ""))
+            end
+          end
+        end
+      end
     end
   end
   return out
@@ -136,18 +213,58 @@ describe("documentation examples", function()
           end)
         end
       end
+      if b.lang == "lua" or b.lang == "c" then
+        it(where .. " (a ```" .. b.lang .. " block) is checked by an example marker", function()
+          assert.is_true(#b.markers > 0, where .. ": no <!-- example: ... --> line right above it")
+        end)
+      end
     end
   end
 end)
 
-describe("relative links", function()
+describe("README.md", function()
+  local text = read("README.md") or ""
+
+  it("is a front door of at most " .. README_MAX_LINES .. " lines", function()
+    local n = select(2, text:gsub("\n", "\n"))
+    assert.is_true(n <= README_MAX_LINES, "README.md has " .. n .. " lines")
+  end)
+
+  it("links every page of docs/", function()
+    local linked = {}
+    for _, l in ipairs(links(text)) do
+      linked[l.file] = true
+    end
+    for _, path in ipairs(texts()) do
+      if path ~= "README.md" then
+        assert.is_true(linked[path] == true, "README.md does not link " .. path)
+      end
+    end
+  end)
+end)
+
+describe("links and paths", function()
   for _, path in ipairs(texts()) do
-    it("in " .. path .. " name files that exist", function()
+    local text = read(path) or ""
+
+    it("in " .. path .. " name files and headings that exist", function()
       local missing = {}
-      for _, target in ipairs(links(read(path) or "")) do
-        local full = dirname(path) .. "/" .. target
+      for _, l in ipairs(links(text)) do
+        local full = l.file == "" and path or dirname(path) .. "/" .. l.file
         if not lfs.attributes(full) then
-          missing[#missing + 1] = target .. " (" .. full .. ")"
+          missing[#missing + 1] = l.file .. " (" .. full .. ")"
+        elseif l.anchor and full:match("%.md$") and not anchors(read(full))[l.anchor] then
+          missing[#missing + 1] = full .. "#" .. l.anchor
+        end
+      end
+      assert.same({}, missing)
+    end)
+
+    it("in " .. path .. " name repository paths that exist", function()
+      local missing = {}
+      for _, p in ipairs(named_paths(text)) do
+        if not lfs.attributes(p) and not PLANNED[p] and not GENERATED[p] then
+          missing[#missing + 1] = p
         end
       end
       assert.same({}, missing)
