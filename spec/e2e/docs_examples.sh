@@ -11,7 +11,8 @@
 #                                 COMMAND runs in DIR and must print the
 #                                 rest of the block (stdout and stderr, the
 #                                 repository's path written /path/to).
-# Commands run with HOME a scratch folder and the build directory on PATH.
+# Commands run with the build directory on PATH and HOME a scratch folder
+# of their own, so an example that installs or copies into ~ starts clean.
 # A marker ending in "pending: WHY" is skipped (the feature lands later).
 # spec/agents/docs_examples_spec.lua checks the other kinds of marker.
 set -u
@@ -66,8 +67,7 @@ cd "$top" || exit 1
 shopt -s nullglob
 : >"$work/list"
 extract README.md docs/*.md
-mkdir -p "$work/home"
-export HOME="$work/home" NB_BUILD="$build" PATH="$work/home/.local/bin:$build:$PATH"
+export NB_BUILD="$build" PATH="$build:$PATH"
 found=0
 while read -r n kind where arg pend; do
   found=$((found + 1))
@@ -78,6 +78,8 @@ while read -r n kind where arg pend; do
   fi
   src="$work/ex$n.$kind"
   : >"$work/out"; : >"$work/err"
+  export HOME="$work/home$n"
+  mkdir -p "$HOME"
   case $kind in
     c)
       cc -std=c11 -D_GNU_SOURCE -Wall -Werror -I"$top/core" -o "$src.bin" "$src" \
