@@ -110,6 +110,21 @@ check "NB_LUA_PATH (directories) points it at lua/" test "$rc" -eq 0
 NB_LUA_PATH="$top/lua/?.lua" timeout 60 "$work/a/b/neuronbus" run "$fx/stopper.lua" --ticks 3 >"$work/out" 2>"$work/err"; rc=$?
 check "NB_LUA_PATH (Lua templates) works for run too" test "$rc" -eq 0 -a -n "$(grep 'keeper: on_stop ran after 3 spikes' "$work/out")"
 
+# --- a neuron's description shows in its card of the statistics
+cat >"$work/described.lua" <<EOF
+return { name = "described", tick = "free", neurons = {
+  greeter = { script = "$top/spec/fixtures/readme/greeter.lua",
+              description = 'answers every spike, "politely"' } } }
+EOF
+run_nb run "$work/described.lua" --ticks 2 --stats
+check "a description shows in the statistics table" has out '^  greeter description: answers every spike, "politely"$'
+run_nb run "$work/described.lua" --ticks 2 --stats=json
+check "a description is a JSON member of its neuron" has out '"name":"greeter",.*"description":"answers every spike, \\"politely\\""'
+printf 'return { name = "d", neurons = { a = { script = "%s", description = "two\\nlines" } } }\n' \
+  "$top/spec/fixtures/readme/greeter.lua" >"$work/two_lines.lua"
+run_nb check "$work/two_lines.lua"
+check "a description of two lines is refused, named" has out 'neurons.a.description: one line of text expected'
+
 # --- signals: clean shutdown
 for sig in TERM INT; do
   "$nb" run "$fx/stopper.lua" >"$work/out" 2>"$work/err" &
