@@ -110,6 +110,13 @@ describe("neuronbus.testing", function()
     assert.matches('peer: unknown option, did you mean "peers"?', err, 1, true)
   end)
 
+  it("refuses a duration written as a bare number, asking for a unit", function()
+    local ok, err = pcall(testing.agent, ECHO, { budget = 10 })
+    assert.is_false(ok)
+    assert.matches('neurons.echo.budget: expected a duration with a unit, got 10 '
+      .. '(write "10ms" or "10s")', err, 1, true)
+  end)
+
   it("refuses a peer named like the agent or twice, naming the peer", function()
     local ok, err = pcall(testing.agent, ECHO, { peers = { "echo" } })
     assert.is_false(ok)

@@ -410,9 +410,23 @@ describe("manifest.validate", function()
       }), "synapses[1].stdp.tau_minus", 'unknown unit "msec"')
     end)
 
-    it("read a bare number as seconds", function()
-      local topo = validate(with({ tick = 0.002 }))
-      assert.equal(2000000, topo.tick_ns)
+    it("refuse a bare number, asking for a unit", function()
+      fails_at(with({ tick = 0.002 }), "tick",
+        'expected "free" or a duration with a unit, got 0.002 (write "0.002ms" or "0.002s")')
+      fails_at(with({
+        neurons = { a = { script = "agents/echo.lua" }, b = { script = "agents/echo.lua" } },
+        synapses = { { from = "a", to = "b", stdp = { tau_plus = 20 } } },
+      }), "synapses[1].stdp.tau_plus",
+        'expected a duration with a unit, got 20 (write "20ms" or "20s")')
+      fails_with(with({ neurons = { a = { script = "agents/echo.lua", budget = 10,
+          watchdog = 2, restart = { window = 60, backoff = 1, backoff_max = "1s" } } } }), {
+        'neurons.a.budget: expected a duration with a unit, got 10 (write "10ms" or "10s")',
+        'neurons.a.watchdog: expected a duration with a unit, got 2 (write "2ms" or "2s")',
+        'neurons.a.restart.window: expected a duration with a unit, got 60 (write "60ms" or "60s")',
+        'neurons.a.restart.backoff: expected a duration with a unit, got 1 (write "1ms" or "1s")',
+      })
+      fails_at(with({ peers = { { url = "tcp://127.0.0.1:9", backoff = { 0.05, "5s" } } } }),
+        "peers[1].backoff[1]", 'expected a duration with a unit, got 0.05 (write "0.05ms" or "0.05s")')
     end)
   end)
 

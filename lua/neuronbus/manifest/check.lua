@@ -419,7 +419,8 @@ function Checker:tags(path, v, what)
   return ok and out or nil
 end
 
--- Returns a duration in ns (> 0), or nil after reporting.
+-- Returns a duration in ns (> 0), or nil after reporting; a bare number
+-- is refused (units.duration: a duration needs its unit).
 function Checker:duration(path, v)
   local ns, err = units.duration(v)
   if not ns then
