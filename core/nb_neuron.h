@@ -52,7 +52,9 @@ int nb_if_step(nb_if_t *s);
 
 /* ---- agent cards ---- */
 
+/* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
 #define NB_CARD_MAX_TAGS 16
+/* END CONSTANTS */
 
 typedef struct nb_card_s {
   const char *name;

@@ -21,6 +21,7 @@
 
 #include "nb_err.h"
 #include "nb_link_wire.h"
+#include "nb_rt_defaults.h"
 #include "nb_transport.h"
 
 #define NB__RBUF (64u * 1024u)      /* read buffer per connection */
@@ -299,10 +300,10 @@ nb_link_opts_t nb_link_opts_default(void) {
   nb_link_opts_t o;
   memset(&o, 0, sizeof o);
   o.policy = NB_LINK_RESEND;
-  o.queue_spikes = 16384;
-  o.queue_bytes = 16u << 20;
-  o.backoff_min_ms = 50;
-  o.backoff_max_ms = 5000;
+  o.queue_spikes = NB_LINK_QUEUE_DEFAULT;
+  o.queue_bytes = NB_LINK_QUEUE_BYTES_DEFAULT;
+  o.backoff_min_ms = NB_LINK_BACKOFF_MIN_MS;
+  o.backoff_max_ms = NB_LINK_BACKOFF_MAX_MS;
   return o;
 }
 

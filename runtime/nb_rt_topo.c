@@ -532,7 +532,7 @@ static int manifest_load(lua_State *C, const char *path, const char *src,
     lua_newtable(C);
     if (opts) {
       push_names(C, opts->peers, "recorders");
-      push_names(C, opts->recorders, "after");
+      push_names(C, opts->recorders, "injector");
     }
   } else {
     lua_getfield(C, -1, "load");

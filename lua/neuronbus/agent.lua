@@ -45,8 +45,8 @@ local io_open, registry = io.open, debug.getregistry
 
 local BROADCAST = nbffi.constants.BROADCAST
 local KIND = nbffi.KIND
-local E_FULL = -3
-local E_ENOENT = -14
+local E_FULL = nbffi.constants.err.EFULL
+local E_ENOENT = nbffi.constants.err.ENOENT
 
 local _M = { _VERSION = "0.1.0" }
 

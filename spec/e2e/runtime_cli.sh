@@ -107,7 +107,8 @@ check "a binary with no lua/ beside it says which module it cannot find" \
   test "$rc" -eq 1 -a -n "$(grep "module 'neuronbus.manifest' not found" "$work/out")"
 NB_LUA_PATH="$work/nowhere:$top/lua" timeout 60 "$work/a/b/neuronbus" check "$fx/stopper.lua" >"$work/out" 2>"$work/err"; rc=$?
 check "NB_LUA_PATH (directories) points it at lua/" test "$rc" -eq 0
-NB_LUA_PATH="$top/lua/?.lua" timeout 60 "$work/a/b/neuronbus" run "$fx/stopper.lua" --ticks 3 >"$work/out" 2>"$work/err"; rc=$?
+# (both templates: neuronbus.manifest is a folder, lua/neuronbus/manifest/init.lua)
+NB_LUA_PATH="$top/lua/?.lua;$top/lua/?/init.lua" timeout 60 "$work/a/b/neuronbus" run "$fx/stopper.lua" --ticks 3 >"$work/out" 2>"$work/err"; rc=$?
 check "NB_LUA_PATH (Lua templates) works for run too" test "$rc" -eq 0 -a -n "$(grep 'keeper: on_stop ran after 3 spikes' "$work/out")"
 
 # --- a neuron's description shows in its card of the statistics
