@@ -42,8 +42,11 @@ NB_BIN := $(BUILD)/neuronbus
 RT_SO := $(BUILD)/libnbruntime.so
 
 # The Lua cdefs, generated from core/nb_spike.h (BEGIN/END LAYOUT) and
-# runtime/nb_rt.h (BEGIN/END FFI): one source of truth for the layout.
+# runtime/nb_rt_ffi.h (BEGIN/END FFI): one source of truth for the layout. It
+# also carries the error map and the BEGIN/END CONSTANTS blocks of
+# CONST_H: limits and defaults C and Lua share.
 LAYOUT_LUA := lua/neuronbus/layout.lua
+CONST_H := $(sort $(wildcard core/*.h)) runtime/nb_rt_defaults.h
 
 ifeq ($(wildcard runtime/main.c),)
   RUNTIME_TARGETS :=
@@ -79,8 +82,8 @@ $(LIB_SO): $(CORE_OBJ)
 $(RT_SO): $(RT_OBJ) $(LIB_A)
 	$(CC) -shared -Wl,-z,nodelete -o $@ $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LDLIBS_CORE)
 
-$(LAYOUT_LUA): core/nb_spike.h runtime/nb_rt.h lua/neuronbus/gen_cdefs.lua | deps
-	luajit lua/neuronbus/gen_cdefs.lua core/nb_spike.h runtime/nb_rt.h $@
+$(LAYOUT_LUA): core/nb_spike.h runtime/nb_rt_ffi.h $(CONST_H) lua/neuronbus/gen_cdefs.lua | deps
+	luajit lua/neuronbus/gen_cdefs.lua core/nb_spike.h runtime/nb_rt_ffi.h $@ $(CONST_H)
 
 $(NB_BIN): $(BUILD)/runtime/main.o $(RT_OBJ) $(LIB_A)
 	$(CC) -o $@ $^ $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE) -Wl,-E

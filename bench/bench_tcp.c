@@ -445,8 +445,8 @@ static nb_rt_stat_t rt_stat_of(nb_rt_t *rt, const char *name) {
 }
 
 #define RT_TOPO_HEAD                                                         \
-  "return { name = '%s', tick_ns = 0, arena = { size = 1048576 },\n"         \
-  "  axon_capacity = 4096, inbox_capacity = 0, prune_every = 0,\n"
+  "return { name = '%s', tick = 'free', arena = { size = 1048576 },\n"      \
+  "  axon = { capacity = 4096 },\n"
 
 /* Ticks per loop turn, as a free-running `neuronbus run` runs bursts of
  * ticks between polls (there up to 256 or 2 ms). */
@@ -524,12 +524,11 @@ static double rt_tcp_run(void *ctx) {
   nb_bench_stop_init(&p->stop, 120);
   /* b: c_sink (id 0) and the proxy of a's producer, far (id 1). */
   p->b.rt = rt_open(RT_TOPO_HEAD
-      "  transport = { listen = 'tcp://127.0.0.1:0' },\n"
+      "  listen = 'tcp://127.0.0.1:0',\n"
       "  neurons = {\n"
-      "    { name = 'c_sink', script = '%s/bench/lua/sink.lua', refractory = 0,"
+      "    c_sink = { script = '%s/bench/lua/sink.lua', refractory = 0,"
       "      config = { source = 1 } },\n"
-      "    { name = 'far', remote = { cortex = 'a', neuron = 'a_producer' } } },\n"
-      "  synapses = {} }\n", "b", root);
+      "    far = { remote = 'peer://a/a_producer' } } }\n", "b", root);
   p->b.pair = p;
   p->b.sink = 1;
   p->a.pair = p;
@@ -540,13 +539,13 @@ static double rt_tcp_run(void *ctx) {
   while (!atomic_load(&p->port) && !atomic_load(&p->done)) sched_yield();
   /* a: a_producer (id 0) firing to far (id 1), the proxy of b's sink. */
   p->a.rt = rt_open(RT_TOPO_HEAD
-      "  transport = { peers = { { url = 'tcp://127.0.0.1:%d' } } },\n"
+      "  peers = { 'tcp://127.0.0.1:%d' },\n"
       "  neurons = {\n"
-      "    { name = 'a_producer', script = '%s/bench/lua/producer.lua',"
+      "    a_producer = { script = '%s/bench/lua/producer.lua',"
       "      threshold = 0, refractory = 0,"
       "      config = { n = %" PRIu64 ", batch = 1024, target = 1 } },\n"
-      "    { name = 'far', remote = { url = 'tcp://127.0.0.1:%d', neuron = 'c_sink' } } },\n"
-      "  synapses = {} }\n", "a", atomic_load(&p->port), root, c->n,
+      "    far = { remote = 'tcp://127.0.0.1:%d/c_sink' } } }\n", "a",
+      atomic_load(&p->port), root, c->n,
       atomic_load(&p->port));
   pthread_t ta = nb_bench_spawn(-1, rt_side_main, &p->a);
   pthread_join(ta, NULL);
@@ -570,10 +569,10 @@ static double rt_local_run(void *ctx) {
   rt_setup();
   nb_rt_t *rt = rt_open(RT_TOPO_HEAD
       "  neurons = {\n"
-      "    { name = 'a_producer', script = '%s/bench/lua/producer.lua',"
+      "    a_producer = { script = '%s/bench/lua/producer.lua',"
       "      threshold = 0, refractory = 0,"
       "      config = { n = %" PRIu64 ", batch = 1024, target = 1 } },\n"
-      "    { name = 'c_sink', script = '%s/bench/lua/sink.lua', refractory = 0,"
+      "    c_sink = { script = '%s/bench/lua/sink.lua', refractory = 0,"
       "      config = { source = 0 } } },\n"
       "  synapses = { { from = 'a_producer', to = 'c_sink', weight = 0.5 } } }\n",
       "local", root, c->n, root);

@@ -13,6 +13,7 @@
 struct nb_neuron_s {
   nb_id_t id;
   int stopped;       /* inbound spikes become dead letters */
+  int held;          /* nb_neuron_hold: no delivery, spikes wait */
   int stop_called;   /* on_stop already ran (it runs once) */
   nb_card_t card;    /* owned copy: its strings live in strings */
   char *strings;     /* one block holding every string of card */

@@ -41,7 +41,7 @@
 
 /* The shared header; atomics in it must be address-free, which lock-free
  * atomics are, so two processes mapping it at different addresses agree. */
-typedef struct nb__arena_header_s {
+typedef struct arena_header_s {
   uint64_t magic;                /* NB_ARENA_MAGIC */
   uint32_t version;              /* NB_ARENA_VERSION */
   uint32_t header_size;          /* 64 */
@@ -50,14 +50,14 @@ typedef struct nb__arena_header_s {
   _Atomic uint64_t epoch;        /* bumped by reset */
   _Atomic uint32_t ref_next;     /* next ref slot, may pass the slot count */
   uint32_t reserved[5];          /* zero */
-} nb__arena_header_t;
+} arena_header_t;
 
-_Static_assert(sizeof(nb__arena_header_t) == NB__ARENA_HEADER_SIZE,
+_Static_assert(sizeof(arena_header_t) == NB__ARENA_HEADER_SIZE,
                "arena header is 64 bytes");
-_Static_assert(offsetof(nb__arena_header_t, capacity) == 16, "layout");
-_Static_assert(offsetof(nb__arena_header_t, alloc_offset) == 24, "layout");
-_Static_assert(offsetof(nb__arena_header_t, epoch) == 32, "layout");
-_Static_assert(offsetof(nb__arena_header_t, ref_next) == 40, "layout");
+_Static_assert(offsetof(arena_header_t, capacity) == 16, "layout");
+_Static_assert(offsetof(arena_header_t, alloc_offset) == 24, "layout");
+_Static_assert(offsetof(arena_header_t, epoch) == 32, "layout");
+_Static_assert(offsetof(arena_header_t, ref_next) == 40, "layout");
 _Static_assert(ATOMIC_LLONG_LOCK_FREE == 2 && ATOMIC_INT_LOCK_FREE == 2,
                "shared-memory atomics must be lock-free (address-free)");
 _Static_assert(NB__ARENA_PREFIX % NB_ARENA_ALIGN == 0,
@@ -67,27 +67,27 @@ struct nb_arena_s {
   uint8_t *base;             /* the whole mapping */
   size_t map_size;           /* header + slots + capacity */
   size_t capacity;           /* trusted copy, checked at open */
-  nb__arena_header_t *hdr;   /* base */
+  arena_header_t *hdr;   /* base */
   _Atomic uint32_t *slots;   /* base + 64 */
   uint8_t *data;             /* base + 64 + slot bytes */
 };
 
 /* Returns the mapping size for capacity data bytes, or 0 on overflow. */
-static size_t nb__arena_map_size(uint64_t capacity) {
+static size_t arena_map_size(uint64_t capacity) {
   if (capacity > (uint64_t)SIZE_MAX - NB__ARENA_PREFIX) return 0;
   if (capacity > (uint64_t)INT64_MAX - NB__ARENA_PREFIX) return 0; /* off_t */
   return NB__ARENA_PREFIX + (size_t)capacity;
 }
 
 /* Wraps an existing mapping in a handle; returns 0 or NB_ENOMEM. */
-static int nb__arena_wrap(nb_arena_t **out, uint8_t *base, size_t map_size,
+static int arena_wrap(nb_arena_t **out, uint8_t *base, size_t map_size,
                           size_t capacity) {
   nb_arena_t *a = calloc(1, sizeof *a);
   if (!a) return NB_ENOMEM;
   a->base = base;
   a->map_size = map_size;
   a->capacity = capacity;
-  a->hdr = (nb__arena_header_t *)base;
+  a->hdr = (arena_header_t *)base;
   a->slots = (_Atomic uint32_t *)(base + NB__ARENA_HEADER_SIZE);
   a->data = base + NB__ARENA_PREFIX;
   *out = a;
@@ -96,8 +96,8 @@ static int nb__arena_wrap(nb_arena_t **out, uint8_t *base, size_t map_size,
 
 /* Writes a fresh header into a zeroed mapping; returns nothing. The epoch
  * starts at 1 so an all-zero (forged or uninitialised) ref reads as stale. */
-static void nb__arena_init_header(uint8_t *base, size_t capacity) {
-  nb__arena_header_t *h = (nb__arena_header_t *)base;
+static void arena_init_header(uint8_t *base, size_t capacity) {
+  arena_header_t *h = (arena_header_t *)base;
   h->version = NB_ARENA_VERSION;
   h->header_size = NB__ARENA_HEADER_SIZE;
   h->capacity = capacity;
@@ -112,14 +112,14 @@ int nb_arena_new(nb_arena_t **out, size_t capacity) {
   if (!out) return NB_EINVAL;
   *out = NULL;
   if (capacity == 0) return NB_EINVAL;
-  size_t size = nb__arena_map_size(capacity);
+  size_t size = arena_map_size(capacity);
   if (!size) return NB_ENOMEM;
   /* Anonymous memory arrives zeroed, so the slots need no clearing. */
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return NB_ENOMEM;
-  nb__arena_init_header(p, capacity);
-  int rc = nb__arena_wrap(out, p, size, capacity);
+  arena_init_header(p, capacity);
+  int rc = arena_wrap(out, p, size, capacity);
   if (rc) munmap(p, size);
   return rc;
 }
@@ -127,7 +127,7 @@ int nb_arena_new(nb_arena_t **out, size_t capacity) {
 /* Validates the arena file open on fd and maps it; returns 0, NB_ETRUNC,
  * NB_EBADMAGIC, NB_EBADVER, NB_EINVAL (capacity disagrees), NB_ENOMEM or
  * NB_EIO. Does not close fd. */
-static int nb__arena_attach(nb_arena_t **out, int fd, size_t capacity) {
+static int arena_attach(nb_arena_t **out, int fd, size_t capacity) {
   struct stat st;
   if (fstat(fd, &st) != 0) return NB_EIO;
   if (st.st_size < (off_t)NB__ARENA_HEADER_SIZE) return NB_ETRUNC;
@@ -138,20 +138,20 @@ static int nb__arena_attach(nb_arena_t **out, int fd, size_t capacity) {
   /* Fields are copied out of bytes: the file is untrusted until checked. */
   uint64_t magic, cap;
   uint32_t version, header_size;
-  memcpy(&magic, raw + offsetof(nb__arena_header_t, magic), 8);
-  memcpy(&version, raw + offsetof(nb__arena_header_t, version), 4);
-  memcpy(&header_size, raw + offsetof(nb__arena_header_t, header_size), 4);
-  memcpy(&cap, raw + offsetof(nb__arena_header_t, capacity), 8);
+  memcpy(&magic, raw + offsetof(arena_header_t, magic), 8);
+  memcpy(&version, raw + offsetof(arena_header_t, version), 4);
+  memcpy(&header_size, raw + offsetof(arena_header_t, header_size), 4);
+  memcpy(&cap, raw + offsetof(arena_header_t, capacity), 8);
   if (magic != NB_ARENA_MAGIC) return NB_EBADMAGIC;
   if (version != NB_ARENA_VERSION) return NB_EBADVER;
   /* Another header size means another layout, so it is a version problem. */
   if (header_size != NB__ARENA_HEADER_SIZE) return NB_EBADVER;
-  size_t size = nb__arena_map_size(cap);
+  size_t size = arena_map_size(cap);
   if (!size || (uint64_t)st.st_size != (uint64_t)size) return NB_ETRUNC;
   if (capacity != 0 && capacity != cap) return NB_EINVAL;
   void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) return errno == ENOMEM ? NB_ENOMEM : NB_EIO;
-  int rc = nb__arena_wrap(out, p, size, (size_t)cap);
+  int rc = arena_wrap(out, p, size, (size_t)cap);
   if (rc) munmap(p, size);
   return rc;
 }
@@ -159,9 +159,9 @@ static int nb__arena_attach(nb_arena_t **out, int fd, size_t capacity) {
 /* Creates the arena under a temporary name and links it to path; returns 0,
  * 1 when path appeared meanwhile (the caller opens it instead), or an
  * error with errno kept for NB_EIO. */
-static int nb__arena_create(nb_arena_t **out, const char *path,
+static int arena_create(nb_arena_t **out, const char *path,
                             size_t capacity) {
-  size_t size = nb__arena_map_size(capacity);
+  size_t size = arena_map_size(capacity);
   if (!size) return NB_ENOMEM;
   size_t plen = strlen(path);
   char *tmp = malloc(plen + 8);
@@ -185,7 +185,7 @@ static int nb__arena_create(nb_arena_t **out, const char *path,
   p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (p == MAP_FAILED) goto fail;
   /* Fresh file blocks read as zero, so the slots need no clearing. */
-  nb__arena_init_header(p, capacity);
+  arena_init_header(p, capacity);
   /* link() publishes the finished file atomically, or fails if it exists. */
   if (link(tmp, path) != 0) {
     if (errno == EEXIST) rc = 1;
@@ -194,7 +194,7 @@ static int nb__arena_create(nb_arena_t **out, const char *path,
   unlink(tmp);
   close(fd);
   free(tmp);
-  rc = nb__arena_wrap(out, p, size, capacity);
+  rc = arena_wrap(out, p, size, capacity);
   if (rc) munmap(p, size);
   return rc;
 fail:
@@ -216,7 +216,7 @@ int nb_arena_open(nb_arena_t **out, const char *path, size_t capacity) {
   for (int round = 0; round < 3; round++) {
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd >= 0) {
-      int rc = nb__arena_attach(out, fd, capacity);
+      int rc = arena_attach(out, fd, capacity);
       int saved = errno;
       close(fd);
       errno = saved;
@@ -225,7 +225,7 @@ int nb_arena_open(nb_arena_t **out, const char *path, size_t capacity) {
     if (errno != ENOENT) return NB_EIO;
     /* Capacity 0 means "open an existing arena": report the missing file. */
     if (capacity == 0) return NB_EIO;
-    int rc = nb__arena_create(out, path, capacity);
+    int rc = arena_create(out, path, capacity);
     if (rc != 1) return rc;
   }
   errno = ENOENT;
@@ -245,7 +245,7 @@ int nb_arena_alloc(nb_arena_t *a, const void *data, size_t len,
   uint64_t need = ((uint64_t)len + NB_ARENA_ALIGN - 1) &
                   ~(uint64_t)(NB_ARENA_ALIGN - 1);
   uint64_t cap = a->capacity;
-  nb__arena_header_t *h = a->hdr;
+  arena_header_t *h = a->hdr;
   /* Acquire pairs with reset's release: an allocator that sees the new
    * epoch also sees the emptied offset and slot counter. */
   uint64_t epoch = atomic_load_explicit(&h->epoch, memory_order_acquire);
@@ -282,7 +282,7 @@ int nb_arena_alloc(nb_arena_t *a, const void *data, size_t len,
 
 /* Checks a ref's epoch and data bounds; returns 0, NB_ESTALE or
  * NB_EBOUNDS. */
-static int nb__arena_check(const nb_arena_t *a, const nb_arena_ref_t *ref) {
+static int arena_check(const nb_arena_t *a, const nb_arena_ref_t *ref) {
   /* Acquire pairs with reset's release, so a reader that sees the new epoch
    * bounds-checks against the emptied offset, not the old one. */
   uint64_t epoch = atomic_load_explicit(&a->hdr->epoch, memory_order_acquire);
@@ -302,7 +302,7 @@ static int nb__arena_check(const nb_arena_t *a, const nb_arena_ref_t *ref) {
 int nb_arena_read(const nb_arena_t *a, const nb_arena_ref_t *ref,
                   const void **data) {
   if (!a || !ref || !data) return NB_EINVAL;
-  int rc = nb__arena_check(a, ref);
+  int rc = arena_check(a, ref);
   if (rc) return rc;
   *data = a->data + ref->offset;
   return 0;
@@ -310,9 +310,9 @@ int nb_arena_read(const nb_arena_t *a, const nb_arena_ref_t *ref,
 
 /* Finds the live count of a ref; returns it, or NULL with *err set to
  * NB_ESTALE or NB_EBOUNDS. */
-static _Atomic uint32_t *nb__arena_slot(const nb_arena_t *a,
+static _Atomic uint32_t *arena_slot(const nb_arena_t *a,
                                         const nb_arena_ref_t *ref, int *err) {
-  *err = nb__arena_check(a, ref);
+  *err = arena_check(a, ref);
   if (*err) return NULL;
   /* Relaxed: the ref came from an alloc that already bumped the counter,
    * and this is a bounds check, not a publication. */
@@ -327,7 +327,7 @@ static _Atomic uint32_t *nb__arena_slot(const nb_arena_t *a,
 int nb_arena_retain(nb_arena_t *a, const nb_arena_ref_t *ref) {
   if (!a || !ref) return NB_EINVAL;
   int err;
-  _Atomic uint32_t *c = nb__arena_slot(a, ref, &err);
+  _Atomic uint32_t *c = arena_slot(a, ref, &err);
   if (!c) return err;
   uint32_t cur = atomic_load_explicit(c, memory_order_relaxed);
   do {
@@ -344,7 +344,7 @@ int nb_arena_retain(nb_arena_t *a, const nb_arena_ref_t *ref) {
 int nb_arena_release(nb_arena_t *a, const nb_arena_ref_t *ref) {
   if (!a || !ref) return NB_EINVAL;
   int err;
-  _Atomic uint32_t *c = nb__arena_slot(a, ref, &err);
+  _Atomic uint32_t *c = arena_slot(a, ref, &err);
   if (!c) return err;
   uint32_t cur = atomic_load_explicit(c, memory_order_relaxed);
   do {
@@ -357,7 +357,7 @@ int nb_arena_release(nb_arena_t *a, const nb_arena_ref_t *ref) {
 }
 
 uint64_t nb_arena_reset(nb_arena_t *a) {
-  nb__arena_header_t *h = a->hdr;
+  arena_header_t *h = a->hdr;
   /* Relaxed stores here: reset runs alone (see the header), and the
    * release on the epoch below publishes them all. */
   uint32_t used = atomic_exchange_explicit(&h->ref_next, 0,

@@ -95,10 +95,10 @@ enum { NB__SLOT_FREE = 0, NB__SLOT_ATTACHING = 1, NB__SLOT_ACTIVE = 2 };
 
 /* One reader's shared state, alone on its 128-byte line (two 64-byte lines,
  * so the adjacent-line prefetcher cannot couple neighbours). */
-typedef struct nb__axon_slot_s {
+typedef struct axon_slot_s {
   alignas(128) _Atomic uint64_t cursor; /* next sequence the reader reads */
   _Atomic uint32_t state;               /* NB__SLOT_* */
-} nb__axon_slot_t;
+} axon_slot_t;
 
 struct nb_axon_s {
   /* Configuration: written once by nb_axon_new, then only read. */
@@ -130,19 +130,19 @@ struct nb_axon_s {
   _Atomic uint32_t gen;    /* bumped by every attach and clone */
   _Atomic uint32_t nslots; /* high-water count of slots ever used */
 
-  nb__axon_slot_t slots[NB_AXON_MAX_READERS];
+  axon_slot_t slots[NB_AXON_MAX_READERS];
 };
 
 /* Reader-private state on its own line; only its thread touches it. */
 struct nb_axon_reader_s {
   alignas(64) nb_axon_t *ax;
-  nb__axon_slot_t *slot;
+  axon_slot_t *slot;
   uint64_t pos;      /* next sequence to read (slot->cursor's value) */
   uint64_t wc_cache; /* write cursor last loaded (acquire): pos..wc ready */
 };
 
 /* A 64-bit word that may alias a spike's bytes, for the seqlock copies. */
-typedef uint64_t nb__word_t __attribute__((may_alias));
+typedef uint64_t word_t __attribute__((may_alias));
 
 /* Returns the smaller of two sizes. */
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
@@ -235,7 +235,7 @@ static uint64_t refresh_limit(nb_axon_t *ax) {
     min = ax->next;
     slowest = NULL;
     for (uint32_t i = 0; i < n; i++) {
-      nb__axon_slot_t *sl = &ax->slots[i];
+      axon_slot_t *sl = &ax->slots[i];
       /* Acquire pairs with the ACTIVE release store in attach_at, so the
        * cursor load below sees the attacher's first cursor or a later one. */
       if (atomic_load_explicit(&sl->state, memory_order_acquire) !=
@@ -280,15 +280,15 @@ static void begin_overwrite(nb_axon_t *ax, uint64_t end) {
 /* Stores one spike into a slot as relaxed atomic words (overwrite mode,
  * where a lapped reader may be copying the slot at the same time). */
 static void store_words(nb_spike_t *dst, const nb_spike_t *src) {
-  nb__word_t *d = (nb__word_t *)dst;
-  const nb__word_t *s = (const nb__word_t *)src;
+  word_t *d = (word_t *)dst;
+  const word_t *s = (const word_t *)src;
   for (int i = 0; i < 8; i++) __atomic_store_n(&d[i], s[i], __ATOMIC_RELAXED);
 }
 
 /* Loads one spike from a slot as relaxed atomic words (overwrite mode). */
 static void load_words(nb_spike_t *dst, const nb_spike_t *src) {
-  nb__word_t *d = (nb__word_t *)dst;
-  const nb__word_t *s = (const nb__word_t *)src;
+  word_t *d = (word_t *)dst;
+  const word_t *s = (const word_t *)src;
   for (int i = 0; i < 8; i++) d[i] = __atomic_load_n(&s[i], __ATOMIC_RELAXED);
 }
 
@@ -445,7 +445,7 @@ static int attach_at(nb_axon_t *ax, const uint64_t *from,
     free(r);
     return NB_ELIMIT;
   }
-  nb__axon_slot_t *sl = &ax->slots[i];
+  axon_slot_t *sl = &ax->slots[i];
   /* Relaxed: ordered for the producer by F_R below (or gen's release). */
   uint32_t n = atomic_load_explicit(&ax->nslots, memory_order_relaxed);
   while (n < i + 1 && !atomic_compare_exchange_weak_explicit(

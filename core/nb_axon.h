@@ -29,7 +29,9 @@
 #include "nb_wait.h"
 
 #define NB_AXON_MAX_READERS 32
+/* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
 #define NB_AXON_DEFAULT_CAPACITY 4096
+/* END CONSTANTS */
 
 typedef enum nb_axon_mode_e {
   NB_AXON_GATED = 0,

@@ -750,8 +750,10 @@ static uint64_t deliver(nb_cortex_t *cx) {
   for (uint32_t i = 0; i < cx->count; i++) {
     nb_neuron_t *n = cx->neurons[i];
     if (n->stopped) continue;
-    if (n->ifs.refractory_left) {
-      n->ifs.refractory_left--;
+    if (n->held | n->ifs.refractory_left) {
+      /* A held neuron's refractory time still passes, so it is not
+       * refractory longer after a hold than without one. */
+      if (n->ifs.refractory_left) n->ifs.refractory_left--;
       n->stats.deferred += n->inbox_count;
       continue;
     }

@@ -27,7 +27,9 @@
 #include "nb_neuron.h"
 #include "nb_synapse.h"
 
+/* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
 #define NB_MAX_NEURONS 0xFFFFu /* ids 0..0xFFFE; 0xFFFF is broadcast */
+/* END CONSTANTS */
 
 typedef struct nb_cortex_s nb_cortex_t;
 

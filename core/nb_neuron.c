@@ -181,6 +181,10 @@ const nb_neuron_stats_t *nb_neuron_stats(const nb_neuron_t *n) {
 /* Returns the neuron's integrate-and-fire state. */
 nb_if_t *nb_neuron_if(nb_neuron_t *n) { return &n->ifs; }
 
+void nb_neuron_hold(nb_neuron_t *n, int held) { n->held = held != 0; }
+
+int nb_neuron_held(const nb_neuron_t *n) { return n->held; }
+
 /* Returns the neuron's output axon. */
 nb_axon_t *nb_neuron_axon(nb_neuron_t *n) { return n->axon; }
 

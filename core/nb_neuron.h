@@ -52,7 +52,9 @@ int nb_if_step(nb_if_t *s);
 
 /* ---- agent cards ---- */
 
+/* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
 #define NB_CARD_MAX_TAGS 16
+/* END CONSTANTS */
 
 typedef struct nb_card_s {
   const char *name;
@@ -114,6 +116,15 @@ nb_axon_t *nb_neuron_axon(nb_neuron_t *n);
 void *nb_neuron_agent(const nb_neuron_t *n);
 /* Sets the version shown in the card. */
 void nb_neuron_set_version(nb_neuron_t *n, uint32_t version);
+
+/* Holds n out of delivery (held != 0) or lets it go (0): while held it
+ * neither integrates, receives nor fires, and its spikes wait in order in
+ * its inbox and then in the axons upstream, as in a refractory tick. The
+ * cortex thread's call, between ticks; returns nothing. */
+void nb_neuron_hold(nb_neuron_t *n, int held);
+
+/* Returns 1 while n is held (nb_neuron_hold), else 0. */
+int nb_neuron_held(const nb_neuron_t *n);
 
 /* Stamps source, the next sequence and the monotonic time on *s and
  * publishes it (non-blocking). Inside a cortex tick (agent callbacks) the

@@ -20,14 +20,14 @@
 /* ---- atomic f32 ---- */
 
 /* Returns the float whose bit pattern is bits (memcpy: no type punning). */
-static float nb__f32_from_bits(uint32_t bits) {
+static float f32_from_bits(uint32_t bits) {
   float f;
   memcpy(&f, &bits, sizeof f);
   return f;
 }
 
 /* Returns the bit pattern of f. */
-static uint32_t nb__f32_to_bits(float f) {
+static uint32_t f32_to_bits(float f) {
   uint32_t bits;
   memcpy(&bits, &f, sizeof bits);
   return bits;
@@ -37,25 +37,25 @@ static uint32_t nb__f32_to_bits(float f) {
  * never a flag that publishes other data, and approximate is fine. */
 float nb_atomic_f32_load(const nb_atomic_f32_t *a) {
   uint32_t bits = atomic_load_explicit(&a->bits, memory_order_relaxed);
-  return nb__f32_from_bits(bits);
+  return f32_from_bits(bits);
 }
 
 void nb_atomic_f32_store(nb_atomic_f32_t *a, float v) {
-  atomic_store_explicit(&a->bits, nb__f32_to_bits(v), memory_order_relaxed);
+  atomic_store_explicit(&a->bits, f32_to_bits(v), memory_order_relaxed);
 }
 
 float nb_atomic_f32_fetch_add(nb_atomic_f32_t *a, float delta) {
   uint32_t old = atomic_load_explicit(&a->bits, memory_order_relaxed);
   while (!atomic_compare_exchange_weak_explicit(
-      &a->bits, &old, nb__f32_to_bits(nb__f32_from_bits(old) + delta),
+      &a->bits, &old, f32_to_bits(f32_from_bits(old) + delta),
       memory_order_relaxed, memory_order_relaxed)) {
   }
-  return nb__f32_from_bits(old);
+  return f32_from_bits(old);
 }
 
 /* Returns old + delta clamped to [lo, hi]; a NaN sum keeps old (or lo when
  * old itself is NaN), so one bad delta cannot poison a weight. */
-static float nb__clamp_sum(float old, float delta, float lo, float hi) {
+static float clamp_sum(float old, float delta, float lo, float hi) {
   float x = old + delta;
   if (isnan(x)) x = isnan(old) ? lo : old;
   if (x < lo) x = lo;
@@ -68,9 +68,9 @@ float nb_atomic_f32_add_clamped(nb_atomic_f32_t *a, float delta, float lo,
   uint32_t old = atomic_load_explicit(&a->bits, memory_order_relaxed);
   float x;
   do {
-    x = nb__clamp_sum(nb__f32_from_bits(old), delta, lo, hi);
+    x = clamp_sum(f32_from_bits(old), delta, lo, hi);
   } while (!atomic_compare_exchange_weak_explicit(
-      &a->bits, &old, nb__f32_to_bits(x), memory_order_relaxed,
+      &a->bits, &old, f32_to_bits(x), memory_order_relaxed,
       memory_order_relaxed));
   return x;
 }
@@ -178,23 +178,23 @@ float nb_synapse_stdp(nb_synapse_t *syn, int64_t dt_ns) {
 /* ---- table ---- */
 
 /* A growable vector of synapse pointers, in insertion order. */
-typedef struct nb__synvec_s {
+typedef struct synvec_s {
   nb_synapse_t **items;
   uint32_t len, cap;
-} nb__synvec_t;
+} synvec_t;
 
 /* One open-addressing bucket; syn NULL marks it empty. */
-typedef struct nb__bucket_s {
+typedef struct bucket_s {
   uint32_t key;
   nb_synapse_t *syn;
-} nb__bucket_t;
+} bucket_t;
 
 struct nb_synapse_table_s {
   uint32_t max;        /* ids below this are valid */
   int dense;
   size_t count;
-  nb__synvec_t *out;   /* out[pre]: outgoing in connection order */
-  nb__synvec_t *in;    /* in[post]: incoming in connection order */
+  synvec_t *out;   /* out[pre]: outgoing in connection order */
+  synvec_t *in;    /* in[post]: incoming in connection order */
   /* dense */
   uint32_t *index;     /* index[pre * max + post]: pool slot + 1, 0 = none */
   nb_synapse_t **pool;
@@ -202,12 +202,12 @@ struct nb_synapse_table_s {
   uint32_t *free_slots; /* pool slots emptied by removals, reused first */
   uint32_t nfree, free_cap;
   /* sparse */
-  nb__bucket_t *buckets;
+  bucket_t *buckets;
   size_t nbuckets;     /* power of two */
 };
 
 /* Ensures v has room for one more item; returns 0 or NB_ENOMEM. */
-static int nb__vec_reserve(nb__synvec_t *v) {
+static int vec_reserve(synvec_t *v) {
   if (v->len < v->cap) return 0;
   uint32_t cap = v->cap ? v->cap * 2 : 4;
   nb_synapse_t **p = realloc(v->items, (size_t)cap * sizeof *p);
@@ -218,7 +218,7 @@ static int nb__vec_reserve(nb__synvec_t *v) {
 }
 
 /* Removes syn from v keeping the order of the rest; returns nothing. */
-static void nb__vec_remove(nb__synvec_t *v, const nb_synapse_t *syn) {
+static void vec_remove(synvec_t *v, const nb_synapse_t *syn) {
   for (uint32_t i = 0; i < v->len; i++) {
     if (v->items[i] == syn) {
       memmove(&v->items[i], &v->items[i + 1],
@@ -230,14 +230,14 @@ static void nb__vec_remove(nb__synvec_t *v, const nb_synapse_t *syn) {
 }
 
 /* Returns the hash key of a pair. */
-static uint32_t nb__key(nb_id_t pre, nb_id_t post) {
+static uint32_t pair_key(nb_id_t pre, nb_id_t post) {
   return ((uint32_t)pre << 16) | post;
 }
 
 /* Returns the home bucket of key. The murmur3 finaliser mixes every key
  * bit into the low bits we mask, so pairs sharing a post (equal low key
  * bits) do not pile up in one run. */
-static size_t nb__home(const nb_synapse_table_t *t, uint32_t key) {
+static size_t home_slot(const nb_synapse_table_t *t, uint32_t key) {
   key ^= key >> 16;
   key *= 0x85ebca6bu;
   key ^= key >> 13;
@@ -248,36 +248,36 @@ static size_t nb__home(const nb_synapse_table_t *t, uint32_t key) {
 
 /* Returns the bucket index holding key, or the empty bucket that ends its
  * probe sequence. */
-static size_t nb__probe(const nb_synapse_table_t *t, uint32_t key) {
-  size_t mask = t->nbuckets - 1, i = nb__home(t, key);
+static size_t probe_slot(const nb_synapse_table_t *t, uint32_t key) {
+  size_t mask = t->nbuckets - 1, i = home_slot(t, key);
   while (t->buckets[i].syn && t->buckets[i].key != key) i = (i + 1) & mask;
   return i;
 }
 
 /* Doubles the bucket array when one more entry would pass half load;
  * returns 0 or NB_ENOMEM (the table is unchanged then). */
-static int nb__hash_reserve(nb_synapse_table_t *t) {
+static int hash_reserve(nb_synapse_table_t *t) {
   if ((t->count + 1) * 2 <= t->nbuckets) return 0;
   size_t n = t->nbuckets * 2;
-  nb__bucket_t *nb = calloc(n, sizeof *nb), *old = t->buckets;
+  bucket_t *nb = calloc(n, sizeof *nb), *old = t->buckets;
   if (!nb) return NB_ENOMEM;
   size_t oldn = t->nbuckets;
   t->buckets = nb;
   t->nbuckets = n;
   for (size_t i = 0; i < oldn; i++)
-    if (old[i].syn) t->buckets[nb__probe(t, old[i].key)] = old[i];
+    if (old[i].syn) t->buckets[probe_slot(t, old[i].key)] = old[i];
   free(old);
   return 0;
 }
 
 /* Empties bucket i with backward-shift deletion, so no tombstones build up
  * and probe sequences stay short; returns nothing. */
-static void nb__hash_erase(nb_synapse_table_t *t, size_t i) {
+static void hash_erase(nb_synapse_table_t *t, size_t i) {
   size_t mask = t->nbuckets - 1, j = i;
   for (;;) {
     j = (j + 1) & mask;
     if (!t->buckets[j].syn) break;
-    size_t k = nb__home(t, t->buckets[j].key);
+    size_t k = home_slot(t, t->buckets[j].key);
     /* Entry j may fill the hole at i unless its home lies cyclically in
      * (i, j], where moving it would put it before its home. */
     int stays = i <= j ? (i < k && k <= j) : (i < k || k <= j);
@@ -340,7 +340,7 @@ void nb_synapse_table_free(nb_synapse_table_t *t) {
 int nb_synapse_table_is_dense(const nb_synapse_table_t *t) { return t->dense; }
 
 /* Returns 1 when pre->post is a valid pair of distinct neuron ids. */
-static int nb__pair_ok(const nb_synapse_table_t *t, nb_id_t pre, nb_id_t post) {
+static int pair_ok(const nb_synapse_table_t *t, nb_id_t pre, nb_id_t post) {
   return pre < t->max && post < t->max && pre != post;
 }
 
@@ -351,13 +351,13 @@ nb_synapse_t *nb_synapse_table_get(const nb_synapse_table_t *t, nb_id_t pre,
     uint32_t slot = t->index[(size_t)pre * t->max + post];
     return slot ? t->pool[slot - 1] : NULL;
   }
-  return t->buckets[nb__probe(t, nb__key(pre, post))].syn;
+  return t->buckets[probe_slot(t, pair_key(pre, post))].syn;
 }
 
 /* Copies src's settings into dst (a live synapse) with pre and post set;
  * returns nothing. Atomics are copied by value, field by field, since a
  * struct copy of atomic members is not an atomic access. */
-static void nb__synapse_assign(nb_synapse_t *dst, const nb_synapse_t *src,
+static void synapse_assign(nb_synapse_t *dst, const nb_synapse_t *src,
                                nb_id_t pre, nb_id_t post) {
   dst->pre = pre;
   dst->post = post;
@@ -375,8 +375,8 @@ static void nb__synapse_assign(nb_synapse_t *dst, const nb_synapse_t *src,
 
 /* Reserves room for one more synapse in the lookup structure; returns 0 or
  * NB_ENOMEM (with nothing changed that a reader could notice). */
-static int nb__index_reserve(nb_synapse_table_t *t) {
-  if (!t->dense) return nb__hash_reserve(t);
+static int index_reserve(nb_synapse_table_t *t) {
+  if (!t->dense) return hash_reserve(t);
   if (t->nfree || t->pool_len < t->pool_cap) return 0;
   uint32_t cap = t->pool_cap ? t->pool_cap * 2 : 16;
   nb_synapse_t **p = realloc(t->pool, (size_t)cap * sizeof *p);
@@ -386,22 +386,22 @@ static int nb__index_reserve(nb_synapse_table_t *t) {
   return 0;
 }
 
-/* Records syn under (pre, post) after nb__index_reserve; returns nothing. */
-static void nb__index_insert(nb_synapse_table_t *t, nb_synapse_t *syn) {
+/* Records syn under (pre, post) after index_reserve; returns nothing. */
+static void index_insert(nb_synapse_table_t *t, nb_synapse_t *syn) {
   if (t->dense) {
     uint32_t slot = t->nfree ? t->free_slots[--t->nfree] : t->pool_len++;
     t->pool[slot] = syn;
     t->index[(size_t)syn->pre * t->max + syn->post] = slot + 1;
     return;
   }
-  size_t i = nb__probe(t, nb__key(syn->pre, syn->post));
-  t->buckets[i].key = nb__key(syn->pre, syn->post);
+  size_t i = probe_slot(t, pair_key(syn->pre, syn->post));
+  t->buckets[i].key = pair_key(syn->pre, syn->post);
   t->buckets[i].syn = syn;
 }
 
 /* Forgets (pre, post) in the lookup structure; returns nothing. The free
  * list was sized when the pool slot was created, so this cannot fail. */
-static void nb__index_erase(nb_synapse_table_t *t, nb_id_t pre, nb_id_t post) {
+static void index_erase(nb_synapse_table_t *t, nb_id_t pre, nb_id_t post) {
   if (t->dense) {
     uint32_t *cell = &t->index[(size_t)pre * t->max + post];
     t->pool[*cell - 1] = NULL;
@@ -409,13 +409,13 @@ static void nb__index_erase(nb_synapse_table_t *t, nb_id_t pre, nb_id_t post) {
     *cell = 0;
     return;
   }
-  nb__hash_erase(t, nb__probe(t, nb__key(pre, post)));
+  hash_erase(t, probe_slot(t, pair_key(pre, post)));
 }
 
 /* Makes the free list able to hold every pool slot; returns 0 or
  * NB_ENOMEM. Called before a new pool slot is taken, so erase never has to
  * allocate. */
-static int nb__free_reserve(nb_synapse_table_t *t) {
+static int free_reserve(nb_synapse_table_t *t) {
   if (!t->dense || t->free_cap >= t->pool_cap) return 0;
   uint32_t *p = realloc(t->free_slots, (size_t)t->pool_cap * sizeof *p);
   if (!p) return NB_ENOMEM;
@@ -426,25 +426,25 @@ static int nb__free_reserve(nb_synapse_table_t *t) {
 
 int nb_synapse_table_connect(nb_synapse_table_t *t, nb_id_t pre, nb_id_t post,
                              const nb_synapse_t *syn) {
-  if (!t || !syn || !nb__pair_ok(t, pre, post)) return NB_EINVAL;
+  if (!t || !syn || !pair_ok(t, pre, post)) return NB_EINVAL;
   if (syn->nfilters > NB_FILTERS_MAX) return NB_EINVAL;
   nb_synapse_t *old = nb_synapse_table_get(t, pre, post);
   if (old) {
     /* Replacing in place keeps earlier pointers and the list order. */
-    nb__synapse_assign(old, syn, pre, post);
+    synapse_assign(old, syn, pre, post);
     return 0;
   }
   /* Reserve everything first so a failure leaves the table untouched. */
-  if (nb__vec_reserve(&t->out[pre]) || nb__vec_reserve(&t->in[post]) ||
-      nb__index_reserve(t) || nb__free_reserve(t))
+  if (vec_reserve(&t->out[pre]) || vec_reserve(&t->in[post]) ||
+      index_reserve(t) || free_reserve(t))
     return NB_ENOMEM;
   nb_synapse_t *s = malloc(sizeof *s);
   if (!s) return NB_ENOMEM;
   memset(s, 0, sizeof *s);
   atomic_init(&s->weight.bits, 0);
   atomic_init(&s->last_pre_ns, 0);
-  nb__synapse_assign(s, syn, pre, post);
-  nb__index_insert(t, s);
+  synapse_assign(s, syn, pre, post);
+  index_insert(t, s);
   t->out[pre].items[t->out[pre].len++] = s;
   t->in[post].items[t->in[post].len++] = s;
   t->count++;
@@ -455,9 +455,9 @@ int nb_synapse_table_disconnect(nb_synapse_table_t *t, nb_id_t pre,
                                 nb_id_t post) {
   nb_synapse_t *s = nb_synapse_table_get(t, pre, post);
   if (!s) return NB_ENOENT;
-  nb__index_erase(t, pre, post);
-  nb__vec_remove(&t->out[pre], s);
-  nb__vec_remove(&t->in[post], s);
+  index_erase(t, pre, post);
+  vec_remove(&t->out[pre], s);
+  vec_remove(&t->in[post], s);
   free(s);
   t->count--;
   return 0;
@@ -486,14 +486,14 @@ nb_synapse_t *const *nb_synapse_table_incoming(const nb_synapse_table_t *t,
 size_t nb_synapse_table_prune(nb_synapse_table_t *t) {
   size_t removed = 0;
   for (uint32_t pre = 0; pre < t->max; pre++) {
-    nb__synvec_t *v = &t->out[pre];
+    synvec_t *v = &t->out[pre];
     uint32_t w = 0;
     /* Compact in place so the survivors keep their connection order. */
     for (uint32_t r = 0; r < v->len; r++) {
       nb_synapse_t *s = v->items[r];
       if (nb_atomic_f32_load(&s->weight) <= s->stdp.w_min) {
-        nb__index_erase(t, s->pre, s->post);
-        nb__vec_remove(&t->in[s->post], s);
+        index_erase(t, s->pre, s->post);
+        vec_remove(&t->in[s->post], s);
         free(s);
         removed++;
       } else {

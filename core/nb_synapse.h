@@ -14,9 +14,11 @@
 #include "nb_spike.h"
 
 #define NB_SYNAPSE_DENSE_MAX 1024 /* dense table up to this many neurons */
+/* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
 #define NB_FILTERS_MAX 4          /* filters per synapse (all must pass) */
 #define NB_FILTER_PREFIX_MAX 16
 #define NB_FILTER_NAME_MAX 32
+/* END CONSTANTS */
 
 /* ---- atomic f32 ---- */
 

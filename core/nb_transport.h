@@ -14,7 +14,9 @@
 
 #define NB_FRAME_HEADER 4
 #define NB_FRAME_SPIKE (NB_FRAME_HEADER + NB_SPIKE_SIZE) /* 68 */
+/* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
 #define NB_FRAME_PAYLOAD_DEFAULT_MAX (1u << 20)
+/* END CONSTANTS */
 
 /* Writes the 68-byte frame of a spike whose payload is inline; returns 68,
  * or NB_EINVAL when s holds an arena ref (use nb_frame_encode_ref). */

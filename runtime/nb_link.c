@@ -4,7 +4,7 @@
  * Shape: a node owns a listener, a prepare handle that flushes once per
  * loop iteration, a sweep timer for silent callers, its links and its
  * connections. A link is the lasting state about one peer (queue, counters,
- * name maps, policy); a connection (nb__conn_t) is one TCP socket, bound to
+ * name maps, policy); a connection (conn_t) is one TCP socket, bound to
  * a link once the HELLO tells who is on the other end.
  *
  * The send queue and the retransmit buffer are one ring of positions
@@ -21,6 +21,7 @@
 
 #include "nb_err.h"
 #include "nb_link_wire.h"
+#include "nb_rt_defaults.h"
 #include "nb_transport.h"
 
 #define NB__RBUF (64u * 1024u)      /* read buffer per connection */
@@ -32,7 +33,7 @@
 
 enum { NB__C_CONNECTING, NB__C_HELLO, NB__C_UP, NB__C_CLOSING };
 
-typedef struct nb__entry_s {
+typedef struct entry_s {
   uint8_t spike[NB_SPIKE_SIZE];
   uint8_t *payload; /* owned copy of a ref's bytes, or NULL */
   uint32_t plen;
@@ -40,9 +41,9 @@ typedef struct nb__entry_s {
   uint8_t written;  /* written at least once: a rewrite counts as resent */
   uint8_t by_ref;   /* the bytes stay in the node's (file) arena: the
                        spike's ref is retained until the entry is cleared */
-} nb__entry_t;
+} entry_t;
 
-typedef struct nb__conn_s {
+typedef struct conn_s {
   uv_tcp_t tcp;
   uv_connect_t creq;
   uv_write_t wreq;
@@ -62,14 +63,14 @@ typedef struct nb__conn_s {
   uint8_t *wbuf;   /* frame heads of the write in flight */
   uv_buf_t iov[NB__WIOV];
   uint64_t opened_ms, bytes_in;
-  struct nb__conn_s *next;
-} nb__conn_t;
+  struct conn_s *next;
+} conn_t;
 
-typedef struct nb__hello_write_s {
+typedef struct hello_write_s {
   uv_write_t req;
-  nb__conn_t *conn;
+  conn_t *conn;
   uint8_t data[];
-} nb__hello_write_t;
+} hello_write_t;
 
 struct nb_link_s {
   nb_link_node_t *node;
@@ -79,7 +80,7 @@ struct nb_link_s {
   char url[128];
   struct sockaddr_storage addr;
   char cortex[NB_LINK_NAME_MAX + 1]; /* the peer's, "" until known */
-  nb__conn_t *conn;
+  conn_t *conn;
   uv_timer_t timer; /* redial */
   uint32_t backoff_ms;
   /* The peer as of its last HELLO. */
@@ -94,7 +95,7 @@ struct nb_link_s {
   uint32_t *thash; /* open addressing: handle + 1, 0 = empty */
   uint32_t thcap;
   /* The send ring. */
-  nb__entry_t *ring;
+  entry_t *ring;
   uint64_t cap, mask, rh, rw, rt;
   uint64_t acked_seq, in_doubt, qbytes;
   /* Receive side. */
@@ -118,7 +119,7 @@ struct nb_link_node_s {
   uint8_t exp_bits[65536 / 8];
   nb_link_arena_id_t aid; /* our arena file, when it can be shared */
   int has_aid;
-  nb__conn_t *conns;
+  conn_t *conns;
   nb_link_t **links;
   size_t nlinks, linkcap;
   int closing, handles;
@@ -129,7 +130,7 @@ struct nb_link_node_s {
 /* ---- small helpers ---- */
 
 /* Emits one log line at level through the node's callback or stderr. */
-static void nb__log(nb_link_node_t *n, nb_link_log_level_t level,
+static void node_log(nb_link_node_t *n, nb_link_log_level_t level,
                     const char *fmt, ...) {
   int max = n->o.log_level ? (int)n->o.log_level : (int)NB_LINK_LOG_INFO;
   if ((int)level > max) return;
@@ -148,7 +149,7 @@ static void nb__log(nb_link_node_t *n, nb_link_log_level_t level,
 
 /* Writes "peer 'name' (addr)" or "peer addr" for conn into buf; returns
  * buf. */
-static const char *nb__peer(const nb__conn_t *c, char *buf, size_t cap) {
+static const char *peer_label(const conn_t *c, char *buf, size_t cap) {
   if (c->link && c->link->cortex[0])
     snprintf(buf, cap, "peer '%s' (%s)", c->link->cortex, c->addr);
   else
@@ -157,25 +158,25 @@ static const char *nb__peer(const nb__conn_t *c, char *buf, size_t cap) {
 }
 
 /* Returns the loop's clock in ms. */
-static uint64_t nb__now(const nb_link_node_t *n) { return uv_now(n->loop); }
+static uint64_t loop_now(const nb_link_node_t *n) { return uv_now(n->loop); }
 
-static void nb__prepare_cb(uv_prepare_t *h);
+static void prepare_cb(uv_prepare_t *h);
 
 /* Starts the once-per-iteration flush unless it already runs. */
-static void nb__kick(nb_link_node_t *n) {
+static void kick(nb_link_node_t *n) {
   if (n->prep_active || n->closing) return;
   n->prep_active = 1;
-  uv_prepare_start(&n->prep, nb__prepare_cb);
+  uv_prepare_start(&n->prep, prepare_cb);
 }
 
-static void nb__conn_lost(nb__conn_t *c, nb_link_log_level_t level,
+static void conn_lost(conn_t *c, nb_link_log_level_t level,
                           int is_error, const char *fmt, ...);
-static void nb__link_flush(nb_link_t *l);
-static void nb__conn_process(nb__conn_t *c);
-static void nb__dial(nb_link_t *l);
+static void link_flush(nb_link_t *l);
+static void conn_process(conn_t *c);
+static void link_dial(nb_link_t *l);
 
 /* Frees the node once every handle it opened is closed. */
-static void nb__node_maybe_free(nb_link_node_t *n) {
+static void node_maybe_free(nb_link_node_t *n) {
   if (!n->closing || n->handles > 0) return;
   for (uint32_t i = 0; i < n->nexposed; i++) free((char *)n->exposed[i].name);
   free(n->exposed);
@@ -187,17 +188,17 @@ static void nb__node_maybe_free(nb_link_node_t *n) {
 }
 
 /* Counts one closed handle of the node. */
-static void nb__handle_closed(uv_handle_t *h) {
+static void handle_closed(uv_handle_t *h) {
   nb_link_node_t *n = h->data;
   n->handles--;
-  nb__node_maybe_free(n);
+  node_maybe_free(n);
 }
 
 /* ---- the send ring ---- */
 
 /* Frees the entry's payload (or drops its arena reference) and updates
  * the byte count; returns nothing. */
-static void nb__entry_clear(nb_link_t *l, nb__entry_t *e) {
+static void entry_clear(nb_link_t *l, entry_t *e) {
   if (e->payload) {
     l->qbytes -= e->plen;
     free(e->payload);
@@ -215,7 +216,7 @@ static void nb__entry_clear(nb_link_t *l, nb__entry_t *e) {
 }
 
 /* Emits DRAIN once the queue is at most half full after an NB_EFULL. */
-static void nb__check_drain(nb_link_t *l) {
+static void check_drain(nb_link_t *l) {
   if (!l->was_full) return;
   uint64_t used = l->rt - l->rh;
   uint32_t qb = l->opts.queue_bytes;
@@ -225,9 +226,9 @@ static void nb__check_drain(nb_link_t *l) {
 }
 
 /* Releases the n oldest entries as confirmed by the peer. */
-static void nb__release(nb_link_t *l, uint64_t n) {
+static void release(nb_link_t *l, uint64_t n) {
   for (uint64_t i = 0; i < n; i++)
-    nb__entry_clear(l, &l->ring[(l->rh + i) & l->mask]);
+    entry_clear(l, &l->ring[(l->rh + i) & l->mask]);
   l->rh += n;
   l->acked_seq += n;
   l->st.acked += n;
@@ -236,17 +237,17 @@ static void nb__release(nb_link_t *l, uint64_t n) {
 /* ---- target names ---- */
 
 /* Returns the FNV-1a hash of s. */
-static uint32_t nb__hash(const char *s) {
+static uint32_t name_hash(const char *s) {
   uint32_t h = 2166136261u;
   for (; *s; s++) h = (h ^ (uint8_t)*s) * 16777619u;
   return h;
 }
 
 /* Returns the handle of name, or -1. */
-static int nb__target_find(const nb_link_t *l, const char *name) {
+static int target_find(const nb_link_t *l, const char *name) {
   if (!l->thcap) return -1;
   uint32_t m = l->thcap - 1;
-  for (uint32_t i = nb__hash(name) & m;; i = (i + 1) & m) {
+  for (uint32_t i = name_hash(name) & m;; i = (i + 1) & m) {
     uint32_t v = l->thash[i];
     if (!v) return -1;
     if (strcmp(l->tnames[v - 1], name) == 0) return (int)(v - 1);
@@ -254,15 +255,15 @@ static int nb__target_find(const nb_link_t *l, const char *name) {
 }
 
 /* Inserts handle h (name already stored) into the hash; returns nothing. */
-static void nb__thash_put(uint32_t *tab, uint32_t cap, const char *name,
+static void thash_put(uint32_t *tab, uint32_t cap, const char *name,
                           uint32_t h) {
-  uint32_t m = cap - 1, i = nb__hash(name) & m;
+  uint32_t m = cap - 1, i = name_hash(name) & m;
   while (tab[i]) i = (i + 1) & m;
   tab[i] = h + 1;
 }
 
 /* Returns the peer's id for name from its last HELLO, or -1. */
-static int32_t nb__peer_id(const nb_link_t *l, const char *name) {
+static int32_t peer_id(const nb_link_t *l, const char *name) {
   size_t lo = 0, hi = l->peer.count;
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
@@ -274,17 +275,17 @@ static int32_t nb__peer_id(const nb_link_t *l, const char *name) {
   return -1;
 }
 
-static int nb__cmp_name(const void *a, const void *b) {
+static int cmp_name(const void *a, const void *b) {
   return strcmp(((const nb_link_name_t *)a)->name,
                 ((const nb_link_name_t *)b)->name);
 }
-static int nb__cmp_id(const void *a, const void *b) {
+static int cmp_id(const void *a, const void *b) {
   return (int)((const nb_link_name_t *)a)->id -
          (int)((const nb_link_name_t *)b)->id;
 }
 
 /* Returns 1 when name is a valid neuron or cortex name, else 0. */
-static int nb__name_valid(const char *name) {
+static int name_valid(const char *name) {
   if (!name) return 0;
   size_t n = strlen(name);
   if (n == 0 || n > NB_LINK_NAME_MAX) return 0;
@@ -299,15 +300,15 @@ nb_link_opts_t nb_link_opts_default(void) {
   nb_link_opts_t o;
   memset(&o, 0, sizeof o);
   o.policy = NB_LINK_RESEND;
-  o.queue_spikes = 16384;
-  o.queue_bytes = 16u << 20;
-  o.backoff_min_ms = 50;
-  o.backoff_max_ms = 5000;
+  o.queue_spikes = NB_LINK_QUEUE_DEFAULT;
+  o.queue_bytes = NB_LINK_QUEUE_BYTES_DEFAULT;
+  o.backoff_min_ms = NB_LINK_BACKOFF_MIN_MS;
+  o.backoff_max_ms = NB_LINK_BACKOFF_MAX_MS;
   return o;
 }
 
 /* Fills zero fields of o with the defaults; returns o. */
-static nb_link_opts_t nb__opts_fill(const nb_link_opts_t *in) {
+static nb_link_opts_t opts_fill(const nb_link_opts_t *in) {
   nb_link_opts_t d = nb_link_opts_default(), o = in ? *in : d;
   if (!o.queue_spikes) o.queue_spikes = d.queue_spikes;
   if (!o.queue_bytes) o.queue_bytes = d.queue_bytes;
@@ -318,11 +319,11 @@ static nb_link_opts_t nb__opts_fill(const nb_link_opts_t *in) {
 }
 
 /* Frees a link after its timer closed. */
-static void nb__link_closed(uv_handle_t *h) {
+static void link_closed(uv_handle_t *h) {
   nb_link_t *l = h->data;
   nb_link_node_t *n = l->node;
   for (uint64_t p = l->rh; p < l->rt; p++)
-    nb__entry_clear(l, &l->ring[p & l->mask]);
+    entry_clear(l, &l->ring[p & l->mask]);
   free(l->ring);
   for (uint32_t i = 0; i < l->ntargets; i++) free(l->tnames[i]);
   free(l->tnames);
@@ -333,16 +334,16 @@ static void nb__link_closed(uv_handle_t *h) {
   nb_link_hello_free(&l->peer);
   free(l);
   n->handles--;
-  nb__node_maybe_free(n);
+  node_maybe_free(n);
 }
 
 /* Creates a link and registers it with the node; returns it or NULL. */
-static nb_link_t *nb__link_new(nb_link_node_t *n, const nb_link_opts_t *opts,
+static nb_link_t *link_new(nb_link_node_t *n, const nb_link_opts_t *opts,
                                int outbound) {
   nb_link_t *l = calloc(1, sizeof *l);
   if (!l) return NULL;
   l->node = n;
-  l->opts = nb__opts_fill(opts);
+  l->opts = opts_fill(opts);
   l->outbound = outbound;
   l->cap = 1;
   while (l->cap < l->opts.queue_spikes) l->cap <<= 1;
@@ -370,15 +371,15 @@ static nb_link_t *nb__link_new(nb_link_node_t *n, const nb_link_opts_t *opts,
 }
 
 /* Runs when the redial delay is over. */
-static void nb__redial_cb(uv_timer_t *t) {
+static void redial_cb(uv_timer_t *t) {
   nb_link_t *l = t->data;
-  if (!l->closing && !l->node->closing && !l->conn) nb__dial(l);
+  if (!l->closing && !l->node->closing && !l->conn) link_dial(l);
 }
 
 /* Schedules the next dial of an outbound link with exponential backoff. */
-static void nb__schedule_redial(nb_link_t *l) {
+static void schedule_redial(nb_link_t *l) {
   if (!l->outbound || l->closing || l->node->closing) return;
-  uv_timer_start(&l->timer, nb__redial_cb, l->backoff_ms, 0);
+  uv_timer_start(&l->timer, redial_cb, l->backoff_ms, 0);
   uint64_t next = (uint64_t)l->backoff_ms * 2;
   l->backoff_ms = next > l->opts.backoff_max_ms ? l->opts.backoff_max_ms
                                                 : (uint32_t)next;
@@ -386,7 +387,7 @@ static void nb__schedule_redial(nb_link_t *l) {
 
 /* Unbinds conn from its link after a loss and applies the link's policy;
  * returns nothing. */
-static void nb__link_detach(nb_link_t *l, nb__conn_t *c) {
+static void link_detach(nb_link_t *l, conn_t *c) {
   int was_up = l->up;
   c->link = NULL;
   l->conn = NULL;
@@ -400,29 +401,29 @@ static void nb__link_detach(nb_link_t *l, nb__conn_t *c) {
       uint64_t dropped = l->rt - l->rw;
       l->in_doubt += l->rw - l->rh;
       for (uint64_t p = l->rh; p < l->rt; p++)
-        nb__entry_clear(l, &l->ring[p & l->mask]);
+        entry_clear(l, &l->ring[p & l->mask]);
       l->rh = l->rw = l->rt;
       l->st.lost += dropped;
       if (dropped)
-        nb__log(l->node, NB_LINK_LOG_WARN,
+        node_log(l->node, NB_LINK_LOG_WARN,
                 "peer '%s': %llu queued spikes dropped (policy drop), %llu "
                 "in doubt until it is back", l->cortex,
                 (unsigned long long)dropped,
                 (unsigned long long)l->in_doubt);
-      nb__check_drain(l);
+      check_drain(l);
     }
     if (l->node->o.on_event) l->node->o.on_event(l->node->o.ud, l, NB_LINK_DOWN);
   }
-  nb__schedule_redial(l);
+  schedule_redial(l);
 }
 
 /* ---- connections ---- */
 
 /* Frees a connection once libuv closed its socket. */
-static void nb__conn_closed(uv_handle_t *h) {
-  nb__conn_t *c = h->data;
+static void conn_closed(uv_handle_t *h) {
+  conn_t *c = h->data;
   nb_link_node_t *n = c->node;
-  for (nb__conn_t **pp = &n->conns; *pp; pp = &(*pp)->next)
+  for (conn_t **pp = &n->conns; *pp; pp = &(*pp)->next)
     if (*pp == c) {
       *pp = c->next;
       break;
@@ -432,12 +433,12 @@ static void nb__conn_closed(uv_handle_t *h) {
   free(c->wbuf);
   free(c);
   n->handles--;
-  nb__node_maybe_free(n);
+  node_maybe_free(n);
 }
 
 /* Makes a connection object with its socket handle; returns it or NULL. */
-static nb__conn_t *nb__conn_new(nb_link_node_t *n, int outbound) {
-  nb__conn_t *c = calloc(1, sizeof *c);
+static conn_t *conn_new(nb_link_node_t *n, int outbound) {
+  conn_t *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->rbuf = malloc(NB__RBUF);
   c->wbuf = malloc((size_t)NB__WFRAMES * NB_FRAME_SPIKE + NB_FRAME_SPIKE);
@@ -452,7 +453,7 @@ static nb__conn_t *nb__conn_new(nb_link_node_t *n, int outbound) {
   c->tcp.data = c;
   c->creq.data = c;
   c->wreq.data = c;
-  c->opened_ms = nb__now(n);
+  c->opened_ms = loop_now(n);
   uint32_t maxp = n->o.max_payload;
   nb_link_rx_init(&c->rx, maxp);
   c->next = n->conns;
@@ -463,7 +464,7 @@ static nb__conn_t *nb__conn_new(nb_link_node_t *n, int outbound) {
 
 /* Closes conn for good: logs why (naming the peer), hands the link its
  * loss, and lets libuv close the socket. */
-static void nb__conn_lost(nb__conn_t *c, nb_link_log_level_t level,
+static void conn_lost(conn_t *c, nb_link_log_level_t level,
                           int is_error, const char *fmt, ...) {
   if (c->state == NB__C_CLOSING) return;
   char why[400], who[400];
@@ -471,7 +472,7 @@ static void nb__conn_lost(nb__conn_t *c, nb_link_log_level_t level,
   va_start(ap, fmt);
   vsnprintf(why, sizeof why, fmt, ap);
   va_end(ap);
-  nb__log(c->node, level, "%s: %s%s", nb__peer(c, who, sizeof who), why,
+  node_log(c->node, level, "%s: %s%s", peer_label(c, who, sizeof who), why,
           is_error ? ": connection closed" : "");
   c->state = NB__C_CLOSING;
   if (c->pend_has_ref && c->node->o.arena)
@@ -480,26 +481,26 @@ static void nb__conn_lost(nb__conn_t *c, nb_link_log_level_t level,
   nb_link_t *l = c->link;
   if (l) {
     if (is_error) l->st.errors++;
-    nb__link_detach(l, c);
+    link_detach(l, c);
   }
   if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
   c->reading = 0;
-  uv_close((uv_handle_t *)&c->tcp, nb__conn_closed);
+  uv_close((uv_handle_t *)&c->tcp, conn_closed);
 }
 
 /* Frees a HELLO write. */
-static void nb__hello_written(uv_write_t *req, int status) {
-  nb__hello_write_t *w = (nb__hello_write_t *)req;
-  nb__conn_t *c = w->conn;
+static void hello_written(uv_write_t *req, int status) {
+  hello_write_t *w = (hello_write_t *)req;
+  conn_t *c = w->conn;
   if (status < 0 && status != UV_ECANCELED && c->state != NB__C_CLOSING)
-    nb__conn_lost(c, NB_LINK_LOG_WARN, 0, "handshake write failed: %s",
+    conn_lost(c, NB_LINK_LOG_WARN, 0, "handshake write failed: %s",
                   uv_strerror(status));
   free(w);
 }
 
 /* Writes this node's HELLO on conn, reporting what it accepted from l's
  * peer; returns 0 or a negative error (the caller closes conn). */
-static int nb__send_hello(nb__conn_t *c, nb_link_t *l) {
+static int send_hello(conn_t *c, nb_link_t *l) {
   nb_link_node_t *n = c->node;
   nb_link_hello_t h;
   memset(&h, 0, sizeof h);
@@ -515,7 +516,7 @@ static int nb__send_hello(nb__conn_t *c, nb_link_t *l) {
     h.arena = n->aid;
   }
   size_t size = nb_link_hello_size(&h);
-  nb__hello_write_t *w = malloc(sizeof *w + size);
+  hello_write_t *w = malloc(sizeof *w + size);
   if (!w) return NB_ENOMEM;
   int rc = nb_link_hello_encode(&h, w->data, size);
   if (rc < 0) {
@@ -524,7 +525,7 @@ static int nb__send_hello(nb__conn_t *c, nb_link_t *l) {
   }
   w->conn = c;
   uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rc);
-  rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, nb__hello_written);
+  rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, hello_written);
   if (rc < 0) {
     free(w);
     return NB_EIO;
@@ -533,32 +534,32 @@ static int nb__send_hello(nb__conn_t *c, nb_link_t *l) {
   return 0;
 }
 
-static void nb__alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
-  nb__conn_t *c = h->data;
+static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf) {
+  conn_t *c = h->data;
   /* Only ever called with the buffer drained: a paused connection does
    * not read. */
   *buf = uv_buf_init((char *)c->rbuf, NB__RBUF);
 }
 
-static void nb__read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
-  nb__conn_t *c = s->data;
+static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  conn_t *c = s->data;
   if (c->state == NB__C_CLOSING || nread == 0) return;
   if (nread < 0) {
     if (nread == UV_EOF) {
       if (nb_link_rx_partial(&c->rx))
-        nb__conn_lost(c, NB_LINK_LOG_ERROR, 1,
+        conn_lost(c, NB_LINK_LOG_ERROR, 1,
                       c->rx.state == 0
                           ? "connection ended inside the handshake"
                           : "connection ended inside frame %llu (truncated)",
                       (unsigned long long)c->rx.frames + 1);
       else if (c->state == NB__C_HELLO)
-        nb__conn_lost(c, NB_LINK_LOG_ERROR, 1,
+        conn_lost(c, NB_LINK_LOG_ERROR, 1,
                       "closed during the handshake (the peer logs why: "
                       "version mismatch or refused handshake)");
       else
-        nb__conn_lost(c, NB_LINK_LOG_INFO, 0, "closed by the peer");
+        conn_lost(c, NB_LINK_LOG_INFO, 0, "closed by the peer");
     } else {
-      nb__conn_lost(c, NB_LINK_LOG_WARN, 0, "read failed: %s",
+      conn_lost(c, NB_LINK_LOG_WARN, 0, "read failed: %s",
                     uv_strerror((int)nread));
     }
     return;
@@ -567,16 +568,16 @@ static void nb__read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   c->roff = 0;
   c->bytes_in += (uint64_t)nread;
   if (c->link) c->link->st.bytes_in += (uint64_t)nread;
-  nb__conn_process(c);
+  conn_process(c);
 }
 
 /* Applies the peer's HELLO to the receiving half of l; returns 1 when the
  * peer is a new incarnation (first contact or restarted), else 0. */
-static int nb__hello_recv_side(nb_link_t *l, const nb_link_hello_t *h) {
+static int hello_recv_side(nb_link_t *l, const nb_link_hello_t *h) {
   if (h->incarnation != l->peer_inc) {
     /* A new peer process: it counts our frames from 0, and we its. */
     if (l->peer_inc)
-      nb__log(l->node, NB_LINK_LOG_INFO,
+      node_log(l->node, NB_LINK_LOG_INFO,
               "peer '%s': a new incarnation (restarted), counting from 0",
               h->cortex);
     l->peer_inc = h->incarnation;
@@ -589,7 +590,7 @@ static int nb__hello_recv_side(nb_link_t *l, const nb_link_hello_t *h) {
 /* Settles the sending half of l with the peer's count of what it accepted
  * (new_peer: its incarnation changed); returns 0, or NB_EFRAME when the
  * count is impossible. */
-static int nb__hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
+static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
                                int new_peer, char *why, size_t whylen) {
   int valid = h->peer_incarnation == l->node->inc;
   if (new_peer || !valid) {
@@ -597,7 +598,7 @@ static int nb__hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
      * (RESEND) or lost (DROP). */
     l->st.lost += l->in_doubt;
     if (l->in_doubt)
-      nb__log(l->node, NB_LINK_LOG_WARN,
+      node_log(l->node, NB_LINK_LOG_WARN,
               "peer '%s': restarted; %llu spikes in doubt counted lost",
               h->cortex, (unsigned long long)l->in_doubt);
     l->in_doubt = 0;
@@ -612,12 +613,12 @@ static int nb__hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
   }
   uint64_t got = r - l->acked_seq;
   if (l->opts.policy == NB_LINK_RESEND) {
-    nb__release(l, got);
+    release(l, got);
   } else {
     l->st.acked += got;
     l->st.lost += l->in_doubt - got;
     if (l->in_doubt - got)
-      nb__log(l->node, NB_LINK_LOG_WARN,
+      node_log(l->node, NB_LINK_LOG_WARN,
               "peer '%s': %llu of %llu spikes in doubt had not arrived: lost",
               h->cortex, (unsigned long long)(l->in_doubt - got),
               (unsigned long long)l->in_doubt);
@@ -630,7 +631,7 @@ static int nb__hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
 
 /* Takes the peer's name list from h and re-resolves every target; drops
  * (and reports) queued spikes the new peer cannot take. */
-static void nb__adopt_peer(nb_link_t *l, nb_link_hello_t *h) {
+static void adopt_peer(nb_link_t *l, nb_link_hello_t *h) {
   nb_link_hello_free(&l->peer);
   free(l->peer_by_name);
   free(l->peer_by_id);
@@ -650,22 +651,22 @@ static void nb__adopt_peer(nb_link_t *l, nb_link_hello_t *h) {
     memcpy(l->peer_by_name, l->peer.names, sz);
     memcpy(l->peer_by_id, l->peer.names, sz);
     qsort(l->peer_by_name, l->peer.count, sizeof *l->peer_by_name,
-          nb__cmp_name);
-    qsort(l->peer_by_id, l->peer.count, sizeof *l->peer_by_id, nb__cmp_id);
+          cmp_name);
+    qsort(l->peer_by_id, l->peer.count, sizeof *l->peer_by_id, cmp_id);
   }
   memcpy(l->cortex, l->peer.cortex, sizeof l->cortex);
   l->peer_max_payload = l->peer.max_payload;
   for (uint32_t i = 0; i < l->ntargets; i++)
-    l->tremote[i] = nb__peer_id(l, l->tnames[i]);
+    l->tremote[i] = peer_id(l, l->tnames[i]);
   /* Everything in the ring is about to be (re)written: squeeze out what
    * this peer would refuse, keeping the order of the rest. */
   uint64_t keep = l->rh, dropped = 0;
   for (uint64_t p = l->rh; p < l->rt; p++) {
-    nb__entry_t *e = &l->ring[p & l->mask];
+    entry_t *e = &l->ring[p & l->mask];
     /* Over a shared arena a ref's bytes do not travel: no size limit. */
     if (l->tremote[e->target] < 0 ||
         (e->plen > l->peer_max_payload && !(e->by_ref && l->shared))) {
-      nb__entry_clear(l, e);
+      entry_clear(l, e);
       dropped++;
       continue;
     }
@@ -678,22 +679,22 @@ static void nb__adopt_peer(nb_link_t *l, nb_link_hello_t *h) {
   l->rt = keep;
   if (dropped) {
     l->st.lost += dropped;
-    nb__log(l->node, NB_LINK_LOG_WARN,
+    node_log(l->node, NB_LINK_LOG_WARN,
             "peer '%s': %llu queued spikes dropped: their target is not "
             "exposed by the peer or their payload is over its maximum",
             l->cortex, (unsigned long long)dropped);
-    nb__check_drain(l);
+    check_drain(l);
   }
 }
 
 /* Handles the peer's HELLO on conn; returns 0, or -1 when conn was
  * closed. */
-static int nb__on_hello(nb__conn_t *c, nb_link_hello_t *h) {
+static int on_hello(conn_t *c, nb_link_hello_t *h) {
   nb_link_node_t *n = c->node;
   char who[400];
   int new_peer;
   if (h->incarnation == n->inc) {
-    nb__conn_lost(c, NB_LINK_LOG_ERROR, 1, "connected to itself");
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "connected to itself");
     return -1;
   }
   nb_link_t *l = c->link;
@@ -701,34 +702,34 @@ static int nb__on_hello(nb__conn_t *c, nb_link_hello_t *h) {
     /* A caller: its cortex name picks (or makes) the link. */
     l = nb_link_find(n, h->cortex);
     if (l && l->outbound) {
-      nb__conn_lost(c, NB_LINK_LOG_ERROR, 1,
+      conn_lost(c, NB_LINK_LOG_ERROR, 1,
                     "cortex '%s' called in, but this node dials it", h->cortex);
       return -1;
     }
     if (!l) {
-      l = nb__link_new(n, &n->o.accept, 0);
+      l = link_new(n, &n->o.accept, 0);
       if (!l) {
-        nb__conn_lost(c, NB_LINK_LOG_ERROR, 1, "out of memory for a link");
+        conn_lost(c, NB_LINK_LOG_ERROR, 1, "out of memory for a link");
         return -1;
       }
       memcpy(l->cortex, h->cortex, sizeof l->cortex);
     }
     if (l->conn && l->conn != c)
-      nb__conn_lost(l->conn, NB_LINK_LOG_INFO, 0,
+      conn_lost(l->conn, NB_LINK_LOG_INFO, 0,
                     "replaced by a new connection from the same peer");
     c->link = l;
     l->conn = c;
     l->st.bytes_in += c->bytes_in;
-    new_peer = nb__hello_recv_side(l, h);
-    if (nb__send_hello(c, l) != 0) {
-      nb__conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the handshake");
+    new_peer = hello_recv_side(l, h);
+    if (send_hello(c, l) != 0) {
+      conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the handshake");
       return -1;
     }
   } else {
     if (l->cortex[0] && strcmp(l->cortex, h->cortex) != 0)
-      nb__log(n, NB_LINK_LOG_WARN, "%s: now answers as cortex '%s'",
-              nb__peer(c, who, sizeof who), h->cortex);
-    new_peer = nb__hello_recv_side(l, h);
+      node_log(n, NB_LINK_LOG_WARN, "%s: now answers as cortex '%s'",
+              peer_label(c, who, sizeof who), h->cortex);
+    new_peer = hello_recv_side(l, h);
   }
   /* Same arena file on the same host: refs cross by reference, both ways
    * (each end decides the same from the two HELLOs). */
@@ -736,13 +737,13 @@ static int nb__on_hello(nb__conn_t *c, nb_link_hello_t *h) {
               nb_link_arena_same(&n->aid, &h->arena);
   nb_link_rx_bare_refs(&c->rx, l->shared);
   char why[200];
-  if (nb__hello_send_side(l, h, new_peer, why, sizeof why) != 0) {
+  if (hello_send_side(l, h, new_peer, why, sizeof why) != 0) {
     memcpy(l->cortex, h->cortex, sizeof l->cortex);
-    nb__conn_lost(c, NB_LINK_LOG_ERROR, 1, "bad handshake: %s", why);
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "bad handshake: %s", why);
     return -1;
   }
   uint64_t resend = l->rt - l->rh;
-  nb__adopt_peer(l, h);
+  adopt_peer(l, h);
   c->state = NB__C_UP;
   l->up = 1;
   l->failures = 0;
@@ -750,36 +751,36 @@ static int nb__on_hello(nb__conn_t *c, nb_link_hello_t *h) {
   uv_timer_stop(&l->timer);
   l->st.connects++;
   if (l->lost_since_up) l->st.reconnects++;
-  nb__log(n, NB_LINK_LOG_INFO,
+  node_log(n, NB_LINK_LOG_INFO,
           "%s: %s, %u neurons exposed%s, sending from frame %llu (%llu "
-          "queued)", nb__peer(c, who, sizeof who),
+          "queued)", peer_label(c, who, sizeof who),
           l->lost_since_up ? "reconnected" : "connected", l->peer.count,
           l->shared ? ", sharing the arena file (large payloads by reference)"
                     : "",
           (unsigned long long)l->acked_seq, (unsigned long long)resend);
   l->lost_since_up = 0;
   if (n->o.on_event) n->o.on_event(n->o.ud, l, NB_LINK_UP);
-  nb__kick(n);
+  kick(n);
   return c->state == NB__C_CLOSING ? -1 : 0;
 }
 
 /* Handles a cumulative ack; returns 0, or -1 when conn was closed. */
-static int nb__on_ack(nb__conn_t *c, uint64_t ack) {
+static int on_ack(conn_t *c, uint64_t ack) {
   nb_link_t *l = c->link;
   if (ack < l->acked_seq || ack - l->acked_seq > l->rw - l->rh) {
-    nb__conn_lost(c, NB_LINK_LOG_ERROR, 1,
+    conn_lost(c, NB_LINK_LOG_ERROR, 1,
                   "ack of %llu frames, but %llu..%llu are outstanding",
                   (unsigned long long)ack, (unsigned long long)l->acked_seq,
                   (unsigned long long)(l->acked_seq + (l->rw - l->rh)));
     return -1;
   }
-  nb__release(l, ack - l->acked_seq);
-  nb__check_drain(l);
+  release(l, ack - l->acked_seq);
+  check_drain(l);
   return 0;
 }
 
 /* Stops reading until resume. */
-static void nb__pause(nb__conn_t *c) {
+static void conn_pause(conn_t *c) {
   c->paused = 1;
   c->link->st.pauses++;
   if (c->reading) uv_read_stop((uv_stream_t *)&c->tcp);
@@ -788,7 +789,7 @@ static void nb__pause(nb__conn_t *c) {
 
 /* Offers the held spike to on_spike; returns 1 when taken (or refused for
  * good), 0 when it must wait (conn paused). */
-static int nb__deliver(nb__conn_t *c) {
+static int offer_held(conn_t *c) {
   nb_link_node_t *n = c->node;
   nb_link_t *l = c->link;
   /* Every ref gets a copy in our arena, even an empty one: a ref into the
@@ -799,9 +800,9 @@ static int nb__deliver(nb__conn_t *c) {
     if (rc != 0) {
       /* No room: the same backpressure as a full receiver. */
       char who[400];
-      nb__log(n, NB_LINK_LOG_WARN, "%s: arena: %s; reading paused",
-              nb__peer(c, who, sizeof who), nb_strerror(rc));
-      nb__pause(c);
+      node_log(n, NB_LINK_LOG_WARN, "%s: arena: %s; reading paused",
+              peer_label(c, who, sizeof who), nb_strerror(rc));
+      conn_pause(c);
       return 0;
     }
     c->pend_has_ref = 1;
@@ -809,7 +810,7 @@ static int nb__deliver(nb__conn_t *c) {
   }
   int rc = n->o.on_spike(n->o.ud, l, &c->pend, c->pend_payload, c->pend_len);
   if (rc == NB_EFULL) {
-    nb__pause(c);
+    conn_pause(c);
     return 0;
   }
   if (rc < 0) {
@@ -825,13 +826,13 @@ static int nb__deliver(nb__conn_t *c) {
 
 /* Runs the received bytes through the state machine until they are used
  * up, the receiver is full, or the connection closes. */
-static void nb__conn_process(nb__conn_t *c) {
+static void conn_process(conn_t *c) {
   nb_link_node_t *n = c->node;
   nb_link_t *l0 = c->link;
   uint64_t seq0 = l0 ? l0->recv_seq : 0;
   while (c->state != NB__C_CLOSING && !c->paused) {
     if (c->has_pending) {
-      if (!nb__deliver(c)) break;
+      if (!offer_held(c)) break;
       continue;
     }
     if (c->roff >= c->rlen) break;
@@ -846,25 +847,25 @@ static void nb__conn_process(nb__conn_t *c) {
     }
     if (rc < 0) {
       if (rc == NB_ENOMEM)
-        nb__conn_lost(c, NB_LINK_LOG_ERROR, 1, "out of memory while reading");
+        conn_lost(c, NB_LINK_LOG_ERROR, 1, "out of memory while reading");
       else
-        nb__conn_lost(c, NB_LINK_LOG_ERROR, 1, "%s", c->rx.why);
+        conn_lost(c, NB_LINK_LOG_ERROR, 1, "%s", c->rx.why);
       break;
     }
     if (ev.kind == NB_LINK_RX_HELLO) {
-      int r = nb__on_hello(c, &ev.hello);
+      int r = on_hello(c, &ev.hello);
       nb_link_hello_free(&ev.hello);
       if (r < 0) break;
       continue;
     }
     if (c->state != NB__C_UP) break; /* cannot happen: HELLO comes first */
     if (ev.kind == NB_LINK_RX_ACK) {
-      if (nb__on_ack(c, ev.ack) < 0) break;
+      if (on_ack(c, ev.ack) < 0) break;
       continue;
     }
     nb_id_t t = ev.spike.target;
     if (!(n->exp_bits[t >> 3] & (1u << (t & 7)))) {
-      nb__conn_lost(c, NB_LINK_LOG_ERROR, 1,
+      conn_lost(c, NB_LINK_LOG_ERROR, 1,
                     "frame %llu targets neuron id %u, which this node does "
                     "not expose", (unsigned long long)c->rx.frames,
                     (unsigned)t);
@@ -890,7 +891,7 @@ static void nb__conn_process(nb__conn_t *c) {
       }
       if (brc != 0) {
         c->has_pending = 0;
-        nb__conn_lost(c, NB_LINK_LOG_ERROR, 1,
+        conn_lost(c, NB_LINK_LOG_ERROR, 1,
                       "frame %llu: its arena reference (offset %llu, %u "
                       "bytes) is not readable in the shared arena: %s",
                       (unsigned long long)c->rx.frames,
@@ -906,21 +907,21 @@ static void nb__conn_process(nb__conn_t *c) {
     }
   }
   nb_link_t *l = c->link;
-  if (l && l->recv_seq != seq0) nb__kick(n); /* an ack is owed */
+  if (l && l->recv_seq != seq0) kick(n); /* an ack is owed */
   if (c->state != NB__C_CLOSING && !c->paused && !c->reading &&
       c->roff >= c->rlen) {
-    if (uv_read_start((uv_stream_t *)&c->tcp, nb__alloc_cb, nb__read_cb) == 0)
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
       c->reading = 1;
   }
 }
 
-static void nb__on_connect(uv_connect_t *req, int status) {
-  nb__conn_t *c = req->data;
+static void on_connect(uv_connect_t *req, int status) {
+  conn_t *c = req->data;
   nb_link_t *l = c->link;
   if (c->state == NB__C_CLOSING) return;
   if (status < 0) {
     l->failures++;
-    nb__conn_lost(c, l->failures == 1 ? NB_LINK_LOG_WARN : NB_LINK_LOG_INFO,
+    conn_lost(c, l->failures == 1 ? NB_LINK_LOG_WARN : NB_LINK_LOG_INFO,
                   0, "connect failed: %s (retry in %u ms)",
                   uv_strerror(status), l->backoff_ms);
     return;
@@ -928,21 +929,21 @@ static void nb__on_connect(uv_connect_t *req, int status) {
   uv_tcp_nodelay(&c->tcp, 1);
   uv_tcp_keepalive(&c->tcp, 1, 30);
   c->state = NB__C_HELLO;
-  if (nb__send_hello(c, l) != 0) {
-    nb__conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the handshake");
+  if (send_hello(c, l) != 0) {
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the handshake");
     return;
   }
-  if (uv_read_start((uv_stream_t *)&c->tcp, nb__alloc_cb, nb__read_cb) == 0)
+  if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
     c->reading = 1;
 }
 
 /* Opens a connection for outbound link l. */
-static void nb__dial(nb_link_t *l) {
+static void link_dial(nb_link_t *l) {
   nb_link_node_t *n = l->node;
-  nb__conn_t *c = nb__conn_new(n, 1);
+  conn_t *c = conn_new(n, 1);
   if (!c) {
-    nb__log(n, NB_LINK_LOG_ERROR, "peer %s: out of memory to connect", l->url);
-    nb__schedule_redial(l);
+    node_log(n, NB_LINK_LOG_ERROR, "peer %s: out of memory to connect", l->url);
+    schedule_redial(l);
     return;
   }
   snprintf(c->addr, sizeof c->addr, "%s", l->url);
@@ -950,47 +951,47 @@ static void nb__dial(nb_link_t *l) {
   l->conn = c;
   c->state = NB__C_CONNECTING;
   int rc = uv_tcp_connect(&c->creq, &c->tcp,
-                          (const struct sockaddr *)&l->addr, nb__on_connect);
+                          (const struct sockaddr *)&l->addr, on_connect);
   if (rc < 0) {
     l->failures++;
-    nb__conn_lost(c, NB_LINK_LOG_WARN, 0, "connect failed: %s",
+    conn_lost(c, NB_LINK_LOG_WARN, 0, "connect failed: %s",
                   uv_strerror(rc));
   }
 }
 
 /* ---- writing ---- */
 
-static void nb__on_write(uv_write_t *req, int status) {
-  nb__conn_t *c = req->data;
+static void on_write(uv_write_t *req, int status) {
+  conn_t *c = req->data;
   c->writing = 0;
   if (c->state == NB__C_CLOSING) return;
   if (status < 0) {
-    nb__conn_lost(c, NB_LINK_LOG_WARN, 0, "write failed: %s",
+    conn_lost(c, NB_LINK_LOG_WARN, 0, "write failed: %s",
                   uv_strerror(status));
     return;
   }
-  nb__kick(c->node);
+  kick(c->node);
 }
 
 /* Removes the unwritten entry at position p (its bytes can no longer be
  * read) keeping the order of the rest, and counts it lost; returns
  * nothing. Unwritten entries have no sequence number yet, so this is safe
  * anywhere in [rw, rt). */
-static void nb__squeeze(nb_link_t *l, uint64_t p, int rc) {
-  nb__entry_clear(l, &l->ring[p & l->mask]);
+static void link_squeeze(nb_link_t *l, uint64_t p, int rc) {
+  entry_clear(l, &l->ring[p & l->mask]);
   for (uint64_t q = p; q + 1 < l->rt; q++)
     l->ring[q & l->mask] = l->ring[(q + 1) & l->mask];
   memset(&l->ring[(l->rt - 1) & l->mask], 0, sizeof *l->ring);
   l->rt--;
   l->st.lost++;
-  nb__log(l->node, NB_LINK_LOG_WARN,
+  node_log(l->node, NB_LINK_LOG_WARN,
           "peer '%s': a queued spike's payload can no longer be read from "
           "the arena (%s): counted lost", l->cortex, nb_strerror(rc));
 }
 
 /* Writes the owed ack and as many queued frames as one write takes. */
-static void nb__link_flush(nb_link_t *l) {
-  nb__conn_t *c = l->conn;
+static void link_flush(nb_link_t *l) {
+  conn_t *c = l->conn;
   if (!c || c->state != NB__C_UP || c->writing) return;
   size_t off = 0, run = 0, niov = 0, total = 0;
   if (l->recv_seq != l->ack_sent) {
@@ -1001,7 +1002,7 @@ static void nb__link_flush(nb_link_t *l) {
   nb_spike_t s;
   while (p < l->rt && off < (size_t)NB__WFRAMES * NB_FRAME_SPIKE &&
          niov + 2 < NB__WIOV && total + off - run < NB__WBYTES) {
-    nb__entry_t *e = &l->ring[p & l->mask];
+    entry_t *e = &l->ring[p & l->mask];
     memcpy(&s, e->spike, NB_SPIKE_SIZE);
     s.target = (nb_id_t)l->tremote[e->target];
     if (e->by_ref && l->shared) {
@@ -1016,7 +1017,7 @@ static void nb__link_flush(nb_link_t *l) {
         int rc = nb_spike_get_ref(&s, &ref);
         if (rc == 0) rc = nb_arena_read(l->node->o.arena, &ref, &bytes);
         if (rc != 0) {
-          nb__squeeze(l, p, rc);
+          link_squeeze(l, p, rc);
           continue;
         }
       }
@@ -1043,9 +1044,9 @@ static void nb__link_flush(nb_link_t *l) {
   if (!niov) return;
   l->rw = p;
   int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, c->iov, (unsigned)niov,
-                    nb__on_write);
+                    on_write);
   if (rc < 0) {
-    nb__conn_lost(c, NB_LINK_LOG_WARN, 0, "write failed: %s", uv_strerror(rc));
+    conn_lost(c, NB_LINK_LOG_WARN, 0, "write failed: %s", uv_strerror(rc));
     return;
   }
   c->writing = 1;
@@ -1054,47 +1055,47 @@ static void nb__link_flush(nb_link_t *l) {
 
 /* Once per loop iteration while there is work: resumed connections first,
  * then one write per idle link. */
-static void nb__prepare_cb(uv_prepare_t *h) {
+static void prepare_cb(uv_prepare_t *h) {
   nb_link_node_t *n = h->data;
   n->prep_active = 0;
   uv_prepare_stop(h);
-  for (nb__conn_t *c = n->conns; c; c = c->next)
+  for (conn_t *c = n->conns; c; c = c->next)
     if (c->want_process && c->state != NB__C_CLOSING) {
       c->want_process = 0;
-      nb__conn_process(c);
+      conn_process(c);
     }
-  for (size_t i = 0; i < n->nlinks; i++) nb__link_flush(n->links[i]);
+  for (size_t i = 0; i < n->nlinks; i++) link_flush(n->links[i]);
 }
 
 /* Closes connections whose handshake did not finish in time: a silent
  * caller, or a dialled peer that accepted but never answered (redialled). */
-static void nb__sweep_cb(uv_timer_t *t) {
+static void sweep_cb(uv_timer_t *t) {
   nb_link_node_t *n = t->data;
-  uint64_t now = nb__now(n), limit = n->o.hello_timeout_ms;
-  for (nb__conn_t *c = n->conns; c; c = c->next)
+  uint64_t now = loop_now(n), limit = n->o.hello_timeout_ms;
+  for (conn_t *c = n->conns; c; c = c->next)
     if ((c->state == NB__C_HELLO || c->state == NB__C_CONNECTING) &&
         now - c->opened_ms >= limit)
-      nb__conn_lost(c, NB_LINK_LOG_ERROR, 1,
+      conn_lost(c, NB_LINK_LOG_ERROR, 1,
                     "no handshake within %llu ms", (unsigned long long)limit);
 }
 
 /* ---- accepting ---- */
 
-static void nb__on_connection(uv_stream_t *server, int status) {
+static void on_connection(uv_stream_t *server, int status) {
   nb_link_node_t *n = server->data;
   if (status < 0) {
-    nb__log(n, NB_LINK_LOG_WARN, "accept failed: %s", uv_strerror(status));
+    node_log(n, NB_LINK_LOG_WARN, "accept failed: %s", uv_strerror(status));
     return;
   }
-  nb__conn_t *c = nb__conn_new(n, 0);
+  conn_t *c = conn_new(n, 0);
   if (!c) {
-    nb__log(n, NB_LINK_LOG_ERROR, "out of memory for a new connection");
+    node_log(n, NB_LINK_LOG_ERROR, "out of memory for a new connection");
     return;
   }
   snprintf(c->addr, sizeof c->addr, "?");
   c->state = NB__C_HELLO;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-    nb__conn_lost(c, NB_LINK_LOG_WARN, 0, "accept failed");
+    conn_lost(c, NB_LINK_LOG_WARN, 0, "accept failed");
     return;
   }
   struct sockaddr_storage ss;
@@ -1113,17 +1114,17 @@ static void nb__on_connection(uv_stream_t *server, int status) {
     }
   }
   unsigned unbound = 0;
-  for (nb__conn_t *o = n->conns; o; o = o->next)
+  for (conn_t *o = n->conns; o; o = o->next)
     if (!o->outbound && !o->link && o->state != NB__C_CLOSING) unbound++;
   if (unbound > NB__MAX_UNBOUND) {
-    nb__conn_lost(c, NB_LINK_LOG_WARN, 0,
+    conn_lost(c, NB_LINK_LOG_WARN, 0,
                   "refused: %u callers are already in their handshake",
                   NB__MAX_UNBOUND);
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
   uv_tcp_keepalive(&c->tcp, 1, 30);
-  if (uv_read_start((uv_stream_t *)&c->tcp, nb__alloc_cb, nb__read_cb) == 0)
+  if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
     c->reading = 1;
 }
 
@@ -1132,7 +1133,7 @@ static void nb__on_connection(uv_stream_t *server, int status) {
 /* Fills n's arena identity from the file at path (device, inode), the
  * arena's capacity and this host's boot id; leaves has_aid 0 (no sharing,
  * payload bytes always travel) when one of them cannot be read. */
-static void nb__arena_identity(nb_link_node_t *n, const char *path) {
+static void arena_identity(nb_link_node_t *n, const char *path) {
   struct stat st;
   if (stat(path, &st) != 0) return;
   n->aid.dev = (uint64_t)st.st_dev;
@@ -1152,7 +1153,7 @@ static void nb__arena_identity(nb_link_node_t *n, const char *path) {
 }
 
 /* Returns a random nonzero 64-bit incarnation. */
-static uint64_t nb__incarnation(const void *salt) {
+static uint64_t new_incarnation(const void *salt) {
   uint64_t v = 0;
   if (uv_random(NULL, NULL, &v, sizeof v, 0, NULL) != 0 || v == 0)
     v = uv_hrtime() ^ ((uint64_t)(uintptr_t)salt << 16) ^
@@ -1164,7 +1165,7 @@ int nb_link_node_new(nb_link_node_t **out, uv_loop_t *loop,
                      const nb_link_node_opts_t *opts) {
   if (!out) return NB_EINVAL;
   *out = NULL;
-  if (!loop || !opts || !opts->on_spike || !nb__name_valid(opts->cortex))
+  if (!loop || !opts || !opts->on_spike || !name_valid(opts->cortex))
     return NB_EINVAL;
   nb_link_node_t *n = calloc(1, sizeof *n);
   if (!n) return NB_ENOMEM;
@@ -1174,15 +1175,15 @@ int nb_link_node_new(nb_link_node_t **out, uv_loop_t *loop,
   n->o.cortex = n->cortex;
   if (!n->o.max_payload) n->o.max_payload = NB_FRAME_PAYLOAD_DEFAULT_MAX;
   if (!n->o.hello_timeout_ms) n->o.hello_timeout_ms = 10000;
-  n->inc = nb__incarnation(n);
-  if (n->o.arena && n->o.arena_path) nb__arena_identity(n, n->o.arena_path);
+  n->inc = new_incarnation(n);
+  if (n->o.arena && n->o.arena_path) arena_identity(n, n->o.arena_path);
   n->o.arena_path = NULL; /* not kept: the caller owns the string */
   uv_prepare_init(loop, &n->prep);
   n->prep.data = n;
   uv_timer_init(loop, &n->sweep);
   n->sweep.data = n;
   uint64_t every = n->o.hello_timeout_ms / 4 ? n->o.hello_timeout_ms / 4 : 1;
-  uv_timer_start(&n->sweep, nb__sweep_cb, every, every);
+  uv_timer_start(&n->sweep, sweep_cb, every, every);
   uv_unref((uv_handle_t *)&n->sweep); /* never keeps the loop alive */
   n->handles = 2;
   *out = n;
@@ -1194,22 +1195,22 @@ void nb_link_node_close(nb_link_node_t *n, void (*done)(void *ud), void *ud) {
   n->done = done;
   n->done_ud = ud;
   n->closing = 1;
-  for (nb__conn_t *c = n->conns; c; c = c->next)
-    nb__conn_lost(c, NB_LINK_LOG_INFO, 0, "node closing");
+  for (conn_t *c = n->conns; c; c = c->next)
+    conn_lost(c, NB_LINK_LOG_INFO, 0, "node closing");
   for (size_t i = 0; i < n->nlinks; i++) {
     nb_link_t *l = n->links[i];
     l->closing = 1;
     l->st.lost += (l->rt - l->rh) + l->in_doubt;
-    uv_close((uv_handle_t *)&l->timer, nb__link_closed);
+    uv_close((uv_handle_t *)&l->timer, link_closed);
   }
   n->nlinks = 0;
-  if (n->listening) uv_close((uv_handle_t *)&n->server, nb__handle_closed);
-  uv_close((uv_handle_t *)&n->prep, nb__handle_closed);
-  uv_close((uv_handle_t *)&n->sweep, nb__handle_closed);
+  if (n->listening) uv_close((uv_handle_t *)&n->server, handle_closed);
+  uv_close((uv_handle_t *)&n->prep, handle_closed);
+  uv_close((uv_handle_t *)&n->sweep, handle_closed);
 }
 
 int nb_link_node_expose(nb_link_node_t *n, const char *name, nb_id_t id) {
-  if (!n || !nb__name_valid(name) || id >= NB_LINK_CTRL_ID) return NB_EINVAL;
+  if (!n || !name_valid(name) || id >= NB_LINK_CTRL_ID) return NB_EINVAL;
   if (n->exp_bits[id >> 3] & (1u << (id & 7))) return NB_EEXIST;
   for (uint32_t i = 0; i < n->nexposed; i++)
     if (strcmp(n->exposed[i].name, name) == 0) return NB_EEXIST;
@@ -1230,7 +1231,7 @@ int nb_link_node_expose(nb_link_node_t *n, const char *name, nb_id_t id) {
 }
 
 /* Resolves url into *addr; returns 0 or NB_EINVAL. */
-static int nb__url_addr(const char *url, struct sockaddr_storage *addr) {
+static int url_addr(const char *url, struct sockaddr_storage *addr) {
   char host[64];
   int port;
   if (nb_link_parse_url(url, host, sizeof host, &port, NULL) != 0)
@@ -1245,8 +1246,8 @@ int nb_link_node_listen(nb_link_node_t *n, const char *url) {
   if (!n || n->closing) return NB_EINVAL;
   if (n->listening) return NB_EEXIST;
   struct sockaddr_storage addr;
-  if (nb__url_addr(url, &addr) != 0) {
-    nb__log(n, NB_LINK_LOG_ERROR, "cannot listen on '%s': not tcp://IP:PORT",
+  if (url_addr(url, &addr) != 0) {
+    node_log(n, NB_LINK_LOG_ERROR, "cannot listen on '%s': not tcp://IP:PORT",
             url ? url : "(null)");
     return NB_EINVAL;
   }
@@ -1255,12 +1256,12 @@ int nb_link_node_listen(nb_link_node_t *n, const char *url) {
   n->listening = 1;
   n->handles++;
   int rc = uv_tcp_bind(&n->server, (const struct sockaddr *)&addr, 0);
-  if (rc == 0) rc = uv_listen((uv_stream_t *)&n->server, 128, nb__on_connection);
+  if (rc == 0) rc = uv_listen((uv_stream_t *)&n->server, 128, on_connection);
   if (rc != 0) {
-    nb__log(n, NB_LINK_LOG_ERROR, "cannot listen on %s: %s", url,
+    node_log(n, NB_LINK_LOG_ERROR, "cannot listen on %s: %s", url,
             uv_strerror(rc));
     n->listening = 0;
-    uv_close((uv_handle_t *)&n->server, nb__handle_closed);
+    uv_close((uv_handle_t *)&n->server, handle_closed);
     return NB_EIO;
   }
   struct sockaddr_storage ss;
@@ -1269,7 +1270,7 @@ int nb_link_node_listen(nb_link_node_t *n, const char *url) {
   n->port = ntohs(ss.ss_family == AF_INET6
                       ? ((struct sockaddr_in6 *)&ss)->sin6_port
                       : ((struct sockaddr_in *)&ss)->sin_port);
-  nb__log(n, NB_LINK_LOG_INFO, "listening on %s (port %d)", url, n->port);
+  node_log(n, NB_LINK_LOG_INFO, "listening on %s (port %d)", url, n->port);
   return 0;
 }
 
@@ -1284,12 +1285,12 @@ int nb_link_connect(nb_link_node_t *n, const char *url,
   if (out) *out = NULL;
   if (!n || n->closing) return NB_EINVAL;
   struct sockaddr_storage addr;
-  if (nb__url_addr(url, &addr) != 0 || strlen(url) >= 128) return NB_EINVAL;
-  nb_link_t *l = nb__link_new(n, opts, 1);
+  if (url_addr(url, &addr) != 0 || strlen(url) >= 128) return NB_EINVAL;
+  nb_link_t *l = link_new(n, opts, 1);
   if (!l) return NB_ENOMEM;
   snprintf(l->url, sizeof l->url, "%s", url);
   l->addr = addr;
-  nb__dial(l);
+  link_dial(l);
   if (out) *out = l;
   return 0;
 }
@@ -1297,11 +1298,11 @@ int nb_link_connect(nb_link_node_t *n, const char *url,
 int nb_link_expect(nb_link_node_t *n, const char *cortex,
                    const nb_link_opts_t *opts, nb_link_t **out) {
   if (out) *out = NULL;
-  if (!n || n->closing || !nb__name_valid(cortex)) return NB_EINVAL;
+  if (!n || n->closing || !name_valid(cortex)) return NB_EINVAL;
   nb_link_t *l = nb_link_find(n, cortex);
   if (l && l->outbound) return NB_EINVAL;
   if (!l) {
-    l = nb__link_new(n, opts ? opts : &n->o.accept, 0);
+    l = link_new(n, opts ? opts : &n->o.accept, 0);
     if (!l) return NB_ENOMEM;
     snprintf(l->cortex, sizeof l->cortex, "%s", cortex);
   }
@@ -1323,10 +1324,10 @@ nb_link_t *nb_link_at(const nb_link_node_t *n, size_t i) {
 /* ---- public: link ---- */
 
 int nb_link_target(nb_link_t *l, const char *name) {
-  if (!l || !nb__name_valid(name)) return NB_EINVAL;
-  int h = nb__target_find(l, name);
+  if (!l || !name_valid(name)) return NB_EINVAL;
+  int h = target_find(l, name);
   if (h >= 0) return h;
-  int32_t remote = l->up ? nb__peer_id(l, name) : -1;
+  int32_t remote = l->up ? peer_id(l, name) : -1;
   if (l->up && remote < 0) return NB_ENOENT;
   if (l->ntargets >= NB__MAX_TARGETS) return NB_ELIMIT;
   if (l->ntargets == l->tcap) {
@@ -1345,7 +1346,7 @@ int nb_link_target(nb_link_t *l, const char *name) {
     uint32_t *tab = calloc(cap, sizeof *tab);
     if (!tab) return NB_ENOMEM;
     for (uint32_t i = 0; i < l->ntargets; i++)
-      nb__thash_put(tab, cap, l->tnames[i], i);
+      thash_put(tab, cap, l->tnames[i], i);
     free(l->thash);
     l->thash = tab;
     l->thcap = cap;
@@ -1355,7 +1356,7 @@ int nb_link_target(nb_link_t *l, const char *name) {
   uint32_t id = l->ntargets++;
   l->tnames[id] = copy;
   l->tremote[id] = remote;
-  nb__thash_put(l->thash, l->thcap, copy, id);
+  thash_put(l->thash, l->thcap, copy, id);
   return (int)id;
 }
 
@@ -1396,7 +1397,7 @@ int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
     l->was_full = 1;
     return NB_EFULL;
   }
-  nb__entry_t *e = &l->ring[l->rt & l->mask];
+  entry_t *e = &l->ring[l->rt & l->mask];
   e->by_ref = 0;
   if (by_ref) {
     /* The queue's own reference, dropped when the entry is cleared. */
@@ -1416,7 +1417,7 @@ int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
   e->written = 0;
   l->rt++;
   l->st.sent++;
-  if (l->up) nb__kick(l->node);
+  if (l->up) kick(l->node);
   return 0;
 }
 
@@ -1442,7 +1443,7 @@ void nb_link_resume(nb_link_t *l) {
   if (!l || !l->conn || !l->conn->paused) return;
   l->conn->paused = 0;
   l->conn->want_process = 1;
-  nb__kick(l->node);
+  kick(l->node);
 }
 
 int nb_link_is_up(const nb_link_t *l) { return l && l->up; }
@@ -1471,7 +1472,7 @@ const char *nb_link_peer_neuron(const nb_link_t *l, nb_id_t remote_id) {
 
 int nb_link_resolve(const nb_link_t *l, const char *name) {
   if (!l || !l->up || !name) return NB_ENOENT;
-  int32_t id = nb__peer_id(l, name);
+  int32_t id = peer_id(l, name);
   return id < 0 ? NB_ENOENT : id;
 }
 
@@ -1485,7 +1486,7 @@ nb_link_stats_t *nb_link_stats(const nb_link_t *l, nb_link_stats_t *out) {
 
 int nb_link_disconnect(nb_link_t *l) {
   if (!l || !l->conn) return NB_ECLOSED;
-  nb__conn_lost(l->conn, NB_LINK_LOG_INFO, 0, "disconnected by this node");
+  conn_lost(l->conn, NB_LINK_LOG_INFO, 0, "disconnected by this node");
   return 0;
 }
 

@@ -10,31 +10,31 @@
 
 #include "nb_err.h"
 
-static void nb__put16(uint8_t *p, uint16_t v) {
+static void put16(uint8_t *p, uint16_t v) {
   p[0] = (uint8_t)v;
   p[1] = (uint8_t)(v >> 8);
 }
-static void nb__put32(uint8_t *p, uint32_t v) {
+static void put32(uint8_t *p, uint32_t v) {
   for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
-static void nb__put64(uint8_t *p, uint64_t v) {
+static void put64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
 }
-static uint16_t nb__get16(const uint8_t *p) {
+static uint16_t get16(const uint8_t *p) {
   return (uint16_t)(p[0] | p[1] << 8);
 }
-static uint32_t nb__get32(const uint8_t *p) {
+static uint32_t get32(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
          (uint32_t)p[3] << 24;
 }
-static uint64_t nb__get64(const uint8_t *p) {
+static uint64_t get64(const uint8_t *p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
   return v;
 }
 
 /* Formats a reason into why (if any); returns NB_EFRAME. */
-static int nb__why(char *why, size_t whylen, const char *fmt, ...) {
+static int set_why(char *why, size_t whylen, const char *fmt, ...) {
   if (why && whylen) {
     va_list ap;
     va_start(ap, fmt);
@@ -46,7 +46,7 @@ static int nb__why(char *why, size_t whylen, const char *fmt, ...) {
 
 /* Returns 1 when the n bytes at p make a valid name (1..255 bytes, no
  * control characters, so a name is always safe to log), else 0. */
-static int nb__name_ok(const char *p, size_t n) {
+static int name_ok(const char *p, size_t n) {
   if (n == 0 || n > NB_LINK_NAME_MAX) return 0;
   for (size_t i = 0; i < n; i++) {
     unsigned char c = (unsigned char)p[i];
@@ -65,7 +65,7 @@ size_t nb_link_hello_size(const nb_link_hello_t *h) {
 
 /* Returns 1 when the n bytes at p make a valid host id (1..64 printable
  * ASCII bytes), else 0. */
-static int nb__host_ok(const char *p, size_t n) {
+static int host_ok(const char *p, size_t n) {
   if (n == 0 || n > NB_LINK_HOST_MAX) return 0;
   for (size_t i = 0; i < n; i++)
     if (p[i] < 0x21 || p[i] > 0x7e) return 0;
@@ -80,47 +80,47 @@ int nb_link_arena_same(const nb_link_arena_id_t *a,
 
 int nb_link_hello_encode(const nb_link_hello_t *h, uint8_t *out, size_t cap) {
   size_t clen = strlen(h->cortex);
-  if (!nb__name_ok(h->cortex, clen)) return NB_EINVAL;
+  if (!name_ok(h->cortex, clen)) return NB_EINVAL;
   for (uint32_t i = 0; i < h->count; i++) {
     const char *nm = h->names[i].name;
-    if (!nm || !nb__name_ok(nm, strlen(nm))) return NB_EINVAL;
+    if (!nm || !name_ok(nm, strlen(nm))) return NB_EINVAL;
     if (h->names[i].id >= NB_LINK_CTRL_ID) return NB_EINVAL;
   }
   if (h->flags & ~NB_LINK_F_ARENA) return NB_EINVAL;
   if ((h->flags & NB_LINK_F_ARENA) &&
-      !nb__host_ok(h->arena.host, strlen(h->arena.host)))
+      !host_ok(h->arena.host, strlen(h->arena.host)))
     return NB_EINVAL;
   size_t total = nb_link_hello_size(h);
   if (total - NB_LINK_HELLO_HEAD > NB_LINK_HELLO_MAX || total > cap)
     return NB_ETOOBIG;
   uint8_t *p = out;
-  nb__put32(p, NB_LINK_MAGIC);
-  nb__put16(p + 4, h->version ? h->version : NB_LINK_VERSION);
-  nb__put16(p + 6, h->flags);
-  nb__put32(p + 8, (uint32_t)(total - NB_LINK_HELLO_HEAD));
+  put32(p, NB_LINK_MAGIC);
+  put16(p + 4, h->version ? h->version : NB_LINK_VERSION);
+  put16(p + 6, h->flags);
+  put32(p + 8, (uint32_t)(total - NB_LINK_HELLO_HEAD));
   p += NB_LINK_HELLO_HEAD;
-  nb__put64(p, h->incarnation);
-  nb__put64(p + 8, h->peer_incarnation);
-  nb__put64(p + 16, h->recv_seq);
-  nb__put32(p + 24, h->max_payload);
+  put64(p, h->incarnation);
+  put64(p + 8, h->peer_incarnation);
+  put64(p + 16, h->recv_seq);
+  put32(p + 24, h->max_payload);
   p += 28;
   *p++ = (uint8_t)clen;
   memcpy(p, h->cortex, clen);
   p += clen;
-  nb__put32(p, h->count);
+  put32(p, h->count);
   p += 4;
   for (uint32_t i = 0; i < h->count; i++) {
     size_t n = strlen(h->names[i].name);
-    nb__put16(p, h->names[i].id);
+    put16(p, h->names[i].id);
     p[2] = (uint8_t)n;
     memcpy(p + 3, h->names[i].name, n);
     p += 3 + n;
   }
   if (h->flags & NB_LINK_F_ARENA) {
     size_t n = strlen(h->arena.host);
-    nb__put64(p, h->arena.dev);
-    nb__put64(p + 8, h->arena.ino);
-    nb__put64(p + 16, h->arena.capacity);
+    put64(p, h->arena.dev);
+    put64(p + 8, h->arena.ino);
+    put64(p + 16, h->arena.capacity);
     p[24] = (uint8_t)n;
     memcpy(p + 25, h->arena.host, n);
     p += 25 + n;
@@ -129,7 +129,7 @@ int nb_link_hello_encode(const nb_link_hello_t *h, uint8_t *out, size_t cap) {
 }
 
 /* Orders name pointers for the duplicate check. */
-static int nb__name_cmp(const void *a, const void *b) {
+static int name_cmp(const void *a, const void *b) {
   return strcmp(((const nb_link_name_t *)a)->name,
                 ((const nb_link_name_t *)b)->name);
 }
@@ -141,49 +141,49 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
   /* Reject a stranger at its first wrong byte instead of waiting. */
   for (size_t i = 0; i < len && i < 4; i++)
     if (buf[i] != magic[i])
-      return nb__why(why, whylen,
+      return set_why(why, whylen,
                      "bad handshake: not a NeuronBus link (magic byte %zu is "
                      "0x%02x)", i, buf[i]);
   if (len < 6) return 0;
-  out->version = nb__get16(buf + 4);
+  out->version = get16(buf + 4);
   if (out->version != NB_LINK_VERSION)
-    return nb__why(why, whylen,
+    return set_why(why, whylen,
                    "protocol version mismatch: peer speaks version %u, this "
                    "node speaks version %u", out->version, NB_LINK_VERSION);
   if (len < NB_LINK_HELLO_HEAD) return 0;
-  out->flags = nb__get16(buf + 6);
-  uint32_t body = nb__get32(buf + 8);
+  out->flags = get16(buf + 6);
+  uint32_t body = get32(buf + 8);
   if (out->flags & ~NB_LINK_F_ARENA)
-    return nb__why(why, whylen, "bad handshake: unknown flags 0x%04x",
+    return set_why(why, whylen, "bad handshake: unknown flags 0x%04x",
                    out->flags);
   if (body > NB_LINK_HELLO_MAX)
-    return nb__why(why, whylen,
+    return set_why(why, whylen,
                    "bad handshake: %u-byte body exceeds the %u-byte maximum",
                    body, NB_LINK_HELLO_MAX);
   if (len - NB_LINK_HELLO_HEAD < body) return 0;
 
   const uint8_t *p = buf + NB_LINK_HELLO_HEAD, *end = p + body;
   if (end - p < 29)
-    return nb__why(why, whylen, "bad handshake: body of %u bytes is too short",
+    return set_why(why, whylen, "bad handshake: body of %u bytes is too short",
                    body);
-  out->incarnation = nb__get64(p);
-  out->peer_incarnation = nb__get64(p + 8);
-  out->recv_seq = nb__get64(p + 16);
-  out->max_payload = nb__get32(p + 24);
+  out->incarnation = get64(p);
+  out->peer_incarnation = get64(p + 8);
+  out->recv_seq = get64(p + 16);
+  out->max_payload = get32(p + 24);
   p += 28;
   if (out->incarnation == 0)
-    return nb__why(why, whylen, "bad handshake: incarnation is 0");
+    return set_why(why, whylen, "bad handshake: incarnation is 0");
   size_t clen = *p++;
-  if ((size_t)(end - p) < clen + 4 || !nb__name_ok((const char *)p, clen))
-    return nb__why(why, whylen, "bad handshake: bad cortex name");
+  if ((size_t)(end - p) < clen + 4 || !name_ok((const char *)p, clen))
+    return set_why(why, whylen, "bad handshake: bad cortex name");
   memcpy(out->cortex, p, clen);
   out->cortex[clen] = 0;
   p += clen;
-  uint32_t count = nb__get32(p);
+  uint32_t count = get32(p);
   p += 4;
   /* Each entry takes at least 4 bytes: bound count before allocating. */
   if (count >= NB_LINK_CTRL_ID || (uint64_t)count * 4 > (uint64_t)(end - p))
-    return nb__why(why, whylen, "bad handshake: %u names cannot fit", count);
+    return set_why(why, whylen, "bad handshake: %u names cannot fit", count);
   nb_link_name_t *names = NULL;
   if (count) {
     names = malloc((size_t)count * sizeof *names + (size_t)(end - p));
@@ -198,19 +198,19 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
   }
   for (uint32_t i = 0; i < count && rc == 0; i++) {
     if (end - p < 3) {
-      rc = nb__why(why, whylen, "bad handshake: name %u is truncated", i);
+      rc = set_why(why, whylen, "bad handshake: name %u is truncated", i);
       break;
     }
-    nb_id_t id = nb__get16(p);
+    nb_id_t id = get16(p);
     size_t n = p[2];
     p += 3;
-    if ((size_t)(end - p) < n || !nb__name_ok((const char *)p, n))
-      rc = nb__why(why, whylen, "bad handshake: name %u is malformed", i);
+    if ((size_t)(end - p) < n || !name_ok((const char *)p, n))
+      rc = set_why(why, whylen, "bad handshake: name %u is malformed", i);
     else if (id >= NB_LINK_CTRL_ID)
-      rc = nb__why(why, whylen, "bad handshake: neuron id %u is reserved",
+      rc = set_why(why, whylen, "bad handshake: neuron id %u is reserved",
                    (unsigned)id);
     else if (seen[id >> 3] & (1u << (id & 7)))
-      rc = nb__why(why, whylen, "bad handshake: neuron id %u listed twice",
+      rc = set_why(why, whylen, "bad handshake: neuron id %u listed twice",
                    (unsigned)id);
     if (rc) break;
     seen[id >> 3] |= (uint8_t)(1u << (id & 7));
@@ -225,19 +225,19 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
   if (rc == 0 && (out->flags & NB_LINK_F_ARENA)) {
     size_t n = end - p >= 25 ? p[24] : 0;
     if (end - p < 25 || (size_t)(end - p) - 25 < n ||
-        !nb__host_ok((const char *)p + 25, n)) {
-      rc = nb__why(why, whylen, "bad handshake: malformed arena identity");
+        !host_ok((const char *)p + 25, n)) {
+      rc = set_why(why, whylen, "bad handshake: malformed arena identity");
     } else {
-      out->arena.dev = nb__get64(p);
-      out->arena.ino = nb__get64(p + 8);
-      out->arena.capacity = nb__get64(p + 16);
+      out->arena.dev = get64(p);
+      out->arena.ino = get64(p + 8);
+      out->arena.capacity = get64(p + 16);
       memcpy(out->arena.host, p + 25, n);
       out->arena.host[n] = 0;
       p += 25 + n;
     }
   }
   if (rc == 0 && p != end)
-    rc = nb__why(why, whylen, "bad handshake: %zu trailing bytes",
+    rc = set_why(why, whylen, "bad handshake: %zu trailing bytes",
                  (size_t)(end - p));
   if (rc == 0 && count > 1) {
     /* Duplicates show up as neighbours once sorted; sort a copy so the
@@ -247,10 +247,10 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
       rc = NB_ENOMEM;
     } else {
       memcpy(tmp, names, (size_t)count * sizeof *tmp);
-      qsort(tmp, count, sizeof *tmp, nb__name_cmp);
+      qsort(tmp, count, sizeof *tmp, name_cmp);
       for (uint32_t i = 1; i < count && rc == 0; i++)
         if (strcmp(tmp[i - 1].name, tmp[i].name) == 0)
-          rc = nb__why(why, whylen, "bad handshake: name '%s' listed twice",
+          rc = set_why(why, whylen, "bad handshake: name '%s' listed twice",
                        tmp[i].name);
       free(tmp);
     }
@@ -276,7 +276,7 @@ int nb_link_ack_encode(uint64_t seq, uint8_t out[NB_FRAME_SPIKE]) {
   nb_spike_t s;
   uint8_t body[9];
   body[0] = NB_LINK_CTRL_ACK;
-  nb__put64(body + 1, seq);
+  put64(body + 1, seq);
   nb_spike_init(&s, NB_LINK_CTRL_ID, NB_MODULATORY, 255);
   s.source = NB_LINK_CTRL_ID;
   nb_spike_set_payload(&s, body, sizeof body);
@@ -291,7 +291,7 @@ int nb_link_ack_parse(const nb_spike_t *s, uint64_t *seq) {
   if (s->source != NB_LINK_CTRL_ID || s->target != NB_LINK_CTRL_ID ||
       nb_spike_inline_len(s) != 9 || s->payload[0] != NB_LINK_CTRL_ACK)
     return NB_EFRAME;
-  *seq = nb__get64(s->payload + 1);
+  *seq = get64(s->payload + 1);
   return 0;
 }
 
@@ -324,7 +324,7 @@ int nb_link_parse_url(const char *url, char *host, size_t hostcap, int *port,
   const char *nm = NULL;
   if (*p == '/') {
     nm = p + 1;
-    if (!neuron || !nb__name_ok(nm, strlen(nm))) return NB_EINVAL;
+    if (!neuron || !name_ok(nm, strlen(nm))) return NB_EINVAL;
   } else if (*p) {
     return NB_EINVAL;
   }
@@ -360,35 +360,35 @@ int nb_link_rx_partial(const nb_link_rx_t *rx) {
 
 /* Puts the reason the decoder refused the current frame into rx->why;
  * returns NB_EFRAME. */
-static int nb__rx_frame_why(nb_link_rx_t *rx) {
+static int rx_frame_why(nb_link_rx_t *rx) {
   const nb_frame_decoder_t *d = &rx->dec;
   unsigned long long n = (unsigned long long)rx->frames + 1;
   rx->state = -1;
   if (d->have < NB_FRAME_HEADER)
-    return nb__why(rx->why, sizeof rx->why, "malformed frame %llu", n);
-  uint32_t l = nb__get32(d->head);
+    return set_why(rx->why, sizeof rx->why, "malformed frame %llu", n);
+  uint32_t l = get32(d->head);
   if (l < NB_SPIKE_SIZE)
-    return nb__why(rx->why, sizeof rx->why,
+    return set_why(rx->why, sizeof rx->why,
                    "malformed frame %llu: length %u is below %u", n, l,
                    NB_SPIKE_SIZE);
   if (l - NB_SPIKE_SIZE > d->max_payload)
-    return nb__why(rx->why, sizeof rx->why,
+    return set_why(rx->why, sizeof rx->why,
                    "oversized frame %llu: a %u-byte payload exceeds the "
                    "maximum of %u", n, l - NB_SPIKE_SIZE, d->max_payload);
   if (d->have < NB_FRAME_SPIKE)
-    return nb__why(rx->why, sizeof rx->why, "malformed frame %llu", n);
+    return set_why(rx->why, sizeof rx->why, "malformed frame %llu", n);
   nb_spike_t s;
   if (nb_spike_from_bytes(&s, d->head + NB_FRAME_HEADER) != 0)
-    return nb__why(rx->why, sizeof rx->why,
+    return set_why(rx->why, sizeof rx->why,
                    "malformed spike in frame %llu (meta byte 0x%02x)", n,
                    d->head[NB_FRAME_HEADER + 16]);
-  return nb__why(rx->why, sizeof rx->why,
+  return set_why(rx->why, sizeof rx->why,
                  "malformed frame %llu: length %u disagrees with its spike's "
                  "payload", n, l);
 }
 
 /* Collects HELLO bytes from data; returns as nb_link_rx_feed does. */
-static int nb__rx_hello(nb_link_rx_t *rx, const uint8_t *data, size_t len,
+static int rx_hello(nb_link_rx_t *rx, const uint8_t *data, size_t len,
                         size_t *used, nb_link_rx_event_t *ev) {
   size_t pos = 0;
   while (pos < len) {
@@ -396,7 +396,7 @@ static int nb__rx_hello(nb_link_rx_t *rx, const uint8_t *data, size_t len,
      * the body it announces, so frames after it stay for the decoder. */
     size_t want = NB_LINK_HELLO_HEAD;
     if (rx->hlen >= NB_LINK_HELLO_HEAD)
-      want += nb__get32(rx->hbuf + 8); /* checked below by the parser */
+      want += get32(rx->hbuf + 8); /* checked below by the parser */
     size_t take = want - rx->hlen;
     if (take > len - pos) take = len - pos;
     if (rx->hlen + take > rx->hcap) {
@@ -444,18 +444,18 @@ int nb_link_rx_feed(nb_link_rx_t *rx, const uint8_t *data, size_t len,
                     size_t *used, nb_link_rx_event_t *ev) {
   *used = 0;
   if (rx->state < 0) return NB_EFRAME;
-  if (rx->state == 0) return nb__rx_hello(rx, data, len, used, ev);
+  if (rx->state == 0) return rx_hello(rx, data, len, used, ev);
   const uint8_t *payload = NULL;
   size_t plen = 0;
   int rc = nb_frame_decode(&rx->dec, data, len, used, &ev->spike, &payload,
                            &plen);
-  if (rc == NB_EFRAME) return nb__rx_frame_why(rx);
+  if (rc == NB_EFRAME) return rx_frame_why(rx);
   if (rc <= 0) return rc;
   rx->frames++;
   if (nb_link_is_ctrl(&ev->spike)) {
     if (nb_link_ack_parse(&ev->spike, &ev->ack) != 0) {
       rx->state = -1;
-      return nb__why(rx->why, sizeof rx->why,
+      return set_why(rx->why, sizeof rx->why,
                      "malformed control frame %llu",
                      (unsigned long long)rx->frames);
     }

@@ -39,15 +39,15 @@ struct nb_lstate_s {
   _Atomic uint32_t w_seq;       /* bumped at each outermost entry */
   _Atomic int quarantined;
   _Atomic uint64_t watchdog_overruns;
-  uint32_t w_reported;          /* watchdog-owned, under nb__wd.mu */
-  nb_lstate_t *w_next, *w_prev; /* under nb__wd.mu */
+  uint32_t w_reported;          /* watchdog-owned, under wd.mu */
+  nb_lstate_t *w_next, *w_prev; /* under wd.mu */
   int w_linked;
 };
 
 /* ---- small helpers -------------------------------------------------- */
 
 /* Writes a formatted message into err when there is room; returns code. */
-static int nb__errf(char *err, size_t errlen, int code, const char *fmt, ...) {
+static int errf(char *err, size_t errlen, int code, const char *fmt, ...) {
   if (err && errlen) {
     va_list ap;
     va_start(ap, fmt);
@@ -58,7 +58,7 @@ static int nb__errf(char *err, size_t errlen, int code, const char *fmt, ...) {
 }
 
 /* Writes "16 MB", "512 KB" or "1000 bytes" for n into buf; returns buf. */
-static const char *nb__size_txt(char *buf, size_t len, size_t n) {
+static const char *size_txt(char *buf, size_t len, size_t n) {
   if (n && n % (1024 * 1024) == 0)
     snprintf(buf, len, "%zu MB", n / (1024 * 1024));
   else if (n && n % 1024 == 0)
@@ -69,7 +69,7 @@ static const char *nb__size_txt(char *buf, size_t len, size_t n) {
 }
 
 /* Writes "20 ms", "1 s", "500 us" or "n ns" for ns into buf; returns buf. */
-static const char *nb__time_txt(char *buf, size_t len, uint64_t ns) {
+static const char *time_txt(char *buf, size_t len, uint64_t ns) {
   if (ns && ns % 1000000000ull == 0)
     snprintf(buf, len, "%llu s", (unsigned long long)(ns / 1000000000ull));
   else if (ns && ns % 1000000ull == 0)
@@ -89,7 +89,7 @@ static const char *nb__time_txt(char *buf, size_t len, uint64_t ns) {
  * malloc_usable_size, not Lua's osize: after a failed upvalue allocation
  * LuaJIT frees a closure with a smaller osize than it allocated, which
  * would leave the count drifting. */
-static void *nb__alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   nb_lstate_t *S = ud;
   size_t old = ptr ? malloc_usable_size(ptr) : 0;
   if (nsize == 0) {
@@ -121,13 +121,13 @@ static void *nb__alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 /* Returns the state owning L (its allocator's ud) or NULL. */
 nb_lstate_t *nb_lstate_from_L(lua_State *L) {
   void *ud = NULL;
-  if (!L || lua_getallocf(L, &ud) != nb__alloc) return NULL;
+  if (!L || lua_getallocf(L, &ud) != capped_alloc) return NULL;
   return ud;
 }
 
 /* Prints the unprotected error with the state's name and aborts: reaching
  * it is a host bug (a Lua API call outside any protection); never returns. */
-static int nb__panic(lua_State *L) {
+static int panic(lua_State *L) {
   nb_lstate_t *S = nb_lstate_from_L(L);
   const char *msg = lua_tostring(L, -1);
   fprintf(stderr, "neuronbus: PANIC: unprotected Lua error in state '%s': %s\n",
@@ -139,16 +139,16 @@ static int nb__panic(lua_State *L) {
 
 /* ---- budget hook ---------------------------------------------------- */
 
-static void nb__hook(lua_State *L, lua_Debug *ar);
+static void budget_hook(lua_State *L, lua_Debug *ar);
 
 /* Raises the budget error and from then on makes the hook fire at every
  * instruction, so agent code that catches the error with pcall is
  * interrupted again at once and every level unwinds; never returns. */
-static int nb__budget_raise(lua_State *L, nb_lstate_t *S) {
+static int budget_raise(lua_State *L, nb_lstate_t *S) {
   S->budget_hit = 1;
   if (!S->escalated) {
     S->escalated = 1;
-    lua_sethook(L, nb__hook, LUA_MASKCOUNT, 1);
+    lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
   }
   /* Made once at setup: raising allocates nothing, even at the cap. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->budget_msg_ref);
@@ -157,12 +157,12 @@ static int nb__budget_raise(lua_State *L, nb_lstate_t *S) {
 
 /* Count hook of budgeted states: returns while the entry's deadline is
  * ahead (or no entry runs), raises the budget error past it. */
-static void nb__hook(lua_State *L, lua_Debug *ar) {
+static void budget_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   nb_lstate_t *S = nb_lstate_from_L(L);
   if (!S || !S->deadline) return;
   if (!S->budget_hit && nb_clock_ns() < S->deadline) return;
-  nb__budget_raise(L, S);
+  budget_raise(L, S);
 }
 
 /* The same check from Lua, run by the pcall/xpcall wrappers of budgeted
@@ -171,18 +171,18 @@ static void nb__hook(lua_State *L, lua_Debug *ar) {
  * `local function f() while true do pcall(f) end end` at maximum depth
  * would never see the count hook; the wrapper calls this before pcall, and
  * when even this cannot get its stack the error unwinds one level up. */
-static int nb__budget_check(lua_State *L) {
+static int budget_check(lua_State *L) {
   nb_lstate_t *S = nb_lstate_from_L(L);
   if (!S || !S->deadline) return 0;
   if (!S->budget_hit && nb_clock_ns() < S->deadline) return 0;
-  return nb__budget_raise(L, S);
+  return budget_raise(L, S);
 }
 
 /* Lua wrappers (tail calls keep pcall yieldable and its results intact).
  * xpcall's handler is wrapped too: a budget error raised from the hook
  * runs the handler while LuaJIT still counts the hook as active, so a
  * looping handler would see no hook; the check stops it before it runs. */
-static const char nb__pcall_wrap[] =
+static const char pcall_wrap[] =
     "local check, pcall, xpcall = ...\n"
     "return function(f, ...) check() return pcall(f, ...) end,\n"
     "  function(f, h, ...)\n"
@@ -223,63 +223,63 @@ static struct {
   nb_lstate_t *head;
   nb_lstate_report_fn report;
   void *report_ud;
-} nb__wd = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} wd = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-static pthread_once_t nb__wd_once = PTHREAD_ONCE_INIT;
+static pthread_once_t wd_once = PTHREAD_ONCE_INIT;
 
 /* Initializes the watchdog's condition variable on the monotonic clock;
  * returns nothing. */
-static void nb__wd_cv_init(void) {
+static void wd_cv_init(void) {
   pthread_condattr_t a;
   pthread_condattr_init(&a);
   pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-  pthread_cond_init(&nb__wd.cv, &a);
+  pthread_cond_init(&wd.cv, &a);
   pthread_condattr_destroy(&a);
 }
 
 /* In a forked child the watchdog thread does not exist: reset its state so
  * the next watched state starts a new one; returns nothing. */
-static void nb__wd_atfork_child(void) {
-  pthread_mutex_init(&nb__wd.mu, NULL);
-  nb__wd_cv_init();
-  nb__wd.running = 0;
-  nb__wd.stop = 0;
+static void wd_atfork_child(void) {
+  pthread_mutex_init(&wd.mu, NULL);
+  wd_cv_init();
+  wd.running = 0;
+  wd.stop = 0;
 }
 
 /* Runs once per process: the condition variable and the fork handler;
  * returns nothing. */
-static void nb__wd_once_init(void) {
-  nb__wd_cv_init();
-  pthread_atfork(NULL, NULL, nb__wd_atfork_child);
+static void wd_once_init(void) {
+  wd_cv_init();
+  pthread_atfork(NULL, NULL, wd_atfork_child);
 }
 
 /* The default report: one line on stderr; returns nothing. */
-static void nb__wd_print(const char *name, uint64_t elapsed, uint64_t limit,
+static void wd_print(const char *name, uint64_t elapsed, uint64_t limit,
                          void *ud) {
   (void)ud;
   char t[32];
   fprintf(stderr,
           "neuronbus: watchdog: neuron '%s' has run one entry for %.1f ms, "
           "past its limit of %s; it is quarantined (no more deliveries)\n",
-          name, elapsed / 1e6, nb__time_txt(t, sizeof t, limit));
+          name, elapsed / 1e6, time_txt(t, sizeof t, limit));
 }
 
 typedef struct {
   char name[64];
   uint64_t elapsed, limit;
-} nb__wd_note_t;
+} wd_note_t;
 
 /* The watchdog thread: every period (a quarter of the smallest limit,
  * 1..100 ms) it checks each watched state's running entry; returns NULL
  * when stopped. */
-static void *nb__wd_main(void *arg) {
+static void *wd_main(void *arg) {
   (void)arg;
-  pthread_mutex_lock(&nb__wd.mu);
-  while (!nb__wd.stop) {
-    nb__wd_note_t notes[16];
+  pthread_mutex_lock(&wd.mu);
+  while (!wd.stop) {
+    wd_note_t notes[16];
     int n = 0;
     uint64_t now = nb_clock_ns(), period = 100000000ull;
-    for (nb_lstate_t *S = nb__wd.head; S; S = S->w_next) {
+    for (nb_lstate_t *S = wd.head; S; S = S->w_next) {
       if (S->watch_ns / 4 < period) period = S->watch_ns / 4;
       /* seq before and after start: a start read across two entries is
        * skipped rather than blamed on the new one. */
@@ -299,87 +299,87 @@ static void *nb__wd_main(void *arg) {
       }
     }
     if (period < 1000000ull) period = 1000000ull;
-    nb_lstate_report_fn fn = nb__wd.report ? nb__wd.report : nb__wd_print;
-    void *ud = nb__wd.report_ud;
+    nb_lstate_report_fn fn = wd.report ? wd.report : wd_print;
+    void *ud = wd.report_ud;
     if (n) {
       /* Report without the lock: the callback may close other states. */
-      pthread_mutex_unlock(&nb__wd.mu);
+      pthread_mutex_unlock(&wd.mu);
       for (int i = 0; i < n; i++)
         fn(notes[i].name, notes[i].elapsed, notes[i].limit, ud);
-      pthread_mutex_lock(&nb__wd.mu);
+      pthread_mutex_lock(&wd.mu);
     }
-    if (nb__wd.stop) break;
+    if (wd.stop) break;
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t ns = (uint64_t)ts.tv_nsec + period;
     ts.tv_sec += (time_t)(ns / 1000000000ull);
     ts.tv_nsec = (long)(ns % 1000000000ull);
-    pthread_cond_timedwait(&nb__wd.cv, &nb__wd.mu, &ts);
+    pthread_cond_timedwait(&wd.cv, &wd.mu, &ts);
   }
-  pthread_mutex_unlock(&nb__wd.mu);
+  pthread_mutex_unlock(&wd.mu);
   return NULL;
 }
 
 /* Adds S to the watched list, starting the thread if needed; returns 0 or
  * NB_ENOMEM when the thread cannot start. */
-static int nb__wd_add(nb_lstate_t *S) {
-  pthread_once(&nb__wd_once, nb__wd_once_init);
-  pthread_mutex_lock(&nb__wd.mu);
-  if (!nb__wd.running) {
-    nb__wd.stop = 0;
-    if (pthread_create(&nb__wd.th, NULL, nb__wd_main, NULL) != 0) {
-      pthread_mutex_unlock(&nb__wd.mu);
+static int wd_add(nb_lstate_t *S) {
+  pthread_once(&wd_once, wd_once_init);
+  pthread_mutex_lock(&wd.mu);
+  if (!wd.running) {
+    wd.stop = 0;
+    if (pthread_create(&wd.th, NULL, wd_main, NULL) != 0) {
+      pthread_mutex_unlock(&wd.mu);
       return NB_ENOMEM;
     }
-    nb__wd.running = 1;
+    wd.running = 1;
   }
   S->w_prev = NULL;
-  S->w_next = nb__wd.head;
-  if (nb__wd.head) nb__wd.head->w_prev = S;
-  nb__wd.head = S;
+  S->w_next = wd.head;
+  if (wd.head) wd.head->w_prev = S;
+  wd.head = S;
   S->w_linked = 1;
-  pthread_cond_signal(&nb__wd.cv); /* a smaller limit shortens the period */
-  pthread_mutex_unlock(&nb__wd.mu);
+  pthread_cond_signal(&wd.cv); /* a smaller limit shortens the period */
+  pthread_mutex_unlock(&wd.mu);
   return 0;
 }
 
 /* Removes S from the watched list; returns nothing. */
-static void nb__wd_remove(nb_lstate_t *S) {
+static void wd_remove(nb_lstate_t *S) {
   if (!S->w_linked) return;
-  pthread_mutex_lock(&nb__wd.mu);
+  pthread_mutex_lock(&wd.mu);
   if (S->w_prev) S->w_prev->w_next = S->w_next;
-  else nb__wd.head = S->w_next;
+  else wd.head = S->w_next;
   if (S->w_next) S->w_next->w_prev = S->w_prev;
   S->w_linked = 0;
-  pthread_mutex_unlock(&nb__wd.mu);
+  pthread_mutex_unlock(&wd.mu);
 }
 
 nb_lstate_report_fn nb_lstate_watchdog_report(nb_lstate_report_fn fn,
                                               void *ud) {
-  pthread_mutex_lock(&nb__wd.mu);
-  nb_lstate_report_fn old = nb__wd.report;
-  nb__wd.report = fn;
-  nb__wd.report_ud = ud;
-  pthread_mutex_unlock(&nb__wd.mu);
+  pthread_mutex_lock(&wd.mu);
+  nb_lstate_report_fn old = wd.report;
+  wd.report = fn;
+  wd.report_ud = ud;
+  pthread_mutex_unlock(&wd.mu);
   return old;
 }
 
 int nb_lstate_watchdog_stop(void) {
-  pthread_once(&nb__wd_once, nb__wd_once_init);
-  pthread_mutex_lock(&nb__wd.mu);
-  if (!nb__wd.running) {
-    pthread_mutex_unlock(&nb__wd.mu);
+  pthread_once(&wd_once, wd_once_init);
+  pthread_mutex_lock(&wd.mu);
+  if (!wd.running) {
+    pthread_mutex_unlock(&wd.mu);
     return 0;
   }
-  nb__wd.stop = 1;
-  pthread_cond_signal(&nb__wd.cv);
-  pthread_t th = nb__wd.th;
-  pthread_mutex_unlock(&nb__wd.mu);
+  wd.stop = 1;
+  pthread_cond_signal(&wd.cv);
+  pthread_t th = wd.th;
+  pthread_mutex_unlock(&wd.mu);
   pthread_join(th, NULL);
-  pthread_mutex_lock(&nb__wd.mu);
-  nb__wd.running = 0;
-  nb__wd.stop = 0;
-  pthread_mutex_unlock(&nb__wd.mu);
+  pthread_mutex_lock(&wd.mu);
+  wd.running = 0;
+  wd.stop = 0;
+  pthread_mutex_unlock(&wd.mu);
   return 0;
 }
 
@@ -388,7 +388,7 @@ int nb_lstate_watchdog_stop(void) {
 /* Sandbox load/loadstring: returns what the real load returns for chunk,
  * always in text mode ("t": bytecode is refused) and with the sandbox
  * environment unless the agent passes its own env table. */
-static int nb__safe_load(lua_State *L) {
+static int safe_load(lua_State *L) {
   lua_settop(L, 4);
   lua_pushvalue(L, lua_upvalueindex(1)); /* the real load */
   lua_pushvalue(L, 1);
@@ -402,7 +402,7 @@ static int nb__safe_load(lua_State *L) {
 
 /* Sandbox require: returns the module for a name on the allow-list
  * (loaded by the real require), raises for any other name. */
-static int nb__safe_require(lua_State *L) {
+static int safe_require(lua_State *L) {
   const char *name = luaL_checkstring(L, 1);
   lua_getfield(L, lua_upvalueindex(2), name);
   if (!lua_toboolean(L, -1))
@@ -417,7 +417,7 @@ static int nb__safe_require(lua_State *L) {
 /* Sandbox collectgarbage: returns the real results for "collect", "count"
  * and "step"; raises for the options that retune or stop the collector,
  * which the host owns (a stopped collector would fill the cap). */
-static int nb__safe_gc(lua_State *L) {
+static int safe_gc(lua_State *L) {
   const char *opt = luaL_optstring(L, 1, "collect");
   if (strcmp(opt, "collect") && strcmp(opt, "count") && strcmp(opt, "step"))
     return luaL_error(L, "collectgarbage(\"%s\") is not allowed in the sandbox",
@@ -432,7 +432,7 @@ static int nb__safe_gc(lua_State *L) {
 /* Trusted loader exported to runtime Lua code as
  * require("neuronbus.sandbox").loadfile(path): returns the chunk (text only
  * and with the sandbox env when sandboxed) or nil and the message. */
-static int nb__tr_loadfile(lua_State *L) {
+static int tr_loadfile(lua_State *L) {
   nb_lstate_t *S = nb_lstate_from_L(L);
   const char *path = luaL_checkstring(L, 1);
   int sb = S && S->sandbox;
@@ -450,7 +450,7 @@ static int nb__tr_loadfile(lua_State *L) {
 
 /* Trusted loader: require("neuronbus.sandbox").loadstring(src, chunkname);
  * returns the chunk or nil and the message, like loadfile above. */
-static int nb__tr_loadstring(lua_State *L) {
+static int tr_loadstring(lua_State *L) {
   nb_lstate_t *S = nb_lstate_from_L(L);
   size_t len;
   const char *src = luaL_checklstring(L, 1, &len);
@@ -470,7 +470,7 @@ static int nb__tr_loadstring(lua_State *L) {
 
 /* Copies the named fields of the table at src into the table at dst (both
  * absolute indexes), skipping absent ones; returns nothing. */
-static void nb__copy_fields(lua_State *L, int dst, int src,
+static void copy_fields(lua_State *L, int dst, int src,
                             const char *const *names) {
   for (; *names; names++) {
     lua_getfield(L, src, *names);
@@ -481,7 +481,7 @@ static void nb__copy_fields(lua_State *L, int dst, int src,
 
 /* Sets env[name] to a shallow copy of global library name minus the
  * fields in deny (NULL-terminated or NULL); returns nothing. */
-static void nb__copy_lib(lua_State *L, int env, const char *name,
+static void copy_lib(lua_State *L, int env, const char *name,
                          const char *const *deny) {
   lua_getglobal(L, name);
   if (!lua_istable(L, -1)) {
@@ -512,7 +512,7 @@ static void nb__copy_lib(lua_State *L, int env, const char *name,
 /* Builds the agent's environment in a sandboxed state and locks what all
  * code in the state shares (string.dump, the string metatable); leaves the
  * env on the stack. */
-static void nb__sandbox_build(lua_State *L, const char *const *allow) {
+static void sandbox_build(lua_State *L, const char *const *allow) {
   static const char *const base[] = {
       "assert", "error", "ipairs", "next", "pairs", "pcall", "print",
       "rawequal", "rawget", "rawset", "rawlen", "select", "tonumber",
@@ -523,23 +523,23 @@ static void nb__sandbox_build(lua_State *L, const char *const *allow) {
   static const char *const no_dump[] = {"dump", NULL};
   lua_newtable(L);
   int env = lua_gettop(L);
-  nb__copy_fields(L, env, LUA_GLOBALSINDEX, base);
+  copy_fields(L, env, LUA_GLOBALSINDEX, base);
   lua_pushvalue(L, env);
   lua_setfield(L, env, "_G");
-  nb__copy_lib(L, env, "string", no_dump);
-  nb__copy_lib(L, env, "table", NULL);
-  nb__copy_lib(L, env, "math", NULL);
-  nb__copy_lib(L, env, "coroutine", NULL);
-  nb__copy_lib(L, env, "bit", NULL);
+  copy_lib(L, env, "string", no_dump);
+  copy_lib(L, env, "table", NULL);
+  copy_lib(L, env, "math", NULL);
+  copy_lib(L, env, "coroutine", NULL);
+  copy_lib(L, env, "bit", NULL);
   lua_newtable(L);
   lua_getglobal(L, "os");
-  nb__copy_fields(L, lua_gettop(L) - 1, lua_gettop(L), os_ok);
+  copy_fields(L, lua_gettop(L) - 1, lua_gettop(L), os_ok);
   lua_pop(L, 1);
   lua_setfield(L, env, "os");
 
   lua_getglobal(L, "load");
   lua_pushvalue(L, env);
-  lua_pushcclosure(L, nb__safe_load, 2);
+  lua_pushcclosure(L, safe_load, 2);
   lua_pushvalue(L, -1);
   lua_setfield(L, env, "load");
   lua_setfield(L, env, "loadstring");
@@ -550,11 +550,11 @@ static void nb__sandbox_build(lua_State *L, const char *const *allow) {
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, *allow);
   }
-  lua_pushcclosure(L, nb__safe_require, 2);
+  lua_pushcclosure(L, safe_require, 2);
   lua_setfield(L, env, "require");
 
   lua_getglobal(L, "collectgarbage");
-  lua_pushcclosure(L, nb__safe_gc, 1);
+  lua_pushcclosure(L, safe_gc, 1);
   lua_setfield(L, env, "collectgarbage");
 
   /* Every string shares one metatable whose __index is the real string
@@ -575,24 +575,24 @@ static void nb__sandbox_build(lua_State *L, const char *const *allow) {
 typedef struct {
   nb_lstate_t *S;
   const char *const *allow;
-} nb__setup_t;
+} setup_t;
 
 /* Opens the libraries, keeps the message handler and the agent env in
  * the registry and publishes the trusted "neuronbus.sandbox" module;
  * returns 0 (runs under lua_cpcall). */
-static int nb__setup(lua_State *L) {
-  nb__setup_t *u = lua_touserdata(L, 1);
+static int state_setup(lua_State *L) {
+  setup_t *u = lua_touserdata(L, 1);
   nb_lstate_t *S = u->S;
   luaL_openlibs(L);
   if (S->budget_ns) {
     char t[32];
     lua_pushfstring(L, "budget of %s exceeded",
-                    nb__time_txt(t, sizeof t, S->budget_ns));
+                    time_txt(t, sizeof t, S->budget_ns));
     S->budget_msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     /* Replace the global pcall/xpcall before the sandbox copies them. */
-    luaL_loadbuffer(L, nb__pcall_wrap, sizeof nb__pcall_wrap - 1,
+    luaL_loadbuffer(L, pcall_wrap, sizeof pcall_wrap - 1,
                     "=neuronbus.budget");
-    lua_pushcfunction(L, nb__budget_check);
+    lua_pushcfunction(L, budget_check);
     lua_getglobal(L, "pcall");
     lua_getglobal(L, "xpcall");
     lua_call(L, 3, 2);
@@ -601,7 +601,7 @@ static int nb__setup(lua_State *L) {
   }
   lua_pushcfunction(L, nb__msgh);
   S->msgh_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  if (S->sandbox) nb__sandbox_build(L, u->allow);
+  if (S->sandbox) sandbox_build(L, u->allow);
   else lua_pushvalue(L, LUA_GLOBALSINDEX);
   int env = lua_gettop(L);
   lua_pushvalue(L, env);
@@ -615,9 +615,9 @@ static int nb__setup(lua_State *L) {
   lua_setfield(L, -2, "sandboxed");
   lua_pushvalue(L, env);
   lua_setfield(L, -2, "env");
-  lua_pushcfunction(L, nb__tr_loadfile);
+  lua_pushcfunction(L, tr_loadfile);
   lua_setfield(L, -2, "loadfile");
-  lua_pushcfunction(L, nb__tr_loadstring);
+  lua_pushcfunction(L, tr_loadstring);
   lua_setfield(L, -2, "loadstring");
   lua_setfield(L, -2, "neuronbus.sandbox");
   lua_pop(L, 3);
@@ -644,21 +644,21 @@ int nb_lstate_new(nb_lstate_t **out, const nb_lstate_opts_t *o) {
     if (S->budget_ns && S->watch_ns < 2 * S->budget_ns)
       S->watch_ns = 2 * S->budget_ns;
   }
-  S->L = lua_newstate(nb__alloc, S);
+  S->L = lua_newstate(capped_alloc, S);
   if (!S->L) {
     free(S);
     return NB_ENOMEM;
   }
-  lua_atpanic(S->L, nb__panic);
-  nb__setup_t u = {S, o->require_allow};
-  if (lua_cpcall(S->L, nb__setup, &u) != 0) {
+  lua_atpanic(S->L, panic);
+  setup_t u = {S, o->require_allow};
+  if (lua_cpcall(S->L, state_setup, &u) != 0) {
     lua_close(S->L);
     free(S);
     return NB_ENOMEM;
   }
   if (!S->jit) luaJIT_setmode(S->L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-  if (S->budget_ns) lua_sethook(S->L, nb__hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
-  if (S->watch_ns && nb__wd_add(S) != 0) {
+  if (S->budget_ns) lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
+  if (S->watch_ns && wd_add(S) != 0) {
     lua_close(S->L);
     free(S);
     return NB_ENOMEM;
@@ -695,7 +695,7 @@ nb_lstate_stats_t *nb_lstate_stats(const nb_lstate_t *S,
 
 size_t nb_lstate_close(nb_lstate_t *S) {
   if (!S) return 0;
-  nb__wd_remove(S);
+  wd_remove(S);
   /* Finalizers run inside lua_close: no cap, no budget, no hook. */
   S->enforce = 0;
   S->deadline = 0;
@@ -710,7 +710,7 @@ size_t nb_lstate_close(nb_lstate_t *S) {
 
 /* Arms the cap, the budget and the watchdog stamp for an outermost entry;
  * returns nothing. */
-static void nb__enter(nb_lstate_t *S) {
+static void enter(nb_lstate_t *S) {
   uint64_t now = nb_clock_ns();
   S->entries++;
   S->mem_hit = 0;
@@ -718,8 +718,8 @@ static void nb__enter(nb_lstate_t *S) {
   S->enforce = S->limit != 0;
   if (S->budget_ns) {
     /* Trusted code may have replaced the hook (debug.sethook): restore. */
-    if (lua_gethook(S->L) != nb__hook || lua_gethookcount(S->L) != NB_LSTATE_HOOK_COUNT)
-      lua_sethook(S->L, nb__hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
+    if (lua_gethook(S->L) != budget_hook || lua_gethookcount(S->L) != NB_LSTATE_HOOK_COUNT)
+      lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
     S->deadline = now + S->budget_ns;
   }
   if (S->watch_ns) {
@@ -728,20 +728,20 @@ static void nb__enter(nb_lstate_t *S) {
   }
 }
 
-/* Disarms what nb__enter armed; returns nothing. */
-static void nb__leave(nb_lstate_t *S) {
+/* Disarms what enter armed; returns nothing. */
+static void entry_leave(nb_lstate_t *S) {
   S->enforce = 0;
   S->deadline = 0;
   if (S->escalated) {
     S->escalated = 0;
-    lua_sethook(S->L, nb__hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
+    lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
   }
   if (S->watch_ns) atomic_store(&S->w_start, 0);
 }
 
 /* Returns 1 when the first line of msg is LuaJIT's memory error, also when
  * it came back through coroutine.wrap or error(e) with a position prefix. */
-static int nb__is_mem_msg(const char *msg) {
+static int is_mem_msg(const char *msg) {
   if (!msg) return 0;
   const char *hit = strstr(msg, "not enough memory");
   const char *nl = strchr(msg, '\n');
@@ -751,7 +751,7 @@ static int nb__is_mem_msg(const char *msg) {
 /* Turns a failed or overrun entry into its code and message, and cuts the
  * stack below base (the handler slot: the error value or the results go
  * too); returns the nb_err_t. */
-static int nb__classify(nb_lstate_t *S, int status, int base, char *err,
+static int classify(nb_lstate_t *S, int status, int base, char *err,
                         size_t errlen, int quarantined) {
   lua_State *L = S->L;
   char a[32], b[32];
@@ -761,30 +761,30 @@ static int nb__classify(nb_lstate_t *S, int status, int base, char *err,
   if (S->budget_hit) {
     S->budget_overruns += outer;
     if (msg && strstr(msg, "budget of"))
-      code = nb__errf(err, errlen, NB_EBUDGET, "%s", msg);
+      code = errf(err, errlen, NB_EBUDGET, "%s", msg);
     else /* agent code replaced the budget error on its way out */
-      code = nb__errf(err, errlen, NB_EBUDGET, "budget of %s exceeded%s%s",
-                      nb__time_txt(a, sizeof a, S->budget_ns),
+      code = errf(err, errlen, NB_EBUDGET, "budget of %s exceeded%s%s",
+                      time_txt(a, sizeof a, S->budget_ns),
                       msg ? ": " : "", msg ? msg : "");
   } else if (quarantined) {
-    code = nb__errf(err, errlen, NB_EBUDGET,
+    code = errf(err, errlen, NB_EBUDGET,
                     "entry ran past the watchdog limit of %s (a JIT state "
                     "cannot be interrupted); the state is quarantined%s%s",
-                    nb__time_txt(a, sizeof a, S->watch_ns),
+                    time_txt(a, sizeof a, S->watch_ns),
                     msg ? ": " : "", msg ? msg : "");
   } else if (S->mem_hit && (status == LUA_ERRMEM || status == LUA_ERRERR ||
-                             nb__is_mem_msg(msg))) {
+                             is_mem_msg(msg))) {
     S->mem_errors += outer;
-    code = nb__errf(err, errlen, NB_EMEMLIMIT,
+    code = errf(err, errlen, NB_EMEMLIMIT,
                     "memory limit %s exceeded (%.1f MB in use, a block of "
                     "%s refused)",
-                    nb__size_txt(a, sizeof a, S->limit), S->bytes / 1048576.0,
-                    nb__size_txt(b, sizeof b, S->mem_ask));
+                    size_txt(a, sizeof a, S->limit), S->bytes / 1048576.0,
+                    size_txt(b, sizeof b, S->mem_ask));
   } else if (status == LUA_ERRMEM) {
-    code = nb__errf(err, errlen, NB_ENOMEM,
+    code = errf(err, errlen, NB_ENOMEM,
                     "out of memory (the process, not the state's cap)");
   } else {
-    code = nb__errf(err, errlen, NB_EAGENT, "%s",
+    code = errf(err, errlen, NB_EAGENT, "%s",
                     msg ? msg : "(error object is not a string)");
   }
   lua_settop(L, base - 1);
@@ -808,18 +808,18 @@ int nb_lstate_call(nb_lstate_t *S, int nargs, int nresults, char *err,
   if (atomic_load(&S->quarantined)) {
     lua_settop(L, base - 1);
     char t[32];
-    return nb__errf(err, errlen, NB_EBUDGET,
+    return errf(err, errlen, NB_EBUDGET,
                     "state '%s' is quarantined: an entry ran past the "
                     "watchdog limit of %s",
-                    S->name, nb__time_txt(t, sizeof t, S->watch_ns));
+                    S->name, time_txt(t, sizeof t, S->watch_ns));
   }
   /* From the registry: lua_pushcfunction would allocate a closure. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->msgh_ref);
   lua_insert(L, base);
   int outer = S->depth++ == 0;
-  if (outer) nb__enter(S);
+  if (outer) enter(S);
   int status = lua_pcall(L, nargs, nresults, base);
-  if (outer) nb__leave(S);
+  if (outer) entry_leave(S);
   S->depth--;
   int q = outer && atomic_load(&S->quarantined);
   if (status == 0 && !S->budget_hit && !q) {
@@ -828,7 +828,7 @@ int nb_lstate_call(nb_lstate_t *S, int nargs, int nresults, char *err,
     return 0;
   }
   /* The handler sits at base: drop it with the rest. */
-  return nb__classify(S, status, base, err, errlen, q);
+  return classify(S, status, base, err, errlen, q);
 }
 
 int nb_lstate_cpcall(nb_lstate_t *S, lua_CFunction fn, void *ud, char *err,
@@ -842,7 +842,7 @@ int nb_lstate_cpcall(nb_lstate_t *S, lua_CFunction fn, void *ud, char *err,
     return 0;
   }
   const char *msg = lua_tostring(S->L, -1);
-  int code = nb__errf(err, errlen, status == LUA_ERRMEM ? NB_ENOMEM : NB_EAGENT,
+  int code = errf(err, errlen, status == LUA_ERRMEM ? NB_ENOMEM : NB_EAGENT,
                       "%s", msg ? msg : "(error object is not a string)");
   lua_pop(S->L, 1);
   return code;
@@ -856,7 +856,7 @@ int nb_lstate_push_env(nb_lstate_t *S) {
 int nb_lstate_load_agent(nb_lstate_t *S, const char *path_or_source,
                          int is_source, char *err, size_t errlen) {
   lua_State *L = S->L;
-  if (!path_or_source) return nb__errf(err, errlen, NB_EINVAL, "no agent given");
+  if (!path_or_source) return errf(err, errlen, NB_EINVAL, "no agent given");
   const char *mode = S->sandbox ? "t" : "bt";
   /* Compiling agent text is agent work: under the cap. */
   int e = S->enforce;
@@ -877,19 +877,19 @@ int nb_lstate_load_agent(nb_lstate_t *S, const char *path_or_source,
     int code;
     if (status == LUA_ERRMEM && S->mem_hit) {
       S->mem_errors++;
-      code = nb__errf(err, errlen, NB_EMEMLIMIT,
+      code = errf(err, errlen, NB_EMEMLIMIT,
                       "memory limit %s exceeded while compiling the agent",
-                      nb__size_txt(a, sizeof a, S->limit));
+                      size_txt(a, sizeof a, S->limit));
     } else if (status == LUA_ERRMEM) {
-      code = nb__errf(err, errlen, NB_ENOMEM, "out of memory");
+      code = errf(err, errlen, NB_ENOMEM, "out of memory");
     } else if (status == LUA_ERRFILE) {
-      code = nb__errf(err, errlen, NB_EIO, "%s", msg ? msg : "cannot read");
+      code = errf(err, errlen, NB_EIO, "%s", msg ? msg : "cannot read");
     } else if (msg && strstr(msg, "wrong mode")) {
-      code = nb__errf(err, errlen, NB_EAGENT,
+      code = errf(err, errlen, NB_EAGENT,
                       "%s: bytecode is refused in a sandboxed state (text only)",
                       is_source ? S->name : path_or_source);
     } else {
-      code = nb__errf(err, errlen, NB_EAGENT, "%s", msg ? msg : "load failed");
+      code = errf(err, errlen, NB_EAGENT, "%s", msg ? msg : "load failed");
     }
     lua_pop(L, 1);
     if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0); /* the parser's garbage */

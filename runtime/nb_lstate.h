@@ -1,4 +1,4 @@
-/* nb_lstate.h: isolation primitives for agent states (issue 4).
+/* nb_lstate.h: isolation primitives for agent states.
  *
  * One nb_lstate_t wraps one lua_State made by lua_newstate with a private
  * allocator, and gives it:
@@ -30,13 +30,14 @@
 #include <lua.h>
 
 #include "nb_err.h"
+#include "nb_rt_defaults.h"
 
 typedef struct nb_lstate_s nb_lstate_t;
 
 /* Instructions between two budget checks (a clock read each). */
 #define NB_LSTATE_HOOK_COUNT 1000
 /* Watchdog limit of a state whose opts.watchdog_ns is 0. */
-#define NB_LSTATE_WATCHDOG_DEFAULT_NS 1000000000ull
+#define NB_LSTATE_WATCHDOG_DEFAULT_NS NB_WATCHDOG_DEFAULT_NS
 /* opts.watchdog_ns value that keeps the state away from the watchdog. */
 #define NB_LSTATE_WATCHDOG_OFF UINT64_MAX
 

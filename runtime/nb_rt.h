@@ -1,10 +1,8 @@
 /* nb_rt.h: the NeuronBus runtime, the host that gives every neuron its own
  * LuaJIT state, builds a cortex from a manifest, and drives it.
  *
- * Public names are nb_rt_*, internal ones nb__*. The block between
- * "BEGIN FFI" and "END FFI" is copied verbatim (comments stripped) into the
- * Lua cdefs by lua/neuronbus/gen_cdefs.lua: it is the whole surface Lua sees,
- * so it holds plain C declarations only (no macros, no includes).
+ * Public names are nb_rt_*; what Lua sees is declared in nb_rt_ffi.h, the
+ * command's side (running, statistics, checking, links) here.
  *
  * Threads: a runtime is driven by one thread, like its cortex. */
 #ifndef NB_RT_H
@@ -14,216 +12,8 @@
 #include <stdio.h>
 
 #include "neuronbus.h"
+#include "nb_rt_ffi.h"
 
-/* BEGIN FFI (lua/neuronbus/gen_cdefs.lua copies the declarations below) */
-
-/* One per neuron state, created by the runtime and handed to the state once
- * at boot as cdata, so the per-tick handover is two stores from C and field
- * reads from Lua: no lightuserdata cast on the hot path. */
-typedef struct nb_rt_cell_s {
-  const nb_spike_t *spikes;  /* this tick's batch (valid during dispatch) */
-  const float *weights;      /* weights[i] belongs to spikes[i] */
-  uint32_t count;            /* spikes in the batch */
-  uint32_t pos;              /* next spike to hand out: resume after error */
-  const nb_spike_t *fspike;  /* the spike a custom filter is asked about */
-  void *neuron;              /* nb_neuron_t of this state */
-  void *rt;                  /* the nb_rt_t that owns it */
-  uint32_t id;               /* neuron id */
-  uint32_t has_tick;         /* the agent has a tick function: set by
-                                neuronbus.agent after every entry that can
-                                change it, so a firing neuron without one
-                                costs no entry into its state */
-} nb_rt_cell_t;
-
-typedef struct nb_rt_layout_s {
-  uint32_t size, align;
-  uint32_t timestamp_ns, sequence, source, target, meta, priority, payload;
-  uint32_t payload_size;
-  uint32_t ref_size, ref_offset, ref_len, ref_slot, ref_epoch, ref_reserved;
-} nb_rt_layout_t;
-
-/* Fills *out with sizeof/alignof/offsetof of nb_spike_t and nb_arena_ref_t
- * as the C compiler laid them out; returns out. */
-nb_rt_layout_t *nb_rt_layout(nb_rt_layout_t *out);
-
-/* Fires one spike from the cell's neuron to target (an id, or 0xFFFF for
- * broadcast) with kind 0..2, priority 0..255 and len payload bytes (over 46
- * go to the arena); returns 0 or a negative nb_err_t (NB_EFULL when the
- * axon is full: nothing was sent). */
-int nb_rt_fire(nb_rt_cell_t *cell, uint32_t target, int kind, int priority,
-               const char *data, size_t len);
-
-/* Points *data and *len at a spike's payload, inline or in the arena of the
- * cell's runtime (cell may be NULL for inline payloads); returns 0,
- * NB_ESTALE, NB_EBOUNDS, or NB_EINVAL for a reference without an arena. */
-int nb_rt_payload(const nb_rt_cell_t *cell, const nb_spike_t *s,
-                  const char **data, size_t *len);
-
-/* Returns the id of the neuron called name, or -1 when there is none. */
-int nb_rt_lookup(const nb_rt_cell_t *cell, const char *name);
-
-/* Writes up to max ids of neurons with capability (or, with region != 0,
- * in the region subtree named by what) into out; returns the total found. */
-size_t nb_rt_find(const nb_rt_cell_t *cell, int region, const char *what,
-                  uint16_t *out, size_t max);
-
-/* Returns the name of neuron id, or NULL when there is none. */
-const char *nb_rt_card_name(const nb_rt_cell_t *cell, uint32_t id);
-
-/* Returns tag i of neuron id's capabilities (which 0) or regions (which 1),
- * or NULL past the last one. */
-const char *nb_rt_card_tag(const nb_rt_cell_t *cell, uint32_t id, int which,
-                           size_t i);
-
-/* Returns the code version counter in neuron id's card (1 at boot, +1 per
- * accepted hot reload; 0 for a neuron without a script or no such id). */
-uint32_t nb_rt_card_version(const nb_rt_cell_t *cell, uint32_t id);
-
-/* Returns the FNV-1a 64 hash of the source neuron id runs, as 16 hex
- * digits ("" for a neuron without a script or no such id). */
-const char *nb_rt_card_hash(const nb_rt_cell_t *cell, uint32_t id);
-
-/* Returns the static text of an nb_err_t code. */
-const char *nb_strerror(int err);
-
-/* ---- used by the busted harness through FFI (lua/neuronbus/testing.lua) */
-
-typedef struct nb_rt_s nb_rt_t;
-
-typedef struct nb_rt_opts_s {
-  int record;      /* keep every delivered and fired spike (tests) */
-  int quiet;       /* do not print agent errors to stderr (still counted) */
-  const char *recorders; /* comma-separated names of extra recorder neurons
-                            registered after the topology's */
-} nb_rt_opts_t;
-
-typedef struct nb_rt_stat_s {
-  uint64_t spikes_in, spikes_out, fires, errors, full, deferred, filtered;
-} nb_rt_stat_t;
-
-/* Returns a runtime built from the manifest at path, ready to tick (every
- * agent's init has run), or NULL with *err set to a malloc'd text naming
- * every problem, one per line (free with nb_rt_free_string). */
-nb_rt_t *nb_rt_open(const char *path, const nb_rt_opts_t *opts, char **err);
-
-/* Same as nb_rt_open from Lua source text returning a topology table in the
- * normalized form neuronbus.manifest produces; chunkname names it in errors. */
-nb_rt_t *nb_rt_open_topo(const char *src, size_t len, const char *chunkname,
-                         const nb_rt_opts_t *opts, char **err);
-
-/* Stops (see nb_rt_stop) if not stopped yet, then frees everything. */
-void nb_rt_close(nb_rt_t *rt);
-
-/* Frees a string the runtime returned. */
-void nb_rt_free_string(char *s);
-
-/* Runs n ticks; returns the spikes delivered to agents, or a negative
- * nb_err_t. */
-int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n);
-
-/* Delivers what is still pending (up to max_ticks ticks, 0 = 1000) and
- * calls every agent's on_stop once; returns the ticks run. While it drains
- * agents' tick is not called (no new periodic work: a pacemaker would keep
- * the cortex busy forever), on_spike is. Later calls return 0. */
-uint64_t nb_rt_stop(nb_rt_t *rt, uint64_t max_ticks);
-
-/* Returns the number of neurons, the id of name (-1 if none), the name of
- * id (NULL if none). */
-uint32_t nb_rt_count(const nb_rt_t *rt);
-int nb_rt_id(const nb_rt_t *rt, const char *name);
-const char *nb_rt_name(const nb_rt_t *rt, uint32_t id);
-
-/* Queues a spike as if neuron from fired it (routed at the next tick);
- * returns 0 or a negative nb_err_t. */
-int nb_rt_inject(nb_rt_t *rt, uint32_t from, uint32_t to, int kind,
-                 int priority, const char *data, size_t len);
-
-/* Fills *out with neuron id's counters (errors counts every failed agent
- * callback); returns 0 or NB_ENOENT. */
-int nb_rt_stat(const nb_rt_t *rt, uint32_t id, nb_rt_stat_t *out);
-
-/* Returns the weight of synapse from->to, or a negative number when there
- * is none. */
-double nb_rt_weight(const nb_rt_t *rt, uint32_t from, uint32_t to);
-
-/* Returns how many spikes neuron id received (which 0) or fired (which 1)
- * while recording. */
-size_t nb_rt_rec_count(const nb_rt_t *rt, uint32_t id, int which);
-
-/* Copies record i into *s and points *data and *len at its payload bytes (valid
- * until nb_rt_close); returns 0 or NB_ENOENT. */
-int nb_rt_rec_get(const nb_rt_t *rt, uint32_t id, int which, size_t i,
-                  nb_spike_t *s, const char **data, size_t *len);
-
-/* Returns the synapse weight record i was delivered with (1.0 for a
- * fired record or without a synapse), or -1 when there is no such record. */
-double nb_rt_rec_weight(const nb_rt_t *rt, uint32_t id, int which, size_t i);
-
-/* Returns nb.state of neuron id serialized as Lua source ("return {...}"),
- * malloc'd (free with nb_rt_free_string), or NULL with *err set. */
-char *nb_rt_state_dump(nb_rt_t *rt, uint32_t id, char **err);
-
-/* Returns the agent errors of neuron id reported so far, one message with
- * its traceback per entry separated by a line "\f", malloc'd; "" if none. */
-char *nb_rt_errors(const nb_rt_t *rt, uint32_t id);
-
-typedef struct nb_rt_version_s {
-  uint32_t counter;   /* 1 at boot, +1 per accepted reload; 0 = no script */
-  uint32_t reserved;
-  uint64_t reloads;   /* accepted reloads */
-  uint64_t rejected;  /* refused reloads (the old version kept running) */
-  char hash[17];      /* FNV-1a 64 of the running source, 16 hex digits */
-} nb_rt_version_t;
-
-/* Hot reload of neuron id, between ticks: loads src (len bytes), or its
- * script file when src is NULL, into the neuron's own state; the new
- * agent's functions replace the old ones, nb.state is kept, on_reload runs.
- * Unless force, a source whose hash equals the running version's is left
- * alone. Returns 1 (reloaded), 0 (unchanged), NB_ENOENT (no such neuron or
- * no script), NB_EIO (file unreadable) or NB_EAGENT (rejected: the old
- * version keeps running), with *err set to a malloc'd message naming the
- * file and line (free with nb_rt_free_string) on a negative return. */
-int nb_rt_reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
-                 int force, char **err);
-
-/* Fills *out with neuron id's code version; returns 0 or NB_ENOENT. */
-int nb_rt_version(const nb_rt_t *rt, uint32_t id, nb_rt_version_t *out);
-
-/* Returns the bytes of Lua heap neuron id's state holds after a full
- * garbage collection, or -1 for a neuron without a state. */
-double nb_rt_memory(nb_rt_t *rt, uint32_t id);
-
-/* Returns the address of lua_newstate as this library resolved it: the
- * busted spec compares it with the host process's own. */
-void *nb_rt_lua_newstate_addr(void);
-
-/* Fault isolation of one neuron (issue 4). */
-typedef struct nb_rt_isol_stat_s {
-  uint64_t dead_letters;      /* spikes to it counted as dead letters while
-                                 it was stopped */
-  uint64_t restarts;          /* fresh states the restart policy made */
-  uint64_t faults;            /* failures the policy was applied to */
-  uint64_t mem_errors;        /* entries that hit the memory cap */
-  uint64_t budget_overruns;   /* entries interrupted by the budget */
-  uint64_t watchdog_overruns; /* entries the watchdog caught */
-  uint64_t memory;            /* bytes of Lua heap its state holds now */
-  uint64_t memory_peak;       /* highest of any of its states */
-  uint64_t memory_limit;      /* the cap, 0 = none */
-  uint64_t budget_ns;         /* per entry, 0 = none */
-  uint64_t backoff_left_ns;   /* in backoff: time until the restart */
-  uint64_t next_backoff_ns;   /* the backoff the next fault waits */
-  uint64_t held;              /* spikes of a cut batch kept for the restart */
-  int state;                  /* 0 running, 1 backoff, 2 stopped */
-  int policy;                 /* 0 restart, 1 stop */
-  int jit;                    /* JIT engine on in its state */
-  int sandbox;
-} nb_rt_isol_stat_t;
-
-/* Fills *out with neuron id's isolation counters and state; returns 0 or
- * NB_ENOENT. */
-int nb_rt_isol_stat(const nb_rt_t *rt, uint32_t id, nb_rt_isol_stat_t *out);
-
-/* END FFI */
 
 /* ---- the command's side (not seen from Lua) ---- */
 
@@ -270,7 +60,7 @@ uint64_t nb_rt_tick_ns(const nb_rt_t *rt);
 /* Returns the topology's name. */
 const char *nb_rt_topology_name(const nb_rt_t *rt);
 
-/* ---- TCP links (issue 5): what nb_rt_run does with them, for C tests
+/* ---- TCP links: what nb_rt_run does with them, for C tests
  * and benchmarks that drive their own loop ---- */
 
 /* Starts rt's links on uv_loop (a uv_loop_t): exposes every local neuron

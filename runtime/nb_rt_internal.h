@@ -1,10 +1,27 @@
-/* nb_rt_internal.h: what the runtime's own files share (not installed). */
+/* nb_rt_internal.h: what the runtime's files share (not installed).
+ *
+ * The files form layers, and a file calls only into the layers below it:
+ *
+ *   nb_rt_util.c                      strings, error lists, Lua state setup
+ *   nb_lstate.c, nb_link*.c           one agent state; the TCP link protocol
+ *   nb_rt_rec.c, nb_rt_reload.c,      recording, code versions and hot
+ *   nb_rt_isolation.c, nb_rt_link.c   reload, fault policies, links to peers
+ *   nb_rt.c                           agents, lifecycle and delivery
+ *   nb_rt_topo.c, nb_rt_ffi.c,        building from a manifest (and check),
+ *   nb_rt_run.c                       what Lua calls, the `neuronbus run` loop
+ *
+ * Where a lower layer must act on an agent (restart it, report an error,
+ * tick the runtime), it goes through rt->host, the ops table nb_rt.c hands
+ * to every runtime it makes. Each section below names the file that
+ * defines it. */
 #ifndef NB_RT_INTERNAL_H
 #define NB_RT_INTERNAL_H
 
 #include <lua.h>
 
 #include "nb_rt.h"
+#include "nb_lstate.h"
+#include "nb_link.h"
 
 /* Fixed stack slots of every agent state: the entry points returned by
  * neuronbus.agent's boot, kept on the stack so a call is one pushvalue. */
@@ -19,6 +36,15 @@ enum {
   NB__SLOT_HASFILTER,  /* has_filter(name): boolean */
   NB__SLOT_TOP = NB__SLOT_HASFILTER
 };
+
+/* Free-text keys of a neuron in the manifest that its card carries and the
+ * statistics show (table and JSON), copied as they are: one line a key. */
+#define NB__CARD_TEXT_MAP(XX) \
+  XX(description)
+
+#define NB__CARD_TEXT_ONE(key) +1
+#define NB__CARD_TEXT_NAME(key) #key,
+enum { NB__CARD_TEXTS = 0 NB__CARD_TEXT_MAP(NB__CARD_TEXT_ONE) };
 
 typedef struct nb__rec_s {
   unsigned char s[NB_SPIKE_SIZE]; /* bytes: realloc'd arrays are not 64-aligned */
@@ -47,12 +73,13 @@ typedef struct nb__agent_s {
   nb_rt_t *rt;
   nb_neuron_t *neuron;
   lua_State *L; /* NULL for a native recorder neuron */
-  struct nb_lstate_s *S;   /* L's isolation wrapper (nb_lstate.h), NULL
+  nb_lstate_t *S;          /* L's isolation wrapper (nb_lstate.h), NULL
                               without a state */
   struct nb__isol_s *isol; /* fault isolation: limits, policy, restarts,
                               held spikes (nb_rt_isolation.c); NULL for a
                               neuron without a script */
   char *name, *script;
+  char *text[NB__CARD_TEXTS]; /* NB__CARD_TEXT_MAP, NULL when not given */
   char *tags[2][NB_CARD_MAX_TAGS];
   size_t ntags[2];
   uint64_t errors;
@@ -65,7 +92,25 @@ typedef struct nb__agent_s {
                                 NULL for every other neuron */
 } nb__agent_t;
 
+/* What nb_rt.c does for the lower layers (see the top of this file). */
+typedef struct nb__host_s {
+  /* Makes a's state and loads its script; 0, or -1 with *err set. */
+  int (*boot)(nb__agent_t *a, char **err);
+  /* Records an agent error (stderr unless quiet, the log, the count). */
+  void (*error)(nb__agent_t *a, const char *where, const char *msg);
+  /* Calls the entry at slot with nargs pushed; 0 or the nb_err_t. */
+  int (*call)(nb__agent_t *a, int slot, int nargs, int nres,
+              const char *where);
+  /* Hands count spikes to a's on_spike; 0 or NB_EAGENT. */
+  int (*deliver)(nb__agent_t *a, const nb_spike_t *spikes,
+                 const float *weights, uint32_t count);
+  /* nb_rt_tick and nb_rt_stop. */
+  int64_t (*tick)(nb_rt_t *rt, uint64_t n);
+  uint64_t (*stop)(nb_rt_t *rt, uint64_t max_ticks);
+} nb__host_t;
+
 struct nb_rt_s {
+  const nb__host_t *host;
   nb_cortex_t *cx;
   nb_arena_t *arena;
   nb__agent_t **agents;
@@ -83,57 +128,99 @@ struct nb_rt_s {
   struct nb__rtlink_s *link; /* TCP links (nb_rt_link.c), NULL without */
 };
 
-/* Returns a new plain Lua state with the standard libraries and
- * package.path set, for the runtime's own work (manifests, never agent
- * code: agent states come from nb__isol_state_new), or NULL with *err set
- * (malloc'd). */
-lua_State *nb__state_new(char **err);
+/* ---- nb_rt_util.c ---- */
 
-/* ---- shared with nb_rt_isolation.c (nb_rt.c) ---- */
+/* A growing text buffer for error lists. */
+typedef struct nb__buf_s {
+  char *p;
+  size_t n, cap;
+} nb__buf_t;
+
+/* Returns a malloc'd printf-formatted string (never NULL: aborts on OOM). */
+char *nb__strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Returns a malloc'd copy of s (NULL stays NULL; aborts on OOM). */
+char *nb__strdup(const char *s);
+
+/* Appends a formatted line (a newline is added); returns nothing. */
+void nb__addf(nb__buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Returns the buffer's text without its last newline (caller frees). */
+char *nb__take(nb__buf_t *b);
 
 /* Returns the package.path prefix every state gets (computed once). */
 const char *nb__lua_path(void);
+
+/* Returns a new plain Lua state with the standard libraries and
+ * package.path set, for the runtime's own work (manifests, never agent
+ * code), or NULL with *err set (malloc'd). */
+lua_State *nb__state_new(char **err);
+
+/* The names of NB__CARD_TEXT_MAP, in its order. */
+extern const char *const nb__card_text_keys[NB__CARD_TEXTS];
+
+/* Message handler for lua_pcall: the error text plus a traceback. */
+int nb__msgh(lua_State *L);
 
 /* Copies plain data at idx of from onto to's stack; returns 0, or -1 with
  * *err (malloc'd) naming path's first value that cannot be copied. */
 int nb__xcopy(lua_State *from, int idx, lua_State *to, const char *path,
               int depth, char **err);
 
-/* Records an agent error (stderr unless quiet, the log, the count);
- * returns nothing. */
-void nb__agent_error(nb__agent_t *a, const char *where, const char *msg);
+/* ---- nb_rt_rec.c ---- */
 
-/* Makes a's state, loads its script through neuronbus.agent's boot and
- * keeps the entry points in their slots; returns 0, or -1 with *err set. */
-int nb__agent_boot(nb__agent_t *a, char **err);
+/* The callbacks of a recorder neuron (no state: it keeps what it gets). */
+extern const nb_agent_ops_t nb__rec_ops;
 
-/* Calls the entry at slot with nargs arguments pushed, through
- * nb_lstate_call, reporting a failure as the agent's error in where and
- * applying the isolation policy; returns 0 (nres results left) or the
- * nb_err_t of the failure. */
-int nb__call(nb__agent_t *a, int slot, int nargs, int nres, const char *where);
+/* Appends a spike and a copy of its payload to a record log. */
+void nb__record(nb__reclog_t *log, const nb_spike_t *s, float w,
+                const void *data, size_t len);
 
-/* Hands count spikes to a's on_spike in one entry, resuming after an
- * ordinary error; a fault keeps (or counts) the rest; returns 0 or
- * NB_EAGENT when any call failed. */
-int nb__deliver(nb__agent_t *a, const nb_spike_t *spikes,
-                const float *weights, uint32_t count);
+/* Records every spike of a delivered batch as a's received ones. */
+void nb__record_batch(nb__agent_t *a, const nb_spike_t *spikes,
+                      const float *weights, size_t count);
 
-/* ---- fault isolation (nb_rt_isolation.c, issue 4) ---- */
+/* ---- nb_rt_reload.c ---- */
 
-/* Reads the isolation keys of the normalized neuron table at idx of C into
- * a new a->isol; returns 0, or -1 with *err set (malloc'd). */
-int nb__isol_parse(nb__agent_t *a, lua_State *C, int idx, char **err);
+/* Hashes a's script file and sets its version before a (re)boot: 1 the
+ * first time, +1 when the file differs from the version running; returns
+ * nothing. */
+void nb__reload_boot(nb__agent_t *a);
+
+/* Starts reloading on SIGHUP and, with watch_files, watching every agent
+ * script of rt on uv_loop (a uv_loop_t: one debounced watch per script
+ * directory); returns the watch (never NULL; a directory that cannot be
+ * watched is reported on stderr), to free with nb__reload_watch_free once
+ * the loop closed its handles. */
+struct nb__watch_s *nb__reload_watch_start(void *uv_loop, nb_rt_t *rt,
+                                           int watch_files);
+
+/* Frees what nb__reload_watch_start allocated (its handles must be closed
+ * by then); returns nothing. */
+void nb__reload_watch_free(struct nb__watch_s *w);
+
+/* ---- nb_rt_isolation.c ---- */
+
+/* A neuron's isolation keys, as the manifest gave them. */
+typedef struct nb__isol_conf_s {
+  nb_lstate_opts_t o;    /* memory, budget, jit, watchdog, sandbox,
+                            require (name is set per state) */
+  int policy_stop;       /* policy = "stop" (else restart) */
+  int error_is_fault;    /* on_error = "policy" */
+  uint32_t restart_max;
+  uint64_t window_ns, backoff_ns, backoff_max_ns;
+} nb__isol_conf_t;
+
+/* Returns the isolation of a neuron whose manifest set no key. */
+nb__isol_conf_t nb__isol_conf_default(void);
+
+/* Gives a its isolation from conf (copied); returns nothing. */
+void nb__isol_new(nb__agent_t *a, const nb__isol_conf_t *conf);
 
 /* Creates a's state per a->isol (defaults without it) with package.path
  * set, into a->S and a->L; returns 0, or -1 with *err set (malloc'd). */
 int nb__isol_state_new(nb__agent_t *a, char **err);
-
-/* Returns a scratch state made with the isolation keys of the neuron
- * table at idx of C (neuronbus check probes scripts in it), with its
- * wrapper in *S (close with nb_lstate_close), or NULL with *err set. */
-lua_State *nb__isol_probe_state(lua_State *C, int idx, const char *name,
-                                struct nb_lstate_s **S, char **err);
 
 /* Keeps a copy of the config at idx of C for the init of a restart;
  * returns nothing. */
@@ -157,8 +244,8 @@ int nb__isol_has_state(const nb__agent_t *a);
 void nb__isol_cut(nb__agent_t *a, const nb_spike_t *spikes,
                   const float *weights, uint32_t n);
 
-/* Before each tick: holds neurons in backoff and restarts those whose
- * backoff ended; returns nothing. */
+/* Before each tick: restarts the neurons whose backoff ended; returns
+ * nothing. */
 void nb__isol_tick(nb_rt_t *rt);
 
 /* At nb_rt_stop: restarts every neuron still in backoff at once (a fault
@@ -187,44 +274,38 @@ void nb__isol_json_totals(const nb_rt_t *rt, FILE *f);
 void nb__isol_run_begin(nb_rt_t *rt);
 void nb__isol_run_end(nb_rt_t *rt);
 
-/* Hashes a's script file and sets its version before a (re)boot: 1 the
- * first time, +1 when the file differs from the version running (see
- * nb_rt_reload.c); returns nothing. */
-void nb__reload_boot(nb__agent_t *a);
-
-/* Starts reloading on SIGHUP and, with watch_files, watching every agent
- * script of rt on uv_loop (a uv_loop_t: one debounced watch per script
- * directory);
- * returns the watch (never NULL; a directory that cannot be watched is
- * reported on stderr), to free with nb__reload_watch_free once the loop
- * closed its handles. */
-struct nb__watch_s *nb__reload_watch_start(void *uv_loop, nb_rt_t *rt,
-                                           int watch_files);
-
-/* Frees what nb__reload_watch_start allocated (its handles must be closed
- * by then); returns nothing. */
-void nb__reload_watch_free(struct nb__watch_s *w);
-
-/* Returns a malloc'd printf-formatted string (never NULL: aborts on OOM). */
-char *nb__strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* ---- TCP links (nb_rt_link.c, issue 5) ---- */
+/* ---- nb_rt_link.c ---- */
 
 /* Ids kept free for proxies made at run time for peers' neurons. */
 #define NB__LINK_ID_ROOM 256
 
+/* One peer to dial. */
+typedef struct nb__peer_conf_s {
+  const char *url;
+  nb_link_opts_t o;
+} nb__peer_conf_t;
+
+/* The manifest's transport keys (strings are copied). */
+typedef struct nb__link_conf_s {
+  const char *listen;     /* NULL: do not listen */
+  const char *arena_path; /* a file-backed arena peers on this host share */
+  uint32_t max_payload;
+  nb_link_opts_t accept;
+  const nb__peer_conf_t *peers;
+  size_t npeers;
+} nb__link_conf_t;
+
 /* The callbacks of a remote neuron's proxy (no Lua state). */
 extern const nb_agent_ops_t nb__proxy_ops;
 
-/* Reads topology.transport and arena.path from the topology table at idx of
- * C into a new rt->link (nothing when the topology has no transport);
- * returns 0, or -1 with *err set (malloc'd, one problem per line). */
-int nb__link_config(nb_rt_t *rt, lua_State *C, int idx, char **err);
+/* Gives rt links made from conf; returns nothing. */
+void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf);
 
-/* Makes a's proxy from the normalized remote table on top of C (a url or
- * a cortex, and the remote neuron's name); returns 0, or -1 with *err set
- * (malloc'd). The caller registers a with nb__proxy_ops afterwards. */
-int nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, lua_State *C, char **err);
+/* Makes a the proxy of the remote neuron called neuron, reached through
+ * url or the peer whose cortex is called cortex (one of the two); returns
+ * nothing. The caller registers a with nb__proxy_ops afterwards. */
+void nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, const char *url,
+                        const char *cortex, const char *neuron);
 
 /* Frees a proxy; returns nothing. */
 void nb__link_proxy_free(struct nb__proxy_s *p);
@@ -239,5 +320,34 @@ void nb__link_print_stats(nb_rt_t *rt, FILE *f, int json);
 
 /* Frees rt->link (its node must be closed by then); returns nothing. */
 void nb__link_free(nb_rt_t *rt);
+
+/* ---- nb_rt.c ---- */
+
+/* The host ops of every runtime (see the top of this file). */
+extern const nb__host_t nb__host;
+
+/* The callbacks of a neuron run by a Lua agent. */
+extern const nb_agent_ops_t nb__lua_ops;
+
+/* Returns a new runtime with opts (copied; NULL = defaults), no cortex
+ * yet. */
+nb_rt_t *nb__rt_new(const nb_rt_opts_t *opts);
+
+/* Returns a new agent of rt with the next id, not registered yet. */
+nb__agent_t *nb__agent_new(nb_rt_t *rt, const char *name);
+
+/* Frees an agent and closes its state; returns nothing. */
+void nb__agent_free(nb__agent_t *a);
+
+/* Appends a registered agent to rt->agents; returns nothing. */
+void nb__agent_add(nb_rt_t *rt, nb__agent_t *a);
+
+/* Pushes neuronbus.agent in S, loaded as host work (outside the agent's
+ * cap and budget); returns 0, or the nb_lstate_cpcall code with the reason
+ * in msg. */
+int nb__push_agent_module(nb_lstate_t *S, char *msg, size_t n);
+
+/* Returns 1 when agent a exports filters[name] as a function, else 0. */
+int nb__has_filter(nb__agent_t *a, const char *name);
 
 #endif

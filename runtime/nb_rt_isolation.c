@@ -1,11 +1,11 @@
-/* nb_rt_isolation.c: fault isolation of agents (issue 4). Every agent state
+/* nb_rt_isolation.c: fault isolation of agents. Every agent state
  * is an nb_lstate (memory cap, time budget, watchdog, sandbox: see
  * nb_lstate.h) made from the neuron's manifest keys; a fault (a memory or
  * budget error, a watchdog overrun, and an ordinary error when on_error is
  * "policy") applies the neuron's policy:
  *
  *   restart  the neuron waits out a backoff (doubling up to backoff_max)
- *            with its inbound spikes held: it is kept refractory, so the
+ *            with its inbound spikes held (nb_neuron_hold), so the
  *            cortex leaves them in its inbox and, once that is full, in the
  *            axons upstream (backpressure, never loss). Then a fresh state
  *            boots the script, init runs again with the config kept from
@@ -36,18 +36,8 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "nb_lstate.h"
+#include "nb_rt_defaults.h"
 
-/* Defaults (mirrored in lua/neuronbus/isolation.lua). */
-#define NB__RESTART_MAX 5u
-#define NB__RESTART_WINDOW_NS 60000000000ull
-#define NB__RESTART_BACKOFF_NS 100000000ull
-#define NB__RESTART_BACKOFF_MAX_NS 10000000000ull
-/* Restart entries remembered for the window (the manifest allows no more). */
-#define NB__RESTART_RING_MAX 10000u
-/* Refractory ticks that hold a neuron waiting out its backoff: re-armed
- * before every tick, so it never runs out. */
-#define NB__HOLD_TICKS UINT32_MAX
 /* Exit status of `neuronbus run` when the watchdog found the loop thread
  * stuck in an entry that never returned. */
 #define NB__EXIT_LOST_LOOP 3
@@ -55,19 +45,14 @@
  * slots luaL_ref hands out (the vault never uses luaL_ref). */
 #define NB__VAULT_KEY 1000
 
-typedef struct nb__isol_s nb__isol_t;
+typedef struct nb__isol_s isol_t;
 
 enum { NB__RUNNING = 0, NB__BACKOFF = 1, NB__STOPPED = 2 };
-enum { NB__POLICY_RESTART = 0, NB__POLICY_STOP = 1 };
 
 struct nb__isol_s {
   /* from the manifest */
-  nb_lstate_opts_t o;   /* name and require_allow point into this struct */
-  char **require;       /* NULL-terminated, or NULL */
-  int policy;           /* NB__POLICY_* */
-  int error_is_fault;   /* on_error = "policy" */
-  uint32_t rmax;
-  uint64_t window_ns, backoff_ns, backoff_max_ns;
+  nb__isol_conf_t c;    /* c.o.require_allow points at require */
+  char **require;       /* NULL-terminated copy, or NULL */
   /* life */
   int state;            /* NB__RUNNING, NB__BACKOFF, NB__STOPPED */
   uint64_t restart_at;  /* end of the backoff being waited out */
@@ -92,91 +77,44 @@ struct nb__isol_rt_s {
 };
 
 /* ------------------------------------------------------------------ */
-/* manifest keys                                                       */
+/* configuration                                                       */
 
-/* Returns field key of the table at idx as a number, def when it is not a
- * number (the manifest validated the types). */
-static double nb__fnum(lua_State *C, int idx, const char *key, double def) {
-  lua_getfield(C, idx, key);
-  double v = lua_type(C, -1) == LUA_TNUMBER ? lua_tonumber(C, -1) : def;
-  lua_pop(C, 1);
-  return v;
+nb__isol_conf_t nb__isol_conf_default(void) {
+  nb__isol_conf_t c;
+  memset(&c, 0, sizeof c);
+  c.o.jit = 1;
+  c.restart_max = NB_RESTART_MAX;
+  c.window_ns = NB_RESTART_WINDOW_NS;
+  c.backoff_ns = NB_RESTART_BACKOFF_NS;
+  c.backoff_max_ns = NB_RESTART_BACKOFF_MAX_NS;
+  return c;
 }
 
-/* Returns 1 when field key of the table at idx is the string want. */
-static int nb__fis(lua_State *C, int idx, const char *key, const char *want) {
-  lua_getfield(C, idx, key);
-  int yes = lua_type(C, -1) == LUA_TSTRING && !strcmp(lua_tostring(C, -1), want);
-  lua_pop(C, 1);
-  return yes;
-}
-
-/* Fills I from the normalized neuron table at idx of C (missing keys get
- * the defaults); returns 0, or -1 with *err set (malloc'd) for a value the
- * runtime cannot use. */
-static int nb__isol_read(nb__isol_t *I, lua_State *C, int idx,
-                         const char *name, char **err) {
-  if (idx < 0) idx = lua_gettop(C) + idx + 1;
-  memset(I, 0, sizeof *I);
-  I->o.name = name;
-  I->o.memory_limit = (size_t)nb__fnum(C, idx, "memory", 0);
-  I->o.budget_ns = (uint64_t)nb__fnum(C, idx, "budget_ns", 0);
-  lua_getfield(C, idx, "jit");
-  I->o.jit = lua_isnil(C, -1) || lua_toboolean(C, -1);
-  lua_pop(C, 1);
-  if (I->o.budget_ns) I->o.jit = 0; /* compiled loops never see the hook */
-  lua_getfield(C, idx, "watchdog_ns");
-  if (lua_type(C, -1) == LUA_TBOOLEAN && !lua_toboolean(C, -1))
-    I->o.watchdog_ns = NB_LSTATE_WATCHDOG_OFF;
-  else if (lua_type(C, -1) == LUA_TNUMBER && lua_tonumber(C, -1) >= 1)
-    I->o.watchdog_ns = (uint64_t)lua_tonumber(C, -1);
-  lua_pop(C, 1);
-  lua_getfield(C, idx, "sandbox");
-  I->o.sandbox = lua_toboolean(C, -1);
-  lua_pop(C, 1);
-  lua_getfield(C, idx, "require");
-  if (lua_istable(C, -1)) {
-    size_t n = lua_objlen(C, -1);
+void nb__isol_new(nb__agent_t *a, const nb__isol_conf_t *conf) {
+  isol_t *I = calloc(1, sizeof *I);
+  if (!I) abort();
+  I->c = *conf;
+  I->c.o.name = NULL;
+  if (I->c.o.budget_ns) I->c.o.jit = 0; /* compiled loops never see the hook */
+  if (I->c.restart_max > NB_RESTART_MAX_LIMIT)
+    I->c.restart_max = NB_RESTART_MAX_LIMIT; /* the validator refuses more */
+  if (I->c.backoff_max_ns < I->c.backoff_ns)
+    I->c.backoff_max_ns = I->c.backoff_ns;
+  if (conf->o.require_allow) {
+    size_t n = 0;
+    while (conf->o.require_allow[n]) n++;
     I->require = calloc(n + 1, sizeof *I->require);
     if (!I->require) abort();
-    for (size_t i = 0; i < n; i++) {
-      lua_rawgeti(C, -1, (int)i + 1);
-      const char *m = lua_tostring(C, -1);
-      I->require[i] = nb__strf("%s", m ? m : "");
-      lua_pop(C, 1);
-    }
-    I->o.require_allow = (const char *const *)I->require;
+    for (size_t i = 0; i < n; i++)
+      I->require[i] = nb__strdup(conf->o.require_allow[i]);
+    I->c.o.require_allow = (const char *const *)I->require;
   }
-  lua_pop(C, 1);
-  I->policy = nb__fis(C, idx, "policy", "stop") ? NB__POLICY_STOP
-                                                 : NB__POLICY_RESTART;
-  I->error_is_fault = nb__fis(C, idx, "on_error", "policy");
-  I->rmax = NB__RESTART_MAX;
-  I->window_ns = NB__RESTART_WINDOW_NS;
-  I->backoff_ns = NB__RESTART_BACKOFF_NS;
-  I->backoff_max_ns = NB__RESTART_BACKOFF_MAX_NS;
-  lua_getfield(C, idx, "restart");
-  if (lua_istable(C, -1)) {
-    int r = lua_gettop(C);
-    I->rmax = (uint32_t)nb__fnum(C, r, "max", I->rmax);
-    I->window_ns = (uint64_t)nb__fnum(C, r, "window_ns", (double)I->window_ns);
-    I->backoff_ns = (uint64_t)nb__fnum(C, r, "backoff_ns", (double)I->backoff_ns);
-    I->backoff_max_ns = (uint64_t)nb__fnum(C, r, "backoff_max_ns",
-                                           (double)I->backoff_max_ns);
-  }
-  lua_pop(C, 1);
-  if (I->rmax > NB__RESTART_RING_MAX) {
-    *err = nb__strf("restart.max: %u is above the %u the runtime keeps "
-                    "track of", I->rmax, NB__RESTART_RING_MAX);
-    return -1;
-  }
-  if (I->backoff_max_ns < I->backoff_ns) I->backoff_max_ns = I->backoff_ns;
-  I->next_backoff = I->backoff_ns;
-  return 0;
+  I->next_backoff = I->c.backoff_ns;
+  a->isol = I;
 }
 
-/* Frees what nb__isol_read allocated; returns nothing. */
-static void nb__isol_clear(nb__isol_t *I) {
+/* Frees what nb__isol_new allocated besides I; returns nothing. */
+static void isol_clear(isol_t *I) {
   if (I->require)
     for (char **m = I->require; *m; m++) free(*m);
   free(I->require);
@@ -185,24 +123,12 @@ static void nb__isol_clear(nb__isol_t *I) {
   free(I->held_w);
 }
 
-int nb__isol_parse(nb__agent_t *a, lua_State *C, int idx, char **err) {
-  nb__isol_t *I = calloc(1, sizeof *I);
-  if (!I) abort();
-  if (nb__isol_read(I, C, idx, NULL, err) != 0) {
-    nb__isol_clear(I);
-    free(I);
-    return -1;
-  }
-  a->isol = I;
-  return 0;
-}
-
 /* ------------------------------------------------------------------ */
 /* states                                                              */
 
 /* Sets package.path of the state at argument 1 (host work under
  * nb_lstate_cpcall); returns 0. */
-static int nb__set_path(lua_State *L) {
+static int set_path(lua_State *L) {
   lua_getglobal(L, "package");
   lua_getfield(L, -1, "path");
   lua_pushfstring(L, "%s%s", nb__lua_path(), lua_tostring(L, -1));
@@ -213,9 +139,9 @@ static int nb__set_path(lua_State *L) {
 
 /* Makes an nb_lstate from I's options with package.path set; returns it,
  * or NULL with *err set (malloc'd). */
-static nb_lstate_t *nb__lstate_make(nb__isol_t *I, const char *name,
+static nb_lstate_t *lstate_make(isol_t *I, const char *name,
                                     char **err) {
-  nb_lstate_opts_t o = I->o;
+  nb_lstate_opts_t o = I->c.o;
   o.name = name;
   nb_lstate_t *S = NULL;
   int rc = nb_lstate_new(&S, &o);
@@ -225,7 +151,7 @@ static nb_lstate_t *nb__lstate_make(nb__isol_t *I, const char *name,
     return NULL;
   }
   char msg[256];
-  if (nb_lstate_cpcall(S, nb__set_path, NULL, msg, sizeof msg) != 0) {
+  if (nb_lstate_cpcall(S, set_path, NULL, msg, sizeof msg) != 0) {
     *err = nb__strf("cannot set up the Lua state of neuron \"%s\": %s", name,
                     msg);
     nb_lstate_close(S);
@@ -235,36 +161,23 @@ static nb_lstate_t *nb__lstate_make(nb__isol_t *I, const char *name,
 }
 
 int nb__isol_state_new(nb__agent_t *a, char **err) {
-  nb__isol_t none;
-  nb__isol_t *I = a->isol;
+  isol_t none;
+  isol_t *I = a->isol;
   if (!I) { /* defaults: no cap, JIT on, no sandbox */
     memset(&none, 0, sizeof none);
-    none.o.jit = 1;
+    none.c = nb__isol_conf_default();
     I = &none;
   }
-  nb_lstate_t *S = nb__lstate_make(I, a->name, err);
+  nb_lstate_t *S = lstate_make(I, a->name, err);
   if (!S) return -1;
   a->S = S;
   a->L = nb_lstate_L(S);
   return 0;
 }
 
-lua_State *nb__isol_probe_state(lua_State *C, int idx, const char *name,
-                                nb_lstate_t **out, char **err) {
-  nb__isol_t I;
-  *out = NULL;
-  if (nb__isol_read(&I, C, idx, name, err) != 0) {
-    nb__isol_clear(&I);
-    return NULL;
-  }
-  *out = nb__lstate_make(&I, name, err);
-  nb__isol_clear(&I); /* nb_lstate_new copied the names it needs */
-  return *out ? nb_lstate_L(*out) : NULL;
-}
-
 /* Closes a's state (if any) after adding its counters to the neuron's
  * totals; returns nothing. */
-static void nb__state_close(nb__agent_t *a) {
+static void state_close(nb__agent_t *a) {
   if (!a->S) return;
   if (a->isol) {
     nb_lstate_stats_t st;
@@ -280,9 +193,9 @@ static void nb__state_close(nb__agent_t *a) {
 }
 
 void nb__isol_free(nb__agent_t *a) {
-  nb__state_close(a);
+  state_close(a);
   if (!a->isol) return;
-  nb__isol_clear(a->isol);
+  isol_clear(a->isol);
   free(a->isol);
   a->isol = NULL;
 }
@@ -291,7 +204,7 @@ void nb__isol_free(nb__agent_t *a) {
 /* configs kept for restarts                                           */
 
 /* Returns rt's isolation data, made on first use. */
-static struct nb__isol_rt_s *nb__rt_isol(nb_rt_t *rt) {
+static struct nb__isol_rt_s *rt_isol(nb_rt_t *rt) {
   if (!rt->isol) {
     rt->isol = calloc(1, sizeof *rt->isol);
     if (!rt->isol) abort();
@@ -300,8 +213,8 @@ static struct nb__isol_rt_s *nb__rt_isol(nb_rt_t *rt) {
 }
 
 void nb__isol_keep_config(nb__agent_t *a, lua_State *C, int idx) {
-  if (!a->isol || a->isol->policy != NB__POLICY_RESTART) return;
-  struct nb__isol_rt_s *R = nb__rt_isol(a->rt);
+  if (!a->isol || a->isol->c.policy_stop) return;
+  struct nb__isol_rt_s *R = rt_isol(a->rt);
   if (!R->vault) {
     R->vault = luaL_newstate();
     if (!R->vault) abort();
@@ -321,12 +234,12 @@ void nb__isol_keep_config(nb__agent_t *a, lua_State *C, int idx) {
 typedef struct {
   lua_State *vault;
   int key;
-} nb__cfg_t;
+} cfg_t;
 
 /* Copies the kept config into the agent state's registry field
  * "neuronbus.config" (host work under nb_lstate_cpcall); returns 0. */
-static int nb__push_config(lua_State *L) {
-  nb__cfg_t *c = lua_touserdata(L, 1);
+static int push_config(lua_State *L) {
+  cfg_t *c = lua_touserdata(L, 1);
   char *err = NULL;
   int ok = 0;
   if (c->vault) {
@@ -349,20 +262,20 @@ static int nb__push_config(lua_State *L) {
  * process only when it did not move. Relaxed load and store, not an atomic
  * add: any change will do, so two runtimes racing on it lose nothing that
  * matters, and the tick pays a plain store. */
-static _Atomic uint64_t nb__progress;
+static _Atomic uint64_t loop_progress;
 
 /* Marks progress; returns nothing. */
-static void nb__alive(void) {
-  atomic_store_explicit(&nb__progress,
-                        atomic_load_explicit(&nb__progress,
+static void alive(void) {
+  atomic_store_explicit(&loop_progress,
+                        atomic_load_explicit(&loop_progress,
                                              memory_order_relaxed) + 1,
                         memory_order_relaxed);
 }
 
 /* Prints a policy line for a unless the runtime is quiet; returns nothing. */
-static void nb__say(const nb__agent_t *a, const char *fmt, ...)
+static void say(const nb__agent_t *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-static void nb__say(const nb__agent_t *a, const char *fmt, ...) {
+static void say(const nb__agent_t *a, const char *fmt, ...) {
   if (a->rt->opts.quiet) return;
   va_list ap;
   va_start(ap, fmt);
@@ -374,7 +287,7 @@ static void nb__say(const nb__agent_t *a, const char *fmt, ...) {
 }
 
 /* Writes a duration as "250 ms" / "1.5 s" into buf; returns buf. */
-static const char *nb__dur(char *buf, size_t n, uint64_t ns) {
+static const char *dur(char *buf, size_t n, uint64_t ns) {
   if (ns >= 1000000000ull) snprintf(buf, n, "%.3g s", ns / 1e9);
   else if (ns >= 1000000ull) snprintf(buf, n, "%.3g ms", ns / 1e6);
   else snprintf(buf, n, "%.3g us", ns / 1e3);
@@ -384,8 +297,8 @@ static const char *nb__dur(char *buf, size_t n, uint64_t ns) {
 /* Stops a for good: inbox, later spikes and held ones become its counted
  * dead letters, its state is closed (no entry of it is running); returns
  * nothing. */
-static void nb__stop(nb__agent_t *a, const char *why) {
-  nb__isol_t *I = a->isol;
+static void stop_for_good(nb__agent_t *a, const char *why) {
+  isol_t *I = a->isol;
   if (I->state == NB__BACKOFF) a->rt->isol->waiting--;
   I->state = NB__STOPPED;
   nb_cortex_set_stopped(a->rt->cx, (nb_id_t)a->cell.id, 1);
@@ -393,87 +306,84 @@ static void nb__stop(nb__agent_t *a, const char *why) {
     nb_cortex_add_dead_letters(a->rt->cx, (nb_id_t)a->cell.id, I->nheld);
     I->nheld = 0;
   }
-  nb__state_close(a);
-  nb__say(a, "stopped (%s): its inbound spikes are counted as dead letters",
+  state_close(a);
+  say(a, "stopped (%s): its inbound spikes are counted as dead letters",
           why);
 }
 
 /* Returns 1 when a restart now would be more than restart.max within the
  * window, else records it and returns 0. */
-static int nb__window_full(nb__isol_t *I, uint64_t now) {
-  if (I->rmax == 0) return 1;
+static int window_full(isol_t *I, uint64_t now) {
+  if (I->c.restart_max == 0) return 1;
   if (!I->ring) {
-    I->ring = calloc(I->rmax, sizeof *I->ring);
+    I->ring = calloc(I->c.restart_max, sizeof *I->ring);
     if (!I->ring) abort();
   }
   /* Drop restarts older than the window (oldest first). */
-  while (I->ring_n && now - I->ring[I->ring_head] > I->window_ns) {
-    I->ring_head = (I->ring_head + 1) % I->rmax;
+  while (I->ring_n && now - I->ring[I->ring_head] > I->c.window_ns) {
+    I->ring_head = (I->ring_head + 1) % I->c.restart_max;
     I->ring_n--;
   }
-  if (I->ring_n >= I->rmax) return 1;
-  I->ring[(I->ring_head + I->ring_n) % I->rmax] = now;
+  if (I->ring_n >= I->c.restart_max) return 1;
+  I->ring[(I->ring_head + I->ring_n) % I->c.restart_max] = now;
   I->ring_n++;
   return 0;
 }
 
-/* Keeps a out of delivery while it waits (refractory, re-armed before
- * every tick: a fire in the faulting tick would reset it); returns
- * nothing. */
-static void nb__hold(nb__agent_t *a) {
-  nb_neuron_if(a->neuron)->refractory_left = NB__HOLD_TICKS;
-}
+/* Keeps a out of delivery while it waits out its backoff: its spikes
+ * wait in its inbox and upstream; returns nothing. */
+static void hold(nb__agent_t *a) { nb_neuron_hold(a->neuron, 1); }
 
 /* Applies a's policy to a fault of kind in where (quarantined: the
  * watchdog caught the entry); returns nothing. */
-static void nb__apply(nb__agent_t *a, const char *kind, const char *where,
+static void apply_policy(nb__agent_t *a, const char *kind, const char *where,
                       int quarantined) {
-  nb__isol_t *I = a->isol;
+  isol_t *I = a->isol;
   uint64_t now = nb_clock_ns();
   I->faults++;
   char why[200], t1[32], t2[32];
   if (quarantined) {
     snprintf(why, sizeof why, "%s in %s: a JIT entry cannot be interrupted, "
              "so it is not restarted", kind, where);
-    nb__stop(a, why);
+    stop_for_good(a, why);
     return;
   }
-  if (I->policy == NB__POLICY_STOP || a->rt->stopped) {
+  if (I->c.policy_stop || a->rt->stopped) {
     snprintf(why, sizeof why, "%s in %s, policy %s", kind, where,
-             I->policy == NB__POLICY_STOP ? "stop" : "restart (shutting down)");
-    nb__stop(a, why);
+             I->c.policy_stop ? "stop" : "restart (shutting down)");
+    stop_for_good(a, why);
     return;
   }
   /* A whole window without a fault starts the backoff over. */
-  if (I->last_fault && now - I->last_fault > I->window_ns)
-    I->next_backoff = I->backoff_ns;
+  if (I->last_fault && now - I->last_fault > I->c.window_ns)
+    I->next_backoff = I->c.backoff_ns;
   I->last_fault = now;
-  if (nb__window_full(I, now)) {
+  if (window_full(I, now)) {
     snprintf(why, sizeof why, "%s in %s: %u restart%s within %s already, "
              "restart.max is %u", kind, where, I->ring_n,
-             I->ring_n == 1 ? "" : "s", nb__dur(t1, sizeof t1, I->window_ns),
-             I->rmax);
-    nb__stop(a, why);
+             I->ring_n == 1 ? "" : "s", dur(t1, sizeof t1, I->c.window_ns),
+             I->c.restart_max);
+    stop_for_good(a, why);
     return;
   }
   uint64_t wait = I->next_backoff;
-  I->next_backoff = wait * 2 > I->backoff_max_ns ? I->backoff_max_ns : wait * 2;
+  I->next_backoff = wait * 2 > I->c.backoff_max_ns ? I->c.backoff_max_ns : wait * 2;
   I->restart_at = now + wait;
   I->state = NB__BACKOFF;
-  nb__rt_isol(a->rt)->waiting++;
-  nb__hold(a);
-  nb__say(a, "%s in %s: restarting in %s (restart %u of at most %u within "
-          "%s); its spikes wait", kind, where, nb__dur(t1, sizeof t1, wait),
-          I->ring_n, I->rmax, nb__dur(t2, sizeof t2, I->window_ns));
+  rt_isol(a->rt)->waiting++;
+  hold(a);
+  say(a, "%s in %s: restarting in %s (restart %u of at most %u within "
+          "%s); its spikes wait", kind, where, dur(t1, sizeof t1, wait),
+          I->ring_n, I->c.restart_max, dur(t2, sizeof t2, I->c.window_ns));
 }
 
 int nb__isol_fault(nb__agent_t *a, int code, const char *where) {
-  nb__isol_t *I = a->isol;
+  isol_t *I = a->isol;
   int quarantined = a->S && !nb_lstate_usable(a->S);
-  if (quarantined) nb__alive(); /* the stuck entry came back */
+  if (quarantined) alive(); /* the stuck entry came back */
   if (!I || I->state != NB__RUNNING) return 0;
-  if (code == NB_EAGENT && !I->error_is_fault && !quarantined) return 0;
-  nb__apply(a, quarantined ? "watchdog overrun"
+  if (code == NB_EAGENT && !I->c.error_is_fault && !quarantined) return 0;
+  apply_policy(a, quarantined ? "watchdog overrun"
                : code == NB_EMEMLIMIT ? "memory limit"
                : code == NB_EBUDGET ? "budget overrun"
                : code == NB_ENOMEM ? "out of memory" : "error",
@@ -491,7 +401,7 @@ int nb__isol_has_state(const nb__agent_t *a) {
 
 void nb__isol_cut(nb__agent_t *a, const nb_spike_t *spikes,
                   const float *weights, uint32_t n) {
-  nb__isol_t *I = a->isol;
+  isol_t *I = a->isol;
   if (!n || !I) return;
   if (I->state != NB__BACKOFF) {
     /* stopped: counted, never silently dropped */
@@ -525,8 +435,8 @@ void nb__isol_cut(nb__agent_t *a, const nb_spike_t *spikes,
 /* Restarts a now: a fresh state boots the script, init runs with the kept
  * config, the held rest of the faulted batch is delivered; returns 0, or
  * -1 when the new state failed (a fault again: its policy was applied). */
-static int nb__restart(nb__agent_t *a) {
-  nb__isol_t *I = a->isol;
+static int restart_now(nb__agent_t *a) {
+  isol_t *I = a->isol;
   struct nb__isol_rt_s *R = a->rt->isol;
   nb_lstate_t *oldS = a->S;
   lua_State *oldL = a->L;
@@ -536,14 +446,14 @@ static int nb__restart(nb__agent_t *a) {
   I->restarts++;
   I->state = NB__RUNNING;
   R->waiting--;
-  if (nb__agent_boot(a, &err) != 0) {
+  if (a->rt->host->boot(a, &err) != 0) {
     /* The old state stays for the custom filters until the next try. */
     if (a->S) nb_lstate_close(a->S);
     a->S = oldS;
     a->L = oldL;
-    nb__agent_error(a, "restart", err ? err : "boot failed");
+    a->rt->host->error(a, "restart", err ? err : "boot failed");
     free(err);
-    nb__apply(a, "failed boot", "restart", 0);
+    apply_policy(a, "failed boot", "restart", 0);
     return -1;
   }
   /* Close the old state with its counters kept for the statistics. */
@@ -552,23 +462,23 @@ static int nb__restart(nb__agent_t *a) {
     lua_State *newL = a->L;
     a->S = oldS;
     a->L = oldL;
-    nb__state_close(a);
+    state_close(a);
     a->S = newS;
     a->L = newL;
   }
-  nb_neuron_if(a->neuron)->refractory_left = 0;
-  nb__say(a, "restarted (restart %" PRIu64 ", fresh state, init again)",
+  nb_neuron_hold(a->neuron, 0);
+  say(a, "restarted (restart %" PRIu64 ", fresh state, init again)",
           I->restarts);
-  nb__cfg_t c = {R->vault, (int)a->cell.id + NB__VAULT_KEY};
+  cfg_t c = {R->vault, (int)a->cell.id + NB__VAULT_KEY};
   char msg[256];
-  if (nb_lstate_cpcall(a->S, nb__push_config, &c, msg, sizeof msg) != 0) {
-    nb__agent_error(a, "init", msg);
+  if (nb_lstate_cpcall(a->S, push_config, &c, msg, sizeof msg) != 0) {
+    a->rt->host->error(a, "init", msg);
     return 0;
   }
   lua_getfield(a->L, LUA_REGISTRYINDEX, "neuronbus.config");
   lua_pushnil(a->L);
   lua_setfield(a->L, LUA_REGISTRYINDEX, "neuronbus.config");
-  if (nb__call(a, NB__SLOT_INIT, 1, 0, "init") != 0 &&
+  if (a->rt->host->call(a, NB__SLOT_INIT, 1, 0, "init") != 0 &&
       !nb__isol_running(a))
     return -1;
   if (!I->nheld) return 0;
@@ -579,14 +489,14 @@ static int nb__restart(nb__agent_t *a) {
   I->held = NULL;
   I->held_w = NULL;
   I->nheld = I->held_cap = 0;
-  nb__deliver(a, s, w, n);
+  a->rt->host->deliver(a, s, w, n);
   free(s);
   free(w);
   return 0;
 }
 
 void nb__isol_tick(nb_rt_t *rt) {
-  nb__alive();
+  alive();
   struct nb__isol_rt_s *R = rt->isol;
   if (!R || !R->waiting) return;
   uint64_t now = nb_clock_ns();
@@ -594,8 +504,7 @@ void nb__isol_tick(nb_rt_t *rt) {
     nb__agent_t *a = rt->agents[i];
     if (!a->isol || a->isol->state != NB__BACKOFF) continue;
     /* Stopping (a drain): no backoff left to wait out. */
-    if (now >= a->isol->restart_at || rt->stopped) nb__restart(a);
-    else nb__hold(a);
+    if (now >= a->isol->restart_at || rt->stopped) restart_now(a);
   }
 }
 
@@ -606,7 +515,7 @@ void nb__isol_stopping(nb_rt_t *rt) {
    * spikes are delivered in the drain; a fault there stops the neuron. */
   for (uint32_t i = 0; i < rt->n && R->waiting; i++) {
     nb__agent_t *a = rt->agents[i];
-    if (a->isol && a->isol->state == NB__BACKOFF) nb__restart(a);
+    if (a->isol && a->isol->state == NB__BACKOFF) restart_now(a);
   }
 }
 
@@ -625,21 +534,21 @@ int nb_rt_isol_stat(const nb_rt_t *rt, uint32_t id, nb_rt_isol_stat_t *out) {
   const nb__agent_t *a = rt->agents[id];
   memset(out, 0, sizeof *out);
   out->dead_letters = nb_neuron_stats(a->neuron)->dead_letters;
-  const nb__isol_t *I = a->isol;
+  const isol_t *I = a->isol;
   out->jit = 1;
   if (I) {
     out->state = I->state;
-    out->policy = I->policy;
+    out->policy = I->c.policy_stop;
     out->restarts = I->restarts;
     out->faults = I->faults;
     out->mem_errors = I->old_mem_errors;
     out->budget_overruns = I->old_budget;
     out->watchdog_overruns = I->old_watchdog;
     out->memory_peak = I->peak;
-    out->memory_limit = I->o.memory_limit;
-    out->budget_ns = I->o.budget_ns;
-    out->jit = I->o.jit;
-    out->sandbox = I->o.sandbox;
+    out->memory_limit = I->c.o.memory_limit;
+    out->budget_ns = I->c.o.budget_ns;
+    out->jit = I->c.o.jit;
+    out->sandbox = I->c.o.sandbox;
     out->held = I->nheld;
     if (I->state == NB__BACKOFF) {
       uint64_t now = nb_clock_ns();
@@ -664,13 +573,13 @@ int nb_rt_isol_stat(const nb_rt_t *rt, uint32_t id, nb_rt_isol_stat_t *out) {
 }
 
 /* Returns the text of a state number. */
-static const char *nb__state_name(int state) {
+static const char *state_name(int state) {
   return state == NB__BACKOFF ? "backoff"
          : state == NB__STOPPED ? "stopped" : "running";
 }
 
 /* Writes bytes as "812K" / "15.9M" into buf; returns buf. */
-static const char *nb__kib(char *buf, size_t n, uint64_t bytes) {
+static const char *kib(char *buf, size_t n, uint64_t bytes) {
   if (bytes >= 10u << 20) snprintf(buf, n, "%.0fM", bytes / 1048576.0);
   else if (bytes >= 1u << 20) snprintf(buf, n, "%.1fM", bytes / 1048576.0);
   else snprintf(buf, n, "%.0fK", bytes / 1024.0);
@@ -687,12 +596,12 @@ const char *nb__isol_cells(const nb_rt_t *rt, uint32_t id, char *buf,
   nb_rt_isol_stat(rt, id, &s);
   char mem[48] = "-", a[16], b[16];
   if (s.memory && s.memory_limit)
-    snprintf(mem, sizeof mem, "%s/%s", nb__kib(a, sizeof a, s.memory),
-             nb__kib(b, sizeof b, s.memory_limit));
+    snprintf(mem, sizeof mem, "%s/%s", kib(a, sizeof a, s.memory),
+             kib(b, sizeof b, s.memory_limit));
   else if (s.memory)
-    nb__kib(mem, sizeof mem, s.memory);
+    kib(mem, sizeof mem, s.memory);
   snprintf(buf, n, " %8" PRIu64 " %8" PRIu64 " %-8s %9s", s.dead_letters,
-           s.restarts, nb__state_name(s.state), mem);
+           s.restarts, state_name(s.state), mem);
   return buf;
 }
 
@@ -716,7 +625,7 @@ void nb__isol_json(const nb_rt_t *rt, uint32_t id, FILE *f) {
           ",\"memory_peak\":%" PRIu64 ",\"memory_limit\":%" PRIu64
           ",\"mem_errors\":%" PRIu64 ",\"budget_overruns\":%" PRIu64
           ",\"watchdog_overruns\":%" PRIu64 ",\"jit\":%s,\"sandbox\":%s",
-          s.dead_letters, s.restarts, s.faults, nb__state_name(s.state),
+          s.dead_letters, s.restarts, s.faults, state_name(s.state),
           s.memory, s.memory_peak, s.memory_limit, s.mem_errors,
           s.budget_overruns, s.watchdog_overruns, s.jit ? "true" : "false",
           s.sandbox ? "true" : "false");
@@ -740,19 +649,19 @@ void nb__isol_json_totals(const nb_rt_t *rt, FILE *f) {
 typedef struct {
   char name[64];
   uint64_t grace_ns;
-  uint64_t progress; /* nb__progress when the report came */
-} nb__lost_t;
+  uint64_t progress; /* loop_progress when the report came */
+} lost_t;
 
 /* Waits the grace period on its own thread; when no loop showed progress
  * meanwhile (no tick began, no quarantined entry returned), the loop
  * thread is stuck for good: says so and exits the process with
  * NB__EXIT_LOST_LOOP; returns NULL otherwise. */
-static void *nb__lost_wait(void *arg) {
-  nb__lost_t *l = arg;
+static void *lost_wait(void *arg) {
+  lost_t *l = arg;
   struct timespec ts = {(time_t)(l->grace_ns / 1000000000ull),
                         (long)(l->grace_ns % 1000000000ull)};
   while (nanosleep(&ts, &ts) != 0) {}
-  if (atomic_load_explicit(&nb__progress, memory_order_relaxed) ==
+  if (atomic_load_explicit(&loop_progress, memory_order_relaxed) ==
       l->progress) {
     fprintf(stderr, "neuronbus: neuron '%s' never returned from its entry: "
             "the loop thread is lost with it (compiled code cannot be "
@@ -775,7 +684,7 @@ static void *nb__lost_wait(void *arg) {
 
 /* The watchdog's report in `neuronbus run` (watchdog thread): names the
  * neuron and starts the grace wait; returns nothing. */
-static void nb__run_report(const char *name, uint64_t elapsed_ns,
+static void run_report(const char *name, uint64_t elapsed_ns,
                            uint64_t limit_ns, void *ud) {
   (void)ud;
   uint64_t grace = limit_ns < 1000000000ull ? 1000000000ull : limit_ns;
@@ -786,22 +695,22 @@ static void nb__run_report(const char *name, uint64_t elapsed_ns,
           "%.1f s the process exits with status %d\n", name, elapsed_ns / 1e6,
           limit_ns / 1e6, grace / 1e9, NB__EXIT_LOST_LOOP);
   fflush(stderr);
-  nb__lost_t *l = calloc(1, sizeof *l);
+  lost_t *l = calloc(1, sizeof *l);
   if (!l) return;
   snprintf(l->name, sizeof l->name, "%s", name);
   l->grace_ns = grace;
-  l->progress = atomic_load_explicit(&nb__progress, memory_order_relaxed);
+  l->progress = atomic_load_explicit(&loop_progress, memory_order_relaxed);
   pthread_t th;
   pthread_attr_t at;
   pthread_attr_init(&at);
   pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&th, &at, nb__lost_wait, l) != 0) free(l);
+  if (pthread_create(&th, &at, lost_wait, l) != 0) free(l);
   pthread_attr_destroy(&at);
 }
 
 void nb__isol_run_begin(nb_rt_t *rt) {
   (void)rt;
-  nb_lstate_watchdog_report(nb__run_report, NULL);
+  nb_lstate_watchdog_report(run_report, NULL);
 }
 
 void nb__isol_run_end(nb_rt_t *rt) {

@@ -1,4 +1,4 @@
-/* nb_rt_link.c: the runtime's TCP links (issue 5). Wires runtime/nb_link.h
+/* nb_rt_link.c: the runtime's TCP links. Wires runtime/nb_link.h
  * into a runtime: the manifest's transport keys, proxy neurons for remote
  * neurons, injection of what peers send, backpressure both ways, clean
  * shutdown, and the link rows of the statistics.
@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <lauxlib.h>
 #include <uv.h>
 
 #include "nb_link.h"
@@ -34,15 +33,14 @@
 
 #define NB__GRACE_DEFAULT_NS 2000000000ull /* shutdown: wait for acks */
 #define NB__AFTER_STOP_NS 1000000000ull    /* ... for what on_stop fired */
-#define NB__HOLD_TICKS 0x7fffffffu         /* "refractory until released" */
 
-typedef struct nb__peercfg_s {
+typedef struct peercfg_s {
   char *url;
   nb_link_opts_t o;
-} nb__peercfg_t;
+} peercfg_t;
 
 /* The runtime's side of one link (nb_link_data of the link). */
-typedef struct nb__peer_s {
+typedef struct peer_s {
   nb_link_t *link;
   char *url;                /* dialled url, NULL for callers */
   char name[NB_LINK_NAME_MAX + 1]; /* the peer's cortex once known */
@@ -57,16 +55,16 @@ typedef struct nb__peer_s {
   uint64_t held;            /* spikes its proxies still held at close */
   nb_link_stats_t last;     /* counters when the links closed */
   int closed;
-} nb__peer_t;
+} peer_t;
 
-typedef struct nb__proxy_s nb__proxy_t;
+typedef struct nb__proxy_s proxy_t;
 
 struct nb__proxy_s {
   nb__agent_t *a;
   char *url;       /* tcp://h:p of the peer, or NULL */
   char *cortex;    /* the peer's cortex (peer:// and run-time proxies) */
   char *remote;    /* the neuron's name in its peer */
-  nb__peer_t *peer; /* set when the links start */
+  peer_t *peer; /* set when the links start */
   int handle;      /* nb_link_target of remote, -1 until bound */
   int dynamic;     /* made at run time for an unannounced sender */
   nb_spike_t *held; /* spikes the link could not take yet, in order */
@@ -79,11 +77,11 @@ struct nb__rtlink_s {
   char *arena_path;
   uint32_t max_payload;
   nb_link_opts_t accept;
-  nb__peercfg_t *cfg;
+  peercfg_t *cfg;
   size_t ncfg;
-  nb__proxy_t **px;
+  proxy_t **px;
   size_t npx, pxcap;
-  nb__peer_t **peers;
+  peer_t **peers;
   size_t npeers, peercap;
   uint32_t nheld;  /* proxies holding spikes */
   nb_link_node_t *node;
@@ -98,63 +96,10 @@ struct nb__rtlink_s {
 };
 
 /* ------------------------------------------------------------------ */
-/* configuration (from the normalized topology)                       */
-
-/* Returns a malloc'd copy of s (aborts on OOM). */
-static char *nb__dup(const char *s) {
-  size_t n = strlen(s) + 1;
-  char *d = malloc(n);
-  if (!d) abort();
-  return memcpy(d, s, n);
-}
-
-/* Returns number field key of the table at idx, def when absent. */
-static double nb__field_num(lua_State *C, int idx, const char *key,
-                            double def) {
-  lua_getfield(C, idx, key);
-  double v = lua_type(C, -1) == LUA_TNUMBER ? lua_tonumber(C, -1) : def;
-  lua_pop(C, 1);
-  return v;
-}
-
-/* Returns string field key of the table at idx (valid while it is on the
- * stack of the caller's table), or NULL. */
-static const char *nb__field_str(lua_State *C, int idx, const char *key) {
-  lua_getfield(C, idx, key);
-  const char *v = lua_type(C, -1) == LUA_TSTRING ? lua_tostring(C, -1) : NULL;
-  lua_pop(C, 1); /* the string stays alive in the table */
-  return v;
-}
-
-/* Reads link options from the table at idx (policy, queue, queue_bytes,
- * backoff_min_ms, backoff_max_ms); returns 0, or -1 with *why set. */
-static int nb__read_opts(lua_State *C, int idx, nb_link_opts_t *o,
-                         const char **why) {
-  *o = nb_link_opts_default();
-  const char *pol = nb__field_str(C, idx, "policy");
-  if (pol && !strcmp(pol, "drop")) o->policy = NB_LINK_DROP;
-  else if (pol && strcmp(pol, "resend")) {
-    *why = "policy: expected \"resend\" or \"drop\"";
-    return -1;
-  }
-  double q = nb__field_num(C, idx, "queue", o->queue_spikes);
-  double qb = nb__field_num(C, idx, "queue_bytes", o->queue_bytes);
-  double b0 = nb__field_num(C, idx, "backoff_min_ms", o->backoff_min_ms);
-  double b1 = nb__field_num(C, idx, "backoff_max_ms", o->backoff_max_ms);
-  if (!(q >= 1 && q <= 16777216) || !(qb >= 1 && qb <= 4294967295.0) ||
-      !(b0 >= 1 && b0 <= 4294967295.0) || !(b1 >= b0 && b1 <= 4294967295.0)) {
-    *why = "queue, queue_bytes or backoff out of range";
-    return -1;
-  }
-  o->queue_spikes = (uint32_t)q;
-  o->queue_bytes = (uint32_t)qb;
-  o->backoff_min_ms = (uint32_t)b0;
-  o->backoff_max_ms = (uint32_t)b1;
-  return 0;
-}
+/* configuration                                                       */
 
 /* Returns rt->link, made on first use. */
-static struct nb__rtlink_s *nb__rl(nb_rt_t *rt) {
+static struct nb__rtlink_s *rt_link(nb_rt_t *rt) {
   if (!rt->link) {
     rt->link = calloc(1, sizeof *rt->link);
     if (!rt->link) abort();
@@ -164,109 +109,50 @@ static struct nb__rtlink_s *nb__rl(nb_rt_t *rt) {
   return rt->link;
 }
 
-int nb__link_config(nb_rt_t *rt, lua_State *C, int idx, char **err) {
-  int top = lua_gettop(C);
-  lua_getfield(C, idx, "transport");
-  int t = lua_gettop(C);
-  if (lua_isnil(C, t)) {
-    lua_settop(C, top);
-    return 0;
+void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf) {
+  struct nb__rtlink_s *rl = rt_link(rt);
+  if (conf->listen) rl->listen = nb__strdup(conf->listen);
+  if (conf->max_payload) rl->max_payload = conf->max_payload;
+  rl->accept = conf->accept;
+  rl->cfg = conf->npeers ? calloc(conf->npeers, sizeof *rl->cfg) : NULL;
+  if (conf->npeers && !rl->cfg) abort();
+  for (size_t i = 0; i < conf->npeers; i++) {
+    rl->cfg[i].url = nb__strdup(conf->peers[i].url);
+    rl->cfg[i].o = conf->peers[i].o;
   }
-  if (!lua_istable(C, t)) {
-    *err = nb__strf("topology.transport: expected a table");
-    lua_settop(C, top);
-    return -1;
-  }
-  struct nb__rtlink_s *rl = nb__rl(rt);
-  const char *why = NULL;
-  const char *listen = nb__field_str(C, t, "listen");
-  if (listen) rl->listen = nb__dup(listen);
-  double mp = nb__field_num(C, t, "max_payload", rl->max_payload);
-  if (!(mp >= 1 && mp <= 1073741824.0)) {
-    *err = nb__strf("transport.max_payload: %g is out of range (1 byte to "
-                    "1 GiB)", mp);
-    lua_settop(C, top);
-    return -1;
-  }
-  rl->max_payload = (uint32_t)mp;
-  lua_getfield(C, t, "accept");
-  if (lua_istable(C, -1) &&
-      nb__read_opts(C, lua_gettop(C), &rl->accept, &why) != 0) {
-    *err = nb__strf("transport.accept: %s", why);
-    lua_settop(C, top);
-    return -1;
-  }
-  lua_pop(C, 1);
-  lua_getfield(C, t, "peers");
-  size_t n = lua_istable(C, -1) ? lua_objlen(C, -1) : 0;
-  rl->cfg = n ? calloc(n, sizeof *rl->cfg) : NULL;
-  if (n && !rl->cfg) abort();
-  for (size_t i = 1; i <= n; i++) {
-    lua_rawgeti(C, -1, (int)i);
-    int pi = lua_gettop(C);
-    const char *url = lua_istable(C, pi) ? nb__field_str(C, pi, "url") : NULL;
-    if (!url) {
-      *err = nb__strf("transport.peers[%zu].url: expected a tcp:// url", i);
-      lua_settop(C, top);
-      return -1;
-    }
-    if (nb__read_opts(C, pi, &rl->cfg[rl->ncfg].o, &why) != 0) {
-      *err = nb__strf("transport.peers[%zu] (%s): %s", i, url, why);
-      lua_settop(C, top);
-      return -1;
-    }
-    rl->cfg[rl->ncfg++].url = nb__dup(url);
-    lua_pop(C, 1);
-  }
-  lua_pop(C, 1);
+  rl->ncfg = conf->npeers;
   /* A file-backed arena can be shared with a peer on this host. */
-  lua_getfield(C, idx, "arena");
-  if (lua_istable(C, -1)) {
-    const char *ap = nb__field_str(C, lua_gettop(C), "path");
-    if (ap) rl->arena_path = nb__dup(ap);
-  }
-  lua_settop(C, top);
-  return 0;
+  if (conf->arena_path) rl->arena_path = nb__strdup(conf->arena_path);
 }
 
 /* ------------------------------------------------------------------ */
 /* proxies                                                             */
 
 /* Adds proxy p to the runtime's list; returns nothing. */
-static void nb__proxy_track(struct nb__rtlink_s *rl, nb__proxy_t *p) {
+static void proxy_track(struct nb__rtlink_s *rl, proxy_t *p) {
   if (rl->npx == rl->pxcap) {
     rl->pxcap = rl->pxcap ? rl->pxcap * 2 : 16;
-    nb__proxy_t **v = realloc(rl->px, rl->pxcap * sizeof *v);
+    proxy_t **v = realloc(rl->px, rl->pxcap * sizeof *v);
     if (!v) abort();
     rl->px = v;
   }
   rl->px[rl->npx++] = p;
 }
 
-int nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, lua_State *C,
-                       char **err) {
-  int r = lua_gettop(C);
-  const char *url = nb__field_str(C, r, "url");
-  const char *cortex = nb__field_str(C, r, "cortex");
-  const char *neuron = nb__field_str(C, r, "neuron");
-  if (!neuron || (!url) == (!cortex)) {
-    *err = nb__strf("expected { url = \"tcp://HOST:PORT\" or cortex = NAME, "
-                    "neuron = NAME }");
-    return -1;
-  }
-  nb__proxy_t *p = calloc(1, sizeof *p);
+void nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, const char *url,
+                        const char *cortex, const char *neuron) {
+  proxy_t *p = calloc(1, sizeof *p);
   if (!p) abort();
   p->a = a;
-  p->url = url ? nb__dup(url) : NULL;
-  p->cortex = cortex ? nb__dup(cortex) : NULL;
-  p->remote = nb__dup(neuron);
+  p->url = url ? nb__strdup(url) : NULL;
+  p->cortex = cortex ? nb__strdup(cortex) : NULL;
+  p->remote = nb__strdup(neuron);
   p->handle = -1;
   a->proxy = p;
-  nb__proxy_track(nb__rl(rt), p);
-  return 0;
+  proxy_track(rt_link(rt), p);
 }
 
-void nb__link_proxy_free(nb__proxy_t *p) {
+void nb__link_proxy_free(proxy_t *p) {
   if (!p) return;
   free(p->url);
   free(p->cortex);
@@ -277,7 +163,7 @@ void nb__link_proxy_free(nb__proxy_t *p) {
 
 /* Counts a spike the peer can never take (the reason is rc) and logs the
  * first one per proxy; returns nothing. */
-static void nb__proxy_unroutable(nb__proxy_t *p, int rc) {
+static void proxy_unroutable(proxy_t *p, int rc) {
   if (p->peer) p->peer->unroutable++;
   /* Also a dead letter of the proxy, like a spike to a stopped neuron. */
   nb_cortex_add_dead_letters(p->a->rt->cx, (nb_id_t)p->a->cell.id, 1);
@@ -295,7 +181,7 @@ static void nb__proxy_unroutable(nb__proxy_t *p, int rc) {
 /* Hands count spikes to the proxy's link in order; returns how many were
  * taken (sent, or counted unroutable), stopping at the first one the link
  * cannot take now. */
-static size_t nb__proxy_push(nb__proxy_t *p, const nb_spike_t *s,
+static size_t proxy_push(proxy_t *p, const nb_spike_t *s,
                              size_t count) {
   /* Not started, or the links are closed: hold. */
   if (!p->peer || !p->peer->link || p->handle < 0) return 0;
@@ -306,13 +192,13 @@ static size_t nb__proxy_push(nb__proxy_t *p, const nb_spike_t *s,
     if (rc == 0) continue;
     /* Room (or memory, or the link) may come back: keep it. */
     if (rc == NB_EFULL || rc == NB_ENOMEM || rc == NB_ECLOSED) break;
-    nb__proxy_unroutable(p, rc);
+    proxy_unroutable(p, rc);
   }
   return i;
 }
 
 /* Appends count spikes to the proxy's held queue; returns nothing. */
-static void nb__proxy_hold(struct nb__rtlink_s *rl, nb__proxy_t *p,
+static void proxy_hold(struct nb__rtlink_s *rl, proxy_t *p,
                            const nb_spike_t *s, size_t count) {
   if (!count) return;
   if (p->head && p->head + p->count + count > p->cap) {
@@ -334,58 +220,58 @@ static void nb__proxy_hold(struct nb__rtlink_s *rl, nb__proxy_t *p,
   if (p->count == 0) rl->nheld++;
   memcpy(p->held + p->head + p->count, s, count * sizeof *s);
   p->count += (uint32_t)count;
-  /* Refractory: its inbox waits (and fills), so the cortex stops draining
-   * the producers' axons and their fire reports full. */
-  nb_neuron_if(p->a->neuron)->refractory_left = NB__HOLD_TICKS;
+  /* Held: its inbox waits (and fills), so the cortex stops draining the
+   * producers' axons and their fire reports full. */
+  nb_neuron_hold(p->a->neuron, 1);
 }
 
 /* Offers the held spikes to the link again; returns 1 when none is left
  * (the proxy takes new spikes again), else 0. */
-static int nb__proxy_retry(struct nb__rtlink_s *rl, nb__proxy_t *p) {
+static int proxy_retry(struct nb__rtlink_s *rl, proxy_t *p) {
   if (!p->count) return 1;
   /* No room: asking would only count another refusal. */
   if (p->peer && p->peer->link && !nb_link_room(p->peer->link)) return 0;
-  size_t n = nb__proxy_push(p, p->held + p->head, p->count);
+  size_t n = proxy_push(p, p->held + p->head, p->count);
   p->head += (uint32_t)n;
   p->count -= (uint32_t)n;
   if (p->count) return 0;
   p->head = 0;
   rl->nheld--;
-  nb_neuron_if(p->a->neuron)->refractory_left = 0;
+  nb_neuron_hold(p->a->neuron, 0);
   return 1;
 }
 
 /* ops.on_batch of a proxy: the batch goes to the link; what it cannot
- * take now is held (in order) and the proxy turns refractory. Returns 0
+ * take now is held (in order) and so is the proxy (nb_neuron_hold). Returns 0
  * (nothing here is an agent error). */
-static int nb__proxy_batch(void *agent, nb_neuron_t *n,
+static int proxy_batch(void *agent, nb_neuron_t *n,
                            const nb_spike_t *spikes, const float *weights,
                            size_t count) {
   nb__agent_t *a = agent;
-  nb__proxy_t *p = a->proxy;
+  proxy_t *p = a->proxy;
   struct nb__rtlink_s *rl = a->rt->link;
   size_t i = 0;
   /* Held spikes go first: a batch never overtakes them. */
-  if (nb__proxy_retry(rl, p)) i = nb__proxy_push(p, spikes, count);
-  nb__proxy_hold(rl, p, spikes + i, count - i);
+  if (proxy_retry(rl, p)) i = proxy_push(p, spikes, count);
+  proxy_hold(rl, p, spikes + i, count - i);
   return 0;
 }
 
 /* ops.on_spike fallback of a proxy (the cortex calls on_batch); returns
- * as nb__proxy_batch. */
-static int nb__proxy_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
+ * as proxy_batch. */
+static int proxy_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
                            float weight) {
-  return nb__proxy_batch(agent, n, s, &weight, 1);
+  return proxy_batch(agent, n, s, &weight, 1);
 }
 
 const nb_agent_ops_t nb__proxy_ops = {
-  .on_batch = nb__proxy_batch,
-  .on_spike = nb__proxy_spike,
+  .on_batch = proxy_batch,
+  .on_spike = proxy_spike,
 };
 
 /* Makes a run-time proxy called name for peer's neuron remote; returns its
  * id, or -1 (no id room: logged once). */
-static int nb__proxy_dynamic(nb_rt_t *rt, nb__peer_t *peer,
+static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
                              const char *remote, const char *name) {
   struct nb__rtlink_s *rl = rt->link;
   nb__agent_t *a = calloc(1, sizeof *a);
@@ -393,12 +279,12 @@ static int nb__proxy_dynamic(nb_rt_t *rt, nb__peer_t *peer,
   a->rt = rt;
   a->cell.rt = rt;
   a->cell.id = rt->n;
-  a->name = nb__dup(name);
-  nb__proxy_t *p = calloc(1, sizeof *p);
+  a->name = nb__strdup(name);
+  proxy_t *p = calloc(1, sizeof *p);
   if (!p) abort();
   p->a = a;
-  p->cortex = nb__dup(peer->name);
-  p->remote = nb__dup(remote);
+  p->cortex = nb__strdup(peer->name);
+  p->remote = nb__strdup(remote);
   p->peer = peer;
   p->dynamic = 1;
   p->handle = nb_link_target(peer->link, remote);
@@ -431,28 +317,29 @@ static int nb__proxy_dynamic(nb_rt_t *rt, nb__peer_t *peer,
     rt->agents = v;
   }
   rt->agents[rt->n++] = a;
-  nb__proxy_track(rl, p);
+  proxy_track(rl, p);
   return (int)a->cell.id;
 }
 
 /* Returns the local id standing for peer's neuron remote_id: the proxy
  * the manifest declared for that peer and name, else "<peer>/<name>"
  * (made on first sight); -1 when there is none. */
-static int nb__source_for(nb_rt_t *rt, nb__peer_t *peer, nb_id_t remote_id) {
+static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
   if (peer->map && peer->map[remote_id]) return peer->map[remote_id] - 1;
   const char *name = nb_link_peer_neuron(peer->link, remote_id);
   if (!name) return -1;
   struct nb__rtlink_s *rl = rt->link;
   int id = -1;
   for (size_t i = 0; i < rl->npx && id < 0; i++) {
-    nb__proxy_t *p = rl->px[i];
+    proxy_t *p = rl->px[i];
     if (p->peer == peer && !p->dynamic && !strcmp(p->remote, name))
       id = (int)p->a->cell.id;
   }
   if (id < 0) {
     char *dyn = nb__strf("%s/%s", peer->name, name);
-    id = nb_rt_id(rt, dyn);
-    if (id < 0) id = nb__proxy_dynamic(rt, peer, name, dyn);
+    for (uint32_t i = 0; i < rt->n && id < 0; i++)
+      if (!strcmp(rt->agents[i]->name, dyn)) id = (int)i;
+    if (id < 0) id = proxy_dynamic(rt, peer, name, dyn);
     free(dyn);
   }
   if (id < 0) return -1;
@@ -468,8 +355,8 @@ static int nb__source_for(nb_rt_t *rt, nb__peer_t *peer, nb_id_t remote_id) {
 /* links                                                               */
 
 /* Returns the runtime's record of link l, made on first sight. */
-static nb__peer_t *nb__peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
-  nb__peer_t *p = nb_link_data(l);
+static peer_t *peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
+  peer_t *p = nb_link_data(l);
   if (p) return p;
   p = calloc(1, sizeof *p);
   if (!p) abort();
@@ -477,7 +364,7 @@ static nb__peer_t *nb__peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
   snprintf(p->name, sizeof p->name, "%s", nb_link_peer(l));
   if (rl->npeers == rl->peercap) {
     rl->peercap = rl->peercap ? rl->peercap * 2 : 8;
-    nb__peer_t **v = realloc(rl->peers, rl->peercap * sizeof *v);
+    peer_t **v = realloc(rl->peers, rl->peercap * sizeof *v);
     if (!v) abort();
     rl->peers = v;
   }
@@ -488,14 +375,14 @@ static nb__peer_t *nb__peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
 
 /* on_spike of the node: injects a peer's spike with the source mapped to
  * its local proxy; returns 0, NB_EFULL (the link pauses), or a refusal. */
-static int nb__on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
+static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
                              const void *payload, size_t len) {
   nb_rt_t *rt = ud;
   struct nb__rtlink_s *rl = rt->link;
   /* After on_stop nothing is taken: unacknowledged, the peer keeps it. */
   if (rl->after_stop) return NB_EFULL;
-  nb__peer_t *peer = nb__peer_of(rl, l);
-  int src = nb__source_for(rt, peer, s->source);
+  peer_t *peer = peer_of(rl, l);
+  int src = source_for(rt, peer, s->source);
   if (src < 0) {
     peer->refused++;
     if (!peer->warned_refused++)
@@ -515,9 +402,9 @@ static int nb__on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
 
 /* on_event of the node: names resolve anew after every handshake;
  * returns nothing. */
-static void nb__on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
+static void on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
   nb_rt_t *rt = ud;
-  nb__peer_t *p = nb__peer_of(rt->link, l);
+  peer_t *p = peer_of(rt->link, l);
   if (ev == NB_LINK_UP) {
     snprintf(p->name, sizeof p->name, "%s", nb_link_peer(l));
     p->shared = nb_link_is_shared(l);
@@ -527,15 +414,15 @@ static void nb__on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
 }
 
 /* Sets *flag once the node has freed itself; returns nothing. */
-static void nb__node_done(void *ud) { *(int *)ud = 1; }
+static void node_done(void *ud) { *(int *)ud = 1; }
 
 /* Closes the node and runs the loop until it is gone; returns nothing. */
-static void nb__node_close(struct nb__rtlink_s *rl) {
+static void node_close(struct nb__rtlink_s *rl) {
   if (!rl->node) return;
   for (size_t i = 0; i < rl->npx; i++)
     if (rl->px[i]->peer) rl->px[i]->peer->held += rl->px[i]->count;
   for (size_t i = 0; i < rl->npeers; i++) {
-    nb__peer_t *p = rl->peers[i];
+    peer_t *p = rl->peers[i];
     nb_link_stats(p->link, &p->last);
     snprintf(p->name, sizeof p->name, "%s", nb_link_peer(p->link));
     /* The close counts what is still queued or in doubt as lost. */
@@ -550,7 +437,7 @@ static void nb__node_close(struct nb__rtlink_s *rl) {
     p->link = NULL; /* freed by the close */
   }
   int done = 0;
-  nb_link_node_close(rl->node, nb__node_done, &done);
+  nb_link_node_close(rl->node, node_done, &done);
   /* Close callbacks run in one or two turns; NOWAIT never blocks on the
    * runtime's other handles. */
   for (int i = 0; !done && i < 100000; i++) uv_run(rl->loop, UV_RUN_NOWAIT);
@@ -574,8 +461,8 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
   o.cortex = rt->name;
   o.arena = rt->arena;
   o.max_payload = rl->max_payload;
-  o.on_spike = nb__on_link_spike;
-  o.on_event = nb__on_link_event;
+  o.on_spike = on_link_spike;
+  o.on_event = on_link_event;
   o.ud = rt;
   o.accept = rl->accept;
   o.arena_path = rl->arena_path; /* a file arena may be shared with a peer */
@@ -614,11 +501,11 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
               nb_strerror(rc));
       break;
     }
-    nb__peer_t *p = nb__peer_of(rl, l);
+    peer_t *p = peer_of(rl, l);
     p->url = rl->cfg[i].url;
   }
   for (size_t i = 0; i < rl->npx && rc == 0; i++) {
-    nb__proxy_t *p = rl->px[i];
+    proxy_t *p = rl->px[i];
     nb_link_t *l = NULL;
     if (p->url) {
       for (size_t j = 0; j < rl->npeers && !l; j++)
@@ -629,7 +516,7 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
       rc = nb_link_expect(rl->node, p->cortex, NULL, &l);
     }
     if (rc == 0) {
-      p->peer = nb__peer_of(rl, l);
+      p->peer = peer_of(rl, l);
       p->handle = nb_link_target(l, p->remote);
       if (p->handle < 0) rc = p->handle;
     }
@@ -640,7 +527,7 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
               p->remote, nb_strerror(rc));
   }
   if (rc != 0) {
-    nb__node_close(rl);
+    node_close(rl);
     return rc;
   }
   return 0;
@@ -655,7 +542,7 @@ void nb__link_pretick(nb_rt_t *rt) {
   if (!rl->started || rl->closed) return;
   rl->now_ns = nb_clock_ns();
   if (rl->nheld)
-    for (size_t i = 0; i < rl->npx; i++) nb__proxy_retry(rl, rl->px[i]);
+    for (size_t i = 0; i < rl->npx; i++) proxy_retry(rl, rl->px[i]);
   /* The last tick drained the injection queue: paused links read again
    * (one that still finds it full pauses again). */
   if (!rl->after_stop)
@@ -666,7 +553,7 @@ void nb__link_pretick(nb_rt_t *rt) {
 
 /* Returns 1 when nothing waits to leave: the cortex is quiescent, no proxy
  * holds a spike, and every link has its spikes acknowledged; else 0. */
-static int nb__flushed(nb_rt_t *rt) {
+static int all_flushed(nb_rt_t *rt) {
   struct nb__rtlink_s *rl = rt->link;
   if (rl->nheld || nb_cortex_pending(rt->cx)) return 0;
   for (size_t i = 0; i < rl->npeers; i++) {
@@ -678,49 +565,49 @@ static int nb__flushed(nb_rt_t *rt) {
 }
 
 /* Does nothing: a timer that keeps UV_RUN_ONCE from sleeping long. */
-static void nb__wake(uv_timer_t *t) { (void)t; }
+static void wake_noop(uv_timer_t *t) { (void)t; }
 
 /* Ticks and turns the loop until flushed or deadline_ns; returns nothing. */
-static void nb__drain(nb_rt_t *rt, uint64_t deadline_ns) {
-  while (!nb__flushed(rt) && nb_clock_ns() < deadline_ns) {
-    nb_rt_tick(rt, 1);
+static void drain_links(nb_rt_t *rt, uint64_t deadline_ns) {
+  while (!all_flushed(rt) && nb_clock_ns() < deadline_ns) {
+    rt->host->tick(rt, 1);
     uv_run(rt->link->loop, UV_RUN_ONCE);
   }
 }
 
 /* Frees the wake timer once closed; returns nothing. */
-static void nb__wake_closed(uv_handle_t *h) { free(h); }
+static void wake_closed(uv_handle_t *h) { free(h); }
 
 void nb_rt_link_stop(nb_rt_t *rt, uint64_t grace_ns) {
   struct nb__rtlink_s *rl = rt->link;
   if (!rl || !rl->started || rl->closed) {
-    nb_rt_stop(rt, 0);
+    rt->host->stop(rt, 0);
     return;
   }
   if (!grace_ns) grace_ns = NB__GRACE_DEFAULT_NS;
   uv_timer_t *wake = malloc(sizeof *wake);
   if (!wake) abort();
   uv_timer_init(rl->loop, wake);
-  uv_timer_start(wake, nb__wake, 1, 1);
+  uv_timer_start(wake, wake_noop, 1, 1);
   /* 1. No new periodic work (stopped gates agents' tick), but spikes keep
    * flowing both ways until what was fired left and was acknowledged. */
   int was = rt->stopped;
   rt->stopped = 1;
-  nb__drain(rt, nb_clock_ns() + grace_ns);
+  drain_links(rt, nb_clock_ns() + grace_ns);
   rt->stopped = was;
   /* 2. on_stop, with what is pending delivered first. */
-  nb_rt_stop(rt, 0);
+  rt->host->stop(rt, 0);
   /* 3. What on_stop fired leaves too; peers' spikes are no longer taken. */
   rl->after_stop = 1;
-  nb__drain(rt, nb_clock_ns() +
+  drain_links(rt, nb_clock_ns() +
                     (grace_ns < NB__AFTER_STOP_NS ? grace_ns : NB__AFTER_STOP_NS));
-  uv_close((uv_handle_t *)wake, nb__wake_closed);
+  uv_close((uv_handle_t *)wake, wake_closed);
   rl->pending_at_close = nb_cortex_pending(rt->cx);
   if (rl->pending_at_close)
     fprintf(stderr, "neuronbus: %" PRIu64 " spikes were still waiting in the "
             "cortex when the links closed (the drain time ran out)\n",
             rl->pending_at_close);
-  nb__node_close(rl);
+  node_close(rl);
 }
 
 /* ------------------------------------------------------------------ */
@@ -733,7 +620,7 @@ size_t nb_rt_link_count(const nb_rt_t *rt) {
 int nb_rt_link_stats(const nb_rt_t *rt, size_t i, void *out,
                      const char **peer) {
   if (!rt->link || i >= rt->link->npeers) return NB_ENOENT;
-  nb__peer_t *p = rt->link->peers[i];
+  peer_t *p = rt->link->peers[i];
   if (p->closed) *(nb_link_stats_t *)out = p->last;
   else nb_link_stats(p->link, out);
   if (peer) *peer = p->closed ? p->name : nb_link_peer(p->link);
@@ -741,7 +628,7 @@ int nb_rt_link_stats(const nb_rt_t *rt, size_t i, void *out,
 }
 
 /* Returns the spikes proxies bound to peer p hold (now, or at close). */
-static uint64_t nb__held(const struct nb__rtlink_s *rl, const nb__peer_t *p) {
+static uint64_t held_count(const struct nb__rtlink_s *rl, const peer_t *p) {
   if (p->closed) return p->held;
   uint64_t n = 0;
   for (size_t i = 0; i < rl->npx; i++)
@@ -750,7 +637,7 @@ static uint64_t nb__held(const struct nb__rtlink_s *rl, const nb__peer_t *p) {
 }
 
 /* Returns the state word of link p: "up", "paused", "down", "closed". */
-static const char *nb__state_of(const nb__peer_t *p) {
+static const char *state_of(const peer_t *p) {
   if (p->closed) return "closed";
   if (!nb_link_is_up(p->link)) return "down";
   return nb_link_is_paused(p->link) ? "paused" : "up";
@@ -758,7 +645,7 @@ static const char *nb__state_of(const nb__peer_t *p) {
 
 /* Writes s as a JSON string literal (names are plain, but a peer's cortex
  * name is the peer's to choose). */
-static void nb__json_str(FILE *f, const char *s) {
+static void json_str(FILE *f, const char *s) {
   fputc('"', f);
   for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
     if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
@@ -786,19 +673,19 @@ void nb__link_print_stats(nb_rt_t *rt, FILE *f, int json) {
               "queued", "full");
   }
   for (size_t i = 0; i < rl->npeers; i++) {
-    nb__peer_t *p = rl->peers[i];
+    peer_t *p = rl->peers[i];
     nb_link_stats_t st;
     const char *peer;
     nb_rt_link_stats(rt, i, &st, &peer);
     uint64_t rejected = st.rejected;
     if (json) {
       fputs(i ? ",{\"peer\":" : "{\"peer\":", f);
-      nb__json_str(f, peer);
+      json_str(f, peer);
       fputs(",\"url\":", f);
-      if (p->url) nb__json_str(f, p->url);
+      if (p->url) json_str(f, p->url);
       else fputs("null", f);
       fprintf(f, ",\"state\":\"%s\",\"shared_arena\":%s,\"refs_out\":%" PRIu64
-              ",\"refs_in\":%" PRIu64, nb__state_of(p),
+              ",\"refs_in\":%" PRIu64, state_of(p),
               p->shared ? "true" : "false",
               st.refs_out, st.refs_in);
       fprintf(f, ",\"sent\":%" PRIu64 ",\"acked\":%" PRIu64
@@ -812,12 +699,12 @@ void nb__link_print_stats(nb_rt_t *rt, FILE *f, int json) {
               ",\"held\":%" PRIu64 "}", st.sent, st.acked, st.resent, st.lost,
               st.received, rejected, p->unroutable, st.bytes_out, st.bytes_in,
               st.connects, st.reconnects, st.errors, st.full, st.pauses,
-              st.queued, st.in_doubt, nb__held(rl, p));
+              st.queued, st.in_doubt, held_count(rl, p));
     } else {
       fprintf(f, "  %-20.20s %-6s %10" PRIu64 " %10" PRIu64 " %8" PRIu64
               " %7" PRIu64 " %10" PRIu64 " %8" PRIu64 " %10" PRIu64 " %6"
               PRIu64 " %6" PRIu64 " %7" PRIu64 " %7" PRIu64 "\n", peer,
-              nb__state_of(p), st.sent, st.acked, st.resent, st.lost,
+              state_of(p), st.sent, st.acked, st.resent, st.lost,
               st.received, rejected, p->unroutable, st.reconnects, st.errors,
               st.queued, st.full);
     }
@@ -830,7 +717,7 @@ void nb__link_free(nb_rt_t *rt) {
   if (!rl) return;
   /* A node still open here was started by a caller that never stopped it:
    * its handles live on that caller's loop, which must close them. */
-  if (rl->node && rl->loop) nb__node_close(rl);
+  if (rl->node && rl->loop) node_close(rl);
   for (size_t i = 0; i < rl->npeers; i++) {
     free(rl->peers[i]->map);
     free(rl->peers[i]);

@@ -26,7 +26,7 @@
 #define NB__RELOAD_DEBOUNCE_MS 20
 
 /* Returns the FNV-1a 64 hash of n bytes at p. */
-static uint64_t nb__fnv1a(const char *p, size_t n) {
+static uint64_t fnv1a(const char *p, size_t n) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (size_t i = 0; i < n; i++) {
     h ^= (unsigned char)p[i];
@@ -37,7 +37,7 @@ static uint64_t nb__fnv1a(const char *p, size_t n) {
 
 /* Returns the whole file at path, malloc'd and NUL-terminated, with its
  * length in *len, or NULL with errno set. */
-static char *nb__slurp(const char *path, size_t *len) {
+static char *slurp(const char *path, size_t *len) {
   FILE *f = fopen(path, "rb");
   if (!f) return NULL;
   size_t cap = 4096, n = 0;
@@ -65,7 +65,7 @@ static char *nb__slurp(const char *path, size_t *len) {
 }
 
 /* Sets a's version fields to hash (counter unchanged); returns nothing. */
-static void nb__set_hash(nb__agent_t *a, uint64_t hash) {
+static void set_hash(nb__agent_t *a, uint64_t hash) {
   a->ver.hash = hash;
   snprintf(a->ver.hex, sizeof a->ver.hex, "%016" PRIx64, hash);
 }
@@ -73,19 +73,19 @@ static void nb__set_hash(nb__agent_t *a, uint64_t hash) {
 void nb__reload_boot(nb__agent_t *a) {
   if (!a->script) return;
   size_t len = 0;
-  char *src = nb__slurp(a->script, &len);
+  char *src = slurp(a->script, &len);
   /* An unreadable file fails the boot itself, with its own message. */
-  uint64_t h = src ? nb__fnv1a(src, len) : 0;
+  uint64_t h = src ? fnv1a(src, len) : 0;
   free(src);
   if (a->ver.counter == 0) a->ver.counter = 1;
   else if (h != a->ver.hash) a->ver.counter++; /* a re-boot of changed code */
-  nb__set_hash(a, h);
+  set_hash(a, h);
   if (a->neuron) nb_neuron_set_version(a->neuron, a->ver.counter);
 }
 
 /* Returns the agent behind cell's view of neuron id (its own agent while it
  * boots, before it is in rt->agents), or NULL. */
-static const nb__agent_t *nb__card_agent(const nb_rt_cell_t *cell,
+static const nb__agent_t *card_agent(const nb_rt_cell_t *cell,
                                          uint32_t id) {
   const nb__agent_t *self = (const nb__agent_t *)cell;
   if (cell->id == id) return self;
@@ -94,7 +94,7 @@ static const nb__agent_t *nb__card_agent(const nb_rt_cell_t *cell,
 }
 
 uint32_t nb_rt_card_version(const nb_rt_cell_t *cell, uint32_t id) {
-  const nb__agent_t *b = nb__card_agent(cell, id);
+  const nb__agent_t *b = card_agent(cell, id);
   if (!b) return 0;
   /* The cortex's card is the record others discover; before registration
    * (own boot) only the agent has it. */
@@ -102,7 +102,7 @@ uint32_t nb_rt_card_version(const nb_rt_cell_t *cell, uint32_t id) {
 }
 
 const char *nb_rt_card_hash(const nb_rt_cell_t *cell, uint32_t id) {
-  const nb__agent_t *b = nb__card_agent(cell, id);
+  const nb__agent_t *b = card_agent(cell, id);
   return b && b->ver.counter ? b->ver.hex : "";
 }
 
@@ -127,7 +127,7 @@ double nb_rt_memory(nb_rt_t *rt, uint32_t id) {
 
 /* Pushes an array of the custom filter names that synapses into a's
  * neuron use (the new version must export them); returns nothing. */
-static void nb__push_needed_filters(nb__agent_t *a) {
+static void push_needed_filters(nb__agent_t *a) {
   lua_State *L = a->L;
   lua_newtable(L);
   size_t n = 0, k = 0;
@@ -143,14 +143,14 @@ static void nb__push_needed_filters(nb__agent_t *a) {
 
 /* Says what a reload did on stderr unless the runtime is quiet; returns
  * nothing. */
-static void nb__reload_say(const nb__agent_t *a, const char *what) {
+static void reload_say(const nb__agent_t *a, const char *what) {
   if (a->rt->opts.quiet) return;
   fprintf(stderr, "neuronbus: agent \"%s\" (id %u): %s\n", a->name, a->cell.id,
           what);
   fflush(stderr);
 }
 
-/* Reload modes of nb__reload: what counts as "nothing to do". */
+/* Reload modes of reload_one: what counts as "nothing to do". */
 enum {
   NB__RL_CHANGED = 0, /* the running version's source */
   NB__RL_FORCE = 1,   /* nothing: always load */
@@ -159,7 +159,7 @@ enum {
 };
 
 /* nb_rt_reload with a mode; returns as nb_rt_reload. */
-static int nb__reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
+static int reload_one(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
                       int mode, char **err) {
   *err = NULL;
   if (id >= rt->n) {
@@ -173,7 +173,7 @@ static int nb__reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
   }
   char *buf = NULL;
   if (!src) {
-    buf = nb__slurp(a->script, &len);
+    buf = slurp(a->script, &len);
     if (!buf) {
       *err = nb__strf("%s: cannot read the agent script: %s", a->script,
                       strerror(errno));
@@ -181,7 +181,7 @@ static int nb__reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
     }
     src = buf;
   }
-  uint64_t h = nb__fnv1a(src, len);
+  uint64_t h = fnv1a(src, len);
   if ((mode != NB__RL_FORCE && h == a->ver.hash) ||
       (mode == NB__RL_WATCH && a->ver.rejected && h == a->ver.rejected_hash)) {
     free(buf);
@@ -201,7 +201,7 @@ static int nb__reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
   lua_pushstring(L, hex);
   lua_pushinteger(L, (lua_Integer)a->ver.counter);
   lua_pushstring(L, a->ver.hex);
-  nb__push_needed_filters(a);
+  push_needed_filters(a);
   free(buf);
   /* The agent's own code runs under reload's xpcall; an error reaching
    * this call is the runtime's (a missing entry), or one of the state's
@@ -226,11 +226,11 @@ static int nb__reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
   if (rc == 1) {
     a->ver.counter++;
     a->ver.reloads++;
-    nb__set_hash(a, h);
+    set_hash(a, h);
     nb_neuron_set_version(a->neuron, a->ver.counter);
     char *msg = nb__strf("reloaded %s: version %u (hash %s)", a->script,
                          a->ver.counter, a->ver.hex);
-    nb__reload_say(a, msg);
+    reload_say(a, msg);
     free(msg);
     return 1;
   }
@@ -238,23 +238,23 @@ static int nb__reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
   a->ver.rejected_hash = h;
   char *msg = nb__strf("reload rejected, version %u keeps running: %s",
                        a->ver.counter, *err);
-  nb__reload_say(a, msg);
+  reload_say(a, msg);
   free(msg);
   return rc;
 }
 
 int nb_rt_reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
                  int force, char **err) {
-  return nb__reload(rt, id, src, len, force ? NB__RL_FORCE : NB__RL_CHANGED,
+  return reload_one(rt, id, src, len, force ? NB__RL_FORCE : NB__RL_CHANGED,
                     err);
 }
 
 /* Reloads agent id from its file when the file changed (mode: see
- * nb__reload); returns 1 when reloaded, else 0 (unchanged, rejected or
+ * reload_one); returns 1 when reloaded, else 0 (unchanged, rejected or
  * unreadable: reported). */
-static int nb__reload_if_changed(nb_rt_t *rt, uint32_t id, int mode) {
+static int reload_if_changed(nb_rt_t *rt, uint32_t id, int mode) {
   char *err = NULL;
-  int rc = nb__reload(rt, id, NULL, 0, mode, &err);
+  int rc = reload_one(rt, id, NULL, 0, mode, &err);
   if (rc == NB_EIO && !rt->opts.quiet) {
     /* Mid-replace by an editor, or deleted: the next event retries. */
     fprintf(stderr, "neuronbus: agent \"%s\": %s (the running version "
@@ -268,54 +268,54 @@ int nb_rt_reload_changed(nb_rt_t *rt) {
   int n = 0;
   for (uint32_t i = 0; i < rt->n; i++)
     if (rt->agents[i]->L && rt->agents[i]->script)
-      n += nb__reload_if_changed(rt, i, NB__RL_CHANGED);
+      n += reload_if_changed(rt, i, NB__RL_CHANGED);
   return n;
 }
 
 /* ------------------------------------------------------------------ */
 /* the watch (`neuronbus run`)                                         */
 
-typedef struct nb__watch_s nb__watch_t;
+typedef struct nb__watch_s watch_t;
 
 /* One watched directory. */
-typedef struct nb__wdir_s {
+typedef struct wdir_s {
   uv_fs_event_t ev;
   char *path;
-  nb__watch_t *w;
-} nb__wdir_t;
+  watch_t *w;
+} wdir_t;
 
 /* One watched script (one per agent: two neurons may share a file). */
-typedef struct nb__wfile_s {
+typedef struct wfile_s {
   uv_timer_t debounce;
   uint32_t id;
   size_t dir;       /* index into w->dirs */
   const char *base; /* file name inside the directory (into the script) */
-  nb__watch_t *w;
-} nb__wfile_t;
+  watch_t *w;
+} wfile_t;
 
 struct nb__watch_s {
   nb_rt_t *rt;
   uv_signal_t hup;
-  nb__wdir_t *dirs;
+  wdir_t *dirs;
   size_t ndirs;
-  nb__wfile_t *files;
+  wfile_t *files;
   size_t nfiles;
 };
 
 /* Debounce timer of one script: the burst is over, so reloads it if its
  * content changed; returns nothing. */
-static void nb__on_debounce(uv_timer_t *t) {
-  nb__wfile_t *f = t->data;
-  nb__reload_if_changed(f->w->rt, f->id, NB__RL_WATCH);
+static void on_debounce(uv_timer_t *t) {
+  wfile_t *f = t->data;
+  reload_if_changed(f->w->rt, f->id, NB__RL_WATCH);
 }
 
 /* A change in a watched directory: (re)starts the debounce timer of every
  * script it may concern (all of the directory's when no name is given);
  * returns nothing. */
-static void nb__on_fs_event(uv_fs_event_t *h, const char *name, int events,
+static void on_fs_event(uv_fs_event_t *h, const char *name, int events,
                             int status) {
-  nb__wdir_t *d = h->data;
-  nb__watch_t *w = d->w;
+  wdir_t *d = h->data;
+  watch_t *w = d->w;
   size_t di = (size_t)(d - w->dirs);
   if (status < 0) {
     fprintf(stderr, "neuronbus: watching %s: %s\n", d->path,
@@ -323,16 +323,16 @@ static void nb__on_fs_event(uv_fs_event_t *h, const char *name, int events,
     return;
   }
   for (size_t i = 0; i < w->nfiles; i++) {
-    nb__wfile_t *f = &w->files[i];
+    wfile_t *f = &w->files[i];
     if (f->dir != di || (name && strcmp(name, f->base) != 0)) continue;
-    uv_timer_start(&f->debounce, nb__on_debounce, NB__RELOAD_DEBOUNCE_MS, 0);
+    uv_timer_start(&f->debounce, on_debounce, NB__RELOAD_DEBOUNCE_MS, 0);
   }
 }
 
 /* SIGHUP: reloads every changed script now and says how many; returns
  * nothing. */
-static void nb__on_hup(uv_signal_t *s, int signum) {
-  nb__watch_t *w = s->data;
+static void on_hup(uv_signal_t *s, int signum) {
+  watch_t *w = s->data;
   int n = nb_rt_reload_changed(w->rt);
   fprintf(stderr, "neuronbus: SIGHUP received, %d agent%s reloaded\n", n,
           n == 1 ? "" : "s");
@@ -342,7 +342,7 @@ static void nb__on_hup(uv_signal_t *s, int signum) {
 struct nb__watch_s *nb__reload_watch_start(void *uv_loop, nb_rt_t *rt,
                                            int watch_files) {
   uv_loop_t *loop = uv_loop;
-  nb__watch_t *w = calloc(1, sizeof *w);
+  watch_t *w = calloc(1, sizeof *w);
   if (!w) abort();
   w->rt = rt;
   w->files = calloc(rt->n ? rt->n : 1, sizeof *w->files);
@@ -350,7 +350,7 @@ struct nb__watch_s *nb__reload_watch_start(void *uv_loop, nb_rt_t *rt,
   if (!w->files || !w->dirs) abort();
   uv_signal_init(loop, &w->hup);
   w->hup.data = w;
-  uv_signal_start(&w->hup, nb__on_hup, SIGHUP);
+  uv_signal_start(&w->hup, on_hup, SIGHUP);
   for (uint32_t i = 0; i < rt->n && watch_files; i++) {
     nb__agent_t *a = rt->agents[i];
     if (!a->L || !a->script) continue;
@@ -364,14 +364,14 @@ struct nb__watch_s *nb__reload_watch_start(void *uv_loop, nb_rt_t *rt,
     size_t di = 0;
     while (di < w->ndirs && strcmp(w->dirs[di].path, dir) != 0) di++;
     if (di == w->ndirs) {
-      nb__wdir_t *d = &w->dirs[w->ndirs];
+      wdir_t *d = &w->dirs[w->ndirs];
       d->path = dir;
       d->w = w;
       uv_fs_event_init(loop, &d->ev);
       d->ev.data = d;
       /* The directory, not the file: an editor that saves by renaming a
        * new file over the old one would end a watch on the file itself. */
-      int rc = uv_fs_event_start(&d->ev, nb__on_fs_event, dir, 0);
+      int rc = uv_fs_event_start(&d->ev, on_fs_event, dir, 0);
       if (rc < 0)
         fprintf(stderr, "neuronbus: cannot watch %s for hot reload: %s "
                 "(SIGHUP still reloads)\n", dir, uv_strerror(rc));
@@ -379,7 +379,7 @@ struct nb__watch_s *nb__reload_watch_start(void *uv_loop, nb_rt_t *rt,
     } else {
       free(dir);
     }
-    nb__wfile_t *f = &w->files[w->nfiles++];
+    wfile_t *f = &w->files[w->nfiles++];
     f->id = i;
     f->dir = di;
     f->base = slash ? slash + 1 : a->script;

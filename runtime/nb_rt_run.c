@@ -13,7 +13,7 @@
 #define NB__BURST_NS 2000000ull       /* ... or this long, whichever first */
 #define NB__CATCHUP_MAX 1000          /* timed: ticks run late in one go */
 
-typedef struct nb__loop_s {
+typedef struct loop_s {
   uv_loop_t loop;
   uv_timer_t tick, limit, stats;
   uv_idle_t idle;
@@ -24,10 +24,10 @@ typedef struct nb__loop_s {
   uint64_t done;    /* ticks run by the loop */
   int stopping;
   int error;        /* a negative nb_err_t from a tick */
-} nb__loop_t;
+} loop_t;
 
 /* Ends the loop: no more ticks; shutdown happens after uv_run returns. */
-static void nb__loop_stop(nb__loop_t *l) {
+static void loop_stop(loop_t *l) {
   if (l->stopping) return;
   l->stopping = 1;
   uv_stop(&l->loop);
@@ -35,18 +35,18 @@ static void nb__loop_stop(nb__loop_t *l) {
 
 /* Runs up to max ticks (fewer when the tick limit is reached); returns the
  * number run. */
-static uint64_t nb__loop_ticks(nb__loop_t *l, uint64_t max, uint64_t budget_ns) {
+static uint64_t loop_ticks(loop_t *l, uint64_t max, uint64_t budget_ns) {
   uint64_t start = budget_ns ? nb_clock_ns() : 0, ran = 0;
   while (ran < max && !l->stopping) {
     if (l->o->ticks && l->done >= l->o->ticks) {
-      nb__loop_stop(l);
+      loop_stop(l);
       break;
     }
     int64_t rc = nb_rt_tick(l->rt, 1);
     if (rc < 0) {
       fprintf(stderr, "neuronbus: tick failed: %s\n", nb_strerror((int)rc));
       l->error = (int)rc;
-      nb__loop_stop(l);
+      loop_stop(l);
       break;
     }
     l->done++;
@@ -54,56 +54,56 @@ static uint64_t nb__loop_ticks(nb__loop_t *l, uint64_t max, uint64_t budget_ns) 
     if (budget_ns && (ran & 15) == 0 && nb_clock_ns() - start > budget_ns)
       break;
   }
-  if (l->o->ticks && l->done >= l->o->ticks) nb__loop_stop(l);
+  if (l->o->ticks && l->done >= l->o->ticks) loop_stop(l);
   return ran;
 }
 
 /* Timed mode: runs every tick that is due by now (bounded catch-up). */
-static void nb__on_tick(uv_timer_t *t) {
-  nb__loop_t *l = t->data;
+static void on_tick(uv_timer_t *t) {
+  loop_t *l = t->data;
   uint64_t due = (nb_clock_ns() - l->t0_ns) / l->rt->tick_ns + 1;
   if (due > l->done) {
     uint64_t n = due - l->done;
-    nb__loop_ticks(l, n > NB__CATCHUP_MAX ? NB__CATCHUP_MAX : n, 0);
+    loop_ticks(l, n > NB__CATCHUP_MAX ? NB__CATCHUP_MAX : n, 0);
   }
 }
 
 /* Free-running mode: a bounded burst per loop turn, so signals and timers
  * are served between bursts. */
-static void nb__on_idle(uv_idle_t *h) {
-  nb__loop_ticks(h->data, NB__BURST_TICKS, NB__BURST_NS);
+static void on_idle(uv_idle_t *h) {
+  loop_ticks(h->data, NB__BURST_TICKS, NB__BURST_NS);
 }
 
 /* --for elapsed: ends the loop. */
-static void nb__on_limit(uv_timer_t *t) { nb__loop_stop(t->data); }
+static void on_limit(uv_timer_t *t) { loop_stop(t->data); }
 
 /* Prints the periodic statistics line or table. */
-static void nb__on_stats(uv_timer_t *t) {
-  nb__loop_t *l = t->data;
+static void on_stats(uv_timer_t *t) {
+  loop_t *l = t->data;
   nb_rt_print_stats(l->rt, l->o->out ? l->o->out : stdout, l->o->stats == 2, 0);
 }
 
 /* SIGINT/SIGTERM: announces it and ends the loop (shutdown follows). */
-static void nb__on_signal(uv_signal_t *s, int signum) {
-  nb__loop_t *l = s->data;
+static void on_signal(uv_signal_t *s, int signum) {
+  loop_t *l = s->data;
   fprintf(stderr, "neuronbus: %s received, stopping\n",
           signum == SIGINT ? "SIGINT" : "SIGTERM");
-  nb__loop_stop(l);
+  loop_stop(l);
 }
 
-/* Nothing to free: every handle lives in the nb__loop_t on the stack. */
-static void nb__on_close(uv_handle_t *h) { (void)h; }
+/* Nothing to free: every handle lives in the loop_t on the stack. */
+static void on_close(uv_handle_t *h) { (void)h; }
 
 /* Closes every handle still open (callback for uv_walk). */
-static void nb__close_walk(uv_handle_t *h, void *arg) {
+static void close_walk(uv_handle_t *h, void *arg) {
   (void)arg;
-  if (!uv_is_closing(h)) uv_close(h, nb__on_close);
+  if (!uv_is_closing(h)) uv_close(h, on_close);
 }
 
 int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   nb_rt_run_opts_t defaults = {0};
   if (!opts) opts = &defaults;
-  nb__loop_t l;
+  loop_t l;
   memset(&l, 0, sizeof l);
   l.rt = rt;
   l.o = opts;
@@ -112,8 +112,8 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   uv_signal_init(&l.loop, &l.sigint);
   uv_signal_init(&l.loop, &l.sigterm);
   l.sigint.data = l.sigterm.data = &l;
-  uv_signal_start(&l.sigint, nb__on_signal, SIGINT);
-  uv_signal_start(&l.sigterm, nb__on_signal, SIGTERM);
+  uv_signal_start(&l.sigint, on_signal, SIGINT);
+  uv_signal_start(&l.sigterm, on_signal, SIGTERM);
   /* Hot reload: script changes and SIGHUP are served between ticks. */
   struct nb__watch_s *watch = nb__reload_watch_start(&l.loop, rt,
                                                      !opts->no_watch);
@@ -122,7 +122,7 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   int lrc = nb_rt_link_start(rt, &l.loop);
   if (lrc != 0) {
     l.error = lrc;
-    nb__loop_stop(&l);
+    loop_stop(&l);
   }
   /* Fault isolation: the watchdog names a stuck neuron and, when the one
    * loop thread never comes back from it, ends the process. */
@@ -135,31 +135,31 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
     if (ms == 0) ms = 1;
     uv_timer_init(&l.loop, &l.tick);
     l.tick.data = &l;
-    uv_timer_start(&l.tick, nb__on_tick, ms, ms);
+    uv_timer_start(&l.tick, on_tick, ms, ms);
   } else {
     uv_idle_init(&l.loop, &l.idle);
     l.idle.data = &l;
-    uv_idle_start(&l.idle, nb__on_idle);
+    uv_idle_start(&l.idle, on_idle);
   }
   if (opts->for_ns) {
     uv_timer_init(&l.loop, &l.limit);
     l.limit.data = &l;
     uint64_t ms = (opts->for_ns + 999999u) / 1000000u;
-    uv_timer_start(&l.limit, nb__on_limit, ms, 0);
+    uv_timer_start(&l.limit, on_limit, ms, 0);
   }
   if (opts->stats) {
     uint64_t every = opts->stats_every_ns ? opts->stats_every_ns : 1000000000u;
     uint64_t ms = every / 1000000u ? every / 1000000u : 1;
     uv_timer_init(&l.loop, &l.stats);
     l.stats.data = &l;
-    uv_timer_start(&l.stats, nb__on_stats, ms, ms);
+    uv_timer_start(&l.stats, on_stats, ms, ms);
   }
   if (!l.stopping && (opts->ticks == 0 || l.done < opts->ticks))
     uv_run(&l.loop, UV_RUN_DEFAULT);
   /* With links, shutdown flushes them on the still-running loop (their
    * handles close before the walk below); on_stop runs in there. */
   if (rt->link) nb_rt_link_stop(rt, opts->drain_ns);
-  uv_walk(&l.loop, nb__close_walk, NULL);
+  uv_walk(&l.loop, close_walk, NULL);
   uv_run(&l.loop, UV_RUN_DEFAULT);
   uv_loop_close(&l.loop);
   nb__reload_watch_free(watch);
@@ -175,7 +175,7 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
 /* statistics                                                          */
 
 /* Writes s as a JSON string literal. */
-static void nb__json_str(FILE *f, const char *s) {
+static void json_str(FILE *f, const char *s) {
   fputc('"', f);
   for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
     if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
@@ -185,23 +185,23 @@ static void nb__json_str(FILE *f, const char *s) {
   fputc('"', f);
 }
 
-typedef struct nb__syn_ctx_s {
+typedef struct syn_ctx_s {
   nb_rt_t *rt;
   FILE *f;
   int json, first;
-} nb__syn_ctx_t;
+} syn_ctx_t;
 
 /* Prints one synapse (callback of nb_synapse_table_each). */
-static void nb__print_synapse(void *ctx, const nb_synapse_t *s) {
-  nb__syn_ctx_t *c = ctx;
+static void print_synapse(void *ctx, const nb_synapse_t *s) {
+  syn_ctx_t *c = ctx;
   const char *from = nb_rt_name(c->rt, s->pre), *to = nb_rt_name(c->rt, s->post);
   float w = nb_atomic_f32_load(&s->weight);
   if (c->json) {
     fputs(c->first ? "" : ",", c->f);
     fputs("{\"from\":", c->f);
-    nb__json_str(c->f, from ? from : "?");
+    json_str(c->f, from ? from : "?");
     fputs(",\"to\":", c->f);
-    nb__json_str(c->f, to ? to : "?");
+    json_str(c->f, to ? to : "?");
     fprintf(c->f, ",\"weight\":%.6g,\"stdp\":%s}", w,
             s->stdp_on ? "true" : "false");
   } else {
@@ -233,12 +233,12 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
   rt->rate_t0_ns = now;
   rt->rate_in0 = tot.spikes_in;
   const nb_cortex_stats_t *cs = nb_cortex_stats(rt->cx);
-  nb__syn_ctx_t sc = {rt, f, json, 1};
+  syn_ctx_t sc = {rt, f, json, 1};
   if (json) {
     fputs("{\"type\":\"stats\",\"final\":", f);
     fputs(final ? "true" : "false", f);
     fputs(",\"topology\":", f);
-    nb__json_str(f, rt->name);
+    json_str(f, rt->name);
     fprintf(f, ",\"ticks\":%" PRIu64 ",\"elapsed_s\":%.3f,\"spikes_per_s\":%.1f",
             rt->ticks, elapsed, rate);
     fprintf(f, ",\"totals\":{\"spikes_in\":%" PRIu64 ",\"spikes_out\":%" PRIu64
@@ -253,13 +253,18 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
       nb_rt_stat_t s;
       nb_rt_stat(rt, i, &s);
       fprintf(f, "%s{\"id\":%u,\"name\":", i ? "," : "", i);
-      nb__json_str(f, rt->agents[i]->name);
+      json_str(f, rt->agents[i]->name);
       fprintf(f, ",\"spikes_in\":%" PRIu64 ",\"spikes_out\":%" PRIu64
               ",\"fires\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"full\":%" PRIu64
               ",\"deferred\":%" PRIu64 ",\"filtered\":%" PRIu64,
               s.spikes_in, s.spikes_out, s.fires, s.errors, s.full,
               s.deferred, s.filtered);
       nb__isol_json(rt, i, f); /* dead letters, restarts, state, memory */
+      for (int k = 0; k < NB__CARD_TEXTS; k++)
+        if (rt->agents[i]->text[k]) {
+          fprintf(f, ",\"%s\":", nb__card_text_keys[k]);
+          json_str(f, rt->agents[i]->text[k]);
+        }
       nb_rt_version_t v;
       nb_rt_version(rt, i, &v);
       fprintf(f, ",\"version\":%u,\"hash\":\"%s\",\"reloads\":%" PRIu64
@@ -267,7 +272,7 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
               v.reloads, v.rejected);
     }
     fputs("],\"synapses\":[", f);
-    nb_synapse_table_each(nb_cortex_synapses(rt->cx), nb__print_synapse, &sc);
+    nb_synapse_table_each(nb_cortex_synapses(rt->cx), print_synapse, &sc);
     fputs("]", f);
     if (rt->link) nb__link_print_stats(rt, f, 1);
     fputs("}\n", f);
@@ -307,9 +312,15 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
     fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
             ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
             cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
+    /* The cards' free text (a description), one line each. */
+    for (uint32_t i = 0; i < rt->n; i++)
+      for (int k = 0; k < NB__CARD_TEXTS; k++)
+        if (rt->agents[i]->text[k])
+          fprintf(f, "  %s %s: %s\n", rt->agents[i]->name,
+                  nb__card_text_keys[k], rt->agents[i]->text[k]);
     if (nb_synapse_table_count(nb_cortex_synapses(rt->cx))) {
       fprintf(f, "  %-36s %10s\n", "synapse", "weight");
-      nb_synapse_table_each(nb_cortex_synapses(rt->cx), nb__print_synapse, &sc);
+      nb_synapse_table_each(nb_cortex_synapses(rt->cx), print_synapse, &sc);
     }
     if (rt->link) nb__link_print_stats(rt, f, 0);
   }

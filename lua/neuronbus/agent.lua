@@ -41,11 +41,12 @@ local tonumber, error = tonumber, error
 local load, getfenv, setfenv, next = load, getfenv, setfenv, next
 local ffi_string = ffi.string
 local traceback = debug.traceback
+local io_open, registry = io.open, debug.getregistry
 
 local BROADCAST = nbffi.constants.BROADCAST
 local KIND = nbffi.KIND
-local E_FULL = -3
-local E_ENOENT = -14
+local E_FULL = nbffi.constants.err.EFULL
+local E_ENOENT = nbffi.constants.err.ENOENT
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -113,15 +114,39 @@ function run_chunk(chunk, script)
   return agent
 end
 
--- Returns true and the set of the script's filter names, or nil and the
--- reason the script is refused (neuronbus check uses this in a scratch
--- state).
-function _M.probe(script)
-  local agent, err = load_script(script)
-  if not agent then return nil, err end
-  local filters = {}
-  for k in pairs(agent.filters or {}) do filters[k] = true end
-  return true, filters
+-- Returns "script:LINE", LINE being the line of the script's last top-level
+-- return (where the agent table comes from), or the last line.
+local function return_site(script)
+  local f = io_open(script, "rb")
+  if not f then return script .. ":1" end
+  local n, last = 0, nil
+  for line in f:lines() do
+    n = n + 1
+    if line:match("^return[%s%(%{]") or line == "return" then last = n end
+  end
+  f:close()
+  return script .. ":" .. (last or (n > 0 and n or 1))
+end
+
+-- Returns a boot failure as one message that starts with the script's
+-- FILE:LINE, then the neuron: the location a syntax or runtime error
+-- carries, else the line that returns the agent table.
+local function located(err, script, name)
+  local who = "neuron " .. tostring(name) .. ": "
+  local pat = script:gsub("%p", "%%%0")
+  err = tostring(err)
+  err = err:match("^cannot load agent script: (.*)$") or err
+  local body = err:sub(1, #script + 2) == script .. ": "
+    and err:sub(#script + 3) or err
+  local line, msg = body:match("^error while running the script: " .. pat
+    .. ":(%d+): (.*)$")
+  if line then
+    return script .. ":" .. line .. ": " .. who
+      .. "error while running the script: " .. msg
+  end
+  line, msg = err:match("^" .. pat .. ":(%d+): (.*)$")
+  if line then return script .. ":" .. line .. ": " .. who .. msg end
+  return return_site(script) .. ": " .. who .. body
 end
 
 -- ---------------------------------------------------------------------
@@ -359,7 +384,9 @@ end
 function _M.boot(cell_lud, script, name, id)
   if CELL then error("neuronbus.agent: this state already runs an agent", 2) end
   local agent, err = load_script(script)
-  if not agent then return nil, err end
+  if not agent then return nil, located(err, script, name) end
+  -- Where problems found later (a missing custom filter) point.
+  registry()["neuronbus.site"] = return_site(script)
   -- The one cast of a lightuserdata, at boot; ticks read fields of it.
   CELL = ffi.cast("nb_rt_cell_t *", cell_lud)
   nbffi.bind(CELL)

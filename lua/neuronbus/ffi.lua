@@ -4,9 +4,10 @@
 --   nbffi.spike_t            -- ffi.typeof("nb_spike_t")
 --   nbffi.KIND               -- { excitatory = 0, inhibitory = 1, modulatory = 2 }
 --   nbffi.KIND_NAME          -- { [0] = "excitatory", "inhibitory", "modulatory" }
---   nbffi.constants          -- PAYLOAD_MAX = 46, BROADCAST = 0xFFFF, ...
+--   nbffi.constants          -- PAYLOAD_MAX = 46, BROADCAST = 0xFFFF, ...,
+--                            -- err = { ENOENT = -14, ... } (NB_ERR_MAP)
 --
--- The cdefs are generated from core/nb_spike.h and runtime/nb_rt.h into
+-- The cdefs and constants are generated from the C headers into
 -- neuronbus/layout.lua by the build (lua/neuronbus/gen_cdefs.lua); when that
 -- file was never built they are generated from the headers on the spot. They
 -- are declared once per LuaJIT state, and the spike metatype is set once:
@@ -42,19 +43,11 @@ local tonumber = tonumber
 local _M = { _VERSION = "0.1.0" }
 
 -- Returns the layout module: the built one, or one generated now from the
--- headers found beside this file's tree (lua/neuronbus/ffi.lua -> ../..).
+-- headers of this source tree.
 local function layout()
   local ok, mod = pcall(require, "neuronbus.layout")
   if ok then return mod end
-  local here = package.searchpath("neuronbus.ffi", package.path)
-  local root = here and here:match("^(.*)/lua/neuronbus/ffi%.lua$")
-  if not root then
-    error("neuronbus.ffi: neuronbus/layout.lua is not built and the C "
-      .. "headers cannot be found (run make): " .. tostring(mod), 2)
-  end
-  local gen = require("neuronbus.gen_cdefs")
-  local src = gen.module(root .. "/core/nb_spike.h", root .. "/runtime/nb_rt.h")
-  return assert(loadstring(src, "=neuronbus.layout"))()
+  return require("neuronbus.gen_cdefs").layout_from_tree(mod)
 end
 
 local L = layout()

@@ -22,14 +22,19 @@
 --   h:version("counter")   --> { counter=, hash=, reloads=, rejected= }
 --   h:memory("counter")    --> bytes of Lua heap in its state after a full GC
 --
--- Fault isolation (issue 4): testing.agent takes the manifest's keys too
--- (memory = "16MB", budget = "20ms", jit = false, watchdog = "1s" | false,
--- sandbox = true, require = {...}, policy = "restart" | "stop", on_error =
--- "continue" | "policy", restart = { max =, window =, backoff =,
--- backoff_max = }), and h:stats(name) also returns restarts, faults,
--- dead_letters, state ("running" | "backoff" | "stopped"), memory,
--- memory_peak, memory_limit (bytes), mem_errors, budget_overruns,
--- watchdog_overruns, held, backoff_left_ns, next_backoff_ns, jit, sandbox.
+-- testing.agent's options are a neuron's manifest keys (config, threshold,
+-- rest, leak, refractory, capabilities, region(s), description, and the
+-- fault isolation keys memory = "16MB", budget = "20ms", jit = false,
+-- watchdog = "1s" | false, sandbox = true, require = {...}, policy =
+-- "restart" | "stop", on_error = "continue" | "policy", restart = { max =,
+-- window =, backoff =, backoff_max = }) plus the harness's own (name,
+-- peers, synapses, arena_size, axon_capacity, inbox_capacity, quiet). They
+-- become a manifest that goes through neuronbus.manifest's validator, so a
+-- misspelt key gets the manifest's "did you mean". h:stats(name) also
+-- returns restarts, faults, dead_letters, state ("running" | "backoff" |
+-- "stopped"), memory, memory_peak, memory_limit (bytes), mem_errors,
+-- budget_overruns, watchdog_overruns, held, backoff_left_ns,
+-- next_backoff_ns, jit, sandbox.
 --
 -- The runtime's shared library (build/<cfg>/libnbruntime.so, found through
 -- NB_BUILD, else build/default beside this tree) is loaded into the busted
@@ -43,7 +48,8 @@ local ffi = require("ffi")
 local bit = require("bit")
 local nbffi = require("neuronbus.ffi")
 local serial = require("neuronbus.serial")
-local isolation = require("neuronbus.isolation")
+local manifest = require("neuronbus.manifest")
+local check = require("neuronbus.manifest.check")
 
 local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
 local setmetatable, error, loadstring = setmetatable, error, loadstring
@@ -54,7 +60,7 @@ local _M = { _VERSION = "0.1.0" }
 local LIB_KEY = "neuronbus.testing.lib"
 local DEFAULT_SOURCE = "test"
 local BROADCAST = nbffi.constants.BROADCAST
-local E_NOENT = -14 -- NB_ENOENT
+local E_NOENT = nbffi.constants.err.ENOENT
 
 -- Returns the directory of the source tree (lua/neuronbus/testing.lua ->
 -- ../..), or nil.
@@ -118,9 +124,10 @@ local function opts_of(o)
   local opts = ffi.new("nb_rt_opts_t")
   opts.record = 1
   opts.quiet = (o and o.quiet) and 1 or 0
-  local names = DEFAULT_SOURCE
-  if o and o.peers then names = names .. "," .. table.concat(o.peers, ",") end
-  opts.recorders = names
+  local names = { DEFAULT_SOURCE }
+  if o and o.peers and #o.peers > 0 then names[2] = table.concat(o.peers, ",") end
+  opts.recorders = names[1]
+  opts.peers = names[2]
   return opts, names
 end
 
@@ -152,77 +159,80 @@ local function basename(path)
   return (path:match("([^/]+)$") or path):gsub("%.lua$", "")
 end
 
--- Returns the normalized isolation fields for the agent name running
--- script from opts (the manifest's keys, checked by neuronbus.manifest);
--- raises naming every problem.
-local function isolation_fields(name, script, opts)
-  local spec, any = { script = script }, false
-  for _, k in ipairs(isolation.NEURON_KEYS) do
-    if opts[k] ~= nil then
+-- The options of testing.agent the harness itself reads; every other one
+-- is a key of the agent's neuron.
+local HARNESS_KEYS = { "name", "peers", "synapses", "arena_size",
+                       "axon_capacity", "inbox_capacity", "quiet" }
+local HARNESS_SET = check.set_of(HARNESS_KEYS)
+
+-- Returns opts as a user-form manifest for script running as the neuron
+-- called name, and the validator's options (peers as recorders, "test"
+-- as the injector); raises at level for an option that is neither a
+-- harness option nor a neuron key but looks like a misspelt harness one.
+local function manifest_of(script, name, opts, level)
+  local spec = { script = script }
+  local neuron_set = check.set_of(manifest.NEURON_KEYS)
+  for _, k in ipairs(check.sorted_keys(opts)) do
+    if not HARNESS_SET[k] then
+      local hint = not neuron_set[k] and check.suggest(k, HARNESS_KEYS)
+      if hint and not check.suggest(k, manifest.NEURON_KEYS) then
+        error(("testing.agent: %s: unknown option, did you mean \"%s\"? (the "
+          .. "harness takes %s; every other option is a key of the neuron)")
+          :format(tostring(k), hint, table.concat(HARNESS_KEYS, ", ")), level + 1)
+      end
       spec[k] = opts[k]
-      any = true
     end
   end
-  if not any then return {} end
-  local topo, errs = require("neuronbus.manifest").validate(
-    { name = "testing", neurons = { [name] = spec } })
-  if not topo then
-    error("testing.agent: " .. table.concat(errs, "\n"), 3)
+  local axon
+  if opts.axon_capacity ~= nil or opts.inbox_capacity ~= nil then
+    axon = { capacity = opts.axon_capacity, inbox = opts.inbox_capacity }
   end
-  local n, out = topo.neurons[1], {}
-  for _, k in ipairs({ "memory", "budget_ns", "jit", "watchdog_ns", "sandbox",
-                       "require", "policy", "on_error", "restart" }) do
-    out[k] = n[k]
-  end
-  return out
+  local tbl = {
+    name = "testing.agent",
+    tick = "free",
+    arena = { size = opts.arena_size or 64 * 1024 * 1024 },
+    axon = axon,
+    neurons = { [name] = spec },
+    synapses = opts.synapses,
+  }
+  return tbl, { recorders = opts.peers or {}, injector = DEFAULT_SOURCE }
 end
 
 -- Returns a harness running script as one agent plus recorder peers.
--- opts: name, config, threshold, rest, leak, refractory, capabilities,
--- regions, peers (names of recorder neurons), and also synapses (in the
--- normalized manifest form {from=, to=, weight=, stdp=, filters=}),
--- arena_size (bytes, default 64 MiB), axon_capacity, quiet, and the fault
--- isolation keys of a manifest's neuron (memory, budget, jit, watchdog,
--- sandbox, require, policy, on_error, restart).
+-- opts: the keys of a manifest's neuron (config, threshold, rest, leak,
+-- refractory, capabilities, regions, description, memory, budget, jit,
+-- watchdog, sandbox, require, policy, on_error, restart), and the harness's
+-- own: name (default: the script's file name), peers (names of recorder
+-- neurons), synapses (as in a manifest: { from =, to =, weight =, stdp =,
+-- filters = { kind =, priority =, prefix =, custom = } }), arena_size
+-- (bytes, default 64 MiB), axon_capacity, inbox_capacity, quiet. The
+-- built-in recorder "test" comes last. Raises every problem the manifest
+-- validator finds, at the caller's level.
 function _M.agent(script, opts)
   opts = opts or {}
   if type(script) ~= "string" then
     error("testing.agent: expected a script path, got a " .. type(script), 2)
   end
-  local name = opts.name or basename(script)
-  local agent = {
-    name = name, script = script,
-    regions = opts.regions or {}, capabilities = opts.capabilities or {},
-    threshold = opts.threshold, rest = opts.rest, leak = opts.leak,
-    refractory = opts.refractory, config = opts.config or {},
-  }
-  for k, v in pairs(isolation_fields(name, script, opts)) do agent[k] = v end
-  local neurons = { agent }
-  local seen = { [name] = true }
-  for _, p in ipairs(opts.peers or {}) do
-    if seen[p] then
-      error("testing.agent: peer \"" .. tostring(p) .. "\" named twice", 2)
-    end
-    seen[p] = true
-    neurons[#neurons + 1] = { name = p, recorder = true }
+  if type(opts) ~= "table" then
+    error("testing.agent: expected a table of options, got a " .. type(opts), 2)
   end
-  -- Ids follow name order, as in a manifest.
-  table.sort(neurons, function(a, b) return a.name < b.name end)
-  local topo = {
-    name = "testing.agent(" .. script .. ")",
-    tick_ns = 0,
-    arena = { size = opts.arena_size or 64 * 1024 * 1024 },
-    axon_capacity = opts.axon_capacity or 4096,
-    inbox_capacity = opts.inbox_capacity or 0,
-    prune_every = 0,
-    neurons = neurons,
-    synapses = opts.synapses or {},
-  }
-  local src = serial.dump(topo, "topology")
+  local name = opts.name or basename(script)
+  local tbl, vopts = manifest_of(script, name, opts, 2)
+  local topo, errs = manifest.validate(tbl, nil, vopts)
+  if not topo then
+    for i, e in ipairs(errs) do
+      errs[i] = e:gsub("recorders%[", "peers[") -- the option the user wrote
+    end
+    error("testing.agent(\"" .. script .. "\"):\n" .. table.concat(errs, "\n"), 2)
+  end
+  -- The runtime reads what it is handed through the same validator: the
+  -- manifest, with the peers placed in name order and "test" last.
+  local src = serial.dump(tbl, "manifest")
   local err = ffi.new("char *[1]")
-  -- Its peers are neurons of the topology already (recorders).
-  local rt = R.nb_rt_open_topo(src, #src, "=" .. topo.name,
-    opts_of({ quiet = opts.quiet }), err)
+  local o, names = opts_of({ quiet = opts.quiet, peers = opts.peers })
+  local rt = R.nb_rt_open_topo(src, #src, "=testing.agent(" .. script .. ")",
+    o, err)
+  names = nil -- referenced until here: o points at it
   if rt == nil then
     error("testing.agent(\"" .. script .. "\"):\n" .. take_error(err), 2)
   end

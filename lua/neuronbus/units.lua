@@ -1,12 +1,14 @@
 -- neuronbus.units: durations and sizes as people write them in manifests.
 --
 --   units.duration("20ms")  --> 20000000          (nanoseconds, an integer)
---   units.duration(1.5)     --> 1500000000        (a bare number is seconds)
+--   units.duration(20)      --> nil, "expected a duration with a unit, ..."
 --   units.size("64MB")      --> 67108864          (bytes, powers of 1024)
 --   units.size(512)         --> 512               (a bare number is bytes)
 --
 -- Every function returns the value, or nil and a message that names the bad
--- text and the forms that are accepted. Pure Lua, no FFI.
+-- text and the forms that are accepted. A duration needs its unit: a bare
+-- number (tau_plus = 20) could mean seconds or milliseconds, so it is
+-- refused with a hint. Pure Lua, no FFI.
 
 local type = type
 local tonumber = tonumber
@@ -40,7 +42,7 @@ local BYTES_PER = {
 local MAX_EXACT = 9007199254740992
 
 local DURATION_FORMS = 'a duration like "500us", "20ms" or "1.5s"'
-  .. " (units ns, us, ms, s, m; a bare number is seconds)"
+  .. " (units ns, us, ms, s, m)"
 local SIZE_FORMS = 'a size like "512B", "16KB" or "64MB"'
   .. " (powers of 1024, KiB/MiB/GiB too; a bare number is bytes)"
 
@@ -83,8 +85,8 @@ local function split_number(s)
   return n, unit
 end
 
--- Returns the duration v in whole nanoseconds (rounded to the nearest),
--- or nil and a message. Strings need a unit; bare numbers are seconds.
+-- Returns the duration v (a string with its unit) in whole nanoseconds
+-- (rounded to the nearest), or nil and a message.
 function _M.duration(v)
   local ns_f
   if type(v) == "number" then
@@ -94,7 +96,8 @@ function _M.duration(v)
     if v < 0 then
       return nil, expected(DURATION_FORMS, v, "negative")
     end
-    ns_f = v * 1e9
+    return nil, str_format('expected a duration with a unit, got %s (write '
+      .. '"%sms" or "%ss")', show(v), show(v), show(v))
   elseif type(v) == "string" then
     local n, unit = split_number(v)
     if not n then

@@ -584,6 +584,42 @@ static void refractory_defers_spikes_in_order(void) {
   free(l);
 }
 
+/* A held neuron receives nothing and does not fire; its spikes wait in
+ * order and arrive in the first tick after the release, and its own
+ * refractory time keeps passing while it is held. */
+static void hold_keeps_spikes_waiting_until_release(void) {
+  log_t *l = calloc(1, sizeof *l);
+  agent_t rs = {.log = l}, rt = {.log = l};
+  nb_cortex_t *cx = mk(16, 16, 0, NULL);
+  nb_if_params_t p = ifp(1.0f, 2);
+  nb_neuron_t *s = reg(cx, "s", NULL, &rs), *t = reg(cx, "t", &p, &rt);
+  NBT_EQ(inject(cx, 0xFFFE, 1, NB_EXCITATORY, 0, "kick", 0), 0);
+  ticks(cx, l, 1); /* t fires: refractory for the next 2 ticks */
+  NBT_EQ(rt.fires, 1);
+  NBT_EQ(nb_neuron_held(t), 0);
+  nb_neuron_hold(t, 1);
+  NBT_EQ(nb_neuron_held(t), 1);
+  for (int i = 0; i < 3; i++) {
+    char c[2] = {(char)('0' + i), 0};
+    NBT_EQ(nb_neuron_fire_to(s, 1, c, 1), 0);
+  }
+  ticks(cx, l, 10);
+  NBT_EQ(l->n, 1);
+  NBT_EQ(rt.fires, 1);
+  NBT_EQ(nb_neuron_stats(t)->deferred, 30); /* 3 spikes x 10 ticks */
+  NBT_EQ(nb_cortex_pending(cx), 3);
+  nb_neuron_hold(t, 0);
+  ticks(cx, l, 1); /* the refractory ticks passed during the hold */
+  NBT_EQ(l->n, 4);
+  for (int i = 0; i < 3 && 1 + i < (int)l->n; i++) {
+    NBT_EQ(l->ev[1 + i].seq, i);
+    NBT_EQ(l->ev[1 + i].text[0], '0' + i);
+  }
+  NBT_EQ(rt.fires, 2);
+  nb_cortex_free(cx);
+  free(l);
+}
+
 /* A tiny inbox and axon: the refractory target stalls the producer's axon,
  * fire reports NB_EFULL, and every spike still arrives once, in order. */
 static void backpressure_reaches_the_producer_without_loss(void) {
@@ -1250,6 +1286,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(connect_checks_and_clamps),
     NBT_TEST(broadcast_follows_passing_synapses),
     NBT_TEST(refractory_defers_spikes_in_order),
+    NBT_TEST(hold_keeps_spikes_waiting_until_release),
     NBT_TEST(backpressure_reaches_the_producer_without_loss),
     NBT_TEST(broadcast_waits_for_room_everywhere),
     NBT_TEST(dead_letters_are_counted),

@@ -221,7 +221,7 @@ check "check: run refuses it too" sh -c "[ $rc -eq 1 ] && grep -q 'a budget need
 "$nb" check spec/fixtures/isolation/check_bad.lua >"$work/out" 2>"$work/err"; rc=$?
 check "check: a bomb and a sandbox denial at a script's top level are 2 problems, not a crash" \
   sh -c "[ $rc -eq 1 ] && grep -q 'check_bad.lua: 2 problems' '$work/out' &&
-         grep -q '^neurons.bomb: .*memory limit 1 MB exceeded' '$work/out' &&
-         grep -q \"^neurons.denied: .*module 'ffi' is not available in the sandbox\" '$work/out'"
+         grep -q '^/.*top_bomb.lua: neuron bomb: .*memory limit 1 MB exceeded' '$work/out' &&
+         grep -q \"^/.*top_ffi.lua:3: neuron denied: .*module 'ffi' is not available in the sandbox\" '$work/out'"
 
 finish

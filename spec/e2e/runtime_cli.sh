@@ -84,10 +84,10 @@ check "check names the key path of each problem" has out 'neurons.a.threshold: e
 check "check reports every problem, not just the first" has out 'synapses\[1\].to: unknown neuron "nobody"'
 run_nb check "$fx/bad_agent.lua"
 check "check loads every script: exit 1 on a broken agent contract" test "$rc" -eq 1
-check "check names the script and the reason" has out "neurons.a: .*bad_no_on_spike.lua: the returned table has no on_spike function"
-check "check names every broken script" has out "neurons.b: .*bad_not_table.lua: .*returned a number"
+check "check names the script and the reason" has out "^/.*bad_no_on_spike.lua:[0-9]*: neuron a: the returned table has no on_spike function"
+check "check names every broken script" has out "^/.*bad_not_table.lua:[0-9]*: neuron b: .*returned a number"
 run_nb check "$fx/missing_filter.lua"
-check "check finds a custom filter the target does not export" has out 'custom filter "odd": agent dst'
+check "check finds a custom filter the target does not export" has out 'filtered.lua:[0-9]*: neuron dst: no filters.odd function (.*: synapses\[1\].filters.custom names it)'
 
 # --- the README's command example
 run_nb run spec/fixtures/readme/hello.lua --ticks 10 --stats
@@ -105,8 +105,24 @@ check "a binary with no lua/ beside it says which module it cannot find" \
   test "$rc" -eq 1 -a -n "$(grep "module 'neuronbus.manifest' not found" "$work/out")"
 NB_LUA_PATH="$work/nowhere:$top/lua" timeout 60 "$work/a/b/neuronbus" check "$fx/stopper.lua" >"$work/out" 2>"$work/err"; rc=$?
 check "NB_LUA_PATH (directories) points it at lua/" test "$rc" -eq 0
-NB_LUA_PATH="$top/lua/?.lua" timeout 60 "$work/a/b/neuronbus" run "$fx/stopper.lua" --ticks 3 >"$work/out" 2>"$work/err"; rc=$?
+# (both templates: neuronbus.manifest is a folder, lua/neuronbus/manifest/init.lua)
+NB_LUA_PATH="$top/lua/?.lua;$top/lua/?/init.lua" timeout 60 "$work/a/b/neuronbus" run "$fx/stopper.lua" --ticks 3 >"$work/out" 2>"$work/err"; rc=$?
 check "NB_LUA_PATH (Lua templates) works for run too" test "$rc" -eq 0 -a -n "$(grep 'keeper: on_stop ran after 3 spikes' "$work/out")"
+
+# --- a neuron's description shows in its card of the statistics
+cat >"$work/described.lua" <<EOF
+return { name = "described", tick = "free", neurons = {
+  greeter = { script = "$top/spec/fixtures/readme/greeter.lua",
+              description = 'answers every spike, "politely"' } } }
+EOF
+run_nb run "$work/described.lua" --ticks 2 --stats
+check "a description shows in the statistics table" has out '^  greeter description: answers every spike, "politely"$'
+run_nb run "$work/described.lua" --ticks 2 --stats=json
+check "a description is a JSON member of its neuron" has out '"name":"greeter",.*"description":"answers every spike, \\"politely\\""'
+printf 'return { name = "d", neurons = { a = { script = "%s", description = "two\\nlines" } } }\n' \
+  "$top/spec/fixtures/readme/greeter.lua" >"$work/two_lines.lua"
+run_nb check "$work/two_lines.lua"
+check "a description of two lines is refused, named" has out 'neurons.a.description: one line of text expected'
 
 # --- signals: clean shutdown
 for sig in TERM INT; do

@@ -15,7 +15,7 @@ describe("the spike cdef", function()
     assert.truthy(text:find("GENERATED from core/nb_spike.h", 1, true))
     -- the generator reproduces it from the headers as they are now
     local gen = require("neuronbus.gen_cdefs")
-    assert.equal(gen.module("core/nb_spike.h", "runtime/nb_rt.h"), text)
+    assert.equal(gen.module("core/nb_spike.h", "runtime/nb_rt_ffi.h", gen.constant_headers()), text)
   end)
 
   it("matches offsetof and sizeof as compiled into the runtime", function()
@@ -39,8 +39,73 @@ describe("the spike cdef", function()
   end)
 
   it("exports the header's constants", function()
+    local k = nbffi.constants
     assert.same({ ARENA_MARKER = 0xA0, BROADCAST = 0xFFFF, LEN_ARENA = 63,
-                  PAYLOAD_MAX = 46, SPIKE_SIZE = 64 }, nbffi.constants)
+                  PAYLOAD_MAX = 46, SPIKE_SIZE = 64 },
+                { ARENA_MARKER = k.ARENA_MARKER, BROADCAST = k.BROADCAST,
+                  LEN_ARENA = k.LEN_ARENA, PAYLOAD_MAX = k.PAYLOAD_MAX,
+                  SPIKE_SIZE = k.SPIKE_SIZE })
+  end)
+
+  it("exports every error code of NB_ERR_MAP, as C knows them", function()
+    local errs = nbffi.constants.err
+    assert.equal(-14, errs.ENOENT)
+    assert.equal(-3, errs.EFULL)
+    local names = {}
+    for name, code in pairs(errs) do
+      assert.are_not.equal("unknown error", ffi.string(R.nb_strerror(code)), name)
+      names[code] = name
+    end
+    -- and C knows no code the map lacks
+    local code = -1
+    while ffi.string(R.nb_strerror(code)) ~= "unknown error" do
+      assert.truthy(names[code], "code " .. code .. " is missing from constants.err")
+      code = code - 1
+    end
+    assert.equal(24, -code - 1)
+  end)
+
+  it("exports the limits and defaults of the CONSTANTS blocks", function()
+    local k = nbffi.constants
+    assert.equal(16, k.CARD_MAX_TAGS)
+    assert.equal(16, k.FILTER_PREFIX_MAX)
+    assert.equal(32, k.FILTER_NAME_MAX)
+    assert.equal(4, k.FILTERS_MAX)
+    assert.equal(0xFFFF, k.MAX_NEURONS)
+    assert.equal(4096, k.AXON_DEFAULT)
+    assert.equal(1048576, k.FRAME_PAYLOAD_DEFAULT_MAX)
+    assert.equal(5, k.RESTART_MAX)
+    assert.equal(60000000000, k.RESTART_WINDOW_NS)
+    assert.equal(100000000, k.RESTART_BACKOFF_NS)
+    assert.equal(10000000000, k.RESTART_BACKOFF_MAX_NS)
+    assert.equal(16777216, k.ARENA_DEFAULT)
+    assert.equal(1000000, k.TICK_DEFAULT_NS)
+  end)
+
+  it("reads literals, shifts and earlier names in a CONSTANTS block, and refuses the rest", function()
+    local gen = require("neuronbus.gen_cdefs")
+    local dir = os.tmpname()
+    os.remove(dir)
+    assert(os.execute("mkdir -p " .. dir) == 0)
+    local function header(name, text)
+      local f = assert(io.open(dir .. "/" .. name, "w"))
+      f:write(text)
+      f:close()
+      return dir .. "/" .. name
+    end
+    local a = header("a.h", "#define NB_OUTSIDE 7\n/* BEGIN CONSTANTS */\n"
+      .. "#define NB_A 0x10u /* sixteen */\n#define NB_B (4u << 20)\n"
+      .. "/* END CONSTANTS */\n#define NB_AFTER 9\n")
+    local b = header("b.h", "/* BEGIN CONSTANTS: more */\n#define NB_C NB_A\n"
+      .. "#define NB_D 60000000000ull\n/* END CONSTANTS */\n")
+    local bad = header("bad.h", "/* BEGIN CONSTANTS */\n#define NB_E (NB_A + 1)\n"
+      .. "/* END CONSTANTS */\n")
+    local k = gen.shared_constants({ a, b })
+    assert.same({ NB_A = 16, NB_B = 4194304, NB_C = 16, NB_D = 60000000000 }, k)
+    local ok, err = pcall(gen.shared_constants, { a, bad })
+    assert.is_false(ok)
+    assert.matches("bad.h: NB_E is not a number this generator reads", err, 1, true)
+    os.execute("rm -rf " .. dir)
   end)
 
   it("is declared once per state even when busted reloads modules", function()

@@ -93,6 +93,53 @@ describe("neuronbus.testing", function()
     assert.has_error(function() h:tick() end, "harness is closed")
   end)
 
+  it("checks its options with the manifest validator, raising at the caller", function()
+    local ok, err = pcall(function() testing.agent(ECHO, { refactory = 0 }) end)
+    assert.is_false(ok)
+    assert.matches("^spec/runtime/harness_spec%.lua:%d+: testing%.agent%(", err)
+    assert.matches('neurons.echo.refactory: unknown key, did you mean "refractory"?', err, 1, true)
+  end)
+
+  it("suggests a harness option for a misspelt one", function()
+    local ok, err = pcall(function() testing.agent(ECHO, { quite = true }) end)
+    assert.is_false(ok)
+    assert.matches("^spec/runtime/harness_spec%.lua:%d+: testing%.agent: quite: "
+      .. 'unknown option, did you mean "quiet"%?', err)
+    ok, err = pcall(testing.agent, ECHO, { peer = { "sink" } })
+    assert.is_false(ok)
+    assert.matches('peer: unknown option, did you mean "peers"?', err, 1, true)
+  end)
+
+  it("refuses a duration written as a bare number, asking for a unit", function()
+    local ok, err = pcall(testing.agent, ECHO, { budget = 10 })
+    assert.is_false(ok)
+    assert.matches('neurons.echo.budget: expected a duration with a unit, got 10 '
+      .. '(write "10ms" or "10s")', err, 1, true)
+  end)
+
+  it("refuses a peer named like the agent or twice, naming the peer", function()
+    local ok, err = pcall(testing.agent, ECHO, { peers = { "echo" } })
+    assert.is_false(ok)
+    assert.matches('peers[1]: "echo" is a neuron of the manifest (neurons.echo)', err, 1, true)
+    ok, err = pcall(testing.agent, ECHO, { peers = { "w1", "w1" } })
+    assert.is_false(ok)
+    assert.matches('peers[2]: "w1" is named twice (first as peers[1])', err, 1, true)
+  end)
+
+  it("takes synapses as a manifest writes them, filters and all", function()
+    local h = testing.agent(ECHO, { refractory = 0, peers = { "sink" },
+      synapses = { { from = "test", to = "echo", weight = 0.5,
+                     filters = { prefix = "ok", kind = "excitatory" } } } })
+    h:inject("echo", "ok:1")
+    h:inject("echo", "no:2")
+    h:inject("echo", "ok:3", { kind = "inhibitory" })
+    h:tick(2)
+    assert.same({ "ok:1" }, helpers.payloads(h:received("echo")))
+    assert.equal(0.5, h:received("echo")[1].weight)
+    assert.equal(0.5, h:weight("test", "echo"))
+    h:close()
+  end)
+
   it("reports every problem of a bad manifest", function()
     local ok, err = pcall(testing.manifest, helpers.fixture("runtime/broken.lua"))
     assert.is_false(ok)

@@ -240,7 +240,7 @@ return agent
     write(script, FILTERED)
     local h = testing.agent(script, { name = "f", refractory = 0, quiet = true,
       synapses = { { from = "test", to = "f", weight = 1,
-        filters = { { type = "custom", name = "odd" } } } } })
+        filters = { custom = "odd" } } } })
     local ok, err = h:reload("f", (FILTERED:gsub("agent%.filters%.odd", "agent.filters.even")))
     assert.is_nil(ok)
     assert.is_truthy(err:find('filtered%.lua: a synapse into this neuron uses the custom filter "odd"'))

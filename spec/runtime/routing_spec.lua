@@ -21,7 +21,7 @@ describe("unicast", function()
     local h = testing.agent(HANDLE, {
       name = "agent", refractory = 0, peers = { "sink" },
       synapses = { { from = "agent", to = "sink", weight = 0.25,
-                     filters = { { type = "prefix", prefix = "ok:" } } } },
+                     filters = { prefix = "ok:" } } },
     })
     h:inject("agent", "fire_to sink ok:pass")
     h:inject("agent", "fire_to sink no:stopped")
@@ -52,9 +52,9 @@ describe("broadcast through filters", function()
       peers = { "any", "inhib", "urgent", "tagged" },
       synapses = {
         { from = "agent", to = "any" },
-        { from = "agent", to = "inhib", filters = { { type = "kind", kinds = { "inhibitory" } } } },
-        { from = "agent", to = "urgent", filters = { { type = "priority", min = 100 } } },
-        { from = "agent", to = "tagged", filters = { { type = "prefix", prefix = "t:" } } },
+        { from = "agent", to = "inhib", filters = { kind = "inhibitory" } },
+        { from = "agent", to = "urgent", filters = { priority = 100 } },
+        { from = "agent", to = "tagged", filters = { prefix = "t:" } },
       },
     })
   end)

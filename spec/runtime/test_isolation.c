@@ -12,15 +12,15 @@
 #define MB (1024.0 * 1024.0)
 
 /* Returns a runtime over a topology whose neuron "victim" runs script with
- * the normalized isolation keys in keys (Lua table fields), beside the
+ * the isolation keys in keys (a manifest's Lua table fields), beside the
  * recorders "test" and "out"; NULL when it cannot open. */
 static nb_rt_t *open_victim(const char *script, const char *keys) {
   char src[2048];
   snprintf(src, sizeof src,
-           "return { name = 'iso', tick_ns = 0, arena = { size = 1048576 },\n"
-           "  axon_capacity = 256, inbox_capacity = 0, prune_every = 0,\n"
+           "return { name = 'iso', tick = 'free', arena = { size = 1048576 },\n"
+           "  axon = { capacity = 256 },\n"
            "  neurons = {\n"
-           "    { name = 'victim', script = 'spec/fixtures/isolation/%s',\n"
+           "    victim = { script = 'spec/fixtures/isolation/%s',\n"
            "      refractory = 0, config = { to = 'out' }, %s },\n"
            "  } }\n", script, keys);
   nb_rt_opts_t o = {.record = 1, .quiet = 1, .recorders = "test,out"};
@@ -62,9 +62,9 @@ static int wait_state(nb_rt_t *rt, int state) {
 }
 
 static void a_memory_bomb_restarts_and_the_rest_of_the_batch_waits(void) {
-  nb_rt_t *rt = open_victim("bomb.lua", "memory = 8388608, "
-                            "restart = { max = 5, window_ns = 6e10, "
-                            "backoff_ns = 5e6, backoff_max_ns = 5e6 }");
+  nb_rt_t *rt = open_victim("bomb.lua", "memory = '8MB', "
+                            "restart = { max = 5, window = '60s', "
+                            "backoff = '5ms', backoff_max = '5ms' }");
   NBT_CHECK(rt != NULL);
   if (!rt) return;
   NBT_EQ(send(rt, "a"), 0);
@@ -94,7 +94,7 @@ static void a_memory_bomb_restarts_and_the_rest_of_the_batch_waits(void) {
 }
 
 static void a_budget_stops_a_loop_and_the_stop_policy_counts_dead_letters(void) {
-  nb_rt_t *rt = open_victim("spin.lua", "budget_ns = 2e7, jit = false, "
+  nb_rt_t *rt = open_victim("spin.lua", "budget = '20ms', jit = false, "
                             "policy = 'stop'");
   NBT_CHECK(rt != NULL);
   if (!rt) return;
@@ -123,8 +123,8 @@ static void a_budget_stops_a_loop_and_the_stop_policy_counts_dead_letters(void) 
 
 static void restarts_past_the_window_stop_the_neuron(void) {
   nb_rt_t *rt = open_victim("bomb.lua", "on_error = 'policy', "
-                            "restart = { max = 2, window_ns = 6e10, "
-                            "backoff_ns = 1e6, backoff_max_ns = 4e6 }");
+                            "restart = { max = 2, window = '60s', "
+                            "backoff = '1ms', backoff_max = '4ms' }");
   NBT_CHECK(rt != NULL);
   if (!rt) return;
   for (int round = 1; round <= 2; round++) {
@@ -147,8 +147,8 @@ static void restarts_past_the_window_stop_the_neuron(void) {
 
 static void stopping_restarts_a_waiting_neuron_at_once(void) {
   nb_rt_t *rt = open_victim("bomb.lua", "on_error = 'policy', "
-                            "restart = { max = 5, window_ns = 6e10, "
-                            "backoff_ns = 6e10, backoff_max_ns = 6e10 }");
+                            "restart = { max = 5, window = '60s', "
+                            "backoff = '60s', backoff_max = '60s' }");
   NBT_CHECK(rt != NULL);
   if (!rt) return;
   NBT_EQ(send(rt, "boom"), 0);
@@ -170,14 +170,15 @@ static void check_reports_a_bomb_and_a_denial_at_the_top_level(void) {
   char buf[8192];
   size_t n = fread(buf, 1, sizeof buf - 1, f);
   buf[n] = 0;
-  NBT_CHECK(strstr(buf, "neurons.bomb: ") && strstr(buf, "memory limit 1 MB exceeded"));
-  NBT_CHECK(strstr(buf, "neurons.denied: ") &&
+  NBT_CHECK(strstr(buf, "top_bomb.lua: neuron bomb: running the script: ") &&
+            strstr(buf, "memory limit 1 MB exceeded"));
+  NBT_CHECK(strstr(buf, "top_ffi.lua:3: neuron denied: ") &&
             strstr(buf, "module 'ffi' is not available in the sandbox"));
   fclose(f);
 }
 
 static void statistics_show_dead_letters_restarts_state_and_memory(void) {
-  nb_rt_t *rt = open_victim("bomb.lua", "memory = 4194304, policy = 'stop', "
+  nb_rt_t *rt = open_victim("bomb.lua", "memory = '4MB', policy = 'stop', "
                             "on_error = 'policy'");
   NBT_CHECK(rt != NULL);
   if (!rt) return;

@@ -50,15 +50,17 @@ static char *agent_as(char c) {
 /* Returns a runtime over relay (the agent, at dir/relay.lua) and a
  * recorder sink, or NULL. */
 static nb_rt_t *open_relay(uint64_t tick_ns) {
+  char tick[32] = "'free'";
+  if (tick_ns) snprintf(tick, sizeof tick, "'%lluns'", (unsigned long long)tick_ns);
   char *topo = nb__strf(
-      "return { name = 'reload', tick_ns = %llu, arena = { size = 1048576 },\n"
-      "  axon_capacity = 256, inbox_capacity = 0, prune_every = 0,\n"
+      "return { name = 'reload', tick = %s, arena = { size = 1048576 },\n"
+      "  axon = { capacity = 256 },\n"
       "  neurons = {\n"
-      "    { name = 'relay', script = '%s/relay.lua', refractory = 0,\n"
-      "      capabilities = { 'relaying' }, config = { dir = '%s' } },\n"
-      "    { name = 'sink', recorder = true } } }\n",
-      (unsigned long long)tick_ns, dir, dir);
-  nb_rt_opts_t o = {.record = 1, .quiet = 1, .recorders = "test"};
+      "    relay = { script = '%s/relay.lua', refractory = 0,\n"
+      "      capabilities = { 'relaying' }, config = { dir = '%s' } } } }\n",
+      tick, dir, dir);
+  nb_rt_opts_t o = {.record = 1, .quiet = 1, .recorders = "test",
+                    .peers = "sink"};
   char *err = NULL;
   nb_rt_t *rt = nb_rt_open_topo(topo, strlen(topo), "=reload", &o, &err);
   if (!rt) printf("    open failed: %s\n", err);

@@ -21,15 +21,17 @@
 
 static uv_loop_t loop;
 
-/* Returns a runtime from topology source (printf-formatted), or NULL after
+/* Returns a runtime from manifest source (printf-formatted) with the
+ * recorder neurons named in peers (comma-separated, or NULL), or NULL after
  * printing why. */
-static nb_rt_t *open_topo(int record, const char *fmt, ...) {
+static nb_rt_t *open_topo(int record, const char *peers, const char *fmt,
+                          ...) {
   char src[4096];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(src, sizeof src, fmt, ap);
   va_end(ap);
-  nb_rt_opts_t o = {.record = record, .quiet = 1};
+  nb_rt_opts_t o = {.record = record, .quiet = 1, .peers = peers};
   char *err = NULL;
   nb_rt_t *rt = nb_rt_open_topo(src, strlen(src), "=test", &o, &err);
   if (!rt) printf("    open failed: %s\n", err);
@@ -97,27 +99,25 @@ static long long json_count(nb_rt_t *rt, const char *key) {
 /* The listening side: gen (fixture) firing to its peer's gen through a
  * peer:// proxy. */
 static const char side_a[] =
-    "return { name = 'a', tick_ns = 0, arena = { size = 67108864%s },\n"
-    "  axon_capacity = %d, inbox_capacity = 0, prune_every = 0,\n"
-    "  transport = { listen = 'tcp://127.0.0.1:0'%s },\n"
+    "return { name = 'a', tick = 'free', arena = { size = 67108864%s },\n"
+    "  axon = { capacity = %d },\n"
+    "  listen = 'tcp://127.0.0.1:0'%s,\n"
     "  neurons = {\n"
-    "    { name = 'far', remote = { cortex = 'b', neuron = 'gen' } },\n"
-    "    { name = 'gen', script = 'spec/fixtures/tcp/gen.lua', threshold = 0,\n"
+    "    far = { remote = 'peer://b/gen' },\n"
+    "    gen = { script = 'spec/fixtures/tcp/gen.lua', threshold = 0,\n"
     "      refractory = 0, config = { to = 'far', count = %d, expect = %d,\n"
-    "      huge_every = %d, label = 'a' } } },\n"
-    "  synapses = {} }\n";
+    "      huge_every = %d, label = 'a' } } } }\n";
 
 /* The dialling side. */
 static const char side_b[] =
-    "return { name = 'b', tick_ns = 0, arena = { size = 67108864%s },\n"
-    "  axon_capacity = %d, inbox_capacity = 0, prune_every = 0,\n"
-    "  transport = { peers = { { url = 'tcp://127.0.0.1:%d'%s } } },\n"
+    "return { name = 'b', tick = 'free', arena = { size = 67108864%s },\n"
+    "  axon = { capacity = %d },\n"
+    "  peers = { { url = 'tcp://127.0.0.1:%d'%s } },\n"
     "  neurons = {\n"
-    "    { name = 'far', remote = { url = 'tcp://127.0.0.1:%d', neuron = 'gen' } },\n"
-    "    { name = 'gen', script = 'spec/fixtures/tcp/gen.lua', threshold = 0,\n"
+    "    far = { remote = 'tcp://127.0.0.1:%d/gen' },\n"
+    "    gen = { script = 'spec/fixtures/tcp/gen.lua', threshold = 0,\n"
     "      refractory = 0, config = { to = 'far', count = %d, expect = %d,\n"
-    "      huge_every = %d, label = 'b' } } },\n"
-    "  synapses = {} }\n";
+    "      huge_every = %d, label = 'b' } } } }\n";
 
 typedef struct pair_s {
   nb_rt_t *a, *b;
@@ -136,12 +136,12 @@ static int pair_open(pair_t *p, int na, int nb, int huge, const char *arena,
   memset(p, 0, sizeof *p);
   p->na = (uint64_t)nb;
   p->nb = (uint64_t)na;
-  p->a = open_topo(0, side_a, arena, axon, aopts, na, nb, huge);
+  p->a = open_topo(0, NULL, side_a, arena, axon, aopts, na, nb, huge);
   if (!p->a) return -1;
   NBT_EQ(nb_rt_link_start(p->a, &loop), 0);
   int port = nb_rt_link_port(p->a);
   NBT_CHECK(port > 0);
-  p->b = open_topo(0, side_b, arena, axon, port, bopts, port, nb, na, huge);
+  p->b = open_topo(0, NULL, side_b, arena, axon, port, bopts, port, nb, na, huge);
   if (!p->b) return -1;
   NBT_EQ(nb_rt_link_start(p->b, &loop), 0);
   return 0;
@@ -256,29 +256,27 @@ static void shared_arena_passes_refs(void) {
 /* A reply to spike.source crosses back: b's echo answers a's pinger, whose
  * replies come from a's proxy "echo"; b names a's pinger "a/ping". */
 static void replies_go_back_to_the_source(void) {
-  nb_rt_t *a = open_topo(1,
-      "return { name = 'a', tick_ns = 0, arena = { size = 1048576 },\n"
-      "  axon_capacity = 64, inbox_capacity = 0, prune_every = 0,\n"
-      "  transport = { listen = 'tcp://127.0.0.1:0' },\n"
+  nb_rt_t *a = open_topo(1, NULL,
+      "return { name = 'a', tick = 'free', arena = { size = 1048576 },\n"
+      "  axon = { capacity = 64 },\n"
+      "  listen = 'tcp://127.0.0.1:0',\n"
       "  neurons = {\n"
-      "    { name = 'echo', remote = { cortex = 'b', neuron = 'echo' } },\n"
-      "    { name = 'ghost', remote = { cortex = 'b', neuron = 'nobody' } },\n"
-      "    { name = 'ping', script = 'spec/fixtures/tcp/pinger.lua',\n"
+      "    echo = { remote = 'peer://b/echo' },\n"
+      "    ghost = { remote = 'peer://b/nobody' },\n"
+      "    ping = { script = 'spec/fixtures/tcp/pinger.lua',\n"
       "      threshold = 0, refractory = 0, config = { to = 'echo', count = 3 } },\n"
-      "    { name = 'ping2', script = 'spec/fixtures/tcp/pinger.lua',\n"
-      "      threshold = 0, refractory = 0, config = { to = 'ghost', count = 4 } } },\n"
-      "  synapses = {} }\n");
+      "    ping2 = { script = 'spec/fixtures/tcp/pinger.lua',\n"
+      "      threshold = 0, refractory = 0, config = { to = 'ghost', count = 4 } } } }\n");
   if (!a) return;
   NBT_EQ(nb_rt_link_start(a, &loop), 0);
   int port = nb_rt_link_port(a);
-  nb_rt_t *b = open_topo(1,
-      "return { name = 'b', tick_ns = 0, arena = { size = 1048576 },\n"
-      "  axon_capacity = 64, inbox_capacity = 0, prune_every = 0,\n"
-      "  transport = { peers = { { url = 'tcp://127.0.0.1:%d' } } },\n"
+  nb_rt_t *b = open_topo(1, NULL,
+      "return { name = 'b', tick = 'free', arena = { size = 1048576 },\n"
+      "  axon = { capacity = 64 },\n"
+      "  peers = { 'tcp://127.0.0.1:%d' },\n"
       "  neurons = {\n"
-      "    { name = 'echo', script = 'spec/fixtures/runtime/echo.lua',\n"
-      "      refractory = 0, config = { prefix = '>' } } },\n"
-      "  synapses = {} }\n", port);
+      "    echo = { script = 'spec/fixtures/runtime/echo.lua',\n"
+      "      refractory = 0, config = { prefix = '>' } } } }\n", port);
   if (b) {
     NBT_EQ(nb_rt_link_start(b, &loop), 0);
     nb_rt_t *both[] = {a, b, NULL};
@@ -313,26 +311,26 @@ static void replies_go_back_to_the_source(void) {
  * the sending side; at the receiver they arrive addressed, weight 1.0,
  * from the caster's proxy. */
 static void broadcast_along_a_synapse_to_a_remote(void) {
-  nb_rt_t *b = open_topo(1,
-      "return { name = 'b', tick_ns = 0, arena = { size = 1048576 },\n"
-      "  axon_capacity = 64, inbox_capacity = 0, prune_every = 0,\n"
-      "  transport = { listen = 'tcp://127.0.0.1:0' },\n"
-      "  neurons = { { name = 'sink', recorder = true } }, synapses = {} }\n");
+  nb_rt_t *b = open_topo(1, NULL,
+      "return { name = 'b', tick = 'free', arena = { size = 1048576 },\n"
+      "  axon = { capacity = 64 },\n"
+      "  listen = 'tcp://127.0.0.1:0',\n"
+      "  neurons = { sink = { script = 'spec/fixtures/agents/silent.lua',\n"
+      "                       refractory = 0 } } }\n");
   if (!b) return;
   NBT_EQ(nb_rt_link_start(b, &loop), 0);
   int port = nb_rt_link_port(b);
-  nb_rt_t *a = open_topo(1,
-      "return { name = 'a', tick_ns = 0, arena = { size = 1048576 },\n"
-      "  axon_capacity = 64, inbox_capacity = 0, prune_every = 0,\n"
-      "  transport = { peers = { { url = 'tcp://127.0.0.1:%d' } } },\n"
+  nb_rt_t *a = open_topo(1, "here",
+      "return { name = 'a', tick = 'free', arena = { size = 1048576 },\n"
+      "  axon = { capacity = 64 },\n"
+      "  peers = { 'tcp://127.0.0.1:%d' },\n"
       "  neurons = {\n"
-      "    { name = 'caster', script = 'spec/fixtures/tcp/caster.lua',\n"
+      "    caster = { script = 'spec/fixtures/tcp/caster.lua',\n"
       "      threshold = 0, refractory = 0, config = { count = 5 } },\n"
-      "    { name = 'far', remote = { url = 'tcp://127.0.0.1:%d', neuron = 'sink' } },\n"
-      "    { name = 'here', recorder = true } },\n"
+      "    far = { remote = 'tcp://127.0.0.1:%d/sink' } },\n"
       "  synapses = {\n"
       "    { from = 'caster', to = 'far', weight = 0.5,\n"
-      "      filters = { { type = 'prefix', prefix = 'b ' } } },\n"
+      "      filters = { prefix = 'b ' } },\n"
       "    { from = 'caster', to = 'here', weight = 0.25 } } }\n", port, port);
   if (a) {
     NBT_EQ(nb_rt_link_start(a, &loop), 0);
@@ -363,19 +361,17 @@ static void broadcast_along_a_synapse_to_a_remote(void) {
 
 /* A second runtime cannot listen on a taken port: start says so. */
 static void listen_on_a_taken_port_fails(void) {
-  nb_rt_t *a = open_topo(0,
-      "return { name = 'a', tick_ns = 0, arena = { size = 1048576 },\n"
-      "  axon_capacity = 64, inbox_capacity = 0, prune_every = 0,\n"
-      "  transport = { listen = 'tcp://127.0.0.1:0' },\n"
-      "  neurons = { { name = 'x', recorder = true } }, synapses = {} }\n");
+  nb_rt_t *a = open_topo(0, NULL,
+      "return { name = 'a', tick = 'free', arena = { size = 1048576 },\n"
+      "  axon = { capacity = 64 }, listen = 'tcp://127.0.0.1:0',\n"
+      "  neurons = { x = { script = 'spec/fixtures/agents/silent.lua' } } }\n");
   if (!a) return;
   NBT_EQ(nb_rt_link_start(a, &loop), 0);
   NBT_EQ(nb_rt_link_start(a, &loop), NB_EEXIST);
-  nb_rt_t *c = open_topo(0,
-      "return { name = 'c', tick_ns = 0, arena = { size = 1048576 },\n"
-      "  axon_capacity = 64, inbox_capacity = 0, prune_every = 0,\n"
-      "  transport = { listen = 'tcp://127.0.0.1:%d' },\n"
-      "  neurons = { { name = 'x', recorder = true } }, synapses = {} }\n",
+  nb_rt_t *c = open_topo(0, NULL,
+      "return { name = 'c', tick = 'free', arena = { size = 1048576 },\n"
+      "  axon = { capacity = 64 }, listen = 'tcp://127.0.0.1:%d',\n"
+      "  neurons = { x = { script = 'spec/fixtures/agents/silent.lua' } } }\n",
       nb_rt_link_port(a));
   if (c) {
     NBT_EQ(nb_rt_link_start(c, &loop), NB_EIO);

@@ -5,6 +5,20 @@ local manifest = require("neuronbus.manifest")
 local FIXTURES = "spec/fixtures/manifests"
 local ECHO = manifest.absolute(FIXTURES .. "/agents/echo.lua")
 
+-- The fault isolation keys a neuron with a script carries when it gives
+-- none: every default filled in (runtime/nb_rt_defaults.h).
+local ISOLATION = {
+  memory = 0, budget_ns = 0, jit = true, watchdog_ns = 1e9, sandbox = false,
+  policy = "restart", on_error = "continue",
+  restart = { max = 5, window_ns = 60e9, backoff_ns = 100e6, backoff_max_ns = 10e9 },
+}
+
+-- Returns neuron n with the default isolation keys added.
+local function isolated(n)
+  for k, v in pairs(ISOLATION) do n[k] = v end
+  return n
+end
+
 -- Validates t against the fixtures directory.
 local function validate(t)
   return manifest.validate(t, FIXTURES)
@@ -51,41 +65,43 @@ describe("manifest.load", function()
       inbox_capacity = 256,
       prune_every = 100,
       neurons = {
-        {
+        isolated({
           name = "sink", script = ECHO,
           regions = { "demo/output", "demo/audit" },
           capabilities = { "collect" },
           threshold = 1.0, rest = 0.0, leak = 0.95, refractory = 2,
           config = {},
-        },
-        {
+        }),
+        isolated({
           name = "source", script = ECHO,
           regions = { "demo/input" }, capabilities = { "produce" },
           threshold = 0, rest = 0, leak = 1, refractory = 0,
           config = { rate = 1000, labels = { "a", "b" }, nested = { deep = true } },
-        },
+        }),
       },
       synapses = {
         {
-          from = "source", to = "sink", weight = 0.5,
+          from = "source", to = "sink", weight = 0.5, path = "synapses[1]",
           stdp = {
             a_plus = 0.02, a_minus = 0.012, tau_plus_ms = 10, tau_minus_ms = 30,
             w_min = 0.001, w_max = 0.9,
           },
           filters = {
-            { type = "kind", kinds = { "excitatory", "modulatory" } },
-            { type = "priority", min = 3 },
-            { type = "prefix", prefix = "req:" },
-            { type = "custom", name = "even" },
+            { type = "kind", kinds = { "excitatory", "modulatory" },
+              path = "synapses[1].filters.kind" },
+            { type = "priority", min = 3, path = "synapses[1].filters.priority" },
+            { type = "prefix", prefix = "req:", path = "synapses[1].filters.prefix" },
+            { type = "custom", name = "even", path = "synapses[1].filters.custom" },
           },
         },
         {
-          from = "sink", to = "source", weight = 1.0,
+          from = "sink", to = "source", weight = 1.0, path = "synapses[2]",
           stdp = {
             a_plus = 0.01, a_minus = 0.012, tau_plus_ms = 20, tau_minus_ms = 20,
             w_min = 0.001, w_max = 1.0,
           },
-          filters = { { type = "kind", kinds = { "inhibitory" } } },
+          filters = { { type = "kind", kinds = { "inhibitory" },
+                        path = "synapses[2].filters.kind" } },
         },
       },
     }, topo)
@@ -99,10 +115,10 @@ describe("manifest.load", function()
       arena = { size = 16 * 1024 * 1024 },
       axon_capacity = 4096, inbox_capacity = 4096, prune_every = 0,
       neurons = {
-        {
+        isolated({
           name = "only", script = ECHO, regions = {}, capabilities = {},
           threshold = 1.0, rest = 0.0, leak = 0.95, refractory = 2, config = {},
-        },
+        }),
       },
       synapses = {},
     }, topo)
@@ -204,7 +220,7 @@ describe("manifest.validate", function()
     it("in a neuron", function()
       fails_with(with({ neurons = { parser = { script = "agents/echo.lua", treshold = 1 } } }), {
         'neurons.parser.treshold: unknown key, did you mean "threshold"? (allowed: '
-          .. "budget, capabilities, config, jit, leak, memory, on_error, policy, "
+          .. "budget, capabilities, config, description, jit, leak, memory, on_error, policy, "
           .. "refractory, region, regions, remote, require, rest, restart, sandbox, "
           .. "script, threshold, watchdog)",
       })
@@ -394,9 +410,23 @@ describe("manifest.validate", function()
       }), "synapses[1].stdp.tau_minus", 'unknown unit "msec"')
     end)
 
-    it("read a bare number as seconds", function()
-      local topo = validate(with({ tick = 0.002 }))
-      assert.equal(2000000, topo.tick_ns)
+    it("refuse a bare number, asking for a unit", function()
+      fails_at(with({ tick = 0.002 }), "tick",
+        'expected "free" or a duration with a unit, got 0.002 (write "0.002ms" or "0.002s")')
+      fails_at(with({
+        neurons = { a = { script = "agents/echo.lua" }, b = { script = "agents/echo.lua" } },
+        synapses = { { from = "a", to = "b", stdp = { tau_plus = 20 } } },
+      }), "synapses[1].stdp.tau_plus",
+        'expected a duration with a unit, got 20 (write "20ms" or "20s")')
+      fails_with(with({ neurons = { a = { script = "agents/echo.lua", budget = 10,
+          watchdog = 2, restart = { window = 60, backoff = 1, backoff_max = "1s" } } } }), {
+        'neurons.a.budget: expected a duration with a unit, got 10 (write "10ms" or "10s")',
+        'neurons.a.watchdog: expected a duration with a unit, got 2 (write "2ms" or "2s")',
+        'neurons.a.restart.window: expected a duration with a unit, got 60 (write "60ms" or "60s")',
+        'neurons.a.restart.backoff: expected a duration with a unit, got 1 (write "1ms" or "1s")',
+      })
+      fails_at(with({ peers = { { url = "tcp://127.0.0.1:9", backoff = { 0.05, "5s" } } } }),
+        "peers[1].backoff[1]", 'expected a duration with a unit, got 0.05 (write "0.05ms" or "0.05s")')
     end)
   end)
 
@@ -493,6 +523,100 @@ describe("manifest.validate", function()
       assert.are_not.equal(c, got)
       assert.are_not.equal(shared, got.a)
     end)
+  end)
+
+  describe("description", function()
+    local function described(d)
+      return with({ neurons = { a = { script = "agents/echo.lua", description = d } } })
+    end
+
+    it("is copied into the normalized neuron", function()
+      local topo = validate(described("parses requests; \"quotes\" and UTF-8 (é) are fine"))
+      assert.equal('parses requests; "quotes" and UTF-8 (é) are fine', topo.neurons[1].description)
+      assert.is_nil(validate(with()).neurons[1].description)
+    end)
+
+    it("is one line of free text of at most 256 bytes", function()
+      assert.equal(256, #validate(described(("x"):rep(256))).neurons[1].description)
+      fails_at(described(("x"):rep(257)), "neurons.a.description", "257 bytes, at most 256 are allowed")
+      fails_at(described("a\0b"), "neurons.a.description", "one line of text expected, got a control character")
+      fails_at(described("two\nlines"), "neurons.a.description", "one line of text expected")
+      fails_at(described(42), "neurons.a.description", "expected a string (free text), got 42")
+    end)
+  end)
+
+  describe("isolation defaults", function()
+    it("are filled in for a neuron with a script; a budget turns the JIT off", function()
+      local topo = validate(with({ neurons = {
+        a = { script = "agents/echo.lua", budget = "20ms", restart = { max = 2 } },
+        b = { script = "agents/echo.lua", watchdog = false, policy = "stop" },
+      } }))
+      local a, b = topo.neurons[1], topo.neurons[2]
+      assert.equal(20e6, a.budget_ns)
+      assert.is_false(a.jit)
+      assert.same({ max = 2, window_ns = 60e9, backoff_ns = 100e6, backoff_max_ns = 10e9 }, a.restart)
+      assert.is_true(b.jit)
+      assert.is_false(b.watchdog_ns)
+      assert.equal("stop", b.policy)
+      assert.same(ISOLATION.restart, b.restart)
+      assert.are_not.equal(a.restart, b.restart)
+    end)
+
+    it("are not given to a remote neuron", function()
+      local topo = validate(with({ neurons = { r = { remote = "peer://far/r" } } }))
+      local r = topo.neurons[1]
+      assert.is_nil(r.memory)
+      assert.is_nil(r.policy)
+      assert.is_nil(r.restart)
+      assert.equal(1.0, r.threshold)
+      assert.same({}, r.config)
+    end)
+
+    it("bound restart.max by what the runtime keeps track of", function()
+      fails_at(with({ neurons = { a = { script = "agents/echo.lua", restart = { max = 10001 } } } }),
+        "neurons.a.restart.max", "10001 is out of range, expected an integer from 0 to 10000")
+    end)
+  end)
+
+  describe("recorders (opts.recorders, opts.injector)", function()
+    it("are added in name order, the injector last", function()
+      local topo = manifest.validate(with({
+        neurons = { m = { script = "agents/echo.lua" } },
+        synapses = { { from = "test", to = "m" }, { from = "m", to = "b" } },
+      }), FIXTURES, { recorders = { "z", "b" }, injector = "test" })
+      local names = {}
+      for i, n in ipairs(topo.neurons) do names[i] = n.name end
+      assert.same({ "b", "m", "z", "test" }, names)
+      assert.same({ name = "b", recorder = true, regions = {}, capabilities = {} }, topo.neurons[1])
+      assert.same({ name = "test", recorder = true, regions = {}, capabilities = {} }, topo.neurons[4])
+    end)
+
+    it("leave the injector out when a neuron has its name", function()
+      local topo = manifest.validate({ name = "t", neurons = { test = { script = "agents/echo.lua" } } },
+        FIXTURES, { injector = "test" })
+      assert.equal(1, #topo.neurons)
+      assert.is_nil(topo.neurons[1].recorder)
+    end)
+
+    it("refuse a name a neuron has, or given twice", function()
+      local _, errs = manifest.validate(with(), FIXTURES, { recorders = { "a", "x", "x", "bad name" } })
+      assert.same({
+        'recorders[1]: "a" is a neuron of the manifest (neurons.a), it cannot also be a recorder',
+        'recorders[3]: "x" is named twice (first as recorders[2])',
+        'recorders[4]: bad name "bad name": use letters, digits, _, - and . only',
+      }, errs)
+    end)
+  end)
+
+  it("loads without the runtime library or the FFI", function()
+    local out, status = require("helpers").sh("luajit -e '"
+      .. [[package.path = "lua/?.lua;lua/?/init.lua;" .. package.path
+        local m = require("neuronbus.manifest")
+        assert(m.load("spec/fixtures/manifests/good.lua"))
+        assert(not package.loaded.ffi and not package.loaded["neuronbus.ffi"], "ffi loaded")
+        print("ok")]] .. "'")
+    assert.equal(0, status, out)
+    assert.equal("ok\n", out)
   end)
 
   it("collects every problem, not just the first", function()

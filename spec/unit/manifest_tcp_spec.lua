@@ -1,4 +1,4 @@
--- Specs for the manifest's TCP keys (neuronbus.transport, issue 5): listen,
+-- Specs for the manifest's TCP keys (neuronbus.manifest.links): listen,
 -- peers, accept, max_payload and remote neurons, each problem reported
 -- with its key path, and good manifests normalizing.
 local manifest = require("neuronbus.manifest")

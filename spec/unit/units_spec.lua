@@ -13,10 +13,13 @@ describe("units.duration", function()
     assert.equal(20000000, units.duration(" 20 ms "))
   end)
 
-  it("reads a bare number as seconds", function()
-    assert.equal(1000000, units.duration(0.001))
-    assert.equal(2000000000, units.duration(2))
-    assert.equal(0, units.duration(0))
+  it("refuses a bare number, asking for a unit", function()
+    for _, v in ipairs({ 0.001, 2, 0, 20 }) do
+      local ns, err = units.duration(v)
+      assert.is_nil(ns)
+      assert.equal(("expected a duration with a unit, got %s (write \"%sms\" or \"%ss\")")
+        :format(v, v, v), err)
+    end
   end)
 
   it("rounds to the nearest nanosecond", function()
@@ -57,7 +60,7 @@ describe("units.duration", function()
   it("lists the accepted forms in its message", function()
     local _, err = units.duration("x")
     assert.equal('expected a duration like "500us", "20ms" or "1.5s" '
-      .. '(units ns, us, ms, s, m; a bare number is seconds), got "x"', err)
+      .. '(units ns, us, ms, s, m), got "x"', err)
   end)
 
   it("converts to milliseconds", function()

@@ -1,4 +1,4 @@
--- neuronbus.transport: the manifest's TCP keys (issue 5), checked with the
+-- neuronbus.manifest.links: the manifest's TCP link keys, checked with the
 -- manifest's own checker so every problem is reported with its key path.
 --
 --   listen = "tcp://127.0.0.1:7401",          -- port 0: the system picks
@@ -11,7 +11,8 @@
 --   neurons = { parser = { remote = "tcp://127.0.0.1:7402/parser" },
 --               ui = { remote = "peer://frontend/ui" } }
 --
--- Normalized (what neuronbus.manifest returns):
+-- Normalized (what neuronbus.manifest returns; defaults from
+-- runtime/nb_rt_defaults.h through neuronbus.layout):
 --   topo.transport = nil when the manifest has none of these keys, else
 --     { listen = url | nil, max_payload = bytes,
 --       accept = { policy, queue, queue_bytes },
@@ -23,29 +24,31 @@
 -- (runtime/nb_link_wire.h): numeric IPv4, or IPv6 in brackets.
 
 local units = require("neuronbus.units")
+local check = require("neuronbus.manifest.check")
 
-local type, tostring, ipairs, tonumber, next = type, tostring, ipairs, tonumber, next
+local type, ipairs, tonumber, next = type, ipairs, tonumber, next
 local str_match, str_find, str_format = string.match, string.find, string.format
 local floor = math.floor
+local join, suggest, is_array, K = check.join, check.suggest, check.is_array, check.K
 
 local _M = {}
 
 local POLICIES = { "resend", "drop" }
-local DEFAULT_QUEUE = 16384                -- nb_link_opts_default()
-local DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024
-local DEFAULT_BACKOFF_MIN_MS = 50
-local DEFAULT_BACKOFF_MAX_MS = 5000
-local DEFAULT_MAX_PAYLOAD = 1024 * 1024    -- NB_FRAME_PAYLOAD_DEFAULT_MAX
-local MAX_QUEUE = 16777216                 -- 2^24 spikes per link
-local MAX_U32 = 4294967295
-local MAX_PAYLOAD = 1024 * 1024 * 1024     -- a frame's length is a u32
-local NAME_MAX = 255                       -- NB_LINK_NAME_MAX
+local DEFAULT_QUEUE = K.LINK_QUEUE_DEFAULT
+local DEFAULT_QUEUE_BYTES = K.LINK_QUEUE_BYTES_DEFAULT
+local DEFAULT_BACKOFF_MIN_MS = K.LINK_BACKOFF_MIN_MS
+local DEFAULT_BACKOFF_MAX_MS = K.LINK_BACKOFF_MAX_MS
+local DEFAULT_MAX_PAYLOAD = K.FRAME_PAYLOAD_DEFAULT_MAX
+local MAX_QUEUE = K.LINK_QUEUE_MAX
+local MAX_U32 = check.MAX_U32
+local MAX_PAYLOAD = K.LINK_PAYLOAD_LIMIT
+-- NB_LINK_NAME_MAX of runtime/nb_link_wire.h (the HELLO's name field).
+local NAME_MAX = 255
 
--- Keys of the transport tables, merged into the manifest's KEYS.
-_M.KEYS = {
-  peer = { "url", "policy", "queue", "queue_bytes", "backoff" },
-  accept = { "policy", "queue", "queue_bytes" },
-}
+-- The keys of a peer table and of the accept table.
+_M.PEER_KEYS = { "url", "policy", "queue", "queue_bytes", "backoff" }
+_M.ACCEPT_KEYS = { "policy", "queue", "queue_bytes" }
+-- The top-level keys checked here.
 _M.TOP_KEYS = { "listen", "peers", "accept", "max_payload" }
 
 -- Returns true when s is a name a link can carry: 1..255 bytes, no control
@@ -123,10 +126,10 @@ local function check_address(c, path, v, allow_zero)
 end
 
 -- Returns the policy name or nil after reporting (with a hint).
-local function check_policy(c, path, v, H)
+local function check_policy(c, path, v)
   if v == nil then return "resend" end
   if v == "resend" or v == "drop" then return v end
-  local hint = H.suggest(v, POLICIES)
+  local hint = suggest(v, POLICIES)
   return c:fail(path, "unknown policy %s%s (expected \"resend\" or \"drop\")",
     units.show(v), hint and str_format(', did you mean "%s"?', hint) or "")
 end
@@ -178,23 +181,23 @@ local function check_backoff(c, path, v)
 end
 
 -- Returns one normalized peer, or nil after reporting.
-local function check_peer(c, path, v, H)
+local function check_peer(c, path, v)
   if type(v) == "string" then v = { url = v }
   elseif type(v) ~= "table" then
     return c:wrong(path, 'a url "tcp://HOST:PORT" or a table { url = ..., '
       .. "policy = ... }", v)
   else
-    c:keys(path, v, "peer")
-    if v.url == nil then return c:fail(H.join(path, "url"), "missing") end
+    c:keys(path, v, _M.PEER_KEYS)
+    if v.url == nil then return c:fail(join(path, "url"), "missing") end
   end
   local p = {
-    url = check_address(c, H.join(path, "url"), v.url, false),
-    policy = check_policy(c, H.join(path, "policy"), v.policy, H),
-    queue = check_queue(c, H.join(path, "queue"), v.queue),
-    queue_bytes = check_bytes(c, H.join(path, "queue_bytes"), v.queue_bytes,
+    url = check_address(c, join(path, "url"), v.url, false),
+    policy = check_policy(c, join(path, "policy"), v.policy),
+    queue = check_queue(c, join(path, "queue"), v.queue),
+    queue_bytes = check_bytes(c, join(path, "queue_bytes"), v.queue_bytes,
       DEFAULT_QUEUE_BYTES, 1, MAX_U32),
   }
-  p.backoff_min_ms, p.backoff_max_ms = check_backoff(c, H.join(path, "backoff"),
+  p.backoff_min_ms, p.backoff_max_ms = check_backoff(c, join(path, "backoff"),
     v.backoff)
   if p.url and p.policy and p.queue and p.queue_bytes and p.backoff_min_ms then
     return p
@@ -202,19 +205,17 @@ local function check_peer(c, path, v, H)
   return nil
 end
 
--- Checks neuron spec t's remote key (the caller saw t.remote ~= nil);
--- returns the normalized remote or nil after reporting. A remote neuron
--- runs in its peer, so it takes no script, parameters or config.
-function _M.check_remote(c, path, t, H)
+-- Checks the remote key v (at rp) of neuron spec t (at path); returns the
+-- normalized remote or nil after reporting. A remote neuron runs in its
+-- peer, so it takes no script, parameters or config.
+local function check_remote(c, rp, v, t, n, path)
   for _, k in ipairs({ "script", "threshold", "rest", "leak", "refractory",
                        "config" }) do
     if t[k] ~= nil then
-      c:fail(H.join(path, k), "a remote neuron runs in its peer: it takes no "
+      c:fail(join(path, k), "a remote neuron runs in its peer: it takes no "
         .. "%s (only remote, region(s) and capabilities)", k)
     end
   end
-  local rp = H.join(path, "remote")
-  local v = t.remote
   if type(v) ~= "string" then
     return c:wrong(rp, '"tcp://HOST:PORT/NEURON" or "peer://CORTEX/NEURON"', v)
   end
@@ -245,11 +246,15 @@ function _M.check_remote(c, path, t, H)
   return { url = base, neuron = nm }
 end
 
--- Checks the top-level transport keys of manifest tbl against the already
+-- The neuron keys checked here, as schema entries (neuronbus.manifest.check).
+_M.NEURON_ENTRIES = {
+  { key = "remote", check = check_remote },
+}
+
+-- Checks the top-level link keys of manifest tbl against the already
 -- normalized topo (neurons with their remote field); returns
--- topo.transport or nil when there is nothing to connect. H holds the
--- manifest's helpers (join, suggest).
-function _M.check(c, tbl, topo, H)
+-- topo.transport or nil when there is nothing to connect.
+function _M.check(c, tbl, topo)
   local remotes = {}
   for _, n in ipairs(topo.neurons or {}) do
     if n.remote then remotes[n.name] = n.remote end
@@ -261,7 +266,7 @@ function _M.check(c, tbl, topo, H)
   if type(tbl.synapses) == "table" then
     for i, s in ipairs(tbl.synapses) do
       if type(s) == "table" and type(s.from) == "string" and remotes[s.from] then
-        c:fail(H.join(H.join("synapses", i), "from"), "%s is a remote neuron: "
+        c:fail(join(join("synapses", i), "from"), "%s is a remote neuron: "
           .. "its spikes arrive addressed over the link, so a synapse cannot "
           .. "start at it (synapses into remote neurons are fine)",
           units.show(s.from))
@@ -280,8 +285,8 @@ function _M.check(c, tbl, topo, H)
   if tbl.accept ~= nil then
     local a = c:table("accept", tbl.accept)
     if a then
-      c:keys("accept", a, "accept")
-      tr.accept.policy = check_policy(c, "accept.policy", a.policy, H)
+      c:keys("accept", a, _M.ACCEPT_KEYS)
+      tr.accept.policy = check_policy(c, "accept.policy", a.policy)
       tr.accept.queue = check_queue(c, "accept.queue", a.queue)
       tr.accept.queue_bytes = check_bytes(c, "accept.queue_bytes",
         a.queue_bytes, DEFAULT_QUEUE_BYTES, 1, MAX_U32)
@@ -289,12 +294,12 @@ function _M.check(c, tbl, topo, H)
   end
   local seen = {}
   if tbl.peers ~= nil then
-    if type(tbl.peers) ~= "table" or not H.is_array(tbl.peers) then
+    if type(tbl.peers) ~= "table" or not is_array(tbl.peers) then
       c:wrong("peers", "a list of peers { \"tcp://HOST:PORT\", ... }", tbl.peers)
     else
       for i = 1, #tbl.peers do
-        local path = H.join("peers", i)
-        local p = check_peer(c, path, tbl.peers[i], H)
+        local path = join("peers", i)
+        local p = check_peer(c, path, tbl.peers[i])
         if p then
           if seen[p.url] then
             c:fail(path, "%s is listed twice (first as peers[%d])", p.url,
@@ -315,7 +320,7 @@ function _M.check(c, tbl, topo, H)
     local r = n.remote
     if r and r.url and not seen[r.url] then
       if tr.listen and r.url == tr.listen then
-        c:fail(H.join(H.join("neurons", n.name), "remote"), "%s is this "
+        c:fail(join(join("neurons", n.name), "remote"), "%s is this "
           .. "process's own listen address: a remote neuron lives in another "
           .. "process", r.url)
       else

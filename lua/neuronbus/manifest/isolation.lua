@@ -1,0 +1,166 @@
+-- neuronbus.manifest.isolation: the fault isolation keys of a neuron.
+--
+--   neurons = {
+--     parser = { script = "parser.lua",
+--       memory = "16MB",      -- cap of the neuron's Lua heap (none by default)
+--       budget = "20ms",      -- per entry into the agent; turns the JIT off
+--       jit = false,          -- interpreter only (default true)
+--       watchdog = "1s",      -- report an entry running longer (false: none)
+--       sandbox = true,       -- safe libraries only (default false)
+--       require = { "mod" },  -- sandbox: modules the agent may require
+--       policy = "restart",   -- on a fault: "restart" (default) or "stop"
+--       on_error = "continue",-- an ordinary Lua error: "continue" (default:
+--                             -- counted, next spike) or "policy" (a fault)
+--       restart = { max = 5, window = "60s", backoff = "100ms",
+--                   backoff_max = "10s" },
+--     },
+--   }
+--
+-- A neuron with a script gets every key in its normalized form, defaults
+-- filled in: memory (bytes, 0 = no cap), budget_ns (0 = none), jit (false
+-- when a budget is set), watchdog_ns (a number, or false for none), sandbox,
+-- require (array of names, or nil), policy, on_error, restart = { max,
+-- window_ns, backoff_ns, backoff_max_ns }. The defaults are the runtime's
+-- (runtime/nb_rt_defaults.h, through neuronbus.layout). Pure Lua, no FFI.
+
+local units = require("neuronbus.units")
+local check = require("neuronbus.manifest.check")
+
+local type, ipairs = type, ipairs
+local str_match = string.match
+local show = units.show
+local join, copy, K = check.join, check.copy, check.K
+
+local _M = {}
+
+-- The defaults a neuron with a script gets.
+_M.DEFAULTS = {
+  memory = 0,
+  budget_ns = 0,
+  watchdog_ns = K.WATCHDOG_DEFAULT_NS,
+  sandbox = false,
+  policy = "restart",
+  on_error = "continue",
+  restart = { max = K.RESTART_MAX, window_ns = K.RESTART_WINDOW_NS,
+              backoff_ns = K.RESTART_BACKOFF_NS,
+              backoff_max_ns = K.RESTART_BACKOFF_MAX_NS },
+}
+local D = _M.DEFAULTS
+
+-- The keys of a restart table.
+_M.RESTART_KEYS = { "max", "window", "backoff", "backoff_max" }
+
+local POLICIES = { "restart", "stop" }
+local ON_ERROR = { "continue", "policy" }
+
+-- Returns a default function giving value to a neuron with a script (a
+-- remote neuron runs in its peer: there is nothing to isolate here).
+local function scripted(value)
+  return function(c, path, t, n)
+    if n.script then return copy(value) end
+  end
+end
+
+-- Checks the restart table v at path; returns it normalized with every
+-- field filled in, or nil.
+local function check_restart(c, path, v, t, n, parent)
+  if t.policy == "stop" then
+    return c:fail(path, 'only used with policy = "restart" (%s is "stop")',
+      join(parent, "policy"))
+  end
+  if type(v) ~= "table" then
+    return c:wrong(path, "a table { max =, window =, backoff =, backoff_max = }", v)
+  end
+  c:keys(path, v, _M.RESTART_KEYS)
+  local d = D.restart
+  local r = {
+    max = c:integer(join(path, "max"), v.max, d.max, 0, K.RESTART_MAX_LIMIT),
+    window_ns = v.window == nil and d.window_ns
+      or c:duration(join(path, "window"), v.window),
+    backoff_ns = v.backoff == nil and d.backoff_ns
+      or c:duration(join(path, "backoff"), v.backoff),
+    backoff_max_ns = v.backoff_max == nil and d.backoff_max_ns
+      or c:duration(join(path, "backoff_max"), v.backoff_max),
+  }
+  if v.backoff ~= nil and v.backoff_max == nil and r.backoff_ns
+      and r.backoff_ns > r.backoff_max_ns then
+    r.backoff_max_ns = r.backoff_ns -- a long backoff needs no second key
+  end
+  if r.backoff_ns and r.backoff_max_ns and r.backoff_max_ns < r.backoff_ns then
+    c:fail(join(path, "backoff_max"), "%s is below backoff %s",
+      show(v.backoff_max), show(v.backoff or units.format_duration(d.backoff_ns)))
+    return nil
+  end
+  if not (r.max and r.window_ns and r.backoff_ns and r.backoff_max_ns) then
+    return nil
+  end
+  return r
+end
+
+-- Returns the normalized require list v at path, or nil after reporting.
+local function check_require(c, path, v, t)
+  local r = v
+  if type(r) == "string" then r = { r } end
+  if type(r) ~= "table" or not check.is_array(r) then
+    return c:wrong(path, "a list of module names", v)
+  end
+  if t.sandbox ~= true then
+    return c:fail(path, "only used with sandbox = true (an agent outside "
+      .. "the sandbox can require any module)")
+  end
+  local out, ok = {}, true
+  for i, m in ipairs(r) do
+    if type(m) ~= "string" or not str_match(m, "^[%w_%-]+[%w_%.%-]*$") then
+      ok = c:wrong(join(path, i), "a module name", m) and ok
+    else
+      out[#out + 1] = m
+    end
+  end
+  return ok and out or nil
+end
+
+-- The schema entries of the isolation keys (see neuronbus.manifest.check).
+_M.ENTRIES = {
+  { key = "memory", default = scripted(D.memory),
+    check = function(c, path, v)
+      local bytes, err = units.size(v)
+      if not bytes then return c:fail(path, err) end
+      if bytes < K.MEMORY_MIN then
+        return c:fail(path, "%s is below the minimum of %s (the runtime's "
+          .. "own Lua side needs about 150KB of the state)", show(v),
+          units.format_size(K.MEMORY_MIN))
+      end
+      return bytes
+    end },
+  { key = "jit",
+    check = function(c, path, v) return c:boolean(path, v) end,
+    -- compiled loops never see the budget's hook: a budget turns it off
+    default = function(c, path, t, n)
+      if n.script then return t.budget == nil end
+    end },
+  { key = "budget", out = "budget_ns", default = scripted(D.budget_ns),
+    check = function(c, path, v, t, n, parent)
+      local ns = c:duration(path, v)
+      if t.jit == true then
+        return c:fail(path, "a budget needs jit = false, but %s is true: "
+          .. "compiled loops never check the budget's hook (leave jit out: "
+          .. "a budget turns the JIT off for this neuron)", join(parent, "jit"))
+      end
+      return ns
+    end },
+  { key = "watchdog", out = "watchdog_ns", default = scripted(D.watchdog_ns),
+    check = function(c, path, v)
+      if v == false then return false end
+      return c:duration(path, v)
+    end },
+  { key = "sandbox", default = scripted(D.sandbox),
+    check = function(c, path, v) return c:boolean(path, v) end },
+  { key = "require", check = check_require },
+  { key = "policy", default = scripted(D.policy),
+    check = function(c, path, v) return c:one_of(path, v, POLICIES) end },
+  { key = "on_error", default = scripted(D.on_error),
+    check = function(c, path, v) return c:one_of(path, v, ON_ERROR) end },
+  { key = "restart", check = check_restart, default = scripted(D.restart) },
+}
+
+return _M

@@ -1,0 +1,40 @@
+/* nb_rt_defaults.h: the defaults and limits a manifest shares with the
+ * runtime. The manifest validator (lua/neuronbus/manifest/) fills these
+ * defaults into the normalized topology and checks these limits; the
+ * block below is copied into lua/neuronbus/layout.lua by
+ * lua/neuronbus/gen_cdefs.lua, so C and Lua read the same numbers.
+ * Values are integer literals, names defined in a CONSTANTS block of an
+ * earlier header, or (A << B): what the generator reads. */
+#ifndef NB_RT_DEFAULTS_H
+#define NB_RT_DEFAULTS_H
+
+#include "nb_axon.h"
+
+/* BEGIN CONSTANTS */
+/* topology */
+#define NB_TICK_DEFAULT_NS 1000000ull       /* tick = "1ms" */
+#define NB_ARENA_DEFAULT (16u << 20)         /* arena.size: 16 MB */
+#define NB_AXON_DEFAULT NB_AXON_DEFAULT_CAPACITY /* axon.capacity */
+#define NB_AXON_MAX (1u << 24)               /* slots per axon (1 GiB of spikes) */
+#define NB_DESCRIPTION_MAX 256u              /* bytes of a neuron's description */
+
+/* fault isolation of a neuron with a script */
+#define NB_MEMORY_MIN (256u << 10)           /* the smallest memory cap */
+#define NB_WATCHDOG_DEFAULT_NS 1000000000ull /* watchdog = "1s" */
+#define NB_RESTART_MAX 5u                    /* restart.max */
+#define NB_RESTART_MAX_LIMIT 10000u          /* restarts a window keeps track of */
+#define NB_RESTART_WINDOW_NS 60000000000ull  /* restart.window = "60s" */
+#define NB_RESTART_BACKOFF_NS 100000000ull   /* restart.backoff = "100ms" */
+#define NB_RESTART_BACKOFF_MAX_NS 10000000000ull /* restart.backoff_max = "10s" */
+
+/* TCP links (listen, peers, accept, max_payload) */
+#define NB_LINK_QUEUE_DEFAULT 16384u         /* spikes queued per link */
+#define NB_LINK_QUEUE_MAX (1u << 24)
+#define NB_LINK_QUEUE_BYTES_DEFAULT (16u << 20)
+#define NB_LINK_BACKOFF_MIN_MS 50u           /* first redial delay */
+#define NB_LINK_BACKOFF_MAX_MS 5000u         /* longest redial delay */
+/* the largest max_payload (its default is NB_FRAME_PAYLOAD_DEFAULT_MAX) */
+#define NB_LINK_PAYLOAD_LIMIT (1u << 30)
+/* END CONSTANTS */
+
+#endif

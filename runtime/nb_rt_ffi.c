@@ -1,0 +1,98 @@
+/* nb_rt_ffi.c: the functions agent states call through the FFI (declared
+ * in nb_rt_ffi.h): firing, payloads, lookup and discovery, cards, and the
+ * layout check. Everything here runs on the hot path of an agent or is
+ * read once at boot. */
+#include "nb_rt_internal.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lua.h>
+
+void *nb_rt_lua_newstate_addr(void) {
+  /* Function to object pointer through a union: defined in practice. */
+  union { lua_State *(*fn)(lua_Alloc, void *); void *p; } u;
+  u.fn = lua_newstate;
+  return u.p;
+}
+
+nb_rt_layout_t *nb_rt_layout(nb_rt_layout_t *o) {
+  o->size = sizeof(nb_spike_t);
+  o->align = _Alignof(nb_spike_t);
+  o->timestamp_ns = offsetof(nb_spike_t, timestamp_ns);
+  o->sequence = offsetof(nb_spike_t, sequence);
+  o->source = offsetof(nb_spike_t, source);
+  o->target = offsetof(nb_spike_t, target);
+  o->meta = offsetof(nb_spike_t, meta);
+  o->priority = offsetof(nb_spike_t, priority);
+  o->payload = offsetof(nb_spike_t, payload);
+  o->payload_size = sizeof(((nb_spike_t *)0)->payload);
+  o->ref_size = sizeof(nb_arena_ref_t);
+  o->ref_offset = offsetof(nb_arena_ref_t, offset);
+  o->ref_len = offsetof(nb_arena_ref_t, len);
+  o->ref_slot = offsetof(nb_arena_ref_t, ref_slot);
+  o->ref_epoch = offsetof(nb_arena_ref_t, epoch);
+  o->ref_reserved = offsetof(nb_arena_ref_t, reserved);
+  return o;
+}
+
+int nb_rt_fire(nb_rt_cell_t *cell, uint32_t target, int kind, int priority,
+               const char *data, size_t len) {
+  nb__agent_t *a = (nb__agent_t *)cell;
+  nb_rt_t *rt = a->rt;
+  if ((unsigned)kind > NB_MODULATORY || (unsigned)priority > 255u)
+    return NB_EINVAL;
+  if (target != NB_BROADCAST && target >= rt->n) return NB_ENOENT;
+  if (len && !data) return NB_EINVAL;
+  /* An inline payload cannot fail: build the spike in the axon slot, with
+   * the same bytes and results, instead of copying one built on the stack
+   * (the copy's wide loads stalled on the builder's narrow stores). */
+  if (len <= NB_PAYLOAD_MAX && !rt->opts.record)
+    return nb_neuron_fire_ex(a->neuron, (nb_id_t)target, (nb_kind_t)kind,
+                             (uint8_t)priority, data, len);
+  nb_spike_t s;
+  nb_spike_init(&s, (nb_id_t)target, (nb_kind_t)kind, (uint8_t)priority);
+  int rc = nb_arena_put_payload(rt->arena, &s, data, len);
+  if (rc) return rc;
+  rc = nb_neuron_fire(a->neuron, &s);
+  if (rc) {
+    nb_arena_ref_t ref;
+    if (nb_spike_get_ref(&s, &ref) == 0) nb_arena_release(rt->arena, &ref);
+    return rc;
+  }
+  if (rt->opts.record) nb__record(&a->rec[1], &s, 1.0f, data, len);
+  return 0;
+}
+
+int nb_rt_payload(const nb_rt_cell_t *cell, const nb_spike_t *s,
+                  const char **data, size_t *len) {
+  const void *p = NULL;
+  nb_arena_t *arena = cell ? ((const nb__agent_t *)cell)->rt->arena : NULL;
+  int rc = nb_arena_get_payload(arena, s, &p, len);
+  *data = p;
+  return rc;
+}
+
+int nb_rt_lookup(const nb_rt_cell_t *cell, const char *name) {
+  return nb_rt_id(((const nb__agent_t *)cell)->rt, name);
+}
+
+size_t nb_rt_find(const nb_rt_cell_t *cell, int region, const char *what,
+                  uint16_t *out, size_t max) {
+  nb_rt_t *rt = ((const nb__agent_t *)cell)->rt;
+  return region ? nb_cortex_region(rt->cx, what, out, max)
+                : nb_cortex_discover(rt->cx, what, out, max);
+}
+
+const char *nb_rt_card_name(const nb_rt_cell_t *cell, uint32_t id) {
+  return nb_rt_name(((const nb__agent_t *)cell)->rt, id);
+}
+
+const char *nb_rt_card_tag(const nb_rt_cell_t *cell, uint32_t id, int which,
+                           size_t i) {
+  nb_rt_t *rt = ((const nb__agent_t *)cell)->rt;
+  if (id >= rt->n || which < 0 || which > 1) return NULL;
+  nb__agent_t *b = rt->agents[id];
+  return i < b->ntags[which] ? b->tags[which][i] : NULL;
+}

@@ -1,0 +1,628 @@
+/* nb_rt_topo.c: building a runtime from a topology. The one place C reads
+ * a manifest: neuronbus.manifest (Lua) validates and normalizes it, and
+ * this file reads the normalized table through getters that trust it (no
+ * type checks, no defaults of its own beyond core's), turning it into a
+ * cortex, agents, synapses and the link and isolation configurations the
+ * lower layers take as C structs.
+ *
+ * `neuronbus check` is the same build in dry-run mode: every agent boots in
+ * a state with its own limits (so a memory bomb at a script's top level is
+ * a problem reported, not a crash), every synapse and custom filter is
+ * checked, but no arena file is created, no init runs, and every problem is
+ * collected instead of stopping at the first stage that had one. */
+#include "nb_rt_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "nb_rt_defaults.h"
+
+/* The arena of a dry run: large payloads are never fired in one. */
+#define DRY_ARENA (64u << 10)
+
+/* ------------------------------------------------------------------ */
+/* getters over the normalized form                                    */
+
+/* Returns number field key of the table at idx, def when absent. */
+static double num(lua_State *C, int idx, const char *key, double def) {
+  lua_getfield(C, idx, key);
+  double v = lua_type(C, -1) == LUA_TNUMBER ? lua_tonumber(C, -1) : def;
+  lua_pop(C, 1);
+  return v;
+}
+
+/* Returns string field key of the table at idx, or NULL; the string lives
+ * as long as the table does. */
+static const char *str(lua_State *C, int idx, const char *key) {
+  lua_getfield(C, idx, key);
+  const char *v = lua_type(C, -1) == LUA_TSTRING ? lua_tostring(C, -1) : NULL;
+  lua_pop(C, 1);
+  return v;
+}
+
+/* Returns 1 when field key of the table at idx is true, def when absent. */
+static int flag(lua_State *C, int idx, const char *key, int def) {
+  lua_getfield(C, idx, key);
+  int v = lua_isnil(C, -1) ? def : lua_toboolean(C, -1);
+  lua_pop(C, 1);
+  return v;
+}
+
+/* Pushes field key of the table at idx; returns its absolute index when
+ * it is a table, else 0 (the value is pushed either way). */
+static int sub(lua_State *C, int idx, const char *key) {
+  lua_getfield(C, idx, key);
+  return lua_istable(C, -1) ? lua_gettop(C) : 0;
+}
+
+/* Copies the strings of array field key into out (at most
+ * NB_CARD_MAX_TAGS, as validated); returns the count. */
+static size_t tags(lua_State *C, int idx, const char *key, char **out) {
+  size_t n = 0;
+  int t = sub(C, idx, key);
+  size_t len = t ? lua_objlen(C, t) : 0;
+  for (size_t i = 1; i <= len && n < NB_CARD_MAX_TAGS; i++) {
+    lua_rawgeti(C, t, (int)i);
+    out[n++] = nb__strdup(lua_tostring(C, -1));
+    lua_pop(C, 1);
+  }
+  lua_pop(C, 1);
+  return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* configurations for the lower layers                                 */
+
+/* Reads link options (policy, queue, queue_bytes, backoff_*_ms). */
+static nb_link_opts_t link_opts(lua_State *C, int idx) {
+  nb_link_opts_t o = nb_link_opts_default();
+  const char *pol = str(C, idx, "policy");
+  if (pol && !strcmp(pol, "drop")) o.policy = NB_LINK_DROP;
+  o.queue_spikes = (uint32_t)num(C, idx, "queue", o.queue_spikes);
+  o.queue_bytes = (uint32_t)num(C, idx, "queue_bytes", o.queue_bytes);
+  o.backoff_min_ms = (uint32_t)num(C, idx, "backoff_min_ms", o.backoff_min_ms);
+  o.backoff_max_ms = (uint32_t)num(C, idx, "backoff_max_ms", o.backoff_max_ms);
+  return o;
+}
+
+/* Gives rt the links of topology.transport at idx, when it has one. */
+static void read_links(nb_rt_t *rt, lua_State *C, int idx) {
+  int top = lua_gettop(C);
+  int t = sub(C, idx, "transport");
+  if (!t) {
+    lua_settop(C, top);
+    return;
+  }
+  nb__link_conf_t conf = {.listen = str(C, t, "listen"),
+                          .max_payload = (uint32_t)num(C, t, "max_payload", 0)};
+  int a = sub(C, t, "accept");
+  conf.accept = a ? link_opts(C, a) : nb_link_opts_default();
+  int p = sub(C, t, "peers");
+  size_t n = p ? lua_objlen(C, p) : 0;
+  nb__peer_conf_t *peers = n ? calloc(n, sizeof *peers) : NULL;
+  if (n && !peers) abort();
+  for (size_t i = 0; i < n; i++) {
+    lua_rawgeti(C, p, (int)i + 1);
+    peers[i].url = str(C, -1, "url");
+    peers[i].o = link_opts(C, lua_gettop(C));
+    lua_pop(C, 1);
+  }
+  conf.peers = peers;
+  conf.npeers = n;
+  int ar = sub(C, idx, "arena");
+  if (ar) conf.arena_path = str(C, ar, "path");
+  nb__link_configure(rt, &conf);
+  free(peers);
+  lua_settop(C, top);
+}
+
+/* Reads the isolation keys of the neuron table at idx. The require list
+ * points into names (malloc'd, NULL-terminated; free with free_names). */
+static nb__isol_conf_t read_isolation(lua_State *C, int idx, char ***names) {
+  nb__isol_conf_t c = nb__isol_conf_default();
+  c.o.memory_limit = (size_t)num(C, idx, "memory", 0);
+  c.o.budget_ns = (uint64_t)num(C, idx, "budget_ns", 0);
+  c.o.jit = flag(C, idx, "jit", 1);
+  lua_getfield(C, idx, "watchdog_ns");
+  if (lua_type(C, -1) == LUA_TBOOLEAN && !lua_toboolean(C, -1))
+    c.o.watchdog_ns = NB_LSTATE_WATCHDOG_OFF;
+  else if (lua_type(C, -1) == LUA_TNUMBER)
+    c.o.watchdog_ns = (uint64_t)lua_tonumber(C, -1);
+  lua_pop(C, 1);
+  c.o.sandbox = flag(C, idx, "sandbox", 0);
+  *names = NULL;
+  int r = sub(C, idx, "require");
+  if (r) {
+    size_t n = lua_objlen(C, r);
+    char **v = calloc(n + 1, sizeof *v);
+    if (!v) abort();
+    for (size_t i = 0; i < n; i++) {
+      lua_rawgeti(C, r, (int)i + 1);
+      v[i] = nb__strdup(lua_tostring(C, -1));
+      lua_pop(C, 1);
+    }
+    *names = v;
+    c.o.require_allow = (const char *const *)v;
+  }
+  lua_pop(C, 1);
+  const char *policy = str(C, idx, "policy"), *on_error = str(C, idx, "on_error");
+  c.policy_stop = policy && !strcmp(policy, "stop");
+  c.error_is_fault = on_error && !strcmp(on_error, "policy");
+  int rs = sub(C, idx, "restart");
+  if (rs) {
+    c.restart_max = (uint32_t)num(C, rs, "max", c.restart_max);
+    c.window_ns = (uint64_t)num(C, rs, "window_ns", (double)c.window_ns);
+    c.backoff_ns = (uint64_t)num(C, rs, "backoff_ns", (double)c.backoff_ns);
+    c.backoff_max_ns = (uint64_t)num(C, rs, "backoff_max_ns",
+                                     (double)c.backoff_max_ns);
+  }
+  lua_pop(C, 1);
+  return c;
+}
+
+/* Frees what read_isolation allocated; returns nothing. */
+static void free_names(char **names) {
+  if (!names) return;
+  for (char **m = names; *m; m++) free(*m);
+  free(names);
+}
+
+/* ------------------------------------------------------------------ */
+/* neurons                                                             */
+
+typedef struct build_s {
+  nb_rt_t *rt;
+  lua_State *C;
+  nb__buf_t errs;
+  int dry;          /* neuronbus check: boot only, no init, no files */
+  const char *file; /* the manifest, for messages (NULL from source) */
+} build_t;
+
+/* Adds the neuron described by the normalized table at idx, or a recorder
+ * called name when idx is 0; problems go to b->errs. Returns 0 or -1. */
+static int add_neuron(build_t *b, int idx, const char *name) {
+  nb_rt_t *rt = b->rt;
+  lua_State *C = b->C;
+  nb_if_params_t p = nb_if_params_default();
+  int recorder = idx == 0 || flag(C, idx, "recorder", 0);
+  nb__agent_t *a = nb__agent_new(rt, idx ? str(C, idx, "name") : name);
+  if (idx) {
+    int r = sub(C, idx, "remote");
+    if (r)
+      nb__link_proxy_new(rt, a, str(C, r, "url"), str(C, r, "cortex"),
+                         str(C, r, "neuron"));
+    lua_pop(C, 1);
+    if (!recorder && !a->proxy) a->script = nb__strdup(str(C, idx, "script"));
+    if (a->script) {
+      char **names;
+      nb__isol_conf_t conf = read_isolation(C, idx, &names);
+      nb__isol_new(a, &conf);
+      free_names(names);
+    }
+    for (int i = 0; i < NB__CARD_TEXTS; i++)
+      a->text[i] = nb__strdup(str(C, idx, nb__card_text_keys[i]));
+    a->ntags[0] = tags(C, idx, "capabilities", a->tags[0]);
+    a->ntags[1] = tags(C, idx, "regions", a->tags[1]);
+    p.threshold = (float)num(C, idx, "threshold", p.threshold);
+    p.rest = (float)num(C, idx, "rest", p.rest);
+    p.leak = (float)num(C, idx, "leak", p.leak);
+    p.refractory = (uint32_t)num(C, idx, "refractory", p.refractory);
+  }
+  if (recorder || a->proxy) {
+    /* A recorder (or a proxy) never fires, so it is never refractory:
+     * what it is sent arrives in the tick it is routed. */
+    p.threshold = 1e30f;
+    p.refractory = 0;
+  } else {
+    char *err = NULL;
+    if (rt->host->boot(a, &err) != 0) {
+      nb__addf(&b->errs, "%s", err);
+      free(err);
+      nb__agent_free(a);
+      return -1;
+    }
+  }
+  nb_card_t card;
+  memset(&card, 0, sizeof card);
+  card.name = a->name;
+  for (int w = 0; w < 2; w++)
+    for (size_t i = 0; i < a->ntags[w]; i++)
+      (w ? card.regions : card.capabilities)[i] = a->tags[w][i];
+  card.ncapabilities = a->ntags[0];
+  card.nregions = a->ntags[1];
+  card.version = a->ver.counter; /* 0 for a recorder */
+  int rc = nb_cortex_register(rt->cx, &card, &p,
+                              a->proxy ? &nb__proxy_ops
+                              : recorder ? &nb__rec_ops : &nb__lua_ops, a,
+                              &a->neuron);
+  if (rc != 0) {
+    nb__addf(&b->errs, "neurons.%s: cannot register: %s", a->name,
+             nb_strerror(rc));
+    nb__agent_free(a);
+    return -1;
+  }
+  nb__agent_add(rt, a);
+  return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* synapses                                                            */
+
+/* Returns the kind number of a kind name (validated). */
+static int kind_of(const char *s) {
+  if (!strcmp(s, "inhibitory")) return NB_INHIBITORY;
+  if (!strcmp(s, "modulatory")) return NB_MODULATORY;
+  return NB_EXCITATORY;
+}
+
+/* Reads the normalized filters array at idx into f for a synapse into
+ * post (the agent that runs custom filters); returns the count. A custom
+ * filter the agent does not export is a problem named on the user's key
+ * path, starting with the script that lacks it. */
+static size_t read_filters(build_t *b, int idx, nb_filter_t *f,
+                           nb__agent_t *post, const char *spath) {
+  lua_State *C = b->C;
+  size_t n = 0, len = idx ? lua_objlen(C, idx) : 0;
+  for (size_t i = 1; i <= len && n < NB_FILTERS_MAX; i++) {
+    lua_rawgeti(C, idx, (int)i);
+    int t = lua_gettop(C);
+    const char *type = str(C, t, "type");
+    if (!strcmp(type, "kind")) {
+      uint8_t mask = 0;
+      int k = sub(C, t, "kinds");
+      size_t nk = k ? lua_objlen(C, k) : 0;
+      for (size_t j = 1; j <= nk; j++) {
+        lua_rawgeti(C, k, (int)j);
+        mask |= (uint8_t)(1u << kind_of(lua_tostring(C, -1)));
+        lua_pop(C, 1);
+      }
+      f[n++] = nb_filter_kind(mask);
+    } else if (!strcmp(type, "priority")) {
+      f[n++] = nb_filter_priority((uint8_t)num(C, t, "min", 0));
+    } else if (!strcmp(type, "prefix")) {
+      lua_getfield(C, t, "prefix");
+      size_t pl = 0;
+      const char *pfx = lua_tolstring(C, -1, &pl);
+      f[n++] = nb_filter_prefix(pfx, pl);
+    } else { /* custom */
+      const char *name = str(C, t, "name");
+      if (nb__has_filter(post, name)) {
+        f[n++] = nb_filter_custom(name);
+      } else {
+        const char *fpath = str(C, t, "path");
+        char alt[200];
+        if (!fpath) {
+          snprintf(alt, sizeof alt, "%s.filters.custom", spath);
+          fpath = alt;
+        }
+        const char *site = post->script;
+        if (post->L) {
+          lua_getfield(post->L, LUA_REGISTRYINDEX, "neuronbus.site");
+          if (lua_isstring(post->L, -1)) site = lua_tostring(post->L, -1);
+        }
+        nb__addf(&b->errs, "%s: neuron %s: no filters.%s function (%s%s%s "
+                 "names it)", site ? site : post->name, post->name, name,
+                 b->file ? b->file : "", b->file ? ": " : "", fpath);
+        if (post->L) lua_settop(post->L, NB__SLOT_TOP);
+      }
+    }
+    lua_settop(C, t - 1);
+  }
+  return n;
+}
+
+/* Connects the normalized synapse at idx (the i-th); problems go to
+ * b->errs. */
+static void add_synapse(build_t *b, int idx, size_t i) {
+  nb_rt_t *rt = b->rt;
+  lua_State *C = b->C;
+  int top = lua_gettop(C);
+  char path[64];
+  snprintf(path, sizeof path, "synapses[%zu]", i);
+  const char *spath = str(C, idx, "path");
+  if (!spath) spath = path;
+  int pre = nb_rt_id(rt, str(C, idx, "from"));
+  int post = nb_rt_id(rt, str(C, idx, "to"));
+  /* An endpoint whose neuron failed to build was reported already. */
+  if (pre < 0 || post < 0) return;
+  nb_stdp_t stdp = nb_stdp_default();
+  int st = sub(C, idx, "stdp");
+  if (st) {
+    stdp.a_plus = (float)num(C, st, "a_plus", stdp.a_plus);
+    stdp.a_minus = (float)num(C, st, "a_minus", stdp.a_minus);
+    stdp.tau_plus_ms = (float)num(C, st, "tau_plus_ms", stdp.tau_plus_ms);
+    stdp.tau_minus_ms = (float)num(C, st, "tau_minus_ms", stdp.tau_minus_ms);
+    stdp.w_min = (float)num(C, st, "w_min", stdp.w_min);
+    stdp.w_max = (float)num(C, st, "w_max", stdp.w_max);
+  }
+  nb_filter_t f[NB_FILTERS_MAX];
+  size_t nf = read_filters(b, sub(C, idx, "filters"), f, rt->agents[post],
+                           spath);
+  int rc = nb_cortex_connect(rt->cx, (nb_id_t)pre, (nb_id_t)post,
+                             (float)num(C, idx, "weight", 1.0), f, nf,
+                             st ? &stdp : NULL);
+  if (rc)
+    nb__addf(&b->errs, "%s%s%s (%s -> %s): cannot connect: %s",
+             b->file ? b->file : "", b->file ? ": " : "", spath,
+             rt->agents[pre]->name, rt->agents[post]->name, nb_strerror(rc));
+  lua_settop(C, top);
+}
+
+/* ------------------------------------------------------------------ */
+/* the topology                                                        */
+
+/* Runs every agent's init with its config (once every neuron exists, so
+ * init may discover and fire); problems go to b->errs. */
+static void run_inits(build_t *b, int nidx, size_t nneurons) {
+  lua_State *C = b->C;
+  for (size_t i = 0; i < nneurons && i < b->rt->n; i++) {
+    nb__agent_t *a = b->rt->agents[i];
+    if (!a->L) continue;
+    int top = lua_gettop(C);
+    lua_rawgeti(C, nidx, (int)i + 1);
+    lua_getfield(C, -1, "config");
+    nb__isol_keep_config(a, C, lua_gettop(C)); /* init again on a restart */
+    char *err = NULL;
+    char path[160];
+    snprintf(path, sizeof path, "neurons.%s.config", a->name);
+    int bad = nb__xcopy(C, -1, a->L, path, 0, &err);
+    lua_settop(C, top);
+    if (bad) {
+      nb__addf(&b->errs, "%s", err);
+      free(err);
+      lua_settop(a->L, NB__SLOT_TOP);
+      continue;
+    }
+    a->rt->host->call(a, NB__SLOT_INIT, 1, 0, "init");
+  }
+}
+
+/* Returns the number of names in a comma-separated list (0 for NULL). */
+static size_t count_names(const char *list) {
+  size_t n = list ? 1 : 0;
+  for (const char *c = list; c && *c; c++) n += *c == ',';
+  return n;
+}
+
+/* Builds b->rt from the normalized topology at idx of b->C and, unless a
+ * dry run, runs every agent's init; returns 0, or -1 with every problem in
+ * b->errs. */
+static int build(build_t *b, int idx) {
+  nb_rt_t *rt = b->rt;
+  lua_State *C = b->C;
+  const char *name = str(C, idx, "name");
+  rt->name = nb__strdup(name ? name : "topology");
+  double tick = num(C, idx, "tick_ns", 0);
+  rt->tick_ns = tick > 0 ? (uint64_t)tick : 0;
+  nb_cortex_opts_t o = nb_cortex_opts_default();
+  o.axon_capacity = (uint32_t)num(C, idx, "axon_capacity", o.axon_capacity);
+  o.inbox_capacity = (uint32_t)num(C, idx, "inbox_capacity", o.inbox_capacity);
+  o.prune_every = (uint32_t)num(C, idx, "prune_every", o.prune_every);
+  int ar = sub(C, idx, "arena");
+  double asize = ar ? num(C, ar, "size", NB_ARENA_DEFAULT) : NB_ARENA_DEFAULT;
+  const char *apath = ar ? str(C, ar, "path") : NULL;
+  lua_pop(C, 1);
+  int nidx = sub(C, idx, "neurons");
+  size_t nneurons = nidx ? lua_objlen(C, nidx) : 0;
+  size_t nrec = count_names(rt->opts.recorders) + count_names(rt->opts.peers);
+  if (nneurons + nrec > o.max_neurons) o.max_neurons = (uint32_t)(nneurons + nrec);
+  if (!b->dry) read_links(rt, C, idx);
+  /* Room for the proxies of peers' neurons that write to us unannounced. */
+  if (rt->link && o.max_neurons < nneurons + nrec + NB__LINK_ID_ROOM) {
+    size_t want = nneurons + nrec + NB__LINK_ID_ROOM;
+    o.max_neurons = want > NB_MAX_NEURONS ? NB_MAX_NEURONS : (uint32_t)want;
+  }
+  int rc = 0;
+  if (b->dry) rc = nb_arena_new(&rt->arena, DRY_ARENA);
+  else if (asize > 0)
+    rc = apath ? nb_arena_open(&rt->arena, apath, (size_t)asize)
+               : nb_arena_new(&rt->arena, (size_t)asize);
+  if (rc) {
+    nb__addf(&b->errs, "arena%s%s: %s", apath ? " " : "", apath ? apath : "",
+             nb_strerror(rc));
+    return -1;
+  }
+  o.arena = rt->arena;
+  rc = nb_cortex_new(&rt->cx, &o);
+  if (rc) {
+    nb__addf(&b->errs, "topology: cannot create the cortex (axon_capacity "
+             "%u, inbox_capacity %u): %s", o.axon_capacity, o.inbox_capacity,
+             nb_strerror(rc));
+    return -1;
+  }
+  int failed = 0;
+  for (size_t i = 1; i <= nneurons; i++) {
+    lua_rawgeti(C, nidx, (int)i);
+    failed |= add_neuron(b, lua_gettop(C), NULL) != 0;
+    lua_pop(C, 1);
+  }
+  /* Recorders, and peers a manifest file did not place among its own. */
+  const char *lists[2] = {rt->opts.recorders, rt->opts.peers};
+  for (int l = 0; l < 2; l++) {
+    if (!lists[l]) continue;
+    char *copy = nb__strdup(lists[l]), *save = NULL;
+    for (char *r = strtok_r(copy, ",", &save); r; r = strtok_r(NULL, ",", &save))
+      if (*r && nb_rt_id(rt, r) < 0) failed |= add_neuron(b, 0, r) != 0;
+    free(copy);
+  }
+  /* A dry run reports the synapses of the neurons that did build too. */
+  if (failed && !b->dry) return -1;
+  int sidx = sub(C, idx, "synapses");
+  size_t ns = sidx ? lua_objlen(C, sidx) : 0;
+  for (size_t i = 1; i <= ns; i++) {
+    lua_rawgeti(C, sidx, (int)i);
+    add_synapse(b, lua_gettop(C), i);
+    lua_pop(C, 1);
+  }
+  lua_pop(C, 1);
+  if (b->errs.n) return -1;
+  if (!b->dry) run_inits(b, nidx, nneurons);
+  lua_pop(C, 1);
+  return b->errs.n ? -1 : 0;
+}
+
+/* Returns a runtime built from the topology on top of C, or NULL with the
+ * problems in *err (a dry run returns NULL either way, problems or not). */
+static nb_rt_t *open_from(lua_State *C, const nb_rt_opts_t *opts, int dry,
+                          const char *file, char **err) {
+  build_t b = {.rt = nb__rt_new(opts), .C = C, .dry = dry, .file = file};
+  if (dry) b.rt->opts.quiet = 1;
+  int rc = build(&b, lua_gettop(C));
+  if (rc != 0 || dry) {
+    *err = b.errs.n ? nb__take(&b.errs) : NULL;
+    if (!*err) free(b.errs.p);
+    b.rt->stopped = 1; /* never ran: no on_stop */
+    nb_rt_close(b.rt);
+    return NULL;
+  }
+  free(b.errs.p);
+  return b.rt;
+}
+
+
+/* Appends msg to errs, prefixed with path unless it starts with it. */
+static void add_located(nb__buf_t *errs, const char *path, const char *msg) {
+  size_t n = strlen(path);
+  if (!strncmp(msg, path, n) && (msg[n] == ':' || msg[n] == 0))
+    nb__addf(errs, "%s", msg);
+  else
+    nb__addf(errs, "%s: %s", path, msg);
+}
+
+/* Sets field key of the table on top of C to the names of a
+ * comma-separated list, when there is one; returns nothing. */
+static void push_names(lua_State *C, const char *list, const char *key) {
+  if (!list) return;
+  char *copy = nb__strdup(list), *save = NULL;
+  int i = 0;
+  lua_newtable(C);
+  for (char *r = strtok_r(copy, ",", &save); r; r = strtok_r(NULL, ",", &save))
+    if (*r) {
+      lua_pushstring(C, r);
+      lua_rawseti(C, -2, ++i);
+    }
+  free(copy);
+  lua_setfield(C, -2, key);
+}
+
+/* Runs neuronbus.manifest's load(path), or load_source(src) with label and
+ * opts' peers and recorders as recorder neurons, in C; returns 1 with the normalized
+ * topology on top, or 0 with every problem appended to errs. */
+static int manifest_load(lua_State *C, const char *path, const char *src,
+                         size_t len, const nb_rt_opts_t *opts,
+                         nb__buf_t *errs) {
+  lua_pushcfunction(C, nb__msgh);
+  int h = lua_gettop(C);
+  lua_getglobal(C, "require");
+  lua_pushliteral(C, "neuronbus.manifest");
+  if (lua_pcall(C, 1, 1, h)) {
+    nb__addf(errs, "cannot load the manifest validator: %s",
+             lua_tostring(C, -1));
+    return 0;
+  }
+  if (src) {
+    lua_getfield(C, -1, "load_source");
+    lua_pushlstring(C, src, len);
+    lua_pushstring(C, path);
+    lua_pushnil(C);         /* scripts resolve against the working dir */
+    lua_pushstring(C, path); /* names a topology without a name */
+    lua_newtable(C);
+    if (opts) {
+      push_names(C, opts->peers, "recorders");
+      push_names(C, opts->recorders, "injector");
+    }
+  } else {
+    lua_getfield(C, -1, "load");
+    lua_pushstring(C, path);
+  }
+  if (lua_pcall(C, src ? 5 : 1, 2, h)) {
+    add_located(errs, path, lua_tostring(C, -1));
+    return 0;
+  }
+  if (lua_istable(C, -2)) {
+    lua_pop(C, 1);
+    return 1;
+  }
+  size_t n = lua_istable(C, -1) ? lua_objlen(C, -1) : 0;
+  for (size_t i = 1; i <= n; i++) {
+    lua_rawgeti(C, -1, (int)i);
+    add_located(errs, path, lua_tostring(C, -1));
+    lua_pop(C, 1);
+  }
+  if (n == 0) nb__addf(errs, "%s: rejected (no reason given)", path);
+  return 0;
+}
+
+/* Opens a runtime from the manifest at path, or from the manifest source
+ * src (len bytes) labelled path; returns it or NULL with *err set. */
+static nb_rt_t *open_manifest(const char *path, const char *src, size_t len,
+                              const nb_rt_opts_t *opts, char **err) {
+  *err = NULL;
+  lua_State *C = nb__state_new(err);
+  if (!C) return NULL;
+  nb__buf_t errs = {0};
+  nb_rt_t *rt = NULL;
+  if (manifest_load(C, path, src, len, opts, &errs))
+    rt = open_from(C, opts, 0, path, err);
+  else
+    *err = nb__take(&errs);
+  lua_close(C);
+  return rt;
+}
+
+nb_rt_t *nb_rt_open_topo(const char *src, size_t len, const char *chunkname,
+                         const nb_rt_opts_t *opts, char **err) {
+  /* "=name" and "@name" are Lua's chunk names: the label is the name. */
+  const char *label = chunkname ? chunkname : "manifest";
+  if (*label == '=' || *label == '@') label++;
+  return open_manifest(label, src, len, opts, err);
+}
+
+nb_rt_t *nb_rt_open(const char *path, const nb_rt_opts_t *opts, char **err) {
+  return open_manifest(path, NULL, 0, opts, err);
+}
+
+int nb_rt_check(const char *path, FILE *out) {
+  char *err = NULL;
+  lua_State *C = nb__state_new(&err);
+  if (!C) {
+    fprintf(out, "%s\n", err);
+    free(err);
+    return 1;
+  }
+  nb__buf_t errs = {0};
+  size_t nn = 0, ns = 0;
+  char *text = NULL;
+  if (manifest_load(C, path, NULL, 0, NULL, &errs)) {
+    int topo = lua_gettop(C);
+    lua_getfield(C, topo, "neurons");
+    nn = lua_objlen(C, -1);
+    lua_getfield(C, topo, "synapses");
+    ns = lua_objlen(C, -1);
+    lua_settop(C, topo);
+    open_from(C, NULL, 1, path, &text);
+  } else {
+    text = nb__take(&errs);
+  }
+  lua_close(C);
+  int problems = 0;
+  if (text && *text) {
+    /* One problem per line, except the lines of a traceback (a script
+     * that raised at its top level). */
+    for (char *line = text; line; line = strchr(line, '\n')) {
+      if (*line == '\n') line++;
+      if (*line != '\t' && strncmp(line, "stack traceback:", 16) != 0)
+        problems++;
+    }
+    fprintf(out, "%s\n", text);
+    fprintf(out, "check: %s: %d problem%s\n", path, problems,
+            problems == 1 ? "" : "s");
+  } else {
+    fprintf(out, "check: %s: ok (%zu neurons, %zu synapses)\n", path, nn, ns);
+  }
+  free(text);
+  return problems;
+}
