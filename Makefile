@@ -123,9 +123,9 @@ FUZZ_TIME ?= 60
 FUZZ_CC ?= clang
 FUZZ_DIR := build/fuzz
 FUZZ_BIN := $(FUZZ_DIR)/fuzz_frames
-FUZZ_SRC := spec/fuzz/fuzz_frames.c runtime/nb_link_wire.c core/nb_transport.c \
+FUZZ_SRC := spec/fuzz/fuzz_frames.c runtime/nb_link_wire.c core/nb_frame.c \
   core/nb_spike.c core/nb_err.c
-FUZZ_HDR := runtime/nb_link_wire.h core/nb_transport.h core/nb_spike.h core/nb_err.h
+FUZZ_HDR := runtime/nb_link_wire.h core/nb_frame.h core/nb_spike.h core/nb_err.h
 
 $(FUZZ_BIN): $(FUZZ_SRC) $(FUZZ_HDR) | deps
 	@mkdir -p $(FUZZ_DIR)/corpus

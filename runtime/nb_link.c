@@ -21,7 +21,7 @@
 
 #include "nb_err.h"
 #include "nb_link_wire.h"
-#include "nb_transport.h"
+#include "nb_frame.h"
 
 #define NB__RBUF (64u * 1024u)      /* read buffer per connection */
 #define NB__WFRAMES 4096u           /* frames per write */
