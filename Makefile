@@ -1,5 +1,7 @@
 # NeuronBus build. `make` builds libneuronbus (static and shared) and the
-# runtime; `make test` runs every test; `make run` runs the demo topology.
+# runtime; `make test` runs every test; `make run` runs the demo topology;
+# `make install PREFIX=/usr/local` (and DESTDIR) installs the command, the
+# libraries, the core headers and the Lua modules.
 # SAN=address (ASan+UBSan) or SAN=thread (TSan) builds into build/$(SAN).
 #
 # Packages: `make deps` installs the missing Debian packages (compiler,
@@ -12,6 +14,8 @@ SAN ?=
 BUILD ?= build/$(if $(SAN),$(SAN),default)
 CC ?= cc
 OPT ?= -O2
+PREFIX ?= /usr/local
+DESTDIR ?=
 
 # Flags: every compile uses CFLAGS_ALL; code that includes the runtime adds
 # HOST_CFLAGS; a program linking the runtime adds HOST_LIBS.
@@ -40,6 +44,8 @@ RT_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c))
 RT_OBJ := $(RT_SRC:%.c=$(BUILD)/%.o)
 RT_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard spec/runtime/test_*.c))
 BENCH_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard bench/*.c))
+# The core's public headers: not its internals (nb__*.h, *_internal.h).
+PUBLIC_HDR := $(filter-out core/nb__% %_internal.h,$(wildcard core/*.h))
 
 LIB_A := $(BUILD)/libneuronbus.a
 LIB_SO := $(BUILD)/libneuronbus.so
@@ -54,7 +60,7 @@ LAYOUT_LUA := lua/neuronbus/layout.lua
 DEPS_STEP := $(if $(filter deps test run bench,$(MAKECMDGOALS)),deps,deps-check)
 
 .PHONY: all core runtime test run deps deps-check deps-fuzz bench bench-plot \
-  clean fuzz fuzz-build fuzz-replay
+  install clean fuzz fuzz-build fuzz-replay
 all: core runtime
 core: $(LIB_A) $(LIB_SO)
 runtime: $(NB_BIN) $(RT_SO) $(LAYOUT_LUA)
@@ -123,6 +129,22 @@ bench-plot:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null; } || \
 	  { echo "bench-plot: gnuplot is missing (apt-get install gnuplot-nox)" >&2; exit 1; }
 	@./bench/plot.sh
+
+# PREFIX/bin/neuronbus finds the Lua modules in ../share/lua/5.1 and
+# neuronbus.testing finds libnbruntime.so in PREFIX/lib, so the tree may be
+# moved as a whole (DESTDIR staging too). The neuronbus/ folders are ours
+# alone: they are replaced, so a module or header that moved or went away
+# leaves no stale copy that would load first.
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
+	install -m 755 $(NB_BIN) $(DESTDIR)$(PREFIX)/bin/neuronbus
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIB_SO) $(RT_SO) $(DESTDIR)$(PREFIX)/lib/
+	rm -rf $(DESTDIR)$(PREFIX)/include/neuronbus $(DESTDIR)$(PREFIX)/share/lua/5.1/neuronbus
+	install -d $(DESTDIR)$(PREFIX)/include/neuronbus
+	install -m 644 $(PUBLIC_HDR) $(DESTDIR)$(PREFIX)/include/neuronbus/
+	cd lua && find neuronbus -name '*.lua' | while read -r f; do \
+	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/5.1/$$f" || exit 1; done
 
 # Fuzzing the link's frame decoder and handshake parser
 # (spec/fuzz/fuzz_frames.c). `make fuzz FUZZ_TIME=60` runs libFuzzer (clang)

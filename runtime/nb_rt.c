@@ -118,7 +118,8 @@ static const char *nb__code_dir(char *buf, size_t size) {
 }
 
 /* Returns the package.path prefix every state gets (computed once):
- * NB_LUA_PATH, then ../../lua beside the code, then the compiled-in dir. */
+ * NB_LUA_PATH, then ../share/lua/5.1 and ../../lua beside the code, then
+ * the compiled-in dir. */
 const char *nb__lua_path(void) {
   static char *path;
   if (path) return path;
@@ -135,10 +136,15 @@ const char *nb__lua_path(void) {
       free(copy);
     }
   }
-  char dir[PATH_MAX], lua[PATH_MAX + 16], real[PATH_MAX];
+  char dir[PATH_MAX], lua[PATH_MAX + 32], real[PATH_MAX];
+  /* Beside the code: an install (PREFIX/bin or PREFIX/lib ->
+   * PREFIX/share/lua/5.1), or a build tree (build/<cfg> -> lua). */
+  static const char *const beside[] = {"../share/lua/5.1", "../../lua"};
   if (*nb__code_dir(dir, sizeof dir)) {
-    snprintf(lua, sizeof lua, "%s/../../lua", dir);
-    if (realpath(lua, real)) nb__addf(&b, "%s/?.lua;%s/?/init.lua;", real, real);
+    for (size_t i = 0; i < 2; i++) {
+      snprintf(lua, sizeof lua, "%s/%s", dir, beside[i]);
+      if (realpath(lua, real)) nb__addf(&b, "%s/?.lua;%s/?/init.lua;", real, real);
+    }
   }
   nb__addf(&b, "%s/?.lua;%s/?/init.lua;", NB_LUA_DEFAULT_DIR, NB_LUA_DEFAULT_DIR);
   /* nb__addf ends every piece with a newline: drop them. */
