@@ -1,31 +1,41 @@
 # NeuronBus build. `make` builds libneuronbus (static and shared) and the
-# runtime; `make test` runs every test; `make run` runs the demo topology.
+# runtime; `make test` runs every test; `make run` runs the demo topology;
+# `make install PREFIX=/usr/local` (and DESTDIR) installs the command, the
+# libraries, the core headers and the Lua modules.
 # SAN=address (ASan+UBSan) or SAN=thread (TSan) builds into build/$(SAN).
-# Missing Debian packages are installed first by `make deps`.
+#
+# Packages: `make deps` installs the missing Debian packages (compiler,
+# pkg-config, LuaJIT, libuv, busted); `make test`, `make run` and
+# `make bench` run it first. Any other build only checks them and names
+# what is missing. The fuzzing toolchain (clang, libFuzzer) is installed
+# only by `make fuzz` and `make fuzz-build`.
 
 SAN ?=
 BUILD ?= build/$(if $(SAN),$(SAN),default)
 CC ?= cc
 OPT ?= -O2
+PREFIX ?= /usr/local
+DESTDIR ?=
+
+# Flags: every compile uses CFLAGS_ALL; code that includes the runtime adds
+# HOST_CFLAGS; a program linking the runtime adds HOST_LIBS.
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wstrict-prototypes \
   -Wno-unused-parameter -g $(OPT) -fPIC -fno-semantic-interposition -pthread -Icore
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 ifeq ($(SAN),address)
-  CFLAGS_BASE += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
-  LDSAN := -fsanitize=address,undefined
+  SAN_FLAGS := $(ASAN_FLAGS)
 else ifeq ($(SAN),thread)
-  CFLAGS_BASE += -fsanitize=thread -fno-omit-frame-pointer
-  LDSAN := -fsanitize=thread
+  SAN_FLAGS := -fsanitize=thread -fno-omit-frame-pointer
 else ifneq ($(SAN),)
   $(error SAN must be address or thread, got "$(SAN)")
 endif
-CFLAGS_ALL = $(CFLAGS_BASE) $(CFLAGS)
-LDLIBS_CORE := -pthread -lm $(LDSAN)
-
-# Lazily expanded: evaluated after `deps` has installed the packages.
-LUAJIT_CFLAGS = $(shell pkg-config --cflags luajit)
-LUAJIT_LIBS = $(shell pkg-config --libs luajit)
-UV_CFLAGS = $(shell pkg-config --cflags libuv)
+CFLAGS_ALL = $(CFLAGS_BASE) $(SAN_FLAGS) $(CFLAGS) -MMD -MP
+LDLIBS_CORE = $(SAN_FLAGS) $(LDFLAGS) -pthread -lm
+# Lazily expanded: pkg-config runs after `deps` has installed the packages.
+HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv) -Iruntime
 UV_LIBS = $(shell pkg-config --libs libuv)
+# -Wl,-E: the agent states' FFI finds the nb_rt_* functions in the program.
+HOST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) $(LDLIBS_CORE) -Wl,-E
 
 CORE_SRC := $(wildcard core/*.c)
 CORE_OBJ := $(CORE_SRC:%.c=$(BUILD)/%.o)
@@ -33,8 +43,9 @@ CORE_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard spec/core/test_*.c spec/core/
 RT_SRC := $(filter-out runtime/main.c,$(wildcard runtime/*.c))
 RT_OBJ := $(RT_SRC:%.c=$(BUILD)/%.o)
 RT_TESTS := $(patsubst %.c,$(BUILD)/%,$(wildcard spec/runtime/test_*.c))
-BENCH_SRC := $(wildcard bench/*.c)
-BENCH_BIN := $(patsubst %.c,$(BUILD)/%,$(BENCH_SRC))
+BENCH_BIN := $(patsubst %.c,$(BUILD)/%,$(wildcard bench/*.c))
+# The core's public headers: not its internals (nb__*.h, *_internal.h).
+PUBLIC_HDR := $(filter-out core/nb__% %_internal.h,$(wildcard core/*.h))
 
 LIB_A := $(BUILD)/libneuronbus.a
 LIB_SO := $(BUILD)/libneuronbus.so
@@ -48,23 +59,27 @@ RT_SO := $(BUILD)/libnbruntime.so
 LAYOUT_LUA := lua/neuronbus/layout.lua
 CONST_H := $(sort $(wildcard core/*.h)) runtime/nb_rt_defaults.h
 
-ifeq ($(wildcard runtime/main.c),)
-  RUNTIME_TARGETS :=
-else
-  RUNTIME_TARGETS := $(NB_BIN) $(RT_SO) $(LAYOUT_LUA)
-endif
+# The goals that install missing packages first; any other build checks.
+DEPS_STEP := $(if $(filter deps test run bench,$(MAKECMDGOALS)),deps,deps-check)
 
-.PHONY: all core runtime test run deps bench bench-plot clean fuzz
+.PHONY: all core runtime test run deps deps-check deps-fuzz bench bench-plot \
+  install clean fuzz fuzz-build fuzz-replay
 all: core runtime
 core: $(LIB_A) $(LIB_SO)
-runtime: $(RUNTIME_TARGETS)
+runtime: $(NB_BIN) $(RT_SO) $(LAYOUT_LUA)
 
 deps:
 	@./.ci/deps
+deps-check:
+	@./.ci/deps --check
+deps-fuzz:
+	@./.ci/deps fuzz
 
-$(BUILD)/%.o: %.c | deps
+# Every compile waits for the packages (order-only: installing them does not
+# make a build out of date).
+$(BUILD)/%.o: %.c | $(DEPS_STEP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(if $(filter runtime/%,$<),$(LUAJIT_CFLAGS) $(UV_CFLAGS)) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS_ALL) $(if $(filter runtime/%,$<),$(HOST_CFLAGS)) -c $< -o $@
 
 $(LIB_A): $(CORE_OBJ)
 	@mkdir -p $(dir $@)
@@ -82,31 +97,31 @@ $(LIB_SO): $(CORE_OBJ)
 $(RT_SO): $(RT_OBJ) $(LIB_A)
 	$(CC) -shared -Wl,-z,nodelete -o $@ $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LDLIBS_CORE)
 
-$(LAYOUT_LUA): core/nb_spike.h runtime/nb_rt_ffi.h $(CONST_H) lua/neuronbus/gen_cdefs.lua | deps
+$(LAYOUT_LUA): core/nb_spike.h runtime/nb_rt_ffi.h $(CONST_H) lua/neuronbus/gen_cdefs.lua | $(DEPS_STEP)
 	luajit lua/neuronbus/gen_cdefs.lua core/nb_spike.h runtime/nb_rt_ffi.h $@ $(CONST_H)
 
 $(NB_BIN): $(BUILD)/runtime/main.o $(RT_OBJ) $(LIB_A)
-	$(CC) -o $@ $^ $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE) -Wl,-E
+	$(CC) -o $@ $^ $(HOST_LIBS)
 
-$(BUILD)/spec/core/%: spec/core/%.c $(LIB_A) spec/nbtest.h | deps
+$(BUILD)/spec/core/%: spec/core/%.c $(LIB_A) | $(DEPS_STEP)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -Ispec -o $@ $< $(LIB_A) $(LDLIBS_CORE)
 
-$(BUILD)/spec/runtime/%: spec/runtime/%.c $(RT_OBJ) $(LIB_A) spec/nbtest.h | deps
+$(BUILD)/spec/runtime/%: spec/runtime/%.c $(RT_OBJ) $(LIB_A) | $(DEPS_STEP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(LUAJIT_CFLAGS) $(UV_CFLAGS) -Ispec -Iruntime -o $@ $< $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE) -Wl,-E
+	$(CC) $(CFLAGS_ALL) $(HOST_CFLAGS) -Ispec -o $@ $< $(RT_OBJ) $(LIB_A) $(HOST_LIBS)
 
-$(BUILD)/bench/%: bench/%.c $(wildcard bench/*.h) $(RT_OBJ) $(LIB_A) | deps
+$(BUILD)/bench/%: bench/%.c $(RT_OBJ) $(LIB_A) | $(DEPS_STEP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) $(LUAJIT_CFLAGS) $(UV_CFLAGS) -Ibench -Iruntime -o $@ $< $(RT_OBJ) $(LIB_A) $(UV_LIBS) $(LUAJIT_LIBS) $(LDLIBS_CORE) -Wl,-E
+	$(CC) $(CFLAGS_ALL) $(HOST_CFLAGS) -Ibench -o $@ $< $(RT_OBJ) $(LIB_A) $(HOST_LIBS)
 
-test: all $(CORE_TESTS) $(RT_TESTS) $(BENCH_BIN)
+test: deps all $(CORE_TESTS) $(RT_TESTS) $(BENCH_BIN)
 	@NB_SAN=$(SAN) ./spec/run.sh $(BUILD) $(SAN)
 
-run: all
+run: deps all
 	./$(NB_BIN) run agents/demo.lua --for 3s --stats
 
-bench: all $(BENCH_BIN)
+bench: deps all $(BENCH_BIN)
 	@./bench/run.sh $(BUILD)
 
 # Renders bench/results.json (and bench/history/) to bench/ratios.svg;
@@ -118,25 +133,49 @@ bench-plot:
 	  { echo "bench-plot: gnuplot is missing (apt-get install gnuplot-nox)" >&2; exit 1; }
 	@./bench/plot.sh
 
-# libFuzzer target for the link's frame decoder and handshake parser
-# (spec/fuzz/fuzz_frames.c). `make fuzz FUZZ_TIME=60` fuzzes for that many
-# seconds: new inputs go to build/fuzz/corpus, the kept seeds are
-# spec/fuzz/corpus (read only), crashes land in build/fuzz/.
+# PREFIX/bin/neuronbus finds the Lua modules in ../share/lua/5.1 and
+# neuronbus.testing finds libnbruntime.so in PREFIX/lib, so the tree may be
+# moved as a whole (DESTDIR staging too). The neuronbus/ folders are ours
+# alone: they are replaced, so a module or header that moved or went away
+# leaves no stale copy that would load first.
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib
+	install -m 755 $(NB_BIN) $(DESTDIR)$(PREFIX)/bin/neuronbus
+	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(LIB_SO) $(RT_SO) $(DESTDIR)$(PREFIX)/lib/
+	rm -rf $(DESTDIR)$(PREFIX)/include/neuronbus $(DESTDIR)$(PREFIX)/share/lua/5.1/neuronbus
+	install -d $(DESTDIR)$(PREFIX)/include/neuronbus
+	install -m 644 $(PUBLIC_HDR) $(DESTDIR)$(PREFIX)/include/neuronbus/
+	cd lua && find neuronbus -name '*.lua' | while read -r f; do \
+	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/5.1/$$f" || exit 1; done
+
+# Fuzzing the link's frame decoder and handshake parser
+# (spec/fuzz/fuzz_frames.c). `make fuzz FUZZ_TIME=60` runs libFuzzer (clang)
+# for that many seconds: new inputs go to build/fuzz/corpus, the kept seeds
+# are spec/fuzz/corpus (read only), crashes land in build/fuzz/.
+# `make fuzz-replay` builds the same target with cc, ASan and UBSan and a
+# main of its own (spec/fuzz/replay.c) that replays the corpus and seeded
+# mutations of it: what make test runs, without the clang toolchain.
 FUZZ_TIME ?= 60
 FUZZ_CC ?= clang
 FUZZ_DIR := build/fuzz
 FUZZ_BIN := $(FUZZ_DIR)/fuzz_frames
-FUZZ_SRC := spec/fuzz/fuzz_frames.c runtime/nb_link_wire.c core/nb_transport.c \
+FUZZ_REPLAY := $(FUZZ_DIR)/replay_frames
+FUZZ_SRC := spec/fuzz/fuzz_frames.c runtime/nb_link_wire.c core/nb_frame.c \
   core/nb_spike.c core/nb_err.c
-FUZZ_HDR := runtime/nb_link_wire.h core/nb_transport.h core/nb_spike.h core/nb_err.h
+FUZZ_HDR := runtime/nb_link_wire.h core/nb_frame.h core/nb_spike.h core/nb_err.h
+FUZZ_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) -Iruntime
 
-$(FUZZ_BIN): $(FUZZ_SRC) $(FUZZ_HDR) | deps
+$(FUZZ_BIN): $(FUZZ_SRC) $(FUZZ_HDR) | deps-fuzz
 	@mkdir -p $(FUZZ_DIR)/corpus
-	$(FUZZ_CC) -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-	  -fno-sanitize-recover=undefined -Icore -Iruntime -o $@ $(FUZZ_SRC) -pthread
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ $(FUZZ_SRC)
 
-.PHONY: fuzz-build
+$(FUZZ_REPLAY): spec/fuzz/replay.c $(FUZZ_SRC) $(FUZZ_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c $(FUZZ_SRC)
+
 fuzz-build: $(FUZZ_BIN)
+fuzz-replay: $(FUZZ_REPLAY)
 
 fuzz: $(FUZZ_BIN)
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=16384 -print_final_stats=1 \
@@ -145,4 +184,4 @@ fuzz: $(FUZZ_BIN)
 clean:
 	rm -rf build
 
--include $(CORE_OBJ:.o=.d) $(RT_OBJ:.o=.d)
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

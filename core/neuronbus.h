@@ -16,6 +16,6 @@
 #include "nb_synapse.h"
 #include "nb_neuron.h"
 #include "nb_cortex.h"
-#include "nb_transport.h"
+#include "nb_frame.h"
 
 #endif

@@ -1,9 +1,12 @@
-/* main.c: the `neuronbus` command: run and check a manifest. */
+/* main.c: the `neuronbus` command: run and check a manifest, run specs. */
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "nb_rt.h"
 
@@ -11,6 +14,7 @@ static const char usage[] =
     "usage: neuronbus run MANIFEST [--ticks N] [--for DURATION] [--stats[=json]]\n"
     "                     [--no-watch] [--drain DURATION]\n"
     "       neuronbus check MANIFEST\n"
+    "       neuronbus test [PATH...] [-- BUSTED-OPTION...]\n"
     "       neuronbus --help | --version\n"
     "\n"
     "run     launches the topology of MANIFEST (a Lua file returning a table)\n"
@@ -30,9 +34,18 @@ static const char usage[] =
     "                       be acknowledged by peers (default 2s)\n"
     "check   validates MANIFEST and loads every agent script it names;\n"
     "        prints every problem and exits 1 if there is any.\n"
+    "test    runs the busted specs (*_spec.lua) under each PATH (default:\n"
+    "        ./spec when it is a folder, else the current folder; with a\n"
+    "        .busted file and no PATH, what it says) with busted --lua=luajit,\n"
+    "        from any folder: the neuronbus Lua modules go on LUA_PATH and\n"
+    "        NB_BUILD names the folder of this neuronbus's libnbruntime.so,\n"
+    "        which require(\"neuronbus.testing\") loads. Options after --\n"
+    "        go to busted (-- -o TAP, -- --filter NAME). Exits with busted's\n"
+    "        status: 0 when every spec passed.\n"
     "\n"
     "Lua modules are found in NB_LUA_PATH (directories separated by ':', or\n"
-    "Lua path templates), then in ../../lua beside the executable.\n";
+    "Lua path templates), then in ../share/lua/5.1 (an install) or ../../lua\n"
+    "(a build tree) beside the executable.\n";
 
 /* Prints a command-line error naming the bad argument; returns 1. */
 static int bad(const char *fmt, const char *arg) {
@@ -152,6 +165,113 @@ static int cmd_check(int argc, char **argv) {
   return nb_rt_check(manifest, stdout) ? 1 : 0;
 }
 
+/* Returns 1 when an executable named name is in a folder of $PATH. */
+static int on_path(const char *name) {
+  const char *path = getenv("PATH");
+  if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
+  char buf[PATH_MAX];
+  for (const char *p = path; *p;) {
+    size_t n = strcspn(p, ":");
+    snprintf(buf, sizeof buf, "%.*s/%s", (int)n, n ? p : ".", name);
+    if (access(buf, X_OK) == 0) return 1;
+    p += n;
+    if (*p == ':') p++;
+  }
+  return 0;
+}
+
+/* Writes in dir the folder holding this neuronbus's libnbruntime.so (beside
+ * the executable in a build tree, ../lib in an install); returns 0, or -1
+ * with an error printed. */
+static int runtime_lib_dir(char *dir, size_t size) {
+  char exe[PATH_MAX], lib[PATH_MAX + 32], real[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n <= 0) {
+    fprintf(stderr, "neuronbus test: cannot find the executable's folder\n");
+    return -1;
+  }
+  exe[n] = 0;
+  *strrchr(exe, '/') = 0;
+  static const char *const beside[] = {"", "/../lib"};
+  for (size_t i = 0; i < 2; i++) {
+    snprintf(lib, sizeof lib, "%s%s/libnbruntime.so", exe, beside[i]);
+    if (access(lib, R_OK) == 0 && realpath(lib, real)) {
+      *strrchr(real, '/') = 0;
+      snprintf(dir, size, "%s", real);
+      return 0;
+    }
+  }
+  fprintf(stderr, "neuronbus test: no libnbruntime.so beside %s or in "
+          "%s/../lib (make builds it; make install puts it in PREFIX/lib)\n",
+          exe, exe);
+  return -1;
+}
+
+static int cmd_test(int argc, char **argv) {
+  /* busted, its options, then the folders or files to run. */
+  const char **args = calloc((size_t)argc + 3, sizeof *args);
+  if (!args) return 1;
+  int n = 0, npaths = 0, i = 2;
+  args[n++] = "busted";
+  args[n++] = "--lua=luajit";
+  for (int j = 2; j < argc; j++)
+    if (!strcmp(argv[j], "--"))
+      for (int k = j + 1; k < argc; k++) args[n++] = argv[k];
+  struct stat st;
+  for (; i < argc && strcmp(argv[i], "--"); i++) {
+    if (argv[i][0] == '-' && argv[i][1]) {
+      free(args);
+      return bad("test: unknown option \"%s\" (busted's options go after "
+                 "--)", argv[i]);
+    }
+    if (stat(argv[i], &st) != 0) {
+      fprintf(stderr, "neuronbus test: %s: %s\n", argv[i], strerror(errno));
+      free(args);
+      return 1;
+    }
+    args[n++] = argv[i];
+    npaths++;
+  }
+  if (!npaths && stat(".busted", &st) != 0)
+    args[n++] = stat("spec", &st) == 0 && S_ISDIR(st.st_mode) ? "spec" : ".";
+  args[n] = NULL;
+  if (!on_path("busted")) {
+    fprintf(stderr, "neuronbus test: busted is not on PATH (Debian: apt-get "
+            "install lua-busted; or luarocks install busted)\n");
+    free(args);
+    return 1;
+  }
+  if (!on_path("luajit")) {
+    fprintf(stderr, "neuronbus test: luajit is not on PATH (busted runs the "
+            "specs with it; Debian: apt-get install luajit)\n");
+    free(args);
+    return 1;
+  }
+  char lib[PATH_MAX];
+  if (runtime_lib_dir(lib, sizeof lib) != 0) {
+    free(args);
+    return 1;
+  }
+  /* The modules first; ";;" keeps Lua's default path (busted's own). */
+  const char *old = getenv("LUA_PATH");
+  const char *mods = nb_rt_lua_path(), *rest = old && *old ? old : ";";
+  size_t len = strlen(mods) + strlen(rest) + 1;
+  char *lua_path = malloc(len);
+  if (!lua_path) {
+    fputs("neuronbus test: out of memory\n", stderr);
+    free(args);
+    return 1;
+  }
+  snprintf(lua_path, len, "%s%s", mods, rest);
+  setenv("LUA_PATH", lua_path, 1);
+  setenv("NB_BUILD", lib, 1);
+  free(lua_path);
+  execvp("busted", (char *const *)args);
+  fprintf(stderr, "neuronbus test: cannot run busted: %s\n", strerror(errno));
+  free(args);
+  return 1;
+}
+
 int main(int argc, char **argv) {
   if (argc < 2) {
     fputs(usage, stderr);
@@ -168,5 +288,6 @@ int main(int argc, char **argv) {
   }
   if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
   if (!strcmp(cmd, "check")) return cmd_check(argc, argv);
-  return bad("unknown command \"%s\" (expected run or check)", cmd);
+  if (!strcmp(cmd, "test")) return cmd_test(argc, argv);
+  return bad("unknown command \"%s\" (expected run, check or test)", cmd);
 }

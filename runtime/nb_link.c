@@ -21,8 +21,8 @@
 
 #include "nb_err.h"
 #include "nb_link_wire.h"
+#include "nb_frame.h"
 #include "nb_rt_defaults.h"
-#include "nb_transport.h"
 
 #define NB__RBUF (64u * 1024u)      /* read buffer per connection */
 #define NB__WFRAMES 4096u           /* frames per write */

@@ -5,7 +5,7 @@
  * socket delivered. Everything is fuzzed by spec/fuzz/fuzz_frames.c.
  *
  * A connection carries, in each direction, one HELLO and then frames
- * (nb_transport.h: 4-byte LE length, the 64-byte spike, and the payload
+ * (nb_frame.h: 4-byte LE length, the 64-byte spike, and the payload
  * bytes when the spike holds an arena ref). The connecting side sends its
  * HELLO first; the accepting side answers once it knows who called, since
  * its HELLO carries how many frames it already received from that peer.
@@ -42,7 +42,7 @@
 #include <stdint.h>
 
 #include "nb_spike.h"
-#include "nb_transport.h"
+#include "nb_frame.h"
 
 #define NB_LINK_MAGIC 0x4b4c424eu /* "NBLK" little-endian */
 #define NB_LINK_VERSION 1u

@@ -57,6 +57,10 @@ int nb_rt_reload_changed(nb_rt_t *rt);
 uint64_t nb_rt_ticks(const nb_rt_t *rt);
 uint64_t nb_rt_tick_ns(const nb_rt_t *rt);
 
+/* Returns the Lua module path (package.path templates) every state the
+ * runtime makes gets, before LuaJIT's own. */
+const char *nb_rt_lua_path(void);
+
 /* Returns the topology's name. */
 const char *nb_rt_topology_name(const nb_rt_t *rt);
 

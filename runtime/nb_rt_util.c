@@ -15,7 +15,7 @@
 #include <lualib.h>
 
 #ifndef NB_LUA_DEFAULT_DIR
-#define NB_LUA_DEFAULT_DIR "/usr/local/share/neuronbus/lua"
+#define NB_LUA_DEFAULT_DIR "/usr/local/share/lua/5.1"
 #endif
 
 /* ------------------------------------------------------------------ */
@@ -104,7 +104,8 @@ static const char *code_dir(char *buf, size_t size) {
 }
 
 /* Returns the package.path prefix every state gets (computed once):
- * NB_LUA_PATH, then ../../lua beside the code, then the compiled-in dir. */
+ * NB_LUA_PATH, then ../share/lua/5.1 and ../../lua beside the code, then
+ * the compiled-in dir. */
 const char *nb__lua_path(void) {
   static char *path;
   if (path) return path;
@@ -121,10 +122,15 @@ const char *nb__lua_path(void) {
       free(copy);
     }
   }
-  char dir[PATH_MAX], lua[PATH_MAX + 16], real[PATH_MAX];
+  char dir[PATH_MAX], lua[PATH_MAX + 32], real[PATH_MAX];
+  /* Beside the code: an install (PREFIX/bin or PREFIX/lib ->
+   * PREFIX/share/lua/5.1), or a build tree (build/<cfg> -> lua). */
+  static const char *const beside[] = {"../share/lua/5.1", "../../lua"};
   if (*code_dir(dir, sizeof dir)) {
-    snprintf(lua, sizeof lua, "%s/../../lua", dir);
-    if (realpath(lua, real)) nb__addf(&b, "%s/?.lua;%s/?/init.lua;", real, real);
+    for (size_t i = 0; i < 2; i++) {
+      snprintf(lua, sizeof lua, "%s/%s", dir, beside[i]);
+      if (realpath(lua, real)) nb__addf(&b, "%s/?.lua;%s/?/init.lua;", real, real);
+    }
   }
   nb__addf(&b, "%s/?.lua;%s/?/init.lua;", NB_LUA_DEFAULT_DIR, NB_LUA_DEFAULT_DIR);
   /* nb__addf ends every piece with a newline: drop them. */
@@ -150,6 +156,8 @@ lua_State *nb__state_new(char **err) {
   lua_pop(L, 2);
   return L;
 }
+
+const char *nb_rt_lua_path(void) { return nb__lua_path(); }
 
 /* Message handler for every lua_pcall: the error text plus a traceback. */
 int nb__msgh(lua_State *L) {

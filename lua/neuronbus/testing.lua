@@ -37,7 +37,8 @@
 -- next_backoff_ns, jit, sandbox.
 --
 -- The runtime's shared library (build/<cfg>/libnbruntime.so, found through
--- NB_BUILD, else build/default beside this tree) is loaded into the busted
+-- NB_BUILD, else build/default beside this tree, or PREFIX/lib for an
+-- install under PREFIX/share/lua/5.1) is loaded into the busted
 -- process with ffi.load(path, true); every agent still runs in its own
 -- lua_State created by that library, with the busted process's LuaJIT.
 -- Recorder neurons (peers, and the built-in "test" that injects by
@@ -62,16 +63,20 @@ local DEFAULT_SOURCE = "test"
 local BROADCAST = nbffi.constants.BROADCAST
 local E_NOENT = nbffi.constants.err.ENOENT
 
--- Returns the directory of the source tree (lua/neuronbus/testing.lua ->
--- ../..), or nil.
-local function tree_root()
+-- Returns where this file's runtime library is: build/default of the
+-- source tree (lua/neuronbus/testing.lua) or lib of an install
+-- (PREFIX/share/lua/5.1/neuronbus/testing.lua), or nil.
+local function lib_dir()
   local here = package.searchpath("neuronbus.testing", package.path)
   if not here then return nil end
   if here:sub(1, 1) ~= "/" then
     local pwd = os.getenv("PWD") or io.popen("pwd"):read("*l")
     here = pwd .. "/" .. here
   end
-  return here:match("^(.*)/lua/neuronbus/testing%.lua$")
+  local prefix = here:match("^(.*)/share/lua/5%.1/neuronbus/testing%.lua$")
+  if prefix then return prefix .. "/lib" end
+  local root = here:match("^(.*)/lua/neuronbus/testing%.lua$")
+  return root and root .. "/build/default"
 end
 
 -- Returns the loaded runtime library (kept in the registry: loaded once per
@@ -90,8 +95,7 @@ function _M.lib()
     -- RTLD_GLOBAL: the agent states' ffi.C must find nb_rt_* too.
     return ffi.load(path, true)
   end
-  local root = tree_root()
-  local lib = try(os.getenv("NB_BUILD")) or try(root and root .. "/build/default")
+  local lib = try(os.getenv("NB_BUILD")) or try(lib_dir())
   if not lib then
     error("neuronbus.testing: cannot find libnbruntime.so (looked at "
       .. table.concat(tried, ", ") .. "); build it with make, or point "

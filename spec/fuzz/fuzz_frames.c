@@ -9,7 +9,7 @@
  *     whole and fed in seed-chosen pieces: the events and the verdict must
  *     not depend on where the stream was cut; once with bare refs refused
  *     and once accepted after the HELLO (a peer sharing the arena file);
- *   - the bare frame decoder of nb_transport.h, whole and in pieces, with
+ *   - the bare frame decoder of nb_frame.h, whole and in pieces, with
  *     and without bare refs;
  *   - the URL parser, on the input as text.
  * A difference traps, so libFuzzer reports it like a crash. */
@@ -19,7 +19,7 @@
 
 #include "nb_err.h"
 #include "nb_link_wire.h"
-#include "nb_transport.h"
+#include "nb_frame.h"
 
 #define FNV(h, v) ((h) = ((h) ^ (uint64_t)(v)) * 1099511628211ull)
 

@@ -1,7 +1,7 @@
 /* gen_corpus.c: writes the seed corpus of fuzz_frames into a directory.
  *
  *   cc -std=c11 -D_GNU_SOURCE -Icore -Iruntime spec/fuzz/gen_corpus.c \
- *      runtime/nb_link_wire.c core/nb_transport.c core/nb_spike.c \
+ *      runtime/nb_link_wire.c core/nb_frame.c core/nb_spike.c \
  *      core/nb_err.c -pthread -o /tmp/gen && /tmp/gen spec/fuzz/corpus
  *
  * Each file is one seed byte (how fuzz_frames cuts the stream) followed by
@@ -13,7 +13,7 @@
 #include <string.h>
 
 #include "nb_link_wire.h"
-#include "nb_transport.h"
+#include "nb_frame.h"
 
 static uint8_t buf[1 << 16];
 static size_t len;

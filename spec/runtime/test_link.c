@@ -14,7 +14,7 @@
 #include "nb_err.h"
 #include "nb_link.h"
 #include "nb_link_wire.h"
-#include "nb_transport.h"
+#include "nb_frame.h"
 #include "nbtest.h"
 
 #define NSRC 4

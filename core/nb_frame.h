@@ -1,11 +1,11 @@
-/* nb_transport.h: the wire frame and the in-process LocalTransport.
+/* nb_frame.h: the wire frame codec.
  *
  * Frame: 4-byte little-endian length L, then L bytes: the 64-byte spike,
  * then (only when the spike holds an arena ref) the payload's ref.len bytes
  * so large payloads cross hosts. L == 64 for a plain spike. The socket layer
  * lives in the runtime; this module only encodes and decodes. */
-#ifndef NB_TRANSPORT_H
-#define NB_TRANSPORT_H
+#ifndef NB_FRAME_H
+#define NB_FRAME_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -19,7 +19,7 @@
 /* END CONSTANTS */
 
 /* Writes the 68-byte frame of a spike whose payload is inline; returns 68,
- * or NB_EINVAL when s holds an arena ref (use nb_frame_encode_ref). */
+ * or NB_EINVAL when s holds an arena ref (use nb_frame_encode_head). */
 int nb_frame_encode(const nb_spike_t *s, uint8_t out[NB_FRAME_SPIKE]);
 
 /* Writes the 68-byte head of a frame carrying len payload bytes after the
@@ -46,6 +46,8 @@ typedef struct nb_frame_decoder_s {
  * plain 64-byte frames; capped at UINT32_MAX - 68 so a frame's 32-bit byte
  * count never wraps). */
 void nb_frame_decoder_init(nb_frame_decoder_t *d, uint32_t max_payload);
+
+/* Frees the decoder's payload buffer; the decoder may be initialized again. */
 void nb_frame_decoder_free(nb_frame_decoder_t *d);
 
 /* Writes the 68-byte frame of a ref spike WITHOUT its payload bytes, for a
@@ -63,29 +65,5 @@ int nb_frame_encode_bare_ref(const nb_spike_t *s, uint8_t out[NB_FRAME_SPIKE]);
 int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
                     size_t *used, nb_spike_t *out, const uint8_t **payload,
                     size_t *payload_len);
-
-/* ---- LocalTransport: a bounded mutex-guarded queue ---- */
-
-typedef struct nb_local_transport_s nb_local_transport_t;
-
-/* Creates a queue holding up to capacity spikes; returns 0, NB_EINVAL or
- * NB_ENOMEM. */
-int nb_local_new(nb_local_transport_t **out, size_t capacity);
-void nb_local_free(nb_local_transport_t *t);
-
-/* Enqueues a copy; returns 0, NB_EFULL, or NB_ECLOSED. */
-int nb_local_send(nb_local_transport_t *t, const nb_spike_t *s);
-
-/* Dequeues without waiting; returns 0, NB_EEMPTY, or NB_ECLOSED once
- * closed and drained. */
-int nb_local_try_recv(nb_local_transport_t *t, nb_spike_t *out);
-
-/* Dequeues, sleeping on a condition variable up to timeout_ns (0 = no
- * limit); returns 0, NB_ETIMEDOUT, or NB_ECLOSED once closed and drained. */
-int nb_local_recv(nb_local_transport_t *t, nb_spike_t *out,
-                  uint64_t timeout_ns);
-
-/* Closes the queue and wakes every waiter. */
-void nb_local_close(nb_local_transport_t *t);
 
 #endif

@@ -1,4 +1,4 @@
-/* nb_transport.c: the wire frame codec and the in-process LocalTransport.
+/* nb_frame.c: the wire frame codec.
  *
  * Frame: a 4-byte little-endian length L, the 64-byte spike, then L - 64
  * payload bytes, present only when the spike holds an arena ref (and then
@@ -6,21 +6,16 @@
  * over one frame: it accepts the stream cut at any point, and the first
  * inconsistency kills the stream for good, since after a bad length no
  * later byte can be trusted to start a frame. */
-#include "nb_transport.h"
+#include "nb_frame.h"
 
-#include <errno.h>
-#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "nb_err.h"
 
-/* ---- frame codec ---- */
-
 /* Writes v as 4 little-endian bytes, whatever the host order; returns
  * nothing. */
-static void nb__put_le32(uint8_t *p, uint32_t v) {
+static void put_le32(uint8_t *p, uint32_t v) {
   p[0] = (uint8_t)v;
   p[1] = (uint8_t)(v >> 8);
   p[2] = (uint8_t)(v >> 16);
@@ -28,14 +23,14 @@ static void nb__put_le32(uint8_t *p, uint32_t v) {
 }
 
 /* Returns the little-endian uint32 at p. */
-static uint32_t nb__get_le32(const uint8_t *p) {
+static uint32_t get_le32(const uint8_t *p) {
   return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
          (uint32_t)p[3] << 24;
 }
 
 int nb_frame_encode(const nb_spike_t *s, uint8_t out[NB_FRAME_SPIKE]) {
   if (nb_spike_is_ref(s)) return NB_EINVAL;
-  nb__put_le32(out, NB_SPIKE_SIZE);
+  put_le32(out, NB_SPIKE_SIZE);
   memcpy(out + NB_FRAME_HEADER, nb_spike_as_bytes(s), NB_SPIKE_SIZE);
   return NB_FRAME_SPIKE;
 }
@@ -51,7 +46,7 @@ int nb_frame_encode_head(const nb_spike_t *s, size_t payload_len,
     return NB_EINVAL;
   }
   if (payload_len > UINT32_MAX - NB_SPIKE_SIZE) return NB_ETOOBIG;
-  nb__put_le32(out, (uint32_t)(NB_SPIKE_SIZE + payload_len));
+  put_le32(out, (uint32_t)(NB_SPIKE_SIZE + payload_len));
   memcpy(out + NB_FRAME_HEADER, nb_spike_as_bytes(s), NB_SPIKE_SIZE);
   return NB_FRAME_SPIKE;
 }
@@ -60,7 +55,7 @@ int nb_frame_encode_bare_ref(const nb_spike_t *s,
                              uint8_t out[NB_FRAME_SPIKE]) {
   nb_arena_ref_t ref;
   if (!nb_spike_is_ref(s) || nb_spike_get_ref(s, &ref) != 0) return NB_EINVAL;
-  nb__put_le32(out, NB_SPIKE_SIZE);
+  put_le32(out, NB_SPIKE_SIZE);
   memcpy(out + NB_FRAME_HEADER, nb_spike_as_bytes(s), NB_SPIKE_SIZE);
   return NB_FRAME_SPIKE;
 }
@@ -81,14 +76,14 @@ void nb_frame_decoder_free(nb_frame_decoder_t *d) {
 }
 
 /* Marks the stream dead; returns NB_EFRAME. */
-static int nb__frame_fail(nb_frame_decoder_t *d) {
+static int frame_fail(nb_frame_decoder_t *d) {
   d->failed = 1;
   return NB_EFRAME;
 }
 
 /* Grows the payload buffer to hold n bytes (n <= max_payload); returns 0
  * or NB_ENOMEM with the decoder unchanged. */
-static int nb__frame_grow(nb_frame_decoder_t *d, uint32_t n) {
+static int frame_grow(nb_frame_decoder_t *d, uint32_t n) {
   if (n <= d->payload_cap) return 0;
   /* Doubling amortises a stream of growing payloads; the cap bounds it. */
   uint64_t cap = d->payload_cap ? (uint64_t)d->payload_cap * 2 : 256;
@@ -103,19 +98,19 @@ static int nb__frame_grow(nb_frame_decoder_t *d, uint32_t n) {
 
 /* Checks the complete head (length and spike) of the current frame
  * against each other; returns 0 or NB_EFRAME. */
-static int nb__frame_check_head(nb_frame_decoder_t *d) {
+static int frame_check_head(nb_frame_decoder_t *d) {
   nb_spike_t s;
   if (nb_spike_from_bytes(&s, d->head + NB_FRAME_HEADER) != 0)
-    return nb__frame_fail(d);
+    return frame_fail(d);
   uint32_t plen = d->body_len - NB_SPIKE_SIZE;
   if (nb_spike_is_ref(&s)) {
     nb_arena_ref_t ref;
-    if (nb_spike_get_ref(&s, &ref) != 0) return nb__frame_fail(d);
+    if (nb_spike_get_ref(&s, &ref) != 0) return frame_fail(d);
     /* Between ends sharing an arena the bytes stay there. */
     if (plen == 0 && d->bare_refs) return 0;
-    if (ref.len != plen) return nb__frame_fail(d);
+    if (ref.len != plen) return frame_fail(d);
   } else if (plen != 0) {
-    return nb__frame_fail(d);
+    return frame_fail(d);
   }
   return 0;
 }
@@ -137,17 +132,17 @@ int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
     d->have += (uint32_t)take;
     pos += take;
     if (d->have == NB_FRAME_HEADER) {
-      uint32_t l = nb__get_le32(d->head);
+      uint32_t l = get_le32(d->head);
       /* Reject an impossible length at once, before waiting for a body. */
       if (l < NB_SPIKE_SIZE || l - NB_SPIKE_SIZE > d->max_payload) {
         *used = pos;
-        return nb__frame_fail(d);
+        return frame_fail(d);
       }
       d->body_len = l;
     }
     if (d->have >= NB_FRAME_HEADER)
       d->need = NB_FRAME_HEADER + d->body_len - d->have;
-    if (d->have == NB_FRAME_SPIKE && nb__frame_check_head(d) != 0) {
+    if (d->have == NB_FRAME_SPIKE && frame_check_head(d) != 0) {
       *used = pos;
       return NB_EFRAME;
     }
@@ -161,7 +156,7 @@ int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
    * may be NULL). */
   if (d->need && pos < len) {
     uint32_t plen = d->body_len - NB_SPIKE_SIZE;
-    int rc = nb__frame_grow(d, plen);
+    int rc = frame_grow(d, plen);
     if (rc) {
       *used = pos;
       return rc; /* not sticky: the state is intact, call again */
@@ -183,120 +178,4 @@ int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
   d->have = 0;
   d->body_len = 0;
   return 1;
-}
-
-/* ---- LocalTransport ---- */
-
-struct nb_local_transport_s {
-  pthread_mutex_t mu;
-  pthread_cond_t nonempty; /* signalled on send and broadcast on close */
-  nb_spike_t *ring;
-  size_t cap, head, count;
-  int closed;
-};
-
-int nb_local_new(nb_local_transport_t **out, size_t capacity) {
-  if (!out) return NB_EINVAL;
-  *out = NULL;
-  if (capacity == 0 || capacity > SIZE_MAX / sizeof(nb_spike_t))
-    return NB_EINVAL;
-  nb_local_transport_t *t = calloc(1, sizeof *t);
-  if (!t) return NB_ENOMEM;
-  t->ring = aligned_alloc(64, capacity * sizeof(nb_spike_t));
-  if (!t->ring) {
-    free(t);
-    return NB_ENOMEM;
-  }
-  t->cap = capacity;
-  pthread_condattr_t ca;
-  int ok = pthread_condattr_init(&ca) == 0;
-  /* A monotonic clock keeps recv timeouts immune to wall-clock jumps. */
-  ok = ok && pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0;
-  ok = ok && pthread_cond_init(&t->nonempty, &ca) == 0;
-  pthread_condattr_destroy(&ca);
-  if (!ok || pthread_mutex_init(&t->mu, NULL) != 0) {
-    if (ok) pthread_cond_destroy(&t->nonempty);
-    free(t->ring);
-    free(t);
-    return NB_ENOMEM;
-  }
-  *out = t;
-  return 0;
-}
-
-void nb_local_free(nb_local_transport_t *t) {
-  if (!t) return;
-  pthread_cond_destroy(&t->nonempty);
-  pthread_mutex_destroy(&t->mu);
-  free(t->ring);
-  free(t);
-}
-
-int nb_local_send(nb_local_transport_t *t, const nb_spike_t *s) {
-  pthread_mutex_lock(&t->mu);
-  int rc = 0;
-  if (t->closed) {
-    rc = NB_ECLOSED;
-  } else if (t->count == t->cap) {
-    rc = NB_EFULL;
-  } else {
-    t->ring[(t->head + t->count) % t->cap] = *s;
-    t->count++;
-    pthread_cond_signal(&t->nonempty);
-  }
-  pthread_mutex_unlock(&t->mu);
-  return rc;
-}
-
-/* Pops the oldest spike into out; the caller holds mu and count > 0;
- * returns nothing. */
-static void nb__local_pop(nb_local_transport_t *t, nb_spike_t *out) {
-  *out = t->ring[t->head];
-  t->head = (t->head + 1) % t->cap;
-  t->count--;
-}
-
-int nb_local_try_recv(nb_local_transport_t *t, nb_spike_t *out) {
-  pthread_mutex_lock(&t->mu);
-  int rc = 0;
-  if (t->count) nb__local_pop(t, out);
-  else rc = t->closed ? NB_ECLOSED : NB_EEMPTY;
-  pthread_mutex_unlock(&t->mu);
-  return rc;
-}
-
-int nb_local_recv(nb_local_transport_t *t, nb_spike_t *out,
-                  uint64_t timeout_ns) {
-  struct timespec deadline;
-  if (timeout_ns) {
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    uint64_t ns = (uint64_t)deadline.tv_nsec + timeout_ns % 1000000000u;
-    deadline.tv_sec += (time_t)(timeout_ns / 1000000000u + ns / 1000000000u);
-    deadline.tv_nsec = (long)(ns % 1000000000u);
-  }
-  pthread_mutex_lock(&t->mu);
-  int rc = 0;
-  /* Loop: wakeups can be spurious, or another receiver took the spike. */
-  while (!t->count && !t->closed) {
-    if (!timeout_ns) {
-      pthread_cond_wait(&t->nonempty, &t->mu);
-    } else if (pthread_cond_timedwait(&t->nonempty, &t->mu, &deadline) ==
-               ETIMEDOUT) {
-      if (!t->count && !t->closed) rc = NB_ETIMEDOUT;
-      break;
-    }
-  }
-  if (rc == 0) {
-    if (t->count) nb__local_pop(t, out);
-    else rc = NB_ECLOSED;
-  }
-  pthread_mutex_unlock(&t->mu);
-  return rc;
-}
-
-void nb_local_close(nb_local_transport_t *t) {
-  pthread_mutex_lock(&t->mu);
-  t->closed = 1;
-  pthread_cond_broadcast(&t->nonempty);
-  pthread_mutex_unlock(&t->mu);
 }

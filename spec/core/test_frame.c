@@ -1,10 +1,7 @@
-/* Transport: the frame codec (round trips, every split point, one byte at a
- * time, every malformed input rejected and sticky, large payloads) and the
- * LocalTransport queue (order, full, close, timeout, two threads). */
-#include <pthread.h>
-#include <sched.h>
-#include <time.h>
-
+/* The wire frame codec: round trips, every split point, one byte at a time,
+ * every malformed input rejected and sticky, large payloads, the limits of
+ * max_payload, bare refs between ends sharing an arena, and what a call
+ * reports when it stops early. */
 #include "neuronbus.h"
 #include "nbtest.h"
 
@@ -374,162 +371,225 @@ static void large_payload_round_trips_through_arenas(void) {
   free(data);
 }
 
-/* ---- LocalTransport ---- */
-
-/* Returns a spike whose sequence is seq. */
-static nb_spike_t seq_spike(uint32_t seq) {
-  nb_spike_t s;
-  nb_spike_init(&s, 1, NB_EXCITATORY, 0);
-  s.sequence = seq;
-  return s;
+/* Decodes the whole of f (n bytes) with d in one call; returns the code
+ * and sets *used, *out, *p and *plen. */
+static int decode_all(nb_frame_decoder_t *d, const uint8_t *f, size_t n,
+                      size_t *used, nb_spike_t *out, const uint8_t **p,
+                      size_t *plen) {
+  *p = NULL;
+  *plen = 0;
+  return nb_frame_decode(d, f, n, used, out, p, plen);
 }
 
-static void local_keeps_order_and_reports_full(void) {
-  nb_local_transport_t *t;
-  NBT_EQ(nb_local_new(&t, 0), NB_EINVAL);
-  NBT_EQ(nb_local_new(&t, 4), 0);
-  nb_spike_t s, out;
-  for (uint32_t i = 0; i < 4; i++) {
-    s = seq_spike(i);
-    NBT_EQ(nb_local_send(t, &s), 0);
-  }
-  s = seq_spike(99);
-  NBT_EQ(nb_local_send(t, &s), NB_EFULL);
-  for (uint32_t i = 0; i < 4; i++) {
-    NBT_EQ(nb_local_try_recv(t, &out), 0);
-    NBT_EQ(out.sequence, i);
-  }
-  NBT_EQ(nb_local_try_recv(t, &out), NB_EEMPTY);
-  /* Wrap around the ring many times. */
-  uint32_t next_in = 0, next_out = 0;
-  int bad = 0;
-  for (int round = 0; round < 50; round++) {
-    for (int k = 0; k < 3; k++) {
-      s = seq_spike(next_in++);
-      if (nb_local_send(t, &s) != 0) bad++;
-    }
-    for (int k = 0; k < 3; k++)
-      if (nb_local_recv(t, &out, 0) != 0 || out.sequence != next_out++) bad++;
-  }
-  NBT_EQ(bad, 0);
-  nb_local_free(t);
+static void encode_bare_ref_takes_refs_only(void) {
+  uint8_t f[NB_FRAME_SPIKE];
+  nb_spike_t s = plain_spike(4, 7);
+  NBT_EQ(nb_frame_encode_bare_ref(&s, f), NB_EINVAL);
+  /* An arena-length marker without the ref's marker byte is no ref. */
+  nb_spike_t m = ref_spike(4, 10);
+  m.payload[0] = 0;
+  NBT_EQ(nb_frame_encode_bare_ref(&m, f), NB_EINVAL);
+  nb_spike_t r = ref_spike(4, 5000);
+  NBT_EQ(nb_frame_encode_bare_ref(&r, f), 68);
+  NBT_EQ(f[0], 64); /* the bytes stay in the shared arena: L == 64 */
+  NBT_EQ(f[1] | f[2] | f[3], 0);
+  NBT_CHECK(memcmp(f + 4, &r, 64) == 0);
 }
 
-static void local_close_drains_then_reports_closed(void) {
-  nb_local_transport_t *t;
-  NBT_EQ(nb_local_new(&t, 8), 0);
-  nb_spike_t s = seq_spike(1), out;
-  NBT_EQ(nb_local_send(t, &s), 0);
-  s = seq_spike(2);
-  NBT_EQ(nb_local_send(t, &s), 0);
-  nb_local_close(t);
-  NBT_EQ(nb_local_send(t, &s), NB_ECLOSED);
-  NBT_EQ(nb_local_recv(t, &out, 0), 0);
-  NBT_EQ(out.sequence, 1);
-  NBT_EQ(nb_local_try_recv(t, &out), 0);
-  NBT_EQ(out.sequence, 2);
-  NBT_EQ(nb_local_try_recv(t, &out), NB_ECLOSED);
-  NBT_EQ(nb_local_recv(t, &out, 0), NB_ECLOSED);
-  NBT_EQ(nb_local_recv(t, &out, 1000000), NB_ECLOSED);
-  nb_local_close(t); /* twice is harmless */
-  nb_local_free(t);
+static void bare_ref_frames_need_the_agreement(void) {
+  uint8_t f[NB_FRAME_SPIKE];
+  nb_spike_t r = ref_spike(6, 300), out;
+  NBT_EQ(nb_frame_encode_bare_ref(&r, f), 68);
+  /* By default a ref frame must carry its bytes. */
+  NBT_CHECK(rejected_and_sticky(f, sizeof f, 4096));
+  /* Once both ends map the same arena it decodes with no payload. */
+  nb_frame_decoder_t d;
+  nb_frame_decoder_init(&d, 4096);
+  d.bare_refs = 1;
+  size_t used, plen;
+  const uint8_t *p;
+  NBT_EQ(decode_all(&d, f, sizeof f, &used, &out, &p, &plen), 1);
+  NBT_EQ(used, 68);
+  NBT_EQ(plen, 0);
+  NBT_CHECK(p == NULL);
+  NBT_CHECK(memcmp(&out, &r, 64) == 0);
+  NBT_CHECK(d.payload == NULL); /* nothing to hold, nothing allocated */
+  nb_frame_decoder_free(&d);
 }
 
+static void bare_refs_still_take_refs_with_their_bytes(void) {
+  /* A peer that shares the arena may still send the bytes (a payload
+   * from another arena); any other length stays wrong. */
+  uint8_t f[NB_FRAME_SPIKE + 300], pl[300];
+  for (size_t i = 0; i < sizeof pl; i++) pl[i] = (uint8_t)(i * 13);
+  nb_spike_t r = ref_spike(7, 300), out;
+  NBT_EQ(nb_frame_encode_head(&r, 300, f), 68);
+  memcpy(f + NB_FRAME_SPIKE, pl, sizeof pl);
+  nb_frame_decoder_t d;
+  nb_frame_decoder_init(&d, 4096);
+  d.bare_refs = 1;
+  size_t used, plen;
+  const uint8_t *p;
+  NBT_EQ(decode_all(&d, f, sizeof f, &used, &out, &p, &plen), 1);
+  NBT_EQ(used, sizeof f);
+  NBT_EQ(plen, 300);
+  NBT_CHECK(p && memcmp(p, pl, sizeof pl) == 0);
+  /* The ref says 300, the length 64 + 150: refused even so. */
+  head_with(f, 64 + 150, &r);
+  NBT_EQ(decode_all(&d, f, NB_FRAME_SPIKE, &used, &out, &p, &plen),
+         NB_EFRAME);
+  NBT_EQ(d.failed, 1);
+  nb_frame_decoder_free(&d);
+}
 
-static void local_recv_times_out(void) {
-  nb_local_transport_t *t;
-  NBT_EQ(nb_local_new(&t, 2), 0);
+static void payload_at_max_taken_one_more_refused(void) {
+  enum { MAX = 1000 };
+  static uint8_t f[NB_FRAME_SPIKE + MAX], pl[MAX];
+  for (size_t i = 0; i < sizeof pl; i++) pl[i] = (uint8_t)(i ^ 0x5a);
+  nb_frame_decoder_t d;
+  nb_frame_decoder_init(&d, MAX);
   nb_spike_t out;
-  uint64_t t0 = nbt_now_ns();
-  NBT_EQ(nb_local_recv(t, &out, 30000000), NB_ETIMEDOUT);
-  uint64_t dt = nbt_now_ns() - t0;
-  NBT_CHECK(dt >= 30000000);
-  NBT_CHECK(dt < 5000000000ull);
-  /* A spike already queued is returned at once despite a timeout. */
-  nb_spike_t s = seq_spike(5);
-  nb_local_send(t, &s);
-  NBT_EQ(nb_local_recv(t, &out, 1), 0);
-  NBT_EQ(out.sequence, 5);
-  NBT_EQ(nb_local_recv(t, &out, 1), NB_ETIMEDOUT);
-  nb_local_free(t);
-}
-
-/* A blocked receiver's result. */
-typedef struct waiter_s {
-  nb_local_transport_t *t;
-  uint64_t timeout;
-  int rc;
-  nb_spike_t got;
-} waiter_t;
-
-/* Blocks in nb_local_recv and records the result; returns NULL. */
-static void *waiter(void *arg) {
-  waiter_t *w = arg;
-  w->rc = nb_local_recv(w->t, &w->got, w->timeout);
-  return NULL;
-}
-
-static void local_close_wakes_a_blocked_receiver(void) {
-  nb_local_transport_t *t;
-  NBT_EQ(nb_local_new(&t, 2), 0);
-  waiter_t w[2] = {{.t = t, .timeout = 0, .rc = 1},
-                   {.t = t, .timeout = 60000000000ull, .rc = 1}};
-  pthread_t th[2];
-  for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, waiter, &w[i]);
-  nbt_sleep_ms(50); /* let both block */
-  uint64_t t0 = nbt_now_ns();
-  nb_local_close(t);
-  for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
-  NBT_CHECK(nbt_now_ns() - t0 < 5000000000ull);
-  NBT_EQ(w[0].rc, NB_ECLOSED);
-  NBT_EQ(w[1].rc, NB_ECLOSED);
-  nb_local_free(t);
-}
-
-static void local_send_wakes_a_blocked_receiver(void) {
-  nb_local_transport_t *t;
-  NBT_EQ(nb_local_new(&t, 2), 0);
-  waiter_t w = {.t = t, .timeout = 0, .rc = 1};
-  pthread_t th;
-  pthread_create(&th, NULL, waiter, &w);
-  nbt_sleep_ms(30);
-  nb_spike_t s = seq_spike(42);
-  NBT_EQ(nb_local_send(t, &s), 0);
-  pthread_join(th, NULL);
-  NBT_EQ(w.rc, 0);
-  NBT_EQ(w.got.sequence, 42);
-  nb_local_free(t);
-}
-
-#define NMSG 50000u
-
-/* Sends NMSG numbered spikes, retrying while full, then closes; returns
- * NULL. */
-static void *producer(void *arg) {
-  nb_local_transport_t *t = arg;
-  for (uint32_t i = 0; i < NMSG; i++) {
-    nb_spike_t s = seq_spike(i);
-    while (nb_local_send(t, &s) == NB_EFULL) sched_yield();
+  size_t used, plen;
+  const uint8_t *p;
+  /* Growing payloads: the buffer doubles but never past max_payload. */
+  static const uint32_t lens[] = {10, 300, 999, MAX, 20};
+  for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+    nb_spike_t r = ref_spike((unsigned)k + 1, lens[k]);
+    NBT_EQ(nb_frame_encode_head(&r, lens[k], f), 68);
+    memcpy(f + NB_FRAME_SPIKE, pl, lens[k]);
+    NBT_EQ(decode_all(&d, f, NB_FRAME_SPIKE + lens[k], &used, &out, &p, &plen),
+           1);
+    NBT_EQ(plen, lens[k]);
+    NBT_CHECK(p && memcmp(p, pl, lens[k]) == 0);
+    NBT_CHECK(d.payload_cap >= lens[k]);
+    NBT_CHECK(d.payload_cap <= MAX);
   }
-  nb_local_close(t);
-  return NULL;
+  nb_frame_decoder_free(&d);
+  nb_spike_t r = ref_spike(9, MAX + 1);
+  NBT_EQ(nb_frame_encode_head(&r, MAX + 1, f), 68);
+  NBT_CHECK(rejected_and_sticky(f, 4, MAX));
 }
 
-static void local_two_threads_in_order(void) {
-  nb_local_transport_t *t;
-  NBT_EQ(nb_local_new(&t, 64), 0);
-  pthread_t th;
-  pthread_create(&th, NULL, producer, t);
-  uint32_t next = 0, bad = 0;
+static void bad_length_is_judged_before_the_spike(void) {
+  /* Given a whole bad frame at once, the decoder stops right after the
+   * length field: the bytes after it are never read as a spike. */
+  uint8_t f[NB_FRAME_SPIKE];
+  nb_spike_t s = plain_spike(3, 2), out;
+  head_with(f, 20, &s);
+  nb_frame_decoder_t d;
+  nb_frame_decoder_init(&d, 4096);
+  size_t used = 99, plen;
+  const uint8_t *p;
+  NBT_EQ(decode_all(&d, f, sizeof f, &used, &out, &p, &plen), NB_EFRAME);
+  NBT_EQ(used, NB_FRAME_HEADER);
+  nb_frame_decoder_free(&d);
+  /* A bad spike is judged with the head: used covers all 68 bytes. */
+  nb_spike_t m = s;
+  m.meta = (uint8_t)(m.meta | 3u);
+  head_with(f, 64, &m);
+  nb_frame_decoder_init(&d, 4096);
+  NBT_EQ(decode_all(&d, f, sizeof f, &used, &out, &p, &plen), NB_EFRAME);
+  NBT_EQ(used, NB_FRAME_SPIKE);
+  nb_frame_decoder_free(&d);
+}
+
+static void frames_before_a_bad_one_are_delivered(void) {
+  stream_t st;
+  memset(&st, 0, sizeof st);
+  nb_spike_t a = plain_spike(1, 3), b = ref_spike(2, 40);
+  uint8_t pl[40];
+  memset(pl, 0xab, sizeof pl);
+  put_frame(&st, &a, NULL);
+  put_frame(&st, &b, pl);
+  uint8_t bad[NB_FRAME_SPIKE];
+  put(&st, head_with(bad, 65, &a), sizeof bad); /* a plain spike plus one */
+  put_frame(&st, &a, NULL);                     /* never reached */
+  nb_frame_decoder_t d;
+  nb_frame_decoder_init(&d, 4096);
+  size_t pos = 0, used, plen;
   nb_spike_t out;
-  int rc;
-  while ((rc = nb_local_recv(t, &out, 0)) == 0)
-    if (out.sequence != next++) bad++;
-  pthread_join(th, NULL);
-  NBT_EQ(rc, NB_ECLOSED);
-  NBT_EQ(next, NMSG);
-  NBT_EQ(bad, 0);
-  nb_local_free(t);
+  const uint8_t *p;
+  NBT_EQ(decode_all(&d, st.buf, st.len, &used, &out, &p, &plen), 1);
+  NBT_CHECK(memcmp(&out, &a, 64) == 0);
+  pos += used;
+  NBT_EQ(decode_all(&d, st.buf + pos, st.len - pos, &used, &out, &p, &plen),
+         1);
+  NBT_CHECK(memcmp(&out, &b, 64) == 0);
+  NBT_EQ(plen, 40);
+  pos += used;
+  NBT_EQ(pos, 2 * NB_FRAME_SPIKE + 40);
+  /* The bad frame's length is fine (65 >= 64); its spike says no payload. */
+  NBT_EQ(decode_all(&d, st.buf + pos, st.len - pos, &used, &out, &p, &plen),
+         NB_EFRAME);
+  NBT_EQ(used, NB_FRAME_SPIKE);
+  pos += used;
+  NBT_EQ(decode_all(&d, st.buf + pos, st.len - pos, &used, &out, &p, &plen),
+         NB_EFRAME);
+  NBT_EQ(used, 0);
+  nb_frame_decoder_free(&d);
+  free(st.buf);
+}
+
+static void payload_out_params_may_be_null(void) {
+  /* A caller that only wants the spike passes NULL for the payload. */
+  uint8_t f[NB_FRAME_SPIKE + 50], pl[50];
+  memset(pl, 7, sizeof pl);
+  nb_spike_t r = ref_spike(5, 50), out;
+  NBT_EQ(nb_frame_encode_head(&r, 50, f), 68);
+  memcpy(f + NB_FRAME_SPIKE, pl, sizeof pl);
+  nb_frame_decoder_t d;
+  nb_frame_decoder_init(&d, 4096);
+  size_t used;
+  NBT_EQ(nb_frame_decode(&d, f, sizeof f, &used, &out, NULL, NULL), 1);
+  NBT_EQ(used, sizeof f);
+  NBT_CHECK(memcmp(&out, &r, 64) == 0);
+  nb_spike_t s = plain_spike(8, 46);
+  NBT_EQ(nb_frame_encode(&s, f), 68);
+  NBT_EQ(nb_frame_decode(&d, f, NB_FRAME_SPIKE, &used, &out, NULL, NULL), 1);
+  NBT_CHECK(memcmp(&out, &s, 64) == 0);
+  nb_frame_decoder_free(&d);
+}
+
+static void encode_head_refuses_a_4gib_frame(void) {
+  /* ref.len is 32 bits, but 64 + ref.len must fit the 32-bit length. */
+  uint8_t f[NB_FRAME_SPIKE];
+  nb_spike_t r = ref_spike(1, UINT32_MAX);
+  NBT_EQ(nb_frame_encode_head(&r, UINT32_MAX, f), NB_ETOOBIG);
+  r = ref_spike(1, UINT32_MAX - 64);
+  NBT_EQ(nb_frame_encode_head(&r, UINT32_MAX - 64, f), 68);
+  NBT_EQ(f[0] & f[1] & f[2] & f[3], 0xff); /* L == UINT32_MAX */
+  r = ref_spike(1, UINT32_MAX - 63);
+  NBT_EQ(nb_frame_encode_head(&r, UINT32_MAX - 63, f), NB_ETOOBIG);
+}
+
+static void decoder_free_twice_then_init_again(void) {
+  nb_frame_decoder_t d;
+  nb_frame_decoder_init(&d, 4096);
+  nb_frame_decoder_free(&d); /* nothing was allocated */
+  uint8_t f[NB_FRAME_SPIKE + 100], pl[100];
+  memset(pl, 1, sizeof pl);
+  nb_spike_t r = ref_spike(3, 100), out;
+  NBT_EQ(nb_frame_encode_head(&r, 100, f), 68);
+  memcpy(f + NB_FRAME_SPIKE, pl, sizeof pl);
+  size_t used, plen;
+  const uint8_t *p;
+  nb_frame_decoder_init(&d, 4096);
+  NBT_EQ(decode_all(&d, f, sizeof f, &used, &out, &p, &plen), 1);
+  nb_frame_decoder_free(&d);
+  NBT_CHECK(d.payload == NULL);
+  NBT_EQ(d.payload_cap, 0);
+  nb_frame_decoder_free(&d); /* twice is harmless */
+  /* A failed stream starts clean after init. */
+  nb_frame_decoder_init(&d, 4096);
+  NBT_EQ(decode_all(&d, head_with(f, 1, &r), 4, &used, &out, &p, &plen),
+         NB_EFRAME);
+  nb_frame_decoder_free(&d);
+  nb_frame_decoder_init(&d, 4096);
+  NBT_EQ(nb_frame_encode_head(&r, 100, f), 68);
+  memcpy(f + NB_FRAME_SPIKE, pl, sizeof pl);
+  NBT_EQ(decode_all(&d, f, sizeof f, &used, &out, &p, &plen), 1);
+  NBT_EQ(plen, 100);
+  nb_frame_decoder_free(&d);
 }
 
 static const nbt_test_t tests[] = {
@@ -541,12 +601,15 @@ static const nbt_test_t tests[] = {
     NBT_TEST(max_payload_zero_takes_plain_frames_only),
     NBT_TEST(huge_max_payload_is_capped),
     NBT_TEST(large_payload_round_trips_through_arenas),
-    NBT_TEST(local_keeps_order_and_reports_full),
-    NBT_TEST(local_close_drains_then_reports_closed),
-    NBT_TEST(local_recv_times_out),
-    NBT_TEST(local_close_wakes_a_blocked_receiver),
-    NBT_TEST(local_send_wakes_a_blocked_receiver),
-    NBT_TEST(local_two_threads_in_order),
+    NBT_TEST(encode_bare_ref_takes_refs_only),
+    NBT_TEST(bare_ref_frames_need_the_agreement),
+    NBT_TEST(bare_refs_still_take_refs_with_their_bytes),
+    NBT_TEST(payload_at_max_taken_one_more_refused),
+    NBT_TEST(bad_length_is_judged_before_the_spike),
+    NBT_TEST(frames_before_a_bad_one_are_delivered),
+    NBT_TEST(payload_out_params_may_be_null),
+    NBT_TEST(encode_head_refuses_a_4gib_frame),
+    NBT_TEST(decoder_free_twice_then_init_again),
 };
 
 int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }
