@@ -1,4 +1,4 @@
--- Fault isolation (issue 4): memory caps, budgets with jit = false, the
+-- Fault isolation: memory caps, budgets with jit = false, the
 -- restart and stop policies, dead letters, the JIT watchdog and the
 -- sandbox, through the harness and the real runtime. In every case a
 -- bystander pair (beat -> tally, 2,000 numbered spikes) runs beside the

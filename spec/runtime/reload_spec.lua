@@ -1,4 +1,4 @@
--- Hot reload (issue 4): a neuron's new code is loaded between ticks into
+-- Hot reload: a neuron's new code is loaded between ticks into
 -- its own state; nb.state is kept; spikes queued meanwhile go to the new
 -- code, none lost or delivered twice; a broken version is rejected with
 -- its file and line while the old one keeps running; the version is in

@@ -1,4 +1,4 @@
-/* Fault isolation from C (issue 4): memory caps, budgets, the restart and
+/* Fault isolation from C: memory caps, budgets, the restart and
  * stop policies with their held spikes and dead letters, neuronbus check
  * on a bomb at a script's top level, and the statistics columns. Runs
  * under ASan/UBSan too (make test SAN=address), which the busted specs

@@ -1,4 +1,4 @@
-/* test_lstate.c: the isolation primitives of issue 4 (runtime/nb_lstate):
+/* test_lstate.c: the isolation primitives (runtime/nb_lstate):
  * memory cap against every bomb shape, the budget against every loop
  * shape, the watchdog for JIT states, and each sandbox denial. */
 #include <errno.h>
