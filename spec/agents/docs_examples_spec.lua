@@ -23,20 +23,6 @@ local README_MAX_LINES = 300
 -- Folders whose paths the text may name as `code`, checked to exist.
 local TOP = { "core", "runtime", "lua", "agents", "spec", "bench", "docs", ".ci" }
 
--- Paths the pages already name by the names the current restructuring
--- gives them; each is skipped while it does not exist, and checked like
--- any other path once it does.
-local PLANNED = {
-  ["core/nb_frame.h"] = true,
-  ["runtime/nb_rt_topo.c"] = true,
-  ["runtime/nb_rt_ffi.c"] = true,
-  ["runtime/nb_rt_ffi.h"] = true,
-  ["runtime/nb_rt_rec.c"] = true,
-  ["lua/neuronbus/manifest/"] = true,
-  ["lua/neuronbus/manifest/links.lua"] = true,
-  ["spec/unit"] = true,
-}
-
 -- Paths a run writes, which a clean clone does not hold.
 local GENERATED = {
   ["bench/results.json"] = true,
@@ -263,7 +249,7 @@ describe("links and paths", function()
     it("in " .. path .. " name repository paths that exist", function()
       local missing = {}
       for _, p in ipairs(named_paths(text)) do
-        if not lfs.attributes(p) and not PLANNED[p] and not GENERATED[p] then
+        if not lfs.attributes(p) and not GENERATED[p] then
           missing[#missing + 1] = p
         end
       end
