@@ -81,7 +81,7 @@ static size_t arena_map_size(uint64_t capacity) {
 
 /* Wraps an existing mapping in a handle; returns 0 or NB_ENOMEM. */
 static int arena_wrap(nb_arena_t **out, uint8_t *base, size_t map_size,
-                          size_t capacity) {
+                      size_t capacity) {
   nb_arena_t *a = calloc(1, sizeof *a);
   if (!a) return NB_ENOMEM;
   a->base = base;
@@ -160,7 +160,7 @@ static int arena_attach(nb_arena_t **out, int fd, size_t capacity) {
  * 1 when path appeared meanwhile (the caller opens it instead), or an
  * error with errno kept for NB_EIO. */
 static int arena_create(nb_arena_t **out, const char *path,
-                            size_t capacity) {
+                        size_t capacity) {
   size_t size = arena_map_size(capacity);
   if (!size) return NB_ENOMEM;
   size_t plen = strlen(path);
@@ -311,7 +311,7 @@ int nb_arena_read(const nb_arena_t *a, const nb_arena_ref_t *ref,
 /* Finds the live count of a ref; returns it, or NULL with *err set to
  * NB_ESTALE or NB_EBOUNDS. */
 static _Atomic uint32_t *arena_slot(const nb_arena_t *a,
-                                        const nb_arena_ref_t *ref, int *err) {
+                                    const nb_arena_ref_t *ref, int *err) {
   *err = arena_check(a, ref);
   if (*err) return NULL;
   /* Relaxed: the ref came from an alloc that already bumped the counter,

@@ -358,7 +358,7 @@ nb_synapse_t *nb_synapse_table_get(const nb_synapse_table_t *t, nb_id_t pre,
  * returns nothing. Atomics are copied by value, field by field, since a
  * struct copy of atomic members is not an atomic access. */
 static void synapse_assign(nb_synapse_t *dst, const nb_synapse_t *src,
-                               nb_id_t pre, nb_id_t post) {
+                           nb_id_t pre, nb_id_t post) {
   dst->pre = pre;
   dst->post = post;
   dst->stdp_on = src->stdp_on;

@@ -170,7 +170,7 @@ static void kick(nb_link_node_t *n) {
 }
 
 static void conn_lost(conn_t *c, nb_link_log_level_t level,
-                          int is_error, const char *fmt, ...);
+                      int is_error, const char *fmt, ...);
 static void link_flush(nb_link_t *l);
 static void conn_process(conn_t *c);
 static void link_dial(nb_link_t *l);
@@ -256,7 +256,7 @@ static int target_find(const nb_link_t *l, const char *name) {
 
 /* Inserts handle h (name already stored) into the hash; returns nothing. */
 static void thash_put(uint32_t *tab, uint32_t cap, const char *name,
-                          uint32_t h) {
+                      uint32_t h) {
   uint32_t m = cap - 1, i = name_hash(name) & m;
   while (tab[i]) i = (i + 1) & m;
   tab[i] = h + 1;
@@ -339,7 +339,7 @@ static void link_closed(uv_handle_t *h) {
 
 /* Creates a link and registers it with the node; returns it or NULL. */
 static nb_link_t *link_new(nb_link_node_t *n, const nb_link_opts_t *opts,
-                               int outbound) {
+                           int outbound) {
   nb_link_t *l = calloc(1, sizeof *l);
   if (!l) return NULL;
   l->node = n;
@@ -465,7 +465,7 @@ static conn_t *conn_new(nb_link_node_t *n, int outbound) {
 /* Closes conn for good: logs why (naming the peer), hands the link its
  * loss, and lets libuv close the socket. */
 static void conn_lost(conn_t *c, nb_link_log_level_t level,
-                          int is_error, const char *fmt, ...) {
+                      int is_error, const char *fmt, ...) {
   if (c->state == NB__C_CLOSING) return;
   char why[400], who[400];
   va_list ap;
@@ -591,7 +591,7 @@ static int hello_recv_side(nb_link_t *l, const nb_link_hello_t *h) {
  * (new_peer: its incarnation changed); returns 0, or NB_EFRAME when the
  * count is impossible. */
 static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
-                               int new_peer, char *why, size_t whylen) {
+                           int new_peer, char *why, size_t whylen) {
   int valid = h->peer_incarnation == l->node->inc;
   if (new_peer || !valid) {
     /* A new numbering from 0: what the old peer did not confirm is resent

@@ -389,7 +389,7 @@ static int rx_frame_why(nb_link_rx_t *rx) {
 
 /* Collects HELLO bytes from data; returns as nb_link_rx_feed does. */
 static int rx_hello(nb_link_rx_t *rx, const uint8_t *data, size_t len,
-                        size_t *used, nb_link_rx_event_t *ev) {
+                    size_t *used, nb_link_rx_event_t *ev) {
   size_t pos = 0;
   while (pos < len) {
     /* Take only what belongs to the HELLO: the head first, then exactly

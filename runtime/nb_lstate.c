@@ -255,7 +255,7 @@ static void wd_once_init(void) {
 
 /* The default report: one line on stderr; returns nothing. */
 static void wd_print(const char *name, uint64_t elapsed, uint64_t limit,
-                         void *ud) {
+                     void *ud) {
   (void)ud;
   char t[32];
   fprintf(stderr,
@@ -471,7 +471,7 @@ static int tr_loadstring(lua_State *L) {
 /* Copies the named fields of the table at src into the table at dst (both
  * absolute indexes), skipping absent ones; returns nothing. */
 static void copy_fields(lua_State *L, int dst, int src,
-                            const char *const *names) {
+                        const char *const *names) {
   for (; *names; names++) {
     lua_getfield(L, src, *names);
     if (lua_isnil(L, -1)) lua_pop(L, 1);
@@ -482,7 +482,7 @@ static void copy_fields(lua_State *L, int dst, int src,
 /* Sets env[name] to a shallow copy of global library name minus the
  * fields in deny (NULL-terminated or NULL); returns nothing. */
 static void copy_lib(lua_State *L, int env, const char *name,
-                         const char *const *deny) {
+                     const char *const *deny) {
   lua_getglobal(L, name);
   if (!lua_istable(L, -1)) {
     lua_pop(L, 1);
@@ -752,7 +752,7 @@ static int is_mem_msg(const char *msg) {
  * stack below base (the handler slot: the error value or the results go
  * too); returns the nb_err_t. */
 static int classify(nb_lstate_t *S, int status, int base, char *err,
-                        size_t errlen, int quarantined) {
+                    size_t errlen, int quarantined) {
   lua_State *L = S->L;
   char a[32], b[32];
   const char *msg = status ? lua_tostring(L, -1) : NULL;

@@ -103,7 +103,7 @@ static int deliver(nb__agent_t *a, const nb_spike_t *spikes,
 
 /* ops.on_batch of a Lua agent: one state entry per tick for the batch. */
 static int lua_batch(void *agent, nb_neuron_t *n, const nb_spike_t *spikes,
-                         const float *weights, size_t count) {
+                     const float *weights, size_t count) {
   nb__agent_t *a = agent;
   if (a->rt->opts.record) nb__record_batch(a, spikes, weights, count);
   return deliver(a, spikes, weights, (uint32_t)count);
@@ -111,7 +111,7 @@ static int lua_batch(void *agent, nb_neuron_t *n, const nb_spike_t *spikes,
 
 /* ops.on_spike fallback (the cortex calls on_batch when present). */
 static int lua_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
-                         float weight) {
+                     float weight) {
   return lua_batch(agent, n, s, &weight, 1);
 }
 
@@ -126,8 +126,8 @@ static int lua_tick(void *agent, nb_neuron_t *n) {
 
 /* ops.filter: the target agent's filters[name](spike, nb) decides. */
 static int lua_filter(void *agent, nb_neuron_t *n, const char *name,
-                          const nb_spike_t *s, const void *payload,
-                          size_t len) {
+                      const nb_spike_t *s, const void *payload,
+                      size_t len) {
   nb__agent_t *a = agent;
   /* No state (stopped, or quarantined): passes nothing; a stopped neuron
    * gets no spikes routed anyway (dead letters). */
@@ -408,14 +408,6 @@ int nb__has_filter(nb__agent_t *a, const char *name) {
   return yes;
 }
 
-const nb__host_t nb__host = {
-  .boot = agent_boot,
-  .error = agent_error,
-  .call = call,
-  .deliver = deliver,
-  .tick = nb_rt_tick,
-  .stop = nb_rt_stop,
-};
 
 nb_rt_t *nb__rt_new(const nb_rt_opts_t *opts) {
   nb_rt_t *rt = calloc(1, sizeof *rt);
@@ -450,3 +442,14 @@ void nb__agent_add(nb_rt_t *rt, nb__agent_t *a) {
   }
   rt->agents[rt->n++] = a;
 }
+
+const nb__host_t nb__host = {
+  .boot = agent_boot,
+  .error = agent_error,
+  .call = call,
+  .deliver = deliver,
+  .agent_new = nb__agent_new,
+  .agent_add = nb__agent_add,
+  .tick = nb_rt_tick,
+  .stop = nb_rt_stop,
+};

@@ -104,6 +104,10 @@ typedef struct nb__host_s {
   /* Hands count spikes to a's on_spike; 0 or NB_EAGENT. */
   int (*deliver)(nb__agent_t *a, const nb_spike_t *spikes,
                  const float *weights, uint32_t count);
+  /* A new agent of rt with the next id (not registered yet), and adding
+   * one that the cortex registered (nb__agent_new, nb__agent_add). */
+  nb__agent_t *(*agent_new)(nb_rt_t *rt, const char *name);
+  void (*agent_add)(nb_rt_t *rt, nb__agent_t *a);
   /* nb_rt_tick and nb_rt_stop. */
   int64_t (*tick)(nb_rt_t *rt, uint64_t n);
   uint64_t (*stop)(nb_rt_t *rt, uint64_t max_ticks);

@@ -140,7 +140,7 @@ static int set_path(lua_State *L) {
 /* Makes an nb_lstate from I's options with package.path set; returns it,
  * or NULL with *err set (malloc'd). */
 static nb_lstate_t *lstate_make(isol_t *I, const char *name,
-                                    char **err) {
+                                char **err) {
   nb_lstate_opts_t o = I->c.o;
   o.name = name;
   nb_lstate_t *S = NULL;
@@ -685,7 +685,7 @@ static void *lost_wait(void *arg) {
 /* The watchdog's report in `neuronbus run` (watchdog thread): names the
  * neuron and starts the grace wait; returns nothing. */
 static void run_report(const char *name, uint64_t elapsed_ns,
-                           uint64_t limit_ns, void *ud) {
+                       uint64_t limit_ns, void *ud) {
   (void)ud;
   uint64_t grace = limit_ns < 1000000000ull ? 1000000000ull : limit_ns;
   fprintf(stderr, "neuronbus: watchdog: neuron '%s' has run one entry for "

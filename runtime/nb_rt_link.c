@@ -182,7 +182,7 @@ static void proxy_unroutable(proxy_t *p, int rc) {
  * taken (sent, or counted unroutable), stopping at the first one the link
  * cannot take now. */
 static size_t proxy_push(proxy_t *p, const nb_spike_t *s,
-                             size_t count) {
+                         size_t count) {
   /* Not started, or the links are closed: hold. */
   if (!p->peer || !p->peer->link || p->handle < 0) return 0;
   nb_link_t *l = p->peer->link;
@@ -199,7 +199,7 @@ static size_t proxy_push(proxy_t *p, const nb_spike_t *s,
 
 /* Appends count spikes to the proxy's held queue; returns nothing. */
 static void proxy_hold(struct nb__rtlink_s *rl, proxy_t *p,
-                           const nb_spike_t *s, size_t count) {
+                       const nb_spike_t *s, size_t count) {
   if (!count) return;
   if (p->head && p->head + p->count + count > p->cap) {
     memmove(p->held, p->held + p->head, p->count * sizeof *p->held);
@@ -245,8 +245,8 @@ static int proxy_retry(struct nb__rtlink_s *rl, proxy_t *p) {
  * take now is held (in order) and so is the proxy (nb_neuron_hold). Returns 0
  * (nothing here is an agent error). */
 static int proxy_batch(void *agent, nb_neuron_t *n,
-                           const nb_spike_t *spikes, const float *weights,
-                           size_t count) {
+                       const nb_spike_t *spikes, const float *weights,
+                       size_t count) {
   nb__agent_t *a = agent;
   proxy_t *p = a->proxy;
   struct nb__rtlink_s *rl = a->rt->link;
@@ -260,7 +260,7 @@ static int proxy_batch(void *agent, nb_neuron_t *n,
 /* ops.on_spike fallback of a proxy (the cortex calls on_batch); returns
  * as proxy_batch. */
 static int proxy_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
-                           float weight) {
+                       float weight) {
   return proxy_batch(agent, n, s, &weight, 1);
 }
 
@@ -272,14 +272,9 @@ const nb_agent_ops_t nb__proxy_ops = {
 /* Makes a run-time proxy called name for peer's neuron remote; returns its
  * id, or -1 (no id room: logged once). */
 static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
-                             const char *remote, const char *name) {
+                         const char *remote, const char *name) {
   struct nb__rtlink_s *rl = rt->link;
-  nb__agent_t *a = calloc(1, sizeof *a);
-  if (!a) abort();
-  a->rt = rt;
-  a->cell.rt = rt;
-  a->cell.id = rt->n;
-  a->name = nb__strdup(name);
+  nb__agent_t *a = rt->host->agent_new(rt, name);
   proxy_t *p = calloc(1, sizeof *p);
   if (!p) abort();
   p->a = a;
@@ -309,14 +304,7 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
     free(a);
     return -1;
   }
-  a->cell.neuron = a->neuron;
-  if (rt->n == rt->cap) {
-    rt->cap = rt->cap ? rt->cap * 2 : 16;
-    nb__agent_t **v = realloc(rt->agents, rt->cap * sizeof *v);
-    if (!v) abort();
-    rt->agents = v;
-  }
-  rt->agents[rt->n++] = a;
+  rt->host->agent_add(rt, a);
   proxy_track(rl, p);
   return (int)a->cell.id;
 }
@@ -376,7 +364,7 @@ static peer_t *peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
 /* on_spike of the node: injects a peer's spike with the source mapped to
  * its local proxy; returns 0, NB_EFULL (the link pauses), or a refusal. */
 static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
-                             const void *payload, size_t len) {
+                         const void *payload, size_t len) {
   nb_rt_t *rt = ud;
   struct nb__rtlink_s *rl = rt->link;
   /* After on_stop nothing is taken: unacknowledged, the peer keeps it. */

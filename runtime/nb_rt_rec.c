@@ -42,7 +42,7 @@ void nb__record_batch(nb__agent_t *a, const nb_spike_t *spikes,
 
 /* ops.on_batch of a recorder neuron: keeps what it receives. */
 static int rec_batch(void *agent, nb_neuron_t *n, const nb_spike_t *spikes,
-                         const float *weights, size_t count) {
+                     const float *weights, size_t count) {
   nb__agent_t *a = agent;
   if (a->rt->opts.record) nb__record_batch(a, spikes, weights, count);
   return 0;

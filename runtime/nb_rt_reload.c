@@ -86,7 +86,7 @@ void nb__reload_boot(nb__agent_t *a) {
 /* Returns the agent behind cell's view of neuron id (its own agent while it
  * boots, before it is in rt->agents), or NULL. */
 static const nb__agent_t *card_agent(const nb_rt_cell_t *cell,
-                                         uint32_t id) {
+                                     uint32_t id) {
   const nb__agent_t *self = (const nb__agent_t *)cell;
   if (cell->id == id) return self;
   const nb_rt_t *rt = self->rt;
@@ -313,7 +313,7 @@ static void on_debounce(uv_timer_t *t) {
  * script it may concern (all of the directory's when no name is given);
  * returns nothing. */
 static void on_fs_event(uv_fs_event_t *h, const char *name, int events,
-                            int status) {
+                        int status) {
   wdir_t *d = h->data;
   watch_t *w = d->w;
   size_t di = (size_t)(d - w->dirs);
