@@ -94,12 +94,9 @@ void nb__isol_new(nb__agent_t *a, const nb__isol_conf_t *conf) {
   isol_t *I = calloc(1, sizeof *I);
   if (!I) abort();
   I->c = *conf;
+  /* The validator keeps restart.max within NB_RESTART_MAX_LIMIT,
+   * backoff_max at least backoff, and the JIT off under a budget. */
   I->c.o.name = NULL;
-  if (I->c.o.budget_ns) I->c.o.jit = 0; /* compiled loops never see the hook */
-  if (I->c.restart_max > NB_RESTART_MAX_LIMIT)
-    I->c.restart_max = NB_RESTART_MAX_LIMIT; /* the validator refuses more */
-  if (I->c.backoff_max_ns < I->c.backoff_ns)
-    I->c.backoff_max_ns = I->c.backoff_ns;
   if (conf->o.require_allow) {
     size_t n = 0;
     while (conf->o.require_allow[n]) n++;

@@ -263,7 +263,7 @@ static int kind_of(const char *s) {
  * filter the agent does not export is a problem named on the user's key
  * path, starting with the script that lacks it. */
 static size_t read_filters(build_t *b, int idx, nb_filter_t *f,
-                           nb__agent_t *post, const char *spath) {
+                           nb__agent_t *post) {
   lua_State *C = b->C;
   size_t n = 0, len = idx ? lua_objlen(C, idx) : 0;
   for (size_t i = 1; i <= len && n < NB_FILTERS_MAX; i++) {
@@ -293,11 +293,6 @@ static size_t read_filters(build_t *b, int idx, nb_filter_t *f,
         f[n++] = nb_filter_custom(name);
       } else {
         const char *fpath = str(C, t, "path");
-        char alt[200];
-        if (!fpath) {
-          snprintf(alt, sizeof alt, "%s.filters.custom", spath);
-          fpath = alt;
-        }
         const char *site = post->script;
         if (post->L) {
           lua_getfield(post->L, LUA_REGISTRYINDEX, "neuronbus.site");
@@ -314,16 +309,12 @@ static size_t read_filters(build_t *b, int idx, nb_filter_t *f,
   return n;
 }
 
-/* Connects the normalized synapse at idx (the i-th); problems go to
- * b->errs. */
-static void add_synapse(build_t *b, int idx, size_t i) {
+/* Connects the normalized synapse at idx; problems go to b->errs. */
+static void add_synapse(build_t *b, int idx) {
   nb_rt_t *rt = b->rt;
   lua_State *C = b->C;
   int top = lua_gettop(C);
-  char path[64];
-  snprintf(path, sizeof path, "synapses[%zu]", i);
   const char *spath = str(C, idx, "path");
-  if (!spath) spath = path;
   int pre = nb_rt_id(rt, str(C, idx, "from"));
   int post = nb_rt_id(rt, str(C, idx, "to"));
   /* An endpoint whose neuron failed to build was reported already. */
@@ -339,8 +330,7 @@ static void add_synapse(build_t *b, int idx, size_t i) {
     stdp.w_max = (float)num(C, st, "w_max", stdp.w_max);
   }
   nb_filter_t f[NB_FILTERS_MAX];
-  size_t nf = read_filters(b, sub(C, idx, "filters"), f, rt->agents[post],
-                           spath);
+  size_t nf = read_filters(b, sub(C, idx, "filters"), f, rt->agents[post]);
   int rc = nb_cortex_connect(rt->cx, (nb_id_t)pre, (nb_id_t)post,
                              (float)num(C, idx, "weight", 1.0), f, nf,
                              st ? &stdp : NULL);
@@ -454,7 +444,7 @@ static int build(build_t *b, int idx) {
   size_t ns = sidx ? lua_objlen(C, sidx) : 0;
   for (size_t i = 1; i <= ns; i++) {
     lua_rawgeti(C, sidx, (int)i);
-    add_synapse(b, lua_gettop(C), i);
+    add_synapse(b, lua_gettop(C));
     lua_pop(C, 1);
   }
   lua_pop(C, 1);

@@ -202,6 +202,13 @@ local function manifest_of(script, name, opts, level)
   return tbl, { recorders = opts.peers or {}, injector = DEFAULT_SOURCE }
 end
 
+-- Raises msg, the problems of testing.agent(script), at its caller's
+-- caller, naming the peers option as the user wrote it.
+local function raise_for(script, msg)
+  msg = msg:gsub("recorders%[", "peers[")
+  error("testing.agent(\"" .. script .. "\"):\n" .. msg, 3)
+end
+
 -- Returns a harness running script as one agent plus recorder peers.
 -- opts: the keys of a manifest's neuron (config, threshold, rest, leak,
 -- refractory, capabilities, regions, description, memory, budget, jit,
@@ -222,24 +229,21 @@ function _M.agent(script, opts)
   end
   local name = opts.name or basename(script)
   local tbl, vopts = manifest_of(script, name, opts, 2)
-  local topo, errs = manifest.validate(tbl, nil, vopts)
-  if not topo then
-    for i, e in ipairs(errs) do
-      errs[i] = e:gsub("recorders%[", "peers[") -- the option the user wrote
-    end
-    error("testing.agent(\"" .. script .. "\"):\n" .. table.concat(errs, "\n"), 2)
+  -- The runtime validates what it is handed (the manifest, with the peers
+  -- placed in name order and "test" last), once. Only a value that cannot
+  -- even be written as Lua source (a function in config) is reported by
+  -- validating here.
+  local ok, src = pcall(serial.dump, tbl, "manifest")
+  if not ok then
+    local _, errs = manifest.validate(tbl, nil, vopts)
+    raise_for(script, errs and table.concat(errs, "\n") or src)
   end
-  -- The runtime reads what it is handed through the same validator: the
-  -- manifest, with the peers placed in name order and "test" last.
-  local src = serial.dump(tbl, "manifest")
   local err = ffi.new("char *[1]")
   local o, names = opts_of({ quiet = opts.quiet, peers = opts.peers })
   local rt = R.nb_rt_open_topo(src, #src, "=testing.agent(" .. script .. ")",
     o, err)
   names = nil -- referenced until here: o points at it
-  if rt == nil then
-    error("testing.agent(\"" .. script .. "\"):\n" .. take_error(err), 2)
-  end
+  if rt == nil then raise_for(script, take_error(err)) end
   return wrap(rt)
 end
 
