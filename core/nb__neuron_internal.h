@@ -25,6 +25,8 @@ struct nb_neuron_s {
   /* Producer side: touched only by the thread that fires. */
   nb_axon_t *axon;
   uint32_t next_seq;
+  nb_arena_writer_t *writer;     /* where large payloads are written */
+  nb_arena_writer_t *own_writer; /* made on first use when none was set */
 
   /* Cortex side: the cortex's reader on the axon and the inbox that the
    * collect phase fills and the deliver phase empties in one go, so it is

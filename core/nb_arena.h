@@ -1,15 +1,20 @@
-/* nb_arena.h: the mmap region that holds payloads larger than 46 bytes.
+/* nb_arena.h: the mmap region that holds payloads larger than 46 bytes,
+ * reclaimed segment by segment while other payloads stay alive.
  *
- * Layout (file-backed arenas share it across processes):
- *   header (64 bytes): magic "NBARENA1", version, header size, capacity,
- *                      bump offset, epoch, next ref slot
- *   ref-count slots:   NB_ARENA_REF_SLOTS x uint32
- *   data region:       capacity bytes, bump-allocated in 8-byte units
+ * The data region is cut into equal segments. A producer allocates through
+ * its own writer, which owns one active segment and bumps into it with no
+ * atomic operation; a segment's live count is a biased counter (the Linux
+ * page_frag trick), so shared counters are touched once per segment and
+ * once per release batch, never once per payload. A sealed segment whose
+ * count reaches zero is free again; a generation number per segment,
+ * bumped each time a segment is taken for writing, makes any reference to
+ * its earlier contents read as NB_ESTALE, never as another payload's bytes.
+ * docs/payloads.md states the invariants and memory orderings.
  *
- * Concurrency contract: alloc, read, retain and release are lock-free and
- * safe from any thread or process; reset must not race with allocators or
- * with readers of the old epoch (reads after it fail with NB_ESTALE, never
- * read garbage). */
+ * Concurrency contract: a writer is used by one thread at a time; read,
+ * copy, retain and release are lock-free and safe from any thread, and for
+ * a file-backed arena from any process mapping it. nb_arena_alloc is the
+ * locked convenience for code that has no writer of its own. */
 #ifndef NB_ARENA_H
 #define NB_ARENA_H
 
@@ -18,69 +23,138 @@
 
 #include "nb_spike.h"
 
-#define NB_ARENA_MAGIC 0x314e4552414e424eull /* "NBARENA1" little-endian */
-#define NB_ARENA_VERSION 1u
-#define NB_ARENA_REF_SLOTS 65536u
+#define NB_ARENA_MAGIC 0x324e4552414e424eull /* "NBARENA2" little-endian */
+#define NB_ARENA_VERSION 2u
 #define NB_ARENA_ALIGN 8u
+/* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
+#define NB_ARENA_PROCS 16u          /* processes sharing one arena file */
+#define NB_ARENA_SEG_MIN 4096u      /* smallest segment, bytes */
+#define NB_ARENA_SEG_MAX (1u << 20) /* largest segment, bytes */
+/* END CONSTANTS */
 
 typedef struct nb_arena_s nb_arena_t;
+typedef struct nb_arena_writer_s nb_arena_writer_t;
 
-/* Creates an anonymous (process-private) arena with capacity data bytes;
- * returns 0, NB_EINVAL for capacity 0, or NB_ENOMEM. */
+/* What nb_arena_stats reports; segment counts add up to segments. */
+typedef struct nb_arena_stats_s {
+  uint64_t capacity;    /* data bytes: segments x segment_size */
+  uint64_t in_use;      /* bytes of active and sealed segments */
+  uint32_t segment_size;
+  uint32_t segments;
+  uint32_t free;        /* ready to be taken */
+  uint32_t active;      /* owned by a writer */
+  uint32_t sealed;      /* full or retired, waiting for their payloads */
+  uint32_t processes;   /* live processes mapping the arena (1 if private) */
+  uint64_t reclaimed;   /* segments freed since this handle opened */
+  uint64_t reaped;      /* dead processes whose references were dropped */
+} nb_arena_stats_t;
+
+/* Creates an anonymous (process-private) arena of at least capacity data
+ * bytes (rounded up to whole segments: capacity/256 rounded down to a power
+ * of two, within NB_ARENA_SEG_MIN..NB_ARENA_SEG_MAX); returns 0, NB_EINVAL
+ * for capacity 0, or NB_ENOMEM. */
 int nb_arena_new(nb_arena_t **out, size_t capacity);
 
-/* Opens the arena file at path, creating it with capacity data bytes when
- * it does not exist. An existing file is checked: NB_EBADMAGIC for a
- * foreign file, NB_EBADVER for another version, NB_ETRUNC when its size
- * does not match its header (capacity 0 = take the file's; another nonzero
- * capacity is NB_EINVAL). Returns 0 or one of those, or NB_EIO with errno
- * kept (ENOENT when the file is missing and capacity is 0). */
+/* Opens the arena file at path, creating it (rounded as nb_arena_new) when
+ * it does not exist; a new file appears whole or not at all. An existing
+ * file is checked: NB_EBADMAGIC for a foreign file, NB_EBADVER for another
+ * version, NB_ETRUNC when its size does not match its header (capacity 0 =
+ * take the file's; another capacity that rounds differently is NB_EINVAL),
+ * NB_ELIMIT when NB_ARENA_PROCS processes already map it. Processes that
+ * died holding references are reaped first; when no other process is
+ * alive the arena starts clean (every earlier reference reads stale).
+ * Returns 0 or one of those, or NB_EIO with errno kept. */
 int nb_arena_open(nb_arena_t **out, const char *path, size_t capacity);
 
-/* Unmaps the arena (the file, if any, stays). */
+/* Drops every reference this process still holds (file-backed arenas),
+ * unmaps the arena and frees a. Writers must be freed first. */
 void nb_arena_free(nb_arena_t *a);
 
-/* Copies len bytes into the arena with one fetch_add on the bump offset
- * and one on the slot counter, sets the ref count to 1, fills *ref;
- * returns 0, NB_ENOSPACE (nothing is written, the arena is unchanged for
- * readers), NB_EREFSLOTS, or NB_ETOOBIG for len >= 4 GiB. */
+/* Creates a writer: the allocation cursor of one producing thread; returns
+ * 0, NB_EINVAL or NB_ENOMEM. */
+int nb_arena_writer_new(nb_arena_writer_t **out, nb_arena_t *a);
+
+/* Seals the writer's segment and frees the writer; NULL is a no-op. */
+void nb_arena_writer_free(nb_arena_writer_t *w);
+
+/* Copies len bytes into the writer's segment (a fresh one when it is full;
+ * a payload larger than a segment takes a run of whole segments), with one
+ * reference held by the caller; fills *ref. Returns 0, NB_ENOSPACE (no free
+ * segment: release payloads and retry; nothing changed), NB_ETOOBIG for len
+ * >= 4 GiB or longer than the whole arena, or NB_EINVAL. */
+int nb_arena_write(nb_arena_writer_t *w, const void *data, size_t len,
+                   nb_arena_ref_t *ref);
+
+/* As nb_arena_write through the arena's own writer, under a lock: for code
+ * without a writer, from any thread. */
 int nb_arena_alloc(nb_arena_t *a, const void *data, size_t len,
                    nb_arena_ref_t *ref);
 
-/* Points *data at the bytes of ref after checking its epoch (NB_ESTALE) and
- * bounds (NB_EBOUNDS); returns 0 or one of those. The bytes are valid until
- * the next reset. */
+/* Points *data at the bytes of ref after checking its generation
+ * (NB_ESTALE) and bounds (NB_EBOUNDS); returns 0 or one of those. The
+ * bytes stay valid while the caller holds a reference to the payload. */
 int nb_arena_read(const nb_arena_t *a, const nb_arena_ref_t *ref,
                   const void **data);
 
-/* Adds one reference; returns the new count, or a negative error (as for
- * release, and NB_EINVAL when the count is already 0). */
-int nb_arena_retain(nb_arena_t *a, const nb_arena_ref_t *ref);
+/* Copies the payload of ref into dst (ref->len bytes) and checks, after the
+ * copy, that its segment was not reused meanwhile; returns 0, NB_ESTALE
+ * (dst then holds no promise) or NB_EBOUNDS. Safe without a reference. */
+int nb_arena_copy(const nb_arena_t *a, const nb_arena_ref_t *ref, void *dst);
 
-/* Drops one reference; returns the new count (0 = unused), or a negative
- * error (NB_ESTALE, NB_EBOUNDS, NB_EINVAL when already 0). */
-int nb_arena_release(nb_arena_t *a, const nb_arena_ref_t *ref);
+/* Adds n references to a payload the caller can name; returns 0, NB_ESTALE
+ * when its segment was freed or reused (nothing added), NB_EBOUNDS, or
+ * NB_EINVAL for n == 0. */
+int nb_arena_retain(nb_arena_t *a, const nb_arena_ref_t *ref, uint32_t n);
 
-/* Starts a new epoch: empties the arena without touching the data (only the
- * ref slots used this epoch are cleared). Refs from before the reset read as
- * NB_ESTALE. Returns the new epoch. */
-uint64_t nb_arena_reset(nb_arena_t *a);
+/* Drops n references the caller holds; the last one frees the segment once
+ * it is sealed. Returns 0, or NB_ESTALE/NB_EBOUNDS (nothing dropped: the
+ * caller did not hold it). */
+int nb_arena_release(nb_arena_t *a, const nb_arena_ref_t *ref, uint32_t n);
 
-/* Returns the current epoch, the bytes in use, and the data capacity. */
-uint64_t nb_arena_epoch(const nb_arena_t *a);
-size_t nb_arena_used(const nb_arena_t *a);
+/* Batches releases: consecutive payloads of one segment cost one atomic.
+ * Zero-initialise, add, then flush (also before the batch's memory goes). */
+typedef struct nb_arena_releaser_s {
+  nb_arena_t *arena;
+  nb_arena_ref_t ref; /* last payload added; its segment is pending */
+  uint32_t pending;   /* references to drop from that segment */
+  uint32_t errors;    /* releases refused (not held) */
+} nb_arena_releaser_t;
+
+/* Adds one reference to drop; returns nothing (refusals are counted). */
+void nb_arena_releaser_add(nb_arena_releaser_t *r, const nb_arena_ref_t *ref);
+
+/* Drops what is pending; returns nothing. */
+void nb_arena_releaser_flush(nb_arena_releaser_t *r);
+
+/* Drops the references held by processes that died while mapping a
+ * file-backed arena; returns how many processes were reaped (0 for a
+ * private arena, or when another process is reaping). */
+int nb_arena_reap(nb_arena_t *a);
+
+/* Fills *st with a snapshot (counts read without stopping anyone). */
+void nb_arena_stats(const nb_arena_t *a, nb_arena_stats_t *st);
+
+/* Returns the data capacity in bytes, and the segment size. */
 size_t nb_arena_capacity(const nb_arena_t *a);
+size_t nb_arena_segment_size(const nb_arena_t *a);
+
+/* Returns 1 when a is file-backed (shareable with other processes). */
+int nb_arena_shared(const nb_arena_t *a);
 
 /* Builds a spike payload of any length: inline when len <= 46, else in the
- * arena with a ref (a may be NULL only for inline payloads, NB_ENOSPACE
- * otherwise); returns 0 or an error from nb_arena_alloc. */
-int nb_arena_put_payload(nb_arena_t *a, nb_spike_t *s, const void *data,
-                         size_t len);
+ * arena through w (w may be NULL only for inline payloads: NB_ENOSPACE
+ * otherwise); returns 0 or an error from nb_arena_write. */
+int nb_arena_put_payload(nb_arena_writer_t *w, nb_spike_t *s,
+                         const void *data, size_t len);
 
 /* Points *data and *len at a spike's payload wherever it lives (inline or in
  * the arena); returns 0, NB_ESTALE, NB_EBOUNDS, or NB_EINVAL when the spike
  * holds a ref and a is NULL. */
 int nb_arena_get_payload(const nb_arena_t *a, const nb_spike_t *s,
                          const void **data, size_t *len);
+
+/* Drops the reference a spike holds, if its payload is in the arena;
+ * returns 0 or as nb_arena_release (0 for inline payloads). */
+int nb_arena_release_spike(nb_arena_t *a, const nb_spike_t *s);
 
 #endif

@@ -147,6 +147,9 @@ struct nb_cortex_s {
    * possible destination, so a broadcast is all-or-nothing without an
    * allocation. */
   uint8_t *verdict;
+  /* References of consumed spikes, dropped in batches (one atomic per run
+   * of payloads from one segment), flushed at the end of each phase. */
+  nb_arena_releaser_t rel;
   nb_cortex_stats_t stats;
 };
 
@@ -173,6 +176,7 @@ int nb_cortex_new(nb_cortex_t **out, const nb_cortex_opts_t *opts) {
   nb_cortex_t *cx = calloc(1, sizeof *cx);
   if (!cx) return NB_ENOMEM;
   cx->opts = o;
+  cx->rel.arena = o.arena;
   int rc = nb_synapse_table_new(&cx->syn, o.max_neurons);
   if (rc != 0) goto fail;
   rc = NB_ENOMEM;
@@ -188,9 +192,43 @@ fail:
   return rc;
 }
 
+/* Drops the reference s holds, if any, in the current batch; returns
+ * nothing. */
+static inline void consume(nb_cortex_t *cx, const nb_spike_t *s) {
+  if (!nb_spike_is_ref(s) || !cx->opts.arena) return;
+  nb_arena_ref_t ref;
+  if (nb_spike_get_ref(s, &ref) == 0) nb_arena_releaser_add(&cx->rel, &ref);
+}
+
+/* Drops the references of every spike still waiting (axons, the injection
+ * queue, inboxes), so a shared arena gets its space back; returns nothing. */
+static void consume_pending(nb_cortex_t *cx) {
+  for (uint32_t i = 0; i < cx->count; i++) {
+    nb_neuron_t *n = cx->neurons[i];
+    uint64_t avail = nb_axon_reader_available(n->reader);
+    for (uint64_t k = 0; k < avail;) {
+      uint32_t run;
+      const nb_spike_t *s = nb__axon_reader_peek_run(n->reader, k, avail - k,
+                                                     &run);
+      if (!s) break;
+      for (uint32_t j = 0; j < run; j++) consume(cx, &s[j]);
+      k += run;
+    }
+    if (avail) nb_axon_reader_advance(n->reader, avail);
+    for (uint32_t k = 0; k < n->inbox_count; k++) consume(cx, &n->inbox[k]);
+    n->inbox_count = 0;
+  }
+  for (; cx->inject_count; cx->inject_count--) {
+    consume(cx, &cx->inject[cx->inject_head]);
+    cx->inject_head = (cx->inject_head + 1) & cx->inject_mask;
+  }
+  nb_arena_releaser_flush(&cx->rel);
+}
+
 /* Frees the cortex, its neurons, synapses and indexes; returns nothing. */
 void nb_cortex_free(nb_cortex_t *cx) {
   if (!cx) return;
+  if (cx->opts.arena && cx->neurons) consume_pending(cx);
   for (uint32_t i = 0; i < cx->count; i++) nb__neuron_free(cx->neurons[i]);
   free(cx->neurons);
   if (cx->syn) nb_synapse_table_free(cx->syn);
@@ -428,6 +466,8 @@ int nb_cortex_set_stopped(nb_cortex_t *cx, nb_id_t id, int stopped) {
   if (n->stopped) {
     cx->stats.dead_letters += n->inbox_count;
     n->stats.dead_letters += n->inbox_count;
+    for (uint32_t k = 0; k < n->inbox_count; k++) consume(cx, &n->inbox[k]);
+    nb_arena_releaser_flush(&cx->rel);
     n->inbox_count = 0;
   }
   return 0;
@@ -560,9 +600,11 @@ static int filtered(nb_cortex_t *cx, nb_neuron_t *t) {
   return ROUTED;
 }
 
-/* Counts a dead letter; returns ROUTED (the spike is consumed). */
-static int dead_letter(nb_cortex_t *cx) {
+/* Counts a dead letter and drops its payload; returns ROUTED (the spike is
+ * consumed). */
+static int dead_letter(nb_cortex_t *cx, const nb_spike_t *s) {
   cx->stats.dead_letters++;
+  consume(cx, s);
   return ROUTED;
 }
 
@@ -571,10 +613,10 @@ static int dead_letter(nb_cortex_t *cx) {
 static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s,
                          route_cache_t *c) {
   nb_neuron_t *t = s->target < cx->count ? cx->neurons[s->target] : NULL;
-  if (!t) return dead_letter(cx);
+  if (!t) return dead_letter(cx, s);
   if (t->stopped) {
     t->stats.dead_letters++;
-    return dead_letter(cx);
+    return dead_letter(cx, s);
   }
   nb_synapse_t *syn = s->source < cx->count
                           ? nb_synapse_table_get(cx->syn, s->source, s->target)
@@ -588,8 +630,11 @@ static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s,
     c->t = NULL;
     payload_view_t pv = {0};
     int v = verdict(cx, syn, s, &pv);
-    if (v < 0) return dead_letter(cx);
-    if (v == V_REJECT) return filtered(cx, t);
+    if (v < 0) return dead_letter(cx, s);
+    if (v == V_REJECT) {
+      consume(cx, s);
+      return filtered(cx, t);
+    }
   }
   if (t->inbox_count == t->inbox_cap) return BLOCKED;
   float w = 1.0f;
@@ -605,11 +650,11 @@ static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s,
  * nothing: returns BLOCKED, delivering to no one, when any destination
  * that passes its filters has a full inbox; else ROUTED. */
 static int route_broadcast(nb_cortex_t *cx, const nb_spike_t *s) {
-  if (s->source >= cx->count) return dead_letter(cx);
+  if (s->source >= cx->count) return dead_letter(cx, s);
   size_t n;
   nb_synapse_t *const *out = nb_synapse_table_outgoing(cx->syn, s->source, &n);
   /* A broadcast that reaches nobody is lost, so it is counted. */
-  if (n == 0) return dead_letter(cx);
+  if (n == 0) return dead_letter(cx, s);
   payload_view_t pv = {0};
   uint8_t *vd = cx->verdict;
   for (size_t i = 0; i < n; i++) {
@@ -619,15 +664,27 @@ static int route_broadcast(nb_cortex_t *cx, const nb_spike_t *s) {
       continue;
     }
     int v = verdict(cx, out[i], s, &pv);
-    if (v < 0) return dead_letter(cx);
+    if (v < 0) return dead_letter(cx, s);
     if (v == V_PASS && t->inbox_count == t->inbox_cap) return BLOCKED;
     vd[i] = (uint8_t)v;
+  }
+  /* The fired spike held one reference; each inbox copy holds its own. */
+  uint32_t copies = 0;
+  for (size_t i = 0; i < n; i++) copies += vd[i] == V_PASS;
+  if (copies == 0) {
+    consume(cx, s);
+  } else if (copies > 1 && nb_spike_is_ref(s) && cx->opts.arena) {
+    nb_arena_ref_t ref;
+    /* A payload that cannot be kept alive is not delivered as garbage. */
+    if (nb_spike_get_ref(s, &ref) != 0 ||
+        nb_arena_retain(cx->opts.arena, &ref, copies - 1) != 0)
+      return dead_letter(cx, s);
   }
   for (size_t i = 0; i < n; i++) {
     nb_neuron_t *t = cx->neurons[out[i]->post];
     if (vd[i] == V_STOPPED) {
       t->stats.dead_letters++;
-      dead_letter(cx);
+      cx->stats.dead_letters++;
     } else if (vd[i] == V_REJECT) {
       filtered(cx, t);
     } else {
@@ -708,6 +765,7 @@ static void collect(nb_cortex_t *cx) {
     cx->inject_head = (cx->inject_head + 1) & cx->inject_mask;
     cx->inject_count--;
   }
+  nb_arena_releaser_flush(&cx->rel);
 }
 
 /* ---- delivery ---- */
@@ -742,6 +800,14 @@ static void hand_over(nb_neuron_t *n, uint32_t count) {
   }
 }
 
+/* Drops the references of a batch its handler returned from; returns
+ * nothing. */
+static void consume_batch(nb_cortex_t *cx, const nb_spike_t *in,
+                          uint32_t count) {
+  for (uint32_t k = 0; k < count; k++)
+    if (nb_spike_is_ref(&in[k])) consume(cx, &in[k]);
+}
+
 /* DELIVER + FIRE for every neuron in id order; returns the number of spikes
  * handed to agents. */
 static uint64_t deliver(nb_cortex_t *cx) {
@@ -765,12 +831,14 @@ static uint64_t deliver(nb_cortex_t *cx) {
     n->inbox_count = 0;
     if (count) {
       hand_over(n, count);
+      if (cx->opts.arena) consume_batch(cx, n->inbox, count);
       n->stats.spikes_in += count;
       total += count;
     }
     if (nb_if_step(&n->ifs)) on_fire(cx, n);
   }
   nb__tick_now = 0;
+  nb_arena_releaser_flush(&cx->rel);
   return total;
 }
 

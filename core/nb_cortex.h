@@ -16,7 +16,13 @@
  *  2. DELIVER + FIRE: for each neuron in id order: if refractory, count the
  *     tick down and keep its inbox waiting; else integrate the inbox, hand
  *     it to the agent as one batch, then nb_if_step; on fire apply STDP
- *     "post" on incoming synapses and call the agent's tick. */
+ *     "post" on incoming synapses and call the agent's tick.
+ *
+ * Payloads: a spike holding an arena reference carries exactly one. The
+ * cortex drops it when the spike is consumed (after the handler it was
+ * delivered to returns, or as a dead letter or filtered); a broadcast
+ * retains one per extra destination; a spike that waits (axon, injection
+ * queue, refractory inbox) keeps its reference. */
 #ifndef NB_CORTEX_H
 #define NB_CORTEX_H
 
@@ -108,6 +114,7 @@ size_t nb_cortex_region(const nb_cortex_t *cx, const char *path,
                         nb_id_t *out, size_t max);
 
 /* Queues a copy of a spike from outside the cortex (a test, a socket),
+ * taking over the arena reference it holds when it returns 0,
  * routed at the next tick as if fired by s->source; a zero timestamp_ns is
  * stamped with nb_clock_ns() (STDP reads 0 as "no spike"). The queue holds
  * axon_capacity spikes. Returns 0, NB_EFULL, or NB_EINVAL for a malformed

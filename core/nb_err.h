@@ -12,9 +12,9 @@
   XX(FULL,      -3,  "full: a reader has not consumed the slot")              \
   XX(EMPTY,     -4,  "empty: no spike available")                             \
   XX(LAPPED,    -5,  "reader was lapped: spikes were overwritten unread")     \
-  XX(NOSPACE,   -6,  "arena out of space")                                    \
-  XX(REFSLOTS,  -7,  "arena out of reference-count slots")                    \
-  XX(STALE,     -8,  "arena reference from an earlier epoch")                 \
+  XX(NOSPACE,   -6,  "arena full: every segment holds live payloads")        \
+  XX(KEEPS,     -7,  "too many payloads kept (the agent's keep_max)")         \
+  XX(STALE,     -8,  "stale arena reference: its segment was freed or reused")\
   XX(BOUNDS,    -9,  "arena reference out of bounds")                         \
   XX(BADMAGIC,  -10, "not a NeuronBus arena file (bad magic number)")         \
   XX(BADVER,    -11, "arena file has an unsupported version")                 \

@@ -156,6 +156,7 @@ void nb__neuron_free(nb_neuron_t *n) {
   if (!n) return;
   if (n->reader) nb_axon_reader_detach(n->reader);
   if (n->axon) nb_axon_free(n->axon);
+  nb_arena_writer_free(n->own_writer);
   free(n->inbox);
   free(n->inbox_w);
   free(n->strings);
@@ -307,7 +308,13 @@ int nb_neuron_fire_ex(nb_neuron_t *n, nb_id_t target, nb_kind_t kind,
     slot->meta = (uint8_t)(((unsigned)kind & 3u) | (unsigned)(len << 2));
   } else {
     slot->meta = (uint8_t)((unsigned)kind & 3u);
-    int rc = nb_arena_put_payload(n->arena, slot, payload, len);
+    nb_arena_writer_t *w = n->writer;
+    if (!w && n->arena) {
+      int rc = nb_arena_writer_new(&n->own_writer, n->arena);
+      if (rc != 0) return rc;
+      w = n->writer = n->own_writer;
+    }
+    int rc = nb_arena_put_payload(w, slot, payload, len);
     if (rc != 0) return rc;
   }
   stamp(n, slot);
@@ -324,6 +331,11 @@ int nb_neuron_fire_to(nb_neuron_t *n, nb_id_t target, const void *payload,
  * as fire_ex. */
 int nb_neuron_broadcast(nb_neuron_t *n, const void *payload, size_t len) {
   return nb_neuron_fire_ex(n, NB_BROADCAST, NB_EXCITATORY, 0, payload, len);
+}
+
+/* Makes n write large payloads through w; returns nothing. */
+void nb_neuron_set_writer(nb_neuron_t *n, nb_arena_writer_t *w) {
+  n->writer = w ? w : n->own_writer;
 }
 
 /* Resolves s's payload through the cortex's arena; returns 0, NB_ESTALE,

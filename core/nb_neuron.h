@@ -133,12 +133,15 @@ int nb_neuron_held(const nb_neuron_t *n);
  * decrease. Returns 0, NB_EINVAL
  * when s's meta byte is malformed (as nb_spike_from_bytes judges it), or
  * NB_EFULL when the axon is full (either way nothing is sent, the sequence
- * is not consumed, *s is left untouched). */
+ * is not consumed, *s is left untouched). A spike holding an arena
+ * reference hands that reference to the cortex on success (it is released
+ * after delivery); on failure the caller still holds it. */
 int nb_neuron_fire(nb_neuron_t *n, nb_spike_t *s);
 
 /* Fires an excitatory priority-0 spike to target with any payload length
- * (over 46 bytes goes to the cortex's arena); returns 0, NB_EFULL,
- * NB_ENOSPACE, NB_EREFSLOTS. */
+ * (over 46 bytes goes to the cortex's arena through the neuron's writer,
+ * the spike holding its one reference); returns 0, NB_EFULL, NB_ENOSPACE
+ * (arena full: retry once payloads are released), NB_ETOOBIG. */
 int nb_neuron_fire_to(nb_neuron_t *n, nb_id_t target, const void *payload,
                       size_t len);
 
@@ -150,8 +153,15 @@ int nb_neuron_fire_ex(nb_neuron_t *n, nb_id_t target, nb_kind_t kind,
 /* Fires to NB_BROADCAST; returns as nb_neuron_fire_to. */
 int nb_neuron_broadcast(nb_neuron_t *n, const void *payload, size_t len);
 
+/* Makes n write its large payloads through w, a writer of the cortex's
+ * arena used only on the thread that fires n (several neurons firing from
+ * one thread may share one); NULL returns to n's own writer, made on first
+ * use. The writer must outlive n's use of it. Returns nothing. */
+void nb_neuron_set_writer(nb_neuron_t *n, nb_arena_writer_t *w);
+
 /* Resolves a spike's payload (inline or arena) into *data and *len; returns 0,
- * NB_ESTALE or NB_EBOUNDS. */
+ * NB_ESTALE or NB_EBOUNDS. The bytes are valid while the spike's reference
+ * is held: in the cortex, until the handler it was delivered to returns. */
 int nb_neuron_payload(const nb_neuron_t *n, const nb_spike_t *s,
                       const void **data, size_t *len);
 

@@ -39,8 +39,8 @@ typedef struct nb_spike_s {
 typedef struct nb_arena_ref_s {
   uint64_t offset;   /* byte offset in the arena's data region */
   uint32_t len;      /* exact payload length */
-  uint32_t ref_slot; /* index of its reference count */
-  uint32_t epoch;    /* arena epoch at allocation: detects stale refs */
+  uint32_t segment;  /* index of the (first) segment holding it */
+  uint32_t gen;      /* that segment's generation: detects stale refs */
   uint32_t reserved; /* zero */
 } nb_arena_ref_t;
 /* END LAYOUT */

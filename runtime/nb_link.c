@@ -50,6 +50,7 @@ typedef struct conn_s {
   nb_link_node_t *node;
   nb_link_t *link; /* NULL until the HELLO binds it, and after a loss */
   int outbound, state, reading, paused, want_process, writing;
+  int arena_waiting; /* paused for arena space: logged once, then resumed */
   char addr[128];  /* "127.0.0.1:5555" or the dialled url */
   nb_link_rx_t rx;
   uint8_t *rbuf;   /* read buffer; [roff, rlen) is not processed yet */
@@ -119,6 +120,7 @@ struct nb_link_node_s {
   uint8_t exp_bits[65536 / 8];
   nb_link_arena_id_t aid; /* our arena file, when it can be shared */
   int has_aid;
+  nb_arena_writer_t *writer; /* received payloads are written through it */
   conn_t *conns;
   nb_link_t **links;
   size_t nlinks, linkcap;
@@ -181,6 +183,7 @@ static void node_maybe_free(nb_link_node_t *n) {
   for (uint32_t i = 0; i < n->nexposed; i++) free((char *)n->exposed[i].name);
   free(n->exposed);
   free(n->links);
+  nb_arena_writer_free(n->writer);
   void (*done)(void *) = n->done;
   void *ud = n->done_ud;
   free(n);
@@ -208,7 +211,7 @@ static void entry_clear(nb_link_t *l, entry_t *e) {
     nb_arena_ref_t ref;
     memcpy(&s, e->spike, NB_SPIKE_SIZE);
     if (nb_spike_get_ref(&s, &ref) == 0)
-      nb_arena_release(l->node->o.arena, &ref);
+      nb_arena_release(l->node->o.arena, &ref, 1);
   }
   e->payload = NULL;
   e->plen = 0;
@@ -476,7 +479,7 @@ static void conn_lost(conn_t *c, nb_link_log_level_t level,
           is_error ? ": connection closed" : "");
   c->state = NB__C_CLOSING;
   if (c->pend_has_ref && c->node->o.arena)
-    nb_arena_release(c->node->o.arena, &c->pend_ref);
+    nb_arena_release(c->node->o.arena, &c->pend_ref, 1);
   c->has_pending = c->pend_has_ref = 0;
   nb_link_t *l = c->link;
   if (l) {
@@ -795,15 +798,33 @@ static int offer_held(conn_t *c) {
   /* Every ref gets a copy in our arena, even an empty one: a ref into the
    * peer's arena means nothing here. */
   if (nb_spike_is_ref(&c->pend) && n->o.arena && !c->pend_has_ref) {
-    int rc = nb_arena_alloc(n->o.arena, c->pend_payload, c->pend_len,
+    int rc = nb_arena_write(n->writer, c->pend_payload, c->pend_len,
                             &c->pend_ref);
-    if (rc != 0) {
-      /* No room: the same backpressure as a full receiver. */
-      char who[400];
-      node_log(n, NB_LINK_LOG_WARN, "%s: arena: %s; reading paused",
-              peer_label(c, who, sizeof who), nb_strerror(rc));
+    if (rc == NB_ENOSPACE) {
+      /* No room: the same backpressure as a full receiver; resumed (and
+       * tried again) until payloads are released. Logged once per wait. */
+      if (!c->arena_waiting) {
+        char who[400];
+        node_log(n, NB_LINK_LOG_WARN, "%s: %s; reading paused until "
+                 "payloads are released", peer_label(c, who, sizeof who),
+                 nb_strerror(rc));
+      }
+      c->arena_waiting = 1;
       conn_pause(c);
       return 0;
+    }
+    if (rc != 0) {
+      /* A payload this arena can never hold: refused, like a bad one. */
+      l->st.rejected++;
+      c->has_pending = 0;
+      l->recv_seq++;
+      return 1;
+    }
+    if (c->arena_waiting) {
+      char who[400];
+      node_log(n, NB_LINK_LOG_INFO, "%s: arena has room again; reading "
+               "resumed", peer_label(c, who, sizeof who));
+      c->arena_waiting = 0;
     }
     c->pend_has_ref = 1;
     nb_spike_set_ref(&c->pend, &c->pend_ref);
@@ -815,7 +836,7 @@ static int offer_held(conn_t *c) {
   }
   if (rc < 0) {
     l->st.rejected++;
-    if (c->pend_has_ref) nb_arena_release(n->o.arena, &c->pend_ref);
+    if (c->pend_has_ref) nb_arena_release(n->o.arena, &c->pend_ref, 1);
   } else {
     l->st.received++;
   }
@@ -885,10 +906,7 @@ static void conn_process(conn_t *c) {
       const void *d = NULL;
       int brc = nb_spike_get_ref(&ev.spike, &ref);
       if (brc == 0) brc = nb_arena_read(n->o.arena, &ref, &d);
-      if (brc == 0) {
-        brc = nb_arena_retain(n->o.arena, &ref);
-        if (brc > 0) brc = 0;
-      }
+      if (brc == 0) brc = nb_arena_retain(n->o.arena, &ref, 1);
       if (brc != 0) {
         c->has_pending = 0;
         conn_lost(c, NB_LINK_LOG_ERROR, 1,
@@ -1176,6 +1194,10 @@ int nb_link_node_new(nb_link_node_t **out, uv_loop_t *loop,
   if (!n->o.max_payload) n->o.max_payload = NB_FRAME_PAYLOAD_DEFAULT_MAX;
   if (!n->o.hello_timeout_ms) n->o.hello_timeout_ms = 10000;
   n->inc = new_incarnation(n);
+  if (n->o.arena && nb_arena_writer_new(&n->writer, n->o.arena) != 0) {
+    free(n);
+    return NB_ENOMEM;
+  }
   if (n->o.arena && n->o.arena_path) arena_identity(n, n->o.arena_path);
   n->o.arena_path = NULL; /* not kept: the caller owns the string */
   uv_prepare_init(loop, &n->prep);
@@ -1401,7 +1423,7 @@ int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
   e->by_ref = 0;
   if (by_ref) {
     /* The queue's own reference, dropped when the entry is cleared. */
-    int rc = nb_arena_retain(l->node->o.arena, &ref);
+    int rc = nb_arena_retain(l->node->o.arena, &ref, 1);
     if (rc < 0) return rc;
     e->payload = NULL;
     e->by_ref = 1;

@@ -268,6 +268,7 @@ void nb_rt_close(nb_rt_t *rt) {
   if (rt->link) nb__link_free(rt);
   nb__isol_rt_free(rt);
   if (rt->cx) nb_cortex_free(rt->cx);
+  nb_arena_writer_free(rt->writer);
   if (rt->arena) nb_arena_free(rt->arena);
   free(rt->name);
   free((char *)rt->opts.recorders);
@@ -321,15 +322,14 @@ int nb_rt_inject(nb_rt_t *rt, uint32_t from, uint32_t to, int kind,
   nb__agent_t *a = rt->agents[from];
   nb_spike_t s;
   nb_spike_init(&s, (nb_id_t)to, (nb_kind_t)kind, (uint8_t)priority);
-  int rc = nb_arena_put_payload(rt->arena, &s, data, len);
+  int rc = nb_arena_put_payload(rt->writer, &s, data, len);
   if (rc) return rc;
   s.source = (nb_id_t)from;
   s.sequence = a->inject_seq;
   s.timestamp_ns = nb_clock_ns();
   rc = nb_cortex_inject(rt->cx, &s);
   if (rc) {
-    nb_arena_ref_t ref;
-    if (nb_spike_get_ref(&s, &ref) == 0) nb_arena_release(rt->arena, &ref);
+    nb_arena_release_spike(rt->arena, &s);
     return rc;
   }
   a->inject_seq++;

@@ -31,8 +31,8 @@ nb_rt_layout_t *nb_rt_layout(nb_rt_layout_t *o) {
   o->ref_size = sizeof(nb_arena_ref_t);
   o->ref_offset = offsetof(nb_arena_ref_t, offset);
   o->ref_len = offsetof(nb_arena_ref_t, len);
-  o->ref_slot = offsetof(nb_arena_ref_t, ref_slot);
-  o->ref_epoch = offsetof(nb_arena_ref_t, epoch);
+  o->ref_segment = offsetof(nb_arena_ref_t, segment);
+  o->ref_gen = offsetof(nb_arena_ref_t, gen);
   o->ref_reserved = offsetof(nb_arena_ref_t, reserved);
   return o;
 }
@@ -45,20 +45,20 @@ int nb_rt_fire(nb_rt_cell_t *cell, uint32_t target, int kind, int priority,
     return NB_EINVAL;
   if (target != NB_BROADCAST && target >= rt->n) return NB_ENOENT;
   if (len && !data) return NB_EINVAL;
-  /* An inline payload cannot fail: build the spike in the axon slot, with
-   * the same bytes and results, instead of copying one built on the stack
-   * (the copy's wide loads stalled on the builder's narrow stores). */
-  if (len <= NB_PAYLOAD_MAX && !rt->opts.record)
+  /* Build the spike in the axon slot, with the same bytes and results,
+   * instead of copying one built on the stack (the copy's wide loads
+   * stalled on the builder's narrow stores); a full axon spends no arena
+   * space. */
+  if (!rt->opts.record)
     return nb_neuron_fire_ex(a->neuron, (nb_id_t)target, (nb_kind_t)kind,
                              (uint8_t)priority, data, len);
   nb_spike_t s;
   nb_spike_init(&s, (nb_id_t)target, (nb_kind_t)kind, (uint8_t)priority);
-  int rc = nb_arena_put_payload(rt->arena, &s, data, len);
+  int rc = nb_arena_put_payload(rt->writer, &s, data, len);
   if (rc) return rc;
   rc = nb_neuron_fire(a->neuron, &s);
   if (rc) {
-    nb_arena_ref_t ref;
-    if (nb_spike_get_ref(&s, &ref) == 0) nb_arena_release(rt->arena, &ref);
+    nb_arena_release_spike(rt->arena, &s);
     return rc;
   }
   if (rt->opts.record) nb__record(&a->rec[1], &s, 1.0f, data, len);

@@ -38,7 +38,7 @@ typedef struct nb_rt_layout_s {
   uint32_t size, align;
   uint32_t timestamp_ns, sequence, source, target, meta, priority, payload;
   uint32_t payload_size;
-  uint32_t ref_size, ref_offset, ref_len, ref_slot, ref_epoch, ref_reserved;
+  uint32_t ref_size, ref_offset, ref_len, ref_segment, ref_gen, ref_reserved;
 } nb_rt_layout_t;
 
 /* Fills *out with sizeof/alignof/offsetof of nb_spike_t and nb_arena_ref_t

@@ -117,6 +117,7 @@ struct nb_rt_s {
   const nb__host_t *host;
   nb_cortex_t *cx;
   nb_arena_t *arena;
+  nb_arena_writer_t *writer; /* the loop thread's: every agent writes here */
   nb__agent_t **agents;
   uint32_t n, cap;
   nb_rt_opts_t opts;

@@ -244,6 +244,7 @@ static int add_neuron(build_t *b, int idx, const char *name) {
     nb__agent_free(a);
     return -1;
   }
+  nb_neuron_set_writer(a->neuron, rt->writer);
   nb__agent_add(rt, a);
   return 0;
 }
@@ -410,6 +411,7 @@ static int build(build_t *b, int idx) {
   else if (asize > 0)
     rc = apath ? nb_arena_open(&rt->arena, apath, (size_t)asize)
                : nb_arena_new(&rt->arena, (size_t)asize);
+  if (rc == 0) rc = nb_arena_writer_new(&rt->writer, rt->arena);
   if (rc) {
     nb__addf(&b->errs, "arena%s%s: %s", apath ? " " : "", apath ? apath : "",
              nb_strerror(rc));

@@ -22,8 +22,8 @@ static nb_spike_t plain_spike(unsigned seed, size_t len) {
 /* Returns a spike holding a ref of len bytes (not backed by any arena). */
 static nb_spike_t ref_spike(unsigned seed, uint32_t len) {
   nb_spike_t s = plain_spike(seed, 0);
-  nb_arena_ref_t r = {.offset = 64u * seed, .len = len, .ref_slot = seed,
-                      .epoch = 3};
+  nb_arena_ref_t r = {.offset = 64u * seed, .len = len, .segment = seed,
+                      .gen = 3};
   nb_spike_set_ref(&s, &r);
   return s;
 }

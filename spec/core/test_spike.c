@@ -52,7 +52,7 @@ static void arena_refs_round_trip(void) {
   nb_spike_t s;
   nb_spike_init(&s, 2, NB_INHIBITORY, 9);
   nb_arena_ref_t r = {.offset = 0x1122334455667788ull, .len = 1000000,
-                      .ref_slot = 65535, .epoch = 42}, back;
+                      .segment = 65535, .gen = 42}, back;
   NBT_EQ(nb_spike_set_ref(&s, &r), 0);
   NBT_CHECK(nb_spike_is_ref(&s));
   NBT_EQ(nb_spike_kind(&s), NB_INHIBITORY);
