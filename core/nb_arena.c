@@ -547,6 +547,11 @@ int nb_arena_copy(const nb_arena_t *a, const nb_arena_ref_t *ref, void *dst) {
   int rc = check(a, ref);
   if (rc) return rc;
   memcpy(dst, a->data + ref->offset, ref->len);
+  return nb_arena_valid(a, ref);
+}
+
+int nb_arena_valid(const nb_arena_t *a, const nb_arena_ref_t *ref) {
+  if (!a || !ref || ref->segment >= a->nsegs) return NB_EINVAL;
   /* Acquire fence (the seqlock reader side): if the copy read any byte a
    * new writer wrote, the load below sees that writer's generation. */
   atomic_thread_fence(memory_order_acquire);

@@ -101,6 +101,11 @@ int nb_arena_read(const nb_arena_t *a, const nb_arena_ref_t *ref,
  * (dst then holds no promise) or NB_EBOUNDS. Safe without a reference. */
 int nb_arena_copy(const nb_arena_t *a, const nb_arena_ref_t *ref, void *dst);
 
+/* The second half of nb_arena_copy, for a caller that copied the bytes
+ * from nb_arena_read itself: returns 0 when ref's segment was not reused
+ * since, else NB_ESTALE (what was copied must then be thrown away). */
+int nb_arena_valid(const nb_arena_t *a, const nb_arena_ref_t *ref);
+
 /* Adds n references to a payload the caller can name; returns 0, NB_ESTALE
  * when its segment was freed or reused (nothing added), NB_EBOUNDS, or
  * NB_EINVAL for n == 0. */

@@ -315,7 +315,10 @@ int nb_neuron_fire_ex(nb_neuron_t *n, nb_id_t target, nb_kind_t kind,
       w = n->writer = n->own_writer;
     }
     int rc = nb_arena_put_payload(w, slot, payload, len);
-    if (rc != 0) return rc;
+    if (rc != 0) {
+      if (rc == NB_ENOSPACE) bump_producer_stat(&n->stats.arena_full);
+      return rc;
+    }
   }
   stamp(n, slot);
   return commit_slot(n);

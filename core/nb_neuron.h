@@ -98,6 +98,7 @@ typedef struct nb_neuron_stats_s {
   uint64_t fires;      /* threshold crossings */
   uint64_t errors;     /* agent callbacks that returned an error */
   uint64_t full;       /* fire attempts refused because the axon was full */
+  uint64_t arena_full; /* fire attempts refused because the arena was */
   uint64_t deferred;   /* tick-spike pairs held back by refractory */
   uint64_t filtered;   /* spikes into it stopped by a dendritic filter */
   uint64_t dead_letters; /* spikes to it counted as dead letters because it

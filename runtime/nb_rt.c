@@ -164,7 +164,8 @@ const nb_agent_ops_t nb__lua_ops = {
 /* Frees an agent and closes its state. */
 void nb__agent_free(nb__agent_t *a) {
   if (!a) return;
-  nb__isol_free(a); /* closes the state */
+  nb__isol_free(a); /* closes the state: its keep handles are released */
+  nb__keep_free(a);
   for (int w = 0; w < 2; w++) {
     for (size_t i = 0; i < a->rec[w].n; i++) free(a->rec[w].v[i].data);
     free(a->rec[w].v);
@@ -347,6 +348,9 @@ int nb_rt_stat(const nb_rt_t *rt, uint32_t id, nb_rt_stat_t *out) {
   /* The runtime counts each failed callback (several per batch possible). */
   out->errors = a->errors > s->errors ? a->errors : s->errors;
   out->full = s->full;
+  out->arena_full = s->arena_full;
+  out->kept = nb__keep_count(a);
+  out->kept_since_ns = nb__keep_oldest(a);
   out->deferred = s->deferred;
   out->filtered = s->filtered;
   return 0;
@@ -429,6 +433,8 @@ nb__agent_t *nb__agent_new(nb_rt_t *rt, const char *name) {
   a->cell.rt = rt;
   a->cell.id = rt->n;
   a->name = nb__strdup(name);
+  a->keep_max = NB_KEEP_MAX_DEFAULT;
+  a->keep_warn_ns = NB_KEEP_WARN_DEFAULT_NS;
   return a;
 }
 

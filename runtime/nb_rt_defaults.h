@@ -27,6 +27,11 @@
 #define NB_RESTART_BACKOFF_NS 100000000ull   /* restart.backoff = "100ms" */
 #define NB_RESTART_BACKOFF_MAX_NS 10000000000ull /* restart.backoff_max = "10s" */
 
+/* payloads a neuron keeps past on_spike (spike:keep) */
+#define NB_KEEP_MAX_DEFAULT 1024u            /* keep_max */
+#define NB_KEEP_MAX_LIMIT (1u << 20)
+#define NB_KEEP_WARN_DEFAULT_NS 60000000000ull /* keep_warn = "60s" */
+
 /* TCP links (listen, peers, accept, max_payload) */
 #define NB_LINK_QUEUE_DEFAULT 16384u         /* spikes queued per link */
 #define NB_LINK_QUEUE_MAX (1u << 24)

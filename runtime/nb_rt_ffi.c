@@ -74,6 +74,34 @@ int nb_rt_payload(const nb_rt_cell_t *cell, const nb_spike_t *s,
   return rc;
 }
 
+int nb_rt_keep(nb_rt_cell_t *cell, const nb_spike_t *s, nb_rt_kept_t *out) {
+  if (!cell || !s || !out) return NB_EINVAL;
+  int slot = nb__keep((nb__agent_t *)cell, s, &out->serial);
+  if (slot < 0) return slot;
+  out->slot = (uint32_t)slot;
+  return 0;
+}
+
+const nb_spike_t *nb_rt_kept_spike(const nb_rt_cell_t *cell,
+                                   const nb_rt_kept_t *k) {
+  if (!cell || !k) return NULL;
+  return nb__keep_spike((const nb__agent_t *)cell, k->slot, k->serial);
+}
+
+int nb_rt_kept_release(nb_rt_cell_t *cell, nb_rt_kept_t *k) {
+  if (!cell || !k) return NB_EINVAL;
+  int rc = nb__keep_release((nb__agent_t *)cell, k->slot, k->serial);
+  k->serial = 0;
+  return rc;
+}
+
+int nb_rt_payload_valid(const nb_rt_cell_t *cell, const nb_spike_t *s) {
+  nb_arena_ref_t ref;
+  if (!nb_spike_is_ref(s)) return 0;
+  if (!cell || nb_spike_get_ref(s, &ref) != 0) return NB_EINVAL;
+  return nb_arena_valid(((const nb__agent_t *)cell)->rt->arena, &ref);
+}
+
 int nb_rt_lookup(const nb_rt_cell_t *cell, const char *name) {
   return nb_rt_id(((const nb__agent_t *)cell)->rt, name);
 }

@@ -82,6 +82,31 @@ uint32_t nb_rt_card_version(const nb_rt_cell_t *cell, uint32_t id);
  * digits ("" for a neuron without a script or no such id). */
 const char *nb_rt_card_hash(const nb_rt_cell_t *cell, uint32_t id);
 
+/* A payload an agent keeps past on_spike (spike:keep()): the slot in its
+ * keep table and a serial that makes a released handle stale. */
+typedef struct nb_rt_kept_s {
+  uint32_t slot, serial; /* serial 0 = released */
+} nb_rt_kept_t;
+
+/* Keeps s (a copy, and a reference to its arena payload) for the cell's
+ * agent; returns 0 with *out set, or NB_EKEEPS past the agent's keep_max,
+ * NB_ESTALE when its payload is already gone, NB_EINVAL, NB_ENOMEM. */
+int nb_rt_keep(nb_rt_cell_t *cell, const nb_spike_t *s, nb_rt_kept_t *out);
+
+/* Returns the kept spike of a live handle (its payload readable), or NULL
+ * once released. */
+const nb_spike_t *nb_rt_kept_spike(const nb_rt_cell_t *cell,
+                                   const nb_rt_kept_t *k);
+
+/* Releases a kept payload and zeroes k's serial; returns 0, or NB_EINVAL
+ * when it was released already. */
+int nb_rt_kept_release(nb_rt_cell_t *cell, nb_rt_kept_t *k);
+
+/* Checks, after the bytes of s's arena payload were copied, that its
+ * segment was not reused meanwhile (a spike:copy() holds no reference);
+ * returns 0, or NB_ESTALE. */
+int nb_rt_payload_valid(const nb_rt_cell_t *cell, const nb_spike_t *s);
+
 /* Returns the static text of an nb_err_t code. */
 const char *nb_strerror(int err);
 
@@ -101,6 +126,9 @@ typedef struct nb_rt_opts_s {
 
 typedef struct nb_rt_stat_s {
   uint64_t spikes_in, spikes_out, fires, errors, full, deferred, filtered;
+  uint64_t arena_full; /* fires refused for want of arena space */
+  uint64_t kept;       /* payloads the agent keeps now (spike:keep) */
+  uint64_t kept_since_ns; /* when the oldest of them was kept, 0 = none */
 } nb_rt_stat_t;
 
 /* Returns a runtime built from the manifest at path, ready to tick (every

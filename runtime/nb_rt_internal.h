@@ -90,6 +90,10 @@ typedef struct nb__agent_s {
   nb__version_t ver;   /* hot reload: code version (nb_rt_reload.c) */
   struct nb__proxy_s *proxy; /* a remote neuron's link end (nb_rt_link.c),
                                 NULL for every other neuron */
+  struct nb__keep_s *keep;   /* payloads kept past on_spike (nb_rt_keep.c),
+                                NULL until the first keep */
+  uint32_t keep_max;         /* keep_max: keeps allowed at once */
+  uint64_t keep_warn_ns;     /* keep_warn: a keep older is reported, 0 never */
 } nb__agent_t;
 
 /* What nb_rt.c does for the lower layers (see the top of this file). */
@@ -165,6 +169,12 @@ lua_State *nb__state_new(char **err);
 /* The names of NB__CARD_TEXT_MAP, in its order. */
 extern const char *const nb__card_text_keys[NB__CARD_TEXTS];
 
+/* Adds (retain) or drops one arena reference for each of the n spikes at
+ * s that hold one, for copies kept past the handler they were delivered
+ * to; returns how many could not be retained (their payload reads stale). */
+uint32_t nb__refs_retain(nb_arena_t *a, const nb_spike_t *s, size_t n);
+void nb__refs_release(nb_arena_t *a, const nb_spike_t *s, size_t n);
+
 /* Message handler for lua_pcall: the error text plus a traceback. */
 int nb__msgh(lua_State *L);
 
@@ -185,6 +195,32 @@ void nb__record(nb__reclog_t *log, const nb_spike_t *s, float w,
 /* Records every spike of a delivered batch as a's received ones. */
 void nb__record_batch(nb__agent_t *a, const nb_spike_t *spikes,
                       const float *weights, size_t count);
+
+/* ---- nb_rt_keep.c ---- */
+
+/* Keeps a copy of s (and a reference to its arena payload) in a's keep
+ * table; returns the slot with *serial set, or NB_EKEEPS past keep_max,
+ * NB_ESTALE for a payload already gone, NB_ENOMEM. */
+int nb__keep(nb__agent_t *a, const nb_spike_t *s, uint32_t *serial);
+
+/* Returns the kept spike of a live handle, or NULL. */
+const nb_spike_t *nb__keep_spike(const nb__agent_t *a, uint32_t slot,
+                                 uint32_t serial);
+
+/* Releases a handle; returns 0, or NB_EINVAL when it is not live. */
+int nb__keep_release(nb__agent_t *a, uint32_t slot, uint32_t serial);
+
+/* Returns how many payloads a keeps, and when the oldest was kept (0 when
+ * none). */
+uint32_t nb__keep_count(const nb__agent_t *a);
+uint64_t nb__keep_oldest(const nb__agent_t *a);
+
+/* Reports (stderr, once each) keeps older than their agent's keep_warn;
+ * returns nothing. */
+void nb__keep_scan(nb_rt_t *rt, uint64_t now);
+
+/* Releases whatever a still keeps and frees the table; returns nothing. */
+void nb__keep_free(nb__agent_t *a);
 
 /* ---- nb_rt_reload.c ---- */
 

@@ -192,6 +192,8 @@ static void state_close(nb__agent_t *a) {
 void nb__isol_free(nb__agent_t *a) {
   state_close(a);
   if (!a->isol) return;
+  if (a->isol->nheld) nb__refs_release(a->rt->arena, a->isol->held,
+                                       a->isol->nheld);
   isol_clear(a->isol);
   free(a->isol);
   a->isol = NULL;
@@ -301,6 +303,7 @@ static void stop_for_good(nb__agent_t *a, const char *why) {
   nb_cortex_set_stopped(a->rt->cx, (nb_id_t)a->cell.id, 1);
   if (I->nheld) {
     nb_cortex_add_dead_letters(a->rt->cx, (nb_id_t)a->cell.id, I->nheld);
+    nb__refs_release(a->rt->arena, I->held, I->nheld);
     I->nheld = 0;
   }
   state_close(a);
@@ -424,6 +427,9 @@ void nb__isol_cut(nb__agent_t *a, const nb_spike_t *spikes,
     I->held_cap = cap;
   }
   memcpy(I->held + I->nheld, spikes, n * sizeof *spikes);
+  /* The batch's references end when its handler returns: kept copies hold
+   * their own until delivered to the restarted state. */
+  nb__refs_retain(a->rt->arena, spikes, n);
   for (uint32_t i = 0; i < n; i++)
     I->held_w[I->nheld + i] = weights ? weights[i] : 1.0f;
   I->nheld += n;
@@ -487,6 +493,7 @@ static int restart_now(nb__agent_t *a) {
   I->held_w = NULL;
   I->nheld = I->held_cap = 0;
   a->rt->host->deliver(a, s, w, n);
+  nb__refs_release(a->rt->arena, s, n);
   free(s);
   free(w);
   return 0;

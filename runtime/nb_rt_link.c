@@ -157,6 +157,7 @@ void nb__link_proxy_free(proxy_t *p) {
   free(p->url);
   free(p->cortex);
   free(p->remote);
+  if (p->count) nb__refs_release(p->a->rt->arena, p->held + p->head, p->count);
   free(p->held);
   free(p);
 }
@@ -219,6 +220,9 @@ static void proxy_hold(struct nb__rtlink_s *rl, proxy_t *p,
   }
   if (p->count == 0) rl->nheld++;
   memcpy(p->held + p->head + p->count, s, count * sizeof *s);
+  /* The batch's references end when the handler returns: held copies keep
+   * their own. */
+  nb__refs_retain(p->a->rt->arena, s, count);
   p->count += (uint32_t)count;
   /* Held: its inbox waits (and fills), so the cortex stops draining the
    * producers' axons and their fire reports full. */
@@ -232,6 +236,7 @@ static int proxy_retry(struct nb__rtlink_s *rl, proxy_t *p) {
   /* No room: asking would only count another refusal. */
   if (p->peer && p->peer->link && !nb_link_room(p->peer->link)) return 0;
   size_t n = proxy_push(p, p->held + p->head, p->count);
+  nb__refs_release(p->a->rt->arena, p->held + p->head, n);
   p->head += (uint32_t)n;
   p->count -= (uint32_t)n;
   if (p->count) return 0;

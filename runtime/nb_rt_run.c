@@ -13,9 +13,11 @@
 #define NB__BURST_NS 2000000ull       /* ... or this long, whichever first */
 #define NB__CATCHUP_MAX 1000          /* timed: ticks run late in one go */
 
+#define NB__KEEP_SCAN_MS 250              /* how often old keeps are looked for */
+
 typedef struct loop_s {
   uv_loop_t loop;
-  uv_timer_t tick, limit, stats;
+  uv_timer_t tick, limit, stats, keeps;
   uv_idle_t idle;
   uv_signal_t sigint, sigterm;
   nb_rt_t *rt;
@@ -83,6 +85,12 @@ static void on_stats(uv_timer_t *t) {
   nb_rt_print_stats(l->rt, l->o->out ? l->o->out : stdout, l->o->stats == 2, 0);
 }
 
+/* Reports payloads kept longer than their neuron's keep_warn. */
+static void on_keeps(uv_timer_t *t) {
+  loop_t *l = t->data;
+  nb__keep_scan(l->rt, nb_clock_ns());
+}
+
 /* SIGINT/SIGTERM: announces it and ends the loop (shutdown follows). */
 static void on_signal(uv_signal_t *s, int signum) {
   loop_t *l = s->data;
@@ -147,6 +155,10 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
     uint64_t ms = (opts->for_ns + 999999u) / 1000000u;
     uv_timer_start(&l.limit, on_limit, ms, 0);
   }
+  uv_timer_init(&l.loop, &l.keeps);
+  l.keeps.data = &l;
+  uv_timer_start(&l.keeps, on_keeps, NB__KEEP_SCAN_MS, NB__KEEP_SCAN_MS);
+  uv_unref((uv_handle_t *)&l.keeps); /* never keeps the loop alive */
   if (opts->stats) {
     uint64_t every = opts->stats_every_ns ? opts->stats_every_ns : 1000000000u;
     uint64_t ms = every / 1000000u ? every / 1000000u : 1;
@@ -212,6 +224,53 @@ static void print_synapse(void *ctx, const nb_synapse_t *s) {
   c->first = 0;
 }
 
+/* Prints the arena's use and the payloads agents keep (JSON: an "arena"
+ * member; else one line). */
+static void print_arena(nb_rt_t *rt, FILE *f, int json, uint64_t now) {
+  nb_arena_stats_t st;
+  nb_arena_stats(rt->arena, &st);
+  uint64_t kept = 0, refused = 0, oldest = 0;
+  const char *holder = NULL;
+  for (uint32_t i = 0; i < rt->n; i++) {
+    nb_rt_stat_t s;
+    nb_rt_stat(rt, i, &s);
+    kept += s.kept;
+    refused += s.arena_full;
+    if (s.kept_since_ns && (!oldest || s.kept_since_ns < oldest)) {
+      oldest = s.kept_since_ns;
+      holder = rt->agents[i]->name;
+    }
+  }
+  double age = oldest ? (double)(now - oldest) / 1e9 : 0;
+  if (json) {
+    fprintf(f, ",\"arena\":{\"capacity\":%" PRIu64 ",\"in_use\":%" PRIu64
+            ",\"segment_size\":%u,\"segments\":%u,\"free\":%u,\"active\":%u"
+            ",\"sealed\":%u,\"processes\":%u,\"reclaimed\":%" PRIu64
+            ",\"reaped\":%" PRIu64 ",\"arena_full\":%" PRIu64 ",\"kept\":%"
+            PRIu64, st.capacity, st.in_use, st.segment_size, st.segments,
+            st.free, st.active, st.sealed, st.processes, st.reclaimed,
+            st.reaped, refused, kept);
+    if (holder) {
+      fprintf(f, ",\"oldest_kept_s\":%.3f,\"oldest_holder\":", age);
+      json_str(f, holder);
+    }
+    fputs("}", f);
+    return;
+  }
+  fprintf(f, "  arena: %.1f MB in %u segments of %u KB: in use %.1f MB "
+          "(%.0f%%), free %u, active %u, sealed %u; reclaimed %" PRIu64,
+          (double)st.capacity / 1048576.0, st.segments, st.segment_size >> 10,
+          (double)st.in_use / 1048576.0,
+          st.capacity ? 100.0 * (double)st.in_use / (double)st.capacity : 0,
+          st.free, st.active, st.sealed, st.reclaimed);
+  if (st.processes > 1 || st.reaped)
+    fprintf(f, "; %u processes, %" PRIu64 " reaped", st.processes, st.reaped);
+  fprintf(f, "; kept %" PRIu64, kept);
+  if (holder) fprintf(f, " (oldest %.1f s, by %s)", age, holder);
+  if (refused) fprintf(f, "; fires refused for want of space %" PRIu64, refused);
+  fputc('\n', f);
+}
+
 void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
   uint64_t now = nb_clock_ns();
   nb_rt_stat_t tot = {0};
@@ -256,9 +315,10 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
       json_str(f, rt->agents[i]->name);
       fprintf(f, ",\"spikes_in\":%" PRIu64 ",\"spikes_out\":%" PRIu64
               ",\"fires\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"full\":%" PRIu64
-              ",\"deferred\":%" PRIu64 ",\"filtered\":%" PRIu64,
+              ",\"deferred\":%" PRIu64 ",\"filtered\":%" PRIu64
+              ",\"arena_full\":%" PRIu64 ",\"kept\":%" PRIu64,
               s.spikes_in, s.spikes_out, s.fires, s.errors, s.full,
-              s.deferred, s.filtered);
+              s.deferred, s.filtered, s.arena_full, s.kept);
       nb__isol_json(rt, i, f); /* dead letters, restarts, state, memory */
       for (int k = 0; k < NB__CARD_TEXTS; k++)
         if (rt->agents[i]->text[k]) {
@@ -274,6 +334,7 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
     fputs("],\"synapses\":[", f);
     nb_synapse_table_each(nb_cortex_synapses(rt->cx), print_synapse, &sc);
     fputs("]", f);
+    if (rt->arena) print_arena(rt, f, 1, now);
     if (rt->link) nb__link_print_stats(rt, f, 1);
     fputs("}\n", f);
   } else {
@@ -312,6 +373,7 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
     fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
             ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
             cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
+    if (rt->arena) print_arena(rt, f, 0, now);
     /* The cards' free text (a description), one line each. */
     for (uint32_t i = 0; i < rt->n; i++)
       for (int k = 0; k < NB__CARD_TEXTS; k++)

@@ -201,6 +201,9 @@ static int add_neuron(build_t *b, int idx, const char *name) {
       nb__isol_conf_t conf = read_isolation(C, idx, &names);
       nb__isol_new(a, &conf);
       free_names(names);
+      a->keep_max = (uint32_t)num(C, idx, "keep_max", a->keep_max);
+      a->keep_warn_ns = (uint64_t)num(C, idx, "keep_warn_ns",
+                                      (double)a->keep_warn_ns);
     }
     for (int i = 0; i < NB__CARD_TEXTS; i++)
       a->text[i] = nb__strdup(str(C, idx, nb__card_text_keys[i]));

@@ -230,3 +230,25 @@ int nb__xcopy(lua_State *from, int idx, lua_State *to, const char *path,
   }
   return 0;
 }
+
+uint32_t nb__refs_retain(nb_arena_t *a, const nb_spike_t *s, size_t n) {
+  uint32_t bad = 0;
+  for (size_t i = 0; i < n; i++) {
+    nb_arena_ref_t ref;
+    if (!nb_spike_is_ref(&s[i]) || nb_spike_get_ref(&s[i], &ref) != 0)
+      continue;
+    if (!a || nb_arena_retain(a, &ref, 1) != 0) bad++;
+  }
+  return bad;
+}
+
+void nb__refs_release(nb_arena_t *a, const nb_spike_t *s, size_t n) {
+  if (!a) return;
+  nb_arena_releaser_t r = {.arena = a};
+  for (size_t i = 0; i < n; i++) {
+    nb_arena_ref_t ref;
+    if (nb_spike_is_ref(&s[i]) && nb_spike_get_ref(&s[i], &ref) == 0)
+      nb_arena_releaser_add(&r, &ref);
+  }
+  nb_arena_releaser_flush(&r);
+}

@@ -21,12 +21,23 @@
 --   spike:kind()     -> "excitatory" | "inhibitory" | "modulatory"
 --   spike:kind_id()  -> 0 | 1 | 2
 --   spike:payload()  -> the payload as a Lua string of its exact length,
---                       inline or read from the arena; nil, message when an
---                       arena reference is stale or out of bounds
+--                       inline or copied from the arena; nil, message when
+--                       an arena reference is stale or out of bounds
+--   spike:view()     -> ptr, len: the payload in place (const uint8_t *),
+--                       no copy; valid only until on_spike returns
+--   spike:keep()     -> a kept handle: the payload stays valid until
+--                       handle:release() (or the handle is collected);
+--                       nil, message past the neuron's keep_max
 --   spike:len()      -> the payload length in bytes (inline or arena)
 --   spike:is_arena() -> true when the payload lives in the arena
---   spike:copy()     -> a new nb_spike_t holding the same 64 bytes (an arena
---                       payload stays readable until the arena is reset)
+--   spike:copy()     -> a new nb_spike_t holding the same 64 bytes; it keeps
+--                       no arena payload alive: once that payload's segment
+--                       is reused, payload() returns nil, "stale ..."
+--
+-- Kept handles (nb_rt_kept_t):
+--   handle:payload(), handle:len(), handle:view() -> as the spike's
+--   handle:spike()   -> the kept spike (valid until release)
+--   handle:release() -> true, or nil, message when released already
 
 local REG_KEY = "neuronbus.ffi"
 local registry = debug.getregistry()
@@ -69,6 +80,9 @@ _M.spike_ptr_t = ffi.typeof("nb_spike_t *")
 -- Out-parameters of nb_rt_payload, allocated once per state.
 local pdata = ffi.new("const char *[1]")
 local plen = ffi.new("size_t[1]")
+local bytes_ptr_t = ffi.typeof("const uint8_t *")
+local kept_t = ffi.typeof("nb_rt_kept_t")
+local ffi_gc, ffi_cast = ffi.gc, ffi.cast
 
 -- The cell of this state's neuron (nil in a process that only inspects
 -- spikes: then an arena payload cannot be read).
@@ -110,7 +124,45 @@ function methods.payload(s)
   if rc ~= 0 then
     return nil, "spike:payload(): " .. ffi_string(C.nb_strerror(rc))
   end
-  return ffi_string(pdata[0], plen[0])
+  local str = ffi_string(pdata[0], plen[0])
+  -- A copy holds no reference: its segment may have been reused while the
+  -- bytes were copied, and then they are not this payload's.
+  rc = C.nb_rt_payload_valid(bound, s)
+  if rc ~= 0 then
+    return nil, "spike:payload(): " .. ffi_string(C.nb_strerror(rc))
+  end
+  return str
+end
+
+-- Returns a pointer to the payload and its length, without a copy; valid
+-- only while the spike's reference is held (during on_spike), or nil and
+-- a message.
+function methods.view(s)
+  local n = rshift(s.meta, 2)
+  if n <= PAYLOAD_MAX then
+    return ffi_cast(bytes_ptr_t, s.payload_bytes), n
+  end
+  local rc = C.nb_rt_payload(bound, s, pdata, plen)
+  if rc ~= 0 then
+    return nil, "spike:view(): " .. ffi_string(C.nb_strerror(rc))
+  end
+  return ffi_cast(bytes_ptr_t, pdata[0]), tonumber(plen[0])
+end
+
+-- Releases a kept handle that was collected without release().
+local function kept_gc(k)
+  C.nb_rt_kept_release(bound, k)
+end
+
+-- Returns a handle keeping the spike's payload alive past on_spike, or nil
+-- and a message (keep_max reached, or the payload is gone).
+function methods.keep(s)
+  local k = kept_t()
+  local rc = C.nb_rt_keep(bound, s, k)
+  if rc ~= 0 then
+    return nil, "spike:keep(): " .. ffi_string(C.nb_strerror(rc))
+  end
+  return ffi_gc(k, kept_gc)
 end
 
 -- Returns the payload length in bytes, or nil and a message.
@@ -130,6 +182,52 @@ function methods.copy(s)
   ffi_copy(c, s, 64)
   return c
 end
+
+local kept = {}
+
+-- Returns the kept spike, or nil and a message once released.
+function kept.spike(k)
+  local s = C.nb_rt_kept_spike(bound, k)
+  if s == nil then return nil, "kept payload: released already" end
+  return s
+end
+
+function kept.payload(k)
+  local s, err = kept.spike(k)
+  if not s then return nil, err end
+  return methods.payload(s)
+end
+
+function kept.view(k)
+  local s, err = kept.spike(k)
+  if not s then return nil, err end
+  return methods.view(s)
+end
+
+function kept.len(k)
+  local s, err = kept.spike(k)
+  if not s then return nil, err end
+  return methods.len(s)
+end
+
+-- Releases the payload; returns true, or nil and a message.
+function kept.release(k)
+  if k.serial == 0 then return nil, "kept payload: released already" end
+  ffi_gc(k, nil)
+  local rc = C.nb_rt_kept_release(bound, k)
+  if rc ~= 0 then
+    return nil, "kept payload: " .. ffi_string(C.nb_strerror(rc))
+  end
+  return true
+end
+
+ffi.metatype(kept_t, {
+  __index = kept,
+  __tostring = function(k)
+    return string.format("kept payload(%s)",
+      k.serial == 0 and "released" or ((kept.len(k) or "?") .. " bytes"))
+  end,
+})
 
 ffi.metatype(spike_t, {
   __index = methods,
