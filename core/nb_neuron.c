@@ -288,6 +288,19 @@ static inline void copy_small(uint8_t *dst, const void *src, size_t len) {
   }
 }
 
+int nb_neuron_put_payload(nb_neuron_t *n, nb_spike_t *s, const void *data,
+                          size_t len) {
+  nb_arena_writer_t *w = n->writer;
+  if (!w && n->arena && len > NB_PAYLOAD_MAX) {
+    int rc = nb_arena_writer_new(&n->own_writer, n->arena);
+    if (rc != 0) return rc;
+    w = n->writer = n->own_writer;
+  }
+  int rc = nb_arena_put_payload(w, s, data, len);
+  if (rc == NB_ENOSPACE) bump_producer_stat(&n->stats.arena_full);
+  return rc;
+}
+
 /* Builds the spike directly in the axon slot (no copy, and no arena space
  * spent when the axon is full); returns 0, NB_EINVAL, NB_EFULL, or the
  * arena's error (the slot then stays unpublished). */
@@ -308,17 +321,8 @@ int nb_neuron_fire_ex(nb_neuron_t *n, nb_id_t target, nb_kind_t kind,
     slot->meta = (uint8_t)(((unsigned)kind & 3u) | (unsigned)(len << 2));
   } else {
     slot->meta = (uint8_t)((unsigned)kind & 3u);
-    nb_arena_writer_t *w = n->writer;
-    if (!w && n->arena) {
-      int rc = nb_arena_writer_new(&n->own_writer, n->arena);
-      if (rc != 0) return rc;
-      w = n->writer = n->own_writer;
-    }
-    int rc = nb_arena_put_payload(w, slot, payload, len);
-    if (rc != 0) {
-      if (rc == NB_ENOSPACE) bump_producer_stat(&n->stats.arena_full);
-      return rc;
-    }
+    int rc = nb_neuron_put_payload(n, slot, payload, len);
+    if (rc != 0) return rc;
   }
   stamp(n, slot);
   return commit_slot(n);

@@ -154,6 +154,12 @@ int nb_neuron_fire_ex(nb_neuron_t *n, nb_id_t target, nb_kind_t kind,
 /* Fires to NB_BROADCAST; returns as nb_neuron_fire_to. */
 int nb_neuron_broadcast(nb_neuron_t *n, const void *payload, size_t len);
 
+/* Sets s's payload as nb_arena_put_payload does, through n's writer (as
+ * the fire calls do; an NB_ENOSPACE is counted in stats.arena_full), for
+ * a spike built before nb_neuron_fire; returns 0 or the arena's error. */
+int nb_neuron_put_payload(nb_neuron_t *n, nb_spike_t *s, const void *data,
+                          size_t len);
+
 /* Makes n write its large payloads through w, a writer of the cortex's
  * arena used only on the thread that fires n (several neurons firing from
  * one thread may share one); NULL returns to n's own writer, made on first

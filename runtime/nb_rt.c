@@ -338,6 +338,17 @@ int nb_rt_inject(nb_rt_t *rt, uint32_t from, uint32_t to, int kind,
   return 0;
 }
 
+int nb_rt_arena_stat(const nb_rt_t *rt, nb_rt_arena_stat_t *out) {
+  nb_arena_stats_t st;
+  nb_arena_stats(rt->arena, &st);
+  *out = (nb_rt_arena_stat_t){
+      .capacity = st.capacity, .in_use = st.in_use, .reclaimed = st.reclaimed,
+      .segment_size = st.segment_size, .segments = st.segments,
+      .free = st.free, .active = st.active, .sealed = st.sealed,
+      .processes = st.processes};
+  return 0;
+}
+
 int nb_rt_stat(const nb_rt_t *rt, uint32_t id, nb_rt_stat_t *out) {
   if (id >= rt->n) return NB_ENOENT;
   const nb__agent_t *a = rt->agents[id];

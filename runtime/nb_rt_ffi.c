@@ -54,7 +54,7 @@ int nb_rt_fire(nb_rt_cell_t *cell, uint32_t target, int kind, int priority,
                              (uint8_t)priority, data, len);
   nb_spike_t s;
   nb_spike_init(&s, (nb_id_t)target, (nb_kind_t)kind, (uint8_t)priority);
-  int rc = nb_arena_put_payload(rt->writer, &s, data, len);
+  int rc = nb_neuron_put_payload(a->neuron, &s, data, len);
   if (rc) return rc;
   rc = nb_neuron_fire(a->neuron, &s);
   if (rc) {

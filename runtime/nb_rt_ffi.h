@@ -174,6 +174,15 @@ int nb_rt_inject(nb_rt_t *rt, uint32_t from, uint32_t to, int kind,
  * callback); returns 0 or NB_ENOENT. */
 int nb_rt_stat(const nb_rt_t *rt, uint32_t id, nb_rt_stat_t *out);
 
+/* The arena of a runtime (nb_arena_stats), as the harness reads it. */
+typedef struct nb_rt_arena_stat_s {
+  uint64_t capacity, in_use, reclaimed;
+  uint32_t segment_size, segments, free, active, sealed, processes;
+} nb_rt_arena_stat_t;
+
+/* Fills *out with rt's arena counters; returns 0. */
+int nb_rt_arena_stat(const nb_rt_t *rt, nb_rt_arena_stat_t *out);
+
 /* Returns the weight of synapse from->to, or a negative number when there
  * is none. */
 double nb_rt_weight(const nb_rt_t *rt, uint32_t from, uint32_t to);

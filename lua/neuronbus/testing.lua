@@ -387,7 +387,23 @@ function Harness:stats(who)
     full = tonumber(stat.full),
     deferred = tonumber(stat.deferred),
     filtered = tonumber(stat.filtered),
+    arena_full = tonumber(stat.arena_full),
+    kept = tonumber(stat.kept),
   }
+end
+
+local astat = ffi.new("nb_rt_arena_stat_t")
+
+-- Returns the arena's counters: capacity, in_use (bytes), segment_size,
+-- segments, free, active, sealed (segments), reclaimed, processes.
+function Harness:arena()
+  R.nb_rt_arena_stat(rt_of(self), astat)
+  local t = {}
+  for _, k in ipairs({ "capacity", "in_use", "reclaimed", "segment_size",
+                       "segments", "free", "active", "sealed", "processes" }) do
+    t[k] = tonumber(astat[k])
+  end
+  return t
 end
 
 -- Returns the weight of the synapse from -> to, or nil when there is none.
