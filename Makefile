@@ -62,7 +62,7 @@ CONST_H := $(sort $(wildcard core/*.h)) runtime/nb_rt_defaults.h
 # The goals that install missing packages first; any other build checks.
 DEPS_STEP := $(if $(filter deps test run bench,$(MAKECMDGOALS)),deps,deps-check)
 
-.PHONY: all core runtime test run deps deps-check deps-fuzz bench bench-plot \
+.PHONY: all core runtime test run soak deps deps-check deps-fuzz bench bench-plot \
   install clean fuzz fuzz-build fuzz-replay
 all: core runtime
 core: $(LIB_A) $(LIB_SO)
@@ -120,6 +120,11 @@ test: deps all $(CORE_TESTS) $(RT_TESTS) $(BENCH_BIN)
 
 run: deps all
 	./$(NB_BIN) run agents/demo.lua --for 3s --stats
+
+# The long versions of the soak tests (make test sizes each to ~a minute).
+SOAK_PAYLOADS ?= 200000000
+soak: deps all
+	@NB_BUILD=$(BUILD) NB_SOAK_PAYLOADS=$(SOAK_PAYLOADS) bash spec/e2e/payload_soak.sh
 
 bench: deps all $(BENCH_BIN)
 	@./bench/run.sh $(BUILD)
