@@ -15,8 +15,8 @@
 --       target: a neuron id or name; kind: "excitatory" (default),
 --       "inhibitory", "modulatory" or 0..2; priority 0..255 (default 0);
 --       payload: nil or a string of any length (over 46 bytes it goes to
---       the arena). Each returns true, or nil and a message (axon full, no
---       such neuron, bad argument): firing never raises.
+--       the arena). Each returns true, or nil and a message (axon full,
+--       arena full, no such neuron, bad argument): firing never raises.
 --   nb:discover(capability), nb:region(path)
 --       -> array of cards { id=, name=, capabilities={...}, regions={...},
 --          version=, hash= } in id order (version: the neuron's code

@@ -27,9 +27,9 @@ return {
     src = { script = "$fx/src.lua", threshold = 0,
             config = { count = $total, burst = 512,
                        targets = { "copy", "view", "keep" } } },
-    copy = { script = "$fx/sink.lua", config = { mode = "copy" } },
-    view = { script = "$fx/sink.lua", config = { mode = "view" } },
-    keep = { script = "$fx/sink.lua", config = { mode = "keep", hold = 16 } },
+    copy = { script = "$fx/sink.lua", config = { mode = "copy", report = true } },
+    view = { script = "$fx/sink.lua", config = { mode = "view", report = true } },
+    keep = { script = "$fx/sink.lua", config = { mode = "keep", hold = 16, report = true } },
   },
 }
 LUA

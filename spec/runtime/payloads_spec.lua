@@ -268,3 +268,24 @@ describe("a reload in the middle of large-payload flow", function()
     h:close()
   end)
 end)
+
+describe("the holder of docs/payloads.md", function()
+  it("keeps each request until its answer and sends both on", function()
+    local h = testing.agent(helpers.fixture("docs/holder.lua"), {
+      peers = { "worker", "critic" }, arena_size = 1024 * 1024,
+      config = { worker = "worker", out = "critic" } })
+    for i = 1, 200 do
+      h:inject("holder", ("req:%d:"):format(i) .. string.rep("question ", 50))
+    end
+    h:tick(3)
+    assert.equal(200, #h:received("worker"))
+    assert.equal(200, h:stats("holder").kept)
+    for i = 200, 1, -1 do h:inject("holder", ("ans:%d:answer %d"):format(i, i), { from = "worker" }) end
+    h:tick(3)
+    local got = h:received("critic")
+    assert.equal(200, #got)
+    assert.equal(("req:200:" .. string.rep("question ", 50)) .. "\nanswer 200", got[1].payload)
+    assert.equal(0, h:stats("holder").kept)
+    h:close()
+  end)
+end)
