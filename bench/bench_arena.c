@@ -2,12 +2,10 @@
  * beside malloc + memcpy + free of the same size in the same run.
  *
  * One "allocation" is a payload's whole life on one thread: the arena side
- * copies it in (nb_arena_alloc), reads it back through its ref
- * (nb_arena_read) and drops the ref (nb_arena_release); the baseline does
- * malloc, memcpy, reads the block, free. When the arena is full (bytes or
- * ref slots) it is reset, in O(1) plus the slots used, and the allocation
- * retried: that amortised reset is part of the figure, as it would be in a
- * cortex that resets its arena between epochs. Every payload read back is
+ * copies it in through a writer (nb_arena_write), reads it back through its
+ * ref (nb_arena_read) and drops the ref (nb_arena_release), so the writer
+ * rewinds its segment in place each time it fills; the baseline does
+ * malloc, memcpy, reads the block, free. Every payload read back is
  * checked (first and last 8 bytes) and summed. */
 #include "bench.h"
 #include "bench_ring.h"
@@ -19,9 +17,9 @@ typedef struct arena_ctx_s {
   size_t size;
   uint64_t n;
   nb_arena_t *arena;
+  nb_arena_writer_t *writer;
   uint8_t *buf;
   uint64_t expect_sum, sum_n; /* expect_sum is for sum_n payloads */
-  uint64_t resets;
 } arena_ctx_t;
 
 /* Writes record i's marks into the first and last 8 bytes of buf. */
@@ -51,29 +49,23 @@ static void expect(arena_ctx_t *c) {
   c->sum_n = c->n;
 }
 
-/* Returns millions of arena alloc+read+release per second; fails the bench
+/* Returns millions of arena write+read+release per second; fails the bench
  * on any error or wrong byte. */
 static double arena_run(void *vctx) {
   arena_ctx_t *c = vctx;
   expect(c);
-  nb_arena_reset(c->arena);
   uint64_t sum = 0, t0 = nb_bench_now_ns();
   for (uint64_t i = 0; i < c->n; i++) {
     nb_arena_ref_t ref;
     const void *p;
     mark(c->buf, c->size, i);
-    int rc = nb_arena_alloc(c->arena, c->buf, c->size, &ref);
-    if (rc == NB_ENOSPACE || rc == NB_EREFSLOTS) {
-      nb_arena_reset(c->arena);
-      c->resets++;
-      rc = nb_arena_alloc(c->arena, c->buf, c->size, &ref);
-    }
-    if (rc) nb_bench_fail("nb_arena_alloc(%zu) #%" PRIu64 ": %s", c->size, i,
+    int rc = nb_arena_write(c->writer, c->buf, c->size, &ref);
+    if (rc) nb_bench_fail("nb_arena_write(%zu) #%" PRIu64 ": %s", c->size, i,
                           nb_strerror(rc));
     rc = nb_arena_read(c->arena, &ref, &p);
     if (rc) nb_bench_fail("nb_arena_read #%" PRIu64 ": %s", i, nb_strerror(rc));
     sum += check(p, c->size, i, "arena");
-    rc = nb_arena_release(c->arena, &ref);
+    rc = nb_arena_release(c->arena, &ref, 1);
     if (rc != 0) nb_bench_fail("nb_arena_release #%" PRIu64 " returned %d, want 0",
                                i, rc);
   }
@@ -107,14 +99,17 @@ static void arena_row(const char *name, size_t size, uint64_t full,
   arena_ctx_t c = {.size = size, .n = nb_bench_size(full, 20000)};
   int rc = nb_arena_new(&c.arena, ARENA_CAPACITY);
   if (rc) nb_bench_fail("nb_arena_new: %s", nb_strerror(rc));
+  rc = nb_arena_writer_new(&c.writer, c.arena);
+  if (rc) nb_bench_fail("nb_arena_writer_new: %s", nb_strerror(rc));
   c.buf = nb_bench_alloc(size);
   nb_bench_row_t r = nb_bench_row(name, "M allocs/s");
   nb_bench_measure(arena_run, &c, &c.n, malloc_run, &c, &c.n, &r.v, &r.b);
   r.baseline = size == 32 ? "malloc_memcpy_free_32b" : "malloc_memcpy_free_1k";
   r.target = target;
-  r.note = "alloc (copy in) + read back + release, resets amortised; "
-           "baseline malloc + memcpy + read + free, one thread";
+  r.note = "writer write (copy in) + read back + release, segment rewinds "
+           "amortised; baseline malloc + memcpy + read + free, one thread";
   nb_bench_emit(&r);
+  nb_arena_writer_free(c.writer);
   nb_arena_free(c.arena);
   free(c.buf);
 }

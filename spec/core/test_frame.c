@@ -318,11 +318,14 @@ static void large_payload_round_trips_through_arenas(void) {
   for (size_t i = 0; i < big; i++) data[i] = (uint8_t)(i ^ (i >> 9));
   /* Sender: the payload lives in its arena, the frame carries it. */
   nb_arena_t *tx, *rx;
+  nb_arena_writer_t *wtx, *wrx;
   NBT_EQ(nb_arena_new(&tx, big + 64), 0);
   NBT_EQ(nb_arena_new(&rx, big + 64), 0);
+  NBT_EQ(nb_arena_writer_new(&wtx, tx), 0);
+  NBT_EQ(nb_arena_writer_new(&wrx, rx), 0);
   nb_spike_t s;
   nb_spike_init(&s, 4, NB_MODULATORY, 77);
-  NBT_EQ(nb_arena_put_payload(tx, &s, data, big), 0);
+  NBT_EQ(nb_arena_put_payload(wtx, &s, data, big), 0);
   const void *src;
   size_t n;
   NBT_EQ(nb_arena_get_payload(tx, &s, &src, &n), 0);
@@ -350,7 +353,7 @@ static void large_payload_round_trips_through_arenas(void) {
   NBT_CHECK(p && memcmp(p, data, big) == 0);
   NBT_EQ(nb_spike_kind(&out), NB_MODULATORY);
   NBT_EQ(out.priority, 77);
-  NBT_EQ(nb_arena_put_payload(rx, &out, p, plen), 0);
+  NBT_EQ(nb_arena_put_payload(wrx, &out, p, plen), 0);
   const void *got;
   NBT_EQ(nb_arena_get_payload(rx, &out, &got, &n), 0);
   NBT_EQ(n, big);
@@ -365,6 +368,8 @@ static void large_payload_round_trips_through_arenas(void) {
   NBT_EQ(plen, 10);
   NBT_CHECK(memcmp(p, data, 10) == 0);
   nb_frame_decoder_free(&d);
+  nb_arena_writer_free(wtx);
+  nb_arena_writer_free(wrx);
   nb_arena_free(tx);
   nb_arena_free(rx);
   free(wire);

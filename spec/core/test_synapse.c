@@ -167,16 +167,19 @@ static void prefix_filter_reads_the_resolved_payload(void) {
   NBT_CHECK(!nb_filter_pass(&f, 1, &s, "cmx:run", 7, NULL, NULL));
   /* A payload in the arena is filtered by its bytes, not by the ref. */
   nb_arena_t *a;
+  nb_arena_writer_t *w;
   NBT_EQ(nb_arena_new(&a, 1024), 0);
+  NBT_EQ(nb_arena_writer_new(&w, a), 0);
   char big[100];
   memset(big, '.', sizeof big);
   memcpy(big, "cmd:big", 7);
-  NBT_EQ(nb_arena_put_payload(a, &s, big, sizeof big), 0);
+  NBT_EQ(nb_arena_put_payload(w, &s, big, sizeof big), 0);
   const void *p;
   size_t n;
   NBT_EQ(nb_arena_get_payload(a, &s, &p, &n), 0);
   NBT_CHECK(nb_filter_pass(&f, 1, &s, p, n, NULL, NULL));
   NBT_CHECK(!nb_filter_pass(&f, 1, &s, s.payload, 25, NULL, NULL));
+  nb_arena_writer_free(w);
   nb_arena_free(a);
   /* Binary prefixes with zeros, the full 16 bytes, and the empty prefix. */
   uint8_t bin[16] = {0, 1, 0, 2, 0xA0, 0, 0, 0, 9, 9, 9, 9, 9, 9, 9, 0};

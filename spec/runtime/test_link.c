@@ -118,6 +118,7 @@ struct side_s {
   uv_loop_t *loop;
   nb_link_node_t *node;
   nb_arena_t *arena;
+  nb_arena_writer_t *writer; /* large payloads sent from the arena */
   nb_link_t *link;
   logbook_t log;
   nb_id_t ids[NSRC];       /* local ids exposed, also the sources */
@@ -156,17 +157,6 @@ static void side_bad(side_t *s, const char *fmt, ...) {
   }
 }
 
-/* Resets the arena once it is half used, when no ref is outstanding. */
-static void side_arena_gc(side_t *s) {
-  if (!s->arena) return;
-  if (nb_arena_used(s->arena) > nb_arena_capacity(s->arena) / 2 ||
-      s->arena_allocs > 30000) {
-    if (s->link && nb_link_is_paused(s->link)) return;
-    nb_arena_reset(s->arena);
-    s->arena_allocs = 0;
-  }
-}
-
 /* Sends until the queue is full or everything went; returns nothing. */
 static void side_produce(side_t *s) {
   nb_spike_t sp;
@@ -177,16 +167,16 @@ static void side_produce(side_t *s) {
     int rc;
     if (len > NB_PAYLOAD_MAX && s->send_via_arena && (k & 1)) {
       nb_arena_ref_t ref;
-      side_arena_gc(s);
-      rc = nb_arena_put_payload(s->arena, &sp, s->scratch, len);
+      rc = nb_arena_put_payload(s->writer, &sp, s->scratch, len);
       if (rc != 0) {
         side_bad(s, "arena put: %s", nb_strerror(rc));
         return;
       }
       s->arena_allocs++;
       rc = nb_link_send(s->link, s->thandle[i], &sp, NULL, 0);
+      /* The link copied the bytes (or took its own reference). */
       nb_spike_get_ref(&sp, &ref);
-      nb_arena_release(s->arena, &ref);
+      nb_arena_release(s->arena, &ref, 1);
     } else {
       rc = nb_link_send(s->link, s->thandle[i], &sp,
                         len > NB_PAYLOAD_MAX ? s->scratch : NULL,
@@ -273,7 +263,7 @@ static int side_on_spike(void *ud, nb_link_t *l, const nb_spike_t *sp,
           memcmp(data, s->scratch2, wlen) != 0)
         side_bad(s, "source %u seq %llu: arena copy differs", sp->source,
                  (unsigned long long)k);
-      nb_arena_release(s->arena, &ref);
+      nb_arena_release(s->arena, &ref, 1); /* on_spike owns it */
       s->arena_allocs++;
     }
   }
@@ -281,7 +271,6 @@ static int side_on_spike(void *ud, nb_link_t *l, const nb_spike_t *sp,
   if (!from || strncmp(from, s->peer->cortex, strlen(s->peer->cortex)) != 0)
     side_bad(s, "source %u is not named after its cortex", sp->source);
   s->got++;
-  side_arena_gc(s);
   return 0;
 }
 
@@ -300,7 +289,10 @@ static void side_init(side_t *s, uv_loop_t *loop, const char *cortex,
   s->loop = loop;
   s->scratch = malloc(1 << 16);
   s->scratch2 = malloc(1 << 16);
-  if (arena_cap) NBT_EQ(nb_arena_new(&s->arena, arena_cap), 0);
+  if (arena_cap) {
+    NBT_EQ(nb_arena_new(&s->arena, arena_cap), 0);
+    NBT_EQ(nb_arena_writer_new(&s->writer, s->arena), 0);
+  }
   nb_link_node_opts_t o;
   memset(&o, 0, sizeof o);
   o.cortex = cortex;
@@ -357,6 +349,7 @@ static void side_close(side_t *s) {
 }
 
 static void side_free(side_t *s) {
+  nb_arena_writer_free(s->writer);
   if (s->arena) nb_arena_free(s->arena);
   free(s->scratch);
   free(s->scratch2);
