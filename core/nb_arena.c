@@ -123,6 +123,9 @@ struct nb_arena_s {
   uint32_t me; /* this process's slot */
   pthread_mutex_t lock;
   nb_arena_writer_t *own; /* nb_arena_alloc's writer, under lock */
+  /* Free segments only `reserver` may take (nb_arena_writer_reserve). */
+  _Atomic uint32_t reserve;
+  nb_arena_writer_t *_Atomic reserver;
   _Atomic uint64_t reclaimed, reaped, last_reap_ns;
 };
 
@@ -371,10 +374,26 @@ static uint32_t claim(nb_arena_t *a, uint32_t s, uint32_t k, uint32_t state,
   return gen;
 }
 
-/* Takes k free segments, reaping dead processes once when none is free;
- * returns 0 or NB_ENOSPACE. */
-static int take(nb_arena_t *a, uint32_t k, uint32_t *first) {
-  if (take_run(a, k, first) == 0) return 0;
+/* Returns 1 when writer w may take k segments now: it holds the reserve,
+ * or more than the reserve would stay free (a soft bound: two racing
+ * takers may both pass). Counting the free bits costs one popcount per
+ * bitmap word, once per segment taken. */
+static int room(nb_arena_t *a, const nb_arena_writer_t *w, uint32_t k) {
+  uint32_t keep = atomic_load_explicit(&a->reserve, memory_order_relaxed);
+  if (!keep || atomic_load_explicit(&a->reserver, memory_order_relaxed) == w)
+    return 1;
+  uint64_t nfree = 0;
+  for (uint32_t i = 0; i < a->words; i++)
+    nfree += (uint64_t)__builtin_popcountll(
+        atomic_load_explicit(&a->bitmap[i], memory_order_relaxed));
+  return nfree >= (uint64_t)k + keep;
+}
+
+/* Takes k free segments for w, reaping dead processes once when none is
+ * free; returns 0 or NB_ENOSPACE. */
+static int take(nb_arena_t *a, const nb_arena_writer_t *w, uint32_t k,
+                uint32_t *first) {
+  if (room(a, w, k) && take_run(a, k, first) == 0) return 0;
   if (!a->held) return NB_ENOSPACE;
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -382,7 +401,7 @@ static int take(nb_arena_t *a, uint32_t k, uint32_t *first) {
   uint64_t last = atomic_load_explicit(&a->last_reap_ns, memory_order_relaxed);
   if (now - last < REAP_EVERY_NS) return NB_ENOSPACE;
   atomic_store_explicit(&a->last_reap_ns, now, memory_order_relaxed);
-  if (nb_arena_reap(a) == 0) return NB_ENOSPACE;
+  if (nb_arena_reap(a) == 0 || !room(a, w, k)) return NB_ENOSPACE;
   return take_run(a, k, first);
 }
 
@@ -430,7 +449,7 @@ static int writer_next(nb_arena_writer_t *w) {
   nb_arena_t *a = w->a;
   if (w->have && rewind_seg(w)) return 0;
   uint32_t s;
-  if (take(a, 1, &s) != 0) return NB_ENOSPACE;
+  if (take(a, w, 1, &s) != 0) return NB_ENOSPACE;
   if (w->have) seal(w);
   w->gen = claim(a, s, 1, SEG_ACTIVE, BIAS);
   w->seg = s;
@@ -451,20 +470,34 @@ int nb_arena_writer_new(nb_arena_writer_t **out, nb_arena_t *a) {
   return 0;
 }
 
+int nb_arena_writer_reserve(nb_arena_writer_t *w, uint32_t segments) {
+  if (!w) return NB_EINVAL;
+  nb_arena_t *a = w->a;
+  if (segments > a->nsegs) segments = a->nsegs;
+  atomic_store_explicit(&a->reserver, segments ? w : NULL,
+                        memory_order_relaxed);
+  atomic_store_explicit(&a->reserve, segments, memory_order_relaxed);
+  return 0;
+}
+
 void nb_arena_writer_free(nb_arena_writer_t *w) {
   if (!w) return;
+  nb_arena_writer_t *mine = w;
+  if (atomic_compare_exchange_strong(&w->a->reserver, &mine, NULL))
+    atomic_store_explicit(&w->a->reserve, 0, memory_order_relaxed);
   if (w->have) seal(w);
   free(w);
 }
 
 /* Writes a payload longer than a segment into a run of its own, sealed at
  * once with one reference; returns 0, NB_ETOOBIG or NB_ENOSPACE. */
-static int write_run(nb_arena_t *a, const void *data, size_t len,
+static int write_run(nb_arena_writer_t *w, const void *data, size_t len,
                      uint64_t need, nb_arena_ref_t *ref) {
+  nb_arena_t *a = w->a;
   uint64_t k = (need + a->seg_size - 1) >> a->seg_shift;
   if (k > a->nsegs) return NB_ETOOBIG;
   uint32_t s;
-  if (take(a, (uint32_t)k, &s) != 0) return NB_ENOSPACE;
+  if (take(a, w, (uint32_t)k, &s) != 0) return NB_ENOSPACE;
   uint32_t gen = claim(a, s, (uint32_t)k, SEG_SEALED, 1);
   atomic_store_explicit(&a->segs[s].fill, (uint32_t)len, memory_order_relaxed);
   if (a->held) held_add(a, s, 1);
@@ -483,7 +516,7 @@ int nb_arena_write(nb_arena_writer_t *w, const void *data, size_t len,
   uint64_t need = ((uint64_t)len + NB_ARENA_ALIGN - 1) &
                   ~(uint64_t)(NB_ARENA_ALIGN - 1);
   if (need == 0) need = NB_ARENA_ALIGN;
-  if (need > a->seg_size) return write_run(a, data, len, need, ref);
+  if (need > a->seg_size) return write_run(w, data, len, need, ref);
   if (!w->have || w->pos + need > a->seg_size) {
     int rc = writer_next(w);
     if (rc) return rc;

@@ -77,11 +77,21 @@ int nb_arena_writer_new(nb_arena_writer_t **out, nb_arena_t *a);
 /* Seals the writer's segment and frees the writer; NULL is a no-op. */
 void nb_arena_writer_free(nb_arena_writer_t *w);
 
+/* Keeps the last segments free segments for w alone (0 ends it): other
+ * writers of this process get NB_ENOSPACE rather than take them. For a
+ * writer whose payloads are consumed promptly (a link receiver) in a
+ * process whose producers can fill the arena with payloads that wait on
+ * that very receiver (their peer's acks): without room of its own it
+ * could not read and both would wait for good. One writer per arena holds
+ * the reserve; freeing it ends the reserve. Returns 0 or NB_EINVAL. */
+int nb_arena_writer_reserve(nb_arena_writer_t *w, uint32_t segments);
+
 /* Copies len bytes into the writer's segment (a fresh one when it is full;
  * a payload larger than a segment takes a run of whole segments), with one
  * reference held by the caller; fills *ref. Returns 0, NB_ENOSPACE (no free
- * segment: release payloads and retry; nothing changed), NB_ETOOBIG for len
- * >= 4 GiB or longer than the whole arena, or NB_EINVAL. */
+ * segment, or only another writer's reserve: release payloads and retry;
+ * nothing changed), NB_ETOOBIG for len >= 4 GiB or longer than the whole
+ * arena, or NB_EINVAL. */
 int nb_arena_write(nb_arena_writer_t *w, const void *data, size_t len,
                    nb_arena_ref_t *ref);
 

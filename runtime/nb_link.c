@@ -50,7 +50,9 @@ typedef struct conn_s {
   nb_link_node_t *node;
   nb_link_t *link; /* NULL until the HELLO binds it, and after a loss */
   int outbound, state, reading, paused, want_process, writing;
-  int arena_waiting; /* paused for arena space: logged once, then resumed */
+  int arena_waiting; /* paused for arena space, resumed each tick */
+  int arena_logged;  /* this wait was logged (its end is logged too) */
+  uint64_t arena_log_ms; /* when a wait was last logged, 0 = never */
   char addr[128];  /* "127.0.0.1:5555" or the dialled url */
   nb_link_rx_t rx;
   uint8_t *rbuf;   /* read buffer; [roff, rlen) is not processed yet */
@@ -802,8 +804,14 @@ static int offer_held(conn_t *c) {
                             &c->pend_ref);
     if (rc == NB_ENOSPACE) {
       /* No room: the same backpressure as a full receiver; resumed (and
-       * tried again) until payloads are released. Logged once per wait. */
-      if (!c->arena_waiting) {
+       * tried again) until payloads are released. Logged at most every
+       * 10 s (why: under steady two-way load short waits come and go
+       * hundreds of times a second, each counted in pauses; one line per
+       * wait flooded the log). */
+      if (!c->arena_waiting &&
+          (!c->arena_log_ms || loop_now(n) - c->arena_log_ms >= 10000)) {
+        c->arena_log_ms = loop_now(n) ? loop_now(n) : 1;
+        c->arena_logged = 1;
         char who[400];
         node_log(n, NB_LINK_LOG_WARN, "%s: %s; reading paused until "
                  "payloads are released", peer_label(c, who, sizeof who),
@@ -820,12 +828,13 @@ static int offer_held(conn_t *c) {
       l->recv_seq++;
       return 1;
     }
-    if (c->arena_waiting) {
+    if (c->arena_waiting && c->arena_logged) {
       char who[400];
       node_log(n, NB_LINK_LOG_INFO, "%s: arena has room again; reading "
-               "resumed", peer_label(c, who, sizeof who));
-      c->arena_waiting = 0;
+               "resumed (later waits are logged at most every 10 s)",
+               peer_label(c, who, sizeof who));
     }
+    c->arena_waiting = c->arena_logged = 0;
     c->pend_has_ref = 1;
     nb_spike_set_ref(&c->pend, &c->pend_ref);
   }
@@ -1197,6 +1206,17 @@ int nb_link_node_new(nb_link_node_t **out, uv_loop_t *loop,
   if (n->o.arena && nb_arena_writer_new(&n->writer, n->o.arena) != 0) {
     free(n);
     return NB_ENOMEM;
+  }
+  if (n->writer) {
+    /* Why: two processes exchanging large payloads could each fill its
+     * own arena with spikes waiting for the link (whose queue waits for
+     * the peer's acks) and then neither could read the other's payloads:
+     * a deadlock. Receiving gets a sixteenth of the segments (at least 2)
+     * that local producers leave free. */
+    size_t segs = nb_arena_capacity(n->o.arena) /
+                  nb_arena_segment_size(n->o.arena);
+    size_t keep = segs / 16 > 2 ? segs / 16 : 2;
+    if (keep <= segs / 4) nb_arena_writer_reserve(n->writer, (uint32_t)keep);
   }
   if (n->o.arena && n->o.arena_path) arena_identity(n, n->o.arena_path);
   n->o.arena_path = NULL; /* not kept: the caller owns the string */
