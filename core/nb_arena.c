@@ -812,7 +812,7 @@ static int attach(nb_arena_t **out, int fd, size_t capacity) {
   arena_header_t h;
   memcpy(&h, raw, sizeof h);
   if (h.magic != NB_ARENA_MAGIC) {
-    uint64_t v1 = 0x314e4552414e424eull; /* "NBARENA1" */
+    uint64_t v1 = 0x314e4552414e424eull; /* the first format (bytes "NBNAREN1") */
     return h.magic == v1 ? NB_EBADVER : NB_EBADMAGIC;
   }
   if (h.version != NB_ARENA_VERSION || h.header_size != HEADER_SIZE ||

@@ -23,7 +23,7 @@
 
 #include "nb_spike.h"
 
-#define NB_ARENA_MAGIC 0x324e4552414e424eull /* "NBARENA2" little-endian */
+#define NB_ARENA_MAGIC 0x32414e455241424eull /* the bytes "NBARENA2" */
 #define NB_ARENA_VERSION 2u
 #define NB_ARENA_ALIGN 8u
 /* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
@@ -122,7 +122,9 @@ int nb_arena_valid(const nb_arena_t *a, const nb_arena_ref_t *ref);
 int nb_arena_retain(nb_arena_t *a, const nb_arena_ref_t *ref, uint32_t n);
 
 /* Drops n references the caller holds; the last one frees the segment once
- * it is sealed. Returns 0, or NB_ESTALE/NB_EBOUNDS (nothing dropped: the
+ * it is sealed. In a file-backed arena each handle counts the references
+ * it holds, so a reference must be released through the handle (the
+ * process) that holds it. Returns 0, or NB_ESTALE/NB_EBOUNDS (nothing dropped: the
  * caller did not hold it). */
 int nb_arena_release(nb_arena_t *a, const nb_arena_ref_t *ref, uint32_t n);
 
