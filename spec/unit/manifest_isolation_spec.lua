@@ -34,8 +34,25 @@ describe("the isolation keys", function()
       problems({ restart = { maxx = 1 } })[1], 1, true)
     assert.matches("neurons.n.restart: only used with policy = \"restart\"",
       problems({ policy = "stop", restart = {} })[1], 1, true)
+    assert.matches("neurons.n.keep_max: -1 is out of range, expected an integer from 0 to 1048576",
+      problems({ keep_max = -1 })[1], 1, true)
+    assert.matches("neurons.n.keep_max: ", problems({ keep_max = 1.5 })[1], 1, true)
+    assert.matches("neurons.n.keep_warn: ", problems({ keep_warn = 5 })[1], 1, true)
+    assert.matches("neurons.n.keep_warn: ", problems({ keep_warn = true })[1], 1, true)
+    assert.same({}, problems({ keep_max = 0, keep_warn = false }))
+    assert.same({}, problems({ keep_max = 1048576, keep_warn = "250ms" }))
     assert.same({}, problems({ memory = "16MB", budget = "20ms", jit = false, sandbox = true,
       policy = "restart", restart = { max = 5, window = "10s", backoff = "100ms", backoff_max = "5s" },
       watchdog = false, require = nil, on_error = "policy" }))
+  end)
+
+  it("normalizes the payload keys: keep_warn in ns, false as 0", function()
+    local topo = manifest.validate({ name = "m", neurons = {
+      a = { script = FX .. "bomb.lua", keep_max = 7, keep_warn = "250ms" },
+      b = { script = FX .. "bomb.lua", keep_warn = false } } })
+    assert.equal(7, topo.neurons[1].keep_max)
+    assert.equal(250e6, topo.neurons[1].keep_warn_ns)
+    assert.equal(1024, topo.neurons[2].keep_max)
+    assert.equal(0, topo.neurons[2].keep_warn_ns)
   end)
 end)
