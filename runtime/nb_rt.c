@@ -11,6 +11,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <uv.h>
 
 #define STOP_TICKS_DEFAULT 1000u
 #define ERRLOG_MAX 100   /* messages kept per neuron for nb_rt_errors */
@@ -165,6 +166,7 @@ const nb_agent_ops_t nb__lua_ops = {
 void nb__agent_free(nb__agent_t *a) {
   if (!a) return;
   nb__isol_free(a); /* closes the state: its keep handles are released */
+  nb__async_agent_free(a);
   nb__keep_free(a);
   for (int w = 0; w < 2; w++) {
     for (size_t i = 0; i < a->rec[w].n; i++) free(a->rec[w].v[i].data);
@@ -243,9 +245,10 @@ static int agent_boot(nb__agent_t *a, char **err) {
   }
   lua_pop(L, 1);
   static const char *const names[] = {"dispatch", "tick", "filter", "stop",
-                                      "init", "dump", "has_filter"};
+                                      "init", "dump", "has_filter",
+                                      "resume"};
   int entries = lua_gettop(L);
-  for (int i = 0; i < 7; i++) {
+  for (int i = 0; i < 8; i++) {
     lua_getfield(L, entries, names[i]);
     if (!lua_isfunction(L, -1)) {
       *err = nb__strf("%s: neuronbus.agent.boot returned no %s entry",
@@ -260,13 +263,30 @@ static int agent_boot(nb__agent_t *a, char **err) {
 /* ------------------------------------------------------------------ */
 /* driving and inspecting                                              */
 
+/* Closes a loop made by nb__loop with whatever handles are left; returns
+ * nothing. */
+static void close_any(uv_handle_t *h, void *arg) {
+  (void)arg;
+  if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void loop_close(void *loop) {
+  uv_walk(loop, close_any, NULL);
+  uv_run(loop, UV_RUN_DEFAULT);
+  uv_loop_close(loop);
+  free(loop);
+}
+
 void nb_rt_close(nb_rt_t *rt) {
   if (!rt) return;
   if (!rt->stopped && rt->cx) nb_rt_stop(rt, 0);
+  nb__async_stop(rt); /* cancels every request while the agents exist */
   for (uint32_t i = 0; i < rt->n; i++) nb__agent_free(rt->agents[i]);
   /* Agents whose registration failed were freed already. */
   free(rt->agents);
   if (rt->link) nb__link_free(rt);
+  nb__async_free(rt);
+  if (rt->loop && rt->own_loop) loop_close(rt->loop);
   nb__isol_rt_free(rt);
   if (rt->cx) nb_cortex_free(rt->cx);
   nb_arena_writer_free(rt->writer);
@@ -280,6 +300,8 @@ void nb_rt_close(nb_rt_t *rt) {
 int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
   int64_t total = 0;
   for (uint64_t i = 0; i < n; i++) {
+    /* Tasks whose requests completed resume between ticks. */
+    if (rt->async) nb__async_pump(rt);
     if (rt->link) nb__link_pretick(rt);
     nb__isol_tick(rt); /* neurons in backoff: held, or restarted when due */
     int rc = nb_cortex_tick(rt->cx);
@@ -293,6 +315,8 @@ int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
 uint64_t nb_rt_stop(nb_rt_t *rt, uint64_t max_ticks) {
   if (rt->stopped) return 0;
   rt->stopped = 1;
+  /* Stopping cancels every task's pending request: nothing resumes now. */
+  nb__async_stop(rt);
   nb__isol_stopping(rt); /* no backoff left to wait out: restart now */
   uint64_t t = nb_cortex_stop(rt->cx, max_ticks ? max_ticks
                                                 : STOP_TICKS_DEFAULT);
@@ -359,6 +383,7 @@ int nb_rt_stat(const nb_rt_t *rt, uint32_t id, nb_rt_stat_t *out) {
   /* The runtime counts each failed callback (several per batch possible). */
   out->errors = a->errors > s->errors ? a->errors : s->errors;
   out->full = s->full;
+  out->tasks = nb__async_tasks(a);
   out->arena_full = s->arena_full;
   out->kept = nb__keep_count(a);
   out->kept_since_ns = nb__keep_oldest(a);
@@ -445,6 +470,7 @@ nb__agent_t *nb__agent_new(nb_rt_t *rt, const char *name) {
   a->cell.id = rt->n;
   a->name = nb__strdup(name);
   a->keep_max = NB_KEEP_MAX_DEFAULT;
+  a->max_tasks = NB_TASKS_MAX_DEFAULT;
   a->keep_warn_ns = NB_KEEP_WARN_DEFAULT_NS;
   return a;
 }
@@ -462,6 +488,7 @@ void nb__agent_add(nb_rt_t *rt, nb__agent_t *a) {
 
 const nb__host_t nb__host = {
   .boot = agent_boot,
+  .state_closing = nb__async_agent_close,
   .error = agent_error,
   .call = call,
   .deliver = deliver,

@@ -27,6 +27,10 @@
 #define NB_RESTART_BACKOFF_NS 100000000ull   /* restart.backoff = "100ms" */
 #define NB_RESTART_BACKOFF_MAX_NS 10000000000ull /* restart.backoff_max = "10s" */
 
+/* tasks (nb:spawn, timer callbacks) of one neuron at once */
+#define NB_TASKS_MAX_DEFAULT 1024u           /* max_tasks */
+#define NB_TASKS_MAX_LIMIT (1u << 20)
+
 /* payloads a neuron keeps past on_spike (spike:keep) */
 #define NB_KEEP_MAX_DEFAULT 1024u            /* keep_max */
 #define NB_KEEP_MAX_LIMIT (1u << 20)

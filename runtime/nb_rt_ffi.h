@@ -107,6 +107,41 @@ int nb_rt_kept_release(nb_rt_cell_t *cell, nb_rt_kept_t *k);
  * returns 0, or NB_ESTALE. */
 int nb_rt_payload_valid(const nb_rt_cell_t *cell, const nb_spike_t *s);
 
+/* A completion for an agent's task (nb_rt_next_event). */
+typedef struct nb_rt_event_s {
+  uint32_t req;      /* the request it answers */
+  int32_t status;    /* the request's: HTTP status, exit status, 0 */
+  int32_t code;      /* 0, or a negative nb_err_t when the request failed */
+  uint32_t final;    /* 1: the request is over (its last event) */
+  const char *data;  /* body, chunk, stdout, file bytes; NULL = none */
+  size_t len;
+  const char *data2; /* headers, stderr; NULL = none */
+  size_t len2;
+  const char *msg;   /* why it failed (NUL-terminated), or NULL */
+} nb_rt_event_t;
+
+/* Counts a task of the cell's agent in (begin: 0, or NB_ELIMIT past its
+ * max_tasks, NB_ECLOSED once the runtime stops) and out (end). */
+int nb_rt_task_begin(nb_rt_cell_t *cell);
+void nb_rt_task_end(nb_rt_cell_t *cell);
+
+/* Asks for a resume entry between ticks (a task was spawned). */
+void nb_rt_wake(nb_rt_cell_t *cell);
+
+/* Starts a timer of the cell's agent: an event after after_ns, then every
+ * repeat_ns when it is not 0 (rounded up to milliseconds); returns its
+ * request id, or a negative nb_err_t. */
+int64_t nb_rt_timer(nb_rt_cell_t *cell, uint64_t after_ns,
+                    uint64_t repeat_ns);
+
+/* Cancels request req of the cell's agent (no event of it follows);
+ * returns 0 or NB_ENOENT (over already). */
+int nb_rt_cancel(nb_rt_cell_t *cell, uint32_t req);
+
+/* Takes the next completion for the cell's agent into *out (its pointers
+ * valid until the next call); returns 1, or 0 when there is none. */
+int nb_rt_next_event(nb_rt_cell_t *cell, nb_rt_event_t *out);
+
 /* Returns the static text of an nb_err_t code. */
 const char *nb_strerror(int err);
 
@@ -126,6 +161,7 @@ typedef struct nb_rt_opts_s {
 
 typedef struct nb_rt_stat_s {
   uint64_t spikes_in, spikes_out, fires, errors, full, deferred, filtered;
+  uint64_t tasks;      /* live tasks (nb:spawn, timers' callbacks) */
   uint64_t arena_full; /* fires refused for want of arena space */
   uint64_t kept;       /* payloads the agent keeps now (spike:keep) */
   uint64_t kept_since_ns; /* when the oldest of them was kept, 0 = none */

@@ -5,7 +5,8 @@
  *   nb_rt_util.c                      strings, error lists, Lua state setup
  *   nb_lstate.c, nb_link*.c           one agent state; the TCP link protocol
  *   nb_rt_rec.c, nb_rt_reload.c,      recording, code versions and hot
- *   nb_rt_isolation.c, nb_rt_link.c   reload, fault policies, links to peers
+ *   nb_rt_isolation.c, nb_rt_link.c,  reload, fault policies, links to peers,
+ *   nb_rt_keep.c, nb_rt_async.c       kept payloads, the loop and requests
  *   nb_rt.c                           agents, lifecycle and delivery
  *   nb_rt_topo.c, nb_rt_ffi.c,        building from a manifest (and check),
  *   nb_rt_run.c                       what Lua calls, the `neuronbus run` loop
@@ -34,7 +35,8 @@ enum {
   NB__SLOT_INIT,       /* init(config): agent.init(nb, config) */
   NB__SLOT_DUMP,       /* dump(): nb.state as Lua source */
   NB__SLOT_HASFILTER,  /* has_filter(name): boolean */
-  NB__SLOT_TOP = NB__SLOT_HASFILTER
+  NB__SLOT_RESUME,     /* resume(): one task step; true when it ran one */
+  NB__SLOT_TOP = NB__SLOT_RESUME
 };
 
 /* Free-text keys of a neuron in the manifest that its card carries and the
@@ -92,6 +94,9 @@ typedef struct nb__agent_s {
                                 NULL for every other neuron */
   struct nb__keep_s *keep;   /* payloads kept past on_spike (nb_rt_keep.c),
                                 NULL until the first keep */
+  struct nb__async_s *async; /* requests and completions (nb_rt_async.c),
+                                NULL until the first */
+  uint32_t max_tasks;        /* max_tasks: live tasks allowed at once */
   uint32_t keep_max;         /* keep_max: keeps allowed at once */
   uint64_t keep_warn_ns;     /* keep_warn: a keep older is reported, 0 never */
 } nb__agent_t;
@@ -112,6 +117,8 @@ typedef struct nb__host_s {
    * one that the cortex registered (nb__agent_new, nb__agent_add). */
   nb__agent_t *(*agent_new)(nb_rt_t *rt, const char *name);
   void (*agent_add)(nb_rt_t *rt, nb__agent_t *a);
+  /* a's state is about to close (restart, stop): its tasks' requests go. */
+  void (*state_closing)(nb__agent_t *a);
   /* nb_rt_tick and nb_rt_stop. */
   int64_t (*tick)(nb_rt_t *rt, uint64_t n);
   uint64_t (*stop)(nb_rt_t *rt, uint64_t max_ticks);
@@ -135,6 +142,10 @@ struct nb_rt_s {
   uint64_t rate_t0_ns, rate_in0;
   uint64_t start_ns;
   struct nb__rtlink_s *link; /* TCP links (nb_rt_link.c), NULL without */
+  struct nb__async_rt_s *async; /* ready agents, requests (nb_rt_async.c) */
+  void *loop;   /* the uv_loop_t everything runs on (nb__loop) */
+  int own_loop; /* made by nb__loop (else a caller's: closed by it) */
+  int looping;  /* nb_rt_run drives the loop (no nested uv_run) */
 };
 
 /* ---- nb_rt_util.c ---- */
@@ -174,6 +185,10 @@ extern const char *const nb__card_text_keys[NB__CARD_TEXTS];
  * to; returns how many could not be retained (their payload reads stale). */
 uint32_t nb__refs_retain(nb_arena_t *a, const nb_spike_t *s, size_t n);
 void nb__refs_release(nb_arena_t *a, const nb_spike_t *s, size_t n);
+
+/* Returns rt's libuv loop (a uv_loop_t *): rt->loop, made here on first
+ * use when no caller gave one (never NULL: aborts when it cannot). */
+void *nb__loop(nb_rt_t *rt);
 
 /* Message handler for lua_pcall: the error text plus a traceback. */
 int nb__msgh(lua_State *L);
@@ -221,6 +236,53 @@ void nb__keep_scan(nb_rt_t *rt, uint64_t now);
 
 /* Releases whatever a still keeps and frees the table; returns nothing. */
 void nb__keep_free(nb__agent_t *a);
+
+/* ---- nb_rt_async.c ---- */
+
+/* One outstanding request of an agent. A backend embeds it first in its
+ * own struct (nb__req_new allocates size bytes), runs it on loop, reports
+ * with nb__req_event and frees it itself once its handles are closed:
+ * after the final event, or after cancel (no event follows a cancel). */
+typedef struct nb__req_s {
+  uint32_t id;    /* the agent's request id (what Lua waits on) */
+  nb__agent_t *a; /* NULL once final or cancelled */
+  void *loop;     /* the runtime's uv_loop_t */
+  void (*cancel)(struct nb__req_s *r);
+  struct nb__req_s *next, *prev;
+} nb__req_t;
+
+/* Registers a request of a (size >= sizeof(nb__req_t), zeroed) with its
+ * cancel; returns it, or NULL when the runtime stopped or memory ran out. */
+nb__req_t *nb__req_new(nb__agent_t *a, size_t size,
+                       void (*cancel)(nb__req_t *r));
+
+/* Queues an event of r for its agent's tasks (the bytes are copied; any
+ * pointer may be NULL); final: r is over (nothing more is delivered).
+ * Nothing happens for a cancelled request. Returns nothing. */
+void nb__req_event(nb__req_t *r, int32_t status, int32_t code,
+                   const void *data, size_t len, const void *data2,
+                   size_t len2, const char *msg, int final);
+
+/* Resumes the tasks of every ready agent (between ticks); returns nothing. */
+void nb__async_dispatch(nb_rt_t *rt);
+
+/* Runs the loop once without waiting and then dispatch (for a runtime
+ * ticked without nb_rt_run: the test harness); returns 0. */
+int nb__async_pump(nb_rt_t *rt);
+
+/* Returns a's live tasks, and rt's outstanding requests. */
+uint32_t nb__async_tasks(const nb__agent_t *a);
+uint64_t nb__async_live(const nb_rt_t *rt);
+
+/* Cancels a's requests and drops its queued events (its state closes);
+ * frees them (the agent goes); returns nothing. */
+void nb__async_agent_close(nb__agent_t *a);
+void nb__async_agent_free(nb__agent_t *a);
+
+/* Cancels every request and refuses new ones (the runtime stops); frees
+ * it all, closing a loop made here; returns nothing. */
+void nb__async_stop(nb_rt_t *rt);
+void nb__async_free(nb_rt_t *rt);
 
 /* ---- nb_rt_reload.c ---- */
 

@@ -176,6 +176,7 @@ int nb__isol_state_new(nb__agent_t *a, char **err) {
  * totals; returns nothing. */
 static void state_close(nb__agent_t *a) {
   if (!a->S) return;
+  a->rt->host->state_closing(a); /* its tasks' requests are cancelled */
   if (a->isol) {
     nb_lstate_stats_t st;
     nb_lstate_stats(a->S, &st);

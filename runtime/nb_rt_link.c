@@ -444,6 +444,7 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
   if (!rl) return 0;
   if (rl->started) return NB_EEXIST;
   rl->loop = uv_loop;
+  if (!rt->loop) rt->loop = uv_loop; /* the caller's (a test's) loop */
   /* A peer that closes while we write must cost a write error, not the
    * process (SIGPIPE's default); a handler someone installed stays. */
   struct sigaction sa;

@@ -16,7 +16,7 @@
 #define NB__KEEP_SCAN_MS 250              /* how often old keeps are looked for */
 
 typedef struct loop_s {
-  uv_loop_t loop;
+  uv_loop_t *loop; /* the runtime's (nb__loop) */
   uv_timer_t tick, limit, stats, keeps;
   uv_idle_t idle;
   uv_signal_t sigint, sigterm;
@@ -32,7 +32,7 @@ typedef struct loop_s {
 static void loop_stop(loop_t *l) {
   if (l->stopping) return;
   l->stopping = 1;
-  uv_stop(&l->loop);
+  uv_stop(l->loop);
 }
 
 /* Runs up to max ticks (fewer when the tick limit is reached); returns the
@@ -116,18 +116,19 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   l.rt = rt;
   l.o = opts;
   FILE *out = opts->out ? opts->out : stdout;
-  if (uv_loop_init(&l.loop) != 0) return NB_ENOMEM;
-  uv_signal_init(&l.loop, &l.sigint);
-  uv_signal_init(&l.loop, &l.sigterm);
+  l.loop = nb__loop(rt);
+  rt->looping = 1; /* tasks resume from the loop's check phase */
+  uv_signal_init(l.loop, &l.sigint);
+  uv_signal_init(l.loop, &l.sigterm);
   l.sigint.data = l.sigterm.data = &l;
   uv_signal_start(&l.sigint, on_signal, SIGINT);
   uv_signal_start(&l.sigterm, on_signal, SIGTERM);
   /* Hot reload: script changes and SIGHUP are served between ticks. */
-  struct nb__watch_s *watch = nb__reload_watch_start(&l.loop, rt,
+  struct nb__watch_s *watch = nb__reload_watch_start(l.loop, rt,
                                                      !opts->no_watch);
   /* TCP links: listen and dial before the first tick (a taken port ends
    * the run before any agent ticks). */
-  int lrc = nb_rt_link_start(rt, &l.loop);
+  int lrc = nb_rt_link_start(rt, l.loop);
   if (lrc != 0) {
     l.error = lrc;
     loop_stop(&l);
@@ -141,39 +142,42 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
      * sub-millisecond ticks are caught up each millisecond. */
     uint64_t ms = rt->tick_ns / 1000000u;
     if (ms == 0) ms = 1;
-    uv_timer_init(&l.loop, &l.tick);
+    uv_timer_init(l.loop, &l.tick);
     l.tick.data = &l;
     uv_timer_start(&l.tick, on_tick, ms, ms);
   } else {
-    uv_idle_init(&l.loop, &l.idle);
+    uv_idle_init(l.loop, &l.idle);
     l.idle.data = &l;
     uv_idle_start(&l.idle, on_idle);
   }
   if (opts->for_ns) {
-    uv_timer_init(&l.loop, &l.limit);
+    uv_timer_init(l.loop, &l.limit);
     l.limit.data = &l;
     uint64_t ms = (opts->for_ns + 999999u) / 1000000u;
     uv_timer_start(&l.limit, on_limit, ms, 0);
   }
-  uv_timer_init(&l.loop, &l.keeps);
+  uv_timer_init(l.loop, &l.keeps);
   l.keeps.data = &l;
   uv_timer_start(&l.keeps, on_keeps, NB__KEEP_SCAN_MS, NB__KEEP_SCAN_MS);
   uv_unref((uv_handle_t *)&l.keeps); /* never keeps the loop alive */
   if (opts->stats) {
     uint64_t every = opts->stats_every_ns ? opts->stats_every_ns : 1000000000u;
     uint64_t ms = every / 1000000u ? every / 1000000u : 1;
-    uv_timer_init(&l.loop, &l.stats);
+    uv_timer_init(l.loop, &l.stats);
     l.stats.data = &l;
     uv_timer_start(&l.stats, on_stats, ms, ms);
   }
   if (!l.stopping && (opts->ticks == 0 || l.done < opts->ticks))
-    uv_run(&l.loop, UV_RUN_DEFAULT);
-  /* With links, shutdown flushes them on the still-running loop (their
-   * handles close before the walk below); on_stop runs in there. */
+    uv_run(l.loop, UV_RUN_DEFAULT);
+  /* Tasks stop first: their pending requests are cancelled. With links,
+   * shutdown then flushes them on the still-running loop (their handles
+   * close before the walk below); on_stop runs in there. The loop itself
+   * is the runtime's: nb_rt_close closes it. */
+  nb__async_stop(rt);
   if (rt->link) nb_rt_link_stop(rt, opts->drain_ns);
-  uv_walk(&l.loop, close_walk, NULL);
-  uv_run(&l.loop, UV_RUN_DEFAULT);
-  uv_loop_close(&l.loop);
+  uv_walk(l.loop, close_walk, NULL);
+  uv_run(l.loop, UV_RUN_DEFAULT);
+  rt->looping = 0;
   nb__reload_watch_free(watch);
   /* Pending spikes are delivered and every on_stop runs. */
   nb_rt_stop(rt, 0);

@@ -4,6 +4,8 @@
  * between states. Calls nothing else of the runtime. */
 #include "nb_rt_internal.h"
 
+#include <uv.h>
+
 #include <dlfcn.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -251,4 +253,14 @@ void nb__refs_release(nb_arena_t *a, const nb_spike_t *s, size_t n) {
       nb_arena_releaser_add(&r, &ref);
   }
   nb_arena_releaser_flush(&r);
+}
+
+void *nb__loop(nb_rt_t *rt) {
+  if (!rt->loop) {
+    uv_loop_t *l = malloc(sizeof *l);
+    if (!l || uv_loop_init(l) != 0) abort();
+    rt->loop = l;
+    rt->own_loop = 1;
+  }
+  return rt->loop;
 }

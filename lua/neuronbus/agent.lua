@@ -33,6 +33,7 @@
 local ffi = require("ffi")
 local nbffi = require("neuronbus.ffi")
 local serial = require("neuronbus.serial")
+local tasks = require("neuronbus.tasks")
 
 local C = ffi.C
 local type, tostring, ipairs, pairs = type, tostring, ipairs, pairs
@@ -298,6 +299,31 @@ local function cards(region, what, method)
   return out
 end
 
+-- Tasks (neuronbus.tasks): coroutines that wait on the loop.
+
+-- Starts fn(...) as a task between ticks; returns the task (task:cancel(),
+-- task:status()), or nil and a message.
+function Handle:spawn(fn, ...)
+  return tasks.spawn(fn, ...)
+end
+
+-- Waits d (a duration string, or seconds) inside a task; returns true.
+function Handle:sleep(d)
+  return tasks.sleep(d)
+end
+
+-- Calls fn(...) as a task once after d; returns the timer (timer:cancel()),
+-- or nil and a message.
+function Handle:after(d, fn, ...)
+  return tasks.timer("nb:after", d, false, fn, ...)
+end
+
+-- Calls fn(...) as a task every d (at least 1ms); returns the timer, or nil
+-- and a message.
+function Handle:every(d, fn, ...)
+  return tasks.timer("nb:every", d, true, fn, ...)
+end
+
 -- Returns the cards of every neuron with the capability.
 function Handle:discover(capability)
   return cards(0, capability, "discover")
@@ -395,6 +421,7 @@ function _M.boot(cell_lud, script, name, id)
   NB = setmetatable({ id = id, name = name, state = {},
     version = tonumber(C.nb_rt_card_version(CELL, id)),
     hash = ffi_string(C.nb_rt_card_hash(CELL, id)) }, Handle)
+  tasks.bind(CELL, NB)
   return {
     dispatch = dispatch,
     tick = tick,
@@ -403,6 +430,7 @@ function _M.boot(cell_lud, script, name, id)
     init = init,
     dump = dump,
     has_filter = has_filter,
+    resume = tasks.resume,
   }
 end
 

@@ -13,6 +13,7 @@
 --                             -- counted, next spike) or "policy" (a fault)
 --       restart = { max = 5, window = "60s", backoff = "100ms",
 --                   backoff_max = "10s" },
+--       max_tasks = 1024,     -- tasks (nb:spawn, timer callbacks) at once
 --       keep_max = 1024,      -- payloads kept past on_spike at once
 --       keep_warn = "60s",    -- report a keep older than this (false: never)
 --     },
@@ -22,8 +23,8 @@
 -- filled in: memory (bytes, 0 = no cap), budget_ns (0 = none), jit (false
 -- when a budget is set), watchdog_ns (a number, or false for none), sandbox,
 -- require (array of names, or nil), policy, on_error, restart = { max,
--- window_ns, backoff_ns, backoff_max_ns }, keep_max, keep_warn_ns (0 =
--- never). The defaults are the runtime's
+-- window_ns, backoff_ns, backoff_max_ns }, max_tasks, keep_max,
+-- keep_warn_ns (0 = never). The defaults are the runtime's
 -- (runtime/nb_rt_defaults.h, through neuronbus.layout). Pure Lua, no FFI.
 
 local units = require("neuronbus.units")
@@ -48,6 +49,7 @@ _M.DEFAULTS = {
               backoff_ns = K.RESTART_BACKOFF_NS,
               backoff_max_ns = K.RESTART_BACKOFF_MAX_NS },
   keep_max = K.KEEP_MAX_DEFAULT,
+  max_tasks = K.TASKS_MAX_DEFAULT,
   keep_warn_ns = K.KEEP_WARN_DEFAULT_NS,
 }
 local D = _M.DEFAULTS
@@ -166,6 +168,8 @@ _M.ENTRIES = {
   { key = "on_error", default = scripted(D.on_error),
     check = function(c, path, v) return c:one_of(path, v, ON_ERROR) end },
   { key = "restart", check = check_restart, default = scripted(D.restart) },
+  { key = "max_tasks", default = scripted(D.max_tasks),
+    check = function(c, path, v) return c:integer(path, v, nil, 0, K.TASKS_MAX_LIMIT) end },
   { key = "keep_max", default = scripted(D.keep_max),
     check = function(c, path, v) return c:integer(path, v, nil, 0, K.KEEP_MAX_LIMIT) end },
   { key = "keep_warn", out = "keep_warn_ns", default = scripted(D.keep_warn_ns),
