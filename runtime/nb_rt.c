@@ -362,6 +362,47 @@ int nb_rt_inject(nb_rt_t *rt, uint32_t from, uint32_t to, int kind,
   return 0;
 }
 
+uint64_t nb_rt_tasks(const nb_rt_t *rt) {
+  uint64_t n = 0;
+  for (uint32_t i = 0; i < rt->n; i++) n += nb__async_tasks(rt->agents[i]);
+  return n;
+}
+
+uint64_t nb_rt_requests(const nb_rt_t *rt) { return nb__async_live(rt); }
+
+/* Wakes UV_RUN_ONCE: nothing to do. */
+static void wake_noop(uv_timer_t *t) { (void)t; }
+
+int nb_rt_run_until_idle(nb_rt_t *rt, uint64_t timeout_ns) {
+  if (rt->looping) return NB_EINVAL;
+  uint64_t deadline = nb_clock_ns() + timeout_ns;
+  uv_loop_t *loop = nb__loop(rt);
+  uv_timer_t wake;
+  uv_timer_init(loop, &wake);
+  int rc = NB_ETIMEDOUT;
+  for (;;) {
+    int64_t got = nb_rt_tick(rt, 1); /* resumes what completed */
+    if (got < 0) {
+      rc = (int)got;
+      break;
+    }
+    int quiet = nb_cortex_pending(rt->cx) == 0 && nb__isol_waiting(rt) == 0;
+    if (quiet && nb_rt_tasks(rt) == 0 && nb_rt_requests(rt) == 0) {
+      rc = 0;
+      break;
+    }
+    if (nb_clock_ns() >= deadline) break;
+    if (quiet && got == 0) {
+      /* Only the loop can move things now: wait for it, 1 ms at most. */
+      uv_timer_start(&wake, wake_noop, 1, 0);
+      uv_run(loop, UV_RUN_ONCE);
+    }
+  }
+  uv_close((uv_handle_t *)&wake, NULL);
+  uv_run(loop, UV_RUN_NOWAIT);
+  return rc;
+}
+
 int nb_rt_arena_stat(const nb_rt_t *rt, nb_rt_arena_stat_t *out) {
   nb_arena_stats_t st;
   nb_arena_stats(rt->arena, &st);

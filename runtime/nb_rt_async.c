@@ -215,6 +215,11 @@ static void timer_cancel(nb__req_t *r) {
 /* Milliseconds for a duration, rounded up (libuv's timers count ms). */
 static uint64_t ms_of(uint64_t ns) { return (ns + 999999u) / 1000000u; }
 
+/* The first wait of a timer: one more millisecond than asked, since the
+ * loop's clock is whole milliseconds rounded down, so a wait is never
+ * shorter than after_ns. */
+static uint64_t first_ms(uint64_t ns) { return ns ? ms_of(ns) + 1 : 0; }
+
 int64_t nb_rt_timer(nb_rt_cell_t *cell, uint64_t after_ns,
                     uint64_t repeat_ns) {
   nb__agent_t *a = (nb__agent_t *)cell;
@@ -225,7 +230,7 @@ int64_t nb_rt_timer(nb_rt_cell_t *cell, uint64_t after_ns,
   /* The loop's cached time may be a whole tick burst old: now, not then. */
   uv_update_time(tr->r.loop);
   uint64_t rep = repeat_ns ? ms_of(repeat_ns) : 0;
-  uv_timer_start(&tr->t, timer_fired, ms_of(after_ns), rep ? rep : 0);
+  uv_timer_start(&tr->t, timer_fired, first_ms(after_ns), rep);
   return tr->r.id;
 }
 

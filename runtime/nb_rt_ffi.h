@@ -219,6 +219,17 @@ typedef struct nb_rt_arena_stat_s {
 /* Fills *out with rt's arena counters; returns 0. */
 int nb_rt_arena_stat(const nb_rt_t *rt, nb_rt_arena_stat_t *out);
 
+/* Ticks rt and turns its loop (waiting for it at most 1 ms at a time when
+ * nothing is left to tick) until no task runs, no request is pending and
+ * no spike is pending, or timeout_ns passed; returns 0, or NB_ETIMEDOUT
+ * (a timer of nb:every keeps it busy for good). For harnesses: not inside
+ * nb_rt_run. */
+int nb_rt_run_until_idle(nb_rt_t *rt, uint64_t timeout_ns);
+
+/* Returns the live tasks and the pending requests of all agents. */
+uint64_t nb_rt_tasks(const nb_rt_t *rt);
+uint64_t nb_rt_requests(const nb_rt_t *rt);
+
 /* Returns the weight of synapse from->to, or a negative number when there
  * is none. */
 double nb_rt_weight(const nb_rt_t *rt, uint32_t from, uint32_t to);

@@ -334,6 +334,9 @@ void nb__isol_keep_config(nb__agent_t *a, lua_State *C, int idx);
  * returns 1 when it did (a is no longer running), 0 when a goes on. */
 int nb__isol_fault(nb__agent_t *a, int code, const char *where);
 
+/* Returns the number of neurons waiting out a backoff before a restart. */
+uint32_t nb__isol_waiting(const nb_rt_t *rt);
+
 /* Returns 1 when a has a state and is not waiting or stopped. */
 int nb__isol_running(const nb__agent_t *a);
 

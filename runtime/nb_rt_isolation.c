@@ -392,6 +392,10 @@ int nb__isol_fault(nb__agent_t *a, int code, const char *where) {
   return 1;
 }
 
+uint32_t nb__isol_waiting(const nb_rt_t *rt) {
+  return rt->isol ? rt->isol->waiting : 0;
+}
+
 int nb__isol_running(const nb__agent_t *a) {
   return a->S && (!a->isol || a->isol->state == NB__RUNNING);
 }

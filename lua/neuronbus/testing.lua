@@ -21,6 +21,11 @@
 --                          --     new_source the script file is re-read)
 --   h:version("counter")   --> { counter=, hash=, reloads=, rejected= }
 --   h:memory("counter")    --> bytes of Lua heap in its state after a full GC
+--   h:run_until_idle("5s") --> true | nil, msg: ticks and turns the loop
+--                          --     until no task runs and no request or spike
+--                          --     is pending (tasks, timers, nb.http, nb.exec)
+--   h:tasks("counter")     --> live tasks (nil: every neuron's)
+--   h:arena()              --> { capacity=, in_use=, segments=, free=, ... }
 --
 -- testing.agent's options are a neuron's manifest keys (config, threshold,
 -- rest, leak, refractory, capabilities, region(s), description, and the
@@ -51,6 +56,7 @@ local nbffi = require("neuronbus.ffi")
 local serial = require("neuronbus.serial")
 local manifest = require("neuronbus.manifest")
 local check = require("neuronbus.manifest.check")
+local units = require("neuronbus.units")
 
 local type, tostring, tonumber, pairs, ipairs = type, tostring, tonumber, pairs, ipairs
 local setmetatable, error, loadstring = setmetatable, error, loadstring
@@ -388,8 +394,39 @@ function Harness:stats(who)
     deferred = tonumber(stat.deferred),
     filtered = tonumber(stat.filtered),
     arena_full = tonumber(stat.arena_full),
+    tasks = tonumber(stat.tasks),
     kept = tonumber(stat.kept),
   }
+end
+
+-- Ticks and turns the runtime's loop until no task runs, no request
+-- (timer, HTTP, process, file) is pending and no spike waits, for at most
+-- timeout (a duration string or seconds; default "10s"); returns true, or
+-- nil and a message saying what is still pending.
+function Harness:run_until_idle(timeout)
+  local rt = rt_of(self)
+  local ns = 10e9
+  if timeout ~= nil then
+    local err
+    if type(timeout) == "number" and timeout >= 0 then
+      ns = timeout * 1e9
+    else
+      ns, err = units.duration(timeout)
+      if not ns then error("run_until_idle: " .. tostring(err), 2) end
+    end
+  end
+  local rc = R.nb_rt_run_until_idle(rt, ns)
+  if rc == 0 then return true end
+  return nil, ("run_until_idle: still busy after %s: %d tasks, %d requests "
+    .. "pending"):format(tostring(timeout or "10s"), tonumber(R.nb_rt_tasks(rt)),
+    tonumber(R.nb_rt_requests(rt)))
+end
+
+-- Returns the number of live tasks of neuron who (all neurons when nil).
+function Harness:tasks(who)
+  if who == nil then return tonumber(R.nb_rt_tasks(rt_of(self))) end
+  R.nb_rt_stat(rt_of(self), id_of(self, who), stat)
+  return tonumber(stat.tasks)
 end
 
 local astat = ffi.new("nb_rt_arena_stat_t")

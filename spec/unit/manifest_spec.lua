@@ -11,7 +11,7 @@ local ISOLATION = {
   memory = 0, budget_ns = 0, jit = true, watchdog_ns = 1e9, sandbox = false,
   policy = "restart", on_error = "continue",
   restart = { max = 5, window_ns = 60e9, backoff_ns = 100e6, backoff_max_ns = 10e9 },
-  keep_max = 1024, keep_warn_ns = 60e9,
+  keep_max = 1024, keep_warn_ns = 60e9, max_tasks = 1024,
 }
 
 -- Returns neuron n with the default isolation keys added.
@@ -221,8 +221,8 @@ describe("manifest.validate", function()
     it("in a neuron", function()
       fails_with(with({ neurons = { parser = { script = "agents/echo.lua", treshold = 1 } } }), {
         'neurons.parser.treshold: unknown key, did you mean "threshold"? (allowed: '
-          .. "budget, capabilities, config, description, jit, keep_max, keep_warn, leak, memory, "
-          .. "on_error, policy, "
+          .. "budget, capabilities, config, description, jit, keep_max, keep_warn, leak, "
+          .. "max_tasks, memory, on_error, policy, "
           .. "refractory, region, regions, remote, require, rest, restart, sandbox, "
           .. "script, threshold, watchdog)",
       })
