@@ -191,11 +191,20 @@ function _M.timer(what, d, every, fn, ...)
   return tm
 end
 
--- Waits d inside a task; returns true.
+-- Waits d inside a task (0: yields, resuming after the other ready work
+-- of this neuron, between ticks, without a timer); returns true.
 function _M.sleep(d)
   local t = _M.current("nb:sleep", 2)
   local ns, err = _M.duration_ns(d, "nb:sleep")
   if not ns then error(err, 2) end
+  if ns == 0 then
+    runq_tail = runq_tail + 1
+    RUNQ[runq_tail] = { t, n = 0 }
+    C.nb_rt_wake(CELL)
+    co_yield(WAIT)
+    if t.cancelled then error(CANCELLED, 0) end
+    return true
+  end
   _M.wait(t, C.nb_rt_timer(CELL, ns, 0), "nb:sleep")
   return true
 end
