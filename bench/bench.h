@@ -461,6 +461,10 @@ typedef struct nb_bench_row_s {
   int cpu_a, cpu_b;     /* the two CPUs used (-1 = not applicable) */
   int shared_cores;     /* more threads than CPUs: some share a core */
   const char *note;
+  /* One extra figure of the row (e.g. "arena_peak_mib"), printed as its
+   * own JSON key after the standard ones; NULL = none. */
+  const char *extra_key;
+  double extra;
 } nb_bench_row_t;
 
 /* Returns a row template with no baseline, no hop and no CPUs. */
@@ -517,6 +521,11 @@ NB_BENCH_UNUSED static void nb_bench_emit(const nb_bench_row_t *r) {
   if (r->shared_cores) printf(",\"shared_cores\":true");
   if (nb_bench.ncpus < 2) printf(",\"single_cpu\":true");
   if (nb_bench.tiny) printf(",\"tiny\":true");
+  if (r->extra_key) {
+    printf(",");
+    nb_bench__json_str(r->extra_key);
+    printf(":%.6g", r->extra);
+  }
   if (r->note) {
     printf(",\"note\":");
     nb_bench__json_str(r->note);

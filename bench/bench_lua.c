@@ -89,6 +89,11 @@ static nb_rt_stat_t rt_stat(nb_rt_t *rt, uint32_t id) {
  * jit = false rows set it around their runs), "" for none. */
 static const char *agent_keys = "";
 
+/* The payload size the next topology's producer fires and its sinks check
+ * (8 = the inline "NBbench!" of every other row; lua_hop_1k sets 1024
+ * around its runs: the arena). */
+static unsigned payload_size = 8;
+
 /* Builds the manifest of t with Lua agents (ids follow the sorted names:
  * a_producer 0, b_relay 1 when present, then the sinks). */
 static void topo_manifest(const nb_bench_topo_t *t, char *out, size_t size) {
@@ -97,14 +102,16 @@ static void topo_manifest(const nb_bench_topo_t *t, char *out, size_t size) {
   /* Without a target the producer broadcasts (the fan-out). */
   char target[32] = "";
   if (t->sinks == 1) snprintf(target, sizeof target, ", target = 1"); /* relay or sink */
+  char psize[32] = ""; /* nothing for 8 bytes: the manifests stay as they were */
+  if (payload_size != 8) snprintf(psize, sizeof psize, ", size = %u", payload_size);
   size_t o = 0;
   o += (size_t)snprintf(out + o, size - o,
       "return {\n  name = 'bench', tick = 'free',\n"
       "  axon = { capacity = %u, inbox = %u },\n  neurons = {\n"
       "    a_producer = { script = '%s/bench/lua/producer.lua', threshold = 0,"
-      " refractory = 0, config = { n = %" PRIu64 ", batch = %u%s }%s },\n",
+      " refractory = 0, config = { n = %" PRIu64 ", batch = %u%s%s }%s },\n",
       NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, root, t->n, NB_BENCH_CX_BATCH, target,
-      agent_keys);
+      psize, agent_keys);
   if (relay)
     o += (size_t)snprintf(out + o, size - o,
         "    b_relay = { script = '%s/bench/lua/relay.lua', refractory = 0,"
@@ -112,8 +119,8 @@ static void topo_manifest(const nb_bench_topo_t *t, char *out, size_t size) {
   for (int i = 0; i < t->sinks; i++)
     o += (size_t)snprintf(out + o, size - o,
         "    c_sink%d = { script = '%s/bench/lua/sink.lua', refractory = 0,"
-        " config = { source = %d }%s },\n", i + 1, root, relay ? 1 : 0,
-        agent_keys);
+        " config = { source = %d%s }%s },\n", i + 1, root, relay ? 1 : 0,
+        psize, agent_keys);
   o += (size_t)snprintf(out + o, size - o, "  },\n  synapses = {\n");
   if (relay)
     o += (size_t)snprintf(out + o, size - o,
@@ -228,18 +235,22 @@ static void group_fanout(void) {
 
 /* ---- the cost of jit = false (issue 4) ---- */
 
-/* A topology run with extra keys on every Lua neuron. */
+/* A topology run with extra keys on every Lua neuron and a payload size. */
 typedef struct lua_mode_s {
   nb_bench_topo_t t;
   const char *keys; /* e.g. ", jit = false" */
+  unsigned size;    /* payload bytes; 0 = 8 */
 } lua_mode_t;
 
-/* Runs m's topology with Lua agents and m's keys; returns M spikes/s. */
+/* Runs m's topology with Lua agents, m's keys and payload size; returns
+ * M spikes/s. */
 static double topo_lua_mode_run(void *ctx) {
   lua_mode_t *m = ctx;
   agent_keys = m->keys;
+  payload_size = m->size ? m->size : 8;
   double v = topo_lua_run(&m->t);
   agent_keys = "";
+  payload_size = 8;
   return v;
 }
 
@@ -249,8 +260,8 @@ static void lua_mode_row(const char *name, const char *keys, const char *note) {
   lua_setup();
   /* Sized for the slower interpreter; both sides run the same n. */
   lua_mode_t sub = {nb_bench_topo(nb_bench_size(1u << 20, 1u << 13), 1, 0, 0,
-                                  NB_BENCH_FIRE_EACH), keys};
-  lua_mode_t jit = {sub.t, ""};
+                                  NB_BENCH_FIRE_EACH), keys, 8};
+  lua_mode_t jit = {sub.t, "", 8};
   nb_bench_row_t r = nb_bench_row(name, "M spikes/s");
   nb_bench_measure(topo_lua_mode_run, &sub, &sub.t.n, topo_lua_mode_run, &jit,
                    &jit.t.n, &r.v, &r.b);
@@ -272,6 +283,182 @@ static void group_budget(void) {
                "the same with budget = '1s' on both agents (JIT off and the "
                "count hook every 1000 instructions checking the deadline); "
                "baseline: the JIT on, interleaved in this run");
+}
+
+/* ---- large payloads ---- */
+
+static void group_hop_1k(void) {
+  lua_setup();
+  lua_mode_t sub = {nb_bench_topo(nb_bench_size(2u << 20, 1u << 13), 1, 0, 0,
+                                  NB_BENCH_FIRE_EACH), "", 1024};
+  lua_mode_t inl = {sub.t, "", 8};
+  nb_bench_row_t r = nb_bench_row("lua_hop_1k", "M spikes/s");
+  nb_bench_measure(topo_lua_mode_run, &sub, &sub.t.n, topo_lua_mode_run, &inl,
+                   &inl.t.n, &r.v, &r.b);
+  r.baseline = "lua_hop_8b";
+  r.target = ">=0.5";
+  r.note = "the lua_hop topology with 1 KiB payloads: the producer fires one "
+           "1 KiB string built once (nb:fire_to writes it into the arena), the "
+           "sink checks each through spike:view() (length, first, second and "
+           "last bytes), the tick releases it (16 MB arena); baseline: the "
+           "same agents with the 8-byte inline payload, interleaved";
+  nb_bench_emit(&r);
+}
+
+/* The sustained mixed-size flow: one runtime kept open across the runs. */
+#define FLOW_SIZES 64             /* payload sizes, 47 B .. 8 KiB */
+#define FLOW_ARENA (16u << 20)    /* the runtime's default arena */
+#define FLOW_SAMPLE_EVERY 16      /* ticks between arena samples */
+
+typedef struct flow_s {
+  nb_rt_t *rt;
+  int mixed;            /* 1 = the mixed sizes in the arena, 0 = 8 B inline */
+  uint64_t window_ns;   /* how long one run ticks */
+  uint64_t peak_in_use; /* the arena's largest in_use sampled, bytes */
+  uint64_t seen;        /* sink spikes counted so far */
+} flow_t;
+
+/* Opens the flow's runtime: a Lua producer firing 1024 spikes per tick
+ * without end (until told to stop) -> a Lua sink checking each. */
+static void flow_open(flow_t *f) {
+  char src[8 * PATH_MAX];
+  char cfg[PATH_MAX + 96];
+  if (f->mixed)
+    snprintf(cfg, sizeof cfg, ", mixed = %d, sizes_script = '%s/bench/lua/sizes.lua'",
+             FLOW_SIZES, root);
+  else
+    cfg[0] = 0;
+  snprintf(src, sizeof src,
+      "return {\n  name = 'bench_flow', tick = 'free',\n"
+      "  axon = { capacity = %u, inbox = %u },\n  arena = { size = %u },\n"
+      "  neurons = {\n"
+      "    a_producer = { script = '%s/bench/lua/producer.lua', threshold = 0,"
+      " refractory = 0, config = { n = 2^52, batch = %u, target = 1,"
+      " stop_on_spike = true%s } },\n"
+      "    c_sink1 = { script = '%s/bench/lua/sink.lua', refractory = 0,"
+      " config = { source = 0%s } },\n"
+      "  },\n  synapses = {\n"
+      "    { from = 'a_producer', to = 'c_sink1', weight = 0.5 },\n  },\n}\n",
+      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, FLOW_ARENA, root, NB_BENCH_CX_BATCH, cfg,
+      root, cfg);
+  f->rt = open_topo(src);
+  if (rt_id(f->rt, "a_producer") != 0 || rt_id(f->rt, "c_sink1") != 1)
+    nb_bench_fail("flow topology ids are not in name order");
+  f->seen = 0;
+}
+
+/* Samples the arena's in_use into the peak. */
+static void flow_sample(flow_t *f) {
+  nb_rt_arena_stat_t as;
+  nb_rt_arena_stat(f->rt, &as);
+  if (as.in_use > f->peak_in_use) f->peak_in_use = as.in_use;
+}
+
+/* Ticks f's runtime for its window; returns millions of spikes per second
+ * the sink checked meanwhile. Fails the bench on an agent error or a flow
+ * that stalls. */
+static double flow_window(void *ctx) {
+  flow_t *f = ctx;
+  uint64_t t0 = nb_bench_now_ns(), now = t0, ticks = 0, stalled = 0;
+  nb_rt_stat_t st;
+  nb_rt_stat(f->rt, 1, &st);
+  uint64_t first = st.spikes_in, last = first;
+  while (now - t0 < f->window_ns) {
+    int64_t rc = nb_rt_tick(f->rt, 1);
+    if (rc < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)rc));
+    nb_rt_stat(f->rt, 1, &st);
+    if (st.errors) rt_stat(f->rt, 1);
+    stalled = st.spikes_in == last ? stalled + 1 : 0;
+    if (stalled > 100000) nb_bench_fail("payload flow stalled at %" PRIu64, last);
+    last = st.spikes_in;
+    if (++ticks % FLOW_SAMPLE_EVERY == 0) flow_sample(f);
+    now = nb_bench_now_ns();
+  }
+  f->seen = last;
+  return (double)(last - first) / ((double)(now - t0) / 1e9) / 1e6;
+}
+
+/* Stops the producer (a spike to it), drains the flow, checks that the
+ * sink got every spike the producer sent, and closes the runtime. */
+static void flow_close(flow_t *f) {
+  int rc = nb_rt_inject(f->rt, 1, 0, 0, 0, "stop", 4);
+  if (rc) nb_bench_fail("nb_rt_inject: %s", nb_strerror(rc));
+  nb_rt_stat_t ps, ss;
+  for (int i = 0;; i++) {
+    if (i > 100000) nb_bench_fail("payload flow did not drain");
+    int64_t r = nb_rt_tick(f->rt, 1);
+    if (r < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)r));
+    ps = rt_stat(f->rt, 0);
+    ss = rt_stat(f->rt, 1);
+    /* Stopped: it received the stop spike, and everything it sent is in. */
+    if (ps.spikes_in >= 1 && ss.spikes_in == ps.spikes_out) {
+      uint64_t sent = ps.spikes_out;
+      nb_rt_tick(f->rt, 1); /* one more: nothing may follow */
+      if (rt_stat(f->rt, 0).spikes_out != sent ||
+          rt_stat(f->rt, 1).spikes_in != sent)
+        nb_bench_fail("payload flow: the producer did not stop");
+      break;
+    }
+  }
+  if (ss.spikes_in < f->seen)
+    nb_bench_fail("payload flow: sink count went back");
+  nb_rt_close(f->rt);
+  f->rt = NULL;
+}
+
+/* One baseline run: a fresh runtime with 8-byte inline payloads, ticked
+ * for its window, drained and checked; returns M spikes/s. */
+static double flow_inline_run(void *ctx) {
+  flow_t *f = ctx;
+  flow_open(f);
+  double v = flow_window(f);
+  flow_close(f);
+  return v;
+}
+
+static void group_flow(void) {
+  lua_setup();
+  uint64_t total_ns = nb_bench.tiny ? 300000000ull : 30000000000ull;
+  int runs = nb_bench.runs;
+  flow_t sub = {.mixed = 1, .window_ns = total_ns / (uint64_t)runs};
+  flow_t base = {.mixed = 0, .window_ns = nb_bench.tiny ? 20000000ull : 300000000ull};
+  double sv[NB_BENCH_MAX_RUNS], bv[NB_BENCH_MAX_RUNS];
+  uint64_t t0 = nb_bench_now_ns();
+  flow_open(&sub);
+  /* Warm-up: traces compiled, the arena's pages faulted in; not counted. */
+  uint64_t w = sub.window_ns;
+  sub.window_ns = w / 8;
+  flow_window(&sub);
+  sub.window_ns = w;
+  flow_inline_run(&base);
+  sub.peak_in_use = 0;
+  for (int i = 0; i < runs; i++) {
+    bv[i] = flow_inline_run(&base);
+    sv[i] = flow_window(&sub);
+  }
+  uint64_t flowed = sub.seen;
+  flow_sample(&sub);
+  flow_close(&sub);
+  double secs = (double)(nb_bench_now_ns() - t0) / 1e9;
+  nb_bench_row_t r = nb_bench_row("lua_payload_flow", "M spikes/s");
+  r.v = nb_bench_summarize(sv, runs);
+  r.b = nb_bench_summarize(bv, runs);
+  r.baseline = "lua_flow_8b";
+  r.extra_key = "arena_peak_mib";
+  r.extra = (double)sub.peak_in_use / (1 << 20);
+  static char note[512];
+  snprintf(note, sizeof note,
+           "sustained flow, %.1f s of ticking in %d windows (one runtime): a "
+           "Lua producer firing 1024 spikes per tick with payloads of %d sizes "
+           "from 47 B to 8 KiB (mean ~1.6 KiB) -> a Lua sink checking each "
+           "through spike:view() (length, first, middle, last byte); %" PRIu64
+           " spikes; 16 MB arena, peak in_use %.1f MiB (sampled every %d "
+           "ticks); baseline: the same flow with 8-byte inline payloads, "
+           "a fresh runtime per run, interleaved; %.0f s in all",
+           (double)total_ns / 1e9, runs, FLOW_SIZES, flowed,
+           (double)sub.peak_in_use / (1 << 20), FLOW_SAMPLE_EVERY, secs);
+  r.note = note;
+  nb_bench_emit(&r);
 }
 
 /* ---- ping-pong ---- */
@@ -351,6 +538,8 @@ static const nb_bench_group_t groups[] = {
     {"lua_pingpong", group_pingpong},
     {"lua_hop_nojit", group_nojit},
     {"lua_hop_budget", group_budget},
+    {"lua_hop_1k", group_hop_1k},
+    {"lua_payload_flow", group_flow},
     /* Extension point: further Lua rows go here as groups (or in their
      * own bench binary, as the reload pause did: bench_reload.c). */
 };

@@ -61,7 +61,11 @@
 #define BIAS ((int64_t)1 << 40) /* far above any segment's payload count */
 #define REAP_EVERY_NS 50000000ull /* a writer short of space reaps this often */
 
-enum { SEG_FREE = 0, SEG_ACTIVE = 1, SEG_SEALED = 2, SEG_CONT = 3 };
+/* The segment states (nb_arena.h: the inline read checks them too). */
+#define SEG_FREE NB__SEG_FREE
+#define SEG_ACTIVE NB__SEG_ACTIVE
+#define SEG_SEALED NB__SEG_SEALED
+#define SEG_CONT NB__SEG_CONT
 enum { PROC_FREE = 0, PROC_LIVE = 1 };
 
 /* The shared header; atomics in the mapping must be address-free, which
@@ -87,16 +91,9 @@ typedef struct proc_s {
   uint8_t pad[56];
 } proc_t;
 
-typedef struct seg_s {
-  _Atomic int64_t live;    /* biased while active; 0 = free */
-  _Atomic uint32_t gen;    /* bumped each time it is taken for writing */
-  _Atomic uint32_t state;  /* SEG_* */
-  _Atomic uint32_t owner;  /* process slot + 1 while active */
-  _Atomic uint32_t span;   /* segments of the run starting here */
-  _Atomic uint32_t allocs; /* payloads written by the owner (shared only) */
-  _Atomic uint32_t fill;   /* bytes written, published at seal */
-  uint8_t pad[32];
-} seg_t;
+/* A segment's row: nb__arena_seg_t in nb_arena.h, where the inline read
+ * can see it. */
+typedef nb__arena_seg_t seg_t;
 
 _Static_assert(sizeof(arena_header_t) == HEADER_SIZE, "header is 128 bytes");
 _Static_assert(sizeof(proc_t) == LINE && sizeof(seg_t) == LINE,
@@ -109,17 +106,18 @@ typedef struct layout_s {
 } layout_t;
 
 struct nb_arena_s {
+  /* First: the data region, segment table, segment count and shift the
+   * inline fast paths of nb_arena.h read (through a cast to it). */
+  nb__arena_hot_t hot;
   uint8_t *base;
   size_t map_size;
   int fd; /* -1 for a private arena */
   uint64_t capacity;
-  uint32_t seg_size, nsegs, seg_shift, words;
+  uint32_t seg_size, words;
   arena_header_t *hdr;
   proc_t *procs;
-  seg_t *segs;
   _Atomic uint64_t *bitmap;
   _Atomic uint32_t *held; /* NULL for a private arena */
-  uint8_t *data;
   uint32_t me; /* this process's slot */
   pthread_mutex_t lock;
   nb_arena_writer_t *own; /* nb_arena_alloc's writer, under lock */
@@ -129,12 +127,11 @@ struct nb_arena_s {
   _Atomic uint64_t reclaimed, reaped, last_reap_ns;
 };
 
-struct nb_arena_writer_s {
-  nb_arena_t *a;
-  uint32_t seg, gen; /* the active segment, valid when have */
-  uint32_t pos, n;   /* bytes and payloads written into it */
-  int have;
-};
+_Static_assert(offsetof(struct nb_arena_s, hot) == 0,
+               "the inline fast paths cast the arena to its first member");
+
+/* The writer (struct nb_arena_writer_s) is in nb_arena.h, for the inline
+ * fast path of nb_arena_write. */
 
 /* ---- geometry ---- */
 
@@ -217,15 +214,15 @@ static int wrap(nb_arena_t **out, uint8_t *base, size_t size, int fd) {
   a->fd = fd;
   a->capacity = h->capacity;
   a->seg_size = h->seg_size;
-  a->nsegs = h->nsegs;
-  a->seg_shift = (uint32_t)__builtin_ctz(h->seg_size);
+  a->hot.nsegs = h->nsegs;
+  a->hot.seg_shift = (uint32_t)__builtin_ctz(h->seg_size);
   a->words = (h->nsegs + 63) / 64;
   a->hdr = h;
   a->procs = (proc_t *)(base + l.procs);
-  a->segs = (seg_t *)(base + l.segs);
+  a->hot.segs = (seg_t *)(base + l.segs);
   a->bitmap = (_Atomic uint64_t *)(base + l.bitmap);
   a->held = h->shared ? (_Atomic uint32_t *)(base + l.held) : NULL;
-  a->data = base + l.data;
+  a->hot.data = base + l.data;
   *out = a;
   return 0;
 }
@@ -233,7 +230,7 @@ static int wrap(nb_arena_t **out, uint8_t *base, size_t size, int fd) {
 /* Returns the held counter of process p for segment s. */
 static inline _Atomic uint32_t *held_of(const nb_arena_t *a, uint32_t p,
                                         uint32_t s) {
-  return &a->held[(size_t)p * a->nsegs + s];
+  return &a->held[(size_t)p * a->hot.nsegs + s];
 }
 
 /* Adds d to this process's held count for s (it is the only writer of its
@@ -250,12 +247,12 @@ static inline void held_add(const nb_arena_t *a, uint32_t s, int32_t d) {
 
 /* Frees the run starting at s (its count reached zero); returns nothing. */
 static void free_run(nb_arena_t *a, uint32_t s) {
-  seg_t *g = &a->segs[s];
+  seg_t *g = &a->hot.segs[s];
   uint32_t span = atomic_load_explicit(&g->span, memory_order_relaxed);
-  if (span == 0 || span > a->nsegs - s) span = 1;
+  if (span == 0 || span > a->hot.nsegs - s) span = 1;
   for (uint32_t j = 0; j < span; j++) {
-    atomic_store_explicit(&a->segs[s + j].owner, 0, memory_order_relaxed);
-    atomic_store_explicit(&a->segs[s + j].state, SEG_FREE,
+    atomic_store_explicit(&a->hot.segs[s + j].owner, 0, memory_order_relaxed);
+    atomic_store_explicit(&a->hot.segs[s + j].state, SEG_FREE,
                           memory_order_relaxed);
   }
   /* Release: a taker that acquires the bit sees the state above, and every
@@ -272,7 +269,7 @@ static void free_run(nb_arena_t *a, uint32_t s) {
 /* Subtracts d from s's live count; frees the run when it reaches zero.
  * Returns the count before. */
 static int64_t drop(nb_arena_t *a, uint32_t s, int64_t d) {
-  seg_t *g = &a->segs[s];
+  seg_t *g = &a->hot.segs[s];
   /* Release: this holder's reads of the bytes happen before the count
    * drops, so whoever sees zero may hand the bytes to a new writer. */
   int64_t prev = atomic_fetch_sub_explicit(&g->live, d, memory_order_release);
@@ -332,10 +329,10 @@ static int take_run(nb_arena_t *a, uint32_t k, uint32_t *first) {
     }
     return NB_ENOSPACE;
   }
-  if (k > a->nsegs) return NB_ENOSPACE;
+  if (k > a->hot.nsegs) return NB_ENOSPACE;
   /* Runs are rare (payloads larger than a segment): a plain scan, taking
    * bits one by one and giving them back when a racer took one. */
-  for (uint32_t s = 0; s + k <= a->nsegs; s++) {
+  for (uint32_t s = 0; s + k <= a->hot.nsegs; s++) {
     uint32_t j = 0;
     while (j < k && take_bit(a, s + j)) j++;
     if (j == k) {
@@ -354,8 +351,12 @@ static uint32_t claim(nb_arena_t *a, uint32_t s, uint32_t k, uint32_t state,
                       int64_t live) {
   uint32_t gen = 0;
   for (uint32_t j = 0; j < k; j++) {
-    seg_t *g = &a->segs[s + j];
-    uint32_t v = atomic_fetch_add_explicit(&g->gen, 1, memory_order_relaxed) + 1;
+    seg_t *g = &a->hot.segs[s + j];
+    /* Relaxed load and store, not a read-modify-write: only the taker of
+     * a segment's free bit (we, now) writes its generation, so no update
+     * can be lost; readers order it through the release store below. */
+    uint32_t v = atomic_load_explicit(&g->gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&g->gen, v, memory_order_relaxed);
     if (j == 0) gen = v;
     atomic_store_explicit(&g->state, j ? SEG_CONT : state, memory_order_relaxed);
     atomic_store_explicit(&g->span, j ? 0 : k, memory_order_relaxed);
@@ -366,7 +367,7 @@ static uint32_t claim(nb_arena_t *a, uint32_t s, uint32_t k, uint32_t state,
   }
   /* Release: a retainer whose CAS reads this count also sees the new
    * generation, and so undoes a retain made with an old reference. */
-  atomic_store_explicit(&a->segs[s].live, live, memory_order_release);
+  atomic_store_explicit(&a->hot.segs[s].live, live, memory_order_release);
   /* Release fence: the payload bytes written after this point are ordered
    * after the generation bump for a copier that checks it afterwards (the
    * seqlock writer side). */
@@ -411,7 +412,7 @@ static int take(nb_arena_t *a, const nb_arena_writer_t *w, uint32_t k,
  * every payload in it was already released; returns nothing. */
 static void seal(nb_arena_writer_t *w) {
   nb_arena_t *a = w->a;
-  seg_t *g = &a->segs[w->seg];
+  seg_t *g = &a->hot.segs[w->seg];
   atomic_store_explicit(&g->fill, w->pos, memory_order_relaxed);
   /* Owner cleared before the count moves: a process dying in between
    * leaves the bias in place (a leak), never subtracted twice. */
@@ -419,13 +420,14 @@ static void seal(nb_arena_writer_t *w) {
   atomic_store_explicit(&g->state, SEG_SEALED, memory_order_relaxed);
   drop(a, w->seg, BIAS - (int64_t)w->n);
   w->have = 0;
+  w->room = 0;
 }
 
 /* Reuses the writer's segment in place when every payload written into it
  * was released; returns 1 when it did. */
 static int rewind_seg(nb_arena_writer_t *w) {
   nb_arena_t *a = w->a;
-  seg_t *g = &a->segs[w->seg];
+  seg_t *g = &a->hot.segs[w->seg];
   int64_t idle = BIAS - (int64_t)w->n;
   /* Acquire: pairs with the releases that brought the count here, so their
    * reads of the old bytes are done before we overwrite them. Zero while
@@ -453,6 +455,7 @@ static int writer_next(nb_arena_writer_t *w) {
   if (w->have) seal(w);
   w->gen = claim(a, s, 1, SEG_ACTIVE, BIAS);
   w->seg = s;
+  w->seg_off = (uint64_t)s << a->hot.seg_shift;
   w->pos = 0;
   w->n = 0;
   w->have = 1;
@@ -466,6 +469,7 @@ int nb_arena_writer_new(nb_arena_writer_t **out, nb_arena_t *a) {
   nb_arena_writer_t *w = calloc(1, sizeof *w);
   if (!w) return NB_ENOMEM;
   w->a = a;
+  w->data = a->hot.data; /* room 0: the first write takes the slow path */
   *out = w;
   return 0;
 }
@@ -473,7 +477,7 @@ int nb_arena_writer_new(nb_arena_writer_t **out, nb_arena_t *a) {
 int nb_arena_writer_reserve(nb_arena_writer_t *w, uint32_t segments) {
   if (!w) return NB_EINVAL;
   nb_arena_t *a = w->a;
-  if (segments > a->nsegs) segments = a->nsegs;
+  if (segments > a->hot.nsegs) segments = a->hot.nsegs;
   atomic_store_explicit(&a->reserver, segments ? w : NULL,
                         memory_order_relaxed);
   atomic_store_explicit(&a->reserve, segments, memory_order_relaxed);
@@ -494,23 +498,23 @@ void nb_arena_writer_free(nb_arena_writer_t *w) {
 static int write_run(nb_arena_writer_t *w, const void *data, size_t len,
                      uint64_t need, nb_arena_ref_t *ref) {
   nb_arena_t *a = w->a;
-  uint64_t k = (need + a->seg_size - 1) >> a->seg_shift;
-  if (k > a->nsegs) return NB_ETOOBIG;
+  uint64_t k = (need + a->seg_size - 1) >> a->hot.seg_shift;
+  if (k > a->hot.nsegs) return NB_ETOOBIG;
   uint32_t s;
   if (take(a, w, (uint32_t)k, &s) != 0) return NB_ENOSPACE;
   uint32_t gen = claim(a, s, (uint32_t)k, SEG_SEALED, 1);
-  atomic_store_explicit(&a->segs[s].fill, (uint32_t)len, memory_order_relaxed);
+  atomic_store_explicit(&a->hot.segs[s].fill, (uint32_t)len, memory_order_relaxed);
   if (a->held) held_add(a, s, 1);
-  uint64_t off = (uint64_t)s << a->seg_shift;
-  memcpy(a->data + off, data, len);
+  uint64_t off = (uint64_t)s << a->hot.seg_shift;
+  memcpy(a->hot.data + off, data, len);
   *ref = (nb_arena_ref_t){.offset = off, .len = (uint32_t)len, .segment = s,
                           .gen = gen};
   return 0;
 }
 
-int nb_arena_write(nb_arena_writer_t *w, const void *data, size_t len,
-                   nb_arena_ref_t *ref) {
-  if (!w || !ref || (len && !data)) return NB_EINVAL;
+/* Writes one payload as the slow path must; returns as nb_arena_write. */
+static int write_slow(nb_arena_writer_t *w, const void *data, size_t len,
+                      nb_arena_ref_t *ref) {
   if (len > UINT32_MAX) return NB_ETOOBIG;
   nb_arena_t *a = w->a;
   uint64_t need = ((uint64_t)len + NB_ARENA_ALIGN - 1) &
@@ -521,19 +525,34 @@ int nb_arena_write(nb_arena_writer_t *w, const void *data, size_t len,
     int rc = writer_next(w);
     if (rc) return rc;
   }
-  uint64_t off = ((uint64_t)w->seg << a->seg_shift) + w->pos;
-  if (len) memcpy(a->data + off, data, len);
+  uint64_t off = w->seg_off + w->pos;
+  if (len) memcpy(a->hot.data + off, data, len);
   w->pos += (uint32_t)need;
   w->n++;
   if (a->held) {
     /* allocs before held: a process dying between them leaves one
      * reference unaccounted (a leak), never one subtracted twice. */
-    atomic_store_explicit(&a->segs[w->seg].allocs, w->n, memory_order_relaxed);
+    atomic_store_explicit(&a->hot.segs[w->seg].allocs, w->n, memory_order_relaxed);
     held_add(a, w->seg, 1);
   }
   *ref = (nb_arena_ref_t){.offset = off, .len = (uint32_t)len,
                           .segment = w->seg, .gen = w->gen};
   return 0;
+}
+
+/* The slow path of nb_arena_write (nb_arena.h has the fast one): bad
+ * arguments, a payload larger than a segment, a full segment (rewind, or a
+ * new one and a seal) and every write into a file-backed arena (the held
+ * table). Leaves w->room at what the fast path may bump next. */
+int nb__arena_write_slow(nb_arena_writer_t *w, const void *data, size_t len,
+                         nb_arena_ref_t *ref) {
+  if (!w || !ref || (len && !data)) return NB_EINVAL;
+  int rc = write_slow(w, data, len, ref);
+  nb_arena_t *a = w->a;
+  /* A file-backed arena keeps room 0: every write comes here and counts
+   * itself in the held table. */
+  w->room = w->have && !a->held ? a->seg_size - w->pos : 0;
+  return rc;
 }
 
 int nb_arena_alloc(nb_arena_t *a, const void *data, size_t len,
@@ -549,50 +568,26 @@ int nb_arena_alloc(nb_arena_t *a, const void *data, size_t len,
 
 /* ---- readers ---- */
 
-/* Checks a ref's bounds and generation; returns 0, NB_ESTALE or
- * NB_EBOUNDS. */
-static int check(const nb_arena_t *a, const nb_arena_ref_t *ref) {
-  uint32_t s = ref->segment;
-  if (s >= a->nsegs) return NB_EBOUNDS;
-  const seg_t *g = &a->segs[s];
-  /* Acquire: pairs with claim's release, so a reader that sees the
-   * generation also sees the state and span it was claimed with. */
-  uint32_t gen = atomic_load_explicit(&g->gen, memory_order_acquire);
-  if (gen != ref->gen) return NB_ESTALE;
-  uint32_t st = atomic_load_explicit(&g->state, memory_order_relaxed);
-  if (st != SEG_ACTIVE && st != SEG_SEALED) return NB_ESTALE;
-  uint64_t span = atomic_load_explicit(&g->span, memory_order_relaxed);
-  if (span == 0 || span > a->nsegs - s) return NB_EBOUNDS;
-  uint64_t lo = (uint64_t)s << a->seg_shift, hi = lo + (span << a->seg_shift);
-  if (ref->offset % NB_ARENA_ALIGN || ref->offset < lo || ref->offset > hi ||
-      ref->len > hi - ref->offset)
-    return NB_EBOUNDS;
-  return 0;
-}
-
-int nb_arena_read(const nb_arena_t *a, const nb_arena_ref_t *ref,
-                  const void **data) {
-  if (!a || !ref || !data) return NB_EINVAL;
-  int rc = check(a, ref);
-  if (rc) return rc;
-  *data = a->data + ref->offset;
-  return 0;
+/* Checking a ref (nb__arena_check) and nb_arena_read are inline in
+ * nb_arena.h. */
+static inline int check(const nb_arena_t *a, const nb_arena_ref_t *ref) {
+  return nb__arena_check(a, ref);
 }
 
 int nb_arena_copy(const nb_arena_t *a, const nb_arena_ref_t *ref, void *dst) {
   if (!a || !ref || (!dst && ref->len)) return NB_EINVAL;
   int rc = check(a, ref);
   if (rc) return rc;
-  memcpy(dst, a->data + ref->offset, ref->len);
+  memcpy(dst, a->hot.data + ref->offset, ref->len);
   return nb_arena_valid(a, ref);
 }
 
 int nb_arena_valid(const nb_arena_t *a, const nb_arena_ref_t *ref) {
-  if (!a || !ref || ref->segment >= a->nsegs) return NB_EINVAL;
+  if (!a || !ref || ref->segment >= a->hot.nsegs) return NB_EINVAL;
   /* Acquire fence (the seqlock reader side): if the copy read any byte a
    * new writer wrote, the load below sees that writer's generation. */
   atomic_thread_fence(memory_order_acquire);
-  uint32_t gen = atomic_load_explicit(&a->segs[ref->segment].gen,
+  uint32_t gen = atomic_load_explicit(&a->hot.segs[ref->segment].gen,
                                       memory_order_relaxed);
   return gen == ref->gen ? 0 : NB_ESTALE;
 }
@@ -601,7 +596,7 @@ int nb_arena_retain(nb_arena_t *a, const nb_arena_ref_t *ref, uint32_t n) {
   if (!a || !ref || n == 0) return NB_EINVAL;
   int rc = check(a, ref);
   if (rc) return rc;
-  seg_t *g = &a->segs[ref->segment];
+  seg_t *g = &a->hot.segs[ref->segment];
   int64_t cur = atomic_load_explicit(&g->live, memory_order_relaxed);
   do {
     /* Zero: freed, or being rewound; nothing left to keep alive. */
@@ -628,18 +623,17 @@ int nb_arena_release(nb_arena_t *a, const nb_arena_ref_t *ref, uint32_t n) {
   return 0;
 }
 
-void nb_arena_releaser_add(nb_arena_releaser_t *r, const nb_arena_ref_t *ref) {
-  if (r->pending && ref->segment == r->ref.segment && ref->gen == r->ref.gen) {
-    r->pending++;
-    return;
-  }
+/* The releaser's slow paths (nb_arena.h has the inline add and flush). */
+void nb__arena_releaser_switch(nb_arena_releaser_t *r, nb_arena_ref_t ref) {
   nb_arena_releaser_flush(r);
-  r->ref = *ref;
+  r->ref = ref;
   r->pending = 1;
 }
 
-void nb_arena_releaser_flush(nb_arena_releaser_t *r) {
+void nb__arena_releaser_drop(nb_arena_releaser_t *r) {
   if (!r->pending) return;
+  /* nb_arena_release checks the ref (generation, bounds) before it drops:
+   * a batch the caller did not hold is refused whole and counted. */
   if (nb_arena_release(r->arena, &r->ref, r->pending) != 0)
     r->errors += r->pending;
   r->pending = 0;
@@ -671,8 +665,8 @@ static void unlock_byte(int fd, off_t i) {
 /* Drops every reference process slot p holds and seals the segment it was
  * writing; runs under LOCK_INIT with p dead or being closed. */
 static void drop_proc(nb_arena_t *a, uint32_t p) {
-  for (uint32_t s = 0; s < a->nsegs; s++) {
-    seg_t *g = &a->segs[s];
+  for (uint32_t s = 0; s < a->hot.nsegs; s++) {
+    seg_t *g = &a->hot.segs[s];
     int64_t d = 0;
     _Atomic uint32_t *h = held_of(a, p, s);
     uint32_t held = atomic_load_explicit(h, memory_order_relaxed);
@@ -721,8 +715,8 @@ static int reap_locked(nb_arena_t *a, int self_ok, uint32_t *alive) {
 /* Empties the arena for a clean start (no other process alive): every
  * segment free with a new generation, no holdings; returns nothing. */
 static void clean_start(nb_arena_t *a) {
-  for (uint32_t s = 0; s < a->nsegs; s++) {
-    seg_t *g = &a->segs[s];
+  for (uint32_t s = 0; s < a->hot.nsegs; s++) {
+    seg_t *g = &a->hot.segs[s];
     atomic_fetch_add_explicit(&g->gen, 1, memory_order_relaxed);
     atomic_store_explicit(&g->live, 0, memory_order_relaxed);
     atomic_store_explicit(&g->state, SEG_FREE, memory_order_relaxed);
@@ -731,13 +725,13 @@ static void clean_start(nb_arena_t *a) {
     atomic_store_explicit(&g->allocs, 0, memory_order_relaxed);
     atomic_store_explicit(&g->fill, 0, memory_order_relaxed);
   }
-  for (uint32_t i = 0; i < a->nsegs; i += 64) {
-    uint32_t k = a->nsegs - i < 64 ? a->nsegs - i : 64;
+  for (uint32_t i = 0; i < a->hot.nsegs; i += 64) {
+    uint32_t k = a->hot.nsegs - i < 64 ? a->hot.nsegs - i : 64;
     atomic_store_explicit(&a->bitmap[i / 64],
                           k == 64 ? ~0ull : ((1ull << k) - 1),
                           memory_order_relaxed);
   }
-  for (size_t i = 0; i < (size_t)NB_ARENA_PROCS * a->nsegs; i++)
+  for (size_t i = 0; i < (size_t)NB_ARENA_PROCS * a->hot.nsegs; i++)
     atomic_store_explicit(&a->held[i], 0, memory_order_relaxed);
   for (uint32_t i = 0; i < NB_ARENA_PROCS; i++)
     atomic_store_explicit(&a->procs[i].state, PROC_FREE, memory_order_relaxed);
@@ -969,10 +963,10 @@ void nb_arena_stats(const nb_arena_t *a, nb_arena_stats_t *st) {
   memset(st, 0, sizeof *st);
   st->capacity = a->capacity;
   st->segment_size = a->seg_size;
-  st->segments = a->nsegs;
+  st->segments = a->hot.nsegs;
   /* Relaxed: a statistic; nothing is read on its strength. */
-  for (uint32_t s = 0; s < a->nsegs; s++) {
-    uint32_t v = atomic_load_explicit(&a->segs[s].state, memory_order_relaxed);
+  for (uint32_t s = 0; s < a->hot.nsegs; s++) {
+    uint32_t v = atomic_load_explicit(&a->hot.segs[s].state, memory_order_relaxed);
     if (v == SEG_FREE) st->free++;
     else if (v == SEG_ACTIVE) st->active++;
     else st->sealed++;

@@ -811,7 +811,7 @@ static void two_handles_see_each_others_bytes(void) {
   const char *path = tpath("shared.arena");
   nb_arena_t *a, *b;
   nb_arena_writer_t *wa, *wb;
-  nb_arena_ref_t ra, rb;
+  nb_arena_ref_t ra = {0}, rb = {0}; /* read even when a write failed */
   NBT_EQ(nb_arena_open(&a, path, SMALL), 0);
   NBT_EQ(nb_arena_open(&b, path, SMALL), 0);
   NBT_EQ(stats_of(a).processes, 2); /* one OFD lock each */
@@ -966,7 +966,7 @@ static void a_fresh_open_after_a_kill_starts_clean(void) {
   }
   /* A new payload in the old place does not revive an old ref. */
   nb_arena_writer_t *w;
-  nb_arena_ref_t n;
+  nb_arena_ref_t n = {0}; /* read even when the write failed */
   NBT_EQ(nb_arena_writer_new(&w, a), 0);
   NBT_EQ(nb_arena_write(w, pattern(buf, PAY, 1), PAY, &n), 0);
   NBT_EQ(nb_arena_read(a, &r[0], &p), NB_ESTALE);
