@@ -17,6 +17,10 @@
 
 #include "nb_clock.h"
 
+/* Words of an entry's name as the watchdog reads it (47 bytes and a NUL). */
+#define NB__ENTRY_WORDS 6
+#define NB__ENTRY_MAX (NB__ENTRY_WORDS * 8)
+
 struct nb_lstate_s {
   lua_State *L;
   char name[64];
@@ -35,11 +39,19 @@ struct nb_lstate_s {
   int msgh_ref, env_ref, budget_msg_ref;
   /* Watchdog: the entry side writes these atomics, the watchdog reads. */
   uint64_t watch_ns;            /* 0: not watched */
+  uint64_t exit_ns;             /* 0: no exit report */
   _Atomic uint64_t w_start;     /* start of the running entry, 0 = idle */
-  _Atomic uint32_t w_seq;       /* bumped at each outermost entry */
-  _Atomic int quarantined;
+  _Atomic uint64_t w_seq;       /* bumped at each outermost entry (from 1) */
+  _Atomic uint64_t w_claim;     /* seq of the entry the watchdog reported */
+  _Atomic uint64_t w_entry[NB__ENTRY_WORDS]; /* its name, NUL-padded */
   _Atomic uint64_t watchdog_overruns;
-  uint32_t w_reported;          /* watchdog-owned, under wd.mu */
+  uint64_t cur_seq, cur_start;  /* entry side: the running outermost entry */
+  /* Watchdog-owned, under wd.rmu. */
+  uint64_t w_track;             /* seq of the entry being followed */
+  uint64_t w_next_ns;           /* elapsed at which it is reported again */
+  int w_exit_sent;
+  uint64_t w_sent;              /* seq whose OVER went out */
+  uint64_t w_token;             /* of that entry's reports */
   nb_lstate_t *w_next, *w_prev; /* under wd.mu */
   int w_linked;
 };
@@ -215,15 +227,20 @@ static int nb__msgh(lua_State *L) {
 
 /* ---- watchdog ------------------------------------------------------- */
 
+/* Two locks. mu guards the list of watched states and the thread's life;
+ * rmu serializes the reports and guards the watchdog-owned fields of each
+ * state, the callback and its ud. Order: rmu, then mu. The watchdog holds
+ * rmu from a scan through its reports, so an entry returning meanwhile
+ * reports RETURNED after them (it takes rmu). */
 static struct {
-  pthread_mutex_t mu;
+  pthread_mutex_t mu, rmu;
   pthread_cond_t cv;
   pthread_t th;
   int running, stop;
   nb_lstate_t *head;
   nb_lstate_report_fn report;
   void *report_ud;
-} wd = {.mu = PTHREAD_MUTEX_INITIALIZER};
+} wd = {.mu = PTHREAD_MUTEX_INITIALIZER, .rmu = PTHREAD_MUTEX_INITIALIZER};
 
 static pthread_once_t wd_once = PTHREAD_ONCE_INIT;
 
@@ -241,6 +258,7 @@ static void wd_cv_init(void) {
  * the next watched state starts a new one; returns nothing. */
 static void wd_atfork_child(void) {
   pthread_mutex_init(&wd.mu, NULL);
+  pthread_mutex_init(&wd.rmu, NULL);
   wd_cv_init();
   wd.running = 0;
   wd.stop = 0;
@@ -253,71 +271,240 @@ static void wd_once_init(void) {
   pthread_atfork(NULL, NULL, wd_atfork_child);
 }
 
+/* Writes an elapsed time as "250 ms" or "2.50 s" into buf; returns buf. */
+static const char *elapsed_txt(char *buf, size_t len, uint64_t ns) {
+  if (ns < 1000000000ull) snprintf(buf, len, "%.0f ms", ns / 1e6);
+  else snprintf(buf, len, "%.2f s", ns / 1e9);
+  return buf;
+}
+
+const char *nb_lstate_watch_text(const nb_lstate_watch_t *w, char *buf,
+                                 size_t len) {
+  char el[32], lim[32], nx[32], bud[32];
+  const char *entry = w->entry && *w->entry ? w->entry : "an entry";
+  elapsed_txt(el, sizeof el, w->elapsed_ns);
+  time_txt(lim, sizeof lim, w->limit_ns);
+  if (w->budget_ns) time_txt(bud, sizeof bud, w->budget_ns);
+  switch (w->kind) {
+  case NB_LSTATE_WATCH_OVER:
+    time_txt(nx, sizeof nx, 2 * w->limit_ns);
+    if (w->jit)
+      snprintf(buf, len, "neuronbus: watchdog: neuron '%s' has been in %s "
+               "for %s, past its watchdog of %s; JIT on, so it cannot be "
+               "interrupted (compiled code checks no hook): it runs to its "
+               "end, and no other neuron is served until then (jit = false "
+               "and a budget would have it stopped). Reported again at %s, "
+               "then at each doubling, and when it returns",
+               w->name, entry, el, lim, nx);
+    else if (!w->budget_ns)
+      snprintf(buf, len, "neuronbus: watchdog: neuron '%s' has been in %s "
+               "for %s, past its watchdog of %s; JIT off and no budget, so "
+               "nothing interrupts it: it runs to its end, and no other "
+               "neuron is served until then (a budget would have it "
+               "stopped). Reported again at %s, then at each doubling, and "
+               "when it returns", w->name, entry, el, lim, nx);
+    else
+      snprintf(buf, len, "neuronbus: watchdog: neuron '%s' has been in %s "
+               "for %s, past its watchdog of %s; JIT off with a budget of "
+               "%s, which stops Lua code, so this is one long call into C, "
+               "which nothing interrupts: it runs to its end, and no other "
+               "neuron is served until then. Reported again at %s, then at "
+               "each doubling, and when it returns",
+               w->name, entry, el, lim, bud, nx);
+    break;
+  case NB_LSTATE_WATCH_STILL:
+    snprintf(buf, len, "neuronbus: watchdog: neuron '%s' is still in %s "
+             "after %s (%s)", w->name, entry, el,
+             w->jit ? "JIT on: it cannot be interrupted"
+             : !w->budget_ns ? "JIT off, no budget: nothing interrupts it"
+                             : "JIT off, budget: a long call into C");
+    break;
+  case NB_LSTATE_WATCH_EXIT:
+    time_txt(nx, sizeof nx, w->exit_ns);
+    snprintf(buf, len, "neuronbus: watchdog: neuron '%s' has been in %s "
+             "for %s, past its watchdog_exit of %s; only `neuronbus run` "
+             "exits the process for it, so this host keeps waiting",
+             w->name, entry, el, nx);
+    break;
+  default:
+    snprintf(buf, len, "neuronbus: watchdog: neuron '%s' returned from %s "
+             "after %s in all; the other neurons are served again (a long "
+             "entry is reported, not a fault)", w->name, entry, el);
+    break;
+  }
+  return buf;
+}
+
 /* The default report: one line on stderr; returns nothing. */
-static void wd_print(const char *name, uint64_t elapsed, uint64_t limit,
-                     void *ud) {
+static void wd_print(const nb_lstate_watch_t *w, void *ud) {
   (void)ud;
-  char t[32];
-  fprintf(stderr,
-          "neuronbus: watchdog: neuron '%s' has run one entry for %.1f ms, "
-          "past its limit of %s; it is quarantined (no more deliveries)\n",
-          name, elapsed / 1e6, time_txt(t, sizeof t, limit));
+  char line[1024];
+  fprintf(stderr, "%s\n", nb_lstate_watch_text(w, line, sizeof line));
+  fflush(stderr);
+}
+
+/* Stores the entry's name for the watchdog (entry side, before the seq
+ * bump that publishes the entry); returns nothing. */
+static void entry_name_store(nb_lstate_t *S, const char *entry) {
+  union {
+    char c[NB__ENTRY_MAX];
+    uint64_t w[NB__ENTRY_WORDS];
+  } u;
+  memset(&u, 0, sizeof u);
+  if (entry) {
+    size_t n = strnlen(entry, NB__ENTRY_MAX - 1);
+    memcpy(u.c, entry, n);
+  }
+  /* Pairs with the watchdog's acquire fence: a name it reads is checked
+   * against w_start read after it. */
+  atomic_thread_fence(memory_order_release);
+  for (int i = 0; i < NB__ENTRY_WORDS; i++)
+    atomic_store_explicit(&S->w_entry[i], u.w[i], memory_order_relaxed);
+}
+
+/* Copies the entry's name into buf (NB__ENTRY_MAX bytes); returns buf. */
+static char *entry_name_load(nb_lstate_t *S, char *buf) {
+  uint64_t w[NB__ENTRY_WORDS];
+  for (int i = 0; i < NB__ENTRY_WORDS; i++)
+    w[i] = atomic_load_explicit(&S->w_entry[i], memory_order_relaxed);
+  memcpy(buf, w, NB__ENTRY_MAX);
+  buf[NB__ENTRY_MAX - 1] = 0;
+  if (!buf[0]) snprintf(buf, NB__ENTRY_MAX, "an entry");
+  return buf;
 }
 
 typedef struct {
+  nb_lstate_watch_t w;
   char name[64];
-  uint64_t elapsed, limit;
+  char entry[NB__ENTRY_MAX];
 } wd_note_t;
 
+#define WD_NOTES 32
+
+/* Tokens of reported entries (under rmu). */
+static uint64_t wd_tokens;
+
+/* Adds a report of kind about S's followed entry to notes; returns the new
+ * count. */
+static int wd_note(wd_note_t *notes, int n, int kind, nb_lstate_t *S,
+                   const char *entry, uint64_t elapsed) {
+  if (n >= WD_NOTES) return n;
+  wd_note_t *t = &notes[n];
+  memset(t, 0, sizeof *t);
+  memcpy(t->name, S->name, sizeof t->name);
+  snprintf(t->entry, sizeof t->entry, "%s", entry);
+  t->w.kind = kind;
+  t->w.name = t->name;
+  t->w.entry = t->entry;
+  t->w.elapsed_ns = elapsed;
+  t->w.limit_ns = S->watch_ns;
+  t->w.exit_ns = S->exit_ns;
+  t->w.budget_ns = S->budget_ns;
+  t->w.jit = S->jit;
+  t->w.token = S->w_token;
+  return n + 1;
+}
+
+/* Checks S's running entry at now (under rmu and mu) and adds its due
+ * reports to notes; returns the new count. */
+static int wd_check(nb_lstate_t *S, uint64_t now, wd_note_t *notes, int n) {
+  /* A consistent snapshot: seq, start and name of one entry, else skip. */
+  uint64_t seq = atomic_load(&S->w_seq);
+  uint64_t start = atomic_load(&S->w_start);
+  if (!start || now <= start) return n;
+  uint64_t elapsed = now - start;
+  if (S->w_track == seq) {
+    /* Followed since its first report. */
+    if (atomic_load(&S->w_seq) != seq) return n;
+    if (elapsed >= S->w_next_ns) {
+      n = wd_note(notes, n, NB_LSTATE_WATCH_STILL, S,
+                  entry_name_load(S, (char[NB__ENTRY_MAX]){0}), elapsed);
+      while (S->w_next_ns <= elapsed) S->w_next_ns *= 2;
+    }
+  } else {
+    if (elapsed < S->watch_ns) return n;
+    char entry[NB__ENTRY_MAX];
+    entry_name_load(S, entry);
+    atomic_thread_fence(memory_order_acquire);
+    if (atomic_load(&S->w_start) != start || atomic_load(&S->w_seq) != seq)
+      return n;
+    /* Claim it, then check it still runs: the entry side clears w_start
+     * before it reads w_claim, so either it sees the claim (and reports
+     * RETURNED after this report, under rmu) or this sees it gone. */
+    atomic_store(&S->w_claim, seq);
+    if (atomic_load(&S->w_start) != start) return n;
+    S->w_track = seq;
+    S->w_sent = seq;
+    S->w_next_ns = 2 * S->watch_ns;
+    while (S->w_next_ns <= elapsed) S->w_next_ns *= 2;
+    S->w_exit_sent = 0;
+    S->w_token = ++wd_tokens;
+    atomic_fetch_add(&S->watchdog_overruns, 1);
+    n = wd_note(notes, n, NB_LSTATE_WATCH_OVER, S, entry, elapsed);
+  }
+  if (S->exit_ns && !S->w_exit_sent && elapsed >= S->exit_ns) {
+    S->w_exit_sent = 1;
+    n = wd_note(notes, n, NB_LSTATE_WATCH_EXIT, S,
+                entry_name_load(S, (char[NB__ENTRY_MAX]){0}), elapsed);
+  }
+  return n;
+}
+
 /* The watchdog thread: every period (a quarter of the smallest limit,
- * 1..100 ms) it checks each watched state's running entry; returns NULL
- * when stopped. */
+ * 1..100 ms) it checks each watched state's running entry and reports;
+ * returns NULL when stopped. */
 static void *wd_main(void *arg) {
   (void)arg;
-  pthread_mutex_lock(&wd.mu);
-  while (!wd.stop) {
-    wd_note_t notes[16];
+  for (;;) {
+    wd_note_t notes[WD_NOTES];
     int n = 0;
+    pthread_mutex_lock(&wd.rmu);
+    pthread_mutex_lock(&wd.mu);
+    if (wd.stop) {
+      pthread_mutex_unlock(&wd.mu);
+      pthread_mutex_unlock(&wd.rmu);
+      break;
+    }
     uint64_t now = nb_clock_ns(), period = 100000000ull;
     for (nb_lstate_t *S = wd.head; S; S = S->w_next) {
       if (S->watch_ns / 4 < period) period = S->watch_ns / 4;
-      /* seq before and after start: a start read across two entries is
-       * skipped rather than blamed on the new one. */
-      uint32_t seq = atomic_load(&S->w_seq);
-      uint64_t start = atomic_load(&S->w_start);
-      if (!start || atomic_load(&S->w_seq) != seq) continue;
-      if (now <= start || now - start < S->watch_ns) continue;
-      if (S->w_reported == seq) continue;
-      S->w_reported = seq;
-      atomic_store(&S->quarantined, 1);
-      atomic_fetch_add(&S->watchdog_overruns, 1);
-      if (n < 16) {
-        memcpy(notes[n].name, S->name, sizeof notes[n].name);
-        notes[n].elapsed = now - start;
-        notes[n].limit = S->watch_ns;
-        n++;
-      }
+      n = wd_check(S, now, notes, n);
     }
+    pthread_mutex_unlock(&wd.mu);
     if (period < 1000000ull) period = 1000000ull;
+    /* Report under rmu only: an entry returning meanwhile waits for it. */
     nb_lstate_report_fn fn = wd.report ? wd.report : wd_print;
-    void *ud = wd.report_ud;
-    if (n) {
-      /* Report without the lock: the callback may close other states. */
-      pthread_mutex_unlock(&wd.mu);
-      for (int i = 0; i < n; i++)
-        fn(notes[i].name, notes[i].elapsed, notes[i].limit, ud);
-      pthread_mutex_lock(&wd.mu);
+    for (int i = 0; i < n; i++) fn(&notes[i].w, wd.report_ud);
+    pthread_mutex_unlock(&wd.rmu);
+    pthread_mutex_lock(&wd.mu);
+    if (!wd.stop) {
+      struct timespec ts;
+      clock_gettime(CLOCK_MONOTONIC, &ts);
+      uint64_t ns = (uint64_t)ts.tv_nsec + period;
+      ts.tv_sec += (time_t)(ns / 1000000000ull);
+      ts.tv_nsec = (long)(ns % 1000000000ull);
+      pthread_cond_timedwait(&wd.cv, &wd.mu, &ts);
     }
-    if (wd.stop) break;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t ns = (uint64_t)ts.tv_nsec + period;
-    ts.tv_sec += (time_t)(ns / 1000000000ull);
-    ts.tv_nsec = (long)(ns % 1000000000ull);
-    pthread_cond_timedwait(&wd.cv, &wd.mu, &ts);
+    int stop = wd.stop;
+    pthread_mutex_unlock(&wd.mu);
+    if (stop) break;
   }
-  pthread_mutex_unlock(&wd.mu);
   return NULL;
+}
+
+/* Entry side, when a claimed entry of S returned after elapsed: reports
+ * RETURNED if its OVER went out; returns nothing. */
+static void wd_returned(nb_lstate_t *S, uint64_t elapsed) {
+  pthread_mutex_lock(&wd.rmu);
+  if (S->w_sent == S->cur_seq) {
+    wd_note_t t;
+    char entry[NB__ENTRY_MAX];
+    wd_note(&t, 0, NB_LSTATE_WATCH_RETURNED, S, entry_name_load(S, entry),
+            elapsed);
+    nb_lstate_report_fn fn = wd.report ? wd.report : wd_print;
+    fn(&t.w, wd.report_ud);
+  }
+  pthread_mutex_unlock(&wd.rmu);
 }
 
 /* Adds S to the watched list, starting the thread if needed; returns 0 or
@@ -356,11 +543,11 @@ static void wd_remove(nb_lstate_t *S) {
 
 nb_lstate_report_fn nb_lstate_watchdog_report(nb_lstate_report_fn fn,
                                               void *ud) {
-  pthread_mutex_lock(&wd.mu);
+  pthread_mutex_lock(&wd.rmu);
   nb_lstate_report_fn old = wd.report;
   wd.report = fn;
   wd.report_ud = ud;
-  pthread_mutex_unlock(&wd.mu);
+  pthread_mutex_unlock(&wd.rmu);
   return old;
 }
 
@@ -643,6 +830,8 @@ int nb_lstate_new(nb_lstate_t **out, const nb_lstate_opts_t *o) {
     S->watch_ns = o->watchdog_ns ? o->watchdog_ns : NB_LSTATE_WATCHDOG_DEFAULT_NS;
     if (S->budget_ns && S->watch_ns < 2 * S->budget_ns)
       S->watch_ns = 2 * S->budget_ns;
+    if (o->exit_ns)
+      S->exit_ns = o->exit_ns < S->watch_ns ? S->watch_ns : o->exit_ns;
   }
   S->L = lua_newstate(capped_alloc, S);
   if (!S->L) {
@@ -671,10 +860,6 @@ lua_State *nb_lstate_L(nb_lstate_t *S) { return S->L; }
 
 const char *nb_lstate_name(const nb_lstate_t *S) { return S->name; }
 
-int nb_lstate_usable(const nb_lstate_t *S) {
-  return !atomic_load(&((nb_lstate_t *)S)->quarantined);
-}
-
 nb_lstate_stats_t *nb_lstate_stats(const nb_lstate_t *S,
                                    nb_lstate_stats_t *out) {
   nb_lstate_t *M = (nb_lstate_t *)S; /* atomics need a non-const object */
@@ -689,7 +874,6 @@ nb_lstate_stats_t *nb_lstate_stats(const nb_lstate_t *S,
   out->watchdog_overruns = atomic_load(&M->watchdog_overruns);
   out->jit = S->jit;
   out->sandbox = S->sandbox;
-  out->quarantined = atomic_load(&M->quarantined);
   return out;
 }
 
@@ -708,9 +892,9 @@ size_t nb_lstate_close(nb_lstate_t *S) {
 
 /* ---- entries -------------------------------------------------------- */
 
-/* Arms the cap, the budget and the watchdog stamp for an outermost entry;
- * returns nothing. */
-static void enter(nb_lstate_t *S) {
+/* Arms the cap, the budget and the watchdog stamp (with the entry's name)
+ * for an outermost entry; returns nothing. */
+static void enter(nb_lstate_t *S, const char *entry) {
   uint64_t now = nb_clock_ns();
   S->entries++;
   S->mem_hit = 0;
@@ -723,8 +907,10 @@ static void enter(nb_lstate_t *S) {
     S->deadline = now + S->budget_ns;
   }
   if (S->watch_ns) {
-    atomic_fetch_add(&S->w_seq, 1);
-    atomic_store(&S->w_start, now ? now : 1);
+    entry_name_store(S, entry);
+    S->cur_seq = atomic_fetch_add(&S->w_seq, 1) + 1;
+    S->cur_start = now ? now : 1;
+    atomic_store(&S->w_start, S->cur_start);
   }
 }
 
@@ -736,7 +922,12 @@ static void entry_leave(nb_lstate_t *S) {
     S->escalated = 0;
     lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
   }
-  if (S->watch_ns) atomic_store(&S->w_start, 0);
+  if (S->watch_ns) {
+    atomic_store(&S->w_start, 0);
+    /* Claimed by the watchdog (see wd_check): it reported this entry. */
+    if (atomic_load(&S->w_claim) == S->cur_seq)
+      wd_returned(S, nb_clock_ns() - S->cur_start);
+  }
 }
 
 /* Returns 1 when the first line of msg is LuaJIT's memory error, also when
@@ -752,7 +943,7 @@ static int is_mem_msg(const char *msg) {
  * stack below base (the handler slot: the error value or the results go
  * too); returns the nb_err_t. */
 static int classify(nb_lstate_t *S, int status, int base, char *err,
-                    size_t errlen, int quarantined) {
+                    size_t errlen) {
   lua_State *L = S->L;
   char a[32], b[32];
   const char *msg = status ? lua_tostring(L, -1) : NULL;
@@ -766,12 +957,6 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
       code = errf(err, errlen, NB_EBUDGET, "budget of %s exceeded%s%s",
                       time_txt(a, sizeof a, S->budget_ns),
                       msg ? ": " : "", msg ? msg : "");
-  } else if (quarantined) {
-    code = errf(err, errlen, NB_EBUDGET,
-                    "entry ran past the watchdog limit of %s (a JIT state "
-                    "cannot be interrupted); the state is quarantined%s%s",
-                    time_txt(a, sizeof a, S->watch_ns),
-                    msg ? ": " : "", msg ? msg : "");
   } else if (S->mem_hit && (status == LUA_ERRMEM || status == LUA_ERRERR ||
                              is_mem_msg(msg))) {
     S->mem_errors += outer;
@@ -803,32 +988,28 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
 
 int nb_lstate_call(nb_lstate_t *S, int nargs, int nresults, char *err,
                    size_t errlen) {
+  return nb_lstate_call_in(S, NULL, nargs, nresults, err, errlen);
+}
+
+int nb_lstate_call_in(nb_lstate_t *S, const char *entry, int nargs,
+                      int nresults, char *err, size_t errlen) {
   lua_State *L = S->L;
   int base = lua_gettop(L) - nargs; /* the function */
-  if (atomic_load(&S->quarantined)) {
-    lua_settop(L, base - 1);
-    char t[32];
-    return errf(err, errlen, NB_EBUDGET,
-                    "state '%s' is quarantined: an entry ran past the "
-                    "watchdog limit of %s",
-                    S->name, time_txt(t, sizeof t, S->watch_ns));
-  }
   /* From the registry: lua_pushcfunction would allocate a closure. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->msgh_ref);
   lua_insert(L, base);
   int outer = S->depth++ == 0;
-  if (outer) enter(S);
+  if (outer) enter(S, entry);
   int status = lua_pcall(L, nargs, nresults, base);
   if (outer) entry_leave(S);
   S->depth--;
-  int q = outer && atomic_load(&S->quarantined);
-  if (status == 0 && !S->budget_hit && !q) {
+  if (status == 0 && !S->budget_hit) {
     lua_remove(L, base);
     if (err && errlen) err[0] = 0;
     return 0;
   }
   /* The handler sits at base: drop it with the rest. */
-  return classify(S, status, base, err, errlen, q);
+  return classify(S, status, base, err, errlen);
 }
 
 int nb_lstate_cpcall(nb_lstate_t *S, lua_CFunction fn, void *ud, char *err,
@@ -899,5 +1080,5 @@ int nb_lstate_load_agent(nb_lstate_t *S, const char *path_or_source,
     lua_rawgeti(L, LUA_REGISTRYINDEX, S->env_ref);
     lua_setfenv(L, -2);
   }
-  return nb_lstate_call(S, 0, 1, err, errlen);
+  return nb_lstate_call_in(S, "the script's top level", 0, 1, err, errlen);
 }

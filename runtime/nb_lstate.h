@@ -10,8 +10,11 @@
  *     budget always runs with the JIT off, because compiled loops never
  *     check hooks;
  *   - a watchdog thread that notices an entry running past its limit (the
- *     only protection a JIT state has against an endless compiled loop),
- *     reports the state's name, and quarantines the state;
+ *     only protection a JIT state has against an endless compiled loop)
+ *     and reports it: the state's name, the entry, how long it has run and
+ *     whether it can be interrupted; again at 2, 4, 8... times the limit,
+ *     once past opts.exit_ns, and when it returns. It never interrupts or
+ *     fails the entry: one that returns returns its results;
  *   - an optional sandbox: the agent's chunk runs in its own environment
  *     holding safe libraries only, while trusted runtime code in the same
  *     state keeps the real globals (ffi, require, package...).
@@ -20,7 +23,8 @@
  * limits, NB_EAGENT for an ordinary Lua error (with its traceback).
  *
  * Threads: a state is driven by one thread at a time. Only the watchdog
- * touches it from another thread, and only through atomics. */
+ * touches it from another thread: the running entry through atomics, its
+ * own bookkeeping under its report lock. */
 #ifndef NB_LSTATE_H
 #define NB_LSTATE_H
 
@@ -45,10 +49,14 @@ typedef struct nb_lstate_opts_s {
   size_t memory_limit;  /* bytes the Lua heap may hold, 0 = no cap */
   int jit;              /* 1 = JIT on; ignored (off) when budget_ns > 0 */
   uint64_t budget_ns;   /* per entry, enforced by a count hook; 0 = none */
-  uint64_t watchdog_ns; /* an entry running longer is reported and the
-                           state quarantined; 0 = 1 s, NB_LSTATE_WATCHDOG_OFF
-                           = not watched; a budgeted state uses at least
+  uint64_t watchdog_ns; /* an entry running longer is reported (it goes
+                           on); 0 = 1 s, NB_LSTATE_WATCHDOG_OFF = not
+                           watched; a budgeted state uses at least
                            2 x budget_ns */
+  uint64_t exit_ns;     /* an entry running this long gets one more report,
+                           NB_LSTATE_WATCH_EXIT (nb_rt_run exits the process
+                           on it); 0 = none; at least the watchdog limit;
+                           ignored when the state is not watched */
   int sandbox;          /* 1 = agent chunks get the sandbox environment */
   const char *name;     /* neuron name for messages (copied) */
   /* Sandbox only: NULL-terminated exact module names an agent may
@@ -65,17 +73,39 @@ typedef struct nb_lstate_stats_s {
   uint64_t mem_errors;        /* entries that ended in NB_EMEMLIMIT */
   uint64_t refused;           /* allocations refused by the cap */
   uint64_t budget_overruns;   /* entries interrupted by the budget hook */
-  uint64_t watchdog_overruns; /* entries the watchdog caught */
+  uint64_t watchdog_overruns; /* entries that ran past the watchdog limit */
   int jit;                    /* JIT engine on for this state */
   int sandbox;
-  int quarantined;            /* the watchdog caught an entry: deliver no more */
 } nb_lstate_stats_t;
 
-/* Called from the watchdog thread when an entry of state name has run
- * elapsed_ns, past limit_ns; must be thread-safe and must not touch the
- * state (it is still running). */
-typedef void (*nb_lstate_report_fn)(const char *name, uint64_t elapsed_ns,
-                                    uint64_t limit_ns, void *ud);
+/* What the watchdog reports about one entry, in this order. */
+enum {
+  NB_LSTATE_WATCH_OVER = 1, /* it has run past the watchdog limit */
+  NB_LSTATE_WATCH_STILL,    /* still running, at 2, 4, 8... times the limit */
+  NB_LSTATE_WATCH_EXIT,     /* still running past opts.exit_ns (once) */
+  NB_LSTATE_WATCH_RETURNED  /* a reported entry returned (elapsed: in all) */
+};
+
+typedef struct nb_lstate_watch_s {
+  int kind;             /* NB_LSTATE_WATCH_* */
+  const char *name;     /* the state's (neuron's) name */
+  const char *entry;    /* what the caller of nb_lstate_call_in named it:
+                           "on_spike", "tick", "init", "filters.x", "task
+                           x"...; "an entry" when unnamed */
+  uint64_t elapsed_ns;  /* how long it has run (RETURNED: in all) */
+  uint64_t limit_ns;    /* the state's watchdog limit */
+  uint64_t exit_ns;     /* the state's exit_ns, 0 = none */
+  uint64_t budget_ns;   /* the state's budget, 0 = none */
+  int jit;              /* the JIT engine is on for the state */
+  uint64_t token;       /* the same for every report of one entry, unique
+                           in the process */
+} nb_lstate_watch_t;
+
+/* Called with each report, one at a time and in order: OVER, STILL and
+ * EXIT from the watchdog thread while the entry runs (the callback must
+ * not touch the state nor close any state), RETURNED from the thread
+ * driving the state just before nb_lstate_call returns. */
+typedef void (*nb_lstate_report_fn)(const nb_lstate_watch_t *w, void *ud);
 
 /* Creates a state per o (NULL = no cap, JIT on, no budget, no sandbox)
  * with the standard libraries open; returns 0 and sets *out, or NB_ENOMEM
@@ -94,14 +124,20 @@ const char *nb_lstate_name(const nb_lstate_t *S);
 
 /* The protected entry into agent code, like lua_pcall(L, nargs, nresults)
  * with the function and its arguments on top of S's stack, under the
- * memory cap and the budget; returns 0 with nresults on the stack, or
- * NB_EMEMLIMIT, NB_EBUDGET (interrupted, or caught by the watchdog, or
- * quarantined before the call), NB_EAGENT (a Lua error: message and
- * traceback in err) or NB_ENOMEM (the process itself is out of memory),
- * with the function, arguments and error removed from the stack. err may
- * be NULL. */
+ * memory cap, the budget and the watchdog; returns 0 with nresults on the
+ * stack, or NB_EMEMLIMIT, NB_EBUDGET (interrupted by the budget),
+ * NB_EAGENT (a Lua error: message and traceback in err) or NB_ENOMEM (the
+ * process itself is out of memory), with the function, arguments and
+ * error removed from the stack. err may be NULL. A long entry is only
+ * reported: it is never failed for its length. */
 int nb_lstate_call(nb_lstate_t *S, int nargs, int nresults, char *err,
                    size_t errlen);
+
+/* nb_lstate_call naming the entry for the watchdog's reports ("on_spike",
+ * "tick", "task fetch"...; copied, the first 47 bytes; NULL = "an entry").
+ * Only an outermost entry's name is used. */
+int nb_lstate_call_in(nb_lstate_t *S, const char *entry, int nargs,
+                      int nresults, char *err, size_t errlen);
 
 /* Runs fn(L) with ud as its light userdata argument, protected by
  * lua_cpcall and without the cap (host work on the state); returns 0,
@@ -121,9 +157,6 @@ int nb_lstate_load_agent(nb_lstate_t *S, const char *path_or_source,
  * when S is not sandboxed) onto S's stack; returns 0. */
 int nb_lstate_push_env(nb_lstate_t *S);
 
-/* Returns 1 while S may be entered, 0 once the watchdog quarantined it. */
-int nb_lstate_usable(const nb_lstate_t *S);
-
 /* Fills *out with S's counters (call from the thread driving S); returns
  * out. */
 nb_lstate_stats_t *nb_lstate_stats(const nb_lstate_t *S,
@@ -134,10 +167,16 @@ nb_lstate_stats_t *nb_lstate_stats(const nb_lstate_t *S,
  * counted after lua_close, 0 when every block came back (S NULL: 0). */
 size_t nb_lstate_close(nb_lstate_t *S);
 
-/* Sets the watchdog's report callback (NULL = one line on stderr); returns
- * the previous one. */
+/* Sets the watchdog's report callback (NULL = nb_lstate_watch_text on
+ * stderr); returns the previous one. */
 nb_lstate_report_fn nb_lstate_watchdog_report(nb_lstate_report_fn fn,
                                               void *ud);
+
+/* Writes the report w as one line (no newline) into buf: the neuron, the
+ * entry, how long it has run, and what is known (JIT on or off, whether
+ * the entry can be interrupted); returns buf. */
+const char *nb_lstate_watch_text(const nb_lstate_watch_t *w, char *buf,
+                                 size_t len);
 
 /* Stops and joins the watchdog thread (it restarts with the next watched
  * state); returns 0. */

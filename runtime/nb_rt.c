@@ -58,7 +58,7 @@ static int call(nb__agent_t *a, int slot, int nargs, int nres,
   lua_pushvalue(L, slot);
   if (nargs) lua_insert(L, -nargs - 1);
   char msg[MSG_MAX];
-  int rc = nb_lstate_call(a->S, nargs, nres, msg, sizeof msg);
+  int rc = nb_lstate_call_in(a->S, where, nargs, nres, msg, sizeof msg);
   if (rc == 0) return 0;
   agent_error(a, where, msg);
   lua_settop(L, NB__SLOT_TOP);
@@ -130,7 +130,7 @@ static int lua_filter(void *agent, nb_neuron_t *n, const char *name,
                       const nb_spike_t *s, const void *payload,
                       size_t len) {
   nb__agent_t *a = agent;
-  /* No state (stopped, or quarantined): passes nothing; a stopped neuron
+  /* No state (stopped by its policy): passes nothing; a stopped neuron
    * gets no spikes routed anyway (dead letters). */
   if (!nb__isol_has_state(a)) return 0;
   a->cell.fspike = s;
@@ -229,7 +229,8 @@ static int agent_boot(nb__agent_t *a, char **err) {
   lua_pushstring(L, a->script);
   lua_pushstring(L, a->name);
   lua_pushinteger(L, a->cell.id);
-  if ((rc = nb_lstate_call(a->S, 4, 2, msg, sizeof msg)) != 0) {
+  if ((rc = nb_lstate_call_in(a->S, "the script's top level", 4, 2, msg,
+                              sizeof msg)) != 0) {
     /* The agent's own errors name the file; the two limits do not. */
     if (rc == NB_EMEMLIMIT || rc == NB_EBUDGET)
       *err = nb__strf("%s: neuron %s: running the script: %s", a->script,

@@ -374,9 +374,11 @@ const char *nb__isol_total_cells(const nb_rt_t *rt, char *buf, size_t n);
 void nb__isol_json(const nb_rt_t *rt, uint32_t id, FILE *f);
 void nb__isol_json_totals(const nb_rt_t *rt, FILE *f);
 
-/* `neuronbus run`: installs the watchdog report that names the neuron and
- * exits the process when the loop thread never comes back from the entry
- * (begin), and removes it (end); return nothing. */
+/* `neuronbus run`: installs the watchdog report (printed; exit status 3
+ * past a neuron's watchdog_exit) and, in front of libuv's SIGINT/SIGTERM
+ * handlers (call begin after starting them), a thread that acts on a
+ * signal while an entry is stuck: said at once, a second one exits with
+ * 128 + the signal (begin); removes both (end); return nothing. */
 void nb__isol_run_begin(nb_rt_t *rt);
 void nb__isol_run_end(nb_rt_t *rt);
 

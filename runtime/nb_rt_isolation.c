@@ -16,11 +16,13 @@
  *            neuron are counted as its dead letters, and so is the rest of
  *            the batch the fault cut short. Its state is closed.
  *
- * A watchdog overrun (a JIT entry running past its limit) always stops the
- * neuron once the entry returns: compiled code cannot be interrupted, so a
- * restart would stall the loop again. If the entry never returns, the one
- * loop thread is lost with it: `neuronbus run` then exits with status 3
- * after a grace period (nb__isol_run_begin). */
+ * The watchdog is not a fault: an entry running past its limit is
+ * reported (nb_lstate's watchdog, and under `neuronbus run` run_report
+ * below), never failed, and the neuron goes on once it returns. Under
+ * `neuronbus run`, a neuron's watchdog_exit key exits the process with
+ * status 3 when one of its entries runs that long, and a second SIGINT or
+ * SIGTERM while an entry is stuck past its watchdog exits at once (the
+ * loop thread cannot serve signals while it runs agent code). */
 #include "nb_rt_internal.h"
 
 #include <inttypes.h>
@@ -33,14 +35,18 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <errno.h>
+#include <semaphore.h>
+#include <signal.h>
+
 #include <lauxlib.h>
 #include <lualib.h>
 
 #include "nb_rt_defaults.h"
 
-/* Exit status of `neuronbus run` when the watchdog found the loop thread
- * stuck in an entry that never returned. */
-#define NB__EXIT_LOST_LOOP 3
+/* Exit status of `neuronbus run` when an entry ran past its neuron's
+ * watchdog_exit. */
+#define NB__EXIT_STUCK 3
 /* Registry slots of the kept configs in the vault: id + this, clear of the
  * slots luaL_ref hands out (the vault never uses luaL_ref). */
 #define NB__VAULT_KEY 1000
@@ -257,21 +263,6 @@ static int push_config(lua_State *L) {
 /* ------------------------------------------------------------------ */
 /* faults and policies                                                 */
 
-/* Moves whenever a loop thread shows life (a tick begins, a quarantined
- * entry returns): the watchdog's grace wait in `neuronbus run` exits the
- * process only when it did not move. Relaxed load and store, not an atomic
- * add: any change will do, so two runtimes racing on it lose nothing that
- * matters, and the tick pays a plain store. */
-static _Atomic uint64_t loop_progress;
-
-/* Marks progress; returns nothing. */
-static void alive(void) {
-  atomic_store_explicit(&loop_progress,
-                        atomic_load_explicit(&loop_progress,
-                                             memory_order_relaxed) + 1,
-                        memory_order_relaxed);
-}
-
 /* Prints a policy line for a unless the runtime is quiet; returns nothing. */
 static void say(const nb__agent_t *a, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -335,20 +326,12 @@ static int window_full(isol_t *I, uint64_t now) {
  * wait in its inbox and upstream; returns nothing. */
 static void hold(nb__agent_t *a) { nb_neuron_hold(a->neuron, 1); }
 
-/* Applies a's policy to a fault of kind in where (quarantined: the
- * watchdog caught the entry); returns nothing. */
-static void apply_policy(nb__agent_t *a, const char *kind, const char *where,
-                      int quarantined) {
+/* Applies a's policy to a fault of kind in where; returns nothing. */
+static void apply_policy(nb__agent_t *a, const char *kind, const char *where) {
   isol_t *I = a->isol;
   uint64_t now = nb_clock_ns();
   I->faults++;
   char why[200], t1[32], t2[32];
-  if (quarantined) {
-    snprintf(why, sizeof why, "%s in %s: a JIT entry cannot be interrupted, "
-             "so it is not restarted", kind, where);
-    stop_for_good(a, why);
-    return;
-  }
   if (I->c.policy_stop || a->rt->stopped) {
     snprintf(why, sizeof why, "%s in %s, policy %s", kind, where,
              I->c.policy_stop ? "stop" : "restart (shutting down)");
@@ -380,15 +363,12 @@ static void apply_policy(nb__agent_t *a, const char *kind, const char *where,
 
 int nb__isol_fault(nb__agent_t *a, int code, const char *where) {
   isol_t *I = a->isol;
-  int quarantined = a->S && !nb_lstate_usable(a->S);
-  if (quarantined) alive(); /* the stuck entry came back */
   if (!I || I->state != NB__RUNNING) return 0;
-  if (code == NB_EAGENT && !I->c.error_is_fault && !quarantined) return 0;
-  apply_policy(a, quarantined ? "watchdog overrun"
-               : code == NB_EMEMLIMIT ? "memory limit"
+  if (code == NB_EAGENT && !I->c.error_is_fault) return 0;
+  apply_policy(a, code == NB_EMEMLIMIT ? "memory limit"
                : code == NB_EBUDGET ? "budget overrun"
                : code == NB_ENOMEM ? "out of memory" : "error",
-            where, quarantined);
+            where);
   return 1;
 }
 
@@ -400,9 +380,7 @@ int nb__isol_running(const nb__agent_t *a) {
   return a->S && (!a->isol || a->isol->state == NB__RUNNING);
 }
 
-int nb__isol_has_state(const nb__agent_t *a) {
-  return a->S && nb_lstate_usable(a->S);
-}
+int nb__isol_has_state(const nb__agent_t *a) { return a->S != NULL; }
 
 void nb__isol_cut(nb__agent_t *a, const nb_spike_t *spikes,
                   const float *weights, uint32_t n) {
@@ -461,7 +439,7 @@ static int restart_now(nb__agent_t *a) {
     a->L = oldL;
     a->rt->host->error(a, "restart", err ? err : "boot failed");
     free(err);
-    apply_policy(a, "failed boot", "restart", 0);
+    apply_policy(a, "failed boot", "restart");
     return -1;
   }
   /* Close the old state with its counters kept for the statistics. */
@@ -505,7 +483,6 @@ static int restart_now(nb__agent_t *a) {
 }
 
 void nb__isol_tick(nb_rt_t *rt) {
-  alive();
   struct nb__isol_rt_s *R = rt->isol;
   if (!R || !R->waiting) return;
   uint64_t now = nb_clock_ns();
@@ -655,74 +632,228 @@ void nb__isol_json_totals(const nb_rt_t *rt, FILE *f) {
 /* ------------------------------------------------------------------ */
 /* the watchdog in `neuronbus run`                                     */
 
-typedef struct {
-  char name[64];
-  uint64_t grace_ns;
-  uint64_t progress; /* loop_progress when the report came */
-} lost_t;
+/* What `neuronbus run` knows of the entry the watchdog reported and that
+ * has not returned yet (one loop thread: at most one stuck entry at a
+ * time, nested entries aside), and of the signals received. Under run.mu;
+ * the signal handler touches only the atomics and the semaphore. */
+static struct {
+  pthread_mutex_t mu;
+  int stuck;              /* an OVER came, its RETURNED not yet */
+  nb_lstate_watch_t w;    /* its last report (name and entry point below) */
+  char name[64], entry[64];
+  uint64_t start_ns;      /* when the entry began */
+  uint64_t hinted_sig;    /* sig_count when the hint was printed */
+  /* the signal thread */
+  pthread_t th;
+  int th_running;
+  sem_t sem;
+  struct sigaction old_int, old_term;
+  int handlers;           /* ours are installed */
+} run = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
-/* Waits the grace period on its own thread; when no loop showed progress
- * meanwhile (no tick began, no quarantined entry returned), the loop
- * thread is stuck for good: says so and exits the process with
- * NB__EXIT_LOST_LOOP; returns NULL otherwise. */
-static void *lost_wait(void *arg) {
-  lost_t *l = arg;
-  struct timespec ts = {(time_t)(l->grace_ns / 1000000000ull),
-                        (long)(l->grace_ns % 1000000000ull)};
-  while (nanosleep(&ts, &ts) != 0) {}
-  if (atomic_load_explicit(&loop_progress, memory_order_relaxed) ==
-      l->progress) {
-    fprintf(stderr, "neuronbus: neuron '%s' never returned from its entry: "
-            "the loop thread is lost with it (compiled code cannot be "
-            "interrupted), so no neuron is served any more; exiting with "
-            "status %d so a supervisor can restart the process (give "
-            "loop-prone agents jit = false and a budget)\n", l->name,
-            NB__EXIT_LOST_LOOP);
-    /* stdout may hold statistics; its lock may be held by the stuck
-     * thread, so try, never wait. */
-    if (ftrylockfile(stdout) == 0) {
+static _Atomic uint64_t sig_count;   /* SIGINT and SIGTERM received */
+static _Atomic uint64_t sig_last_ns; /* when the last one came */
+static _Atomic uint64_t sig_prev_ns; /* when the one before it came */
+static _Atomic int sig_last_no;
+static _Atomic int sig_quit;
+
+/* Returns "SIGINT" or "SIGTERM". */
+static const char *sig_name(int signo) {
+  return signo == SIGINT ? "SIGINT" : "SIGTERM";
+}
+
+/* Writes what is known of w's entry ("JIT on, it cannot be
+ * interrupted"...) into buf; returns buf. */
+static const char *known(const nb_lstate_watch_t *w, char *buf, size_t n) {
+  snprintf(buf, n, "%s", w->jit ? "JIT on: it cannot be interrupted"
+           : !w->budget_ns ? "JIT off and no budget: nothing interrupts it"
+           : "JIT off with a budget: a long call into C, which nothing "
+             "interrupts");
+  return buf;
+}
+
+/* With run.mu held: acts on the signals received while the stuck entry
+ * runs. The first one is served by the loop once the entry returns: say
+ * so, once. A second one exits now, saying what is lost. Returns nothing
+ * (or never, when it exits). */
+static void stuck_signals(void) {
+  if (!run.stuck) return;
+  uint64_t count = atomic_load(&sig_count);
+  uint64_t last = atomic_load(&sig_last_ns), prev = atomic_load(&sig_prev_ns);
+  int signo = atomic_load(&sig_last_no);
+  if (!last || last < run.start_ns) return; /* none during this entry */
+  uint64_t now = nb_clock_ns();
+  double ran = (double)(now - run.start_ns) / 1e9;
+  char k[96];
+  known(&run.w, k, sizeof k);
+  if (prev && prev >= run.start_ns) {
+    fprintf(stderr, "neuronbus: %s received again while neuron '%s' has "
+            "been in %s for %.2f s (%s): exiting now with status %d; the "
+            "spikes in flight are lost (no drain, no on_stop, no final "
+            "statistics)\n", sig_name(signo), run.name, run.entry, ran, k,
+            128 + signo);
+    if (ftrylockfile(stdout) == 0) { /* the stuck thread may hold it */
       fflush(stdout);
       funlockfile(stdout);
     }
     fflush(stderr);
-    _exit(NB__EXIT_LOST_LOOP);
+    _exit(128 + signo);
   }
-  free(l);
-  return NULL;
+  if (run.hinted_sig == count) return;
+  run.hinted_sig = count;
+  fprintf(stderr, "neuronbus: %s received while neuron '%s' has been in %s "
+          "for %.2f s (%s): the runtime stops once the entry returns, and "
+          "delivers the spikes in flight then; send SIGINT or SIGTERM again "
+          "to exit at once, losing them\n", sig_name(signo), run.name,
+          run.entry, ran, k);
+  fflush(stderr);
 }
 
-/* The watchdog's report in `neuronbus run` (watchdog thread): names the
- * neuron and starts the grace wait; returns nothing. */
-static void run_report(const char *name, uint64_t elapsed_ns,
-                       uint64_t limit_ns, void *ud) {
+/* The watchdog's report in `neuronbus run` (the watchdog thread, or the
+ * loop thread for RETURNED): prints it, keeps track of the stuck entry,
+ * exits with NB__EXIT_STUCK when the manifest's watchdog_exit asks for
+ * it; returns nothing. */
+static void run_report(const nb_lstate_watch_t *w, void *ud) {
   (void)ud;
-  uint64_t grace = limit_ns < 1000000000ull ? 1000000000ull : limit_ns;
-  fprintf(stderr, "neuronbus: watchdog: neuron '%s' has run one entry for "
-          "%.1f ms, past its limit of %.0f ms: quarantined (no more "
-          "deliveries; once the entry returns the neuron is stopped and its "
-          "inbound spikes are dead letters). If it does not return within "
-          "%.1f s the process exits with status %d\n", name, elapsed_ns / 1e6,
-          limit_ns / 1e6, grace / 1e9, NB__EXIT_LOST_LOOP);
+  char line[1024], k[96], t[32], el[32];
+  pthread_mutex_lock(&run.mu);
+  if (w->kind == NB_LSTATE_WATCH_EXIT) {
+    snprintf(el, sizeof el, "%.2f s", w->elapsed_ns / 1e9);
+    fprintf(stderr, "neuronbus: neuron '%s' has been in %s for %s, past its "
+            "watchdog_exit of %s (%s): exiting with status %d, as its "
+            "manifest asks, so that a supervisor can restart the process; "
+            "the spikes in flight are lost\n", w->name,
+            w->entry, el, dur(t, sizeof t, w->exit_ns), known(w, k, sizeof k),
+            NB__EXIT_STUCK);
+    if (ftrylockfile(stdout) == 0) { /* the stuck thread may hold it */
+      fflush(stdout);
+      funlockfile(stdout);
+    }
+    fflush(stderr);
+    _exit(NB__EXIT_STUCK);
+  }
+  nb_lstate_watch_text(w, line, sizeof line);
+  if (w->kind == NB_LSTATE_WATCH_OVER && w->exit_ns) {
+    size_t n = strlen(line);
+    snprintf(line + n, sizeof line - n, ". If it is still running at %s, "
+             "the process exits with status %d (watchdog_exit)",
+             dur(t, sizeof t, w->exit_ns), NB__EXIT_STUCK);
+  }
+  fprintf(stderr, "%s\n", line);
   fflush(stderr);
-  lost_t *l = calloc(1, sizeof *l);
-  if (!l) return;
-  snprintf(l->name, sizeof l->name, "%s", name);
-  l->grace_ns = grace;
-  l->progress = atomic_load_explicit(&loop_progress, memory_order_relaxed);
-  pthread_t th;
-  pthread_attr_t at;
-  pthread_attr_init(&at);
-  pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-  if (pthread_create(&th, &at, lost_wait, l) != 0) free(l);
-  pthread_attr_destroy(&at);
+  if (w->kind == NB_LSTATE_WATCH_RETURNED) {
+    if (run.stuck && run.w.token == w->token) run.stuck = 0;
+  } else {
+    if (!run.stuck || run.w.token != w->token) {
+      run.start_ns = nb_clock_ns() - w->elapsed_ns;
+      run.hinted_sig = 0;
+    }
+    run.stuck = 1;
+    run.w = *w;
+    snprintf(run.name, sizeof run.name, "%s", w->name);
+    snprintf(run.entry, sizeof run.entry, "%s", w->entry);
+    run.w.name = run.name;
+    run.w.entry = run.entry;
+    stuck_signals(); /* one may have come before it was reported */
+  }
+  pthread_mutex_unlock(&run.mu);
+}
+
+/* SIGINT/SIGTERM handler chained before libuv's: notes the signal for the
+ * signal thread (async-signal-safe: atomics, clock_gettime, sem_post),
+ * then calls libuv's handler, which wakes the loop as before. */
+static void on_sig(int signo, siginfo_t *info, void *ctx) {
+  int saved = errno;
+  atomic_store(&sig_prev_ns, atomic_load(&sig_last_ns));
+  atomic_store(&sig_last_ns, nb_clock_ns());
+  atomic_store(&sig_last_no, signo);
+  atomic_fetch_add(&sig_count, 1);
+  sem_post(&run.sem);
+  errno = saved;
+  struct sigaction *old = signo == SIGINT ? &run.old_int : &run.old_term;
+  if (old->sa_flags & SA_SIGINFO) {
+    if (old->sa_sigaction) old->sa_sigaction(signo, info, ctx);
+  } else if (old->sa_handler == SIG_DFL) {
+    signal(signo, SIG_DFL);
+    raise(signo);
+  } else if (old->sa_handler != SIG_IGN) {
+    old->sa_handler(signo);
+  }
+}
+
+/* The signal thread: wakes at each SIGINT/SIGTERM and acts on it when an
+ * entry is stuck (the loop thread cannot); returns NULL when told to. */
+static void *sig_main(void *arg) {
+  (void)arg;
+  for (;;) {
+    while (sem_wait(&run.sem) != 0 && errno == EINTR) {}
+    if (atomic_load(&sig_quit)) return NULL;
+    pthread_mutex_lock(&run.mu);
+    stuck_signals();
+    pthread_mutex_unlock(&run.mu);
+  }
+}
+
+/* Installs on_sig in front of the handler in place (libuv's) for signo,
+ * keeping that one in old; returns 0 or -1. */
+static int chain(int signo, struct sigaction *old) {
+  /* old is filled before ours is in place: on_sig reads it. */
+  if (sigaction(signo, NULL, old) != 0) return -1;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_sigaction = on_sig;
+  sa.sa_flags = SA_SIGINFO | SA_RESTART;
+  sigfillset(&sa.sa_mask);
+  return sigaction(signo, &sa, NULL);
+}
+
+/* Puts back the handler kept in old for signo, unless ours was replaced
+ * meanwhile (libuv resets it when it closes its signal handles); returns
+ * nothing. */
+static void unchain(int signo, struct sigaction *old) {
+  struct sigaction cur;
+  if (sigaction(signo, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+      cur.sa_sigaction == on_sig)
+    sigaction(signo, old, NULL);
 }
 
 void nb__isol_run_begin(nb_rt_t *rt) {
   (void)rt;
+  pthread_mutex_lock(&run.mu);
+  run.stuck = 0;
+  pthread_mutex_unlock(&run.mu);
   nb_lstate_watchdog_report(run_report, NULL);
+  /* Called after nb_rt_run started its uv signal handles: chain in front
+   * of libuv's handlers, with a thread to act while the loop cannot. */
+  atomic_store(&sig_quit, 0);
+  if (sem_init(&run.sem, 0, 0) != 0) return;
+  if (pthread_create(&run.th, NULL, sig_main, NULL) != 0) {
+    sem_destroy(&run.sem);
+    return;
+  }
+  run.th_running = 1;
+  if (chain(SIGINT, &run.old_int) == 0) {
+    if (chain(SIGTERM, &run.old_term) == 0) run.handlers = 1;
+    else unchain(SIGINT, &run.old_int);
+  }
 }
 
 void nb__isol_run_end(nb_rt_t *rt) {
   (void)rt;
+  if (run.handlers) {
+    unchain(SIGINT, &run.old_int);
+    unchain(SIGTERM, &run.old_term);
+    run.handlers = 0;
+  }
+  if (run.th_running) {
+    atomic_store(&sig_quit, 1);
+    sem_post(&run.sem);
+    pthread_join(run.th, NULL);
+    sem_destroy(&run.sem);
+    run.th_running = 0;
+  }
   nb_lstate_watchdog_report(NULL, NULL);
+  pthread_mutex_lock(&run.mu);
+  run.stuck = 0;
+  pthread_mutex_unlock(&run.mu);
 }

@@ -209,7 +209,7 @@ static int reload_one(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
    * budget like any entry (nb_lstate_call). */
   char why[8192];
   int rc = NB_EAGENT;
-  if (nb_lstate_call(a->S, 7, 2, why, sizeof why) != 0) {
+  if (nb_lstate_call_in(a->S, "a reload", 7, 2, why, sizeof why) != 0) {
     *err = nb__strf("%s: reload failed: %s", a->script, why);
   } else if (!lua_toboolean(L, -2)) {
     *err = nb__strf("%s", lua_isstring(L, -1) ? lua_tostring(L, -1)

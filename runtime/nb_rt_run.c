@@ -133,8 +133,8 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
     l.error = lrc;
     loop_stop(&l);
   }
-  /* Fault isolation: the watchdog names a stuck neuron and, when the one
-   * loop thread never comes back from it, ends the process. */
+  /* Fault isolation: the watchdog reports a long entry, and signals are
+   * acknowledged while one holds the loop thread (after uv_signal_start). */
   nb__isol_run_begin(rt);
   l.t0_ns = nb_clock_ns();
   if (rt->tick_ns) {

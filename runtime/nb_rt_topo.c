@@ -132,6 +132,7 @@ static nb__isol_conf_t read_isolation(lua_State *C, int idx, char ***names) {
   else if (lua_type(C, -1) == LUA_TNUMBER)
     c.o.watchdog_ns = (uint64_t)lua_tonumber(C, -1);
   lua_pop(C, 1);
+  c.o.exit_ns = (uint64_t)num(C, idx, "watchdog_exit_ns", 0);
   c.o.sandbox = flag(C, idx, "sandbox", 0);
   *names = NULL;
   int r = sub(C, idx, "require");

@@ -2,9 +2,11 @@
 # End-to-end fault isolation through the `neuronbus` command: every memory
 # bomb shape under memory = "16MB", every loop shape under budget = "20ms"
 # with jit = false, restarts with backoff until restart.max, the stop policy
-# and its dead letters in the statistics (JSON and table), the JIT watchdog
-# (an entry that returns; one that never does: exit status 3), every
-# sandbox denial, a memory bomb and a looping agent in one run, and
+# and its dead letters in the statistics (JSON and table), the watchdog
+# (a 2.5 s entry, JIT on and off, is reported and the run goes on without
+# loss; watchdog_exit exits with status 3; one SIGTERM during a long entry
+# is served once it returns, a second one exits at once), every sandbox
+# denial, a memory bomb and a looping agent in one run, and
 # neuronbus check on the new keys. Each topology runs a
 # bystander pair (beat -> tally, 3,000 numbered spikes) beside the faulty
 # neuron: it must lose nothing. A feeder sends the faulty neuron its
@@ -119,27 +121,94 @@ check "stop: the total row and the cortex count them" \
 check "stop: only the first spike arrived" test "$(outs)" = "1 "
 check "stop: the bystander lost nothing" bystander
 
-# --- the JIT watchdog: an entry that returns
-topo watchdog spin.lua '"1", "wait:400", "2", "3"' 'watchdog = "100ms"'
-run watchdog --for 2s --stats=json
-check "watchdog: exit 0 (the entry returned)" test "$rc" -eq 0
-check "watchdog: the overrun is reported with the neuron's name" \
-  has err "watchdog: neuron 'victim' has run one entry for .* past its limit of 100 ms: quarantined"
-check "watchdog: once it returns, the neuron is stopped, not restarted" \
-  has err 'agent "victim" (id [0-9]*): stopped (watchdog overrun in on_spike: a JIT entry cannot be interrupted'
-check "watchdog: later spikes are dead letters" \
-  test "$(victim dead_letters)/$(victim watchdog_overruns)/$(victim state)" = "2/1/\"stopped\""
-check "watchdog: the bystander lost nothing (it waited for the one thread)" bystander
+# --- the watchdog: a long entry that returns, JIT on (default settings)
+# on_spike busy-waits 2.5 s: reported at 1 s, 2 s and when it returns;
+# nothing is stopped, nothing is lost, the run ends normally.
+topo long spin.lua '"1", "wait:2500", "2", "3"' ''
+run long --for 4s --stats=json
+check "long (JIT on): exit 0" test "$rc" -eq 0
+check "long (JIT on): reported past the watchdog, naming neuron, entry, time, JIT on" \
+  has err "watchdog: neuron 'victim' has been in on_spike for 1\.[0-9]* s, past its watchdog of 1 s; JIT on, so it cannot be interrupted"
+check "long (JIT on): reported again at 2 s" \
+  has err "watchdog: neuron 'victim' is still in on_spike after 2\.[0-9]* s (JIT on"
+check "long (JIT on): and when it returned, with the time in all" \
+  has err "watchdog: neuron 'victim' returned from on_spike after 2\.[5-9][0-9] s in all"
+check "long (JIT on): three lines, not a flood" test "$(count err 'watchdog: neuron')" -eq 3
+check "long (JIT on): not a fault: no policy applied, no exit" \
+  sh -c "! grep -q 'agent \"victim\"\|exiting' '$work/err'"
+check "long (JIT on): the flow resumed: every spike arrived, in order" test "$(outs)" = "1 2 3 "
+check "long (JIT on): statistics: running, 1 watchdog overrun, 0 dead letters, 0 restarts" \
+  test "$(victim state)/$(victim watchdog_overruns)/$(victim dead_letters)/$(victim restarts)" = '"running"/1/0/0'
+check "long (JIT on): the bystander lost nothing" bystander
 
-# --- the JIT watchdog: an entry that never returns takes the loop thread
-topo lost spin.lua '"1", "while"' 'watchdog = "200ms"'
-t0=$(date +%s)
-run lost --for 50s --stats=json
-t1=$(date +%s)
-check "lost: the process exits with status 3" test "$rc" -eq 3
-check "lost: it says which neuron and why" \
-  has err "neuron 'victim' never returned from its entry: the loop thread is lost with it"
-check "lost: within seconds, not at --for ($((t1 - t0)) s)" test $((t1 - t0)) -lt 20
+# --- the same with jit = false and no budget
+topo long_nojit spin.lua '"1", "wait:2500", "2", "3"' 'jit = false'
+run long_nojit --for 4s --stats=json
+check "long (JIT off): exit 0" test "$rc" -eq 0
+check "long (JIT off): reported, saying JIT off and no budget" \
+  has err "watchdog: neuron 'victim' has been in on_spike for 1\.[0-9]* s, past its watchdog of 1 s; JIT off and no budget, so nothing interrupts it"
+check "long (JIT off): never advised jit = false" sh -c "! grep -q 'jit = false' '$work/err'"
+check "long (JIT off): returned, with the time in all" \
+  has err "watchdog: neuron 'victim' returned from on_spike after 2\.[5-9][0-9] s in all"
+check "long (JIT off): every spike arrived, in order" test "$(outs)" = "1 2 3 "
+check "long (JIT off): running, jit false, 0 dead letters" \
+  test "$(victim state)/$(victim jit)/$(victim dead_letters)" = '"running"/false/0'
+check "long (JIT off): the bystander lost nothing" bystander
+
+# --- watchdog_exit: the manifest asks to exit when an entry is stuck
+topo stuck spin.lua '"1", "while"' 'watchdog = "200ms", watchdog_exit = "1s"'
+t0=$(date +%s%N)
+run stuck --for 30s --stats=json
+t1=$(date +%s%N)
+check "watchdog_exit: the process exits with status 3" test "$rc" -eq 3
+check "watchdog_exit: the first report announces it" \
+  has err "neuron 'victim' has been in on_spike for .*If it is still running at 1 s, the process exits with status 3 (watchdog_exit)"
+check "watchdog_exit: the exit names neuron, entry, time, and that the manifest asked" \
+  has err "neuron 'victim' has been in on_spike for 1\.[0-9]* s, past its watchdog_exit of 1 s (JIT on: it cannot be interrupted): exiting with status 3, as its manifest asks"
+check "watchdog_exit: after about 1 s, not at --for ($(((t1 - t0) / 1000000)) ms)" \
+  test $(((t1 - t0) / 1000000)) -lt 5000
+
+# --- signals during a long entry
+# waitfor PATTERN: waits up to 10 s for PATTERN in $work/err.
+waitfor() {
+  local i
+  for i in $(seq 200); do grep -q -- "$1" "$work/err" && return 0; sleep 0.05; done
+  return 1
+}
+# One SIGTERM while on_spike busy-waits 2.5 s: said at once, served once
+# the entry returns (the run stops, drains, prints its statistics).
+topo sig_once spin.lua '"1", "wait:2500", "2"' ''
+"$nb" run "$work/sig_once.lua" --for 30s --stats=json >"$work/out" 2>"$work/err" &
+pid=$!
+waitfor "has been in on_spike for"
+kill -TERM "$pid"
+wait "$pid"; rc=$?
+check "one SIGTERM: exit 0 once the entry returned" test "$rc" -eq 0
+check "one SIGTERM: said while stuck, with neuron, entry and time" \
+  has err "SIGTERM received while neuron 'victim' has been in on_spike for [0-9.]* s (JIT on: it cannot be interrupted): the runtime stops once the entry returns"
+check "one SIGTERM: served after the entry returned" \
+  sh -c "grep -n 'returned from on_spike' '$work/err' | cut -d: -f1 > '$work/l1' &&
+         grep -n 'SIGTERM received, stopping' '$work/err' | cut -d: -f1 > '$work/l2' &&
+         [ \$(cat '$work/l1') -lt \$(cat '$work/l2') ]"
+check "one SIGTERM: final statistics printed" has out '"final":true'
+check "one SIGTERM: nothing in flight lost (tally got all beat sent)" \
+  sh -c "s=\$(sed -n 's/^beat: sent //p' '$work/out'); [ -n \"\$s\" ] &&
+         grep -q \"^tally: got \$s bad 0\$\" '$work/out'"
+# A second SIGTERM while the entry is stuck (it never returns) exits now.
+topo sig_twice spin.lua '"1", "while"' ''
+"$nb" run "$work/sig_twice.lua" --for 30s --stats=json >"$work/out" 2>"$work/err" &
+pid=$!
+waitfor "has been in on_spike for"
+kill -TERM "$pid"
+waitfor "SIGTERM received while"
+t0=$(date +%s%N)
+kill -TERM "$pid"
+wait "$pid"; rc=$?
+t1=$(date +%s%N)
+check "two SIGTERMs: exit status 143" test "$rc" -eq 143
+check "two SIGTERMs: at once ($(((t1 - t0) / 1000000)) ms)" test $(((t1 - t0) / 1000000)) -lt 1000
+check "two SIGTERMs: says so, and that the spikes in flight are lost" \
+  has err "SIGTERM received again while neuron 'victim' has been in on_spike for [0-9.]* s (JIT on: it cannot be interrupted): exiting now with status 143; the spikes in flight are lost"
 
 # --- the sandbox: every denial
 probes='"ffi", "ffi_global", "debug", "debug_sethook", "jit", "jit_require", "io",

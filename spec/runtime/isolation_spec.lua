@@ -1,5 +1,5 @@
 -- Fault isolation: memory caps, budgets with jit = false, the
--- restart and stop policies, dead letters, the JIT watchdog and the
+-- restart and stop policies, dead letters, the watchdog and the
 -- sandbox, through the harness and the real runtime. In every case a
 -- bystander pair (beat -> tally, 2,000 numbered spikes) runs beside the
 -- faulty neuron and must lose nothing, and what the faulty neuron was sent
@@ -325,26 +325,50 @@ describe("the stop policy", function()
   end)
 end)
 
-describe("the watchdog (JIT on)", function()
-  it("stops a neuron whose entry ran past its limit, once the entry returns; its later spikes are dead letters", function()
-    local h = run({ script = "spin.lua", watchdog = "100ms", config = { to = "out" } })
-    assert.is_true(h:stats("victim").jit)
-    h:inject("victim", "wait:500")
-    h:inject("victim", "same batch")
-    h:tick(1)
-    -- Nothing can interrupt the entry: it ran to its end (the whole batch),
-    -- then the quarantine stopped the neuron.
-    local st = h:stats("victim")
-    assert.equal("stopped", st.state)
-    assert.equal(1, st.watchdog_overruns)
-    assert.equal(0, st.restarts) -- whatever the policy: it would stall again
-    assert.matches("watchdog limit of 100 ms", h:errors("victim")[1])
-    h:inject("victim", "later")
-    h:inject("victim", "later too")
+describe("the watchdog", function()
+  -- A long entry is reported, never a fault: it returns, its results and
+  -- the rest of its batch are kept, and the neuron goes on.
+  for _, jit in ipairs({ true, false }) do
+    it("reports a long entry and lets it finish (jit = " .. tostring(jit) .. "): nothing stopped, nothing lost", function()
+      local h = run({ script = "spin.lua", watchdog = "100ms", jit = jit, config = { to = "out" } })
+      assert.equal(jit, h:stats("victim").jit)
+      h:inject("victim", "before")
+      h:inject("victim", "wait:350")
+      h:inject("victim", "same batch")
+      local t0 = now_ms()
+      h:tick(1)
+      assert.is_true(now_ms() - t0 >= 350) -- it ran to its end
+      local st = h:stats("victim")
+      assert.equal("running", st.state)
+      assert.equal(1, st.watchdog_overruns)
+      assert.equal(0, st.faults)
+      assert.equal(0, st.restarts)
+      assert.equal(0, st.errors)
+      h:inject("victim", "later")
+      h:tick(2)
+      assert.equal(0, h:stats("victim").dead_letters)
+      assert.same({ "before", "same batch", "later" }, payloads(h, "out"))
+      assert_bystander(h)
+      h:close()
+    end)
+  end
+
+  it("counts nothing for entries under the limit", function()
+    local h = run({ script = "spin.lua", watchdog = "200ms", config = { to = "out" } })
+    h:inject("victim", "wait:20")
     h:tick(2)
-    assert.equal(2, h:stats("victim").dead_letters)
-    assert.same({ "same batch" }, payloads(h, "out"))
-    assert_bystander(h)
+    assert.equal(0, h:stats("victim").watchdog_overruns)
+    h:close()
+  end)
+
+  it("takes watchdog_exit, which only `neuronbus run` acts on", function()
+    local h = run({ script = "spin.lua", watchdog = "50ms", watchdog_exit = "100ms",
+                    config = { to = "out" } })
+    h:inject("victim", "wait:250")
+    h:inject("victim", "after")
+    h:tick(2) -- the harness's process is not exited
+    assert.equal("running", h:stats("victim").state)
+    assert.same({ "after" }, payloads(h, "out"))
     h:close()
   end)
 end)

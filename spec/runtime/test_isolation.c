@@ -1,6 +1,7 @@
 /* Fault isolation from C: memory caps, budgets, the restart and
- * stop policies with their held spikes and dead letters, neuronbus check
- * on a bomb at a script's top level, and the statistics columns. Runs
+ * stop policies with their held spikes and dead letters, a long entry past
+ * the watchdog (reported, not a fault), neuronbus check on a bomb at a
+ * script's top level, and the statistics columns. Runs
  * under ASan/UBSan too (make test SAN=address), which the busted specs
  * (spec/runtime/isolation_spec.lua) cannot. */
 #include <stdlib.h>
@@ -163,6 +164,33 @@ static void stopping_restarts_a_waiting_neuron_at_once(void) {
   nb_rt_close(rt);
 }
 
+/* A JIT entry past its watchdog (a finite busy wait) is reported, not a
+ * fault: it runs to its end, the rest of its batch and later spikes are
+ * delivered, and the neuron stays running under any policy. */
+static void a_long_entry_is_reported_and_the_neuron_goes_on(void) {
+  nb_rt_t *rt = open_victim("spin.lua", "watchdog = '50ms', policy = 'stop', "
+                            "on_error = 'policy'");
+  NBT_CHECK(rt != NULL);
+  if (!rt) return;
+  NBT_EQ(victim(rt).jit, 1);
+  NBT_EQ(send(rt, "a"), 0);
+  NBT_EQ(send(rt, "wait:200"), 0);
+  NBT_EQ(send(rt, "b"), 0);
+  uint64_t t0 = nbt_now_ns();
+  nb_rt_tick(rt, 1);
+  NBT_CHECK(nbt_now_ns() - t0 >= 200000000ull);
+  nb_rt_isol_stat_t s = victim(rt);
+  NBT_EQ(s.state, 0); /* running */
+  NBT_EQ(s.watchdog_overruns, 1);
+  NBT_EQ(s.faults, 0);
+  NBT_EQ(s.dead_letters, 0);
+  NBT_EQ(send(rt, "c"), 0);
+  nb_rt_tick(rt, 3);
+  NBT_EQ(out_count(rt), 3); /* a, b, c */
+  NBT_EQ(victim(rt).state, 0);
+  nb_rt_close(rt);
+}
+
 static void check_reports_a_bomb_and_a_denial_at_the_top_level(void) {
   FILE *f = tmpfile();
   NBT_EQ(nb_rt_check("spec/fixtures/isolation/check_bad.lua", f), 2);
@@ -208,6 +236,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(a_budget_stops_a_loop_and_the_stop_policy_counts_dead_letters),
     NBT_TEST(restarts_past_the_window_stop_the_neuron),
     NBT_TEST(stopping_restarts_a_waiting_neuron_at_once),
+    NBT_TEST(a_long_entry_is_reported_and_the_neuron_goes_on),
     NBT_TEST(check_reports_a_bomb_and_a_denial_at_the_top_level),
     NBT_TEST(statistics_show_dead_letters_restarts_state_and_memory),
 };

@@ -46,6 +46,27 @@ describe("the isolation keys", function()
       watchdog = false, require = nil, on_error = "policy" }))
   end)
 
+  it("takes watchdog_exit, a duration at least the watchdog; absent or false: never", function()
+    assert.matches("neurons.n.watchdog_exit: \"500ms\" is below the watchdog (1s)",
+      problems({ watchdog_exit = "500ms" })[1], 1, true)
+    assert.matches("neurons.n.watchdog_exit: \"150ms\" is below the watchdog (200ms)",
+      problems({ watchdog = "200ms", watchdog_exit = "150ms" })[1], 1, true)
+    assert.matches("neurons.n.watchdog_exit: exiting when an entry is stuck needs the watchdog, "
+      .. "but neurons.n.watchdog is false", problems({ watchdog = false, watchdog_exit = "5s" })[1], 1, true)
+    assert.matches("neurons.n.watchdog_exit: expected a duration with a unit, got 30",
+      problems({ watchdog_exit = 30 })[1], 1, true)
+    assert.matches("neurons.n.watchdog_exit: expected a duration", problems({ watchdog_exit = "soon" })[1], 1, true)
+    local topo = manifest.validate({ name = "m", neurons = {
+      a = { script = FX .. "bomb.lua", watchdog_exit = "30s" },
+      b = { script = FX .. "bomb.lua", watchdog = "100ms", watchdog_exit = "100ms" },
+      c = { script = FX .. "bomb.lua", watchdog_exit = false },
+      d = { script = FX .. "bomb.lua" } } })
+    assert.equal(30e9, topo.neurons[1].watchdog_exit_ns)
+    assert.equal(100e6, topo.neurons[2].watchdog_exit_ns)
+    assert.is_nil(topo.neurons[3].watchdog_exit_ns)
+    assert.is_nil(topo.neurons[4].watchdog_exit_ns) -- the default: never exit
+  end)
+
   it("normalizes the payload keys: keep_warn in ns, false as 0", function()
     local topo = manifest.validate({ name = "m", neurons = {
       a = { script = FX .. "bomb.lua", keep_max = 7, keep_warn = "250ms" },

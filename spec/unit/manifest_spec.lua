@@ -224,7 +224,7 @@ describe("manifest.validate", function()
           .. "budget, capabilities, config, description, jit, keep_max, keep_warn, leak, "
           .. "max_tasks, memory, on_error, policy, "
           .. "refractory, region, regions, remote, require, rest, restart, sandbox, "
-          .. "script, threshold, watchdog)",
+          .. "script, threshold, watchdog, watchdog_exit)",
       })
     end)
 

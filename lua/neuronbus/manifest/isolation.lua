@@ -6,6 +6,8 @@
 --       budget = "20ms",      -- per entry into the agent; turns the JIT off
 --       jit = false,          -- interpreter only (default true)
 --       watchdog = "1s",      -- report an entry running longer (false: none)
+--       watchdog_exit = "30s",-- `neuronbus run` exits (status 3) when an
+--                             -- entry runs this long (default: never)
 --       sandbox = true,       -- safe libraries only (default false)
 --       require = { "mod" },  -- sandbox: modules the agent may require
 --       policy = "restart",   -- on a fault: "restart" (default) or "stop"
@@ -21,7 +23,8 @@
 --
 -- A neuron with a script gets every key in its normalized form, defaults
 -- filled in: memory (bytes, 0 = no cap), budget_ns (0 = none), jit (false
--- when a budget is set), watchdog_ns (a number, or false for none), sandbox,
+-- when a budget is set), watchdog_ns (a number, or false for none),
+-- watchdog_exit_ns (a number; absent = never), sandbox,
 -- require (array of names, or nil), policy, on_error, restart = { max,
 -- window_ns, backoff_ns, backoff_max_ns }, max_tasks, keep_max,
 -- keep_warn_ns (0 = never). The defaults are the runtime's
@@ -159,6 +162,23 @@ _M.ENTRIES = {
     check = function(c, path, v)
       if v == false then return false end
       return c:duration(path, v)
+    end },
+  { key = "watchdog_exit", out = "watchdog_exit_ns",
+    check = function(c, path, v, t, n, parent)
+      if v == false then return nil end -- never, as when absent
+      local ns = c:duration(path, v)
+      if not ns then return nil end
+      if t.watchdog == false then
+        return c:fail(path, "exiting when an entry is stuck needs the watchdog, "
+          .. "but %s is false", join(parent, "watchdog"))
+      end
+      local wd = t.watchdog == nil and D.watchdog_ns or units.duration(t.watchdog)
+      if wd and ns < wd then
+        return c:fail(path, "%s is below the watchdog (%s): the watchdog reports "
+          .. "a long entry first, watchdog_exit ends the process later",
+          show(v), units.format_duration(wd))
+      end
+      return ns
     end },
   { key = "sandbox", default = scripted(D.sandbox),
     check = function(c, path, v) return c:boolean(path, v) end },
