@@ -119,3 +119,22 @@ describe("nb.files", function()
     h:close()
   end)
 end)
+
+describe("the archiver of docs/exec.md", function()
+  it("compresses and saves each payload in a sandbox that allows gzip and its directory", function()
+    local tmp = os.tmpname(); os.remove(tmp)
+    assert(os.execute("mkdir -p " .. tmp) == 0)
+    local h = testing.agent(manifest.absolute("spec/fixtures/docs/archiver.lua"), {
+      name = "archiver", refractory = 0, config = { dir = tmp },
+      sandbox = true, exec = { "gzip" }, files = { tmp } })
+    h:inject("archiver", "hello, archive")
+    h:inject("archiver", string.rep("abc", 10000))
+    local t0 = now_ms()
+    repeat h:tick(1); sleep_ms(2) until h:state("archiver").saved == 2 or now_ms() - t0 > 5000
+    assert.equal(2, h:state("archiver").saved)
+    assert.equal("hello, archive", helpers.sh("gzip -dc " .. tmp .. "/1.gz"))
+    assert.equal(string.rep("abc", 10000), helpers.sh("gzip -dc " .. tmp .. "/2.gz"))
+    h:close()
+    os.execute("rm -rf " .. tmp)
+  end)
+end)
