@@ -64,13 +64,14 @@ static void runs_processes_and_files(void) {
            "{ exec = { cmd = 'no-such-command-nb' } },\n"
            "{ exec = { cmd = 'head', args = { '-c', 17000000, '/dev/zero' } } },\n"
            "{ write = '%s/f.txt', data = 'hello', read = '%s/f.txt' },\n"
-           "{ read = '%s/missing' },\n",
+           "{ read = '%s/missing' },\n"
+           "{ exec = { cmd = '/no/such/tool' } },\n",
            dir, dir, dir);
   nb_rt_t *rt = open_runner(jobs, "");
   NBT_CHECK(rt != NULL);
   if (!rt) return;
   say(rt, "run");
-  char *d = until_state(rt, "[\"done\"]=8");
+  char *d = until_state(rt, "[\"done\"]=9");
   NBT_CHECK(d != NULL);
   if (d) {
     NBT_CHECK(strstr(d, "[\"status\"]=3") && strstr(d, "[\"stderr\"]=\"err\\\n\""));
@@ -81,6 +82,7 @@ static void runs_processes_and_files(void) {
     NBT_CHECK(strstr(d, "[\"truncated\"]=\"stdout\""));
     NBT_CHECK(strstr(d, "[\"data\"]=\"hello\""));
     NBT_CHECK(strstr(d, "missing: no such file or directory"));
+    NBT_CHECK(strstr(d, "/no/such/tool: no such file"));
   }
   nb_rt_free_string(d);
   nb_rt_close(rt);
