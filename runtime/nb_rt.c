@@ -167,6 +167,7 @@ void nb__agent_free(nb__agent_t *a) {
   if (!a) return;
   nb__isol_free(a); /* closes the state: its keep handles are released */
   nb__async_agent_free(a);
+  nb__allow_free(a); /* sandbox allowlists (nb_rt_allow.c) */
   nb__keep_free(a);
   for (int w = 0; w < 2; w++) {
     for (size_t i = 0; i < a->rec[w].n; i++) free(a->rec[w].v[i].data);

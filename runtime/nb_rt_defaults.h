@@ -44,6 +44,12 @@
 #define NB_LINK_BACKOFF_MAX_MS 5000u         /* longest redial delay */
 /* the largest max_payload (its default is NB_FRAME_PAYLOAD_DEFAULT_MAX) */
 #define NB_LINK_PAYLOAD_LIMIT (1u << 30)
+
+/* processes (nb.exec) and files (nb.files) */
+#define NB_EXEC_OUTPUT_MAX (16u << 20)       /* bytes kept per stream: past it, killed */
+#define NB_EXEC_TIMEOUT_DEFAULT_NS 60000000000ull /* timeout = "60s" */
+#define NB_EXEC_GRACE_NS 1000000000ull       /* SIGTERM, then SIGKILL this much later */
+#define NB_FILES_MAX (64u << 20)             /* bytes of a file read or written */
 /* END CONSTANTS */
 
 #endif

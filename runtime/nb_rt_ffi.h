@@ -142,6 +142,30 @@ int nb_rt_cancel(nb_rt_cell_t *cell, uint32_t req);
  * valid until the next call); returns 1, or 0 when there is none. */
 int nb_rt_next_event(nb_rt_cell_t *cell, nb_rt_event_t *out);
 
+/* Starts a process for the cell's agent (nb.exec, runtime/nb_rt_exec.c):
+ * cmd (a name looked up on the runtime's PATH, or a path) with the
+ * NULL-terminated args (not counting cmd), env entries "NAME=VALUE" (set)
+ * or "NAME" (removed) applied to the runtime's environment (NULL: as is),
+ * in cwd (NULL: the runtime's), stdin bytes (NULL: /dev/null), killed
+ * after timeout_ns (0: never). Returns its request id, or a negative
+ * nb_err_t; its one event: status = exit status (128 + signal), code 0 or
+ * NB_ETIMEDOUT, NB_ETOOBIG, NB_ENOENT, NB_EINVAL (refused), NB_EIO, with
+ * data = stdout, data2 = stderr and msg saying why (or "signal N"). */
+int64_t nb_rt_exec(nb_rt_cell_t *cell, const char *cmd, const char **args,
+                   const char **env, const char *cwd, const char *stdin_data,
+                   size_t stdin_len, int has_stdin, uint64_t timeout_ns);
+
+/* Reads the whole file at path for the cell's agent (nb.files.read,
+ * runtime/nb_rt_files.c); returns its request id, or a negative nb_err_t.
+ * Its one event: data = the bytes, or code < 0 and msg. */
+int64_t nb_rt_file_read(nb_rt_cell_t *cell, const char *path);
+
+/* Writes len bytes of data as the whole file at path, atomically (a
+ * temporary file beside it, renamed over it); returns its request id, or
+ * a negative nb_err_t. Its one event: code 0, or code < 0 and msg. */
+int64_t nb_rt_file_write(nb_rt_cell_t *cell, const char *path,
+                         const char *data, size_t len);
+
 /* Returns the static text of an nb_err_t code. */
 const char *nb_strerror(int err);
 

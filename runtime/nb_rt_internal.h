@@ -99,6 +99,9 @@ typedef struct nb__agent_s {
   uint32_t max_tasks;        /* max_tasks: live tasks allowed at once */
   uint32_t keep_max;         /* keep_max: keeps allowed at once */
   uint64_t keep_warn_ns;     /* keep_warn: a keep older is reported, 0 never */
+  struct nb__allow_s *allow; /* sandbox: the commands it may run and the
+                                directories it may touch (nb_rt_allow.c);
+                                NULL without sandbox: no restriction */
 } nb__agent_t;
 
 /* What nb_rt.c does for the lower layers (see the top of this file). */
@@ -283,6 +286,26 @@ void nb__async_agent_free(nb__agent_t *a);
  * it all, closing a loop made here; returns nothing. */
 void nb__async_stop(nb_rt_t *rt);
 void nb__async_free(nb_rt_t *rt);
+
+/* ---- nb_rt_allow.c ---- */
+
+/* Gives a sandboxed agent a its allowlists from the normalized neuron
+ * table at idx of C (exec: commands, files: absolute directories, each
+ * resolved with realpath when it exists); returns nothing. */
+void nb__allow_read(nb__agent_t *a, lua_State *C, int idx);
+
+/* Frees a->allow; returns nothing. */
+void nb__allow_free(nb__agent_t *a);
+
+/* Returns NULL when a may run cmd (as given to nb.exec), else a malloc'd
+ * message naming cmd and the key. */
+char *nb__allow_cmd(const nb__agent_t *a, const char *cmd);
+
+/* Returns NULL when a may touch the resolved absolute path real (what,
+ * e.g. "nb.files.read", and path, as the agent gave it, name it in the
+ * message), else a malloc'd message naming path and the key. */
+char *nb__allow_path(const nb__agent_t *a, const char *what, const char *path,
+                     const char *real);
 
 /* ---- nb_rt_reload.c ---- */
 

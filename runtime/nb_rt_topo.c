@@ -202,6 +202,8 @@ static int add_neuron(build_t *b, int idx, const char *name) {
       nb__isol_conf_t conf = read_isolation(C, idx, &names);
       nb__isol_new(a, &conf);
       free_names(names);
+      /* sandbox: the commands and directories it may reach (exec, files) */
+      if (conf.o.sandbox) nb__allow_read(a, C, idx);
       a->keep_max = (uint32_t)num(C, idx, "keep_max", a->keep_max);
       a->max_tasks = (uint32_t)num(C, idx, "max_tasks", a->max_tasks);
       a->keep_warn_ns = (uint64_t)num(C, idx, "keep_warn_ns",

@@ -324,6 +324,9 @@ function Handle:every(d, fn, ...)
   return tasks.timer("nb:every", d, true, fn, ...)
 end
 
+Handle.exec = require("neuronbus.exec").exec
+Handle.files = require("neuronbus.files")
+
 -- Returns the cards of every neuron with the capability.
 function Handle:discover(capability)
   return cards(0, capability, "discover")

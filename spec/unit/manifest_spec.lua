@@ -221,7 +221,7 @@ describe("manifest.validate", function()
     it("in a neuron", function()
       fails_with(with({ neurons = { parser = { script = "agents/echo.lua", treshold = 1 } } }), {
         'neurons.parser.treshold: unknown key, did you mean "threshold"? (allowed: '
-          .. "budget, capabilities, config, description, jit, keep_max, keep_warn, leak, "
+          .. "budget, capabilities, config, description, exec, files, jit, keep_max, keep_warn, leak, "
           .. "max_tasks, memory, on_error, policy, "
           .. "refractory, region, regions, remote, require, rest, restart, sandbox, "
           .. "script, threshold, watchdog, watchdog_exit)",

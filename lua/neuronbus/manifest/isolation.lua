@@ -10,6 +10,8 @@
 --                             -- entry runs this long (default: never)
 --       sandbox = true,       -- safe libraries only (default false)
 --       require = { "mod" },  -- sandbox: modules the agent may require
+--       exec = { "git", "/usr/bin/jq" }, -- sandbox: commands nb.exec may run
+--       files = { "data/" },  -- sandbox: directories nb.files may use
 --       policy = "restart",   -- on a fault: "restart" (default) or "stop"
 --       on_error = "continue",-- an ordinary Lua error: "continue" (default:
 --                             -- counted, next spike) or "policy" (a fault)
@@ -25,7 +27,10 @@
 -- filled in: memory (bytes, 0 = no cap), budget_ns (0 = none), jit (false
 -- when a budget is set), watchdog_ns (a number, or false for none),
 -- watchdog_exit_ns (a number; absent = never), sandbox,
--- require (array of names, or nil), policy, on_error, restart = { max,
+-- require (array of names, or nil), exec (array of command names and
+-- absolute paths, or nil: no command), files (array of absolute
+-- directories, relative ones resolved against the manifest's directory,
+-- without a trailing slash; or nil: no file), policy, on_error, restart = { max,
 -- window_ns, backoff_ns, backoff_max_ns }, max_tasks, keep_max,
 -- keep_warn_ns (0 = never). The defaults are the runtime's
 -- (runtime/nb_rt_defaults.h, through neuronbus.layout). Pure Lua, no FFI.
@@ -34,7 +39,7 @@ local units = require("neuronbus.units")
 local check = require("neuronbus.manifest.check")
 
 local type, ipairs = type, ipairs
-local str_match = string.match
+local str_match, str_find, str_sub = string.match, string.find, string.sub
 local show = units.show
 local join, copy, K = check.join, check.copy, check.K
 
@@ -129,6 +134,59 @@ local function check_require(c, path, v, t)
   return ok and out or nil
 end
 
+-- Returns list v at path (a string is a list of one) as an array of
+-- strings after checking that the neuron is sandboxed, or nil after
+-- reporting; what names an entry, why says what the key is for.
+local function sandbox_list(c, path, v, t, what, whats, why)
+  local r = v
+  if type(r) == "string" then r = { r } end
+  if type(r) ~= "table" or not check.is_array(r) then
+    return c:wrong(path, "a list of " .. whats, v)
+  end
+  if t.sandbox ~= true then
+    return c:fail(path, "only used with sandbox = true (" .. why .. ")")
+  end
+  local out, ok = {}, true
+  for i, s in ipairs(r) do
+    if type(s) ~= "string" or s == "" or str_find(s, "%c") then
+      ok = c:wrong(join(path, i), "a " .. what, s) and ok
+    else
+      out[#out + 1] = s
+    end
+  end
+  return ok and out or nil
+end
+
+-- Returns the normalized exec allowlist v at path, or nil after reporting:
+-- command names (no slash: matched as given to nb.exec) and absolute
+-- paths (matched exactly).
+local function check_exec(c, path, v, t)
+  local out = sandbox_list(c, path, v, t, "command", "commands",
+    "an agent outside the sandbox may run any command")
+  if not out then return nil end
+  for i, s in ipairs(out) do
+    if str_find(s, "/", 1, true) and str_sub(s, 1, 1) ~= "/" then
+      return c:fail(join(path, i), "%s: a command name (no slash) or an "
+        .. "absolute path expected", show(s))
+    end
+  end
+  return out
+end
+
+-- Returns the normalized files directories v at path (absolute, against
+-- the manifest's directory, no trailing slash), or nil after reporting.
+local function check_files(c, path, v, t)
+  local out = sandbox_list(c, path, v, t, "directory", "directories",
+    "an agent outside the sandbox may use any file")
+  if not out then return nil end
+  for i, s in ipairs(out) do
+    local abs = check.absolute(s, c.basedir)
+    if #abs > 1 then abs = (str_match(abs, "^(.-)/*$")) end
+    out[i] = abs ~= "" and abs or "/"
+  end
+  return out
+end
+
 -- The schema entries of the isolation keys (see neuronbus.manifest.check).
 _M.ENTRIES = {
   { key = "memory", default = scripted(D.memory),
@@ -183,6 +241,8 @@ _M.ENTRIES = {
   { key = "sandbox", default = scripted(D.sandbox),
     check = function(c, path, v) return c:boolean(path, v) end },
   { key = "require", check = check_require },
+  { key = "exec", check = check_exec },
+  { key = "files", check = check_files },
   { key = "policy", default = scripted(D.policy),
     check = function(c, path, v) return c:one_of(path, v, POLICIES) end },
   { key = "on_error", default = scripted(D.on_error),
