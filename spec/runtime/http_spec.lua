@@ -234,3 +234,21 @@ describe("cancelling", function()
     h:close()
   end)
 end)
+
+describe("docs/http.md's fetcher", function()
+  it("replies with the status and size, or the error", function()
+    local h = testing.agent("spec/fixtures/http/fetcher.lua", { name = "fetcher",
+      threshold = 0, refractory = 0, peers = { "asker" } })
+    h:inject("fetcher", srv.url("/big?bytes=1234"), { from = "asker" })
+    h:inject("fetcher", "http://127.0.0.1:1/", { from = "asker" })
+    local p = fake.wait(h, function(hh)
+      local r = hh:received("asker")
+      return #r >= 2 and r
+    end, 10)
+    local got = { p[1].payload, p[2].payload }
+    table.sort(got)
+    assert.equal("200 1234", got[1])
+    assert.matches("^error nb%.http%.request: GET http://127%.0%.0%.1:1/: ", got[2])
+    h:close()
+  end)
+end)
