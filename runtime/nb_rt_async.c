@@ -355,6 +355,7 @@ void nb__async_stop(nb_rt_t *rt) {
   if (!R || R->stopped) return;
   R->stopped = 1;
   for (uint32_t i = 0; i < rt->n; i++) nb__async_agent_close(rt->agents[i]);
+  nb__http_stop(rt); /* the curl multi's cached connections and handles */
   R->ready = NULL;
   if (R->check_on) {
     uv_close((uv_handle_t *)&R->check, NULL);

@@ -134,6 +134,24 @@ void nb_rt_wake(nb_rt_cell_t *cell);
 int64_t nb_rt_timer(nb_rt_cell_t *cell, uint64_t after_ns,
                     uint64_t repeat_ns);
 
+/* An HTTP request of a task (nb.http, runtime/nb_rt_http.c). */
+typedef struct nb_rt_http_req_s {
+  const char *method;     /* "GET", "POST", ... */
+  const char *url;        /* http:// or https:// */
+  const char *headers;    /* "Name: value" lines separated by '\n', or NULL */
+  size_t headers_len;
+  const char *body;       /* NULL = no body */
+  size_t body_len;
+  uint64_t timeout_ns;    /* the whole transfer, 0 = no limit */
+  uint32_t stream;        /* 1: a headers event, then each chunk as it comes */
+  uint32_t follow;        /* 1: follow redirects (at most 10) */
+} nb_rt_http_req_t;
+
+/* Starts an HTTP request of the cell's agent on the runtime's loop (libcurl
+ * multi); returns its request id, or a negative nb_err_t. Events: see
+ * runtime/nb_rt_http.c. */
+int64_t nb_rt_http(nb_rt_cell_t *cell, const nb_rt_http_req_t *req);
+
 /* Cancels request req of the cell's agent (no event of it follows);
  * returns 0 or NB_ENOENT (over already). */
 int nb_rt_cancel(nb_rt_cell_t *cell, uint32_t req);

@@ -149,6 +149,8 @@ struct nb_rt_s {
   void *loop;   /* the uv_loop_t everything runs on (nb__loop) */
   int own_loop; /* made by nb__loop (else a caller's: closed by it) */
   int looping;  /* nb_rt_run drives the loop (no nested uv_run) */
+  struct nb__http_s *http; /* the curl multi (nb_rt_http.c), NULL until the
+                              first HTTP request */
 };
 
 /* ---- nb_rt_util.c ---- */
@@ -306,6 +308,13 @@ char *nb__allow_cmd(const nb__agent_t *a, const char *cmd);
  * message), else a malloc'd message naming path and the key. */
 char *nb__allow_path(const nb__agent_t *a, const char *what, const char *path,
                      const char *real);
+
+/* ---- nb_rt_http.c (same layer as nb_rt_async.c) ---- */
+
+/* After every request was cancelled (nb__async_stop): cleans the curl multi
+ * up and closes its loop handles (the state frees itself once they are
+ * closed); returns nothing. */
+void nb__http_stop(nb_rt_t *rt);
 
 /* ---- nb_rt_reload.c ---- */
 

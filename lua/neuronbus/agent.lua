@@ -301,6 +301,8 @@ end
 
 -- Tasks (neuronbus.tasks): coroutines that wait on the loop.
 
+Handle.http = require("neuronbus.http") -- nb.http.request/stream (in tasks)
+
 -- Starts fn(...) as a task between ticks; returns the task (task:cancel(),
 -- task:status()), or nil and a message.
 function Handle:spawn(fn, ...)
