@@ -30,10 +30,9 @@
 --   s:close() --> stops the transfer (a stream not read to its end
 --                should be closed; one collected unread is closed too)
 --
--- Only inside a task (nb:spawn): each call raises elsewhere. A task
--- reading a stream waits for nothing else between two reads (events that
--- arrive while it waits on something else are dropped): read in a task of
--- its own.
+-- Only inside a task (nb:spawn): each call raises elsewhere. A task may
+-- wait on other things between two reads of a stream: what the stream
+-- delivers meanwhile is kept for its next read (in memory: read it).
 
 local ffi = require("ffi")
 local nbffi = require("neuronbus.ffi")
@@ -298,6 +297,7 @@ function _M.stream(o)
   local id, err, kind = start(req, what)
   keep = nil
   if not id then return nil, err, kind end
+  tasks.own(t, id) -- events that come while t waits elsewhere are kept
   local ev = tasks.wait(t, id, what)
   if ev.code ~= 0 then return failure(ev, what) end
   local s = setmetatable({ id = id, status = ev.status,

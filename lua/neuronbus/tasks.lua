@@ -22,7 +22,7 @@ local nbffi = require("neuronbus.ffi")
 local units = require("neuronbus.units")
 
 local C = ffi.C
-local type, tostring, tonumber, error = type, tostring, tonumber, error
+local type, tostring, tonumber, error, pairs = type, tostring, tonumber, error, pairs
 local select, setmetatable, unpack = select, setmetatable, unpack
 local co_create, co_resume = coroutine.create, coroutine.resume
 local co_status, co_running, co_yield = coroutine.status, coroutine.running, coroutine.yield
@@ -40,6 +40,8 @@ local EV = ffi.new("nb_rt_event_t")
 local WAIT = {}      -- what a task yields while it waits on the loop
 local CANCELLED = {} -- what a cancelled task raises to end itself
 local WAITING = {}   -- request id -> the task waiting for it
+local OWNED = {}     -- request id -> the task whose stream it is (events
+                     -- that come while it waits on something else queue)
 local TIMERS = {}    -- request id -> the timer (nb:after, nb:every)
 local TASK_OF = setmetatable({}, { __mode = "k" }) -- coroutine -> task
 local RUNQ, runq_head, runq_tail = {}, 1, 0          -- tasks to start
@@ -79,6 +81,14 @@ local function finish(t)
   t.done = true
   TASK_OF[t.co] = nil
   if t.req then WAITING[t.req] = nil; t.req = nil end
+  if t.owned then
+    -- Streams the task did not read to their end go with it.
+    for id in pairs(t.owned) do
+      OWNED[id] = nil
+      C.nb_rt_cancel(CELL, id)
+    end
+    t.owned = nil
+  end
   C.nb_rt_task_end(CELL)
 end
 
@@ -124,6 +134,14 @@ end
 function _M.wait(t, id, what, more)
   id = tonumber(id)
   if id < 0 then error(what .. ": " .. strerror(id), 3) end
+  local q = t.owned and t.owned[id]
+  if q and q.head <= q.tail then
+    local ev = q[q.head]
+    q[q.head] = nil
+    q.head = q.head + 1
+    if ev.final then _M.disown(t, id) end
+    return ev
+  end
   t.req = id
   WAITING[id] = t
   local ev = co_yield(WAIT)
@@ -131,10 +149,27 @@ function _M.wait(t, id, what, more)
   return ev
 end
 
+-- Makes request id (a stream) task t's: its events that arrive while t
+-- waits on something else are queued for t's next wait on id, and the
+-- request is cancelled if t ends first. Returns nothing.
+function _M.own(t, id)
+  OWNED[id] = t
+  t.owned = t.owned or {}
+  t.owned[id] = t.owned[id] or { head = 1, tail = 0 }
+end
+
+-- Undoes own (the stream ended); returns nothing.
+function _M.disown(t, id)
+  OWNED[id] = nil
+  if t.owned then t.owned[id] = nil end
+end
+
 -- Cancels request id (a stream the task stopped reading); returns nothing.
 function _M.cancel_request(id)
   C.nb_rt_cancel(CELL, id)
   WAITING[id] = nil
+  local t = OWNED[id]
+  if t then _M.disown(t, id) end
 end
 
 -- Starts a task running fn(...) between ticks; returns it, or nil and a
@@ -256,9 +291,19 @@ function _M.resume()
   local t = WAITING[id]
   if t then
     local ev = decode()
-    if ev.final then WAITING[id] = nil end
-    if t.req == id and ev.final then t.req = nil end
+    -- Delivered: the task waits again (on id or on anything) to get more.
+    WAITING[id] = nil
+    if ev.final then _M.disown(t, id) end
+    if t.req == id then t.req = nil end
     step(t, ev)
+    return true
+  end
+  local owner = OWNED[id]
+  if owner then
+    -- A stream's event while its task waits on something else: queued.
+    local q = owner.owned[id]
+    q.tail = q.tail + 1
+    q[q.tail] = decode()
     return true
   end
   local tm = TIMERS[id]

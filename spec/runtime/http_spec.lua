@@ -168,6 +168,13 @@ describe("nb.http.stream", function()
     assert.is_nil(r.err)
   end)
 
+  it("keeps what arrives while the reading task waits on something else", function()
+    send(h, { op = "slow", key = "w", ms = 30, opts = { url = srv.url("/stream?n=6&ms=2") } })
+    local r = assert(result(h, "w"))
+    assert.same({ "event 1", "event 2", "event 3", "event 4", "event 5", "event 6", "[DONE]" }, r.items)
+    assert.is_nil(r.err)
+  end)
+
   it("parses server-sent events", function()
     send(h, { op = "events", key = "e", opts = { url = srv.url("/stream?n=4&ms=5") } })
     local r = assert(result(h, "e"))
