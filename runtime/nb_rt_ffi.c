@@ -17,6 +17,8 @@ void *nb_rt_lua_newstate_addr(void) {
   return u.p;
 }
 
+uint64_t nb_rt_now_ns(void) { return nb_clock_ns(); }
+
 nb_rt_layout_t *nb_rt_layout(nb_rt_layout_t *o) {
   o->size = sizeof(nb_spike_t);
   o->align = _Alignof(nb_spike_t);

@@ -187,6 +187,10 @@ int64_t nb_rt_file_write(nb_rt_cell_t *cell, const char *path,
 /* Returns the static text of an nb_err_t code. */
 const char *nb_strerror(int err);
 
+/* Returns the runtime's monotonic clock (CLOCK_MONOTONIC, the clock that
+ * stamps spikes) in nanoseconds. */
+uint64_t nb_rt_now_ns(void);
+
 /* ---- used by the busted harness through FFI (lua/neuronbus/testing.lua) */
 
 typedef struct nb_rt_s nb_rt_t;
