@@ -401,10 +401,10 @@ static void group_timers(void) {
            "guard by design. Baseline: the same timers as raw uv_timer_t on "
            "a loop (ceil(ms), no guard, can fire up to 1 ms early), started "
            "the same way from a 1 ms uv timer, interleaved. ~%.0f timers "
-           "fall due per ms, near what one agent is resumed for (64 resume "
-           "entries per loop turn, two per timer: start the task, run it; "
-           "the loop then sleeps until its next timer although the agent is "
-           "still ready): the p99 includes that queueing. Extremes over "
+           "fall due per ms, each one resume entry (the callback's task "
+           "starts in the entry that takes the timer's event); while an "
+           "agent is still ready after its 64 entries of a loop turn the "
+           "loop polls instead of sleeping. Extremes over "
            "all runs: runtime %.0f..%.0f us, libuv %.0f..%.0f us",
            n, rt.batch, nticks, span, (double)n / span, smin, smax, bmin, bmax);
   snprintf(note99, sizeof note99,

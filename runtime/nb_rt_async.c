@@ -45,6 +45,8 @@ struct nb__async_s { /* per agent */
 
 struct nb__async_rt_s { /* per runtime */
   uv_check_t check;   /* resumes ready agents after each I/O phase */
+  uv_idle_t spin;     /* active while agents are ready: the loop polls
+                         instead of sleeping until its next timer */
   int check_on;
   int stopped;        /* nb__async_stop ran: new requests are refused */
   nb__agent_t *ready; /* agents with events or spawned tasks */
@@ -72,6 +74,9 @@ static void start_check(nb_rt_t *rt) {
   R->check.data = rt;
   uv_check_start(&R->check, on_check);
   uv_unref((uv_handle_t *)&R->check); /* never keeps the loop alive alone */
+  uv_idle_init(nb__loop(rt), &R->spin);
+  R->spin.data = rt;
+  uv_unref((uv_handle_t *)&R->spin);
   R->check_on = 1;
 }
 
@@ -319,8 +324,21 @@ void nb__async_dispatch(nb_rt_t *rt) {
   }
 }
 
-/* After each I/O phase of the loop: resume what became ready. */
-static void on_check(uv_check_t *h) { nb__async_dispatch(h->data); }
+/* Does nothing: while it is active the loop does not sleep in its poll. */
+static void on_spin(uv_idle_t *h) { (void)h; }
+
+/* After each I/O phase of the loop: resume what became ready; while some
+ * agent still has work after its turn, the next poll does not sleep (else
+ * a busy agent would wait for the next timer, up to a tick). */
+static void on_check(uv_check_t *h) {
+  nb_rt_t *rt = h->data;
+  struct nb__async_rt_s *R = rt->async;
+  nb__async_dispatch(rt);
+  if (R->ready && !uv_is_active((uv_handle_t *)&R->spin))
+    uv_idle_start(&R->spin, on_spin);
+  else if (!R->ready && uv_is_active((uv_handle_t *)&R->spin))
+    uv_idle_stop(&R->spin);
+}
 
 int nb__async_pump(nb_rt_t *rt) {
   struct nb__async_rt_s *R = rt->async;
@@ -359,6 +377,7 @@ void nb__async_stop(nb_rt_t *rt) {
   R->ready = NULL;
   if (R->check_on) {
     uv_close((uv_handle_t *)&R->check, NULL);
+    uv_close((uv_handle_t *)&R->spin, NULL);
     R->check_on = 0;
   }
   /* Let the cancelled requests' handles close (nb_rt_run's own turns do

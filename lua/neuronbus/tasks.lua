@@ -172,12 +172,11 @@ function _M.cancel_request(id)
   if t then _M.disown(t, id) end
 end
 
--- Starts a task running fn(...) between ticks; returns it, or nil and a
--- message (max_tasks reached, the runtime stopping).
-function _M.spawn(fn, ...)
-  if type(fn) ~= "function" then
-    return nil, "nb:spawn: expected a function, got a " .. type(fn)
-  end
+local step -- defined below
+
+-- Makes a task for fn; returns it, or nil and a message (max_tasks
+-- reached, the runtime stopping).
+local function new_task(fn)
   local rc = C.nb_rt_task_begin(CELL)
   if rc ~= 0 then
     if rc == E_LIMIT then
@@ -187,6 +186,17 @@ function _M.spawn(fn, ...)
   end
   local t = setmetatable({ co = co_create(fn), name = fname(fn) }, Task)
   TASK_OF[t.co] = t
+  return t
+end
+
+-- Starts a task running fn(...) between ticks; returns it, or nil and a
+-- message (max_tasks reached, the runtime stopping).
+function _M.spawn(fn, ...)
+  if type(fn) ~= "function" then
+    return nil, "nb:spawn: expected a function, got a " .. type(fn)
+  end
+  local t, err = new_task(fn)
+  if not t then return nil, err end
   runq_tail = runq_tail + 1
   RUNQ[runq_tail] = { t, n = select("#", ...), ... }
   C.nb_rt_wake(CELL)
@@ -246,7 +256,7 @@ end
 
 -- Runs task t until it waits, ends or fails; raises for a failure (the
 -- entry's error: an agent error naming the task).
-local function step(t, ...)
+function step(t, ...)
   local ok, err = co_resume(t.co, ...)
   if co_status(t.co) == "dead" then
     finish(t)
@@ -309,10 +319,12 @@ function _M.resume()
   local tm = TIMERS[id]
   if tm then
     if EV.final ~= 0 then TIMERS[id] = nil end
-    local ok, err = _M.spawn(tm.fn, unpack(tm, 1, tm.n))
-    if not ok then
+    -- The callback starts as a task in this same entry.
+    local t, err = new_task(tm.fn)
+    if not t then
       error("timer callback " .. fname(tm.fn) .. " could not start: " .. err, 0)
     end
+    step(t, unpack(tm, 1, tm.n))
   end
   return true -- an event no one waits for any more: dropped
 end
