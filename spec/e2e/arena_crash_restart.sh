@@ -94,11 +94,11 @@ read -r segs free active sealed procs reaped < <(arena_of holder)
 check "kept mapped: the holder ends cleanly, last on the file, all $segs segments free but leaks ($free, sealed $sealed)" \
   test "$rc" = 0 -a "$procs" = 1 -a "$sealed" -le 5 -a $((free + sealed)) = "$segs" -a "$segs" -gt 0
 
-# 3: killed while creating. Each round removes the file, starts a runtime
-# that creates it and kills it 2..5 ms later (the file is made about 3-4 ms
-# after the start here: a few kills land before it, some during, most
-# after), then looks at the directory: a stray name (a temporary) fails,
-# and an arena file must open (a one-tick run on it).
+# 3: killed while creating. One start measures when the file appears (T);
+# then each round removes the file, starts a runtime that creates it and
+# kills it 0.5 T .. 1.5 T later (some kills land before the file is made,
+# some during, some after), then looks at the directory: a stray name (a
+# temporary) fails, and an arena file must open (a one-tick run on it).
 fresh=$dir/fresh
 mkdir -p "$fresh"
 idle "$work/fresh.lua" "$fresh/new.nba"
@@ -107,11 +107,21 @@ import os, random, subprocess, sys, time
 nb, manifest, d = sys.argv[1:4]
 path = os.path.join(d, "new.nba")
 made = stray = bad = 0
+# How long a start takes to make the file on this machine now (it varies
+# with the machine and its load): the kills then spread around that time.
+p = subprocess.Popen([nb, "run", manifest, "--no-watch"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+t0 = time.monotonic()
+while not os.path.exists(path) and time.monotonic() - t0 < 10:
+    time.sleep(0.0002)
+made_after = time.monotonic() - t0
+p.kill(); p.wait()
+print("# a start makes the file after %.1f ms" % (made_after * 1e3), file=sys.stderr)
 for i in range(40):
     if os.path.exists(path): os.unlink(path)
     p = subprocess.Popen([nb, "run", manifest, "--no-watch"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(random.uniform(0.002, 0.005))
+    time.sleep(random.uniform(0.5, 1.5) * made_after)
     p.kill(); p.wait()
     for f in os.listdir(d):
         if f != "new.nba":
