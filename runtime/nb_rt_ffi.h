@@ -145,6 +145,10 @@ typedef struct nb_rt_http_req_s {
   uint64_t timeout_ns;    /* the whole transfer, 0 = no limit */
   uint32_t stream;        /* 1: a headers event, then each chunk as it comes */
   uint32_t follow;        /* 1: follow redirects (at most 10) */
+  const char *cafile;     /* https: a PEM file of the CAs to trust instead of
+                             the system's, or NULL */
+  uint32_t insecure;      /* 1: no verification of the server's certificate
+                             and host name (tests only) */
 } nb_rt_http_req_t;
 
 /* Starts an HTTP request of the cell's agent on the runtime's loop (libcurl

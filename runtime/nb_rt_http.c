@@ -16,6 +16,11 @@
  * with code = a negative nb_err_t (NB_ETIMEDOUT, NB_EIO, NB_EINVAL,
  * NB_ETOOBIG) and msg = "METHOD URL: curl's error text".
  *
+ * HTTPS verifies the server's certificate chain and host name against the
+ * system's CAs, or against the request's cafile alone (CURLOPT_CAINFO,
+ * with the CA directory off); insecure turns both checks off (tests). A
+ * failed verification's message says how to trust the server.
+ *
  * Cancelling (the task cancelled, its agent restarted or stopped, the
  * runtime stopping) takes the easy handle out of the multi and frees it
  * at once: an easy handle owns no loop handle. nb__http_stop, called when
@@ -209,7 +214,11 @@ static void req_done(http_req_t *q, CURLcode c) {
                      : "the response's body is over 64 MiB (nb.http's maximum; "
                        "use nb.http.stream for more)")
         : (q->err[0] ? q->err : curl_easy_strerror(c));
-    char *msg = nb__strf("%s: %s", q->what, why);
+    const char *hint = c == CURLE_PEER_FAILED_VERIFICATION
+        ? " (the server's certificate or host name did not verify: check the "
+          "URL's host, or trust its CA with cafile)"
+        : "";
+    char *msg = nb__strf("%s: %s%s", q->what, why, hint);
     nb__req_event(&q->r, (int32_t)q->status, err_of(c, q), NULL, 0, NULL, 0,
                   msg, 1);
     free(msg);
@@ -346,6 +355,7 @@ static int add_headers(http_req_t *q, const char *p, size_t len) {
 int64_t nb_rt_http(nb_rt_cell_t *cell, const nb_rt_http_req_t *in) {
   nb__agent_t *a = (nb__agent_t *)cell;
   if (!in || !in->url || !in->method || !in->method[0]) return NB_EINVAL;
+  if (in->cafile && a->allow) return NB_EINVAL; /* the sandbox reads no file */
   http_req_t *q = (http_req_t *)nb__req_new(a, sizeof *q, req_cancel);
   if (!q) return NB_ECLOSED; /* the runtime stops (or memory ran out) */
   http_t *h = http_of(a->rt, q->r.loop);
@@ -376,6 +386,14 @@ int64_t nb_rt_http(nb_rt_cell_t *cell, const nb_rt_http_req_t *in) {
   curl_easy_setopt(e, CURLOPT_WRITEDATA, q);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, q->hdrs);
   curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* what curl decodes */
+  if (in->cafile) { /* these CAs instead of the system's */
+    curl_easy_setopt(e, CURLOPT_CAINFO, in->cafile);
+    curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+  }
+  if (in->insecure) {
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
   if (in->timeout_ns)
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS,
                      (long)((in->timeout_ns + 999999u) / 1000000u));

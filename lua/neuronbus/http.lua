@@ -11,7 +11,14 @@
 --     timeout = "10s",                 -- or seconds; default 30 s; 0 or
 --                                      -- false: no limit
 --     follow = true,                   -- follow redirects (default false)
+--     cafile = "ca.pem",               -- https: trust the CAs of this PEM
+--                                      -- file instead of the system's
+--     insecure = true,                 -- https: verify nothing (TESTS
+--                                      -- ONLY: anyone can impersonate
+--                                      -- the server)
 --   }
+--   -- https verifies the server's certificate and host name: against the
+--   -- system's CAs unless cafile names others.
 --   -- status: the HTTP status (a 404 or a 500 is a status, not a
 --   -- failure), body: a string (at most 64 MiB), headers: a table of
 --   -- lowercase names (repeated headers joined with ", ").
@@ -59,7 +66,7 @@ local KIND = {
 
 local DEFAULT_TIMEOUT_NS = 30e9
 local KEYS = { method = true, url = true, headers = true, body = true,
-               timeout = true, follow = true }
+               timeout = true, follow = true, cafile = true, insecure = true }
 
 -- Returns the "Name: value" lines of headers (a map or a list), or nil and
 -- a message.
@@ -115,7 +122,7 @@ local function build(o, what, stream)
   for k in pairs(o) do
     if not KEYS[k] then
       return nil, what .. ": unknown key " .. tostring(k) .. " (it takes method, "
-        .. "url, headers, body, timeout, follow)"
+        .. "url, headers, body, timeout, follow, cafile, insecure)"
     end
   end
   local url = o.url
@@ -149,6 +156,36 @@ local function build(o, what, stream)
   if o.follow ~= nil and type(o.follow) ~= "boolean" then
     return nil, what .. ": follow must be a boolean, got a " .. type(o.follow)
   end
+  local cafile = o.cafile
+  if cafile ~= nil then
+    if type(cafile) ~= "string" or cafile == "" then
+      return nil, what .. ": cafile must be the path of a PEM file of CA "
+        .. "certificates, got " .. (type(cafile) == "string" and "\"\"" or "a " .. type(cafile))
+    end
+    -- A sandboxed agent reaches no file outside nb.files: no probing here.
+    local sb = package.loaded["neuronbus.sandbox"]
+    if sb and sb.sandboxed then
+      return nil, what .. ": cafile is not available in the sandbox (curl "
+        .. "would read a file the sandbox does not allow)"
+    end
+    -- Named now, rather than as curl's "error setting certificate file".
+    local f, ferr = io.open(cafile, "rb")
+    if f then
+      local ok, rerr = f:read(1) -- a directory opens, then fails here
+      f:close()
+      if not ok and rerr then ferr, f = cafile .. ": " .. tostring(rerr), nil end
+    end
+    if not f then
+      return nil, what .. ": cafile: cannot read the PEM file " .. tostring(ferr)
+    end
+  end
+  if o.insecure ~= nil and type(o.insecure) ~= "boolean" then
+    return nil, what .. ": insecure must be a boolean, got a " .. type(o.insecure)
+  end
+  if o.insecure and cafile then
+    return nil, what .. ": cafile and insecure = true exclude each other "
+      .. "(insecure verifies nothing, so no CA is used)"
+  end
   local req = ffi.new("nb_rt_http_req_t")
   req.method = method
   req.url = url
@@ -161,7 +198,9 @@ local function build(o, what, stream)
   req.timeout_ns = ns
   req.stream = stream and 1 or 0
   req.follow = o.follow and 1 or 0
-  return req, { method, url, hdrs, body }
+  req.cafile = cafile
+  req.insecure = o.insecure and 1 or 0
+  return req, { method, url, hdrs, body, cafile }
 end
 
 -- Returns the headers text (data2) as a table of lowercase names.

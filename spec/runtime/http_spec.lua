@@ -201,6 +201,133 @@ describe("nb.http.stream", function()
   end)
 end)
 
+describe("HTTPS", function()
+  -- Throwaway self-signed certificates made now with the openssl CLI (a
+  -- missing openssl fails these tests, it does not skip them): "ok" for
+  -- 127.0.0.1 and localhost, "other" for another name only.
+  local dir, tls, other, cert, other_cert
+  local h
+
+  setup(function()
+    dir = fake.tempdir()
+    local key, other_key
+    cert, key = fake.cert(dir, "ok", "IP:127.0.0.1,DNS:localhost")
+    other_cert, other_key = fake.cert(dir, "other", "DNS:other.example")
+    tls = fake.start{ cert = cert, key = key }
+    other = fake.start{ cert = other_cert, key = other_key }
+  end)
+  teardown(function()
+    if tls then tls.stop() end
+    if other then other.stop() end
+    if dir then fake.rmdir(dir) end
+  end)
+  before_each(function() h = client() end)
+  after_each(function() h:close() end)
+
+  it("GETs over a verified connection with cafile", function()
+    assert.matches("^https://127%.0%.0%.1:", tls.url("/"))
+    send(h, { op = "request", key = "a", opts = { url = tls.url("/echo?x=1"), cafile = cert } })
+    send(h, { op = "request", key = "l", opts = { cafile = cert,
+      url = "https://localhost:" .. tls.port .. "/status/201" } })
+    local r = assert(result(h, "a"))
+    assert.is_nil(r.err, r.err)
+    assert.equal(200, r.status)
+    assert.equal("yes", r.headers["x-fake"])
+    assert.equal("/echo?x=1", cjson.decode(r.body).path)
+    r = assert(result(h, "l")) -- the name in the certificate verifies too
+    assert.is_nil(r.err, r.err)
+    assert.equal(201, r.status)
+    assert.equal("status 201", r.body)
+    assert.same({}, h:errors("client"))
+  end)
+
+  it("refuses a certificate the system's CAs do not vouch for", function()
+    send(h, { op = "request", key = "n", opts = { url = tls.url("/echo") } })
+    local r = assert(result(h, "n"))
+    assert.equal("io", r.kind)
+    assert.matches("nb.http.request: GET " .. tls.url("/echo") .. ": ", r.err, 1, true)
+    assert.matches("SSL certificate problem: self%-signed certificate", r.err)
+    assert.matches("trust its CA with cafile", r.err, 1, true)
+  end)
+
+  it("refuses a trusted certificate made for another host name", function()
+    send(h, { op = "request", key = "w", opts = { url = other.url("/echo"), cafile = other_cert } })
+    local r = assert(result(h, "w"))
+    assert.equal("io", r.kind)
+    assert.is_nil(r.status)
+    assert.matches("GET " .. other.url("/echo") .. ": ", r.err, 1, true)
+    assert.matches("no alternative certificate subject name matches target host name '127.0.0.1'", r.err, 1, true)
+    -- and the CA of one server does not vouch for the other
+    send(h, { op = "request", key = "x", opts = { url = tls.url("/echo"), cafile = other_cert } })
+    r = assert(result(h, "x"))
+    assert.equal("io", r.kind)
+    assert.matches("SSL certificate problem", r.err, 1, true)
+  end)
+
+  it("streams over https", function()
+    send(h, { op = "stream", key = "s", opts = { url = tls.url("/stream?n=3&ms=20"), cafile = cert } })
+    send(h, { op = "events", key = "e", opts = { url = tls.url("/stream?n=2&ms=5"), cafile = cert } })
+    send(h, { op = "stream", key = "f", opts = { url = tls.url("/stream?n=2&ms=5") } })
+    local r = assert(result(h, "s"))
+    assert.is_nil(r.err, r.err)
+    assert.equal(200, r.status)
+    assert.equal("text/event-stream", r.headers["content-type"])
+    assert.equal("data: event 1\n\ndata: event 2\n\ndata: event 3\n\ndata: [DONE]\n\n",
+      table.concat(r.items))
+    assert.same({ "event 1", "event 2", "[DONE]" }, assert(result(h, "e")).items)
+    r = assert(result(h, "f")) -- unverified: fails before any header
+    assert.equal("io", r.kind)
+    assert.matches("nb.http.stream: GET " .. tls.url("/stream?n=2&ms=5") .. ": SSL certificate problem", r.err, 1, true)
+  end)
+
+  it("insecure = true verifies nothing", function()
+    send(h, { op = "request", key = "i", opts = { url = other.url("/status/200"), insecure = true } })
+    local r = assert(result(h, "i"))
+    assert.is_nil(r.err, r.err)
+    assert.equal(200, r.status)
+  end)
+
+  it("validates cafile and insecure with clear messages", function()
+    local missing = dir .. "/missing.pem"
+    local junk = dir .. "/junk.pem"
+    local f = assert(io.open(junk, "w"))
+    f:write("not a certificate\n")
+    f:close()
+    send(h, { op = "request", key = "m", opts = { url = tls.url("/"), cafile = missing } })
+    send(h, { op = "stream", key = "ms", opts = { url = tls.url("/"), cafile = missing } })
+    send(h, { op = "request", key = "d", opts = { url = tls.url("/"), cafile = dir } })
+    send(h, { op = "request", key = "t", opts = { url = tls.url("/"), cafile = 1 } })
+    send(h, { op = "request", key = "i", opts = { url = tls.url("/"), insecure = "yes" } })
+    send(h, { op = "request", key = "b", opts = { url = tls.url("/"), insecure = true, cafile = cert } })
+    send(h, { op = "request", key = "j", opts = { url = tls.url("/"), cafile = junk } })
+    local r = assert(result(h, "m"))
+    assert.equal("invalid", r.kind)
+    assert.equal("nb.http.request: cafile: cannot read the PEM file " .. missing
+      .. ": No such file or directory", r.err)
+    assert.equal("nb.http.stream: cafile: cannot read the PEM file " .. missing
+      .. ": No such file or directory", assert(result(h, "ms")).err)
+    assert.matches("cafile: cannot read the PEM file " .. dir .. ": Is a directory",
+      assert(result(h, "d")).err, 1, true)
+    assert.matches("cafile must be the path of a PEM file of CA certificates, got a number",
+      assert(result(h, "t")).err, 1, true)
+    assert.matches("insecure must be a boolean, got a string", assert(result(h, "i")).err, 1, true)
+    assert.matches("cafile and insecure = true exclude each other", assert(result(h, "b")).err, 1, true)
+    r = assert(result(h, "j")) -- readable but no certificate: curl names it
+    assert.equal("io", r.kind)
+    assert.matches("GET " .. tls.url("/") .. ": ", r.err, 1, true)
+    assert.matches(junk, r.err, 1, true)
+  end)
+
+  it("has no cafile in the sandbox", function()
+    local sb = client({ sandbox = true })
+    send(sb, { op = "request", key = "c", opts = { url = tls.url("/"), cafile = cert } })
+    local r = assert(result(sb, "c"))
+    assert.equal("invalid", r.kind)
+    assert.matches("nb.http.request: cafile is not available in the sandbox", r.err, 1, true)
+    sb:close()
+  end)
+end)
+
 describe("cancelling", function()
   it("task:cancel() stops a request", function()
     local h = client()

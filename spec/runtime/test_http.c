@@ -1,8 +1,10 @@
 /* nb.http's transfers from C, so they run under ASan/UBSan too (make test
  * SAN=address): a request completes and frees everything, a stream closed
  * early, task:cancel(), a restart of the agent, the runtime's close with
- * transfers in flight, and nb_rt_run's loop with transfers in flight. The
- * agent is spec/fixtures/http/client.lua; each test starts the fake server
+ * transfers in flight, nb_rt_run's loop with transfers in flight, and
+ * HTTPS verified with a cafile (a throwaway certificate the openssl CLI
+ * makes: a missing openssl fails the test). The agent is
+ * spec/fixtures/http/client.lua; each test starts the fake server
  * spec/fixtures/http/fake_server.py (python3) in its own process. */
 #include <signal.h>
 #include <stdio.h>
@@ -17,32 +19,44 @@
 static pid_t server_pid;
 static int port;
 
-/* Starts the fake server; its port goes to port. */
-static void server_start(void) {
-  int fds[2];
+/* Starts a fake server (HTTPS with cert and key, else HTTP); its pid goes
+ * to *pid, and its port is returned (0: it did not start). */
+static int fake_start(pid_t *pid, const char *cert, const char *key) {
+  int fds[2], p = 0;
   NBT_CHECK(pipe(fds) == 0);
-  server_pid = fork();
-  if (server_pid == 0) {
+  *pid = fork();
+  if (*pid == 0) {
     dup2(fds[1], 1);
     close(fds[0]);
-    execlp("python3", "python3", "spec/fixtures/http/fake_server.py", (char *)NULL);
+    if (cert)
+      execlp("python3", "python3", "spec/fixtures/http/fake_server.py", "--cert",
+             cert, "--key", key, (char *)NULL);
+    else
+      execlp("python3", "python3", "spec/fixtures/http/fake_server.py", (char *)NULL);
     _exit(127);
   }
   close(fds[1]);
   FILE *f = fdopen(fds[0], "r");
-  port = 0;
-  if (f && fscanf(f, "PORT %d", &port) != 1) port = 0;
+  if (f && fscanf(f, "PORT %d", &p) != 1) p = 0;
   if (f) fclose(f);
+  return p;
+}
+
+static void fake_stop(pid_t *pid) {
+  if (*pid > 0) {
+    kill(*pid, SIGTERM);
+    waitpid(*pid, NULL, 0);
+    *pid = 0;
+  }
+}
+
+/* Starts the fake server; its port goes to port. */
+static void server_start(void) {
+  port = fake_start(&server_pid, NULL, NULL);
   NBT_CHECK(port > 0);
 }
 
-static void server_stop(void) {
-  if (server_pid > 0) {
-    kill(server_pid, SIGTERM);
-    waitpid(server_pid, NULL, 0);
-    server_pid = 0;
-  }
-}
+static void server_stop(void) { fake_stop(&server_pid); }
 
 /* Opens the client agent alone (restart on error, 1 ms backoff). */
 static nb_rt_t *open_client(void) {
@@ -184,6 +198,48 @@ static void the_loop_with_transfers_in_flight(void) {
   nb_rt_close(rt);
 }
 
+/* HTTPS: a request and a stream verified with cafile, one refused without
+ * it; everything freed (OpenSSL's side too, under ASan). */
+static void https_verified_with_cafile(void) {
+  char dir[] = "/tmp/nb-http-tls.XXXXXX";
+  NBT_CHECK(mkdtemp(dir) != NULL);
+  char sh[1024], cert[256], key[256], buf[1024];
+  snprintf(cert, sizeof cert, "%s/ok.pem", dir);
+  snprintf(key, sizeof key, "%s/ok.key", dir);
+  snprintf(sh, sizeof sh,
+           "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost "
+           "-addext subjectAltName=IP:127.0.0.1,DNS:localhost -days 1 "
+           "-keyout %s -out %s >/dev/null 2>&1",
+           key, cert);
+  int made = system(sh) == 0;
+  if (!made) printf("    openssl could not make the certificate (is Debian's openssl installed? make deps)\n");
+  NBT_CHECK(made);
+  pid_t tls_pid = 0;
+  int tls_port = made ? fake_start(&tls_pid, cert, key) : 0;
+  NBT_CHECK(tls_port > 0);
+  nb_rt_t *rt = tls_port > 0 ? open_client() : NULL;
+  if (rt) {
+    int id = nb_rt_id(rt, "test");
+    snprintf(buf, sizeof buf, "{ op = 'request', key = 'a', opts = { url = "
+             "'https://127.0.0.1:%d/echo', body = 'hi', cafile = '%s' } }", tls_port, cert);
+    NBT_EQ(nb_rt_inject(rt, (uint32_t)id, 0, 0, 0, buf, strlen(buf)), 0);
+    snprintf(buf, sizeof buf, "{ op = 'events', key = 'e', opts = { url = "
+             "'https://127.0.0.1:%d/stream?n=3&ms=1', cafile = '%s' } }", tls_port, cert);
+    NBT_EQ(nb_rt_inject(rt, (uint32_t)id, 0, 0, 0, buf, strlen(buf)), 0);
+    snprintf(buf, sizeof buf, "{ op = 'request', key = 'n', opts = { url = "
+             "'https://127.0.0.1:%d/echo' } }", tls_port);
+    NBT_EQ(nb_rt_inject(rt, (uint32_t)id, 0, 0, 0, buf, strlen(buf)), 0);
+    NBT_CHECK(wait_for(rt, "\\\"body\\\": \\\"hi\\\"", 10));
+    NBT_CHECK(wait_for(rt, "[3]=\"event 3\",[4]=\"[DONE]\"", 10));
+    NBT_CHECK(wait_for(rt, "self-signed certificate", 10));
+    NBT_CHECK(wait_idle(rt, 5));
+    nb_rt_close(rt);
+  }
+  fake_stop(&tls_pid);
+  snprintf(sh, sizeof sh, "rm -rf '%s'", dir);
+  NBT_EQ(system(sh), 0);
+}
+
 static const nbt_test_t tests[] = {
     NBT_TEST(a_request_completes),
     NBT_TEST(a_stream_closed_early),
@@ -191,6 +247,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(a_restart_cancels),
     NBT_TEST(close_with_transfers_in_flight),
     NBT_TEST(the_loop_with_transfers_in_flight),
+    NBT_TEST(https_verified_with_cafile),
 };
 
 int main(int argc, char **argv) {
