@@ -54,6 +54,7 @@ struct nb_lstate_s {
   uint64_t w_token;             /* of that entry's reports */
   nb_lstate_t *w_next, *w_prev; /* under wd.mu */
   int w_linked;
+  int cstack_hit; /* the allocator refused a block: the C stack was deep */
 };
 
 /* ---- small helpers -------------------------------------------------- */
@@ -95,6 +96,11 @@ static const char *time_txt(char *buf, size_t len, uint64_t ns) {
 
 /* ---- allocator ------------------------------------------------------ */
 
+/* This thread's C stack floor for agent allocations (see "C stack depth"
+ * below): 0 until known, or when it cannot be known. */
+static _Thread_local uintptr_t cs_floor;
+static _Thread_local int cs_ready; /* 1 known, -1 cannot be known */
+
 /* The state's lua_Alloc: counts the bytes malloc really holds, refuses
  * growth past the cap while enforce is set; returns the block or NULL.
  * Shrinks and frees never fail, as Lua requires. The count uses
@@ -113,6 +119,13 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
    * (glibc: a 16-byte rounding plus 8 for heap chunks, page rounding for
    * mmapped ones), so the counted bytes never pass the cap. */
   size_t est = nsize + (nsize < 65536 ? 24 : 4096);
+  if (nsize > (ptr ? osize : 0) && S->depth && cs_floor &&
+      (uintptr_t)__builtin_frame_address(0) < cs_floor) {
+    /* Agent code recursing through C is near the end of the stack. */
+    S->cstack_hit = 1;
+    S->refused++;
+    return NULL;
+  }
   if (nsize > (ptr ? osize : 0) && S->enforce && S->limit &&
       S->bytes - old + est > S->limit) {
     S->mem_hit = 1;
@@ -890,6 +903,39 @@ size_t nb_lstate_close(nb_lstate_t *S) {
   return left;
 }
 
+/* ---- C stack depth -------------------------------------------------------
+ *
+ * Lua code can recurse through C without LuaJIT counting it (a string.gsub
+ * callback calling gsub, nested coroutine.wrap, a __tostring calling
+ * tostring): the thread's C stack would run out and the process die with
+ * SIGSEGV. Such recursion allocates as it goes (strings, coroutines,
+ * stack growth), so the state's allocator checks how deep the thread's C
+ * stack is: within CS_MARGIN of its end, agent code's allocations are
+ * refused. LuaJIT then raises its out-of-memory error, which unwinds every
+ * C frame the proper way; the entry fails with NB_ECSTACK (a fault for the
+ * isolation policy) and the state stays usable. */
+
+#define CS_MARGIN (512u << 10) /* room kept for unwinding and the handler */
+
+
+/* Returns the lowest stack address agent code may allocate at on this
+ * thread (its stack's low end plus CS_MARGIN), or 0 when it cannot be
+ * known (an unlimited stack). */
+static uintptr_t cs_limit(void) {
+  if (cs_ready) return cs_floor;
+  cs_ready = -1;
+  pthread_attr_t at;
+  void *addr = NULL;
+  size_t size = 0;
+  if (pthread_getattr_np(pthread_self(), &at) != 0) return 0;
+  pthread_attr_getstack(&at, &addr, &size);
+  pthread_attr_destroy(&at);
+  if (!addr || size <= 2 * CS_MARGIN || size > ((size_t)1 << 32)) return 0;
+  cs_floor = (uintptr_t)addr + CS_MARGIN;
+  cs_ready = 1;
+  return cs_floor;
+}
+
 /* ---- entries -------------------------------------------------------- */
 
 /* Arms the cap, the budget and the watchdog stamp (with the entry's name)
@@ -898,6 +944,8 @@ static void enter(nb_lstate_t *S, const char *entry) {
   uint64_t now = nb_clock_ns();
   S->entries++;
   S->mem_hit = 0;
+  S->cstack_hit = 0;
+  cs_limit(); /* this thread's stack bounds, once */
   S->budget_hit = 0;
   S->enforce = S->limit != 0;
   if (S->budget_ns) {
@@ -949,7 +997,15 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
   const char *msg = status ? lua_tostring(L, -1) : NULL;
   int code;
   int outer = S->depth == 0; /* count each failed entry once */
-  if (S->budget_hit) {
+  if (S->cstack_hit && status != 0) {
+    S->cstack_hit = 0;
+    code = errf(err, errlen, NB_ECSTACK, "C stack overflow: the agent's "
+                "code recursed through C functions (string.gsub or "
+                "string.find callbacks, coroutine.wrap, metamethods...) "
+                "until the thread's stack was nearly used up%s%s",
+                msg && !is_mem_msg(msg) ? "; the error it raised: " : "",
+                msg && !is_mem_msg(msg) ? msg : "");
+  } else if (S->budget_hit) {
     S->budget_overruns += outer;
     if (msg && strstr(msg, "budget of"))
       code = errf(err, errlen, NB_EBUDGET, "%s", msg);

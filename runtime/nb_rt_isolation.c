@@ -367,6 +367,7 @@ int nb__isol_fault(nb__agent_t *a, int code, const char *where) {
   if (code == NB_EAGENT && !I->c.error_is_fault) return 0;
   apply_policy(a, code == NB_EMEMLIMIT ? "memory limit"
                : code == NB_EBUDGET ? "budget overrun"
+               : code == NB_ECSTACK ? "C stack overflow"
                : code == NB_ENOMEM ? "out of memory" : "error",
             where);
   return 1;

@@ -1,0 +1,36 @@
+-- Recursion through C functions (gsub/find callbacks, coroutine.wrap,
+-- table.sort comparators) runs a thread's C stack out;
+-- it must be an agent fault with a clear message, never the process's end,
+-- and a bystander flow goes on.
+local testing = require("neuronbus.testing")
+local helpers = require("helpers")
+
+local DEEP = helpers.fixture("cstack/deep.lua")
+
+for _, how in ipairs({ "gsub", "find", "wrap", "sort" }) do
+  describe("recursion through " .. how, function()
+    it("is the neuron's fault, not the process's; it restarts and goes on", function()
+      local h = testing.agent(DEEP, { name = "deep", quiet = true, peers = { "by" },
+        restart = { backoff = "1ms", backoff_max = "1ms" } })
+      h:inject("deep", how)
+      for _ = 1, 20 do h:inject("by", "bystander") end
+      assert.is_true(h:run_until_idle("10s"))
+      local st = h:stats("deep")
+      local errs = h:errors("deep")
+      assert.equal(1, #errs)
+      if how == "sort" then
+        -- A comparator's recursion runs LuaJIT's own (Lua) stack out
+        -- first: an ordinary error, the agent goes on.
+        assert.matches("stack overflow", errs[1])
+      else
+        assert.equal(1, st.restarts)
+        assert.matches("C stack overflow", errs[1])
+      end
+      assert.equal(20, #h:received("by"))
+      h:inject("deep", "fine")
+      assert.is_true(h:run_until_idle("5s"))
+      assert.is_true(h:state("deep").done >= 1)
+      h:close()
+    end)
+  end)
+end
