@@ -5,7 +5,7 @@
 # SAN=address (ASan+UBSan) or SAN=thread (TSan) builds into build/$(SAN).
 #
 # Packages: `make deps` installs the missing Debian packages (compiler,
-# pkg-config, LuaJIT, libuv, libcurl, lua-cjson, busted); `make test`, `make run` and
+# pkg-config, LuaJIT, libuv, libcurl, jansson, lua-cjson, busted); `make test`, `make run` and
 # `make bench` run it first. Any other build only checks them and names
 # what is missing. The fuzzing toolchain (clang, libFuzzer) is installed
 # only by `make fuzz` and `make fuzz-build`.
@@ -33,8 +33,9 @@ CFLAGS_ALL = $(CFLAGS_BASE) $(SAN_FLAGS) $(CFLAGS) -MMD -MP
 LDLIBS_CORE = $(SAN_FLAGS) $(LDFLAGS) -pthread -lm
 # Lazily expanded: pkg-config runs after `deps` has installed the packages.
 # libcurl: nb.http (runtime/nb_rt_http.c) runs on the runtime's loop.
-HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl) -Iruntime
-UV_LIBS = $(shell pkg-config --libs libuv libcurl)
+# jansson: the statistics' JSON lines (runtime/nb_rt_json.c).
+HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson) -Iruntime
+UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson)
 # -Wl,-E: the agent states' FFI finds the nb_rt_* functions in the program.
 HOST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) $(LDLIBS_CORE) -Wl,-E
 
@@ -156,10 +157,13 @@ install: all
 	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/5.1/$$f" || exit 1; done
 
 # Fuzzing the link's frame decoder and handshake parser
-# (spec/fuzz/fuzz_frames.c). `make fuzz FUZZ_TIME=60` runs libFuzzer (clang)
-# for that many seconds: new inputs go to build/fuzz/corpus, the kept seeds
-# are spec/fuzz/corpus (read only), crashes land in build/fuzz/.
-# `make fuzz-replay` builds the same target with cc, ASan and UBSan and a
+# (spec/fuzz/fuzz_frames.c) and the statistics' JSON writer
+# (spec/fuzz/fuzz_stats.c: its output always parses, whatever bytes the
+# names hold). `make fuzz FUZZ_TIME=60` runs libFuzzer (clang) on each
+# for that many seconds: new inputs go to build/fuzz/corpus(_stats), the
+# kept seeds are spec/fuzz/corpus and spec/fuzz/corpus_stats (read only),
+# crashes land in build/fuzz/.
+# `make fuzz-replay` builds the same targets with cc, ASan and UBSan and a
 # main of its own (spec/fuzz/replay.c) that replays the corpus and seeded
 # mutations of it: what make test runs, without the clang toolchain.
 FUZZ_TIME ?= 60
@@ -170,7 +174,12 @@ FUZZ_REPLAY := $(FUZZ_DIR)/replay_frames
 FUZZ_SRC := spec/fuzz/fuzz_frames.c runtime/nb_link_wire.c core/nb_frame.c \
   core/nb_spike.c core/nb_err.c
 FUZZ_HDR := runtime/nb_link_wire.h core/nb_frame.h core/nb_spike.h core/nb_err.h
+FUZZ_STATS_BIN := $(FUZZ_DIR)/fuzz_stats
+FUZZ_STATS_REPLAY := $(FUZZ_DIR)/replay_stats
+FUZZ_STATS_SRC := spec/fuzz/fuzz_stats.c runtime/nb_rt_json.c
+FUZZ_STATS_HDR := runtime/nb_rt_json.h
 FUZZ_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) -Iruntime
+FUZZ_STATS_LIBS = $(shell pkg-config --libs jansson) -lm
 
 $(FUZZ_BIN): $(FUZZ_SRC) $(FUZZ_HDR) | deps-fuzz
 	@mkdir -p $(FUZZ_DIR)/corpus
@@ -180,12 +189,22 @@ $(FUZZ_REPLAY): spec/fuzz/replay.c $(FUZZ_SRC) $(FUZZ_HDR) | $(DEPS_STEP)
 	@mkdir -p $(FUZZ_DIR)
 	$(CC) $(FUZZ_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c $(FUZZ_SRC)
 
-fuzz-build: $(FUZZ_BIN)
-fuzz-replay: $(FUZZ_REPLAY)
+$(FUZZ_STATS_BIN): $(FUZZ_STATS_SRC) $(FUZZ_STATS_HDR) | deps-fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus_stats
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ $(FUZZ_STATS_SRC) $(FUZZ_STATS_LIBS)
 
-fuzz: $(FUZZ_BIN)
+$(FUZZ_STATS_REPLAY): spec/fuzz/replay.c $(FUZZ_STATS_SRC) $(FUZZ_STATS_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c $(FUZZ_STATS_SRC) $(FUZZ_STATS_LIBS)
+
+fuzz-build: $(FUZZ_BIN) $(FUZZ_STATS_BIN)
+fuzz-replay: $(FUZZ_REPLAY) $(FUZZ_STATS_REPLAY)
+
+fuzz: $(FUZZ_BIN) $(FUZZ_STATS_BIN)
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=16384 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus spec/fuzz/corpus
+	$(FUZZ_STATS_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_DIR)/stats- $(FUZZ_DIR)/corpus_stats spec/fuzz/corpus_stats
 
 clean:
 	rm -rf build

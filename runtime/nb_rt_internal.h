@@ -2,7 +2,8 @@
  *
  * The files form layers, and a file calls only into the layers below it:
  *
- *   nb_rt_util.c                      strings, error lists, Lua state setup
+ *   nb_rt_util.c, nb_rt_json.c        strings, error lists, Lua state setup,
+ *                                     the statistics' JSON values (jansson)
  *   nb_lstate.c, nb_link*.c           one agent state; the TCP link protocol
  *   nb_rt_rec.c, nb_rt_reload.c,      recording, code versions and hot
  *   nb_rt_isolation.c, nb_rt_link.c,  reload, fault policies, links to peers,
@@ -26,6 +27,7 @@
 #include "nb_rt.h"
 #include "nb_lstate.h"
 #include "nb_link.h"
+#include "nb_rt_json.h"
 
 /* Fixed stack slots of every agent state: the entry points returned by
  * neuronbus.agent's boot, kept on the stack so a call is one pushvalue. */
@@ -406,13 +408,13 @@ void nb__isol_rt_free(nb_rt_t *rt);
 
 /* Statistics: the table's column heads, one neuron's cells, the total
  * row's cells (into buf, returned), and the JSON members of a neuron and
- * of the totals (written to f). */
+ * of the totals (added to obj, nb_rt_json.h). */
 const char *nb__isol_head(void);
 const char *nb__isol_cells(const nb_rt_t *rt, uint32_t id, char *buf,
                            size_t n);
 const char *nb__isol_total_cells(const nb_rt_t *rt, char *buf, size_t n);
-void nb__isol_json(const nb_rt_t *rt, uint32_t id, FILE *f);
-void nb__isol_json_totals(const nb_rt_t *rt, FILE *f);
+void nb__isol_json(const nb_rt_t *rt, uint32_t id, json_t *obj);
+void nb__isol_json_totals(const nb_rt_t *rt, json_t *obj);
 
 /* `neuronbus run`: installs the watchdog report (printed; exit status 3
  * past a neuron's watchdog_exit) and, in front of libuv's SIGINT/SIGTERM
@@ -462,9 +464,13 @@ void nb__link_proxy_free(struct nb__proxy_s *p);
  * lets paused links read again; returns nothing. */
 void nb__link_pretick(nb_rt_t *rt);
 
-/* Prints the link rows of the statistics (a table, or a ",\"links\":[...]"
- * member for JSON); returns nothing. */
-void nb__link_print_stats(nb_rt_t *rt, FILE *f, int json);
+/* Prints the link rows of the statistics table to f; returns nothing. */
+void nb__link_print_stats(nb_rt_t *rt, FILE *f);
+
+/* Adds the links' members of the statistics' JSON to obj:
+ * "pending_at_close" once the links closed, and the "links" array; returns
+ * nothing. */
+void nb__link_json(nb_rt_t *rt, json_t *obj);
 
 /* Frees rt->link (its node must be closed by then); returns nothing. */
 void nb__link_free(nb_rt_t *rt);

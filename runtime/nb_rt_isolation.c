@@ -604,21 +604,24 @@ const char *nb__isol_total_cells(const nb_rt_t *rt, char *buf, size_t n) {
   return buf;
 }
 
-void nb__isol_json(const nb_rt_t *rt, uint32_t id, FILE *f) {
+void nb__isol_json(const nb_rt_t *rt, uint32_t id, json_t *obj) {
   nb_rt_isol_stat_t s;
   nb_rt_isol_stat(rt, id, &s);
-  fprintf(f, ",\"dead_letters\":%" PRIu64 ",\"restarts\":%" PRIu64
-          ",\"faults\":%" PRIu64 ",\"state\":\"%s\",\"memory\":%" PRIu64
-          ",\"memory_peak\":%" PRIu64 ",\"memory_limit\":%" PRIu64
-          ",\"mem_errors\":%" PRIu64 ",\"budget_overruns\":%" PRIu64
-          ",\"watchdog_overruns\":%" PRIu64 ",\"jit\":%s,\"sandbox\":%s",
-          s.dead_letters, s.restarts, s.faults, state_name(s.state),
-          s.memory, s.memory_peak, s.memory_limit, s.mem_errors,
-          s.budget_overruns, s.watchdog_overruns, s.jit ? "true" : "false",
-          s.sandbox ? "true" : "false");
+  nb__json_set_u64(obj, "dead_letters", s.dead_letters);
+  nb__json_set_u64(obj, "restarts", s.restarts);
+  nb__json_set_u64(obj, "faults", s.faults);
+  nb__json_set_str(obj, "state", state_name(s.state));
+  nb__json_set_u64(obj, "memory", s.memory);
+  nb__json_set_u64(obj, "memory_peak", s.memory_peak);
+  nb__json_set_u64(obj, "memory_limit", s.memory_limit);
+  nb__json_set_u64(obj, "mem_errors", s.mem_errors);
+  nb__json_set_u64(obj, "budget_overruns", s.budget_overruns);
+  nb__json_set_u64(obj, "watchdog_overruns", s.watchdog_overruns);
+  nb__json_set_bool(obj, "jit", s.jit);
+  nb__json_set_bool(obj, "sandbox", s.sandbox);
 }
 
-void nb__isol_json_totals(const nb_rt_t *rt, FILE *f) {
+void nb__isol_json_totals(const nb_rt_t *rt, json_t *obj) {
   uint64_t dead = 0, restarts = 0;
   for (uint32_t i = 0; i < rt->n; i++) {
     nb_rt_isol_stat_t s;
@@ -626,8 +629,8 @@ void nb__isol_json_totals(const nb_rt_t *rt, FILE *f) {
     dead += s.dead_letters;
     restarts += s.restarts;
   }
-  fprintf(f, ",\"dead_letters\":%" PRIu64 ",\"restarts\":%" PRIu64, dead,
-          restarts);
+  nb__json_set_u64(obj, "dead_letters", dead);
+  nb__json_set_u64(obj, "restarts", restarts);
 }
 
 /* ------------------------------------------------------------------ */

@@ -637,73 +637,74 @@ static const char *state_of(const peer_t *p) {
   return nb_link_is_paused(p->link) ? "paused" : "up";
 }
 
-/* Writes s as a JSON string literal (names are plain, but a peer's cortex
- * name is the peer's to choose). */
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-    if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
-    else if (*c < 0x20 || *c == 0x7f) fprintf(f, "\\u%04x", *c);
-    else fputc(*c, f);
-  }
-  fputc('"', f);
-}
-
-void nb__link_print_stats(nb_rt_t *rt, FILE *f, int json) {
+void nb__link_print_stats(nb_rt_t *rt, FILE *f) {
   struct nb__rtlink_s *rl = rt->link;
-  if (json) {
-    if (rl->closed)
-      fprintf(f, ",\"pending_at_close\":%" PRIu64, rl->pending_at_close);
-    fputs(",\"links\":[", f);
-  } else {
-    fprintf(f, "  links%s%s", rl->listen ? ": listening on " : "",
-            rl->listen ? rl->listen : "");
-    if (rl->port) fprintf(f, " (port %d)", rl->port);
-    fputc('\n', f);
-    if (rl->npeers)
-      fprintf(f, "  %-20s %-6s %10s %10s %8s %7s %10s %8s %10s %6s %6s %7s"
-              " %7s\n", "peer", "state", "sent", "acked", "resent", "lost",
-              "received", "rejected", "unroutable", "reconn", "errors",
-              "queued", "full");
-  }
+  fprintf(f, "  links%s%s", rl->listen ? ": listening on " : "",
+          rl->listen ? rl->listen : "");
+  if (rl->port) fprintf(f, " (port %d)", rl->port);
+  fputc('\n', f);
+  if (rl->npeers)
+    fprintf(f, "  %-20s %-6s %10s %10s %8s %7s %10s %8s %10s %6s %6s %7s"
+            " %7s\n", "peer", "state", "sent", "acked", "resent", "lost",
+            "received", "rejected", "unroutable", "reconn", "errors",
+            "queued", "full");
   for (size_t i = 0; i < rl->npeers; i++) {
     peer_t *p = rl->peers[i];
     nb_link_stats_t st;
     const char *peer;
     nb_rt_link_stats(rt, i, &st, &peer);
-    uint64_t rejected = st.rejected;
-    if (json) {
-      fputs(i ? ",{\"peer\":" : "{\"peer\":", f);
-      json_str(f, peer);
-      fputs(",\"url\":", f);
-      if (p->url) json_str(f, p->url);
-      else fputs("null", f);
-      fprintf(f, ",\"state\":\"%s\",\"shared_arena\":%s,\"refs_out\":%" PRIu64
-              ",\"refs_in\":%" PRIu64, state_of(p),
-              p->shared ? "true" : "false",
-              st.refs_out, st.refs_in);
-      fprintf(f, ",\"sent\":%" PRIu64 ",\"acked\":%" PRIu64
-              ",\"resent\":%" PRIu64 ",\"lost\":%" PRIu64
-              ",\"received\":%" PRIu64 ",\"rejected\":%" PRIu64
-              ",\"unroutable\":%" PRIu64 ",\"bytes_out\":%" PRIu64
-              ",\"bytes_in\":%" PRIu64 ",\"connects\":%" PRIu64
-              ",\"reconnects\":%" PRIu64 ",\"errors\":%" PRIu64
-              ",\"full\":%" PRIu64 ",\"pauses\":%" PRIu64
-              ",\"queued\":%" PRIu64 ",\"in_doubt\":%" PRIu64
-              ",\"held\":%" PRIu64 "}", st.sent, st.acked, st.resent, st.lost,
-              st.received, rejected, p->unroutable, st.bytes_out, st.bytes_in,
-              st.connects, st.reconnects, st.errors, st.full, st.pauses,
-              st.queued, st.in_doubt, held_count(rl, p));
-    } else {
-      fprintf(f, "  %-20.20s %-6s %10" PRIu64 " %10" PRIu64 " %8" PRIu64
-              " %7" PRIu64 " %10" PRIu64 " %8" PRIu64 " %10" PRIu64 " %6"
-              PRIu64 " %6" PRIu64 " %7" PRIu64 " %7" PRIu64 "\n", peer,
-              state_of(p), st.sent, st.acked, st.resent, st.lost,
-              st.received, rejected, p->unroutable, st.reconnects, st.errors,
-              st.queued, st.full);
-    }
+    fprintf(f, "  %-20.20s %-6s %10" PRIu64 " %10" PRIu64 " %8" PRIu64
+            " %7" PRIu64 " %10" PRIu64 " %8" PRIu64 " %10" PRIu64 " %6"
+            PRIu64 " %6" PRIu64 " %7" PRIu64 " %7" PRIu64 "\n", peer,
+            state_of(p), st.sent, st.acked, st.resent, st.lost,
+            st.received, st.rejected, p->unroutable, st.reconnects,
+            st.errors, st.queued, st.full);
   }
-  if (json) fputs("]", f);
+}
+
+/* Returns a new JSON object of link i's row (a peer's cortex name is the
+ * peer's to choose: nb__json_str keeps the line valid whatever it holds). */
+static json_t *link_json(nb_rt_t *rt, size_t i) {
+  struct nb__rtlink_s *rl = rt->link;
+  peer_t *p = rl->peers[i];
+  nb_link_stats_t st;
+  const char *peer;
+  nb_rt_link_stats(rt, i, &st, &peer);
+  json_t *o = json_object();
+  if (!o) return NULL;
+  nb__json_set_str(o, "peer", peer);
+  nb__json_set_str(o, "url", p->url); /* null without one */
+  nb__json_set_str(o, "state", state_of(p));
+  nb__json_set_bool(o, "shared_arena", p->shared);
+  nb__json_set_u64(o, "refs_out", st.refs_out);
+  nb__json_set_u64(o, "refs_in", st.refs_in);
+  nb__json_set_u64(o, "sent", st.sent);
+  nb__json_set_u64(o, "acked", st.acked);
+  nb__json_set_u64(o, "resent", st.resent);
+  nb__json_set_u64(o, "lost", st.lost);
+  nb__json_set_u64(o, "received", st.received);
+  nb__json_set_u64(o, "rejected", st.rejected);
+  nb__json_set_u64(o, "unroutable", p->unroutable);
+  nb__json_set_u64(o, "bytes_out", st.bytes_out);
+  nb__json_set_u64(o, "bytes_in", st.bytes_in);
+  nb__json_set_u64(o, "connects", st.connects);
+  nb__json_set_u64(o, "reconnects", st.reconnects);
+  nb__json_set_u64(o, "errors", st.errors);
+  nb__json_set_u64(o, "full", st.full);
+  nb__json_set_u64(o, "pauses", st.pauses);
+  nb__json_set_u64(o, "queued", st.queued);
+  nb__json_set_u64(o, "in_doubt", st.in_doubt);
+  nb__json_set_u64(o, "held", held_count(rl, p));
+  return o;
+}
+
+void nb__link_json(nb_rt_t *rt, json_t *obj) {
+  struct nb__rtlink_s *rl = rt->link;
+  if (rl->closed) nb__json_set_u64(obj, "pending_at_close", rl->pending_at_close);
+  json_t *links = json_array();
+  for (size_t i = 0; links && i < rl->npeers; i++)
+    json_array_append_new(links, link_json(rt, i));
+  nb__json_set(obj, "links", links);
 }
 
 void nb__link_free(nb_rt_t *rt) {

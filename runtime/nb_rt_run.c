@@ -190,47 +190,36 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
 /* ------------------------------------------------------------------ */
 /* statistics                                                          */
 
-/* Writes s as a JSON string literal. */
-static void json_str(FILE *f, const char *s) {
-  fputc('"', f);
-  for (const unsigned char *p = (const unsigned char *)s; p && *p; p++) {
-    if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
-    else if (*p < 0x20) fprintf(f, "\\u%04x", *p);
-    else fputc(*p, f);
-  }
-  fputc('"', f);
-}
-
 typedef struct syn_ctx_s {
   nb_rt_t *rt;
-  FILE *f;
-  int json, first;
+  FILE *f;      /* the table's rows, or */
+  json_t *arr;  /* the JSON objects */
 } syn_ctx_t;
 
-/* Prints one synapse (callback of nb_synapse_table_each). */
+/* Prints one synapse, or adds its JSON object to c->arr (callback of
+ * nb_synapse_table_each). */
 static void print_synapse(void *ctx, const nb_synapse_t *s) {
   syn_ctx_t *c = ctx;
   const char *from = nb_rt_name(c->rt, s->pre), *to = nb_rt_name(c->rt, s->post);
   float w = nb_atomic_f32_load(&s->weight);
-  if (c->json) {
-    fputs(c->first ? "" : ",", c->f);
-    fputs("{\"from\":", c->f);
-    json_str(c->f, from ? from : "?");
-    fputs(",\"to\":", c->f);
-    json_str(c->f, to ? to : "?");
-    fprintf(c->f, ",\"weight\":%.6g,\"stdp\":%s}", w,
-            s->stdp_on ? "true" : "false");
+  if (c->arr) {
+    json_t *o = json_object();
+    if (!o) return;
+    nb__json_set_str(o, "from", from ? from : "?");
+    nb__json_set_str(o, "to", to ? to : "?");
+    nb__json_set(o, "weight", nb__json_num("%.6g", w));
+    nb__json_set_bool(o, "stdp", s->stdp_on);
+    json_array_append_new(c->arr, o);
   } else {
     char pair[128];
     snprintf(pair, sizeof pair, "%s -> %s", from ? from : "?", to ? to : "?");
     fprintf(c->f, "  %-36s %10.6f%s\n", pair, w, s->stdp_on ? "  stdp" : "");
   }
-  c->first = 0;
 }
 
-/* Prints the arena's use and the payloads agents keep (JSON: an "arena"
- * member; else one line). */
-static void print_arena(nb_rt_t *rt, FILE *f, int json, uint64_t now) {
+/* Prints the arena's use and the payloads agents keep: one line to f, or
+ * (obj not NULL) an "arena" member of obj. */
+static void print_arena(nb_rt_t *rt, FILE *f, json_t *obj, uint64_t now) {
   nb_arena_stats_t st;
   nb_arena_stats(rt->arena, &st);
   uint64_t kept = 0, refused = 0, oldest = 0;
@@ -246,19 +235,26 @@ static void print_arena(nb_rt_t *rt, FILE *f, int json, uint64_t now) {
     }
   }
   double age = oldest ? (double)(now - oldest) / 1e9 : 0;
-  if (json) {
-    fprintf(f, ",\"arena\":{\"capacity\":%" PRIu64 ",\"in_use\":%" PRIu64
-            ",\"segment_size\":%u,\"segments\":%u,\"free\":%u,\"active\":%u"
-            ",\"sealed\":%u,\"processes\":%u,\"reclaimed\":%" PRIu64
-            ",\"reaped\":%" PRIu64 ",\"arena_full\":%" PRIu64 ",\"kept\":%"
-            PRIu64, st.capacity, st.in_use, st.segment_size, st.segments,
-            st.free, st.active, st.sealed, st.processes, st.reclaimed,
-            st.reaped, refused, kept);
+  if (obj) {
+    json_t *a = json_object();
+    if (!a) return;
+    nb__json_set_u64(a, "capacity", st.capacity);
+    nb__json_set_u64(a, "in_use", st.in_use);
+    nb__json_set_u64(a, "segment_size", st.segment_size);
+    nb__json_set_u64(a, "segments", st.segments);
+    nb__json_set_u64(a, "free", st.free);
+    nb__json_set_u64(a, "active", st.active);
+    nb__json_set_u64(a, "sealed", st.sealed);
+    nb__json_set_u64(a, "processes", st.processes);
+    nb__json_set_u64(a, "reclaimed", st.reclaimed);
+    nb__json_set_u64(a, "reaped", st.reaped);
+    nb__json_set_u64(a, "arena_full", refused);
+    nb__json_set_u64(a, "kept", kept);
     if (holder) {
-      fprintf(f, ",\"oldest_kept_s\":%.3f,\"oldest_holder\":", age);
-      json_str(f, holder);
+      nb__json_set(a, "oldest_kept_s", nb__json_num("%.3f", age));
+      nb__json_set_str(a, "oldest_holder", holder);
     }
-    fputs("}", f);
+    nb__json_set(obj, "arena", a);
     return;
   }
   fprintf(f, "  arena: %.1f MB in %u segments of %u KB: in use %.1f MB "
@@ -273,6 +269,79 @@ static void print_arena(nb_rt_t *rt, FILE *f, int json, uint64_t now) {
   if (holder) fprintf(f, " (oldest %.1f s, by %s)", age, holder);
   if (refused) fprintf(f, "; fires refused for want of space %" PRIu64, refused);
   fputc('\n', f);
+}
+
+/* Returns a new JSON object of neuron i's row, or NULL (out of memory). */
+static json_t *neuron_json(nb_rt_t *rt, uint32_t i) {
+  nb_rt_stat_t s;
+  nb_rt_stat(rt, i, &s);
+  json_t *o = json_object();
+  if (!o) return NULL;
+  nb__json_set_u64(o, "id", i);
+  nb__json_set_str(o, "name", rt->agents[i]->name);
+  nb__json_set_u64(o, "spikes_in", s.spikes_in);
+  nb__json_set_u64(o, "spikes_out", s.spikes_out);
+  nb__json_set_u64(o, "fires", s.fires);
+  nb__json_set_u64(o, "errors", s.errors);
+  nb__json_set_u64(o, "full", s.full);
+  nb__json_set_u64(o, "deferred", s.deferred);
+  nb__json_set_u64(o, "filtered", s.filtered);
+  nb__json_set_u64(o, "arena_full", s.arena_full);
+  nb__json_set_u64(o, "kept", s.kept);
+  nb__isol_json(rt, i, o); /* dead letters, restarts, state, memory */
+  for (int k = 0; k < NB__CARD_TEXTS; k++)
+    if (rt->agents[i]->text[k])
+      nb__json_set_str(o, nb__card_text_keys[k], rt->agents[i]->text[k]);
+  nb_rt_version_t v;
+  nb_rt_version(rt, i, &v);
+  nb__json_set_u64(o, "version", v.counter);
+  nb__json_set_str(o, "hash", v.hash);
+  nb__json_set_u64(o, "reloads", v.reloads);
+  nb__json_set_u64(o, "reloads_rejected", v.rejected);
+  return o;
+}
+
+/* Writes the statistics as one JSON line (nb_rt_json.h: jansson, valid
+ * UTF-8 whatever the names hold). */
+static void print_json(nb_rt_t *rt, FILE *f, int final, const nb_rt_stat_t *tot,
+                       double elapsed, double rate, uint64_t now) {
+  const nb_cortex_stats_t *cs = nb_cortex_stats(rt->cx);
+  json_t *o = json_object();
+  if (!o) return;
+  nb__json_set_str(o, "type", "stats");
+  nb__json_set_bool(o, "final", final);
+  nb__json_set_str(o, "topology", rt->name ? rt->name : "");
+  nb__json_set_u64(o, "ticks", rt->ticks);
+  nb__json_set(o, "elapsed_s", nb__json_num("%.3f", elapsed));
+  nb__json_set(o, "spikes_per_s", nb__json_num("%.1f", rate));
+  json_t *t = json_object();
+  if (t) {
+    nb__json_set_u64(t, "spikes_in", tot->spikes_in);
+    nb__json_set_u64(t, "spikes_out", tot->spikes_out);
+    nb__json_set_u64(t, "fires", tot->fires);
+    nb__isol_json_totals(rt, t); /* dead letters and restarts */
+    nb__json_set_u64(t, "errors", tot->errors);
+  }
+  nb__json_set(o, "totals", t);
+  json_t *c = json_object();
+  if (c) {
+    nb__json_set_u64(c, "routed", cs->routed);
+    nb__json_set_u64(c, "dead_letters", cs->dead_letters);
+    nb__json_set_u64(c, "filtered", cs->filtered);
+    nb__json_set_u64(c, "pruned", cs->pruned);
+  }
+  nb__json_set(o, "cortex", c);
+  json_t *ns = json_array();
+  for (uint32_t i = 0; ns && i < rt->n; i++)
+    json_array_append_new(ns, neuron_json(rt, i));
+  nb__json_set(o, "neurons", ns);
+  syn_ctx_t sc = {rt, f, json_array()};
+  if (sc.arr)
+    nb_synapse_table_each(nb_cortex_synapses(rt->cx), print_synapse, &sc);
+  nb__json_set(o, "synapses", sc.arr);
+  if (rt->arena) print_arena(rt, f, o, now);
+  if (rt->link) nb__link_json(rt, o);
+  nb__json_line(f, o);
 }
 
 void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
@@ -295,100 +364,59 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
   double elapsed = (double)(now - rt->start_ns) / 1e9;
   rt->rate_t0_ns = now;
   rt->rate_in0 = tot.spikes_in;
-  const nb_cortex_stats_t *cs = nb_cortex_stats(rt->cx);
-  syn_ctx_t sc = {rt, f, json, 1};
   if (json) {
-    fputs("{\"type\":\"stats\",\"final\":", f);
-    fputs(final ? "true" : "false", f);
-    fputs(",\"topology\":", f);
-    json_str(f, rt->name);
-    fprintf(f, ",\"ticks\":%" PRIu64 ",\"elapsed_s\":%.3f,\"spikes_per_s\":%.1f",
-            rt->ticks, elapsed, rate);
-    fprintf(f, ",\"totals\":{\"spikes_in\":%" PRIu64 ",\"spikes_out\":%" PRIu64
-            ",\"fires\":%" PRIu64, tot.spikes_in, tot.spikes_out, tot.fires);
-    nb__isol_json_totals(rt, f); /* dead letters and restarts */
-    fprintf(f, ",\"errors\":%" PRIu64 "}", tot.errors);
-    fprintf(f, ",\"cortex\":{\"routed\":%" PRIu64 ",\"dead_letters\":%" PRIu64
-            ",\"filtered\":%" PRIu64 ",\"pruned\":%" PRIu64 "}",
-            cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
-    fputs(",\"neurons\":[", f);
-    for (uint32_t i = 0; i < rt->n; i++) {
-      nb_rt_stat_t s;
-      nb_rt_stat(rt, i, &s);
-      fprintf(f, "%s{\"id\":%u,\"name\":", i ? "," : "", i);
-      json_str(f, rt->agents[i]->name);
-      fprintf(f, ",\"spikes_in\":%" PRIu64 ",\"spikes_out\":%" PRIu64
-              ",\"fires\":%" PRIu64 ",\"errors\":%" PRIu64 ",\"full\":%" PRIu64
-              ",\"deferred\":%" PRIu64 ",\"filtered\":%" PRIu64
-              ",\"arena_full\":%" PRIu64 ",\"kept\":%" PRIu64,
-              s.spikes_in, s.spikes_out, s.fires, s.errors, s.full,
-              s.deferred, s.filtered, s.arena_full, s.kept);
-      nb__isol_json(rt, i, f); /* dead letters, restarts, state, memory */
-      for (int k = 0; k < NB__CARD_TEXTS; k++)
-        if (rt->agents[i]->text[k]) {
-          fprintf(f, ",\"%s\":", nb__card_text_keys[k]);
-          json_str(f, rt->agents[i]->text[k]);
-        }
-      nb_rt_version_t v;
-      nb_rt_version(rt, i, &v);
-      fprintf(f, ",\"version\":%u,\"hash\":\"%s\",\"reloads\":%" PRIu64
-              ",\"reloads_rejected\":%" PRIu64 "}", v.counter, v.hash,
-              v.reloads, v.rejected);
-    }
-    fputs("],\"synapses\":[", f);
-    nb_synapse_table_each(nb_cortex_synapses(rt->cx), print_synapse, &sc);
-    fputs("]", f);
-    if (rt->arena) print_arena(rt, f, 1, now);
-    if (rt->link) nb__link_print_stats(rt, f, 1);
-    fputs("}\n", f);
-  } else {
-    fprintf(f, "== %s statistics: %s, tick %" PRIu64 ", %.2f s, %.0f spikes/s%s\n",
-            final ? "final" : "periodic", rt->name, rt->ticks, elapsed, rate,
-            final ? " (average)" : "");
-    fprintf(f, "  %4s %-20s %10s %10s %8s %7s %7s %8s %8s%s  %s\n", "id",
-            "neuron", "spikes_in", "spikes_out", "fires", "errors", "full",
-            "deferred", "filtered", nb__isol_head(), "version");
-    for (uint32_t i = 0; i < rt->n; i++) {
-      nb_rt_stat_t s;
-      nb_rt_stat(rt, i, &s);
-      /* version: counter/first 8 hex digits of the hash, then the
-       * rejected reloads when there were any ("-" without a script). */
-      nb_rt_version_t v;
-      nb_rt_version(rt, i, &v);
-      char ver[64] = "-";
-      if (v.counter)
-        snprintf(ver, sizeof ver, "v%u/%.8s%s", v.counter, v.hash,
-                 v.rejected ? " (rejected " : "");
-      if (v.counter && v.rejected)
-        snprintf(ver + strlen(ver), sizeof ver - strlen(ver), "%" PRIu64 ")",
-                 v.rejected);
-      char iso[96];
-      fprintf(f, "  %4u %-20s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %7" PRIu64
-              " %7" PRIu64 " %8" PRIu64 " %8" PRIu64 "%s  %s\n", i,
-              rt->agents[i]->name, s.spikes_in, s.spikes_out, s.fires,
-              s.errors, s.full, s.deferred, s.filtered,
-              nb__isol_cells(rt, i, iso, sizeof iso), ver);
-    }
-    char iso[64];
-    fprintf(f, "  %4s %-20s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %7" PRIu64
-            " %7s %8s %8s%s\n", "", "total", tot.spikes_in, tot.spikes_out,
-            tot.fires, tot.errors, "", "", "",
-            nb__isol_total_cells(rt, iso, sizeof iso));
-    fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
-            ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
-            cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
-    if (rt->arena) print_arena(rt, f, 0, now);
-    /* The cards' free text (a description), one line each. */
-    for (uint32_t i = 0; i < rt->n; i++)
-      for (int k = 0; k < NB__CARD_TEXTS; k++)
-        if (rt->agents[i]->text[k])
-          fprintf(f, "  %s %s: %s\n", rt->agents[i]->name,
-                  nb__card_text_keys[k], rt->agents[i]->text[k]);
-    if (nb_synapse_table_count(nb_cortex_synapses(rt->cx))) {
-      fprintf(f, "  %-36s %10s\n", "synapse", "weight");
-      nb_synapse_table_each(nb_cortex_synapses(rt->cx), print_synapse, &sc);
-    }
-    if (rt->link) nb__link_print_stats(rt, f, 0);
+    print_json(rt, f, final, &tot, elapsed, rate, now);
+    fflush(f);
+    return;
   }
+  const nb_cortex_stats_t *cs = nb_cortex_stats(rt->cx);
+  syn_ctx_t sc = {rt, f, NULL};
+  fprintf(f, "== %s statistics: %s, tick %" PRIu64 ", %.2f s, %.0f spikes/s%s\n",
+          final ? "final" : "periodic", rt->name, rt->ticks, elapsed, rate,
+          final ? " (average)" : "");
+  fprintf(f, "  %4s %-20s %10s %10s %8s %7s %7s %8s %8s%s  %s\n", "id",
+          "neuron", "spikes_in", "spikes_out", "fires", "errors", "full",
+          "deferred", "filtered", nb__isol_head(), "version");
+  for (uint32_t i = 0; i < rt->n; i++) {
+    nb_rt_stat_t s;
+    nb_rt_stat(rt, i, &s);
+    /* version: counter/first 8 hex digits of the hash, then the
+     * rejected reloads when there were any ("-" without a script). */
+    nb_rt_version_t v;
+    nb_rt_version(rt, i, &v);
+    char ver[64] = "-";
+    if (v.counter)
+      snprintf(ver, sizeof ver, "v%u/%.8s%s", v.counter, v.hash,
+               v.rejected ? " (rejected " : "");
+    if (v.counter && v.rejected)
+      snprintf(ver + strlen(ver), sizeof ver - strlen(ver), "%" PRIu64 ")",
+               v.rejected);
+    char iso[96];
+    fprintf(f, "  %4u %-20s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %7" PRIu64
+            " %7" PRIu64 " %8" PRIu64 " %8" PRIu64 "%s  %s\n", i,
+            rt->agents[i]->name, s.spikes_in, s.spikes_out, s.fires,
+            s.errors, s.full, s.deferred, s.filtered,
+            nb__isol_cells(rt, i, iso, sizeof iso), ver);
+  }
+  char iso[64];
+  fprintf(f, "  %4s %-20s %10" PRIu64 " %10" PRIu64 " %8" PRIu64 " %7" PRIu64
+          " %7s %8s %8s%s\n", "", "total", tot.spikes_in, tot.spikes_out,
+          tot.fires, tot.errors, "", "", "",
+          nb__isol_total_cells(rt, iso, sizeof iso));
+  fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
+          ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
+          cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
+  if (rt->arena) print_arena(rt, f, NULL, now);
+  /* The cards' free text (a description), one line each. */
+  for (uint32_t i = 0; i < rt->n; i++)
+    for (int k = 0; k < NB__CARD_TEXTS; k++)
+      if (rt->agents[i]->text[k])
+        fprintf(f, "  %s %s: %s\n", rt->agents[i]->name,
+                nb__card_text_keys[k], rt->agents[i]->text[k]);
+  if (nb_synapse_table_count(nb_cortex_synapses(rt->cx))) {
+    fprintf(f, "  %-36s %10s\n", "synapse", "weight");
+    nb_synapse_table_each(nb_cortex_synapses(rt->cx), print_synapse, &sc);
+  }
+  if (rt->link) nb__link_print_stats(rt, f);
   fflush(f);
 }

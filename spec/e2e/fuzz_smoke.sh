@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# spec/e2e/fuzz_smoke.sh: the libFuzzer target of the link's frame decoder
-# and handshake parser (spec/fuzz/fuzz_frames.c), run without libFuzzer so
+# spec/e2e/fuzz_smoke.sh: the libFuzzer targets of the link's frame decoder
+# and handshake parser (spec/fuzz/fuzz_frames.c) and of the statistics'
+# JSON writer (spec/fuzz/fuzz_stats.c: the line always parses, whatever
+# bytes the names hold; corpus spec/fuzz/corpus_stats, NB_FUZZ_STATS_MUTATIONS
+# mutations, default 50000), run without libFuzzer so
 # make test needs no clang: make fuzz-replay builds it with cc, ASan and
 # UBSan (spec/fuzz/replay.c), which replays the corpus kept in
 # spec/fuzz/corpus, then NB_FUZZ_MUTATIONS (default 200000) seeded
@@ -39,4 +42,16 @@ check "corpus replays clean" test "$rc" -eq 0
 "$bin" --mutate "$muts" --seed "$seed" spec/fuzz/corpus >"$work/out" 2>"$work/err"; rc=$?
 check "$muts mutations clean (replay: $bin --mutate $muts --seed $seed spec/fuzz/corpus)" \
   test "$rc" -eq 0
+
+# 6. The statistics' JSON writer: its corpus and mutations of it.
+sbin=build/fuzz/replay_stats
+smuts=${NB_FUZZ_STATS_MUTATIONS:-50000}
+check "the stats replayer builds" test -x "$sbin"
+if [ -x "$sbin" ]; then
+  "$sbin" spec/fuzz/corpus_stats >"$work/out" 2>"$work/err"; rc=$?
+  check "stats corpus replays clean (every line parses)" test "$rc" -eq 0
+  "$sbin" --mutate "$smuts" --seed "$seed" spec/fuzz/corpus_stats >"$work/out" 2>"$work/err"; rc=$?
+  check "$smuts stats mutations clean (replay: $sbin --mutate $smuts --seed $seed spec/fuzz/corpus_stats)" \
+    test "$rc" -eq 0
+fi
 finish

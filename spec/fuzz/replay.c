@@ -1,6 +1,7 @@
-/* replay.c: a main for fuzz_frames.c's target without libFuzzer, so the
- * corpus and mutations of it run with cc alone (make fuzz-replay builds it
- * with ASan and UBSan; spec/e2e/fuzz_smoke.sh runs it in make test).
+/* replay.c: a main for a libFuzzer target (fuzz_frames.c, fuzz_stats.c)
+ * without libFuzzer, so the corpus and mutations of it run with cc alone
+ * (make fuzz-replay builds replay_frames and replay_stats with ASan and
+ * UBSan; spec/e2e/fuzz_smoke.sh runs them in make test).
  *
  *   replay_frames [--mutate N] [--seed S] PATH...
  *   replay_frames --plant-overflow

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# --stats=json stays valid UTF-8 JSON whatever the strings it shows hold: a
+# neuron's description (free text from the manifest) and a peer's cortex
+# name (chosen by the peer, arriving in its HELLO over a raw socket) with
+# quotes, backslashes, valid and ill-formed UTF-8 (spec/fixtures/tcp/
+# odd_names.py). Every periodic and final line parses with python's
+# json.loads after a strict UTF-8 decode, and the strings read as
+# bytes.decode("utf-8", "replace") reads them (docs/cli.md). The writer's
+# property over arbitrary bytes is fuzzed by spec/fuzz/fuzz_stats.c.
+# Ends with "N passed, M failed".
+source "$(dirname "$0")/tcp_lib.bash"
+
+python3 "$fx/odd_names.py" manifest "$work/odd.lua" "$top/spec/fixtures/readme/greeter.lua"
+"$nb" check "$work/odd.lua" >"$work/check.out" 2>&1
+check "check: a description with quotes and ill-formed UTF-8 is accepted" test $? -eq 0
+start_nb odd "$work/odd.lua" --for 4s --stats=json --no-watch
+port=$(port_of odd) || bail "the node announces its port"
+timeout 20 python3 "$fx/odd_names.py" peer "$port" 1.5 >"$work/peer.log" 2>&1
+check "the odd peer's handshake is accepted" grep -q "peer up" "$work/peer.log"
+for i in $(seq 200); do alive odd || break; sleep 0.1; done
+stop_nb odd
+check "the node ends cleanly (exit $rc)" test "$rc" -eq 0
+python3 "$fx/odd_names.py" check "$work/odd.out" >"$work/check.log" 2>&1
+while IFS= read -r line; do
+  case $line in
+    "ok - "*) ok "${line#ok - }" ;;
+    "not ok - "*) not_ok "${line#not ok - }" ;;
+  esac
+done <"$work/check.log"
+grep -q '^ok - ' "$work/check.log" || not_ok "the checker ran" "$work/check.log"
+finish
