@@ -97,4 +97,17 @@ else
   not_ok "slow sink: SIGTERM served in $took ms (rc $rc)"
 fi
 
+# The default memory cap (256 MB): an agent keeping 64 MB more per tick is
+# stopped by it with a clear report; memory = false lifts it.
+topo grow 20ms "grow = { script = '$fx/grow.lua', threshold = 0, refractory = 0, restart = { max = 1, backoff = '10ms' } }"
+"$nb" run "$work/grow.lua" --for 3s >"$work/out" 2>"$work/err"
+check "the default cap stops a 64 MB/tick leak with a report" \
+  grep -q 'failed in tick: memory limit 256 MB exceeded' "$work/err"
+check "the leak is restarted, then stopped" \
+  grep -q 'stopped (memory limit in tick' "$work/err"
+topo grow 20ms "grow = { script = '$fx/grow.lua', threshold = 0, refractory = 0, memory = false }"
+"$nb" run "$work/grow.lua" --ticks 6 >"$work/out" 2>"$work/err"
+check "memory = false runs uncapped (384 MB held)" \
+  grep -q 'grow: holds 384 MB' "$work/err"
+
 finish
