@@ -6,6 +6,7 @@
  * nb_rt_topo.c's job, what agents call through the FFI nb_rt_ffi.c's. */
 #include "nb_rt_internal.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -322,6 +323,27 @@ uint64_t nb_rt_stop(nb_rt_t *rt, uint64_t max_ticks) {
   nb__isol_stopping(rt); /* no backoff left to wait out: restart now */
   uint64_t t = nb_cortex_stop(rt->cx, max_ticks ? max_ticks
                                                 : STOP_TICKS_DEFAULT);
+  rt->ticks += t;
+  return t;
+}
+
+uint64_t nb__rt_stop_within(nb_rt_t *rt, uint64_t ns) {
+  if (rt->stopped) return 0;
+  rt->stopped = 1;
+  nb__async_stop(rt);
+  nb__isol_stopping(rt);
+  uint64_t start = nb_clock_ns(), t = 0;
+  while (t < STOP_TICKS_DEFAULT && nb_cortex_pending(rt->cx) &&
+         nb_clock_ns() - start < ns) {
+    nb_cortex_tick(rt->cx);
+    t++;
+  }
+  uint64_t left = nb_cortex_pending(rt->cx);
+  if (left && !rt->opts.quiet)
+    fprintf(stderr, "neuronbus: shutdown: %" PRIu64 " spikes still pending "
+            "after %.3g s of draining (%" PRIu64 " ticks; --drain): not "
+            "delivered\n", left, (double)(nb_clock_ns() - start) / 1e9, t);
+  nb_cortex_stop(rt->cx, 0); /* every on_stop */
   rt->ticks += t;
   return t;
 }

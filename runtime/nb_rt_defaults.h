@@ -20,6 +20,11 @@
 
 /* fault isolation of a neuron with a script */
 #define NB_MEMORY_MIN (256u << 10)           /* the smallest memory cap */
+/* memory: the default cap of a neuron's Lua heap (memory = false: none).
+ * Agents hold their state, not their traffic (payloads live in the
+ * arena): a few MB in practice, tens for big caches; 256 MB leaves room
+ * for those and stops a runaway one before it takes the machine. */
+#define NB_MEMORY_DEFAULT (256u << 20)
 #define NB_WATCHDOG_DEFAULT_NS 1000000000ull /* watchdog = "1s" */
 #define NB_RESTART_MAX 5u                    /* restart.max */
 #define NB_RESTART_MAX_LIMIT 10000u          /* restarts a window keeps track of */

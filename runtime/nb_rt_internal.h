@@ -143,6 +143,9 @@ struct nb_rt_s {
   char *name;
   uint64_t tick_ns;
   uint64_t ticks;
+  /* timed loop (nb_rt_run): overdue ticks skipped when it fell behind by
+   * more than its catch-up window, and how late the last tick ran */
+  uint64_t ticks_skipped, late_ns;
   int stopped;  /* nb_rt_stop ran (or began): agents' tick is no longer called */
   struct nb__isol_rt_s *isol; /* configs kept for restarts, neurons in
                                  backoff (nb_rt_isolation.c), NULL until used */
@@ -157,6 +160,12 @@ struct nb_rt_s {
   struct nb__http_s *http; /* the curl multi (nb_rt_http.c), NULL until the
                               first HTTP request */
 };
+
+/* ---- nb_rt.c ---- */
+
+/* nb_rt_stop, but the spikes in flight are delivered for at most ns (and
+ * STOP_TICKS_DEFAULT ticks): nb_rt_run's shutdown. Returns the ticks run. */
+uint64_t nb__rt_stop_within(nb_rt_t *rt, uint64_t ns);
 
 /* ---- nb_rt_util.c ---- */
 

@@ -9,9 +9,19 @@
 
 #include <uv.h>
 
-#define NB__BURST_TICKS 256           /* free-running: ticks per loop turn */
-#define NB__BURST_NS 2000000ull       /* ... or this long, whichever first */
-#define NB__CATCHUP_MAX 1000          /* timed: ticks run late in one go */
+/* The loop's bounds. Ticks run in slices of at most NB__SLICE_NS of work
+ * (the clock is read after every tick, whatever a tick costs), then the
+ * loop serves signals, --for, link I/O, task timers and statistics before
+ * the next slice: SIGINT/SIGTERM are served within a slice plus the tick
+ * that was running. A timed runtime that falls behind by more than
+ * NB__LATE_WINDOW_NS of ticks skips the older overdue ticks (counted in
+ * the statistics as skipped): it runs late, it never catches up forever. */
+#define NB__SLICE_NS 10000000ull      /* 10 ms of ticks, then the loop */
+#define NB__BURST_NS 2000000ull       /* free-running: 2 ms per loop turn */
+#define NB__LATE_WINDOW_NS 100000000ull /* timed: overdue ticks caught up */
+#define NB__LATE_REPORT_NS 10000000000ull /* skipped ticks: a line per 10 s */
+
+#define NB__DRAIN_NS 2000000000ull  /* shutdown delivers for at most 2 s */
 
 #define NB__KEEP_SCAN_MS 250              /* how often old keeps are looked for */
 
@@ -24,6 +34,8 @@ typedef struct loop_s {
   const nb_rt_run_opts_t *o;
   uint64_t t0_ns;   /* when ticking started */
   uint64_t done;    /* ticks run by the loop */
+  uint64_t skipped; /* timed: overdue ticks skipped (t0 moved past them) */
+  uint64_t reported_ns, reported; /* the last line about skipped ticks */
   int stopping;
   int error;        /* a negative nb_err_t from a tick */
 } loop_t;
@@ -35,10 +47,11 @@ static void loop_stop(loop_t *l) {
   uv_stop(l->loop);
 }
 
-/* Runs up to max ticks (fewer when the tick limit is reached); returns the
+/* Runs up to max ticks (fewer when the tick limit is reached, or once
+ * budget_ns of work ran: the clock is read after each tick); returns the
  * number run. */
 static uint64_t loop_ticks(loop_t *l, uint64_t max, uint64_t budget_ns) {
-  uint64_t start = budget_ns ? nb_clock_ns() : 0, ran = 0;
+  uint64_t start = nb_clock_ns(), ran = 0;
   while (ran < max && !l->stopping) {
     if (l->o->ticks && l->done >= l->o->ticks) {
       loop_stop(l);
@@ -53,27 +66,52 @@ static uint64_t loop_ticks(loop_t *l, uint64_t max, uint64_t budget_ns) {
     }
     l->done++;
     ran++;
-    if (budget_ns && (ran & 15) == 0 && nb_clock_ns() - start > budget_ns)
-      break;
+    if (nb_clock_ns() - start >= budget_ns) break;
   }
   if (l->o->ticks && l->done >= l->o->ticks) loop_stop(l);
   return ran;
 }
 
-/* Timed mode: runs every tick that is due by now (bounded catch-up). */
+/* Timed mode: runs the ticks due by now, in one slice; a backlog larger
+ * than the catch-up window is skipped (the runtime runs late). */
 static void on_tick(uv_timer_t *t) {
   loop_t *l = t->data;
-  uint64_t due = (nb_clock_ns() - l->t0_ns) / l->rt->tick_ns + 1;
+  nb_rt_t *rt = l->rt;
+  uint64_t now = nb_clock_ns();
+  uint64_t due = (now - l->t0_ns) / rt->tick_ns + 1 - l->skipped;
+  uint64_t window = NB__LATE_WINDOW_NS / rt->tick_ns;
+  if (window < 2) window = 2;
+  if (due > l->done + window) {
+    uint64_t skip = due - l->done - window;
+    l->skipped += skip;
+    rt->ticks_skipped += skip;
+    due -= skip;
+    if (!rt->opts.quiet && (!l->reported_ns ||
+                            now - l->reported_ns >= NB__LATE_REPORT_NS)) {
+      fprintf(stderr, "neuronbus: the loop is behind: ticks take longer "
+              "than the tick interval (%.3g ms); %" PRIu64 " overdue ticks "
+              "skipped so far (%" PRIu64 " since the last report): the "
+              "runtime runs late, it does not catch up\n",
+              (double)rt->tick_ns / 1e6, rt->ticks_skipped,
+              rt->ticks_skipped - l->reported);
+      l->reported_ns = now;
+      l->reported = rt->ticks_skipped;
+    }
+  }
   if (due > l->done) {
-    uint64_t n = due - l->done;
-    loop_ticks(l, n > NB__CATCHUP_MAX ? NB__CATCHUP_MAX : n, 0);
+    /* How late the oldest tick of this slice runs. */
+    uint64_t sched = l->t0_ns + (l->done + l->skipped) * rt->tick_ns;
+    rt->late_ns = now > sched ? now - sched : 0;
+    loop_ticks(l, due - l->done, NB__SLICE_NS);
+  } else {
+    rt->late_ns = 0;
   }
 }
 
-/* Free-running mode: a bounded burst per loop turn, so signals and timers
- * are served between bursts. */
+/* Free-running mode: a burst of at most NB__BURST_NS per loop turn, so
+ * signals and timers are served between bursts. */
 static void on_idle(uv_idle_t *h) {
-  loop_ticks(h->data, NB__BURST_TICKS, NB__BURST_NS);
+  loop_ticks(h->data, UINT64_MAX, NB__BURST_NS);
 }
 
 /* --for elapsed: ends the loop. */
@@ -179,8 +217,9 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   uv_run(l.loop, UV_RUN_DEFAULT);
   rt->looping = 0;
   nb__reload_watch_free(watch);
-  /* Pending spikes are delivered and every on_stop runs. */
-  nb_rt_stop(rt, 0);
+  /* Pending spikes are delivered (for at most the drain time: a slow
+   * agent does not hold the exit for long) and every on_stop runs. */
+  nb__rt_stop_within(rt, opts->drain_ns ? opts->drain_ns : NB__DRAIN_NS);
   nb_rt_print_stats(rt, out, opts->stats == 2, 1);
   fflush(out);
   nb__isol_run_end(rt);
@@ -314,6 +353,8 @@ static void print_json(nb_rt_t *rt, FILE *f, int final, const nb_rt_stat_t *tot,
   nb__json_set_u64(o, "ticks", rt->ticks);
   nb__json_set(o, "elapsed_s", nb__json_num("%.3f", elapsed));
   nb__json_set(o, "spikes_per_s", nb__json_num("%.1f", rate));
+  nb__json_set_u64(o, "ticks_skipped", rt->ticks_skipped);
+  nb__json_set(o, "late_ms", nb__json_num("%.3f", (double)rt->late_ns / 1e6));
   json_t *t = json_object();
   if (t) {
     nb__json_set_u64(t, "spikes_in", tot->spikes_in);
@@ -374,6 +415,9 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
   fprintf(f, "== %s statistics: %s, tick %" PRIu64 ", %.2f s, %.0f spikes/s%s\n",
           final ? "final" : "periodic", rt->name, rt->ticks, elapsed, rate,
           final ? " (average)" : "");
+  if (rt->ticks_skipped || rt->late_ns >= 2 * rt->tick_ns + 1000000u)
+    fprintf(f, "  loop: ticks run %.1f ms late, %" PRIu64 " overdue ticks "
+            "skipped\n", (double)rt->late_ns / 1e6, rt->ticks_skipped);
   fprintf(f, "  %4s %-20s %10s %10s %8s %7s %7s %8s %8s%s  %s\n", "id",
           "neuron", "spikes_in", "spikes_out", "fires", "errors", "full",
           "deferred", "filtered", nb__isol_head(), "version");

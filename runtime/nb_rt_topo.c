@@ -12,8 +12,14 @@
  * collected instead of stopping at the first stage that had one. */
 #include "nb_rt_internal.h"
 
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <fcntl.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -555,19 +561,123 @@ static int manifest_load(lua_State *C, const char *path, const char *src,
   return 0;
 }
 
+/* The bounds of a manifest's evaluation (the manifest file is Lua run by
+ * the runtime): its state's memory, and for a manifest file its time. */
+#define NB__MANIFEST_MEMORY (64u << 20)
+#define NB__MANIFEST_TIME_NS 5000000000ull
+
+typedef struct mcap_s {
+  size_t used, limit;
+  int hit; /* an allocation was refused */
+} mcap_t;
+
+/* The manifest state's allocator: refuses to grow past the limit. */
+static void *mcap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  mcap_t *c = ud;
+  if (nsize == 0) {
+    free(ptr);
+    c->used -= osize;
+    return NULL;
+  }
+  if (nsize > osize && c->used - osize + nsize > c->limit) {
+    c->hit = 1;
+    return NULL;
+  }
+  void *p = realloc(ptr, nsize);
+  if (p) c->used = c->used - osize + nsize;
+  return p;
+}
+
+/* nb__state_new, with the manifest's memory cap c. */
+static lua_State *manifest_state_new(mcap_t *c, char **err) {
+  memset(c, 0, sizeof *c);
+  c->limit = NB__MANIFEST_MEMORY;
+  lua_State *L = lua_newstate(mcap_alloc, c);
+  if (!L) {
+    *err = nb__strdup("cannot create a Lua state: out of memory");
+    return NULL;
+  }
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  lua_getfield(L, -1, "path");
+  lua_pushfstring(L, "%s%s", nb__lua_path(), lua_tostring(L, -1));
+  lua_setfield(L, -3, "path");
+  lua_pop(L, 2);
+  return L;
+}
+
+/* Replaces what a manifest that hit its memory cap reported. */
+static void memory_hit(nb__buf_t *errs, const char *path) {
+  free(errs->p);
+  memset(errs, 0, sizeof *errs);
+  nb__addf(errs, "%s: evaluation used more than %u MB (the manifest's "
+           "memory limit)", path, NB__MANIFEST_MEMORY >> 20);
+}
+
+/* Evaluates the manifest file at path in a child process first, which is
+ * killed past NB__MANIFEST_TIME_NS: a Lua loop meets the instruction limit,
+ * but one long call into C (a backtracking string.find) checks no hook,
+ * and a thread cannot stop it. Returns 0 when it ended in time (the real
+ * evaluation follows and ends likewise: a manifest has no io, os or
+ * clock), -1 with the problem in errs when it did not. */
+static int manifest_timed(const char *path, nb__buf_t *errs) {
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) return 0; /* no guard then: the instruction limit remains */
+  if (pid == 0) {
+    int fd = open("/dev/null", O_WRONLY);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    mcap_t cap;
+    char *err = NULL;
+    lua_State *C = manifest_state_new(&cap, &err);
+    if (C) {
+      nb__buf_t e = {0};
+      manifest_load(C, path, NULL, 0, NULL, &e);
+    }
+    _exit(0);
+  }
+  uint64_t start = nb_clock_ns();
+  struct timespec nap = {0, 200000}; /* 0.2 ms, doubling to 20 ms */
+  for (;;) {
+    int st;
+    pid_t r = waitpid(pid, &st, WNOHANG);
+    if (r == pid || (r < 0 && errno != EINTR)) return 0;
+    if (nb_clock_ns() - start >= NB__MANIFEST_TIME_NS) break;
+    nanosleep(&nap, NULL);
+    if (nap.tv_nsec < 20000000) nap.tv_nsec *= 2;
+  }
+  kill(pid, SIGKILL);
+  while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+  nb__addf(errs, "%s: evaluation took longer than %.0f s (the manifest's "
+           "time limit: an endless loop, or a pattern that backtracks?)",
+           path, (double)NB__MANIFEST_TIME_NS / 1e9);
+  return -1;
+}
+
 /* Opens a runtime from the manifest at path, or from the manifest source
  * src (len bytes) labelled path; returns it or NULL with *err set. */
 static nb_rt_t *open_manifest(const char *path, const char *src, size_t len,
                               const nb_rt_opts_t *opts, char **err) {
   *err = NULL;
-  lua_State *C = nb__state_new(err);
-  if (!C) return NULL;
   nb__buf_t errs = {0};
-  nb_rt_t *rt = NULL;
-  if (manifest_load(C, path, src, len, opts, &errs))
-    rt = open_from(C, opts, 0, path, err);
-  else
+  if (!src && manifest_timed(path, &errs)) {
     *err = nb__take(&errs);
+    return NULL;
+  }
+  mcap_t cap;
+  lua_State *C = manifest_state_new(&cap, err);
+  if (!C) return NULL;
+  nb_rt_t *rt = NULL;
+  if (manifest_load(C, path, src, len, opts, &errs)) {
+    rt = open_from(C, opts, 0, path, err);
+  } else {
+    if (cap.hit) memory_hit(&errs, path);
+    *err = nb__take(&errs);
+  }
   lua_close(C);
   return rt;
 }
@@ -586,16 +696,21 @@ nb_rt_t *nb_rt_open(const char *path, const nb_rt_opts_t *opts, char **err) {
 
 int nb_rt_check(const char *path, FILE *out) {
   char *err = NULL;
-  lua_State *C = nb__state_new(&err);
-  if (!C) {
-    fprintf(out, "%s\n", err);
-    free(err);
-    return 1;
-  }
   nb__buf_t errs = {0};
   size_t nn = 0, ns = 0;
   char *text = NULL;
-  if (manifest_load(C, path, NULL, 0, NULL, &errs)) {
+  mcap_t cap;
+  lua_State *C = NULL;
+  if (!manifest_timed(path, &errs)) {
+    C = manifest_state_new(&cap, &err);
+    if (!C) {
+      fprintf(out, "%s\n", err);
+      free(err);
+      free(errs.p);
+      return 1;
+    }
+  }
+  if (C && manifest_load(C, path, NULL, 0, NULL, &errs)) {
     int topo = lua_gettop(C);
     lua_getfield(C, topo, "neurons");
     nn = lua_objlen(C, -1);
@@ -604,9 +719,10 @@ int nb_rt_check(const char *path, FILE *out) {
     lua_settop(C, topo);
     open_from(C, NULL, 1, path, &text);
   } else {
+    if (C && cap.hit) memory_hit(&errs, path);
     text = nb__take(&errs);
   }
-  lua_close(C);
+  if (C) lua_close(C);
   int problems = 0;
   if (text && *text) {
     /* One problem per line, except the lines of a traceback (a script

@@ -21,6 +21,9 @@ describe("the isolation keys", function()
   it("checks every key with its path", function()
     assert.matches("neurons.n.memory: \"100KB\" is below the minimum of 256KB", problems({ memory = "100KB" })[1], 1, true)
     assert.matches("neurons.n.memory: expected a size", problems({ memory = "lots" })[1], 1, true)
+    assert.matches('neurons.n.memory: expected a size like "64MB", or false for no cap (the default is 256MB), got true',
+      problems({ memory = true })[1], 1, true)
+    assert.same({}, problems({ memory = false }))
     assert.matches("neurons.n.policy: expected \"restart\" or \"stop\", got \"restrat\" (did you mean \"restart\"?)",
       problems({ policy = "restrat" })[1], 1, true)
     assert.matches("neurons.n.on_error: expected \"continue\" or \"policy\"", problems({ on_error = "ignore" })[1], 1, true)
@@ -75,5 +78,15 @@ describe("the isolation keys", function()
     assert.equal(250e6, topo.neurons[1].keep_warn_ns)
     assert.equal(1024, topo.neurons[2].keep_max)
     assert.equal(0, topo.neurons[2].keep_warn_ns)
+  end)
+
+  it("caps memory at 256 MB by default; memory = false is no cap (0)", function()
+    local topo = manifest.validate({ name = "m", neurons = {
+      a = { script = FX .. "bomb.lua" },
+      b = { script = FX .. "bomb.lua", memory = false },
+      c = { script = FX .. "bomb.lua", memory = "1GB" } } })
+    assert.equal(256 * 1024 * 1024, topo.neurons[1].memory)
+    assert.equal(0, topo.neurons[2].memory)
+    assert.equal(1024 ^ 3, topo.neurons[3].memory)
   end)
 end)

@@ -8,7 +8,7 @@ local ECHO = manifest.absolute(FIXTURES .. "/agents/echo.lua")
 -- The fault isolation keys a neuron with a script carries when it gives
 -- none: every default filled in (runtime/nb_rt_defaults.h).
 local ISOLATION = {
-  memory = 0, budget_ns = 0, jit = true, watchdog_ns = 1e9, sandbox = false,
+  memory = 256 * 1024 * 1024, budget_ns = 0, jit = true, watchdog_ns = 1e9, sandbox = false,
   policy = "restart", on_error = "continue",
   restart = { max = 5, window_ns = 60e9, backoff_ns = 100e6, backoff_max_ns = 10e9 },
   keep_max = 1024, keep_warn_ns = 60e9, max_tasks = 1024,

@@ -2,7 +2,8 @@
 --
 --   neurons = {
 --     parser = { script = "parser.lua",
---       memory = "16MB",      -- cap of the neuron's Lua heap (none by default)
+--       memory = "16MB",      -- cap of the neuron's Lua heap (default 256MB;
+--                             -- false: no cap)
 --       budget = "20ms",      -- per entry into the agent; turns the JIT off
 --       jit = false,          -- interpreter only (default true)
 --       watchdog = "1s",      -- report an entry running longer (false: none)
@@ -24,7 +25,7 @@
 --   }
 --
 -- A neuron with a script gets every key in its normalized form, defaults
--- filled in: memory (bytes, 0 = no cap), budget_ns (0 = none), jit (false
+-- filled in: memory (bytes, 0 = no cap: memory = false), budget_ns (0 = none), jit (false
 -- when a budget is set), watchdog_ns (a number, or false for none),
 -- watchdog_exit_ns (a number; absent = never), sandbox,
 -- require (array of names, or nil), exec (array of command names and
@@ -47,7 +48,7 @@ local _M = {}
 
 -- The defaults a neuron with a script gets.
 _M.DEFAULTS = {
-  memory = 0,
+  memory = K.MEMORY_DEFAULT,
   budget_ns = 0,
   watchdog_ns = K.WATCHDOG_DEFAULT_NS,
   sandbox = false,
@@ -191,6 +192,12 @@ end
 _M.ENTRIES = {
   { key = "memory", default = scripted(D.memory),
     check = function(c, path, v)
+      if v == false then return 0 end -- no cap
+      if v == true then
+        return c:fail(path, 'expected a size like "64MB", or false for no '
+          .. "cap (the default is %s), got true",
+          units.format_size(K.MEMORY_DEFAULT))
+      end
       local bytes, err = units.size(v)
       if not bytes then return c:fail(path, err) end
       if bytes < K.MEMORY_MIN then
