@@ -5,7 +5,7 @@
 -- any address, then anything). neuronbus.agent hands it, in place of each
 -- object the unsandboxed agents get:
 --
---   spike       a proxy (an empty table whose metatable is hidden): fields
+--   spike       a proxy (a userdata whose metatable is hidden): fields
 --               source, target, priority, sequence, timestamp_ns (a uint64
 --               value, immutable), meta; methods kind(), kind_id(),
 --               is_arena(), len(), payload(), view() (-> the payload as a
@@ -26,10 +26,10 @@
 --               proxies exposing the methods (and a stream's status,
 --               headers, error): no coroutine, callback or guard object.
 --
--- Every proxy's metatable answers getmetatable with a string, refuses
--- writes, and its methods find their object in tables private to this
--- module (weak keys), never in the proxy: rawget/rawset on a proxy see
--- or change only the agent's own empty table.
+-- Every proxy is a userdata (newproxy: rawget and rawset refuse it) whose
+-- metatable answers getmetatable with a string and refuses writes; its
+-- methods find their object in tables private to this module (weak
+-- keys), never in the proxy.
 --
 -- The one current delivered spike: deliver(ref) makes a fresh proxy the
 -- current one over ref (an element of this tick's batch, i < count, or
@@ -42,7 +42,8 @@ local nbffi = require("neuronbus.ffi")
 
 local C = ffi.C
 local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
-local setmetatable, rawequal, pairs = setmetatable, rawequal, pairs
+local setmetatable, getmetatable, newproxy = setmetatable, getmetatable, newproxy
+local rawequal, pairs = rawequal, pairs
 local ffi_string, ffi_copy = ffi.string, ffi.copy
 local str_byte, str_format = string.byte, string.format
 local floor = math.floor
@@ -78,7 +79,7 @@ local function get(p, what)
     if s == nil then error(what .. ": the kept payload was released", 3) end
     return s
   end
-  if type(p) == "table" then error(what .. ": " .. GONE, 3) end
+  if type(p) == "userdata" then error(what .. ": " .. GONE, 3) end
   error(what .. ": expected a spike, got a " .. type(p), 3)
 end
 
@@ -87,17 +88,19 @@ local FIELDS = { source = true, target = true, priority = true,
 
 local methods = {}
 
-local SP = {
-  __metatable = "spike",
-  __newindex = function(_, k)
-    error("a spike is read-only (field " .. tostring(k) .. ")", 2)
-  end,
-}
+-- Proxies are userdata (newproxy over one template per kind): rawget and
+-- rawset refuse them, and they hold nothing.
+local SPIKE = newproxy(true)
+local SP = getmetatable(SPIKE)
+SP.__metatable = "spike"
+SP.__newindex = function(_, k)
+  error("a spike is read-only (field " .. tostring(k) .. ")", 2)
+end
 
--- Returns a new proxy of kind mt registered in side table (or none).
+-- Returns a new spike proxy registered in side table with v.
 local function proxy(side, v)
-  local p = setmetatable({}, SP)
-  if side then side[p] = v end
+  local p = newproxy(SPIKE)
+  side[p] = v
   return p
 end
 
@@ -162,7 +165,9 @@ function methods.copy(p)
   return proxy(COPY, c)
 end
 
-local KH = { __metatable = "kept payload" }
+local KEPT_T = newproxy(true)
+local KH = getmetatable(KEPT_T)
+KH.__metatable = "kept payload"
 local kmethods = {}
 KH.__index = kmethods
 KH.__newindex = function() error("a kept payload is read-only", 2) end
@@ -171,7 +176,7 @@ KH.__newindex = function() error("a kept payload is read-only", 2) end
 function methods.keep(p)
   local k, err = get(p, "spike:keep()"):keep()
   if not k then return nil, err end
-  local h = setmetatable({}, KH)
+  local h = newproxy(KEPT_T)
   KEPT[h] = k
   return h
 end
@@ -211,7 +216,7 @@ KH.__tostring = function(h) return tostring(kget(h, "tostring(handle)")) end
 -- Makes ref (a runtime spike reference) the current spike; returns its
 -- new proxy. The previous current proxy is invalid from now on.
 function _M.deliver(ref)
-  local p = setmetatable({}, SP)
+  local p = newproxy(SPIKE)
   CUR, CUR_S = p, ref
   return p
 end
@@ -241,19 +246,19 @@ local function object(name, obj, fns, fields)
   for k, f in pairs(fns) do
     bound[k] = function(_, ...) return f(obj, ...) end
   end
-  local p = setmetatable({}, {
-    __metatable = name,
-    __index = function(_, k)
-      local f = bound[k]
-      if f then return f end
-      if fields and fields[k] then return obj[k] end
-      return nil
-    end,
-    __newindex = function(_, k)
-      error("a " .. name .. " is read-only (field " .. tostring(k) .. ")", 2)
-    end,
-    __tostring = function() return name end,
-  })
+  local p = newproxy(true)
+  local mt = getmetatable(p)
+  mt.__metatable = name
+  mt.__index = function(_, k)
+    local f = bound[k]
+    if f then return f end
+    if fields and fields[k] then return obj[k] end
+    return nil
+  end
+  mt.__newindex = function(_, k)
+    error("a " .. name .. " is read-only (field " .. tostring(k) .. ")", 2)
+  end
+  mt.__tostring = function() return name end
   return p
 end
 
