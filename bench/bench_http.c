@@ -9,13 +9,12 @@
  * gets in a fixed window; the bench fails unless 1,000 requests are still
  * in flight at the end of the window and answers came back during it.
  * Run from the repository root (or set NB_BENCH_ROOT). */
-#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 
 #include "bench.h"
+#include "bench_rt.h"
 #include "nb_rt_internal.h"
 
 #include <uv.h>
@@ -108,32 +107,15 @@ static void server_stop(void) {
 
 /* ---- the runtime ---- */
 
-static char root[PATH_MAX], tmpdir[PATH_MAX];
-
+/* Sets up the runtime's root and temp dir (bench_rt.h), then the server. */
 static void setup(void) {
-  if (root[0]) return;
-  const char *env = getenv("NB_BENCH_ROOT");
-  if (env && *env) snprintf(root, sizeof root, "%s", env);
-  else if (!getcwd(root, sizeof root)) nb_bench_fail("getcwd: %s", strerror(errno));
-  char probe[PATH_MAX + 32];
-  struct stat st;
-  snprintf(probe, sizeof probe, "%s/bench/lua/http_load.lua", root);
-  if (stat(probe, &st) != 0)
-    nb_bench_fail("cannot find %s: run from the repository root or set NB_BENCH_ROOT", probe);
-  snprintf(probe, sizeof probe, "%s/lua", root);
-  setenv("NB_LUA_PATH", probe, 0);
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/nb_bench_http.XXXXXX");
-  if (!mkdtemp(tmpdir)) nb_bench_fail("mkdtemp: %s", strerror(errno));
-  server_start();
+  if (nb_bench_rt_setup("http_load.lua", "http", NULL)) server_start();
 }
 
+/* Stops the server and removes the temp dir (at exit). */
 static void cleanup(void) {
   server_stop();
-  if (!tmpdir[0]) return;
-  char path[PATH_MAX + 32];
-  snprintf(path, sizeof path, "%s/topo.lua", tmpdir);
-  unlink(path);
-  rmdir(tmpdir);
+  nb_bench_rt_cleanup();
 }
 
 typedef struct run_s {
@@ -185,28 +167,23 @@ static void snap1(uv_timer_t *t) {
 /* One run: returns millions of spikes per second into the sink. */
 static double flow_run(void *ctx) {
   run_t *r = ctx;
-  char src[8 * PATH_MAX], path[PATH_MAX + 32];
+  char src[8 * PATH_MAX];
   int o = snprintf(src, sizeof src,
       "return { name = 'bench_http', tick = 'free',\n"
       "  axon = { capacity = 4096, inbox = 4096 },\n  neurons = {\n"
       "    a_producer = { script = '%s/bench/lua/producer.lua', threshold = 0,"
       " refractory = 0, config = { n = 1e15, batch = 1024, target = 1 } },\n"
       "    b_sink = { script = '%s/bench/lua/sink.lua', refractory = 0,"
-      " config = { source = 0 } },\n", root, root);
+      " config = { source = 0 } },\n", nb_bench_rt_root, nb_bench_rt_root);
   if (r->http)
     o += snprintf(src + o, sizeof src - (size_t)o,
         "    c_http = { script = '%s/bench/lua/http_load.lua', threshold = 0,"
         " refractory = 0, max_tasks = %d, config = { inflight = %d,"
-        " url = 'http://127.0.0.1:%d/x' } },\n", root, INFLIGHT + 10, INFLIGHT, srv_port);
+        " url = 'http://127.0.0.1:%d/x' } },\n", nb_bench_rt_root, INFLIGHT + 10, INFLIGHT,
+        srv_port);
   snprintf(src + o, sizeof src - (size_t)o,
            "  },\n  synapses = { { from = 'a_producer', to = 'b_sink' } },\n}\n");
-  snprintf(path, sizeof path, "%s/topo.lua", tmpdir);
-  FILE *f = fopen(path, "w");
-  if (!f || fputs(src, f) < 0 || fclose(f) != 0) nb_bench_fail("cannot write %s", path);
-  nb_rt_opts_t opts = {.quiet = 1};
-  char *err = NULL;
-  nb_rt_t *rt = nb_rt_open(path, &opts, &err);
-  if (!rt) nb_bench_fail("nb_rt_open: %s", err ? err : "?");
+  nb_rt_t *rt = nb_bench_rt_open(src);
   /* The real path: nb_rt_run drives the loop (free ticks in bursts, tasks
    * resumed after each I/O phase); two timers of ours on the runtime's loop
    * take the sink's count once every request is in flight and answers come
@@ -230,14 +207,7 @@ static double flow_run(void *ctx) {
     nb_bench_fail("%" PRIu64 " requests in flight in the window, not %d", sn.live_min, INFLIGHT);
   if (r->http && sn.a1 <= sn.a0) nb_bench_fail("no HTTP answer came back during the window");
   if (sn.in1 <= sn.in0) nb_bench_fail("the flow did not run");
-  nb_rt_stat_t e;
-  for (uint32_t id = 0; id < nb_rt_count(rt); id++) {
-    nb_rt_stat(rt, id, &e);
-    if (e.errors) {
-      char *m = nb_rt_errors(rt, id);
-      nb_bench_fail("agent %s: %.300s", nb_rt_name(rt, id), m ? m : "");
-    }
-  }
+  for (uint32_t id = 0; id < nb_rt_count(rt); id++) nb_bench_rt_stat(rt, id);
   nb_rt_close(rt);
   return (double)(sn.in1 - sn.in0) / ((double)(sn.ns1 - sn.ns0) / 1e9) / 1e6;
 }

@@ -9,79 +9,10 @@
  * the bench requires zero agent errors, exactly n spikes into every sink
  * and out of the producer (and relay). Run from the repository root (or
  * set NB_BENCH_ROOT): the agents live in bench/lua/, the modules in lua/. */
-#include <limits.h>
-#include <sys/stat.h>
 
 #include "bench.h"
 #include "bench_cortex.h"
-#include "nb_rt.h"
-
-static char root[PATH_MAX];
-static char tmpdir[PATH_MAX];
-
-/* Finds the repository root and points the runtime at lua/; fails the
- * bench when bench/lua/ cannot be found. */
-static void lua_setup(void) {
-  if (root[0]) return;
-  const char *env = getenv("NB_BENCH_ROOT");
-  if (env && *env) snprintf(root, sizeof root, "%s", env);
-  else if (!getcwd(root, sizeof root)) nb_bench_fail("getcwd: %s", strerror(errno));
-  char probe[PATH_MAX + 32];
-  struct stat st;
-  snprintf(probe, sizeof probe, "%s/bench/lua/producer.lua", root);
-  if (stat(probe, &st) != 0)
-    nb_bench_fail("cannot find %s: run from the repository root or set "
-                  "NB_BENCH_ROOT", probe);
-  snprintf(probe, sizeof probe, "%s/lua", root);
-  setenv("NB_LUA_PATH", probe, 0); /* the runtime's own guess is relative to
-                                      its binary, which lives deeper here */
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/nb_bench_lua.XXXXXX");
-  if (!mkdtemp(tmpdir)) nb_bench_fail("mkdtemp: %s", strerror(errno));
-}
-
-/* Removes the manifest directory at exit. */
-static void lua_cleanup(void) {
-  if (!tmpdir[0]) return;
-  char path[PATH_MAX + 32];
-  snprintf(path, sizeof path, "%s/topo.lua", tmpdir);
-  unlink(path);
-  rmdir(tmpdir);
-}
-
-/* Writes src as the manifest, opens it; returns the runtime or fails. */
-static nb_rt_t *open_topo(const char *src) {
-  char path[PATH_MAX + 32];
-  snprintf(path, sizeof path, "%s/topo.lua", tmpdir);
-  FILE *f = fopen(path, "w");
-  if (!f || fputs(src, f) < 0 || fclose(f) != 0)
-    nb_bench_fail("cannot write %s: %s", path, strerror(errno));
-  nb_rt_opts_t o;
-  memset(&o, 0, sizeof o);
-  o.quiet = 1;
-  char *err = NULL;
-  nb_rt_t *rt = nb_rt_open(path, &o, &err);
-  if (!rt) nb_bench_fail("nb_rt_open: %s", err ? err : "(no message)");
-  return rt;
-}
-
-/* Returns the id of name in rt, or fails the bench. */
-static uint32_t rt_id(nb_rt_t *rt, const char *name) {
-  int id = nb_rt_id(rt, name);
-  if (id < 0) nb_bench_fail("no neuron %s in the bench topology", name);
-  return (uint32_t)id;
-}
-
-/* Returns neuron id's counters after checking it had no agent error. */
-static nb_rt_stat_t rt_stat(nb_rt_t *rt, uint32_t id) {
-  nb_rt_stat_t st;
-  if (nb_rt_stat(rt, id, &st) != 0) nb_bench_fail("nb_rt_stat(%u) failed", id);
-  if (st.errors) {
-    char *e = nb_rt_errors(rt, id);
-    nb_bench_fail("Lua agent %s: %" PRIu64 " error(s): %.300s", nb_rt_name(rt, id),
-                  st.errors, e ? e : "");
-  }
-  return st;
-}
+#include "bench_rt.h"
 
 /* ---- throughput topologies ---- */
 
@@ -110,16 +41,16 @@ static void topo_manifest(const nb_bench_topo_t *t, char *out, size_t size) {
       "  axon = { capacity = %u, inbox = %u },\n  neurons = {\n"
       "    a_producer = { script = '%s/bench/lua/producer.lua', threshold = 0,"
       " refractory = 0, config = { n = %" PRIu64 ", batch = %u%s%s }%s },\n",
-      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, root, t->n, NB_BENCH_CX_BATCH, target,
-      psize, agent_keys);
+      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, nb_bench_rt_root, t->n, NB_BENCH_CX_BATCH,
+      target, psize, agent_keys);
   if (relay)
     o += (size_t)snprintf(out + o, size - o,
         "    b_relay = { script = '%s/bench/lua/relay.lua', refractory = 0,"
-        " config = { next = %d }%s },\n", root, first_sink, agent_keys);
+        " config = { next = %d }%s },\n", nb_bench_rt_root, first_sink, agent_keys);
   for (int i = 0; i < t->sinks; i++)
     o += (size_t)snprintf(out + o, size - o,
         "    c_sink%d = { script = '%s/bench/lua/sink.lua', refractory = 0,"
-        " config = { source = %d%s }%s },\n", i + 1, root, relay ? 1 : 0,
+        " config = { source = %d%s }%s },\n", i + 1, nb_bench_rt_root, relay ? 1 : 0,
         psize, agent_keys);
   o += (size_t)snprintf(out + o, size - o, "  },\n  synapses = {\n");
   if (relay)
@@ -140,14 +71,14 @@ static double topo_lua_run(void *ctx) {
   nb_bench_topo_t *t = ctx;
   char src[16 * PATH_MAX];
   topo_manifest(t, src, sizeof src);
-  nb_rt_t *rt = open_topo(src);
-  uint32_t prod = rt_id(rt, "a_producer");
-  uint32_t relay = t->relay ? rt_id(rt, "b_relay") : 0;
+  nb_rt_t *rt = nb_bench_rt_open(src);
+  uint32_t prod = nb_bench_rt_id(rt, "a_producer");
+  uint32_t relay = t->relay ? nb_bench_rt_id(rt, "b_relay") : 0;
   uint32_t sinks[NB_BENCH_CX_MAX_SINKS];
   char name[32];
   for (int i = 0; i < t->sinks; i++) {
     snprintf(name, sizeof name, "c_sink%d", i + 1);
-    sinks[i] = rt_id(rt, name);
+    sinks[i] = nb_bench_rt_id(rt, name);
   }
   if (prod != 0 || (t->relay && relay != 1) || sinks[0] != (t->relay ? 2u : 1u))
     nb_bench_fail("bench topology ids are not in name order");
@@ -163,27 +94,27 @@ static double topo_lua_run(void *ctx) {
       nb_rt_stat_t st;
       nb_rt_stat(rt, sinks[i], &st);
       if (st.spikes_in < t->n) done = 0;
-      if (st.errors) rt_stat(rt, sinks[i]);
+      if (st.errors) nb_bench_rt_stat(rt, sinks[i]);
     }
     if (done) break;
     if (++ticks > max_ticks) {
-      nb_rt_stat_t st = rt_stat(rt, sinks[0]);
+      nb_rt_stat_t st = nb_bench_rt_stat(rt, sinks[0]);
       nb_bench_fail("Lua topology: %" PRIu64 " ticks and sink 1 has %" PRIu64
                     " of %" PRIu64 " spikes: lost", ticks, st.spikes_in, t->n);
     }
   }
   uint64_t ns = nb_bench_now_ns() - t0;
-  nb_rt_stat_t ps = rt_stat(rt, prod);
+  nb_rt_stat_t ps = nb_bench_rt_stat(rt, prod);
   if (ps.spikes_out != t->n)
     nb_bench_fail("Lua producer sent %" PRIu64 " of %" PRIu64, ps.spikes_out, t->n);
   if (t->relay) {
-    nb_rt_stat_t rs = rt_stat(rt, relay);
+    nb_rt_stat_t rs = nb_bench_rt_stat(rt, relay);
     if (rs.spikes_in != t->n || rs.spikes_out != t->n)
       nb_bench_fail("Lua relay: %" PRIu64 " in, %" PRIu64 " out of %" PRIu64,
                     rs.spikes_in, rs.spikes_out, t->n);
   }
   for (int i = 0; i < t->sinks; i++) {
-    nb_rt_stat_t st = rt_stat(rt, sinks[i]);
+    nb_rt_stat_t st = nb_bench_rt_stat(rt, sinks[i]);
     if (st.spikes_in != t->n)
       nb_bench_fail("Lua sink %d got %" PRIu64 " of %" PRIu64, i + 1,
                     st.spikes_in, t->n);
@@ -196,7 +127,7 @@ static double topo_lua_run(void *ctx) {
 static void lua_row(const char *name, nb_bench_topo_t t, const char *base,
                     const char *target, const char *target_abs,
                     const char *note) {
-  lua_setup();
+  nb_bench_rt_setup("producer.lua", "lua", NULL);
   nb_bench_topo_t c = t;
   nb_bench_row_t r = nb_bench_row(name, "M spikes/s");
   nb_bench_measure(topo_lua_run, &t, &t.n, nb_bench_topo_c_run, &c, &c.n, &r.v,
@@ -257,7 +188,7 @@ static double topo_lua_mode_run(void *ctx) {
 /* Measures the one-hop Lua topology with keys against the same topology
  * with the JIT on (the default), interleaved in this run; emits a row. */
 static void lua_mode_row(const char *name, const char *keys, const char *note) {
-  lua_setup();
+  nb_bench_rt_setup("producer.lua", "lua", NULL);
   /* Sized for the slower interpreter; both sides run the same n. */
   lua_mode_t sub = {nb_bench_topo(nb_bench_size(1u << 20, 1u << 13), 1, 0, 0,
                                   NB_BENCH_FIRE_EACH), keys, 8};
@@ -288,7 +219,7 @@ static void group_budget(void) {
 /* ---- large payloads ---- */
 
 static void group_hop_1k(void) {
-  lua_setup();
+  nb_bench_rt_setup("producer.lua", "lua", NULL);
   lua_mode_t sub = {nb_bench_topo(nb_bench_size(2u << 20, 1u << 13), 1, 0, 0,
                                   NB_BENCH_FIRE_EACH), "", 1024};
   lua_mode_t inl = {sub.t, "", 8};
@@ -325,7 +256,7 @@ static void flow_open(flow_t *f) {
   char cfg[PATH_MAX + 96];
   if (f->mixed)
     snprintf(cfg, sizeof cfg, ", mixed = %d, sizes_script = '%s/bench/lua/sizes.lua'",
-             FLOW_SIZES, root);
+             FLOW_SIZES, nb_bench_rt_root);
   else
     cfg[0] = 0;
   snprintf(src, sizeof src,
@@ -339,10 +270,10 @@ static void flow_open(flow_t *f) {
       " config = { source = 0%s } },\n"
       "  },\n  synapses = {\n"
       "    { from = 'a_producer', to = 'c_sink1', weight = 0.5 },\n  },\n}\n",
-      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, FLOW_ARENA, root, NB_BENCH_CX_BATCH, cfg,
-      root, cfg);
-  f->rt = open_topo(src);
-  if (rt_id(f->rt, "a_producer") != 0 || rt_id(f->rt, "c_sink1") != 1)
+      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, FLOW_ARENA, nb_bench_rt_root,
+      NB_BENCH_CX_BATCH, cfg, nb_bench_rt_root, cfg);
+  f->rt = nb_bench_rt_open(src);
+  if (nb_bench_rt_id(f->rt, "a_producer") != 0 || nb_bench_rt_id(f->rt, "c_sink1") != 1)
     nb_bench_fail("flow topology ids are not in name order");
   f->seen = 0;
 }
@@ -367,7 +298,7 @@ static double flow_window(void *ctx) {
     int64_t rc = nb_rt_tick(f->rt, 1);
     if (rc < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)rc));
     nb_rt_stat(f->rt, 1, &st);
-    if (st.errors) rt_stat(f->rt, 1);
+    if (st.errors) nb_bench_rt_stat(f->rt, 1);
     stalled = st.spikes_in == last ? stalled + 1 : 0;
     if (stalled > 100000) nb_bench_fail("payload flow stalled at %" PRIu64, last);
     last = st.spikes_in;
@@ -388,14 +319,14 @@ static void flow_close(flow_t *f) {
     if (i > 100000) nb_bench_fail("payload flow did not drain");
     int64_t r = nb_rt_tick(f->rt, 1);
     if (r < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)r));
-    ps = rt_stat(f->rt, 0);
-    ss = rt_stat(f->rt, 1);
+    ps = nb_bench_rt_stat(f->rt, 0);
+    ss = nb_bench_rt_stat(f->rt, 1);
     /* Stopped: it received the stop spike, and everything it sent is in. */
     if (ps.spikes_in >= 1 && ss.spikes_in == ps.spikes_out) {
       uint64_t sent = ps.spikes_out;
       nb_rt_tick(f->rt, 1); /* one more: nothing may follow */
-      if (rt_stat(f->rt, 0).spikes_out != sent ||
-          rt_stat(f->rt, 1).spikes_in != sent)
+      if (nb_bench_rt_stat(f->rt, 0).spikes_out != sent ||
+          nb_bench_rt_stat(f->rt, 1).spikes_in != sent)
         nb_bench_fail("payload flow: the producer did not stop");
       break;
     }
@@ -417,7 +348,7 @@ static double flow_inline_run(void *ctx) {
 }
 
 static void group_flow(void) {
-  lua_setup();
+  nb_bench_rt_setup("producer.lua", "lua", NULL);
   uint64_t total_ns = nb_bench.tiny ? 300000000ull : 30000000000ull;
   int runs = nb_bench.runs;
   flow_t sub = {.mixed = 1, .window_ns = total_ns / (uint64_t)runs};
@@ -478,9 +409,9 @@ static double pingpong_lua_run(void *ctx) {
            "    a_ping = { script = '%s/bench/lua/ping.lua', refractory = 0,"
            " config = { n = %" PRIu64 ", peer = 1 } },\n"
            "    b_pong = { script = '%s/bench/lua/pong.lua', refractory = 0 },\n"
-           "  },\n}\n", root, pp->iters, root);
-  nb_rt_t *rt = open_topo(src);
-  uint32_t ping = rt_id(rt, "a_ping"), pong = rt_id(rt, "b_pong");
+           "  },\n}\n", nb_bench_rt_root, pp->iters, nb_bench_rt_root);
+  nb_rt_t *rt = nb_bench_rt_open(src);
+  uint32_t ping = nb_bench_rt_id(rt, "a_ping"), pong = nb_bench_rt_id(rt, "b_pong");
   if (ping != 0 || pong != 1) nb_bench_fail("ping-pong ids are not in name order");
   int rc = nb_rt_inject(rt, ping, pong, 0, 0, "NBbench!", 8);
   if (rc) nb_bench_fail("nb_rt_inject: %s", nb_strerror(rc));
@@ -494,7 +425,7 @@ static double pingpong_lua_run(void *ctx) {
     if (r < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)r));
     nb_rt_stat_t st;
     nb_rt_stat(rt, ping, &st);
-    if (st.errors) rt_stat(rt, ping);
+    if (st.errors) nb_bench_rt_stat(rt, ping);
     if (st.spikes_in != seen) {
       uint64_t now = nb_bench_ticks();
       if (k < pp->iters) pp->samples[k] = (double)(now - prev) * ns_per_tick;
@@ -503,7 +434,7 @@ static double pingpong_lua_run(void *ctx) {
       seen = st.spikes_in;
     }
   }
-  rt_stat(rt, pong);
+  nb_bench_rt_stat(rt, pong);
   if (k != pp->iters || seen != pp->iters)
     nb_bench_fail("Lua ping-pong: %" PRIu64 " samples for %" PRIu64 " balls", k, seen);
   nb_rt_close(rt);
@@ -512,7 +443,7 @@ static double pingpong_lua_run(void *ctx) {
 }
 
 static void group_pingpong(void) {
-  lua_setup();
+  nb_bench_rt_setup("producer.lua", "lua", NULL);
   lua_pp_t lp = {nb_bench_size(50000, 1000), NULL};
   lp.samples = nb_bench_alloc(lp.iters * sizeof(double));
   nb_bench_cxpp_t cp;
@@ -545,6 +476,6 @@ static const nb_bench_group_t groups[] = {
 };
 
 int main(int argc, char **argv) {
-  atexit(lua_cleanup);
+  atexit(nb_bench_rt_cleanup);
   return nb_bench_main(argc, argv, groups, sizeof groups / sizeof groups[0]);
 }

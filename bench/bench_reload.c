@@ -22,48 +22,14 @@
  * sent and the relay exactly what the producer sent, and the relay at the
  * expected version with no rejected reload. Run from the repository root
  * (or set NB_BENCH_ROOT). */
-#include <limits.h>
-#include <sys/stat.h>
-
 #include "bench.h"
-#include "nb_rt.h"
+#include "bench_rt.h"
 
 #define BATCH 1024u /* spikes the producer fires per tick (as bench_lua) */
 #define CAP 4096u   /* axon and inbox capacity */
 
-static char root[PATH_MAX];
-static char tmpdir[PATH_MAX];
-
-/* Finds the repository root, points the runtime at lua/ and makes the temp
- * dir; fails the bench when bench/lua/ cannot be found. */
-static void setup(void) {
-  if (root[0]) return;
-  const char *env = getenv("NB_BENCH_ROOT");
-  if (env && *env) snprintf(root, sizeof root, "%s", env);
-  else if (!getcwd(root, sizeof root)) nb_bench_fail("getcwd: %s", strerror(errno));
-  char probe[PATH_MAX + 40];
-  struct stat st;
-  snprintf(probe, sizeof probe, "%s/bench/lua/relay_reload.lua", root);
-  if (stat(probe, &st) != 0)
-    nb_bench_fail("cannot find %s: run from the repository root or set "
-                  "NB_BENCH_ROOT", probe);
-  snprintf(probe, sizeof probe, "%s/lua", root);
-  setenv("NB_LUA_PATH", probe, 0);
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/nb_bench_reload.XXXXXX");
-  if (!mkdtemp(tmpdir)) nb_bench_fail("mkdtemp: %s", strerror(errno));
-}
-
-/* Removes the temp dir and what runs left in it (at exit). */
-static void cleanup(void) {
-  if (!tmpdir[0]) return;
-  static const char *const names[] = {"topo.lua", "relay.lua", "relay.lua.new"};
-  char path[PATH_MAX + 32];
-  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-    snprintf(path, sizeof path, "%s/%s", tmpdir, names[i]);
-    unlink(path);
-  }
-  rmdir(tmpdir);
-}
+/* What runs leave in the temp dir besides topo.lua (file_run's relay). */
+static const char *const tmp_files[] = {"relay.lua", "relay.lua.new", NULL};
 
 /* Returns the whole file at path (malloc'd), or fails the bench. */
 static char *slurp(const char *path) {
@@ -97,7 +63,7 @@ static void spill(const char *path, const char *text) {
  * relay script at relay and extra Lua fields in its config; returns the
  * runtime or fails. */
 static nb_rt_t *open_chain(const char *relay, const char *relay_config) {
-  char src[4 * PATH_MAX + 1024], path[PATH_MAX + 32];
+  char src[4 * PATH_MAX + 1024];
   snprintf(src, sizeof src,
       "return {\n  name = 'bench_reload', tick = 'free',\n"
       "  axon = { capacity = %u, inbox = %u },\n  neurons = {\n"
@@ -109,31 +75,12 @@ static nb_rt_t *open_chain(const char *relay, const char *relay_config) {
       " config = { source = 1 } },\n  },\n  synapses = {\n"
       "    { from = 'a_producer', to = 'b_relay', weight = 0.5 },\n"
       "    { from = 'b_relay', to = 'c_sink', weight = 0.5 },\n  },\n}\n",
-      CAP, CAP, root, BATCH, relay, relay_config, root);
-  snprintf(path, sizeof path, "%s/topo.lua", tmpdir);
-  spill(path, src);
-  nb_rt_opts_t o;
-  memset(&o, 0, sizeof o);
-  o.quiet = 1;
-  char *err = NULL;
-  nb_rt_t *rt = nb_rt_open(path, &o, &err);
-  if (!rt) nb_bench_fail("nb_rt_open: %s", err ? err : "(no message)");
+      CAP, CAP, nb_bench_rt_root, BATCH, relay, relay_config, nb_bench_rt_root);
+  nb_rt_t *rt = nb_bench_rt_open(src);
   if (nb_rt_id(rt, "a_producer") != 0 || nb_rt_id(rt, "b_relay") != 1 ||
       nb_rt_id(rt, "c_sink") != 2)
     nb_bench_fail("bench_reload topology ids are not in name order");
   return rt;
-}
-
-/* Returns neuron id's counters after checking it had no agent error. */
-static nb_rt_stat_t stat_of(nb_rt_t *rt, uint32_t id) {
-  nb_rt_stat_t st;
-  if (nb_rt_stat(rt, id, &st) != 0) nb_bench_fail("nb_rt_stat(%u) failed", id);
-  if (st.errors) {
-    char *e = nb_rt_errors(rt, id);
-    nb_bench_fail("Lua agent %s: %" PRIu64 " error(s): %.300s", nb_rt_name(rt, id),
-                  st.errors, e ? e : "");
-  }
-  return st;
 }
 
 /* Runs one tick or fails. */
@@ -146,7 +93,8 @@ static void tick1(nb_rt_t *rt) {
  * that the relay runs version `version` with no rejected reload, closes. */
 static void finish(nb_rt_t *rt, uint32_t version) {
   nb_rt_stop(rt, 0);
-  nb_rt_stat_t p = stat_of(rt, 0), r = stat_of(rt, 1), s = stat_of(rt, 2);
+  nb_rt_stat_t p = nb_bench_rt_stat(rt, 0), r = nb_bench_rt_stat(rt, 1),
+               s = nb_bench_rt_stat(rt, 2);
   if (r.spikes_in != p.spikes_out || r.spikes_out != r.spikes_in ||
       s.spikes_in != r.spikes_out)
     nb_bench_fail("reload chain lost spikes: producer sent %" PRIu64 ", relay "
@@ -158,20 +106,6 @@ static void finish(nb_rt_t *rt, uint32_t version) {
     nb_bench_fail("relay at version %u (%" PRIu64 " rejected), expected %u",
                   v.counter, v.rejected, version);
   nb_rt_close(rt);
-}
-
-/* Returns the number field key of the relay's nb.state, or fails. */
-static double state_num(nb_rt_t *rt, const char *key) {
-  char *err = NULL;
-  char *dump = nb_rt_state_dump(rt, 1, &err);
-  if (!dump) nb_bench_fail("relay state: %s", err ? err : "?");
-  char pat[64];
-  snprintf(pat, sizeof pat, "[\"%s\"]=", key);
-  char *at = strstr(dump, pat);
-  if (!at) nb_bench_fail("relay state has no %s: %.200s", key, dump);
-  double v = strtod(at + strlen(pat), NULL);
-  nb_rt_free_string(dump);
-  return v;
 }
 
 /* ---- baseline: the normal per-tick latency ---- */
@@ -186,7 +120,7 @@ typedef struct tick_ctx_s {
 static double tick_run(void *ctx) {
   tick_ctx_t *c = ctx;
   char relay[PATH_MAX + 40];
-  snprintf(relay, sizeof relay, "%s/bench/lua/relay_reload.lua", root);
+  snprintf(relay, sizeof relay, "%s/bench/lua/relay_reload.lua", nb_bench_rt_root);
   nb_rt_t *rt = open_chain(relay, "");
   for (int i = 0; i < 20; i++) tick1(rt);
   for (uint64_t i = 0; i < c->ticks; i++) {
@@ -212,7 +146,7 @@ typedef struct api_ctx_s {
 static double api_run(void *ctx) {
   api_ctx_t *c = ctx;
   char relay[PATH_MAX + 40];
-  snprintf(relay, sizeof relay, "%s/bench/lua/relay_reload.lua", root);
+  snprintf(relay, sizeof relay, "%s/bench/lua/relay_reload.lua", nb_bench_rt_root);
   nb_rt_t *rt = open_chain(relay, "");
   for (int i = 0; i < 20; i++) tick1(rt);
   size_t len = strlen(c->src);
@@ -222,17 +156,17 @@ static double api_run(void *ctx) {
     for (int i = 0; i < 3; i++) tick1(rt); /* steady flow between reloads */
     /* a distinct source each time: each reload is a new version */
     snprintf(src, len + 64, "%s\n-- reload %" PRIu64 "\n", c->src, r);
-    nb_rt_stat_t before = stat_of(rt, 1);
+    nb_rt_stat_t before = nb_bench_rt_stat(rt, 1);
     char *err = NULL;
     uint64_t t0 = nb_bench_now_ns();
     int rc = nb_rt_reload(rt, 1, src, strlen(src), 1, &err);
     if (rc != 1) nb_bench_fail("nb_rt_reload: %d: %s", rc, err ? err : "?");
     int waited = 0;
-    while (stat_of(rt, 1).spikes_in == before.spikes_in) {
+    while (nb_bench_rt_stat(rt, 1).spikes_in == before.spikes_in) {
       if (++waited > 100) nb_bench_fail("the reloaded relay got no spike in 100 ticks");
       tick1(rt);
     }
-    double first = state_num(rt, "first_ns");
+    double first = nb_bench_rt_state_num(rt, 1, "first_ns");
     if (first < (double)t0) nb_bench_fail("the new version did not stamp its first spike");
     c->samples[r] = (first - (double)t0) / 1e3;
   }
@@ -249,7 +183,7 @@ static double api_run(void *ctx) {
 static double file_run(void *ctx) {
   api_ctx_t *c = ctx;
   char relay[PATH_MAX + 32], config[PATH_MAX + 128];
-  snprintf(relay, sizeof relay, "%s/relay.lua", tmpdir);
+  snprintf(relay, sizeof relay, "%s/relay.lua", nb_bench_rt_tmpdir);
   spill(relay, c->src);
   snprintf(config, sizeof config,
            ", rewrite = %u, path = '%s', stop_after_reload = true", 64 * BATCH,
@@ -266,7 +200,8 @@ static double file_run(void *ctx) {
   int rc = nb_rt_run(rt, &o);
   fclose(out);
   if (rc) nb_bench_fail("nb_rt_run: %s", nb_strerror(rc));
-  double changed = state_num(rt, "changed_ns"), first = state_num(rt, "first_ns");
+  double changed = nb_bench_rt_state_num(rt, 1, "changed_ns");
+  double first = nb_bench_rt_state_num(rt, 1, "first_ns");
   if (!(changed > 0 && first >= changed))
     nb_bench_fail("reload_pause_file: change at %.0f, first spike at %.0f", changed,
                   first);
@@ -277,11 +212,11 @@ static double file_run(void *ctx) {
 /* ---- rows ---- */
 
 static void group_reload(void) {
-  setup();
+  nb_bench_rt_setup("relay_reload.lua", "reload", tmp_files);
   tick_ctx_t t = {nb_bench_size(200, 20), NULL};
   t.samples = nb_bench_alloc(t.ticks * sizeof(double));
   char path[PATH_MAX + 40];
-  snprintf(path, sizeof path, "%s/bench/lua/relay_reload.lua", root);
+  snprintf(path, sizeof path, "%s/bench/lua/relay_reload.lua", nb_bench_rt_root);
   api_ctx_t a = {nb_bench_size(20, 5), NULL, slurp(path)};
   a.samples = nb_bench_alloc(a.reloads * sizeof(double));
   /* --row picks one of the two: skip measuring the other */
@@ -317,6 +252,6 @@ static const nb_bench_group_t groups[] = {
 };
 
 int main(int argc, char **argv) {
-  atexit(cleanup);
+  atexit(nb_bench_rt_cleanup);
   return nb_bench_main(argc, argv, groups, sizeof groups / sizeof groups[0]);
 }

@@ -8,105 +8,13 @@
  * have fired exactly once (the Lua agent raises on a second firing and the
  * bench checks the count), and no agent may report an error. Run from the
  * repository root (or set NB_BENCH_ROOT): the agents live in bench/lua/. */
-#include <limits.h>
 #include <math.h>
-#include <sys/stat.h>
 
 #include <uv.h>
 
 #include "bench.h"
 #include "bench_cortex.h"
-#include "nb_rt.h"
-
-static char root[PATH_MAX];
-static char tmpdir[PATH_MAX];
-
-/* Finds the repository root and points the runtime at lua/; fails the
- * bench when bench/lua/ cannot be found. */
-static void lua_setup(void) {
-  if (root[0]) return;
-  const char *env = getenv("NB_BENCH_ROOT");
-  if (env && *env) snprintf(root, sizeof root, "%s", env);
-  else if (!getcwd(root, sizeof root)) nb_bench_fail("getcwd: %s", strerror(errno));
-  char probe[PATH_MAX + 32];
-  struct stat st;
-  snprintf(probe, sizeof probe, "%s/bench/lua/timers.lua", root);
-  if (stat(probe, &st) != 0)
-    nb_bench_fail("cannot find %s: run from the repository root or set "
-                  "NB_BENCH_ROOT", probe);
-  snprintf(probe, sizeof probe, "%s/lua", root);
-  setenv("NB_LUA_PATH", probe, 0);
-  snprintf(tmpdir, sizeof tmpdir, "/tmp/nb_bench_tasks.XXXXXX");
-  if (!mkdtemp(tmpdir)) nb_bench_fail("mkdtemp: %s", strerror(errno));
-}
-
-/* Removes the manifest directory at exit. */
-static void lua_cleanup(void) {
-  if (!tmpdir[0]) return;
-  char path[PATH_MAX + 32];
-  snprintf(path, sizeof path, "%s/topo.lua", tmpdir);
-  unlink(path);
-  rmdir(tmpdir);
-}
-
-/* Writes src as the manifest, opens it; returns the runtime or fails. */
-static nb_rt_t *open_topo(const char *src) {
-  char path[PATH_MAX + 32];
-  snprintf(path, sizeof path, "%s/topo.lua", tmpdir);
-  FILE *f = fopen(path, "w");
-  if (!f || fputs(src, f) < 0 || fclose(f) != 0)
-    nb_bench_fail("cannot write %s: %s", path, strerror(errno));
-  nb_rt_opts_t o;
-  memset(&o, 0, sizeof o);
-  o.quiet = 1;
-  char *err = NULL;
-  nb_rt_t *rt = nb_rt_open(path, &o, &err);
-  if (!rt) nb_bench_fail("nb_rt_open: %s", err ? err : "(no message)");
-  return rt;
-}
-
-/* Returns the id of name in rt, or fails the bench. */
-static uint32_t rt_id(nb_rt_t *rt, const char *name) {
-  int id = nb_rt_id(rt, name);
-  if (id < 0) nb_bench_fail("no neuron %s in the bench topology", name);
-  return (uint32_t)id;
-}
-
-/* Returns neuron id's counters after checking it had no agent error. */
-static nb_rt_stat_t rt_stat(nb_rt_t *rt, uint32_t id) {
-  nb_rt_stat_t st;
-  if (nb_rt_stat(rt, id, &st) != 0) nb_bench_fail("nb_rt_stat(%u) failed", id);
-  if (st.errors) {
-    char *e = nb_rt_errors(rt, id);
-    nb_bench_fail("Lua agent %s: %" PRIu64 " error(s): %.300s", nb_rt_name(rt, id),
-                  st.errors, e ? e : "");
-  }
-  return st;
-}
-
-/* Returns the number nb.state[key] of neuron id (read through the state
- * dump, "return {[\"key\"]=value,...}"), or fails when it is missing. */
-static double state_num(nb_rt_t *rt, uint32_t id, const char *key) {
-  char *err = NULL;
-  char *src = nb_rt_state_dump(rt, id, &err);
-  if (!src) nb_bench_fail("nb.state of %s: %s", nb_rt_name(rt, id), err ? err : "?");
-  char pat[96];
-  snprintf(pat, sizeof pat, "[\"%s\"]=", key);
-  const char *p = strstr(src, pat);
-  if (!p) nb_bench_fail("nb.state of %s has no %s: %.200s", nb_rt_name(rt, id),
-                        key, src);
-  p += strlen(pat);
-  double v;
-  if (!strncmp(p, "true", 4)) v = 1;
-  else if (!strncmp(p, "false", 5)) v = 0;
-  else {
-    char *end;
-    v = strtod(p, &end);
-    if (end == p) nb_bench_fail("nb.state.%s is not a number: %.40s", key, p);
-  }
-  nb_rt_free_string(src);
-  return v;
-}
+#include "bench_rt.h"
 
 /* ---- task_resume: a task step against an on_spike dispatch ---- */
 
@@ -125,24 +33,24 @@ static double task_resume_run(void *ctx) {
   snprintf(src, sizeof src,
            "return {\n  name = 'bench_tasks', tick = 'free',\n  neurons = {\n"
            "    a_tasks = { script = '%s/bench/lua/task_loop.lua',"
-           " config = { n = %" PRIu64 " } },\n  },\n}\n", root, r->n);
-  nb_rt_t *rt = open_topo(src);
-  uint32_t id = rt_id(rt, "a_tasks");
+           " config = { n = %" PRIu64 " } },\n  },\n}\n", nb_bench_rt_root, r->n);
+  nb_rt_t *rt = nb_bench_rt_open(src);
+  uint32_t id = nb_bench_rt_id(rt, "a_tasks");
   uint64_t max_ticks = r->n + 1000, ticks = 0;
   uint64_t t0 = nb_bench_now_ns();
   while (nb_rt_tasks(rt) != 0) {
     int64_t rc = nb_rt_tick(rt, 1);
     if (rc < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)rc));
     if (++ticks > max_ticks) {
-      rt_stat(rt, id);
+      nb_bench_rt_stat(rt, id);
       nb_bench_fail("task_resume: the task is not over after %" PRIu64 " ticks",
                     ticks);
     }
   }
   uint64_t ns = nb_bench_now_ns() - t0;
-  rt_stat(rt, id);
-  double steps = state_num(rt, id, "steps");
-  if (steps != (double)r->n || state_num(rt, id, "done") != 1)
+  nb_bench_rt_stat(rt, id);
+  double steps = nb_bench_rt_state_num(rt, id, "steps");
+  if (steps != (double)r->n || nb_bench_rt_state_num(rt, id, "done") != 1)
     nb_bench_fail("task_resume: the task ran %.0f of %" PRIu64 " steps", steps,
                   r->n);
   r->ticks = ticks;
@@ -165,9 +73,10 @@ static double hop_run(void *ctx) {
       " config = { source = 0 } },\n"
       "  },\n  synapses = {\n"
       "    { from = 'a_producer', to = 'c_sink1', weight = 0.5 },\n  },\n}\n",
-      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, root, n, NB_BENCH_CX_BATCH, root);
-  nb_rt_t *rt = open_topo(src);
-  uint32_t prod = rt_id(rt, "a_producer"), sink = rt_id(rt, "c_sink1");
+      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, nb_bench_rt_root, n, NB_BENCH_CX_BATCH,
+      nb_bench_rt_root);
+  nb_rt_t *rt = nb_bench_rt_open(src);
+  uint32_t prod = nb_bench_rt_id(rt, "a_producer"), sink = nb_bench_rt_id(rt, "c_sink1");
   uint64_t max_ticks = 4 * (n / NB_BENCH_CX_BATCH + 1) + 1000, ticks = 0;
   uint64_t t0 = nb_bench_now_ns();
   for (;;) {
@@ -175,21 +84,22 @@ static double hop_run(void *ctx) {
     if (rc < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)rc));
     nb_rt_stat_t st;
     nb_rt_stat(rt, sink, &st);
-    if (st.errors) rt_stat(rt, sink);
+    if (st.errors) nb_bench_rt_stat(rt, sink);
     if (st.spikes_in >= n) break;
     if (++ticks > max_ticks)
       nb_bench_fail("hop: sink has %" PRIu64 " of %" PRIu64 " spikes: lost",
                     st.spikes_in, n);
   }
   uint64_t ns = nb_bench_now_ns() - t0;
-  if (rt_stat(rt, prod).spikes_out != n || rt_stat(rt, sink).spikes_in != n)
+  if (nb_bench_rt_stat(rt, prod).spikes_out != n ||
+      nb_bench_rt_stat(rt, sink).spikes_in != n)
     nb_bench_fail("hop: producer or sink count is off");
   nb_rt_close(rt);
   return (double)ns / (double)n;
 }
 
 static void group_resume(void) {
-  lua_setup();
+  nb_bench_rt_setup("timers.lua", "tasks", NULL);
   resume_t r = {nb_bench_size(1u << 19, 1u << 12), 0};
   uint64_t hop_n = nb_bench_size(4u << 20, 1u << 14);
   nb_bench_row_t row = nb_bench_row("task_resume", "ns/step");
@@ -250,9 +160,9 @@ static double timers_rt_run(void *ctx) {
            "    a_timers = { script = '%s/bench/lua/timers.lua', threshold = 0,"
            " refractory = 0, config = { n = %" PRIu64 ", batch = %" PRIu64
            ", span_ms = %u, stop = true } },\n  },\n}\n",
-           root, t->n, t->batch, t->span_ms);
-  nb_rt_t *rt = open_topo(src);
-  uint32_t id = rt_id(rt, "a_timers");
+           nb_bench_rt_root, t->n, t->batch, t->span_ms);
+  nb_rt_t *rt = nb_bench_rt_open(src);
+  uint32_t id = nb_bench_rt_id(rt, "a_timers");
   nb_rt_run_opts_t o;
   memset(&o, 0, sizeof o);
   o.no_watch = 1;
@@ -263,15 +173,15 @@ static double timers_rt_run(void *ctx) {
   o.for_ns = 60000000000ull; /* a deadline: the agent ends the run itself */
   int rc = nb_rt_run(rt, &o);
   if (rc < 0) nb_bench_fail("nb_rt_run: %s", nb_strerror(rc));
-  rt_stat(rt, id);
-  double count = state_num(rt, id, "count");
+  nb_bench_rt_stat(rt, id);
+  double count = nb_bench_rt_state_num(rt, id, "count");
   if (count != (double)t->n)
     nb_bench_fail("timers: %.0f of %" PRIu64 " fired before the deadline", count,
                   t->n);
-  t->p50_us = state_num(rt, id, "p50_us");
-  t->p99_us = state_num(rt, id, "p99_us");
-  t->min_us = state_num(rt, id, "min_us");
-  t->max_us = state_num(rt, id, "max_us");
+  t->p50_us = nb_bench_rt_state_num(rt, id, "p50_us");
+  t->p99_us = nb_bench_rt_state_num(rt, id, "p99_us");
+  t->min_us = nb_bench_rt_state_num(rt, id, "min_us");
+  t->max_us = nb_bench_rt_state_num(rt, id, "max_us");
   nb_rt_close(rt);
   return t->p99_us;
 }
@@ -361,7 +271,7 @@ static double timers_uv_run(void *ctx) {
 }
 
 static void group_timers(void) {
-  lua_setup();
+  nb_bench_rt_setup("timers.lua", "tasks", NULL);
   unsigned span = nb_bench.tiny ? TM_SPAN_MS_TINY : TM_SPAN_MS_FULL;
   uint64_t n = nb_bench_size(100000, 2000);
   int nticks = nb_bench.tiny ? TM_TICKS_TINY : TM_TICKS_FULL;
@@ -432,6 +342,6 @@ static const nb_bench_group_t groups[] = {
 };
 
 int main(int argc, char **argv) {
-  atexit(lua_cleanup);
+  atexit(nb_bench_rt_cleanup);
   return nb_bench_main(argc, argv, groups, sizeof groups / sizeof groups[0]);
 }

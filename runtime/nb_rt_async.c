@@ -51,6 +51,8 @@ struct nb__async_rt_s { /* per runtime */
   int stopped;        /* nb__async_stop ran: new requests are refused */
   nb__agent_t *ready; /* agents with events or spawned tasks */
   uint64_t live;      /* outstanding requests, all agents */
+  void (*stops[4])(nb_rt_t *rt); /* backends' cleanups (nb__async_on_stop) */
+  int nstops;
 };
 
 /* ---- the runtime's part ---- */
@@ -373,7 +375,8 @@ void nb__async_stop(nb_rt_t *rt) {
   if (!R || R->stopped) return;
   R->stopped = 1;
   for (uint32_t i = 0; i < rt->n; i++) nb__async_agent_close(rt->agents[i]);
-  nb__http_stop(rt); /* the curl multi's cached connections and handles */
+  /* Backends with state of their own (the curl multi) clean it up. */
+  for (int i = 0; i < R->nstops; i++) R->stops[i](rt);
   R->ready = NULL;
   if (R->check_on) {
     uv_close((uv_handle_t *)&R->check, NULL);
@@ -383,6 +386,14 @@ void nb__async_stop(nb_rt_t *rt) {
   /* Let the cancelled requests' handles close (nb_rt_run's own turns do
    * it when it drives the loop). */
   if (rt->loop && !rt->looping) uv_run(rt->loop, UV_RUN_NOWAIT);
+}
+
+void nb__async_on_stop(nb_rt_t *rt, void (*fn)(nb_rt_t *rt)) {
+  struct nb__async_rt_s *R = rt_async(rt);
+  for (int i = 0; i < R->nstops; i++)
+    if (R->stops[i] == fn) return;
+  if (R->nstops == (int)(sizeof R->stops / sizeof R->stops[0])) abort();
+  R->stops[R->nstops++] = fn;
 }
 
 void nb__async_free(nb_rt_t *rt) {

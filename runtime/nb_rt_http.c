@@ -325,6 +325,7 @@ static http_t *http_of(nb_rt_t *rt, void *loop) {
   curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
   curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
+  nb__async_on_stop(rt, nb__http_stop); /* the runtime's stop cleans it up */
   rt->http = h;
   return h;
 }

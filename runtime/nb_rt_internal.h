@@ -6,7 +6,10 @@
  *   nb_lstate.c, nb_link*.c           one agent state; the TCP link protocol
  *   nb_rt_rec.c, nb_rt_reload.c,      recording, code versions and hot
  *   nb_rt_isolation.c, nb_rt_link.c,  reload, fault policies, links to peers,
- *   nb_rt_keep.c, nb_rt_async.c       kept payloads, the loop and requests
+ *   nb_rt_keep.c, nb_rt_allow.c       kept payloads, the sandbox's allowlists
+ *   nb_rt_async.c                     requests, completions, resuming tasks
+ *   nb_rt_http.c, nb_rt_exec.c,       the requests' backends: HTTP, processes,
+ *   nb_rt_files.c                     files
  *   nb_rt.c                           agents, lifecycle and delivery
  *   nb_rt_topo.c, nb_rt_ffi.c,        building from a manifest (and check),
  *   nb_rt_run.c                       what Lua calls, the `neuronbus run` loop
@@ -288,6 +291,11 @@ void nb__async_agent_free(nb__agent_t *a);
  * it all, closing a loop made here; returns nothing. */
 void nb__async_stop(nb_rt_t *rt);
 void nb__async_free(nb_rt_t *rt);
+
+/* Has nb__async_stop call fn(rt) after cancelling every request (a
+ * backend's own state: the curl multi); registering twice is once.
+ * Returns nothing. */
+void nb__async_on_stop(nb_rt_t *rt, void (*fn)(nb_rt_t *rt));
 
 /* ---- nb_rt_allow.c ---- */
 
