@@ -465,7 +465,7 @@ local function sandbox_entries()
     local i = cell.pos
     while i < n do
       cell.pos = i + 1
-      on_spike(deliver(spikes[i]), nb)
+      on_spike(deliver(spikes, i), nb)
       i = i + 1
     end
     clear()
@@ -477,9 +477,9 @@ local function sandbox_entries()
     if not f then
       error("the agent has no filters." .. tostring(name) .. " function", 0)
     end
-    local p0, s0 = px.current()
-    local r = f(deliver(CELL.fspike[0]), NB)
-    px.set(p0, s0) -- a filter asked during this state's own on_spike
+    local e, ptr, i = px.current()
+    local r = f(deliver(CELL.fspike, 0), NB)
+    px.set(e, ptr, i) -- a filter asked during this state's own on_spike
     return r
   end
   -- Every other entry starts with no current spike.

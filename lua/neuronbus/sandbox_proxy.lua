@@ -31,9 +31,9 @@
 -- methods find their object in tables private to this module (weak
 -- keys), never in the proxy.
 --
--- The one current delivered spike: deliver(ref) makes a fresh proxy the
--- current one over ref (an element of this tick's batch, i < count, or
--- the filter's spike), clear() ends it. neuronbus.agent calls clear() at
+-- The one current delivered spike: deliver(ptr, i) makes a fresh proxy
+-- the current one over ptr[i] (this tick's batch, i < count, or the
+-- filter's spike), clear() ends it. neuronbus.agent calls clear() at
 -- the start of every entry and after each batch, so a stored proxy can
 -- never read a batch that is gone.
 
@@ -43,7 +43,7 @@ local nbffi = require("neuronbus.ffi")
 local C = ffi.C
 local type, tostring, tonumber, error, select = type, tostring, tonumber, error, select
 local setmetatable, getmetatable, newproxy = setmetatable, getmetatable, newproxy
-local rawequal, pairs = rawequal, pairs
+local rawget, pairs = rawget, pairs
 local ffi_string, ffi_copy = ffi.string, ffi.copy
 local str_byte, str_format = string.byte, string.format
 local floor = math.floor
@@ -59,7 +59,10 @@ local CELL = nil
 local pdata = ffi.new("const char *[1]")
 local plen = ffi.new("size_t[1]")
 
-local CUR, CUR_S = nil, nil                    -- the current delivered spike
+-- The current delivery: its number, and its spike as CUR_P[CUR_I] (the
+-- batch pointer and an index, so that no spike reference is stored: a
+-- stored cdata would be allocated per spike). CUR_P nil: none.
+local EPOCH, CUR_P, CUR_I = 0, nil, 0
 local COPY = setmetatable({}, { __mode = "k" })  -- proxy -> private spike_t
 local KSPIKE = setmetatable({}, { __mode = "k" }) -- proxy -> kept cdata
 local KEPT = setmetatable({}, { __mode = "k" })  -- handle proxy -> kept cdata
@@ -70,7 +73,9 @@ local GONE = "this spike is no longer valid: a spike handed to on_spike (or "
 
 -- Returns the runtime spike behind proxy p, or raises naming what.
 local function get(p, what)
-  if rawequal(p, CUR) and CUR ~= nil then return CUR_S end
+  if CUR_P ~= nil and type(p) == "table" and rawget(p, 1) == EPOCH then
+    return CUR_P[CUR_I]
+  end
   local c = COPY[p]
   if c then return c end
   local k = KSPIKE[p]
@@ -79,12 +84,14 @@ local function get(p, what)
     if s == nil then error(what .. ": the kept payload was released", 3) end
     return s
   end
-  if type(p) == "userdata" then error(what .. ": " .. GONE, 3) end
+  local t = type(p)
+  if t == "userdata" or t == "table" then error(what .. ": " .. GONE, 3) end
   error(what .. ": expected a spike, got a " .. type(p), 3)
 end
 
-local FIELDS = { source = true, target = true, priority = true,
-                 sequence = true, timestamp_ns = true, meta = true }
+local FIELDS = { source = "spike.source", target = "spike.target",
+                 priority = "spike.priority", sequence = "spike.sequence",
+                 timestamp_ns = "spike.timestamp_ns", meta = "spike.meta" }
 
 local methods = {}
 
@@ -105,9 +112,15 @@ local function proxy(side, v)
 end
 
 SP.__index = function(p, k)
+  local f = FIELDS[k]
+  if f then
+    if CUR_P ~= nil and type(p) == "table" and rawget(p, 1) == EPOCH then
+      return CUR_P[CUR_I][k] -- the hot path: a field of the spike delivered now
+    end
+    return get(p, f)[k]
+  end
   local m = methods[k]
   if m then return m end
-  if FIELDS[k] then return get(p, "spike." .. k)[k] end
   if k == "payload_bytes" then
     error("spike.payload_bytes is not available in the sandbox (no raw "
       .. "memory): use spike:payload(), spike:view() or spike:byte(i)", 2)
@@ -215,25 +228,32 @@ KH.__tostring = function(h) return tostring(kget(h, "tostring(handle)")) end
 
 -- Makes ref (a runtime spike reference) the current spike; returns its
 -- new proxy. The previous current proxy is invalid from now on.
-function _M.deliver(ref)
-  local p = newproxy(SPIKE)
-  CUR, CUR_S = p, ref
-  return p
+function _M.deliver(ptr, i)
+  -- A table holding its delivery's number, not a userdata: the JIT
+  -- compiles it and, when on_spike does not keep it, sinks it (no
+  -- allocation per spike), where newproxy would stop the trace. The number
+  -- only selects: whatever a table claims, get() reads nothing but the
+  -- current delivered spike (or the agent's copies and kept payloads).
+  -- rawset on a proxy changes only the agent's own table.
+  local e = EPOCH + 1
+  EPOCH, CUR_P, CUR_I = e, ptr, i
+  return setmetatable({ e }, SP)
 end
 
--- Returns the current proxy and spike (for set).
+-- Returns the current delivery (for set).
 function _M.current()
-  return CUR, CUR_S
+  return EPOCH, CUR_P, CUR_I
 end
 
--- Makes p (a proxy from deliver, or nil) over s the current spike again.
-function _M.set(p, s)
-  CUR, CUR_S = p, s
+-- Makes delivery e over ptr[i] current again (a filter asked during this
+-- state's own on_spike); ptr nil: none.
+function _M.set(e, ptr, i)
+  EPOCH, CUR_P, CUR_I = e, ptr, i
 end
 
--- Ends the current spike: no proxy reads a runtime spike any more.
+-- Ends the current spike: no delivered proxy reads a runtime spike any more.
 function _M.clear()
-  CUR, CUR_S = nil, nil
+  EPOCH, CUR_P = EPOCH + 1, nil
 end
 
 -- ---------------------------------------------------------------------
