@@ -26,7 +26,9 @@ local function run(victim)
       beat = { script = FX .. "beat.lua", threshold = 0, refractory = 0,
                config = { to = "tally", n = BEATS, batch = 10 } },
       tally = { script = FX .. "count.lua", refractory = 0 },
+      src = { script = manifest.absolute("spec/fixtures/runtime/handle.lua"), refractory = 0 },
     },
+    synapses = { { from = "src", to = "victim", filters = { custom = "probe" } } },
   }
   local path = os.tmpname()
   helpers.write(path, serial.dump(topo))
@@ -110,6 +112,13 @@ describe("the sandbox against escape techniques (sandbox, jit = false, budget, 1
     h:tick(2)
     assert.equal(errors + 1, h:stats("victim").errors)
     assert.matches("^error_object_check denied: ", report(h, "error_object_check"))
+  end)
+
+  it("hands a custom filter a proxy that dies when the filter returns", function()
+    h:inject("src", "fire_to victim via_filter")
+    h:tick(3)
+    assert.equal("via_filter", h:received("out")[#h:received("out")].payload)
+    assert.matches("^filter_check denied: returned false", report(h, "filter_check"))
   end)
 
   it("counts its techniques", function()
