@@ -144,3 +144,46 @@ describe("the same agent without the sandbox", function()
     h:close()
   end)
 end)
+
+-- The wrapped task and stream of nb.http in the sandbox, against the fake
+-- server of spec/runtime/http_spec.lua (spec/fixtures/http/client.lua).
+describe("a sandboxed agent's nb.http streams and tasks", function()
+  local fake = dofile("spec/fixtures/http/fake.lua")
+  local srv, h
+  setup(function() srv = fake.start() end)
+  teardown(function() srv.stop() end)
+  before_each(function()
+    h = testing.agent("spec/fixtures/http/client.lua", { name = "client", quiet = true,
+      sandbox = true })
+  end)
+  after_each(function() h:close() end)
+
+  local function send(cmd)
+    h:inject("client", (serial.dump(cmd):gsub("^return ", "")))
+  end
+  local function result(key)
+    return fake.wait(h, function(hh) return hh:state("client").results[key] end, 10)
+  end
+
+  it("reads a stream and its events through the proxy, and closes one", function()
+    send({ op = "stream", key = "s", opts = { url = srv.url("/stream?n=3&ms=5") } })
+    send({ op = "events", key = "e", opts = { url = srv.url("/stream?n=3&ms=5") } })
+    send({ op = "first", key = "f", n = 1, opts = { url = srv.url("/stream?n=50&ms=20") } })
+    local r = assert(result("s"))
+    assert.equal(200, r.status)
+    assert.equal("text/event-stream", r.headers["content-type"])
+    assert.equal("data: event 1\n\ndata: event 2\n\ndata: event 3\n\ndata: [DONE]\n\n",
+      table.concat(r.items))
+    assert.is_true(#assert(result("e")).items >= 3)
+    assert.is_true(#assert(result("f")).items >= 1)
+    assert.same({}, h:errors("client"))
+  end)
+
+  it("cancels a task through its proxy", function()
+    send({ op = "hold", key = "w", opts = { url = srv.url("/stream?n=50&ms=100") } })
+    h:tick(3)
+    send({ op = "cancel", key = "w" })
+    assert.equal("cancelled", assert(result("w")).cancelled)
+    assert.same({}, h:errors("client"))
+  end)
+end)
