@@ -196,6 +196,9 @@ const char *nb__lua_path(void);
  * code), or NULL with *err set (malloc'd). */
 lua_State *nb__state_new(char **err);
 
+/* As nb__state_new, with the allocator f and its ud (NULL: the default). */
+lua_State *nb__state_new_with(lua_Alloc f, void *ud, char **err);
+
 /* The names of NB__CARD_TEXT_MAP, in its order. */
 extern const char *const nb__card_text_keys[NB__CARD_TEXTS];
 

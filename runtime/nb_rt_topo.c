@@ -592,18 +592,7 @@ static void *mcap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 static lua_State *manifest_state_new(mcap_t *c, char **err) {
   memset(c, 0, sizeof *c);
   c->limit = NB__MANIFEST_MEMORY;
-  lua_State *L = lua_newstate(mcap_alloc, c);
-  if (!L) {
-    *err = nb__strdup("cannot create a Lua state: out of memory");
-    return NULL;
-  }
-  luaL_openlibs(L);
-  lua_getglobal(L, "package");
-  lua_getfield(L, -1, "path");
-  lua_pushfstring(L, "%s%s", nb__lua_path(), lua_tostring(L, -1));
-  lua_setfield(L, -3, "path");
-  lua_pop(L, 2);
-  return L;
+  return nb__state_new_with(mcap_alloc, c, err);
 }
 
 /* Replaces what a manifest that hit its memory cap reported. */

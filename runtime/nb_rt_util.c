@@ -145,7 +145,11 @@ const char *nb__lua_path(void) {
 }
 
 lua_State *nb__state_new(char **err) {
-  lua_State *L = luaL_newstate();
+  return nb__state_new_with(NULL, NULL, err);
+}
+
+lua_State *nb__state_new_with(lua_Alloc f, void *ud, char **err) {
+  lua_State *L = f ? lua_newstate(f, ud) : luaL_newstate();
   if (!L) {
     *err = nb__strdup("cannot create a Lua state: out of memory");
     return NULL;
