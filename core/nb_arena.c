@@ -361,7 +361,6 @@ static uint32_t claim(nb_arena_t *a, uint32_t s, uint32_t k, uint32_t state,
     atomic_store_explicit(&g->state, j ? SEG_CONT : state, memory_order_relaxed);
     atomic_store_explicit(&g->span, j ? 0 : k, memory_order_relaxed);
     atomic_store_explicit(&g->allocs, 0, memory_order_relaxed);
-    atomic_store_explicit(&g->fill, 0, memory_order_relaxed);
     atomic_store_explicit(&g->owner, state == SEG_ACTIVE ? a->me + 1 : 0,
                           memory_order_relaxed);
   }
@@ -413,7 +412,6 @@ static int take(nb_arena_t *a, const nb_arena_writer_t *w, uint32_t k,
 static void seal(nb_arena_writer_t *w) {
   nb_arena_t *a = w->a;
   seg_t *g = &a->hot.segs[w->seg];
-  atomic_store_explicit(&g->fill, w->pos, memory_order_relaxed);
   /* Owner cleared before the count moves: a process dying in between
    * leaves the bias in place (a leak), never subtracted twice. */
   atomic_store_explicit(&g->owner, 0, memory_order_relaxed);
@@ -503,7 +501,6 @@ static int write_run(nb_arena_writer_t *w, const void *data, size_t len,
   uint32_t s;
   if (take(a, w, (uint32_t)k, &s) != 0) return NB_ENOSPACE;
   uint32_t gen = claim(a, s, (uint32_t)k, SEG_SEALED, 1);
-  atomic_store_explicit(&a->hot.segs[s].fill, (uint32_t)len, memory_order_relaxed);
   if (a->held) held_add(a, s, 1);
   uint64_t off = (uint64_t)s << a->hot.seg_shift;
   memcpy(a->hot.data + off, data, len);
@@ -723,7 +720,6 @@ static void clean_start(nb_arena_t *a) {
     atomic_store_explicit(&g->owner, 0, memory_order_relaxed);
     atomic_store_explicit(&g->span, 1, memory_order_relaxed);
     atomic_store_explicit(&g->allocs, 0, memory_order_relaxed);
-    atomic_store_explicit(&g->fill, 0, memory_order_relaxed);
   }
   for (uint32_t i = 0; i < a->hot.nsegs; i += 64) {
     uint32_t k = a->hot.nsegs - i < 64 ? a->hot.nsegs - i : 64;

@@ -201,8 +201,7 @@ typedef struct nb__arena_seg_s {
   _Atomic uint32_t owner;  /* process slot + 1 while active */
   _Atomic uint32_t span;   /* segments of the run starting here */
   _Atomic uint32_t allocs; /* payloads written by the owner (shared only) */
-  _Atomic uint32_t fill;   /* bytes written, published at seal */
-  uint8_t pad[32];
+  uint8_t pad[36];
 } nb__arena_seg_t;
 
 enum { NB__SEG_FREE = 0, NB__SEG_ACTIVE = 1, NB__SEG_SEALED = 2,

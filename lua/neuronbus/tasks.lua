@@ -129,9 +129,9 @@ end
 
 -- Makes task t wait for request id (from an nb_rt_* call: a negative id is
 -- an error raised naming what); returns the event that ends the wait as a
--- table { status, code, data, data2, msg, final }. With more = true the
--- task keeps waiting on id for further events (a stream).
-function _M.wait(t, id, what, more)
+-- table { status, code, data, data2, msg, final }. A stream's task waits
+-- on its id again for each further event (see own).
+function _M.wait(t, id, what)
   id = tonumber(id)
   if id < 0 then error(what .. ": " .. strerror(id), 3) end
   local q = t.owned and t.owned[id]
