@@ -31,6 +31,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <x86intrin.h>
 #endif
@@ -479,58 +481,54 @@ NB_BENCH_UNUSED static nb_bench_row_t nb_bench_row(const char *name,
   return r;
 }
 
-/* Prints s as a JSON string (the names and notes are ours: only quotes and
- * backslashes need escaping). */
-static void nb_bench__json_str(const char *s) {
-  putchar('"');
-  for (; s && *s; s++) {
-    if (*s == '"' || *s == '\\') putchar('\\');
-    putchar(*s == '\n' ? ' ' : *s);
-  }
-  putchar('"');
+/* Sets key to s as a JSON string in o, when s is set. */
+static void nb_bench__json_str(json_t *o, const char *key, const char *s) {
+  if (s) json_object_set_new(o, key, json_string(s));
 }
 
 /* Prints the row as one flat JSON object on a line starting "ROW ", unless
- * --row asked for another row; returns nothing. */
+ * --row asked for another row; returns nothing. jansson escapes the
+ * strings and keeps the keys in the order they are set. */
 NB_BENCH_UNUSED static void nb_bench_emit(const nb_bench_row_t *r) {
   if (nb_bench.row && strcmp(nb_bench.row, r->name) != 0) return;
-  printf("ROW {\"name\":");
-  nb_bench__json_str(r->name);
-  printf(",\"unit\":");
-  nb_bench__json_str(r->unit);
-  printf(",\"better\":\"%s\"", r->lower_is_better ? "lower" : "higher");
-  printf(",\"median\":%.6g,\"min\":%.6g,\"max\":%.6g,\"runs\":%d", r->v.median,
-         r->v.min, r->v.max, r->v.n);
+  json_t *o = json_object();
+  nb_bench__json_str(o, "name", r->name);
+  nb_bench__json_str(o, "unit", r->unit);
+  nb_bench__json_str(o, "better", r->lower_is_better ? "lower" : "higher");
+  json_object_set_new(o, "median", json_real(r->v.median));
+  json_object_set_new(o, "min", json_real(r->v.min));
+  json_object_set_new(o, "max", json_real(r->v.max));
+  json_object_set_new(o, "runs", json_integer(r->v.n));
   if (r->baseline) {
-    printf(",\"baseline\":");
-    nb_bench__json_str(r->baseline);
-    printf(",\"baseline_median\":%.6g,\"baseline_min\":%.6g,\"baseline_max\":%.6g",
-           r->b.median, r->b.min, r->b.max);
-    printf(",\"ratio\":%.4f", r->b.median != 0 ? r->v.median / r->b.median : 0.0);
+    nb_bench__json_str(o, "baseline", r->baseline);
+    json_object_set_new(o, "baseline_median", json_real(r->b.median));
+    json_object_set_new(o, "baseline_min", json_real(r->b.min));
+    json_object_set_new(o, "baseline_max", json_real(r->b.max));
+    json_object_set_new(
+        o, "ratio", json_real(r->b.median != 0 ? r->v.median / r->b.median : 0.0));
   }
-  if (r->target) {
-    printf(",\"target\":");
-    nb_bench__json_str(r->target);
+  nb_bench__json_str(o, "target", r->target);
+  nb_bench__json_str(o, "target_abs", r->target_abs);
+  if (r->hop_ns >= 0) json_object_set_new(o, "hop_ns", json_real(r->hop_ns));
+  if (r->cpu_a >= 0) {
+    char cpus[32];
+    snprintf(cpus, sizeof cpus, "%d,%d", r->cpu_a, r->cpu_b);
+    nb_bench__json_str(o, "cpus", cpus);
   }
-  if (r->target_abs) {
-    printf(",\"target_abs\":");
-    nb_bench__json_str(r->target_abs);
+  if (r->shared_cores) json_object_set_new(o, "shared_cores", json_true());
+  if (nb_bench.ncpus < 2) json_object_set_new(o, "single_cpu", json_true());
+  if (nb_bench.tiny) json_object_set_new(o, "tiny", json_true());
+  if (r->extra_key) json_object_set_new(o, r->extra_key, json_real(r->extra));
+  nb_bench__json_str(o, "note", r->note);
+  char *line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                 JSON_REAL_PRECISION(6));
+  json_decref(o);
+  if (!line) {
+    fprintf(stderr, "bench: out of memory writing row %s\n", r->name);
+    exit(2);
   }
-  if (r->hop_ns >= 0) printf(",\"hop_ns\":%.1f", r->hop_ns);
-  if (r->cpu_a >= 0) printf(",\"cpus\":\"%d,%d\"", r->cpu_a, r->cpu_b);
-  if (r->shared_cores) printf(",\"shared_cores\":true");
-  if (nb_bench.ncpus < 2) printf(",\"single_cpu\":true");
-  if (nb_bench.tiny) printf(",\"tiny\":true");
-  if (r->extra_key) {
-    printf(",");
-    nb_bench__json_str(r->extra_key);
-    printf(":%.6g", r->extra);
-  }
-  if (r->note) {
-    printf(",\"note\":");
-    nb_bench__json_str(r->note);
-  }
-  printf("}\n");
+  printf("ROW %s\n", line);
+  free(line);
   fflush(stdout);
   nb_bench.rows_emitted++;
 }
