@@ -12,6 +12,7 @@
 
 struct nb_neuron_s {
   nb_id_t id;
+  uint32_t worker;   /* the cortex worker that routes into it and ticks it */
   int stopped;       /* inbound spikes become dead letters */
   int held;          /* nb_neuron_hold: no delivery, spikes wait */
   int stop_called;   /* on_stop already ran (it runs once) */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "nb__neuron_internal.h"
+#include "nb__wring_internal.h"
 #include "nb_clock.h"
 #include "nb_err.h"
 
@@ -134,15 +135,22 @@ static void ix_free(ix_t *ix) {
 
 /* ---- the cortex ---- */
 
-struct nb_cortex_s {
-  nb_cortex_opts_t opts; /* with the zero defaults resolved */
-  nb_neuron_t **neurons; /* by id */
-  uint32_t count, cap;
-  nb_synapse_table_t *syn;
-  ix_t names, caps, regions;
-  /* The injection queue: a ring drained after the axons. */
-  nb_spike_t *inject;
-  uint32_t inject_mask, inject_head, inject_count;
+/* Spikes from one other worker that could not be routed when they arrived
+ * (their target's inbox was full, or an earlier spike of their source
+ * waited): a FIFO as large as the ring, retried before the ring, so a full
+ * inbox holds back its source's spikes without holding back the ring. */
+typedef struct park_s {
+  nb_spike_t *s;
+  uint32_t cap, head, count;
+} park_t;
+
+/* One worker: a shard of the neurons and everything its tick writes. With
+ * one worker it is the whole cortex. */
+typedef struct worker_s {
+  nb_cortex_t *cx;
+  uint32_t index;
+  nb_id_t *shard; /* its neurons, in id order */
+  uint32_t nshard, shard_cap;
   /* Per-synapse verdicts of the broadcast being routed, one byte per
    * possible destination, so a broadcast is all-or-nothing without an
    * allocation. */
@@ -151,6 +159,29 @@ struct nb_cortex_s {
    * of payloads from one segment), flushed at the end of each phase. */
   nb_arena_releaser_t rel;
   nb_cortex_stats_t stats;
+  /* Several workers only. out[v]: the ring to worker v (NULL for itself);
+   * park[v]: what worker v sent that waits; blocked[source] == epoch:
+   * that source has a spike waiting in this pass; bcast_to[v]: worker v
+   * gets a copy of the broadcast being routed. */
+  nb__wring_t **out;
+  park_t *park;
+  uint32_t *blocked;
+  uint32_t epoch;
+  uint8_t *bcast_to;
+} worker_t;
+
+struct nb_cortex_s {
+  nb_cortex_opts_t opts; /* with the zero defaults resolved */
+  nb_neuron_t **neurons; /* by id */
+  uint32_t count, cap;
+  nb_synapse_table_t *syn;
+  ix_t names, caps, regions;
+  /* The injection queue: a ring drained by worker 0 after its axons. */
+  nb_spike_t *inject;
+  uint32_t inject_mask, inject_head, inject_count;
+  worker_t *w;
+  uint32_t nworkers;
+  nb_cortex_stats_t sum; /* nb_cortex_stats' answer with several workers */
 };
 
 /* Returns the default options. */
@@ -159,8 +190,53 @@ nb_cortex_opts_t nb_cortex_opts_default(void) {
                         .axon_capacity = NB_AXON_DEFAULT_CAPACITY,
                         .inbox_capacity = 0,
                         .arena = NULL,
-                        .prune_every = 0};
+                        .prune_every = 0,
+                        .workers = 1,
+                        .ring_capacity = 0};
   return o;
+}
+
+/* Sets up worker w of cx (the rings and parks only with several workers);
+ * returns 0 or NB_ENOMEM / NB_EINVAL. */
+static int worker_init(nb_cortex_t *cx, uint32_t w) {
+  worker_t *wk = &cx->w[w];
+  const nb_cortex_opts_t *o = &cx->opts;
+  wk->cx = cx;
+  wk->index = w;
+  wk->rel.arena = o->arena;
+  wk->verdict = malloc(o->max_neurons);
+  if (!wk->verdict) return NB_ENOMEM;
+  if (cx->nworkers == 1) return 0;
+  uint32_t nw = cx->nworkers;
+  wk->out = calloc(nw, sizeof *wk->out);
+  wk->park = calloc(nw, sizeof *wk->park);
+  wk->blocked = calloc(o->max_neurons, sizeof *wk->blocked);
+  wk->bcast_to = calloc(nw, 1);
+  if (!wk->out || !wk->park || !wk->blocked || !wk->bcast_to)
+    return NB_ENOMEM;
+  for (uint32_t v = 0; v < nw; v++) {
+    if (v == w) continue;
+    int rc = nb__wring_new(&wk->out[v], o->ring_capacity);
+    if (rc != 0) return rc;
+    wk->park[v].cap = o->ring_capacity;
+    wk->park[v].s = aligned_alloc(alignof(nb_spike_t),
+                                  (size_t)o->ring_capacity * sizeof(nb_spike_t));
+    if (!wk->park[v].s) return NB_ENOMEM;
+  }
+  return 0;
+}
+
+/* Frees what worker_init made; returns nothing. */
+static void worker_free(nb_cortex_t *cx, worker_t *wk) {
+  for (uint32_t v = 0; wk->out && v < cx->nworkers; v++)
+    nb__wring_free(wk->out[v]);
+  for (uint32_t v = 0; wk->park && v < cx->nworkers; v++) free(wk->park[v].s);
+  free(wk->out);
+  free(wk->park);
+  free(wk->blocked);
+  free(wk->bcast_to);
+  free(wk->verdict);
+  free(wk->shard);
 }
 
 /* Returns 0 with *out set to a new cortex, NB_EINVAL or NB_ENOMEM. */
@@ -173,17 +249,24 @@ int nb_cortex_new(nb_cortex_t **out, const nb_cortex_opts_t *opts) {
   if (o.axon_capacity < 2 || (o.axon_capacity & (o.axon_capacity - 1)))
     return NB_EINVAL;
   if (o.inbox_capacity == 0) o.inbox_capacity = o.axon_capacity;
+  if (o.workers == 0) o.workers = 1;
+  if (o.workers > NB_MAX_WORKERS) return NB_EINVAL;
+  if (o.ring_capacity == 0) o.ring_capacity = NB_RING_DEFAULT_CAPACITY;
+  if (o.ring_capacity < 2 || (o.ring_capacity & (o.ring_capacity - 1)))
+    return NB_EINVAL;
   nb_cortex_t *cx = calloc(1, sizeof *cx);
   if (!cx) return NB_ENOMEM;
   cx->opts = o;
-  cx->rel.arena = o.arena;
   int rc = nb_synapse_table_new(&cx->syn, o.max_neurons);
   if (rc != 0) goto fail;
   rc = NB_ENOMEM;
   cx->inject = aligned_alloc(alignof(nb_spike_t),
                              (size_t)o.axon_capacity * sizeof(nb_spike_t));
-  cx->verdict = malloc(o.max_neurons);
-  if (!cx->inject || !cx->verdict) goto fail;
+  cx->w = calloc(o.workers, sizeof *cx->w);
+  if (!cx->inject || !cx->w) goto fail;
+  cx->nworkers = o.workers;
+  for (uint32_t w = 0; w < o.workers; w++)
+    if ((rc = worker_init(cx, w)) != 0) goto fail;
   cx->inject_mask = o.axon_capacity - 1;
   *out = cx;
   return 0;
@@ -192,17 +275,29 @@ fail:
   return rc;
 }
 
-/* Drops the reference s holds, if any, in the current batch; returns
+/* Drops the reference s holds, if any, in wk's current batch; returns
  * nothing. */
-static inline void consume(nb_cortex_t *cx, const nb_spike_t *s) {
-  if (!nb_spike_is_ref(s) || !cx->opts.arena) return;
+static inline void consume(worker_t *wk, const nb_spike_t *s) {
+  if (!nb_spike_is_ref(s) || !wk->rel.arena) return;
   nb_arena_ref_t ref;
-  if (nb_spike_get_ref(s, &ref) == 0) nb_arena_releaser_add(&cx->rel, &ref);
+  if (nb_spike_get_ref(s, &ref) == 0) nb_arena_releaser_add(&wk->rel, &ref);
+}
+
+/* Returns the spikes between workers: in the rings and parked. */
+static uint64_t in_flight(const nb_cortex_t *cx) {
+  uint64_t total = 0;
+  for (uint32_t w = 0; cx->nworkers > 1 && w < cx->nworkers; w++)
+    for (uint32_t v = 0; v < cx->nworkers; v++)
+      if (v != w)
+        total += nb__wring_used(cx->w[w].out[v]) + cx->w[w].park[v].count;
+  return total;
 }
 
 /* Drops the references of every spike still waiting (axons, the injection
- * queue, inboxes), so a shared arena gets its space back; returns nothing. */
+ * queue, inboxes, rings, parks), so a shared arena gets its space back;
+ * returns nothing. */
 static void consume_pending(nb_cortex_t *cx) {
+  worker_t *wk = &cx->w[0];
   for (uint32_t i = 0; i < cx->count; i++) {
     nb_neuron_t *n = cx->neurons[i];
     uint64_t avail = nb_axon_reader_available(n->reader);
@@ -211,24 +306,38 @@ static void consume_pending(nb_cortex_t *cx) {
       const nb_spike_t *s = nb__axon_reader_peek_run(n->reader, k, avail - k,
                                                      &run);
       if (!s) break;
-      for (uint32_t j = 0; j < run; j++) consume(cx, &s[j]);
+      for (uint32_t j = 0; j < run; j++) consume(wk, &s[j]);
       k += run;
     }
     if (avail) nb_axon_reader_advance(n->reader, avail);
-    for (uint32_t k = 0; k < n->inbox_count; k++) consume(cx, &n->inbox[k]);
+    for (uint32_t k = 0; k < n->inbox_count; k++) consume(wk, &n->inbox[k]);
     n->inbox_count = 0;
   }
   for (; cx->inject_count; cx->inject_count--) {
-    consume(cx, &cx->inject[cx->inject_head]);
+    consume(wk, &cx->inject[cx->inject_head]);
     cx->inject_head = (cx->inject_head + 1) & cx->inject_mask;
   }
-  nb_arena_releaser_flush(&cx->rel);
+  for (uint32_t w = 0; cx->nworkers > 1 && w < cx->nworkers; w++) {
+    for (uint32_t v = 0; v < cx->nworkers; v++) {
+      if (v == w) continue;
+      park_t *p = &cx->w[v].park[w];
+      for (; p->count; p->count--, p->head = (p->head + 1) & (p->cap - 1))
+        consume(wk, &p->s[p->head]);
+      uint32_t k;
+      const nb_spike_t *s;
+      while ((s = nb__wring_peek(cx->w[w].out[v], &k)) != NULL) {
+        for (uint32_t j = 0; j < k; j++) consume(wk, &s[j]);
+        nb__wring_advance(cx->w[w].out[v], k);
+      }
+    }
+  }
+  nb_arena_releaser_flush(&wk->rel);
 }
 
 /* Frees the cortex, its neurons, synapses and indexes; returns nothing. */
 void nb_cortex_free(nb_cortex_t *cx) {
   if (!cx) return;
-  if (cx->opts.arena && cx->neurons) consume_pending(cx);
+  if (cx->opts.arena && cx->neurons && cx->w) consume_pending(cx);
   for (uint32_t i = 0; i < cx->count; i++) nb__neuron_free(cx->neurons[i]);
   free(cx->neurons);
   if (cx->syn) nb_synapse_table_free(cx->syn);
@@ -236,7 +345,9 @@ void nb_cortex_free(nb_cortex_t *cx) {
   ix_free(&cx->caps);
   ix_free(&cx->regions);
   free(cx->inject);
-  free(cx->verdict);
+  for (uint32_t w = 0; cx->w && w < cx->nworkers; w++)
+    worker_free(cx, &cx->w[w]);
+  free(cx->w);
   free(cx);
 }
 
@@ -302,6 +413,35 @@ static int index_neuron(nb_cortex_t *cx, const nb_neuron_t *n, int add) {
 
 /* ---- registration and lookup ---- */
 
+/* Inserts id into wk's shard, keeping id order; returns 0 or NB_ENOMEM. */
+static int shard_add(worker_t *wk, nb_id_t id) {
+  if (wk->nshard == wk->shard_cap) {
+    uint32_t ncap = wk->shard_cap ? wk->shard_cap * 2 : 16;
+    nb_id_t *ns = realloc(wk->shard, ncap * sizeof *ns);
+    if (!ns) return NB_ENOMEM;
+    wk->shard = ns;
+    wk->shard_cap = ncap;
+  }
+  uint32_t i = wk->nshard;
+  while (i > 0 && wk->shard[i - 1] > id) {
+    wk->shard[i] = wk->shard[i - 1];
+    i--;
+  }
+  wk->shard[i] = id;
+  wk->nshard++;
+  return 0;
+}
+
+/* Removes id from wk's shard; returns nothing. */
+static void shard_remove(worker_t *wk, nb_id_t id) {
+  uint32_t i = 0;
+  while (i < wk->nshard && wk->shard[i] != id) i++;
+  if (i == wk->nshard) return;
+  memmove(&wk->shard[i], &wk->shard[i + 1],
+          (wk->nshard - i - 1) * sizeof *wk->shard);
+  wk->nshard--;
+}
+
 /* Returns 0 with the new neuron in *out (if out is not NULL), or NB_EEXIST,
  * NB_EINVAL, NB_ELIMIT, NB_ENOMEM. */
 int nb_cortex_register(nb_cortex_t *cx, const nb_card_t *card,
@@ -330,13 +470,42 @@ int nb_cortex_register(nb_cortex_t *cx, const nb_card_t *card,
                           cx->opts.axon_capacity, cx->opts.inbox_capacity,
                           cx->opts.arena);
   if (rc != 0) return rc;
-  if (index_neuron(cx, n, 1) != 0) {
+  /* Default placement: round robin by id, so consecutive registrations
+   * spread over the workers. */
+  n->worker = id % cx->nworkers;
+  if (index_neuron(cx, n, 1) != 0 || shard_add(&cx->w[n->worker], id) != 0) {
     index_neuron(cx, n, 0);
     nb__neuron_free(n);
     return NB_ENOMEM;
   }
   cx->neurons[cx->count++] = n;
   if (out) *out = n;
+  return 0;
+}
+
+/* Returns the number of workers. */
+uint32_t nb_cortex_workers(const nb_cortex_t *cx) { return cx->nworkers; }
+
+/* Returns the worker of neuron id, or -1 for an unknown id. */
+int nb_cortex_worker_of(const nb_cortex_t *cx, nb_id_t id) {
+  return id < cx->count ? (int)cx->neurons[id]->worker : -1;
+}
+
+/* Returns 0 with neuron id moved to worker w, NB_ENOENT, NB_EINVAL (a
+ * worker out of range, or spikes between workers still in flight), or
+ * NB_ENOMEM. */
+int nb_cortex_place(nb_cortex_t *cx, nb_id_t id, uint32_t w) {
+  if (id >= cx->count) return NB_ENOENT;
+  if (w >= cx->nworkers) return NB_EINVAL;
+  nb_neuron_t *n = cx->neurons[id];
+  if (n->worker == w) return 0;
+  /* A spike in a ring or a park is bound for its target's old worker:
+   * moving the target now would let later spikes of the same pair, which
+   * go to the new worker, overtake it. */
+  if (in_flight(cx)) return NB_EINVAL;
+  if (shard_add(&cx->w[w], id) != 0) return NB_ENOMEM;
+  shard_remove(&cx->w[n->worker], id);
+  n->worker = w;
   return 0;
 }
 
@@ -453,7 +622,7 @@ nb_synapse_table_t *nb_cortex_synapses(const nb_cortex_t *cx) {
 /* Returns the number of synapses removed at or below their w_min. */
 size_t nb_cortex_prune(nb_cortex_t *cx) {
   size_t n = nb_synapse_table_prune(cx->syn);
-  cx->stats.pruned += n;
+  cx->w[0].stats.pruned += n;
   return n;
 }
 
@@ -464,10 +633,11 @@ int nb_cortex_set_stopped(nb_cortex_t *cx, nb_id_t id, int stopped) {
   if (!n) return NB_ENOENT;
   n->stopped = stopped != 0;
   if (n->stopped) {
-    cx->stats.dead_letters += n->inbox_count;
+    worker_t *wk = &cx->w[n->worker];
+    wk->stats.dead_letters += n->inbox_count;
     n->stats.dead_letters += n->inbox_count;
-    for (uint32_t k = 0; k < n->inbox_count; k++) consume(cx, &n->inbox[k]);
-    nb_arena_releaser_flush(&cx->rel);
+    for (uint32_t k = 0; k < n->inbox_count; k++) consume(wk, &n->inbox[k]);
+    nb_arena_releaser_flush(&wk->rel);
     n->inbox_count = 0;
   }
   return 0;
@@ -478,7 +648,7 @@ int nb_cortex_set_stopped(nb_cortex_t *cx, nb_id_t id, int stopped) {
 int nb_cortex_add_dead_letters(nb_cortex_t *cx, nb_id_t id, uint64_t n) {
   nb_neuron_t *t = nb_cortex_neuron(cx, id);
   if (!t) return NB_ENOENT;
-  cx->stats.dead_letters += n;
+  cx->w[t->worker].stats.dead_letters += n;
   t->stats.dead_letters += n;
   return 0;
 }
@@ -505,7 +675,7 @@ int nb_cortex_inject(nb_cortex_t *cx, const nb_spike_t *s) {
 /* ---- routing ---- */
 
 enum { ROUTED = 0, BLOCKED = 1 };
-enum { V_REJECT = 0, V_PASS = 1, V_STOPPED = 2 };
+enum { V_REJECT = 0, V_PASS = 1, V_STOPPED = 2, V_ELSEWHERE = 3 };
 
 /* The payload of the spike being routed, resolved at most once. */
 typedef struct payload_view_s {
@@ -585,38 +755,39 @@ typedef struct route_cache_s {
 } route_cache_t;
 
 /* Copies s with weight w into t's inbox, which has room; returns nothing. */
-static void inbox_push(nb_cortex_t *cx, nb_neuron_t *t, const nb_spike_t *s,
+static void inbox_push(worker_t *wk, nb_neuron_t *t, const nb_spike_t *s,
                        float w) {
   t->inbox[t->inbox_count] = *s;
   t->inbox_w[t->inbox_count] = w;
   t->inbox_count++;
-  cx->stats.routed++;
+  wk->stats.routed++;
 }
 
 /* Counts a filtered spike into t; returns ROUTED. */
-static int filtered(nb_cortex_t *cx, nb_neuron_t *t) {
-  cx->stats.filtered++;
+static int filtered(worker_t *wk, nb_neuron_t *t) {
+  wk->stats.filtered++;
   t->stats.filtered++;
   return ROUTED;
 }
 
 /* Counts a dead letter and drops its payload; returns ROUTED (the spike is
  * consumed). */
-static int dead_letter(nb_cortex_t *cx, const nb_spike_t *s) {
-  cx->stats.dead_letters++;
-  consume(cx, s);
+static int dead_letter(worker_t *wk, const nb_spike_t *s) {
+  wk->stats.dead_letters++;
+  consume(wk, s);
   return ROUTED;
 }
 
-/* Routes a unicast spike; returns ROUTED (delivered, filtered or dead) or
- * BLOCKED when the target's inbox is full. */
-static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s,
-                         route_cache_t *c) {
+/* Routes a unicast spike to a target of wk's shard; returns ROUTED
+ * (delivered, filtered or dead) or BLOCKED when the target's inbox is
+ * full. */
+static int route_unicast(worker_t *wk, const nb_spike_t *s, route_cache_t *c) {
+  nb_cortex_t *cx = wk->cx;
   nb_neuron_t *t = s->target < cx->count ? cx->neurons[s->target] : NULL;
-  if (!t) return dead_letter(cx, s);
+  if (!t) return dead_letter(wk, s);
   if (t->stopped) {
     t->stats.dead_letters++;
-    return dead_letter(cx, s);
+    return dead_letter(wk, s);
   }
   nb_synapse_t *syn = s->source < cx->count
                           ? nb_synapse_table_get(cx->syn, s->source, s->target)
@@ -630,10 +801,10 @@ static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s,
     c->t = NULL;
     payload_view_t pv = {0};
     int v = verdict(cx, syn, s, &pv);
-    if (v < 0) return dead_letter(cx, s);
+    if (v < 0) return dead_letter(wk, s);
     if (v == V_REJECT) {
-      consume(cx, s);
-      return filtered(cx, t);
+      consume(wk, s);
+      return filtered(wk, t);
     }
   }
   if (t->inbox_count == t->inbox_cap) return BLOCKED;
@@ -642,72 +813,112 @@ static int route_unicast(nb_cortex_t *cx, const nb_spike_t *s,
     w = weight_of(syn);
     stdp_pre(t, syn, s->timestamp_ns);
   }
-  inbox_push(cx, t, s, w);
+  inbox_push(wk, t, s, w);
   return ROUTED;
 }
 
-/* Routes a broadcast along every outgoing synapse of its source, all or
- * nothing: returns BLOCKED, delivering to no one, when any destination
- * that passes its filters has a full inbox; else ROUTED. */
-static int route_broadcast(nb_cortex_t *cx, const nb_spike_t *s) {
-  if (s->source >= cx->count) return dead_letter(cx, s);
+/* Routes a broadcast along the outgoing synapses of its source, all or
+ * nothing: returns BLOCKED, delivering to no one, when any destination of
+ * wk's shard that passes its filters has a full inbox, or (from_ring 0,
+ * several workers) when the ring to a worker holding other destinations is
+ * full; else ROUTED. With several workers the source's worker delivers to
+ * its own shard and sends one copy to each other worker with destinations
+ * (from_ring 0); a worker receiving that copy (from_ring 1) delivers to
+ * its shard only. Each copy and each inbox copy holds its own reference. */
+static int route_broadcast(worker_t *wk, const nb_spike_t *s, int from_ring) {
+  nb_cortex_t *cx = wk->cx;
+  if (s->source >= cx->count) return dead_letter(wk, s);
   size_t n;
   nb_synapse_t *const *out = nb_synapse_table_outgoing(cx->syn, s->source, &n);
   /* A broadcast that reaches nobody is lost, so it is counted. */
-  if (n == 0) return dead_letter(cx, s);
+  if (n == 0) return dead_letter(wk, s);
   payload_view_t pv = {0};
-  uint8_t *vd = cx->verdict;
+  uint8_t *vd = wk->verdict;
+  uint32_t remote = 0;
+  int split = cx->nworkers > 1;
+  if (split && !from_ring) memset(wk->bcast_to, 0, cx->nworkers);
   for (size_t i = 0; i < n; i++) {
     nb_neuron_t *t = cx->neurons[out[i]->post];
+    if (split && t->worker != wk->index) {
+      /* Filters run on the target's worker, which owns its agent. */
+      vd[i] = V_ELSEWHERE;
+      if (!from_ring && !wk->bcast_to[t->worker]) {
+        wk->bcast_to[t->worker] = 1;
+        remote++;
+      }
+      continue;
+    }
     if (t->stopped) {
       vd[i] = V_STOPPED;
       continue;
     }
     int v = verdict(cx, out[i], s, &pv);
-    if (v < 0) return dead_letter(cx, s);
+    if (v < 0) return dead_letter(wk, s);
     if (v == V_PASS && t->inbox_count == t->inbox_cap) return BLOCKED;
     vd[i] = (uint8_t)v;
   }
-  /* The fired spike held one reference; each inbox copy holds its own. */
-  uint32_t copies = 0;
+  if (remote)
+    for (uint32_t v = 0; v < cx->nworkers; v++)
+      if (wk->bcast_to[v] && nb__wring_room(wk->out[v], 1) == 0)
+        return BLOCKED;
+  /* The fired spike held one reference; each copy holds its own. */
+  uint32_t copies = remote;
   for (size_t i = 0; i < n; i++) copies += vd[i] == V_PASS;
   if (copies == 0) {
-    consume(cx, s);
+    consume(wk, s);
   } else if (copies > 1 && nb_spike_is_ref(s) && cx->opts.arena) {
     nb_arena_ref_t ref;
     /* A payload that cannot be kept alive is not delivered as garbage. */
     if (nb_spike_get_ref(s, &ref) != 0 ||
         nb_arena_retain(cx->opts.arena, &ref, copies - 1) != 0)
-      return dead_letter(cx, s);
+      return dead_letter(wk, s);
   }
   for (size_t i = 0; i < n; i++) {
     nb_neuron_t *t = cx->neurons[out[i]->post];
-    if (vd[i] == V_STOPPED) {
+    if (vd[i] == V_ELSEWHERE) {
+      continue;
+    } else if (vd[i] == V_STOPPED) {
       t->stats.dead_letters++;
-      cx->stats.dead_letters++;
+      wk->stats.dead_letters++;
     } else if (vd[i] == V_REJECT) {
-      filtered(cx, t);
+      filtered(wk, t);
     } else {
       float w = nb_atomic_f32_load(&out[i]->weight);
       stdp_pre(t, out[i], s->timestamp_ns);
-      inbox_push(cx, t, s, w);
+      inbox_push(wk, t, s, w);
     }
   }
+  if (remote)
+    for (uint32_t v = 0; v < cx->nworkers; v++)
+      if (wk->bcast_to[v]) nb__wring_put(wk->out[v], s);
   return ROUTED;
 }
 
-/* Routes one spike; returns ROUTED or BLOCKED. */
-static int route(nb_cortex_t *cx, const nb_spike_t *s, route_cache_t *c) {
-  if (s->target != NB_BROADCAST) return route_unicast(cx, s, c);
+/* Routes one spike read on wk (an axon of its shard or the injection
+ * queue); returns ROUTED or BLOCKED. A unicast to another worker's neuron
+ * goes into the ring to that worker, unless it is full. */
+static int route(worker_t *wk, const nb_spike_t *s, route_cache_t *c) {
+  if (s->target != NB_BROADCAST) {
+    nb_cortex_t *cx = wk->cx;
+    if (cx->nworkers > 1 && s->target < cx->count) {
+      uint32_t to = cx->neurons[s->target]->worker;
+      if (to != wk->index) {
+        if (nb__wring_room(wk->out[to], 1) == 0) return BLOCKED;
+        nb__wring_put(wk->out[to], s);
+        return ROUTED;
+      }
+    }
+    return route_unicast(wk, s, c);
+  }
   c->t = NULL; /* its filters may run agent code */
-  return route_broadcast(cx, s);
+  return route_broadcast(wk, s, 0);
 }
 
 /* Routes the k contiguous spikes at s in order, stopping at the first
  * blocked one; returns how many were consumed. A run of spikes of the
  * cached pair is copied with the inbox count in a register and no lookup,
  * exactly as route_unicast would route each. */
-static uint32_t route_run(nb_cortex_t *cx, const nb_spike_t *s, uint32_t k,
+static uint32_t route_run(worker_t *wk, const nb_spike_t *s, uint32_t k,
                           route_cache_t *c) {
   uint32_t j = 0;
   while (j < k) {
@@ -730,21 +941,85 @@ static uint32_t route_run(nb_cortex_t *cx, const nb_spike_t *s, uint32_t k,
       } while (j < k && cnt < cap && s[j].target == dst &&
                s[j].source == src);
       t->inbox_count = cnt;
-      cx->stats.routed += j - from;
+      wk->stats.routed += j - from;
       continue;
     }
-    if (route(cx, &s[j], c) == BLOCKED) break;
+    if (route(wk, &s[j], c) == BLOCKED) break;
     j++;
   }
   return j;
 }
 
-/* COLLECT + ROUTE: drains every axon in id order, then the injection queue,
- * stopping a source at its first blocked spike; returns nothing. */
-static void collect(nb_cortex_t *cx) {
+/* Routes a spike that came from another worker to wk's shard; returns
+ * ROUTED or BLOCKED. */
+static int route_arrived(worker_t *wk, const nb_spike_t *s) {
+  if (s->target == NB_BROADCAST) return route_broadcast(wk, s, 1);
   route_cache_t c = {0};
-  for (uint32_t i = 0; i < cx->count; i++) {
-    nb_axon_reader_t *r = cx->neurons[i]->reader;
+  return route_unicast(wk, s, &c);
+}
+
+/* Routes s from another worker unless its source is already blocked in
+ * this pass; parks it (behind every earlier parked spike) when it cannot
+ * be routed; returns 0, or 1 when it had to be parked and the park is full
+ * (s is then neither routed nor kept). */
+static int arrive(worker_t *wk, park_t *p, const nb_spike_t *s) {
+  if (wk->blocked[s->source] != wk->epoch && route_arrived(wk, s) == ROUTED)
+    return 0;
+  /* Every later spike of this source waits behind it, as in an axon. */
+  wk->blocked[s->source] = wk->epoch;
+  if (p->count == p->cap) return 1;
+  p->s[(p->head + p->count) & (p->cap - 1)] = *s;
+  p->count++;
+  return 0;
+}
+
+/* Drains what the other workers sent to wk: for each, its parked spikes
+ * first (the older ones), then its ring in runs, into wk's inboxes;
+ * returns nothing. */
+static void collect_arrivals(worker_t *wk) {
+  nb_cortex_t *cx = wk->cx;
+  if (++wk->epoch == 0) { /* wrapped: old marks could read as fresh */
+    memset(wk->blocked, 0, cx->opts.max_neurons * sizeof *wk->blocked);
+    wk->epoch = 1;
+  }
+  for (uint32_t v = 0; v < cx->nworkers; v++) {
+    if (v == wk->index) continue;
+    park_t *p = &wk->park[v];
+    /* Parked spikes retry in order; the ones that stay are compacted to
+     * the front, still in order. */
+    uint32_t kept = 0, n = p->count, mask = p->cap - 1;
+    for (uint32_t i = 0; i < n; i++) {
+      const nb_spike_t *s = &p->s[(p->head + i) & mask];
+      if (wk->blocked[s->source] != wk->epoch &&
+          route_arrived(wk, s) == ROUTED)
+        continue;
+      wk->blocked[s->source] = wk->epoch;
+      p->s[(p->head + kept) & mask] = *s;
+      kept++;
+    }
+    p->count = kept;
+    nb__wring_t *in = cx->w[v].out[wk->index];
+    for (;;) {
+      uint32_t k, j;
+      const nb_spike_t *s = nb__wring_peek(in, &k);
+      if (!s) break;
+      for (j = 0; j < k; j++)
+        if (arrive(wk, p, &s[j])) break;
+      nb__wring_advance(in, j);
+      if (j < k) break; /* the park is full: the ring backs up */
+    }
+  }
+}
+
+/* COLLECT + ROUTE: with several workers, what other workers sent first;
+ * then every axon of wk's shard in id order, then (worker 0) the injection
+ * queue, stopping a source at its first blocked spike; returns nothing. */
+static void collect(worker_t *wk) {
+  nb_cortex_t *cx = wk->cx;
+  if (cx->nworkers > 1) collect_arrivals(wk);
+  route_cache_t c = {0};
+  for (uint32_t i = 0; i < wk->nshard; i++) {
+    nb_axon_reader_t *r = cx->neurons[wk->shard[i]]->reader;
     /* Bounded by what was there on entry, so a producer on another thread
      * cannot keep one tick going forever. */
     uint64_t avail = nb_axon_reader_available(r), used = 0;
@@ -753,19 +1028,22 @@ static void collect(nb_cortex_t *cx) {
       uint32_t k;
       const nb_spike_t *s = nb__axon_reader_peek_run(r, used, avail - used, &k);
       if (!s) break;
-      uint32_t done = route_run(cx, s, k, &c);
+      uint32_t done = route_run(wk, s, k, &c);
       used += done;
       if (done < k) break;
     }
     /* One cursor store per axon per tick. */
     if (used) nb_axon_reader_advance(r, used);
   }
-  while (cx->inject_count) {
-    if (route(cx, &cx->inject[cx->inject_head], &c) == BLOCKED) break;
+  while (wk->index == 0 && cx->inject_count) {
+    if (route(wk, &cx->inject[cx->inject_head], &c) == BLOCKED) break;
     cx->inject_head = (cx->inject_head + 1) & cx->inject_mask;
     cx->inject_count--;
   }
-  nb_arena_releaser_flush(&cx->rel);
+  /* One release store per ring per tick. */
+  for (uint32_t v = 0; wk->out && v < cx->nworkers; v++)
+    if (wk->out[v]) nb__wring_flush(wk->out[v]);
+  nb_arena_releaser_flush(&wk->rel);
 }
 
 /* ---- delivery ---- */
@@ -802,19 +1080,20 @@ static void hand_over(nb_neuron_t *n, uint32_t count) {
 
 /* Drops the references of a batch its handler returned from; returns
  * nothing. */
-static void consume_batch(nb_cortex_t *cx, const nb_spike_t *in,
+static void consume_batch(worker_t *wk, const nb_spike_t *in,
                           uint32_t count) {
   for (uint32_t k = 0; k < count; k++)
-    if (nb_spike_is_ref(&in[k])) consume(cx, &in[k]);
+    if (nb_spike_is_ref(&in[k])) consume(wk, &in[k]);
 }
 
-/* DELIVER + FIRE for every neuron in id order; returns the number of spikes
- * handed to agents. */
-static uint64_t deliver(nb_cortex_t *cx) {
+/* DELIVER + FIRE for every neuron of wk's shard in id order; returns the
+ * number of spikes handed to agents. */
+static uint64_t deliver(worker_t *wk) {
+  nb_cortex_t *cx = wk->cx;
   uint64_t total = 0;
   nb__tick_now = nb_clock_ns(); /* one clock read per tick: see the header */
-  for (uint32_t i = 0; i < cx->count; i++) {
-    nb_neuron_t *n = cx->neurons[i];
+  for (uint32_t i = 0; i < wk->nshard; i++) {
+    nb_neuron_t *n = cx->neurons[wk->shard[i]];
     if (n->stopped) continue;
     if (n->held | n->ifs.refractory_left) {
       /* A held neuron's refractory time still passes, so it is not
@@ -831,35 +1110,58 @@ static uint64_t deliver(nb_cortex_t *cx) {
     n->inbox_count = 0;
     if (count) {
       hand_over(n, count);
-      if (cx->opts.arena) consume_batch(cx, n->inbox, count);
+      if (cx->opts.arena) consume_batch(wk, n->inbox, count);
       n->stats.spikes_in += count;
       total += count;
     }
     if (nb_if_step(&n->ifs)) on_fire(cx, n);
   }
   nb__tick_now = 0;
-  nb_arena_releaser_flush(&cx->rel);
+  nb_arena_releaser_flush(&wk->rel);
   return total;
 }
 
-/* Runs one tick; returns the number of spikes delivered to agents. */
-int nb_cortex_tick(nb_cortex_t *cx) {
-  collect(cx);
-  uint64_t delivered = deliver(cx);
-  cx->stats.ticks++;
-  if (cx->opts.prune_every && cx->stats.ticks % cx->opts.prune_every == 0)
-    nb_cortex_prune(cx);
+/* Runs one tick of worker w; returns the spikes it delivered. */
+static uint64_t tick_worker(nb_cortex_t *cx, uint32_t w) {
+  worker_t *wk = &cx->w[w];
+  collect(wk);
+  uint64_t delivered = deliver(wk);
+  wk->stats.ticks++;
+  return delivered;
+}
+
+/* Returns delivered capped to an int. */
+static int capped(uint64_t delivered) {
   return delivered > INT32_MAX ? INT32_MAX : (int)delivered;
 }
 
-/* Returns the number of spikes in axons, the injection queue and inboxes. */
+/* Runs one tick of every worker in turn; returns the number of spikes
+ * delivered to agents. */
+int nb_cortex_tick(nb_cortex_t *cx) {
+  uint64_t delivered = 0;
+  for (uint32_t w = 0; w < cx->nworkers; w++) delivered += tick_worker(cx, w);
+  uint64_t ticks = cx->w[0].stats.ticks;
+  if (cx->opts.prune_every && ticks % cx->opts.prune_every == 0)
+    nb_cortex_prune(cx);
+  return capped(delivered);
+}
+
+/* Runs one tick of worker w only; returns the spikes delivered, or
+ * NB_EINVAL for a worker out of range. */
+int nb_cortex_tick_worker(nb_cortex_t *cx, uint32_t w) {
+  if (w >= cx->nworkers) return NB_EINVAL;
+  return capped(tick_worker(cx, w));
+}
+
+/* Returns the number of spikes in axons, the injection queue, inboxes,
+ * the rings between workers and their parked spikes. */
 uint64_t nb_cortex_pending(const nb_cortex_t *cx) {
   uint64_t total = cx->inject_count;
   for (uint32_t i = 0; i < cx->count; i++) {
     const nb_neuron_t *n = cx->neurons[i];
     total += nb_axon_reader_available(n->reader) + n->inbox_count;
   }
-  return total;
+  return total + in_flight(cx);
 }
 
 /* Ticks until quiescent or max_ticks, then calls each on_stop once; returns
@@ -879,9 +1181,27 @@ uint64_t nb_cortex_stop(nb_cortex_t *cx, uint64_t max_ticks) {
   return ran;
 }
 
-/* Returns the cortex counters. */
+/* Returns the cortex counters: worker 0's own with one worker, else the
+ * sum over workers (ticks: the most any worker ran). */
 const nb_cortex_stats_t *nb_cortex_stats(const nb_cortex_t *cx) {
-  return &cx->stats;
+  if (cx->nworkers == 1) return &cx->w[0].stats;
+  nb_cortex_stats_t *sum = &((nb_cortex_t *)cx)->sum;
+  memset(sum, 0, sizeof *sum);
+  for (uint32_t w = 0; w < cx->nworkers; w++) {
+    const nb_cortex_stats_t *s = &cx->w[w].stats;
+    if (s->ticks > sum->ticks) sum->ticks = s->ticks;
+    sum->routed += s->routed;
+    sum->dead_letters += s->dead_letters;
+    sum->filtered += s->filtered;
+    sum->pruned += s->pruned;
+  }
+  return sum;
+}
+
+/* Returns worker w's own counters, or NULL for a worker out of range. */
+const nb_cortex_stats_t *nb_cortex_worker_stats(const nb_cortex_t *cx,
+                                                uint32_t w) {
+  return w < cx->nworkers ? &cx->w[w].stats : NULL;
 }
 
 /* Returns the arena given at creation, or NULL. */

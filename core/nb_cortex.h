@@ -1,8 +1,20 @@
 /* nb_cortex.h: topology, discovery and the tick that routes spikes.
  *
- * Concurrency contract: a cortex is driven by ONE thread (the cortex
- * thread). Neurons may fire from other threads into their own axons; the
- * axon is the cross-thread channel.
+ * Concurrency contract: with one worker (the default) a cortex is driven
+ * by ONE thread (the cortex thread). Neurons may fire from other threads
+ * into their own axons; the axon is the cross-thread channel.
+ *
+ * Workers (opts.workers = N > 1, docs/workers.md): the neurons are
+ * sharded over N workers, each ticked by nb_cortex_tick_worker on one
+ * thread at a time, in parallel with the others. A worker routes the axons
+ * of its own neurons: a spike for a neuron of another worker goes into the
+ * bounded ring from this worker to that one, which routes it into the
+ * target's inbox at its next tick (filters, weights and STDP on the
+ * target's worker). Everything else in this header (register, connect,
+ * place, prune, set_stopped, inject, pending, stop, stats, free) is called
+ * only while no worker ticks, or - set_stopped, add_dead_letters - by the
+ * thread that ticks the neuron's worker; inject by worker 0's thread.
+ * nb_cortex_tick runs every worker in turn on the calling thread.
  *
  * One tick, in deterministic order (same inputs, same outputs):
  *  1. COLLECT + ROUTE: for each neuron in id order, then the injection
@@ -36,6 +48,8 @@
 /* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
 #define NB_MAX_NEURONS 0xFFFFu /* ids 0..0xFFFE; 0xFFFF is broadcast */
 /* END CONSTANTS */
+#define NB_MAX_WORKERS 256
+#define NB_RING_DEFAULT_CAPACITY 1024 /* spikes per ring between workers */
 
 typedef struct nb_cortex_s nb_cortex_t;
 
@@ -44,7 +58,11 @@ typedef struct nb_cortex_opts_s {
   uint32_t axon_capacity;  /* per neuron, power of two, 0 = 4096 */
   uint32_t inbox_capacity; /* per neuron, 0 = axon_capacity */
   nb_arena_t *arena;       /* for large payloads; NULL = none */
-  uint32_t prune_every;    /* prune weak synapses every N ticks, 0 = never */
+  uint32_t prune_every;    /* prune weak synapses every N ticks, 0 = never
+                            * (counted in worker 0's ticks) */
+  uint32_t workers;        /* worker shards, 1..NB_MAX_WORKERS, 0 = 1 */
+  uint32_t ring_capacity;  /* spikes per ring between two workers (power
+                            * of two), 0 = NB_RING_DEFAULT_CAPACITY */
 } nb_cortex_opts_t;
 
 typedef struct nb_cortex_stats_s {
@@ -59,7 +77,7 @@ typedef struct nb_cortex_stats_s {
   uint64_t pruned;       /* synapses removed by pruning */
 } nb_cortex_stats_t;
 
-/* Returns the default options (max_neurons 1024). */
+/* Returns the default options (max_neurons 1024, one worker). */
 nb_cortex_opts_t nb_cortex_opts_default(void);
 
 /* Creates a cortex; returns 0, NB_EINVAL or NB_ENOMEM. */
@@ -76,6 +94,19 @@ int nb_cortex_register(nb_cortex_t *cx, const nb_card_t *card,
                        const nb_if_params_t *params,
                        const nb_agent_ops_t *ops, void *agent,
                        nb_neuron_t **out);
+
+/* Returns the number of workers. */
+uint32_t nb_cortex_workers(const nb_cortex_t *cx);
+
+/* Returns the worker of neuron id (registration places id on worker
+ * id % workers), or -1 for an unknown id. */
+int nb_cortex_worker_of(const nb_cortex_t *cx, nb_id_t id);
+
+/* Moves neuron id to worker w (its inbox, axon and state go with it);
+ * only while no worker ticks. Returns 0, NB_ENOENT, NB_EINVAL for w out of
+ * range or while spikes between workers are still in flight (rings or
+ * parked: tick until they are delivered), NB_ENOMEM. */
+int nb_cortex_place(nb_cortex_t *cx, nb_id_t id, uint32_t w);
 
 /* Returns the neuron with id, or by name, or NULL. */
 nb_neuron_t *nb_cortex_neuron(const nb_cortex_t *cx, nb_id_t id);
@@ -121,12 +152,20 @@ size_t nb_cortex_region(const nb_cortex_t *cx, const char *path,
  * spike (as nb_spike_from_bytes judges it). */
 int nb_cortex_inject(nb_cortex_t *cx, const nb_spike_t *s);
 
-/* Runs one tick; returns the number of spikes delivered to agents, or a
- * negative error. */
+/* Runs one tick of every worker in turn on the calling thread; returns
+ * the number of spikes delivered to agents, or a negative error. */
 int nb_cortex_tick(nb_cortex_t *cx);
 
-/* Returns spikes not yet delivered: in axons, the injection queue and
- * inboxes (0 = quiescent). */
+/* Runs one tick of worker w: spikes other workers sent it, then the axons
+ * of its neurons, then (worker 0) the injection queue, then delivery and
+ * fire for its neurons in id order. One thread per worker at a time, any
+ * number of workers at once; a worker may change threads between ticks
+ * when the handover orders memory (a join, a mutex). Returns the spikes
+ * delivered, or NB_EINVAL for w out of range. */
+int nb_cortex_tick_worker(nb_cortex_t *cx, uint32_t w);
+
+/* Returns spikes not yet delivered: in axons, the injection queue,
+ * inboxes, and between workers (0 = quiescent). */
 uint64_t nb_cortex_pending(const nb_cortex_t *cx);
 
 /* Ticks until nothing is pending or max_ticks ran, then calls every
@@ -147,8 +186,16 @@ int nb_cortex_set_stopped(nb_cortex_t *cx, nb_id_t id, int stopped);
  * 0 or NB_ENOENT. */
 int nb_cortex_add_dead_letters(nb_cortex_t *cx, nb_id_t id, uint64_t n);
 
-/* Returns the cortex counters. */
+/* Returns the cortex counters: with several workers, the sum over
+ * workers (ticks: the most ticks any worker ran), valid until the next
+ * call. */
 const nb_cortex_stats_t *nb_cortex_stats(const nb_cortex_t *cx);
+
+/* Returns worker w's own counters (routed: deliveries into its inboxes;
+ * dead letters, filtered: counted where they were found), or NULL for w
+ * out of range. */
+const nb_cortex_stats_t *nb_cortex_worker_stats(const nb_cortex_t *cx,
+                                                uint32_t w);
 
 /* Returns the arena given at creation (may be NULL). */
 nb_arena_t *nb_cortex_arena(const nb_cortex_t *cx);
