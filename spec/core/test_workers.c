@@ -1,0 +1,250 @@
+/* The cortex with several workers, ticked in turn on one thread: options,
+ * a held target parking its source's spikes without holding back the ring,
+ * a full ring backing up into the producer's axon, dead letters where they
+ * are found, filters run on the target's worker, and a broadcast with an
+ * arena payload split over three workers. validate_workers runs them on
+ * threads. */
+#include "neuronbus.h"
+#include "nbtest.h"
+
+static int current_worker = -1; /* set around each nb_cortex_tick_worker */
+
+typedef struct agent_s {
+  int spikes, filter_calls, filter_worker;
+  uint32_t last; /* the last counter received + 1 */
+  int out_of_order;
+  size_t last_len;
+  uint8_t last_bytes[128];
+} agent_t;
+
+/* Records a spike whose payload starts with a counter; returns 0. */
+static int on_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
+                    float w) {
+  (void)w;
+  agent_t *a = agent;
+  const void *data;
+  size_t len;
+  if (nb_neuron_payload(n, s, &data, &len) != 0) return -1;
+  uint32_t c = 0;
+  if (len >= sizeof c) memcpy(&c, data, sizeof c);
+  if (c != a->last) a->out_of_order++;
+  a->last = c + 1;
+  a->last_len = len < sizeof a->last_bytes ? len : sizeof a->last_bytes;
+  memcpy(a->last_bytes, data, a->last_len);
+  a->spikes++;
+  return 0;
+}
+
+/* Passes everything and notes on which worker it ran; returns 1. */
+static int filter(void *agent, nb_neuron_t *n, const char *name,
+                  const nb_spike_t *s, const void *p, size_t len) {
+  (void)n, (void)name, (void)s, (void)p, (void)len;
+  agent_t *a = agent;
+  a->filter_calls++;
+  a->filter_worker = current_worker;
+  return 1;
+}
+
+static const nb_agent_ops_t ops = {.on_spike = on_spike, .filter = filter};
+
+/* Returns a cortex with workers, small capacities and arena (may be
+ * NULL), or NULL. */
+static nb_cortex_t *mk(uint32_t workers, uint32_t axon, uint32_t inbox,
+                       uint32_t ring, nb_arena_t *arena) {
+  nb_cortex_opts_t o = nb_cortex_opts_default();
+  o.max_neurons = 128;
+  o.axon_capacity = axon;
+  o.inbox_capacity = inbox;
+  o.ring_capacity = ring;
+  o.workers = workers;
+  o.arena = arena;
+  nb_cortex_t *cx = NULL;
+  return nb_cortex_new(&cx, &o) == 0 ? cx : NULL;
+}
+
+/* Registers name (refractory 0) with agent a; returns the neuron. */
+static nb_neuron_t *reg(nb_cortex_t *cx, const char *name, agent_t *a) {
+  nb_card_t c = {.name = name};
+  nb_if_params_t p = nb_if_params_default();
+  p.refractory = 0;
+  nb_neuron_t *n = NULL;
+  NBT_EQ(nb_cortex_register(cx, &c, &p, &ops, a, &n), 0);
+  return n;
+}
+
+/* Ticks every worker in turn, k times, noting the worker; returns
+ * nothing. */
+static void ticks(nb_cortex_t *cx, int k) {
+  for (int i = 0; i < k; i++)
+    for (uint32_t w = 0; w < nb_cortex_workers(cx); w++) {
+      current_worker = (int)w;
+      NBT_CHECK(nb_cortex_tick_worker(cx, w) >= 0);
+      current_worker = -1;
+    }
+}
+
+/* Fires counter c from n to target; returns the fire's result. */
+static int fire(nb_neuron_t *n, nb_id_t target, uint32_t c) {
+  return nb_neuron_fire_to(n, target, &c, sizeof c);
+}
+
+static void options_are_checked(void) {
+  nb_cortex_t *cx = mk(0, 16, 4, 8, NULL);
+  NBT_CHECK(cx != NULL);
+  NBT_EQ(nb_cortex_workers(cx), 1);
+  NBT_EQ(nb_cortex_tick_worker(cx, 1), NB_EINVAL);
+  nb_cortex_free(cx);
+  NBT_CHECK(mk(NB_MAX_WORKERS + 1, 16, 4, 8, NULL) == NULL);
+  NBT_CHECK(mk(2, 16, 4, 12, NULL) == NULL); /* not a power of two */
+  cx = mk(3, 16, 4, 8, NULL);
+  NBT_EQ(nb_cortex_workers(cx), 3);
+  NBT_EQ(nb_cortex_tick_worker(cx, 3), NB_EINVAL);
+  NBT_EQ(nb_cortex_worker_of(cx, 0), -1);
+  NBT_CHECK(nb_cortex_worker_stats(cx, 3) == NULL);
+  nb_cortex_free(cx);
+}
+
+static void a_held_target_parks_its_sources_spikes_only(void) {
+  nb_cortex_t *cx = mk(2, 32, 4, 16, NULL);
+  agent_t aa = {0}, ab = {0}, ac = {0}, ad = {0};
+  nb_neuron_t *a = reg(cx, "a", &aa), *b = reg(cx, "b", &ab);
+  nb_neuron_t *c = reg(cx, "c", &ac);
+  reg(cx, "d", &ad);
+  NBT_EQ(nb_cortex_worker_of(cx, 1), 1);
+  NBT_EQ(nb_cortex_worker_of(cx, 3), 1);
+  nb_neuron_hold(b, 1);
+  for (uint32_t i = 0; i < 20; i++) NBT_EQ(fire(a, 1, i), 0);
+  for (uint32_t i = 0; i < 5; i++) NBT_EQ(fire(c, 3, i), 0);
+  ticks(cx, 4);
+  /* b's inbox (4) and the park (16) hold a's 20 spikes; the ring from
+   * worker 0 is free again, so c's spikes to d went through. */
+  NBT_EQ(ad.spikes, 5);
+  NBT_EQ(ad.out_of_order, 0);
+  NBT_EQ(ab.spikes, 0);
+  NBT_EQ(nb_cortex_pending(cx), 20);
+  nb_neuron_hold(b, 0);
+  ticks(cx, 10);
+  NBT_EQ(ab.spikes, 20);
+  NBT_EQ(ab.last, 20);
+  NBT_EQ(ab.out_of_order, 0);
+  NBT_EQ(nb_cortex_pending(cx), 0);
+  NBT_EQ(nb_cortex_stats(cx)->routed, 25);
+  NBT_EQ(nb_cortex_worker_stats(cx, 1)->routed, 25);
+  NBT_EQ(nb_cortex_worker_stats(cx, 0)->routed, 0);
+  nb_cortex_free(cx);
+}
+
+static void a_full_ring_backs_up_into_the_producer(void) {
+  nb_cortex_t *cx = mk(2, 16, 4, 8, NULL);
+  agent_t aa = {0}, ab = {0};
+  nb_neuron_t *a = reg(cx, "a", &aa), *b = reg(cx, "b", &ab);
+  nb_neuron_hold(b, 1);
+  uint32_t sent = 0;
+  for (int round = 0; round < 10; round++) {
+    while (fire(a, 1, sent) == 0) sent++;
+    ticks(cx, 1);
+  }
+  /* inbox 4 + park 8 + ring 8 + axon 16: then the producer is refused. */
+  NBT_EQ(sent, 36);
+  NBT_EQ(nb_neuron_stats(a)->full > 0, 1);
+  NBT_EQ(nb_cortex_pending(cx), 36);
+  nb_neuron_hold(b, 0);
+  ticks(cx, 20);
+  NBT_EQ(ab.spikes, 36);
+  NBT_EQ(ab.out_of_order, 0);
+  NBT_EQ(nb_cortex_pending(cx), 0);
+  nb_cortex_free(cx);
+}
+
+static void dead_letters_are_counted_where_found(void) {
+  nb_cortex_t *cx = mk(2, 16, 4, 8, NULL);
+  agent_t aa = {0}, ab = {0};
+  nb_neuron_t *a = reg(cx, "a", &aa);
+  nb_neuron_t *b = reg(cx, "b", &ab);
+  NBT_EQ(fire(a, 77, 0), 0); /* no such neuron: the sender's worker */
+  NBT_EQ(nb_cortex_set_stopped(cx, 1, 1), 0);
+  NBT_EQ(fire(a, 1, 1), 0); /* stopped: the target's worker */
+  ticks(cx, 2);
+  NBT_EQ(nb_cortex_worker_stats(cx, 0)->dead_letters, 1);
+  NBT_EQ(nb_cortex_worker_stats(cx, 1)->dead_letters, 1);
+  NBT_EQ(nb_neuron_stats(b)->dead_letters, 1);
+  NBT_EQ(nb_cortex_stats(cx)->dead_letters, 2);
+  NBT_EQ(ab.spikes, 0);
+  nb_cortex_free(cx);
+}
+
+static void filters_run_on_the_targets_worker(void) {
+  nb_cortex_t *cx = mk(2, 16, 4, 8, NULL);
+  agent_t aa = {0}, ab = {0}, ac = {0}, ad = {0};
+  nb_neuron_t *a = reg(cx, "a", &aa);
+  reg(cx, "b", &ab);
+  reg(cx, "c", &ac);
+  reg(cx, "d", &ad);
+  nb_filter_t f = nb_filter_custom("mine");
+  NBT_EQ(nb_cortex_connect(cx, 0, 1, 0.5f, &f, 1, NULL), 0);
+  NBT_EQ(nb_cortex_connect(cx, 0, 3, 0.5f, &f, 1, NULL), 0);
+  NBT_EQ(nb_cortex_connect(cx, 0, 2, 0.5f, &f, 1, NULL), 0);
+  NBT_EQ(fire(a, 1, 0), 0);
+  NBT_EQ(nb_neuron_broadcast(a, "x", 1), 0);
+  ticks(cx, 2);
+  NBT_EQ(ab.filter_calls, 2);
+  NBT_EQ(ab.filter_worker, 1);
+  NBT_EQ(ad.filter_calls, 1);
+  NBT_EQ(ad.filter_worker, 1);
+  NBT_EQ(ac.filter_calls, 1); /* c is on worker 0 with a */
+  NBT_EQ(ac.filter_worker, 0);
+  NBT_EQ(ab.spikes, 2);
+  NBT_EQ(ac.spikes, 1);
+  NBT_EQ(ad.spikes, 1);
+  nb_cortex_free(cx);
+}
+
+static void a_broadcast_payload_is_split_over_three_workers(void) {
+  nb_arena_t *arena;
+  NBT_EQ(nb_arena_new(&arena, 1 << 16), 0);
+  nb_cortex_t *cx = mk(3, 16, 4, 8, arena);
+  agent_t ag[6] = {{0}};
+  const char *names[6] = {"a", "b", "c", "d", "e", "f"};
+  nb_neuron_t *n[6];
+  for (int i = 0; i < 6; i++) n[i] = reg(cx, names[i], &ag[i]);
+  /* a (worker 0) -> b (1), c (2), d (0), e (1); f (2) rejects by kind. */
+  for (nb_id_t t = 1; t <= 4; t++)
+    NBT_EQ(nb_cortex_connect(cx, 0, t, 0.5f, NULL, 0, NULL), 0);
+  nb_filter_t only_inhibitory = nb_filter_kind(1u << NB_INHIBITORY);
+  NBT_EQ(nb_cortex_connect(cx, 0, 5, 0.5f, &only_inhibitory, 1, NULL), 0);
+  uint8_t big[100];
+  for (int i = 0; i < 100; i++) big[i] = (uint8_t)(i * 7 + 1);
+  memset(big, 0, 4); /* counter 0 */
+  for (int k = 0; k < 3; k++) {
+    big[0] = (uint8_t)k;
+    NBT_EQ(nb_neuron_broadcast(n[0], big, sizeof big), 0);
+  }
+  ticks(cx, 3);
+  for (int i = 1; i <= 4; i++) {
+    NBT_EQ(ag[i].spikes, 3);
+    NBT_EQ(ag[i].out_of_order, 0);
+    NBT_EQ(ag[i].last_len, sizeof big);
+    NBT_EQ(memcmp(ag[i].last_bytes, big, sizeof big), 0);
+  }
+  NBT_EQ(ag[5].spikes, 0);
+  NBT_EQ(nb_cortex_worker_stats(cx, 2)->filtered, 3);
+  NBT_EQ(nb_cortex_stats(cx)->routed, 12);
+  NBT_EQ(nb_cortex_pending(cx), 0);
+  nb_cortex_free(cx);
+  nb_arena_stats_t st;
+  nb_arena_stats(arena, &st);
+  NBT_EQ(st.sealed, 0);
+  NBT_EQ(st.active, 0);
+  nb_arena_free(arena);
+}
+
+static const nbt_test_t tests[] = {
+    NBT_TEST(options_are_checked),
+    NBT_TEST(a_held_target_parks_its_sources_spikes_only),
+    NBT_TEST(a_full_ring_backs_up_into_the_producer),
+    NBT_TEST(dead_letters_are_counted_where_found),
+    NBT_TEST(filters_run_on_the_targets_worker),
+    NBT_TEST(a_broadcast_payload_is_split_over_three_workers),
+};
+
+int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }
