@@ -13,6 +13,11 @@
 struct nb_neuron_s {
   nb_id_t id;
   uint32_t worker;   /* the cortex worker that routes into it and ticks it */
+  int busy;          /* several workers: its agent is in a call that the
+                      * worker's tick was adopted away from (see
+                      * nb_cortex.c); written under the worker's lock */
+  _Atomic uint8_t congested; /* several workers: spikes for it are parked;
+                              * a hint to senders on other workers */
   int stopped;       /* inbound spikes become dead letters */
   int held;          /* nb_neuron_hold: no delivery, spikes wait */
   int stop_called;   /* on_stop already ran (it runs once) */

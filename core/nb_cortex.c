@@ -6,6 +6,7 @@
 #include "nb_cortex.h"
 
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,6 +169,11 @@ typedef struct worker_s {
   uint32_t *blocked;
   uint32_t epoch;
   uint8_t *bcast_to;
+  /* Several workers only: who runs the tick (see "adoption" below). */
+  alignas(64) _Atomic uint64_t lock;
+  _Atomic uint64_t call_since; /* when the agent call under way began */
+  _Atomic uint32_t call_id;    /* its neuron */
+  uint64_t held;               /* the lock value of the current holder */
 } worker_t;
 
 struct nb_cortex_s {
@@ -192,7 +198,8 @@ nb_cortex_opts_t nb_cortex_opts_default(void) {
                         .arena = NULL,
                         .prune_every = 0,
                         .workers = 1,
-                        .ring_capacity = 0};
+                        .ring_capacity = 0,
+                        .adopt_after_ns = 0};
   return o;
 }
 
@@ -254,6 +261,7 @@ int nb_cortex_new(nb_cortex_t **out, const nb_cortex_opts_t *opts) {
   if (o.ring_capacity == 0) o.ring_capacity = NB_RING_DEFAULT_CAPACITY;
   if (o.ring_capacity < 2 || (o.ring_capacity & (o.ring_capacity - 1)))
     return NB_EINVAL;
+  if (o.adopt_after_ns == 0) o.adopt_after_ns = NB_ADOPT_AFTER_DEFAULT_NS;
   nb_cortex_t *cx = calloc(1, sizeof *cx);
   if (!cx) return NB_ENOMEM;
   cx->opts = o;
@@ -262,8 +270,10 @@ int nb_cortex_new(nb_cortex_t **out, const nb_cortex_opts_t *opts) {
   rc = NB_ENOMEM;
   cx->inject = aligned_alloc(alignof(nb_spike_t),
                              (size_t)o.axon_capacity * sizeof(nb_spike_t));
-  cx->w = calloc(o.workers, sizeof *cx->w);
+  /* Aligned: a worker's lock word sits on its own cache line. */
+  cx->w = aligned_alloc(alignof(worker_t), o.workers * sizeof *cx->w);
   if (!cx->inject || !cx->w) goto fail;
+  memset(cx->w, 0, o.workers * sizeof *cx->w);
   cx->nworkers = o.workers;
   for (uint32_t w = 0; w < o.workers; w++)
     if ((rc = worker_init(cx, w)) != 0) goto fail;
@@ -807,7 +817,7 @@ static int route_unicast(worker_t *wk, const nb_spike_t *s, route_cache_t *c) {
       return filtered(wk, t);
     }
   }
-  if (t->inbox_count == t->inbox_cap) return BLOCKED;
+  if (t->inbox_count == t->inbox_cap || t->busy) return BLOCKED;
   float w = 1.0f;
   if (syn) {
     w = weight_of(syn);
@@ -841,6 +851,9 @@ static int route_broadcast(worker_t *wk, const nb_spike_t *s, int from_ring) {
     nb_neuron_t *t = cx->neurons[out[i]->post];
     if (split && t->worker != wk->index) {
       /* Filters run on the target's worker, which owns its agent. */
+      if (!from_ring &&
+          atomic_load_explicit(&t->congested, memory_order_relaxed))
+        return BLOCKED;
       vd[i] = V_ELSEWHERE;
       if (!from_ring && !wk->bcast_to[t->worker]) {
         wk->bcast_to[t->worker] = 1;
@@ -854,7 +867,8 @@ static int route_broadcast(worker_t *wk, const nb_spike_t *s, int from_ring) {
     }
     int v = verdict(cx, out[i], s, &pv);
     if (v < 0) return dead_letter(wk, s);
-    if (v == V_PASS && t->inbox_count == t->inbox_cap) return BLOCKED;
+    if (v == V_PASS && (t->inbox_count == t->inbox_cap || t->busy))
+      return BLOCKED;
     vd[i] = (uint8_t)v;
   }
   if (remote)
@@ -901,9 +915,14 @@ static int route(worker_t *wk, const nb_spike_t *s, route_cache_t *c) {
   if (s->target != NB_BROADCAST) {
     nb_cortex_t *cx = wk->cx;
     if (cx->nworkers > 1 && s->target < cx->count) {
-      uint32_t to = cx->neurons[s->target]->worker;
+      nb_neuron_t *t = cx->neurons[s->target];
+      uint32_t to = t->worker;
       if (to != wk->index) {
-        if (nb__wring_room(wk->out[to], 1) == 0) return BLOCKED;
+        /* Its worker parks spikes for it already: keep this one in the
+         * axon rather than fill the ring (and the park) behind them. */
+        if (atomic_load_explicit(&t->congested, memory_order_relaxed) ||
+            nb__wring_room(wk->out[to], 1) == 0)
+          return BLOCKED;
         nb__wring_put(wk->out[to], s);
         return ROUTED;
       }
@@ -958,6 +977,25 @@ static int route_arrived(worker_t *wk, const nb_spike_t *s) {
   return route_unicast(wk, s, &c);
 }
 
+/* Marks the targets of a parked spike congested, so senders on other
+ * workers hold their spikes for them in their axons; returns nothing. */
+static void congest(worker_t *wk, const nb_spike_t *s) {
+  nb_cortex_t *cx = wk->cx;
+  if (s->target != NB_BROADCAST) {
+    if (s->target < cx->count)
+      atomic_store_explicit(&cx->neurons[s->target]->congested, 1,
+                            memory_order_relaxed);
+    return;
+  }
+  size_t n;
+  nb_synapse_t *const *out = nb_synapse_table_outgoing(cx->syn, s->source, &n);
+  for (size_t i = 0; i < n; i++) {
+    nb_neuron_t *t = cx->neurons[out[i]->post];
+    if (t->worker == wk->index && (t->inbox_count == t->inbox_cap || t->busy))
+      atomic_store_explicit(&t->congested, 1, memory_order_relaxed);
+  }
+}
+
 /* Routes s from another worker unless its source is already blocked in
  * this pass; parks it (behind every earlier parked spike) when it cannot
  * be routed; returns 0, or 1 when it had to be parked and the park is full
@@ -967,6 +1005,7 @@ static int arrive(worker_t *wk, park_t *p, const nb_spike_t *s) {
     return 0;
   /* Every later spike of this source waits behind it, as in an axon. */
   wk->blocked[s->source] = wk->epoch;
+  congest(wk, s);
   if (p->count == p->cap) return 1;
   p->s[(p->head + p->count) & (p->cap - 1)] = *s;
   p->count++;
@@ -994,6 +1033,7 @@ static void collect_arrivals(worker_t *wk) {
           route_arrived(wk, s) == ROUTED)
         continue;
       wk->blocked[s->source] = wk->epoch;
+      congest(wk, s);
       p->s[(p->head + kept) & mask] = *s;
       kept++;
     }
@@ -1046,11 +1086,103 @@ static void collect(worker_t *wk) {
   nb_arena_releaser_flush(&wk->rel);
 }
 
+/* ---- adoption ----
+ *
+ * With several workers, whoever ticks worker w holds w's lock word: bit 0
+ * held, bit 1 "inside an agent call", the bits above a generation bumped
+ * by every acquisition. Around each agent call (a batch, a tick callback)
+ * the holder marks its neuron busy, records the neuron and the time, and
+ * publishes bit 1 (release). While bit 1 is set, another thread may take
+ * the lock once the call is older than opts.adopt_after_ns (acquire: it
+ * sees every write the holder made before the call): it then routes w's
+ * axons and arrivals and delivers w's neurons, all but the busy one,
+ * whose inbox the call is still reading and into which nothing is routed.
+ * When the call returns, its thread tries to clear bit 1 with a CAS on the
+ * value it published; the generation makes that fail if the lock was
+ * adopted meanwhile, even if the adopter is itself in a call by then, and
+ * the returning thread waits to take the lock again before it touches the
+ * worker's state. So w's state is only ever written by one thread at a
+ * time, and a neuron stuck in a long call holds back only its own
+ * spikes. Custom filters run while routing, outside these windows: a
+ * filter that never returns holds its worker. */
+
+enum { LK_HELD = 1, LK_CALL = 2, LK_GEN = 4 };
+
+/* Tries to take wk's lock: free, or in an agent call older than
+ * adopt_after_ns; returns 1 with wk->held set, else 0. */
+static int lock_take(worker_t *wk) {
+  /* Acquire pairs with the release stores in lock_give and call_begin. */
+  uint64_t v = atomic_load_explicit(&wk->lock, memory_order_acquire);
+  for (;;) {
+    if (v & LK_HELD) {
+      if (!(v & LK_CALL)) return 0;
+      uint64_t since =
+          atomic_load_explicit(&wk->call_since, memory_order_relaxed);
+      if (nb_clock_ns() - since < wk->cx->opts.adopt_after_ns) return 0;
+    }
+    uint64_t nv = ((v & ~(uint64_t)(LK_HELD | LK_CALL)) + LK_GEN) | LK_HELD;
+    if (atomic_compare_exchange_weak_explicit(&wk->lock, &v, nv,
+                                              memory_order_acquire,
+                                              memory_order_acquire)) {
+      wk->held = nv;
+      return 1;
+    }
+  }
+}
+
+/* Releases wk's lock (release: the next holder sees every write);
+ * returns nothing. */
+static void lock_give(worker_t *wk) {
+  atomic_store_explicit(&wk->lock, wk->held & ~(uint64_t)(LK_HELD | LK_CALL),
+                        memory_order_release);
+}
+
+/* Opens an agent call of n on wk (several workers only): n busy, the call
+ * adoptable; returns the lock value to hand to call_end. */
+static uint64_t call_begin(worker_t *wk, nb_neuron_t *n) {
+  n->busy = 1;
+  atomic_store_explicit(&wk->call_id, n->id, memory_order_relaxed);
+  atomic_store_explicit(&wk->call_since, nb_clock_ns(), memory_order_relaxed);
+  uint64_t held = wk->held;
+  atomic_store_explicit(&wk->lock, held | LK_CALL, memory_order_release);
+  return held;
+}
+
+/* Closes the call opened with held: keeps the lock when nobody adopted the
+ * worker meanwhile, else waits to take it again; returns nothing. */
+static void call_end(worker_t *wk, nb_neuron_t *n, uint64_t held) {
+  uint64_t v = held | LK_CALL;
+  if (!atomic_compare_exchange_strong_explicit(&wk->lock, &v, held,
+                                               memory_order_acquire,
+                                               memory_order_relaxed)) {
+    while (!lock_take(wk)) sched_yield();
+  } else {
+    wk->held = held;
+  }
+  n->busy = 0;
+}
+
+/* Returns 1 with the neuron and the start of the agent call worker w is
+ * in, or 0 when it is in none (or w is out of range, or one worker). */
+int nb_cortex_worker_call(const nb_cortex_t *cx, uint32_t w, nb_id_t *id,
+                          uint64_t *since_ns) {
+  if (w >= cx->nworkers || cx->nworkers == 1) return 0;
+  worker_t *wk = &cx->w[w];
+  uint64_t v = atomic_load_explicit(&wk->lock, memory_order_acquire);
+  if ((v & (LK_HELD | LK_CALL)) != (LK_HELD | LK_CALL)) return 0;
+  if (id) *id = (nb_id_t)atomic_load_explicit(&wk->call_id,
+                                              memory_order_relaxed);
+  if (since_ns)
+    *since_ns = atomic_load_explicit(&wk->call_since, memory_order_relaxed);
+  return 1;
+}
+
 /* ---- delivery ---- */
 
 /* Applies STDP "post" on n's incoming synapses and calls the agent's tick;
  * returns nothing. */
-static void on_fire(nb_cortex_t *cx, nb_neuron_t *n) {
+static void on_fire(worker_t *wk, nb_neuron_t *n) {
+  nb_cortex_t *cx = wk->cx;
   uint64_t now = nb__tick_now;
   n->last_fire_ns = now;
   n->stats.fires++;
@@ -1062,7 +1194,10 @@ static void on_fire(nb_cortex_t *cx, nb_neuron_t *n) {
         atomic_load_explicit(&in[j]->last_pre_ns, memory_order_relaxed);
     if (t_pre) nb_synapse_stdp(in[j], (int64_t)(now - t_pre));
   }
-  if (n->ops.tick && n->ops.tick(n->agent, n) < 0) n->stats.errors++;
+  if (!n->ops.tick) return;
+  uint64_t held = cx->nworkers > 1 ? call_begin(wk, n) : 0;
+  if (n->ops.tick(n->agent, n) < 0) n->stats.errors++;
+  if (cx->nworkers > 1) call_end(wk, n, held);
 }
 
 /* Hands n's inbox to its agent as one batch (or spike by spike); returns
@@ -1094,6 +1229,14 @@ static uint64_t deliver(worker_t *wk) {
   nb__tick_now = nb_clock_ns(); /* one clock read per tick: see the header */
   for (uint32_t i = 0; i < wk->nshard; i++) {
     nb_neuron_t *n = cx->neurons[wk->shard[i]];
+    if (cx->nworkers > 1) {
+      if (n->busy) continue; /* in a call another thread is still in */
+      /* Dispatchable again (or stopped: spikes to it are dead letters
+       * now): senders may route to it. */
+      if (!(n->held | n->ifs.refractory_left) &&
+          atomic_load_explicit(&n->congested, memory_order_relaxed))
+        atomic_store_explicit(&n->congested, 0, memory_order_relaxed);
+    }
     if (n->stopped) continue;
     if (n->held | n->ifs.refractory_left) {
       /* A held neuron's refractory time still passes, so it is not
@@ -1109,24 +1252,34 @@ static uint64_t deliver(worker_t *wk) {
      * these spikes again as dead letters. */
     n->inbox_count = 0;
     if (count) {
-      hand_over(n, count);
+      if (cx->nworkers > 1) {
+        uint64_t held = call_begin(wk, n);
+        hand_over(n, count);
+        call_end(wk, n, held);
+      } else {
+        hand_over(n, count);
+      }
       if (cx->opts.arena) consume_batch(wk, n->inbox, count);
       n->stats.spikes_in += count;
       total += count;
     }
-    if (nb_if_step(&n->ifs)) on_fire(cx, n);
+    if (nb_if_step(&n->ifs)) on_fire(wk, n);
   }
   nb__tick_now = 0;
   nb_arena_releaser_flush(&wk->rel);
   return total;
 }
 
-/* Runs one tick of worker w; returns the spikes it delivered. */
+/* Runs one tick of worker w (with several workers, only when it can take
+ * the worker's lock: else 0); returns the spikes it delivered. */
 static uint64_t tick_worker(nb_cortex_t *cx, uint32_t w) {
   worker_t *wk = &cx->w[w];
+  int locked = cx->nworkers > 1;
+  if (locked && !lock_take(wk)) return 0;
   collect(wk);
   uint64_t delivered = deliver(wk);
   wk->stats.ticks++;
+  if (locked) lock_give(wk);
   return delivered;
 }
 

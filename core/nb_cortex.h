@@ -50,6 +50,7 @@
 /* END CONSTANTS */
 #define NB_MAX_WORKERS 256
 #define NB_RING_DEFAULT_CAPACITY 1024 /* spikes per ring between workers */
+#define NB_ADOPT_AFTER_DEFAULT_NS 100000000ull /* 100 ms */
 
 typedef struct nb_cortex_s nb_cortex_t;
 
@@ -63,6 +64,10 @@ typedef struct nb_cortex_opts_s {
   uint32_t workers;        /* worker shards, 1..NB_MAX_WORKERS, 0 = 1 */
   uint32_t ring_capacity;  /* spikes per ring between two workers (power
                             * of two), 0 = NB_RING_DEFAULT_CAPACITY */
+  uint64_t adopt_after_ns; /* an agent call this old lets another thread
+                            * tick its worker (nb_cortex_tick_worker),
+                            * 0 = NB_ADOPT_AFTER_DEFAULT_NS, UINT64_MAX =
+                            * never */
 } nb_cortex_opts_t;
 
 typedef struct nb_cortex_stats_s {
@@ -163,6 +168,20 @@ int nb_cortex_tick(nb_cortex_t *cx);
  * when the handover orders memory (a join, a mutex). Returns the spikes
  * delivered, or NB_EINVAL for w out of range. */
 int nb_cortex_tick_worker(nb_cortex_t *cx, uint32_t w);
+
+/* With several workers a worker's tick is taken by one thread at a time:
+ * nb_cortex_tick_worker returns 0 at once when another thread runs it.
+ * Exception, adoption: while that thread is inside an agent call (a batch,
+ * a tick callback) that began adopt_after_ns ago or more, another thread's
+ * nb_cortex_tick_worker takes the worker over and ticks every neuron of
+ * its shard but the one in the call, whose spikes wait (backpressure);
+ * the call's thread waits for the worker when the call returns. */
+
+/* Returns 1 and sets *id and *since_ns (nb_clock_ns) when worker w is
+ * inside an agent call, else 0 (also for one worker); any thread. For a
+ * watchdog: name the neuron, and tick its worker from another thread. */
+int nb_cortex_worker_call(const nb_cortex_t *cx, uint32_t w, nb_id_t *id,
+                          uint64_t *since_ns);
 
 /* Returns spikes not yet delivered: in axons, the injection queue,
  * inboxes, and between workers (0 = quiescent). */

@@ -1,9 +1,14 @@
 /* The cortex with several workers, ticked in turn on one thread: options,
  * a held target parking its source's spikes without holding back the ring,
- * a full ring backing up into the producer's axon, dead letters where they
- * are found, filters run on the target's worker, and a broadcast with an
- * arena payload split over three workers. validate_workers runs them on
- * threads. */
+ * a slow worker and a parked target backing up into the producer's axon,
+ * dead letters where they are found, filters run on the target's worker, and a broadcast with an
+ * arena payload split over three workers; and on two threads, a neuron
+ * stuck in a call whose worker another thread adopts. validate_workers
+ * runs the whole cortex on threads. */
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+
 #include "neuronbus.h"
 #include "nbtest.h"
 
@@ -134,23 +139,49 @@ static void a_held_target_parks_its_sources_spikes_only(void) {
   nb_cortex_free(cx);
 }
 
-static void a_full_ring_backs_up_into_the_producer(void) {
+/* Fires counters from a to target until the axon refuses, ticking the
+ * workers in mask each round; returns how many were sent. */
+static uint32_t flood(nb_cortex_t *cx, nb_neuron_t *a, nb_id_t target,
+                      unsigned mask) {
+  uint32_t sent = 0;
+  for (int round = 0; round < 10; round++) {
+    while (fire(a, target, sent) == 0) sent++;
+    for (uint32_t w = 0; w < nb_cortex_workers(cx); w++)
+      if (mask & (1u << w)) NBT_CHECK(nb_cortex_tick_worker(cx, w) >= 0);
+  }
+  return sent;
+}
+
+static void a_slow_worker_backs_up_into_the_producer(void) {
+  nb_cortex_t *cx = mk(2, 16, 4, 8, NULL);
+  agent_t aa = {0}, ab = {0};
+  nb_neuron_t *a = reg(cx, "a", &aa);
+  reg(cx, "b", &ab);
+  /* Worker 1 never ticks: ring 8 + axon 16, then the producer is
+   * refused. */
+  NBT_EQ(flood(cx, a, 1, 1u), 24);
+  NBT_CHECK(nb_neuron_stats(a)->full > 0);
+  NBT_EQ(nb_cortex_pending(cx), 24);
+  ticks(cx, 20);
+  NBT_EQ(ab.spikes, 24);
+  NBT_EQ(ab.out_of_order, 0);
+  NBT_EQ(nb_cortex_pending(cx), 0);
+  nb_cortex_free(cx);
+}
+
+static void a_parked_target_holds_senders_in_their_axons(void) {
   nb_cortex_t *cx = mk(2, 16, 4, 8, NULL);
   agent_t aa = {0}, ab = {0};
   nb_neuron_t *a = reg(cx, "a", &aa), *b = reg(cx, "b", &ab);
   nb_neuron_hold(b, 1);
-  uint32_t sent = 0;
-  for (int round = 0; round < 10; round++) {
-    while (fire(a, 1, sent) == 0) sent++;
-    ticks(cx, 1);
-  }
-  /* inbox 4 + park 8 + ring 8 + axon 16: then the producer is refused. */
-  NBT_EQ(sent, 36);
-  NBT_EQ(nb_neuron_stats(a)->full > 0, 1);
-  NBT_EQ(nb_cortex_pending(cx), 36);
+  /* The first ring load: 4 into b's inbox, 4 parked, which marks b
+   * congested; a's later spikes then wait in its axon (16), not in the
+   * ring. */
+  NBT_EQ(flood(cx, a, 1, 3u), 24);
+  NBT_EQ(nb_cortex_pending(cx), 24);
   nb_neuron_hold(b, 0);
   ticks(cx, 20);
-  NBT_EQ(ab.spikes, 36);
+  NBT_EQ(ab.spikes, 24);
   NBT_EQ(ab.out_of_order, 0);
   NBT_EQ(nb_cortex_pending(cx), 0);
   nb_cortex_free(cx);
@@ -238,13 +269,132 @@ static void a_broadcast_payload_is_split_over_three_workers(void) {
   nb_arena_free(arena);
 }
 
+/* ---- adoption: a neuron stuck in a call on worker 1 ---- */
+
+typedef struct stuck_agent_s {
+  _Atomic int got;      /* spikes delivered */
+  _Atomic int disorder; /* counters out of order */
+  uint32_t next;        /* counter expected next */
+  _Atomic int in_call;  /* 1 while stuck */
+  _Atomic int *release; /* the stuck call returns once *release */
+  int stuck_on_first;
+} stuck_agent_t;
+
+/* Checks the counter order; the first spike of a stuck_on_first agent
+ * spins until released; returns 0. */
+static int stuck_on_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
+                          float w) {
+  (void)n, (void)w;
+  stuck_agent_t *a = agent;
+  uint32_t c;
+  memcpy(&c, s->payload, sizeof c);
+  if (c != a->next) atomic_fetch_add(&a->disorder, 1);
+  a->next = c + 1;
+  atomic_fetch_add(&a->got, 1);
+  if (a->stuck_on_first && c == 0) {
+    atomic_store(&a->in_call, 1);
+    while (!atomic_load(a->release)) sched_yield();
+    atomic_store(&a->in_call, 0);
+  }
+  return 0;
+}
+
+typedef struct ticker_s {
+  nb_cortex_t *cx;
+  _Atomic int stop;
+} ticker_t;
+
+/* Ticks worker 1 until told to stop; returns NULL. */
+static void *tick_worker1(void *arg) {
+  ticker_t *t = arg;
+  while (!atomic_load(&t->stop))
+    if (nb_cortex_tick_worker(t->cx, 1) == 0) sched_yield();
+  return NULL;
+}
+
+static void a_stuck_neuron_holds_back_only_its_own_spikes(void) {
+  nb_cortex_opts_t o = nb_cortex_opts_default();
+  o.workers = 2;
+  o.axon_capacity = 64;
+  o.inbox_capacity = 16;
+  o.ring_capacity = 16;
+  o.adopt_after_ns = 20000000; /* 20 ms */
+  nb_cortex_t *cx;
+  NBT_EQ(nb_cortex_new(&cx, &o), 0);
+  _Atomic int release = 0;
+  stuck_agent_t ag[4];
+  memset(ag, 0, sizeof ag);
+  nb_agent_ops_t sops = {.on_spike = stuck_on_spike};
+  const char *names[4] = {"p0", "x", "p2", "y"};
+  nb_neuron_t *n[4];
+  nb_if_params_t ip = nb_if_params_default();
+  ip.refractory = 0;
+  for (int i = 0; i < 4; i++) {
+    ag[i].release = &release;
+    nb_card_t c = {.name = names[i]};
+    NBT_EQ(nb_cortex_register(cx, &c, &ip, &sops, &ag[i], &n[i]), 0);
+  }
+  ag[1].stuck_on_first = 1; /* x, on worker 1 with y */
+  ticker_t tk = {.cx = cx};
+  pthread_t th;
+  NBT_EQ(pthread_create(&th, NULL, tick_worker1, &tk), 0);
+  /* This thread is worker 0 and the watchdog. */
+  uint32_t to_x = 0, to_y = 0;
+  NBT_EQ(fire(n[2], 1, to_x++), 0);
+  nb_id_t id = 0;
+  uint64_t since = 0, t0 = nb_clock_ns();
+  while (!nb_cortex_worker_call(cx, 1, &id, &since) ||
+         !atomic_load(&ag[1].in_call)) {
+    nb_cortex_tick_worker(cx, 0);
+    NBT_CHECK(nb_clock_ns() - t0 < 10000000000ull);
+    if (nb_clock_ns() - t0 >= 10000000000ull) break;
+  }
+  NBT_EQ(id, 1);
+  NBT_EQ(strcmp(nb_neuron_name(nb_cortex_neuron(cx, id)), "x"), 0);
+  /* Worker 1's thread is stuck in x: y still receives once this thread
+   * adopts worker 1 (after 20 ms); x's spikes wait. */
+  t0 = nb_clock_ns();
+  int adopted_ticks = 0;
+  while (nb_clock_ns() - t0 < 300000000ull) {
+    if (to_y < 5000 && fire(n[0], 3, to_y) == 0) to_y++;
+    if (to_x < 200 && fire(n[2], 1, to_x) == 0) to_x++;
+    nb_cortex_tick_worker(cx, 0);
+    adopted_ticks += nb_cortex_tick_worker(cx, 1) > 0;
+  }
+  NBT_CHECK(adopted_ticks > 0);
+  NBT_CHECK(atomic_load(&ag[3].got) > 100);
+  NBT_EQ(atomic_load(&ag[1].got), 1);
+  NBT_EQ(atomic_load(&ag[1].in_call), 1);
+  atomic_store(&release, 1);
+  /* Everything sent arrives, in order, whichever thread ticks worker 1. */
+  t0 = nb_clock_ns();
+  while ((atomic_load(&ag[1].got) < (int)to_x ||
+          atomic_load(&ag[3].got) < (int)to_y) &&
+         nb_clock_ns() - t0 < 10000000000ull) {
+    nb_cortex_tick_worker(cx, 0);
+    nb_cortex_tick_worker(cx, 1);
+  }
+  atomic_store(&tk.stop, 1);
+  pthread_join(th, NULL);
+  NBT_EQ(atomic_load(&ag[1].got), (int)to_x);
+  NBT_EQ(atomic_load(&ag[3].got), (int)to_y);
+  NBT_EQ(atomic_load(&ag[1].disorder), 0);
+  NBT_EQ(atomic_load(&ag[3].disorder), 0);
+  NBT_EQ(nb_cortex_worker_call(cx, 1, NULL, NULL), 0);
+  NBT_EQ(nb_cortex_pending(cx), 0);
+  NBT_EQ(nb_cortex_stats(cx)->dead_letters, 0);
+  nb_cortex_free(cx);
+}
+
 static const nbt_test_t tests[] = {
     NBT_TEST(options_are_checked),
     NBT_TEST(a_held_target_parks_its_sources_spikes_only),
-    NBT_TEST(a_full_ring_backs_up_into_the_producer),
+    NBT_TEST(a_slow_worker_backs_up_into_the_producer),
+    NBT_TEST(a_parked_target_holds_senders_in_their_axons),
     NBT_TEST(dead_letters_are_counted_where_found),
     NBT_TEST(filters_run_on_the_targets_worker),
     NBT_TEST(a_broadcast_payload_is_split_over_three_workers),
+    NBT_TEST(a_stuck_neuron_holds_back_only_its_own_spikes),
 };
 
 int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }
