@@ -799,6 +799,9 @@ static int route_unicast(worker_t *wk, const nb_spike_t *s, route_cache_t *c) {
     t->stats.dead_letters++;
     return dead_letter(wk, s);
   }
+  /* Its agent is in a call on another thread: not even its filters may
+   * run now. */
+  if (t->busy) return BLOCKED;
   nb_synapse_t *syn = s->source < cx->count
                           ? nb_synapse_table_get(cx->syn, s->source, s->target)
                           : NULL;
@@ -817,7 +820,7 @@ static int route_unicast(worker_t *wk, const nb_spike_t *s, route_cache_t *c) {
       return filtered(wk, t);
     }
   }
-  if (t->inbox_count == t->inbox_cap || t->busy) return BLOCKED;
+  if (t->inbox_count == t->inbox_cap) return BLOCKED;
   float w = 1.0f;
   if (syn) {
     w = weight_of(syn);
@@ -865,10 +868,10 @@ static int route_broadcast(worker_t *wk, const nb_spike_t *s, int from_ring) {
       vd[i] = V_STOPPED;
       continue;
     }
+    if (t->busy) return BLOCKED; /* as in route_unicast */
     int v = verdict(cx, out[i], s, &pv);
     if (v < 0) return dead_letter(wk, s);
-    if (v == V_PASS && (t->inbox_count == t->inbox_cap || t->busy))
-      return BLOCKED;
+    if (v == V_PASS && t->inbox_count == t->inbox_cap) return BLOCKED;
     vd[i] = (uint8_t)v;
   }
   if (remote)

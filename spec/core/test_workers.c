@@ -278,6 +278,7 @@ typedef struct stuck_agent_s {
   _Atomic int in_call;  /* 1 while stuck */
   _Atomic int *release; /* the stuck call returns once *release */
   int stuck_on_first;
+  _Atomic int filtered, filtered_in_call; /* custom filter calls */
 } stuck_agent_t;
 
 /* Checks the counter order; the first spike of a stuck_on_first agent
@@ -297,6 +298,17 @@ static int stuck_on_spike(void *agent, nb_neuron_t *n, const nb_spike_t *s,
     atomic_store(&a->in_call, 0);
   }
   return 0;
+}
+
+/* Passes everything, noting a call made while the agent is in another
+ * call (two threads in one agent); returns 1. */
+static int stuck_filter(void *agent, nb_neuron_t *n, const char *name,
+                        const nb_spike_t *s, const void *p, size_t len) {
+  (void)n, (void)name, (void)s, (void)p, (void)len;
+  stuck_agent_t *a = agent;
+  atomic_fetch_add(&a->filtered, 1);
+  if (atomic_load(&a->in_call)) atomic_fetch_add(&a->filtered_in_call, 1);
+  return 1;
 }
 
 typedef struct ticker_s {
@@ -324,7 +336,7 @@ static void a_stuck_neuron_holds_back_only_its_own_spikes(void) {
   _Atomic int release = 0;
   stuck_agent_t ag[4];
   memset(ag, 0, sizeof ag);
-  nb_agent_ops_t sops = {.on_spike = stuck_on_spike};
+  nb_agent_ops_t sops = {.on_spike = stuck_on_spike, .filter = stuck_filter};
   const char *names[4] = {"p0", "x", "p2", "y"};
   nb_neuron_t *n[4];
   nb_if_params_t ip = nb_if_params_default();
@@ -335,6 +347,8 @@ static void a_stuck_neuron_holds_back_only_its_own_spikes(void) {
     NBT_EQ(nb_cortex_register(cx, &c, &ip, &sops, &ag[i], &n[i]), 0);
   }
   ag[1].stuck_on_first = 1; /* x, on worker 1 with y */
+  nb_filter_t f = nb_filter_custom("x's own");
+  NBT_EQ(nb_cortex_connect(cx, 2, 1, 0.5f, &f, 1, NULL), 0);
   ticker_t tk = {.cx = cx};
   pthread_t th;
   NBT_EQ(pthread_create(&th, NULL, tick_worker1, &tk), 0);
@@ -380,6 +394,10 @@ static void a_stuck_neuron_holds_back_only_its_own_spikes(void) {
   NBT_EQ(atomic_load(&ag[3].got), (int)to_y);
   NBT_EQ(atomic_load(&ag[1].disorder), 0);
   NBT_EQ(atomic_load(&ag[3].disorder), 0);
+  /* x's filter ran for each of its spikes, never while x was in its call
+   * on the other thread. */
+  NBT_CHECK(atomic_load(&ag[1].filtered) >= (int)to_x);
+  NBT_EQ(atomic_load(&ag[1].filtered_in_call), 0);
   NBT_EQ(nb_cortex_worker_call(cx, 1, NULL, NULL), 0);
   NBT_EQ(nb_cortex_pending(cx), 0);
   NBT_EQ(nb_cortex_stats(cx)->dead_letters, 0);
