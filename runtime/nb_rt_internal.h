@@ -270,6 +270,9 @@ typedef struct nb__req_s {
   nb__agent_t *a; /* NULL once final or cancelled */
   void *loop;     /* the runtime's uv_loop_t */
   void (*cancel)(struct nb__req_s *r);
+  /* NULL, or told when the task took len bytes of r's events (flow
+   * control of a stream): set by the request's maker. */
+  void (*consumed)(struct nb__req_s *r, size_t len);
   struct nb__req_s *next, *prev;
 } nb__req_t;
 
