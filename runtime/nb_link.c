@@ -30,6 +30,7 @@
 #define NB__WIOV 64u                /* buffers per write */
 #define NB__WBYTES (4u << 20)       /* bytes per write, payloads included */
 #define NB__MAX_TARGETS 65535u      /* target handles per link (uint16) */
+#define NB__RING0 64u               /* entries of a new link's ring */
 
 enum { NB__C_CONNECTING, NB__C_HELLO, NB__C_UP, NB__C_CLOSING };
 
@@ -249,6 +250,19 @@ static void check_drain(nb_link_t *l) {
   if (l->node->o.on_event) l->node->o.on_event(l->node->o.ud, l, NB_LINK_DRAIN);
 }
 
+/* Doubles l's ring (never past cap), keeping every entry at its position;
+ * returns 0 or NB_ENOMEM (the ring unchanged). */
+static int ring_grow(nb_link_t *l) {
+  uint64_t size = (l->mask + 1) * 2;
+  entry_t *r = calloc((size_t)size, sizeof *r);
+  if (!r) return NB_ENOMEM;
+  for (uint64_t p = l->rh; p < l->rt; p++) r[p & (size - 1)] = l->ring[p & l->mask];
+  free(l->ring);
+  l->ring = r;
+  l->mask = size - 1;
+  return 0;
+}
+
 /* Releases the n oldest entries as confirmed by the peer. */
 static void release(nb_link_t *l, uint64_t n) {
   for (uint64_t i = 0; i < n; i++)
@@ -371,8 +385,10 @@ static nb_link_t *link_new(nb_link_node_t *n, const nb_link_opts_t *opts,
   l->outbound = outbound;
   l->cap = 1;
   while (l->cap < l->opts.queue_spikes) l->cap <<= 1;
-  l->mask = l->cap - 1;
-  l->ring = calloc((size_t)l->cap, sizeof *l->ring);
+  /* The ring starts small and doubles up to cap as spikes wait (see
+   * ring_grow): a peer that only shakes hands costs no megabyte. */
+  l->mask = (l->cap < NB__RING0 ? l->cap : NB__RING0) - 1;
+  l->ring = calloc((size_t)l->mask + 1, sizeof *l->ring);
   if (n->nlinks == n->linkcap) {
     size_t cap = n->linkcap ? n->linkcap * 2 : 8;
     nb_link_t **nl = realloc(n->links, cap * sizeof *nl);
@@ -471,8 +487,7 @@ static conn_t *conn_new(nb_link_node_t *n, int outbound) {
   conn_t *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->rbuf = malloc(NB__RBUF);
-  c->wbuf = malloc((size_t)NB__WFRAMES * NB_FRAME_SPIKE + NB_FRAME_SPIKE);
-  if (!c->rbuf || !c->wbuf || uv_tcp_init(n->loop, &c->tcp) != 0) {
+  if (!c->rbuf || uv_tcp_init(n->loop, &c->tcp) != 0) {
     free(c->rbuf);
     free(c->wbuf);
     free(c);
@@ -797,13 +812,21 @@ static int on_hello(conn_t *c, nb_link_hello_t *h) {
   uv_timer_stop(&l->timer);
   l->st.connects++;
   if (l->lost_since_up) l->st.reconnects++;
-  node_log(n, NB_LINK_LOG_INFO,
+  uint64_t held = 0;
+  char note[96];
+  /* A new caller's connect line is held back per address like its other
+   * lines (a flood of one-shot handshakes); known peers are always told. */
+  if (!l->counted || l->st.connects > 1 ||
+      nb__lim_log_ok(&n->lim, c->lim.ip, nb__lim_msg_kind("connected"),
+                     loop_now(n), &held))
+    node_log(n, NB_LINK_LOG_INFO,
           "%s: %s, %u neurons exposed%s, sending from frame %llu (%llu "
-          "queued)", peer_label(c, who, sizeof who),
+          "queued)%s", peer_label(c, who, sizeof who),
           l->lost_since_up ? "reconnected" : "connected", l->peer.count,
           l->shared ? ", sharing the arena file (large payloads by reference)"
                     : "",
-          (unsigned long long)l->acked_seq, (unsigned long long)resend);
+          (unsigned long long)l->acked_seq, (unsigned long long)resend,
+          lim_note(held, note, sizeof note));
   l->lost_since_up = 0;
   if (n->o.on_event) n->o.on_event(n->o.ud, l, NB_LINK_UP);
   kick(n);
@@ -1061,6 +1084,11 @@ static void link_squeeze(nb_link_t *l, uint64_t p, int rc) {
 static void link_flush(nb_link_t *l) {
   conn_t *c = l->conn;
   if (!c || c->state != NB__C_UP || c->writing) return;
+  /* Made at the first write: callers that never get this far (most of a
+   * flood of handshakes) cost no write buffer. */
+  if (!c->wbuf &&
+      !(c->wbuf = malloc((size_t)NB__WFRAMES * NB_FRAME_SPIKE + NB_FRAME_SPIKE)))
+    return;
   size_t off = 0, run = 0, niov = 0, total = 0;
   if (l->recv_seq != l->ack_sent || c->lim.ping) {
     /* An ack of what was already acked is the keepalive: a no-op frame. */
@@ -1749,6 +1777,7 @@ int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
     l->was_full = 1;
     return NB_EFULL;
   }
+  if (l->rt - l->rh > l->mask && ring_grow(l) != 0) return NB_ENOMEM;
   entry_t *e = &l->ring[l->rt & l->mask];
   e->by_ref = 0;
   if (by_ref) {
