@@ -41,7 +41,16 @@
  *                   peer's count at reconnect (acked or lost; all lost if
  *                   the peer restarted). Spikes sent while down are queued
  *                   and go out after the reconnect.
- * Either way, per link: sent == acked + lost + queued + in_doubt. */
+ * Either way, per link: sent == acked + lost + queued + in_doubt.
+ *
+ * Limits (nb_link_limits_t): what peers may hold of a node is bounded:
+ * callers in their handshake (the oldest goes first), links for callers,
+ * connections per IP address, bytes of partial frames, how long a
+ * handshake or a frame may take, how long a link may stay silent (an up
+ * link writes an ack of what it already acked as a keepalive), and the
+ * last eighth of the descriptor limit. A caller's link that never carried
+ * a spike is freed when its connection ends (NB_LINK_GONE). Refusals are
+ * logged once per address and kind (then at most once a minute). */
 #ifndef NB_LINK_H
 #define NB_LINK_H
 
