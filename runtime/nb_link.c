@@ -1397,21 +1397,25 @@ static void conn_sweep(conn_t *c, uint64_t now) {
   rx_trim(c);
 }
 
-/* Handles an accept that failed: logged once a minute; when descriptors
- * ran out, one is freed (the reserve, else the oldest caller in its
- * handshake) so the pending caller is taken and refused instead of the
- * accept failing again at once. Returns nothing. */
-static void accept_failed(nb_link_node_t *n, int status) {
+/* Handles an accept that failed with status (from_accept: in the listen
+ * callback; else the sweep found descriptors gone): logged once a minute;
+ * when descriptors ran out, one is freed (in the callback the reserve, so
+ * the waiting caller is taken and refused instead of the accept failing
+ * again at once; else, or without it, the oldest caller in its
+ * handshake). Returns nothing. */
+static void accept_failed(nb_link_node_t *n, int status, int from_accept) {
   int fds = status == UV_EMFILE || status == UV_ENFILE;
   uint64_t held = 0;
   char note[96];
   if (nb__lim_log_ok(&n->lim, "*", fds ? NB__LIM_FDS : NB__LIM_ACCEPT,
                      loop_now(n), &held))
-    node_log(n, NB_LINK_LOG_WARN, "accept failed: %s%s (logged once a "
-             "minute)%s", uv_strerror(status),
-             fds ? "; a caller is refused until descriptors are free" : "",
+    node_log(n, NB_LINK_LOG_WARN, "%s: %s%s (logged once a minute)%s",
+             fds ? "out of file descriptors" : "accept failed",
+             uv_strerror(status),
+             fds ? "; callers are refused until some are free, "
+                   "established links go on" : "",
              lim_note(held, note, sizeof note));
-  if (!fds || nb__lim_spare_release(&n->lim)) return;
+  if (!fds || (from_accept && nb__lim_spare_release(&n->lim))) return;
   conn_t *old = NULL;
   for (conn_t *o = n->conns; o; o = o->next)
     if (conn_pending(o) && (!old || o->opened_ms <= old->opened_ms)) old = o;
@@ -1444,6 +1448,10 @@ static void sweep_cb(uv_timer_t *t) {
   uint64_t now = loop_now(n);
   for (conn_t *c = n->conns; c; c = c->next)
     if (c->state != NB__C_CLOSING) conn_sweep(c, now);
+  /* Out of descriptors, libuv closes each caller at accept (its own
+   * reserve descriptor) and says nothing: found out here, told once a
+   * minute, and a silent caller gives its descriptor up. */
+  if (n->listening && nb__lim_fds_out(&n->lim)) accept_failed(n, UV_EMFILE, 0);
 }
 
 /* ---- accepting ---- */
@@ -1451,7 +1459,7 @@ static void sweep_cb(uv_timer_t *t) {
 static void on_connection(uv_stream_t *server, int status) {
   nb_link_node_t *n = server->data;
   if (status < 0) {
-    accept_failed(n, status);
+    accept_failed(n, status, 1);
     return;
   }
   conn_t *c = conn_new(n, 0);

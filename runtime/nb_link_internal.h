@@ -87,6 +87,11 @@ uint32_t nb__lim_msg_kind(const char *why);
  * the descriptor limit: the process is about to run out, else 0. */
 int nb__lim_fd_tight(const nb__node_lim_t *l, int fd);
 
+/* Returns 1 when the process can open no descriptor now (libuv then
+ * closes callers at accept without telling: only this finds out), else
+ * 0. */
+int nb__lim_fds_out(nb__node_lim_t *l);
+
 /* Gives the reserve descriptor back to the system so one accept can
  * succeed (then nb__lim_spare_take); returns 1 when there was one, else
  * 0. */

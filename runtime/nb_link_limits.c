@@ -6,6 +6,7 @@
  * in runtime/nb_link.c, which owns the connections. */
 #include "nb_link_internal.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -104,6 +105,16 @@ int nb__lim_fd_tight(const nb__node_lim_t *l, int fd) {
   /* Descriptors are handed out lowest first: fd N means 0..N-1 are all
    * taken, so N near the limit means few are left. */
   return fd >= l->fd_limit - room;
+}
+
+int nb__lim_fds_out(nb__node_lim_t *l) {
+  if (l->spare_fd < 0) return 0;
+  int fd = fcntl(l->spare_fd, F_DUPFD_CLOEXEC, 0);
+  if (fd >= 0) {
+    close(fd);
+    return 0;
+  }
+  return errno == EMFILE || errno == ENFILE;
 }
 
 int nb__lim_spare_release(nb__node_lim_t *l) {
