@@ -489,7 +489,6 @@ static conn_t *conn_new(nb_link_node_t *n, int outbound) {
   c->rbuf = malloc(NB__RBUF);
   if (!c->rbuf || uv_tcp_init(n->loop, &c->tcp) != 0) {
     free(c->rbuf);
-    free(c->wbuf);
     free(c);
     return NULL;
   }
@@ -1268,7 +1267,7 @@ static int caller_refused(conn_t *c, const char *cortex) {
   callers_count(n, c, c->lim.ip, &pending, &pending_ip, &bound_ip, &old_ip);
   if (n->lim.inbound >= o->max_links) {
     conn_limit(c, NB__LIM_LINKS, "refused cortex '%s': %u links for peers "
-               "that called in are open (link_limits.max_links)", cortex,
+               "that called in exist (link_limits.max_links)", cortex,
                n->lim.inbound);
     return 1;
   }

@@ -55,8 +55,10 @@ static int lines_with(const node_t *t, const char *needle) {
 }
 
 /* Makes t a node called cortex on loop (handshake timeout 200 ms: the
- * sweep runs every 50 ms) exposing "sink" as id 1. */
-static void node_up(node_t *t, uv_loop_t *loop, const char *cortex) {
+ * sweep runs every 50 ms; limits lim, NULL for the defaults) exposing
+ * "sink" as id 1. */
+static void node_with(node_t *t, uv_loop_t *loop, const char *cortex,
+                      const nb_link_limits_t *lim) {
   memset(t, 0, sizeof *t);
   snprintf(t->cortex, sizeof t->cortex, "%s", cortex);
   nb_link_node_opts_t o;
@@ -68,8 +70,14 @@ static void node_up(node_t *t, uv_loop_t *loop, const char *cortex) {
   o.log = on_log;
   o.log_ud = t;
   o.hello_timeout_ms = 200;
+  if (lim) o.limits = *lim;
   NBT_EQ(nb_link_node_new(&t->node, loop, &o), 0);
   NBT_EQ(nb_link_node_expose(t->node, "sink", 1), 0);
+}
+
+/* As node_with, with the default limits. */
+static void node_up(node_t *t, uv_loop_t *loop, const char *cortex) {
+  node_with(t, loop, cortex, NULL);
 }
 
 /* Returns the url of t's listening port. */
@@ -183,6 +191,45 @@ static void oneshot_callers_links_are_freed(void) {
   free(c);
 }
 
+/* ---- max_links ---- */
+
+static void callers_past_max_links_refused_once(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  node_t *b = calloc(1, sizeof *b), *c = calloc(5, sizeof *c);
+  nb_link_limits_t lim = {0};
+  lim.max_links = 3;
+  node_with(b, &loop, "b", &lim);
+  NBT_EQ(nb_link_node_listen(b->node, "tcp://127.0.0.1:0"), 0);
+  nb_spike_t s;
+  nb_spike_init(&s, 0, NB_EXCITATORY, 1);
+  /* Three callers that send a spike keep their links; two more cortexes
+   * are refused at their handshake, with one line for the address. */
+  for (int i = 0; i < 5; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "kept%d", i);
+    node_up(&c[i], &loop, name);
+    NBT_EQ(nb_link_connect(c[i].node, url_of(b), NULL, &c[i].link), 0);
+    run_until(&loop, &c[i].ups, 1, i < 3 ? 3000 : 600);
+    if (i < 3) {
+      NBT_EQ(c[i].ups, 1);
+      NBT_EQ(nb_link_send_name(c[i].link, "sink", &s, NULL, 0), 0);
+    } else {
+      NBT_EQ(c[i].ups, 0);
+    }
+  }
+  run_until(&loop, NULL, 0, 300);
+  NBT_EQ(b->got, 3);
+  NBT_EQ(lines_with(b, "link_limits.max_links"), 1);
+  NBT_CHECK(nb_link_find(b->node, "kept2") != NULL);
+  NBT_CHECK(nb_link_find(b->node, "kept3") == NULL);
+  for (int i = 0; i < 5; i++) node_down(&c[i], &loop);
+  node_down(b, &loop);
+  NBT_EQ(uv_loop_close(&loop), 0);
+  free(b);
+  free(c);
+}
+
 /* ---- out of descriptors ---- */
 
 typedef struct feeder_s {
@@ -280,6 +327,7 @@ static void out_of_descriptors_told_once_link_goes_on(void) {
 static const nbt_test_t tests[] = {
     NBT_TEST(log_limiter_once_per_address_and_kind),
     NBT_TEST(oneshot_callers_links_are_freed),
+    NBT_TEST(callers_past_max_links_refused_once),
     NBT_TEST(out_of_descriptors_told_once_link_goes_on),
 };
 
