@@ -41,7 +41,16 @@
  *                   peer's count at reconnect (acked or lost; all lost if
  *                   the peer restarted). Spikes sent while down are queued
  *                   and go out after the reconnect.
- * Either way, per link: sent == acked + lost + queued + in_doubt. */
+ * Either way, per link: sent == acked + lost + queued + in_doubt.
+ *
+ * Limits (nb_link_limits_t): what peers may hold of a node is bounded:
+ * callers in their handshake (the oldest goes first), links for callers,
+ * connections per IP address, bytes of partial frames, how long a
+ * handshake or a frame may take, how long a link may stay silent (an up
+ * link writes an ack of what it already acked as a keepalive), and the
+ * last eighth of the descriptor limit. A caller's link that never carried
+ * a spike is freed when its connection ends (NB_LINK_GONE). Refusals are
+ * logged once per address and kind (then at most once a minute). */
 #ifndef NB_LINK_H
 #define NB_LINK_H
 
@@ -63,7 +72,10 @@ typedef enum nb_link_policy_e {
 typedef enum nb_link_event_e {
   NB_LINK_UP = 1,   /* handshake done: sends resolve names now */
   NB_LINK_DOWN = 2, /* connection lost or closed (redial pending if ours) */
-  NB_LINK_DRAIN = 3 /* the queue has room again after an NB_EFULL */
+  NB_LINK_DRAIN = 3, /* the queue has room again after an NB_EFULL */
+  NB_LINK_GONE = 4   /* a link a peer opened, that never carried a spike,
+                        lost its connection: it is freed after this call
+                        (forget the pointer) */
 } nb_link_event_t;
 
 typedef enum nb_link_log_level_e {
@@ -98,6 +110,35 @@ typedef struct nb_link_opts_s {
   uint32_t backoff_max_ms; /* delay cap (doubling), 0 = 5000 */
 } nb_link_opts_t;
 
+/* What one node spends on peers at most (0 in a field = its default). A
+ * refusal at a limit is logged once per remote IP address and kind, then
+ * at most every 60 s with the count of those held back. */
+typedef struct nb_link_limits_s {
+  uint32_t max_pending;      /* callers in their handshake at once, 0 = 64;
+                                one more closes the oldest of them */
+  uint32_t pending_per_addr; /* of those, from one IP address, 0 = 16;
+                                one more closes that address's oldest */
+  uint32_t max_links;        /* links made for peers that called in (one per
+                                cortex name), 0 = 256; a new cortex past it
+                                is refused */
+  uint32_t links_per_addr;   /* handshaken connections from one IP address,
+                                0 = 64; one more is refused */
+  uint32_t frame_timeout_ms; /* a frame begun and not complete this long
+                                closes the connection, 0 = 30000 */
+  uint32_t keepalive_ms;     /* an up link that wrote nothing this long
+                                writes an ack (a no-op frame), 0 = 10000 */
+  uint32_t idle_timeout_ms;  /* an up link that read nothing this long is
+                                closed (a dialled one is redialled), 0 =
+                                30000; above keepalive_ms */
+  uint64_t rx_bytes;         /* bytes of partly received frames and HELLOs
+                                held over all connections, 0 = 64 MiB; past
+                                it the oldest partial frame's connection is
+                                closed */
+} nb_link_limits_t;
+
+/* Returns the default limits (every field filled). */
+nb_link_limits_t nb_link_limits_default(void);
+
 typedef struct nb_link_node_opts_s {
   const char *cortex;   /* this node's cortex name, 1..255 bytes */
   nb_arena_t *arena;    /* incoming ref payloads are stored here (NULL:
@@ -112,14 +153,16 @@ typedef struct nb_link_node_opts_s {
   nb_link_log_level_t log_level; /* lines above it are not emitted;
                                     0 = NB_LINK_LOG_INFO (all) */
   nb_link_opts_t accept;         /* options of links made by accepting */
-  uint32_t hello_timeout_ms;     /* a caller silent this long is closed,
-                                    0 = 10000 */
+  uint32_t hello_timeout_ms;     /* a connection whose handshake is not
+                                    done this long after it opened is
+                                    closed, 0 = 5000 */
   const char *arena_path; /* the file arena maps (nb_arena_open), NULL for
                              a private arena: a peer on this host that maps
                              the same file gets ref spikes by reference
                              (the bytes stay in the file), and ref spikes
                              sent without bytes are read from the arena
                              when written instead of copied when queued */
+  nb_link_limits_t limits; /* what peers may hold of this node */
 } nb_link_node_opts_t;
 
 typedef struct nb_link_stats_s {

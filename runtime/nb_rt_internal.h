@@ -458,6 +458,9 @@ typedef struct nb__link_conf_s {
   nb_link_opts_t accept;
   const nb__peer_conf_t *peers;
   size_t npeers;
+  nb_link_limits_t limits;   /* link_limits (0 fields: the defaults) */
+  uint32_t hello_timeout_ms; /* link_limits.handshake_timeout, 0 = default */
+  uint32_t proxies_per_peer; /* link_limits.proxies_per_peer, 0 = default */
 } nb__link_conf_t;
 
 /* The callbacks of a remote neuron's proxy (no Lua state). */

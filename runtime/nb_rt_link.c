@@ -51,6 +51,10 @@ typedef struct peer_s {
   uint64_t refused;         /* incoming spikes without a proxy (no id room
                                or an unannounced source) */
   int warned_refused;
+  uint32_t proxies;         /* run-time proxies made for its senders */
+  uint8_t *no_proxy;        /* remote ids refused a proxy (bits; NULL
+                               until one is): refused again at once */
+  int warned_proxies;       /* the proxies_per_peer refusal was logged */
   int shared;               /* the last handshake found a shared arena */
   uint64_t held;            /* spikes its proxies still held at close */
   nb_link_stats_t last;     /* counters when the links closed */
@@ -77,6 +81,9 @@ struct nb__rtlink_s {
   char *arena_path;
   uint32_t max_payload;
   nb_link_opts_t accept;
+  nb_link_limits_t limits;
+  uint32_t hello_timeout_ms;
+  uint32_t proxies_per_peer; /* run-time proxies one peer may have */
   peercfg_t *cfg;
   size_t ncfg;
   proxy_t **px;
@@ -114,6 +121,10 @@ void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf) {
   if (conf->listen) rl->listen = nb__strdup(conf->listen);
   if (conf->max_payload) rl->max_payload = conf->max_payload;
   rl->accept = conf->accept;
+  rl->limits = conf->limits;
+  rl->hello_timeout_ms = conf->hello_timeout_ms;
+  rl->proxies_per_peer = conf->proxies_per_peer ? conf->proxies_per_peer
+                                                : NB_LINK_PROXIES_PER_PEER;
   rl->cfg = conf->npeers ? calloc(conf->npeers, sizeof *rl->cfg) : NULL;
   if (conf->npeers && !rl->cfg) abort();
   for (size_t i = 0; i < conf->npeers; i++) {
@@ -279,6 +290,18 @@ const nb_agent_ops_t nb__proxy_ops = {
 static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
                          const char *remote, const char *name) {
   struct nb__rtlink_s *rl = rt->link;
+  if (peer->proxies >= rl->proxies_per_peer) {
+    /* Why: each proxy is a neuron with its own inbox; a peer naming
+     * thousands of senders would fill the cortex's id space and memory
+     * and leave no room for other peers. */
+    if (!peer->warned_proxies++)
+      fprintf(stderr, "neuronbus: link to peer '%s': refused a local neuron "
+              "for its \"%s\": it already has %u "
+              "(link_limits.proxies_per_peer); spikes from its other senders "
+              "are refused (counted in the link's rejected)\n", peer->name,
+              remote, rl->proxies_per_peer);
+    return -1;
+  }
   nb__agent_t *a = rt->host->agent_new(rt, name);
   proxy_t *p = calloc(1, sizeof *p);
   if (!p) abort();
@@ -311,6 +334,7 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
   }
   rt->host->agent_add(rt, a);
   proxy_track(rl, p);
+  peer->proxies++;
   return (int)a->cell.id;
 }
 
@@ -319,6 +343,8 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
  * (made on first sight); -1 when there is none. */
 static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
   if (peer->map && peer->map[remote_id]) return peer->map[remote_id] - 1;
+  if (peer->no_proxy && (peer->no_proxy[remote_id >> 3] & (1u << (remote_id & 7))))
+    return -1;
   const char *name = nb_link_peer_neuron(peer->link, remote_id);
   if (!name) return -1;
   struct nb__rtlink_s *rl = rt->link;
@@ -334,6 +360,8 @@ static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
       if (!strcmp(rt->agents[i]->name, dyn)) id = (int)i;
     if (id < 0) id = proxy_dynamic(rt, peer, name, dyn);
     free(dyn);
+    if (id < 0 && (peer->no_proxy || (peer->no_proxy = calloc(8192, 1))))
+      peer->no_proxy[remote_id >> 3] |= (uint8_t)(1u << (remote_id & 7));
   }
   if (id < 0) return -1;
   if (!peer->map) {
@@ -364,6 +392,23 @@ static peer_t *peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
   rl->peers[rl->npeers++] = p;
   nb_link_set_data(l, p);
   return p;
+}
+
+/* Drops the record of link l, which the node is freeing (a caller that
+ * carried no spike: no proxy points at it); returns nothing. */
+static void peer_forget(struct nb__rtlink_s *rl, nb_link_t *l) {
+  peer_t *p = nb_link_data(l);
+  if (!p) return;
+  for (size_t i = 0; i < rl->npeers; i++)
+    if (rl->peers[i] == p) {
+      memmove(&rl->peers[i], &rl->peers[i + 1],
+              (rl->npeers - i - 1) * sizeof *rl->peers);
+      rl->npeers--;
+      break;
+    }
+  free(p->map);
+  free(p->no_proxy);
+  free(p);
 }
 
 /* on_spike of the node: injects a peer's spike with the source mapped to
@@ -397,12 +442,17 @@ static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
  * returns nothing. */
 static void on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
   nb_rt_t *rt = ud;
+  if (ev == NB_LINK_GONE) {
+    peer_forget(rt->link, l);
+    return;
+  }
   peer_t *p = peer_of(rt->link, l);
   if (ev == NB_LINK_UP) {
     snprintf(p->name, sizeof p->name, "%s", nb_link_peer(l));
     p->shared = nb_link_is_shared(l);
     /* A reconnected peer may have renumbered its neurons. */
     if (p->map) memset(p->map, 0, 65536 * sizeof *p->map);
+    if (p->no_proxy) memset(p->no_proxy, 0, 8192);
   }
 }
 
@@ -459,6 +509,8 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
   o.on_event = on_link_event;
   o.ud = rt;
   o.accept = rl->accept;
+  o.limits = rl->limits;
+  o.hello_timeout_ms = rl->hello_timeout_ms;
   o.arena_path = rl->arena_path; /* a file arena may be shared with a peer */
   /* Quiet runtimes (tests, benches) keep warnings and errors only. */
   o.log_level = rt->opts.quiet ? NB_LINK_LOG_WARN : NB_LINK_LOG_INFO;
@@ -715,6 +767,7 @@ void nb__link_free(nb_rt_t *rt) {
   if (rl->node && rl->loop) node_close(rl);
   for (size_t i = 0; i < rl->npeers; i++) {
     free(rl->peers[i]->map);
+    free(rl->peers[i]->no_proxy);
     free(rl->peers[i]);
   }
   free(rl->peers);

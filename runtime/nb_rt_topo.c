@@ -118,6 +118,20 @@ static void read_links(nb_rt_t *rt, lua_State *C, int idx) {
   }
   conf.peers = peers;
   conf.npeers = n;
+  int lim = sub(C, t, "limits");
+  if (lim) {
+    nb_link_limits_t *o = &conf.limits;
+    o->max_pending = (uint32_t)num(C, lim, "max_pending", 0);
+    o->pending_per_addr = (uint32_t)num(C, lim, "pending_per_addr", 0);
+    o->max_links = (uint32_t)num(C, lim, "max_links", 0);
+    o->links_per_addr = (uint32_t)num(C, lim, "links_per_addr", 0);
+    o->frame_timeout_ms = (uint32_t)num(C, lim, "frame_timeout_ms", 0);
+    o->keepalive_ms = (uint32_t)num(C, lim, "keepalive_ms", 0);
+    o->idle_timeout_ms = (uint32_t)num(C, lim, "idle_timeout_ms", 0);
+    o->rx_bytes = (uint64_t)num(C, lim, "rx_buffer", 0);
+    conf.hello_timeout_ms = (uint32_t)num(C, lim, "handshake_timeout_ms", 0);
+    conf.proxies_per_peer = (uint32_t)num(C, lim, "proxies_per_peer", 0);
+  }
   int ar = sub(C, idx, "arena");
   if (ar) conf.arena_path = str(C, ar, "path");
   nb__link_configure(rt, &conf);

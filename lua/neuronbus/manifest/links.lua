@@ -8,6 +8,11 @@
 --               backoff = { "50ms", "5s" } } },
 --   accept = { policy = "resend", queue = 16384, queue_bytes = "16MB" },
 --   max_payload = "1MB",                       -- largest payload from peers
+--   link_limits = { handshake_timeout = "5s", max_pending = 64,
+--                   pending_per_addr = 16, max_links = 256,
+--                   links_per_addr = 64, proxies_per_peer = 64,
+--                   frame_timeout = "30s", rx_buffer = "64MB",
+--                   keepalive = "10s", idle_timeout = "30s" },
 --   neurons = { parser = { remote = "tcp://127.0.0.1:7402/parser" },
 --               ui = { remote = "peer://frontend/ui" } }
 --
@@ -16,6 +21,10 @@
 --   topo.transport = nil when the manifest has none of these keys, else
 --     { listen = url | nil, max_payload = bytes,
 --       accept = { policy, queue, queue_bytes },
+--       limits = { handshake_timeout_ms, max_pending, pending_per_addr,
+--                  max_links, links_per_addr, proxies_per_peer,
+--                  frame_timeout_ms, rx_buffer, keepalive_ms,
+--                  idle_timeout_ms },
 --       peers = { { url, policy, queue, queue_bytes, backoff_min_ms,
 --                   backoff_max_ms } } }   -- every tcp:// remote's peer too
 --   neuron.remote = { url = "tcp://h:p", neuron = name }
@@ -49,7 +58,24 @@ local NAME_MAX = 255
 _M.PEER_KEYS = { "url", "policy", "queue", "queue_bytes", "backoff" }
 _M.ACCEPT_KEYS = { "policy", "queue", "queue_bytes" }
 -- The top-level keys checked here.
-_M.TOP_KEYS = { "listen", "peers", "accept", "max_payload" }
+_M.TOP_KEYS = { "listen", "peers", "accept", "max_payload", "link_limits" }
+
+-- The keys of link_limits: the counts (integers) and the durations, with
+-- their defaults from runtime/nb_rt_defaults.h.
+local LIMIT_COUNTS = {
+  max_pending = K.LINK_MAX_PENDING, pending_per_addr = K.LINK_PENDING_PER_ADDR,
+  max_links = K.LINK_MAX_LINKS, links_per_addr = K.LINK_LINKS_PER_ADDR,
+  proxies_per_peer = K.LINK_PROXIES_PER_PEER,
+}
+local LIMIT_TIMES = {
+  handshake_timeout = K.LINK_HANDSHAKE_TIMEOUT_MS,
+  frame_timeout = K.LINK_FRAME_TIMEOUT_MS,
+  keepalive = K.LINK_KEEPALIVE_MS, idle_timeout = K.LINK_IDLE_TIMEOUT_MS,
+}
+_M.LIMIT_KEYS = { "rx_buffer" }
+for k in pairs(LIMIT_COUNTS) do _M.LIMIT_KEYS[#_M.LIMIT_KEYS + 1] = k end
+for k in pairs(LIMIT_TIMES) do _M.LIMIT_KEYS[#_M.LIMIT_KEYS + 1] = k end
+table.sort(_M.LIMIT_KEYS)
 
 -- Returns true when s is a name a link can carry: 1..255 bytes, no control
 -- characters, no "/" (it separates a peer's cortex from its neurons).
@@ -180,6 +206,59 @@ local function check_backoff(c, path, v)
   return out[1], out[2]
 end
 
+-- Returns a duration in whole ms from 1ms to about 49 days, the default
+-- when nil, or nil after reporting.
+local function check_ms(c, path, v, default)
+  if v == nil then return default end
+  local ns = c:duration(path, v)
+  if not ns then return nil end
+  local ms = floor(ns / 1e6 + 0.5)
+  if ms < 1 or ms > MAX_U32 then
+    return c:fail(path, "%s is out of range, expected 1ms to about 49 days",
+      units.show(v))
+  end
+  return ms
+end
+
+-- Checks link_limits (v at path); returns the normalized limits (every
+-- default filled) or nil after reporting.
+local function check_limits(c, path, v)
+  local out = { rx_buffer = K.LINK_RX_BYTES }
+  for k, d in pairs(LIMIT_COUNTS) do out[k] = d end
+  for k, d in pairs(LIMIT_TIMES) do out[k .. "_ms"] = d end
+  if v == nil then return out end
+  local t = c:table(path, v)
+  if not t then return nil end
+  c:keys(path, t, _M.LIMIT_KEYS)
+  local ok = true
+  -- In key order, so the problems are listed the same way every time.
+  for _, k in ipairs(_M.LIMIT_KEYS) do
+    local v, kp = t[k], join(path, k)
+    if LIMIT_COUNTS[k] then
+      out[k] = c:integer(kp, v, LIMIT_COUNTS[k], 1, K.LINK_COUNT_LIMIT)
+      ok = ok and out[k] ~= nil
+    elseif LIMIT_TIMES[k] then
+      out[k .. "_ms"] = check_ms(c, kp, v, LIMIT_TIMES[k])
+      ok = ok and out[k .. "_ms"] ~= nil
+    else
+      out.rx_buffer = check_bytes(c, kp, v, K.LINK_RX_BYTES, 64 * 1024, 2 ^ 40)
+      ok = ok and out.rx_buffer ~= nil
+    end
+  end
+  if not ok then return nil end
+  -- A keepalive must arrive before the peer's idle timeout runs out.
+  if out.keepalive_ms >= out.idle_timeout_ms then
+    return c:fail(join(path, t.keepalive ~= nil and "keepalive" or
+      "idle_timeout"), "the keepalive (%d ms) must be shorter than the "
+      .. "idle timeout (%d ms)", out.keepalive_ms, out.idle_timeout_ms)
+  end
+  if out.pending_per_addr > out.max_pending then
+    return c:fail(join(path, "pending_per_addr"), "%d exceeds max_pending "
+      .. "(%d)", out.pending_per_addr, out.max_pending)
+  end
+  return out
+end
+
 -- Returns one normalized peer, or nil after reporting.
 local function check_peer(c, path, v)
   if type(v) == "string" then v = { url = v }
@@ -273,8 +352,9 @@ function _M.check(c, tbl, topo)
       end
     end
   end
+  local limits = check_limits(c, "link_limits", tbl.link_limits)
   if not any then return nil end
-  local tr = { peers = {} }
+  local tr = { peers = {}, limits = limits }
   if tbl.listen ~= nil then
     tr.listen = check_address(c, "listen", tbl.listen, true)
   end
