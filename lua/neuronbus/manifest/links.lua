@@ -24,11 +24,12 @@
 -- runtime/nb_rt_defaults.h through neuronbus.layout):
 --   topo.transport = nil when the manifest has none of these keys, else
 --     { listen = url | nil, max_payload = bytes,
---       secret = bytes | nil, encrypt = bool,
---       allow = { { cortex, secret = bytes } },   -- sorted by cortex
+--       secret = bytes | nil, encrypt = true | nil,
+--       allow = nil | { { cortex, secret = bytes } },   -- sorted by cortex
 --       accept = { policy, queue, queue_bytes },
 --       peers = { { url, policy, queue, queue_bytes, backoff_min_ms,
---                   backoff_max_ms, secret = bytes | nil, encrypt } } }
+--                   backoff_max_ms, secret = bytes | nil,
+--                   encrypt = true | nil } } }
 --                                    -- every tcp:// remote's peer too
 --   neuron.remote = { url = "tcp://h:p", neuron = name }
 --                 | { cortex = name, neuron = name }
@@ -272,8 +273,9 @@ local function check_peer(c, path, v)
   p.backoff_min_ms, p.backoff_max_ms = check_backoff(c, join(path, "backoff"),
     v.backoff)
   if v.secret ~= nil then p.secret = check_secret(c, join(path, "secret"), v.secret) end
-  p.encrypt = false
-  if v.encrypt ~= nil then p.encrypt = c:boolean(join(path, "encrypt"), v.encrypt) end
+  if v.encrypt ~= nil then
+    p.encrypt = c:boolean(join(path, "encrypt"), v.encrypt) or nil
+  end
   if p.url and p.policy and p.queue and p.queue_bytes and p.backoff_min_ms then
     return p
   end
@@ -357,9 +359,8 @@ function _M.check(c, tbl, topo)
   tr.max_payload = check_bytes(c, "max_payload", tbl.max_payload,
     DEFAULT_MAX_PAYLOAD, 1, MAX_PAYLOAD)
   if tbl.secret ~= nil then tr.secret = check_secret(c, "secret", tbl.secret) end
-  tr.encrypt = false
-  if tbl.encrypt ~= nil then tr.encrypt = c:boolean("encrypt", tbl.encrypt) end
-  tr.allow = {}
+  if tbl.encrypt ~= nil then tr.encrypt = c:boolean("encrypt", tbl.encrypt) or nil end
+  local allow = {}
   tr.accept = { policy = "resend", queue = DEFAULT_QUEUE,
                 queue_bytes = DEFAULT_QUEUE_BYTES }
   if tbl.accept ~= nil then
@@ -383,10 +384,11 @@ function _M.check(c, tbl, topo)
                 .. "characters or /)", units.show(name))
             else
               local bytes = check_secret(c, path, spec)
-              if bytes then tr.allow[#tr.allow + 1] = { cortex = name, secret = bytes } end
+              if bytes then allow[#allow + 1] = { cortex = name, secret = bytes } end
             end
           end
-          tbl_sort(tr.allow, function(x, y) return x.cortex < y.cortex end)
+          tbl_sort(allow, function(x, y) return x.cortex < y.cortex end)
+          tr.allow = allow
         end
       end
     end
@@ -444,7 +446,7 @@ function _M.check(c, tbl, topo)
           url = r.url, policy = "resend", queue = DEFAULT_QUEUE,
           queue_bytes = DEFAULT_QUEUE_BYTES,
           backoff_min_ms = DEFAULT_BACKOFF_MIN_MS,
-          backoff_max_ms = DEFAULT_BACKOFF_MAX_MS, encrypt = false,
+          backoff_max_ms = DEFAULT_BACKOFF_MAX_MS,
         }
       end
     end
