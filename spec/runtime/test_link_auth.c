@@ -58,35 +58,75 @@ typedef struct msgs_s {
  * failing side's code (1 caller, 2 acceptor). */
 static int handshake(nb_link_auth_t *c, nb_link_auth_t *a, msgs_t *m,
                      void (*tamper)(int msg, uint8_t *p, size_t n)) {
+  uint8_t *buf[3] = {m->m1, m->m2, m->m3};
+  size_t *len[3] = {&m->l1, &m->l2, &m->l3};
+  nb_link_auth_t *to[3] = {a, c, a};
   nb_link_auth_io_t io;
   NBT_EQ(nb_link_auth_begin(c, &io), 0);
-  memcpy(m->m1, io.out, io.out_len);
-  m->l1 = io.out_len;
-  on_wire(m->m1, m->l1);
-  if (tamper) tamper(1, m->m1, m->l1);
-  if (nb_link_auth_input(a, m->m1, m->l1, &io) != 0) return 2;
-  NBT_CHECK(io.out != NULL);
-  memcpy(m->m2, io.out, io.out_len);
-  m->l2 = io.out_len;
-  on_wire(m->m2, m->l2);
-  if (tamper) tamper(2, m->m2, m->l2);
-  if (nb_link_auth_input(c, m->m2, m->l2, &io) != 0) return 1;
-  NBT_CHECK(io.established);
-  memcpy(m->m3, io.out, io.out_len);
-  m->l3 = io.out_len;
-  on_wire(m->m3, m->l3);
-  if (tamper) tamper(3, m->m3, m->l3);
-  if (nb_link_auth_input(a, m->m3, m->l3, &io) != 0) return 2;
-  NBT_CHECK(io.established);
+  for (int i = 0; i < 3; i++) {
+    NBT_CHECK(io.out != NULL);
+    if (!io.out) return i == 1 ? 2 : 1;
+    memcpy(buf[i], io.out, io.out_len);
+    *len[i] = io.out_len;
+    on_wire(buf[i], *len[i]);
+    if (tamper) tamper(i + 1, buf[i], *len[i]);
+    if (nb_link_auth_input(to[i], buf[i], *len[i], &io) != 0)
+      return to[i] == c ? 1 : 2;
+    NBT_CHECK(io.established == (i > 0));
+  }
   return 0;
+}
+
+/* A caller "alpha" and an acceptor "beta" and their handshake. */
+typedef struct pair_s {
+  nb_link_auth_t *c, *a;
+  msgs_t m;
+} pair_t;
+
+/* Makes the pair (the caller proving secret, asking for encryption when
+ * enc is 1; the acceptor checking against kr) and runs the handshake with
+ * tamper; returns what handshake returns. */
+static int pair_run(pair_t *p, const char *secret, int enc,
+                    nb_link_keyring_t *kr,
+                    void (*tamper)(int msg, uint8_t *p, size_t n)) {
+  p->c = caller_of("alpha", secret, enc);
+  p->a = NULL;
+  NBT_EQ(nb_link_auth_acceptor(&p->a, "beta", kr), 0);
+  return handshake(p->c, p->a, &p->m, tamper);
+}
+
+/* Frees both ends of p; returns nothing. */
+static void pair_free(pair_t *p) {
+  nb_link_auth_free(p->c);
+  nb_link_auth_free(p->a);
+  p->c = p->a = NULL;
+}
+
+/* Writes what a hostile caller proving secret sends as message 3 over
+ * the t_len-byte transcript t (computed here from the documented
+ * derivation, independently of the module) into m3. */
+static void hostile_msg3(const char *secret, const uint8_t *t, size_t t_len,
+                         uint8_t m3[40]) {
+  static const uint8_t head[8] = {'N', 'B', 'A', 'U', 1, 0, 3, 0};
+  uint8_t k[32];
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, NULL, 0, 32);
+  crypto_generichash_update(&st, (const uint8_t *)"neuronbus-link-secret-v1", 24);
+  crypto_generichash_update(&st, (const uint8_t *)secret, strlen(secret));
+  crypto_generichash_final(&st, k, 32);
+  memcpy(m3, head, 8);
+  crypto_auth_hmacsha512256_state hs;
+  crypto_auth_hmacsha512256_init(&hs, k, 32);
+  crypto_auth_hmacsha512256_update(&hs, (const uint8_t *)"caller", 6);
+  crypto_auth_hmacsha512256_update(&hs, t, t_len);
+  crypto_auth_hmacsha512256_final(&hs, m3 + 8);
 }
 
 static void test_good_secret_both_sides_established(void) {
   nb_link_keyring_t *kr = ring_of(SECRET, 0);
-  nb_link_auth_t *c = caller_of("alpha", SECRET, 0), *a = NULL;
-  NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
-  msgs_t m;
-  NBT_EQ(handshake(c, a, &m, NULL), 0);
+  pair_t p;
+  NBT_EQ(pair_run(&p, SECRET, 0, kr, NULL), 0);
+  nb_link_auth_t *c = p.c, *a = p.a;
   NBT_CHECK(nb_link_auth_established(c) && nb_link_auth_established(a));
   NBT_CHECK(strcmp(nb_link_auth_peer(c), "beta") == 0);
   NBT_CHECK(strcmp(nb_link_auth_peer(a), "alpha") == 0);
@@ -96,25 +136,21 @@ static void test_good_secret_both_sides_established(void) {
   NBT_EQ(nb_link_auth_input(a, (const uint8_t *)"NBLKxyz", 7, &io), 0);
   NBT_EQ(io.plain_len, 7u);
   NBT_CHECK(memcmp(io.plain, "NBLKxyz", 7) == 0);
-  nb_link_auth_free(c);
-  nb_link_auth_free(a);
+  pair_free(&p);
   nb_link_keyring_free(kr);
 }
 
 static void test_wrong_secret_fails_on_both_sides(void) {
   nb_link_keyring_t *kr = ring_of(SECRET, 0);
   /* A caller with the wrong secret refuses the acceptor's proof. */
-  nb_link_auth_t *c = caller_of("alpha", WRONG, 0), *a = NULL;
-  NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
-  msgs_t m;
-  NBT_EQ(handshake(c, a, &m, NULL), 1);
-  NBT_CHECK(strstr(nb_link_auth_why(c), "does not prove") != NULL);
-  NBT_CHECK(!nb_link_auth_established(c));
-  nb_link_auth_free(c);
-  nb_link_auth_free(a);
+  pair_t p;
+  NBT_EQ(pair_run(&p, WRONG, 0, kr, NULL), 1);
+  NBT_CHECK(strstr(nb_link_auth_why(p.c), "does not prove") != NULL);
+  NBT_CHECK(!nb_link_auth_established(p.c));
+  pair_free(&p);
   /* A hostile caller that answers anyway, proving the wrong key over the
    * right transcript: the acceptor refuses it. */
-  a = NULL;
+  nb_link_auth_t *a = NULL;
   NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
   uint8_t m1[8 + 1 + 5 + 32] = {'N', 'B', 'A', 'U', 1, 0, 1, 0, 5,
                                 'a', 'l', 'p', 'h', 'a'};
@@ -126,18 +162,8 @@ static void test_wrong_secret_fails_on_both_sides(void) {
                                'a', 'l', 'p', 'h', 'a', 4, 'b', 'e', 't', 'a'};
   memcpy(t + 19, m1 + 14, 32);
   memcpy(t + 51, io.out + 13, 32);
-  uint8_t k[32];
-  crypto_generichash_state st;
-  crypto_generichash_init(&st, NULL, 0, 32);
-  crypto_generichash_update(&st, (const uint8_t *)"neuronbus-link-secret-v1", 24);
-  crypto_generichash_update(&st, (const uint8_t *)WRONG, strlen(WRONG));
-  crypto_generichash_final(&st, k, 32);
-  uint8_t m3[8 + 32] = {'N', 'B', 'A', 'U', 1, 0, 3, 0};
-  crypto_auth_hmacsha512256_state hs;
-  crypto_auth_hmacsha512256_init(&hs, k, 32);
-  crypto_auth_hmacsha512256_update(&hs, (const uint8_t *)"caller", 6);
-  crypto_auth_hmacsha512256_update(&hs, t, sizeof t);
-  crypto_auth_hmacsha512256_final(&hs, m3 + 8);
+  uint8_t m3[8 + 32];
+  hostile_msg3(WRONG, t, sizeof t, m3);
   NBT_EQ(nb_link_auth_input(a, m3, sizeof m3, &io), NB_EFRAME);
   NBT_CHECK(strstr(nb_link_auth_why(a), "does not prove its secret") != NULL);
   /* Sticky: nothing more is taken. */
@@ -149,14 +175,7 @@ static void test_wrong_secret_fails_on_both_sides(void) {
   NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
   NBT_EQ(nb_link_auth_input(a, m1, sizeof m1, &io), 0);
   memcpy(t + 51, io.out + 13, 32);
-  crypto_generichash_init(&st, NULL, 0, 32);
-  crypto_generichash_update(&st, (const uint8_t *)"neuronbus-link-secret-v1", 24);
-  crypto_generichash_update(&st, (const uint8_t *)SECRET, strlen(SECRET));
-  crypto_generichash_final(&st, k, 32);
-  crypto_auth_hmacsha512256_init(&hs, k, 32);
-  crypto_auth_hmacsha512256_update(&hs, (const uint8_t *)"caller", 6);
-  crypto_auth_hmacsha512256_update(&hs, t, sizeof t);
-  crypto_auth_hmacsha512256_final(&hs, m3 + 8);
+  hostile_msg3(SECRET, t, sizeof t, m3);
   NBT_EQ(nb_link_auth_input(a, m3, sizeof m3, &io), 0);
   NBT_CHECK(io.established);
   NBT_CHECK(strcmp(nb_link_auth_peer(a), "alpha") == 0);
@@ -166,11 +185,11 @@ static void test_wrong_secret_fails_on_both_sides(void) {
 
 static void test_replayed_transcript_fails(void) {
   nb_link_keyring_t *kr = ring_of(SECRET, 0);
-  nb_link_auth_t *c = caller_of("alpha", SECRET, 0), *a = NULL;
-  NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
-  msgs_t m;
-  NBT_EQ(handshake(c, a, &m, NULL), 0);
-  nb_link_auth_free(a);
+  pair_t p;
+  NBT_EQ(pair_run(&p, SECRET, 0, kr, NULL), 0);
+  msgs_t m = p.m;
+  pair_free(&p);
+  nb_link_auth_t *c = NULL, *a = NULL;
   /* A recorder replays the caller's two messages to a fresh acceptor:
    * its new nonce makes the old proof worthless. */
   a = NULL;
@@ -180,7 +199,6 @@ static void test_replayed_transcript_fails(void) {
   NBT_EQ(nb_link_auth_input(a, m.m3, m.l3, &io), NB_EFRAME);
   NBT_CHECK(!nb_link_auth_established(a));
   nb_link_auth_free(a);
-  nb_link_auth_free(c);
   /* And the acceptor's answer replayed to a fresh caller fails too. */
   c = caller_of("alpha", SECRET, 0);
   NBT_EQ(nb_link_auth_begin(c, &io), 0);
@@ -211,17 +229,14 @@ static void test_tampered_nonce_name_or_flags_fails(void) {
       {3, -1},      /* the caller's proof */
   };
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-    nb_link_auth_t *c = caller_of("alpha", SECRET, 0), *a = NULL;
-    NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
     tamper_msg = cases[i].msg;
     tamper_at = cases[i].at;
-    msgs_t m;
-    int rc = handshake(c, a, &m, tamper_one);
+    pair_t p;
+    int rc = pair_run(&p, SECRET, 0, kr, tamper_one);
     if (rc == 0) fprintf(stderr, "# tamper case %zu was not noticed\n", i);
     NBT_CHECK(rc != 0);
-    NBT_CHECK(!(nb_link_auth_established(c) && nb_link_auth_established(a)));
-    nb_link_auth_free(c);
-    nb_link_auth_free(a);
+    NBT_CHECK(!(nb_link_auth_established(p.c) && nb_link_auth_established(p.a)));
+    pair_free(&p);
   }
   nb_link_keyring_free(kr);
 }
@@ -234,18 +249,13 @@ static void test_allow_list_and_strangers(void) {
   NBT_EQ(nb_link_keyring_allow(kr, "short", "abc", 3), NB_EINVAL);
   /* alpha with its own secret is in; gamma's secret does not admit alpha;
    * an unlisted name is refused before any proof is given. */
-  nb_link_auth_t *c = caller_of("alpha", SECRET, 0), *a = NULL;
-  NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
+  pair_t p;
+  NBT_EQ(pair_run(&p, SECRET, 0, kr, NULL), 0);
+  pair_free(&p);
+  NBT_EQ(pair_run(&p, WRONG, 0, kr, NULL), 1);
+  pair_free(&p);
   msgs_t m;
-  NBT_EQ(handshake(c, a, &m, NULL), 0);
-  nb_link_auth_free(c);
-  nb_link_auth_free(a);
-  c = caller_of("alpha", WRONG, 0);
-  NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
-  NBT_EQ(handshake(c, a, &m, NULL), 1);
-  nb_link_auth_free(c);
-  nb_link_auth_free(a);
-  c = caller_of("delta", SECRET, 0);
+  nb_link_auth_t *a = NULL, *c = caller_of("delta", SECRET, 0);
   NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
   NBT_EQ(handshake(c, a, &m, NULL), 2);
   NBT_CHECK(strstr(nb_link_auth_why(a), "'delta' may not call") != NULL);
@@ -296,10 +306,9 @@ static int roundtrip(nb_link_auth_t *s, nb_link_auth_t *r, const uint8_t *p,
 static void test_encrypted_records_roundtrip_and_refuse_tampering(void) {
   nb_link_keyring_t *kr = ring_of(SECRET, 0);
   /* The caller asks; the acceptor (which did not) agrees. */
-  nb_link_auth_t *c = caller_of("alpha", SECRET, 1), *a = NULL;
-  NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
-  msgs_t m;
-  NBT_EQ(handshake(c, a, &m, NULL), 0);
+  pair_t p;
+  NBT_EQ(pair_run(&p, SECRET, 1, kr, NULL), 0);
+  nb_link_auth_t *c = p.c, *a = p.a;
   NBT_CHECK(nb_link_auth_encrypted(c) && nb_link_auth_encrypted(a));
   static uint8_t data[300000];
   for (size_t i = 0; i < sizeof data; i++) data[i] = (uint8_t)(i * 7 + 1);
@@ -316,24 +325,19 @@ static void test_encrypted_records_roundtrip_and_refuse_tampering(void) {
   rec[50] ^= 4;
   NBT_EQ(nb_link_auth_input(a, rec, (size_t)n, &io), NB_EFRAME);
   NBT_CHECK(strstr(nb_link_auth_why(a), "does not verify") != NULL);
-  nb_link_auth_free(a);
-  nb_link_auth_free(c);
-  c = caller_of("alpha", SECRET, 1);
-  NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
-  NBT_EQ(handshake(c, a, &m, NULL), 0);
+  pair_free(&p);
+  NBT_EQ(pair_run(&p, SECRET, 1, kr, NULL), 0);
+  c = p.c;
+  a = p.a;
   n = nb_link_auth_seal(c, &v, 1, rec);
   NBT_EQ(nb_link_auth_input(a, rec, (size_t)n, &io), 0);
   NBT_EQ(io.plain_len, 100u);
   NBT_EQ(nb_link_auth_input(a, rec, (size_t)n, &io), NB_EFRAME);
   /* A record of the previous session does not open in this one. */
-  nb_link_auth_free(a);
-  nb_link_auth_free(c);
-  c = caller_of("alpha", SECRET, 1);
-  NBT_EQ(nb_link_auth_acceptor(&a, "beta", kr), 0);
-  NBT_EQ(handshake(c, a, &m, NULL), 0);
-  NBT_EQ(nb_link_auth_input(a, copy, (size_t)n, &io), NB_EFRAME);
-  nb_link_auth_free(a);
-  nb_link_auth_free(c);
+  pair_free(&p);
+  NBT_EQ(pair_run(&p, SECRET, 1, kr, NULL), 0);
+  NBT_EQ(nb_link_auth_input(p.a, copy, (size_t)n, &io), NB_EFRAME);
+  pair_free(&p);
   nb_link_keyring_free(kr);
 }
 
