@@ -5,7 +5,7 @@
 # SAN=address (ASan+UBSan) or SAN=thread (TSan) builds into build/$(SAN).
 #
 # Packages: `make deps` installs the missing Debian packages (compiler,
-# pkg-config, LuaJIT, libuv, libcurl, jansson, lua-cjson, busted); `make test`, `make run` and
+# pkg-config, LuaJIT, libuv, libcurl, jansson, libsodium, lua-cjson, busted); `make test`, `make run` and
 # `make bench` run it first. Any other build only checks them and names
 # what is missing. The fuzzing toolchain (clang, libFuzzer) is installed
 # only by `make fuzz` and `make fuzz-build`.
@@ -34,8 +34,9 @@ LDLIBS_CORE = $(SAN_FLAGS) $(LDFLAGS) -pthread -lm
 # Lazily expanded: pkg-config runs after `deps` has installed the packages.
 # libcurl: nb.http (runtime/nb_rt_http.c) runs on the runtime's loop.
 # jansson: the statistics' JSON lines (runtime/nb_rt_json.c).
-HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson) -Iruntime
-UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson)
+# libsodium: the links' authentication and encryption (runtime/nb_link_auth.c).
+HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson libsodium) -Iruntime
+UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson libsodium)
 # -Wl,-E: the agent states' FFI finds the nb_rt_* functions in the program.
 HOST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) $(LDLIBS_CORE) -Wl,-E
 

@@ -21,6 +21,7 @@
 
 #include "nb_err.h"
 #include "nb_link_internal.h"
+#include "nb_link_auth.h"
 #include "nb_link_wire.h"
 #include "nb_frame.h"
 #include "nb_rt_defaults.h"
@@ -56,8 +57,13 @@ typedef struct conn_s {
   uint64_t arena_log_ms; /* when a wait was last logged, 0 = never */
   char addr[128];  /* "127.0.0.1:5555" or the dialled url */
   nb_link_rx_t rx;
-  uint8_t *rbuf;   /* read buffer; [roff, rlen) is not processed yet */
+  nb_link_auth_t *auth; /* NULL: plain link (no secret on this side) */
+  uint8_t *rbuf;   /* read buffer */
+  uint8_t *rdata;  /* the link's bytes read (rbuf, or what auth opened);
+                      [roff, rlen) is not processed yet */
   size_t rlen, roff;
+  uint8_t *sbuf;   /* sealed bytes of the write in flight (encrypted) */
+  size_t scap;
   /* A spike on_spike refused with NB_EFULL, offered again on resume. */
   int has_pending, pend_has_ref;
   nb_spike_t pend;
@@ -85,6 +91,8 @@ struct nb_link_s {
   char url[128];
   struct sockaddr_storage addr;
   char cortex[NB_LINK_NAME_MAX + 1]; /* the peer's, "" until known */
+  nb_link_key_t key; /* dialled: the secret's key, when has_key */
+  int has_key, encrypt;
   conn_t *conn;
   uv_timer_t timer; /* redial */
   uint32_t backoff_ms;
@@ -125,6 +133,7 @@ struct nb_link_node_s {
   nb_link_name_t *exposed; /* names owned (strdup) */
   uint32_t nexposed, expcap;
   uint8_t exp_bits[65536 / 8];
+  nb_link_keyring_t *ring; /* callers must authenticate (NULL: plain) */
   nb_link_arena_id_t aid; /* our arena file, when it can be shared */
   int has_aid;
   nb_arena_writer_t *writer; /* received payloads are written through it */
@@ -204,6 +213,7 @@ static void node_maybe_free(nb_link_node_t *n) {
   for (uint32_t i = 0; i < n->nexposed; i++) free((char *)n->exposed[i].name);
   free(n->exposed);
   free(n->links);
+  nb_link_keyring_free(n->ring);
   nb_arena_writer_free(n->writer);
   nb__lim_free(&n->lim);
   void (*done)(void *) = n->done;
@@ -324,12 +334,7 @@ static int cmp_id(const void *a, const void *b) {
 
 /* Returns 1 when name is a valid neuron or cortex name, else 0. */
 static int name_valid(const char *name) {
-  if (!name) return 0;
-  size_t n = strlen(name);
-  if (n == 0 || n > NB_LINK_NAME_MAX) return 0;
-  for (size_t i = 0; i < n; i++)
-    if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) return 0;
-  return 1;
+  return name && nb_link_name_ok(name, strlen(name));
 }
 
 /* ---- links ---- */
@@ -370,6 +375,7 @@ static void link_closed(uv_handle_t *h) {
   free(l->peer_by_name);
   free(l->peer_by_id);
   nb_link_hello_free(&l->peer);
+  nb_link_key_wipe(&l->key);
   free(l);
   n->handles--;
   node_maybe_free(n);
@@ -475,6 +481,8 @@ static void conn_closed(uv_handle_t *h) {
       break;
     }
   nb_link_rx_free(&c->rx);
+  nb_link_auth_free(c->auth);
+  free(c->sbuf);
   free(c->rbuf);
   free(c->wbuf);
   free(c);
@@ -494,6 +502,7 @@ static conn_t *conn_new(nb_link_node_t *n, int outbound) {
   }
   c->node = n;
   c->outbound = outbound;
+  c->rdata = c->rbuf;
   c->tcp.data = c;
   c->creq.data = c;
   c->wreq.data = c;
@@ -553,6 +562,29 @@ static void hello_written(uv_write_t *req, int status) {
   free(w);
 }
 
+/* Writes len bytes at p on conn from a copy (sealed when seal is 1 and
+ * the stream is encrypted); returns the bytes put on the wire, or a
+ * negative error (the caller closes conn). */
+static int64_t conn_write(conn_t *c, const uint8_t *p, size_t len, int seal) {
+  seal = seal && nb_link_auth_encrypted(c->auth);
+  size_t size = seal ? nb_link_auth_sealed_size(len) : len;
+  hello_write_t *w = malloc(sizeof *w + size);
+  if (!w) return NB_ENOMEM;
+  if (seal) {
+    struct iovec v = {(void *)p, len};
+    nb_link_auth_seal(c->auth, &v, 1, w->data);
+  } else {
+    memcpy(w->data, p, len);
+  }
+  w->conn = c;
+  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)size);
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, hello_written) < 0) {
+    free(w);
+    return NB_EIO;
+  }
+  return (int64_t)size;
+}
+
 /* Writes this node's HELLO on conn, reporting what it accepted from l's
  * peer; returns 0 or a negative error (the caller closes conn). */
 static int send_hello(conn_t *c, nb_link_t *l) {
@@ -571,21 +603,42 @@ static int send_hello(conn_t *c, nb_link_t *l) {
     h.arena = n->aid;
   }
   size_t size = nb_link_hello_size(&h);
-  hello_write_t *w = malloc(sizeof *w + size);
-  if (!w) return NB_ENOMEM;
-  int rc = nb_link_hello_encode(&h, w->data, size);
-  if (rc < 0) {
-    free(w);
-    return rc;
+  uint8_t *buf = malloc(size);
+  if (!buf) return NB_ENOMEM;
+  int rc = nb_link_hello_encode(&h, buf, size);
+  int64_t put = rc < 0 ? rc : conn_write(c, buf, (size_t)rc, 1);
+  free(buf);
+  if (put < 0) return (int)put;
+  l->st.bytes_out += (uint64_t)put;
+  return 0;
+}
+
+/* Runs the bytes just read through the authentication: writes its answer,
+ * sends our HELLO once a dialled link is proven, and leaves the link's own
+ * bytes in rdata; returns 0, or -1 when conn was closed. */
+static int conn_auth_input(conn_t *c) {
+  nb_link_auth_io_t io;
+  int rc = nb_link_auth_input(c->auth, c->rbuf, c->rlen, &io);
+  if (rc != 0) {
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "%s", rc == NB_ENOMEM
+              ? "out of memory while reading" : nb_link_auth_why(c->auth));
+    return -1;
   }
-  w->conn = c;
-  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rc);
-  rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, hello_written);
-  if (rc < 0) {
-    free(w);
-    return NB_EIO;
+  if (io.out_len) {
+    int64_t put = conn_write(c, io.out, io.out_len, 0);
+    if (put < 0) {
+      conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the authentication");
+      return -1;
+    }
+    if (c->link) c->link->st.bytes_out += (uint64_t)put;
   }
-  l->st.bytes_out += b.len;
+  if (io.established && c->outbound && send_hello(c, c->link) != 0) {
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the handshake");
+    return -1;
+  }
+  c->rdata = (uint8_t *)io.plain;
+  c->rlen = io.plain_len;
+  c->roff = 0;
   return 0;
 }
 
@@ -607,6 +660,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
                           ? "connection ended inside the handshake"
                           : "connection ended inside frame %llu (truncated)",
                       (unsigned long long)c->rx.frames + 1);
+      else if (c->auth && !nb_link_auth_established(c->auth))
+        conn_lost(c, NB_LINK_LOG_ERROR, 1, "closed during authentication "
+                  "(the peer logs why: most likely the secrets differ)");
       else if (c->state == NB__C_HELLO)
         conn_lost(c, NB_LINK_LOG_ERROR, 1,
                       "closed during the handshake (the peer logs why: "
@@ -619,11 +675,13 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     return;
   }
+  c->rdata = c->rbuf;
   c->rlen = (size_t)nread;
   c->roff = 0;
   c->bytes_in += (uint64_t)nread;
   c->lim.last_rx_ms = loop_now(c->node);
   if (c->link) c->link->st.bytes_in += (uint64_t)nread;
+  if (c->auth && conn_auth_input(c) != 0) return;
   conn_process(c);
   rx_account(c);
 }
@@ -754,9 +812,17 @@ static int on_hello(conn_t *c, nb_link_hello_t *h) {
     conn_lost(c, NB_LINK_LOG_ERROR, 1, "connected to itself");
     return -1;
   }
+  /* A peer speaks only as the cortex it proved a secret for. */
+  if (c->auth && strcmp(h->cortex, nb_link_auth_peer(c->auth)) != 0) {
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "its HELLO names cortex '%s', but it "
+              "authenticated as '%s'", h->cortex, nb_link_auth_peer(c->auth));
+    return -1;
+  }
   nb_link_t *l = c->link;
   if (!l) {
-    /* A caller: its cortex name picks (or makes) the link. */
+    /* A caller: its cortex name picks (or makes) the link; a replaced
+     * connection is only ever replaced by a caller that proved the same
+     * secret (when the node has one). */
     l = nb_link_find(n, h->cortex);
     if (l && l->outbound) {
       conn_lost(c, NB_LINK_LOG_ERROR, 1,
@@ -931,7 +997,7 @@ static void conn_process(conn_t *c) {
     if (c->roff >= c->rlen) break;
     nb_link_rx_event_t ev;
     size_t used = 0;
-    int rc = nb_link_rx_feed(&c->rx, c->rbuf + c->roff, c->rlen - c->roff,
+    int rc = nb_link_rx_feed(&c->rx, c->rdata + c->roff, c->rlen - c->roff,
                              &used, &ev);
     c->roff += used;
     if (rc == 0) {
@@ -1019,7 +1085,19 @@ static void on_connect(uv_connect_t *req, int status) {
   uv_tcp_nodelay(&c->tcp, 1);
   uv_tcp_keepalive(&c->tcp, 1, 30);
   c->state = NB__C_HELLO;
-  if (send_hello(c, l) != 0) {
+  if (l->has_key) {
+    /* Prove the secret first; the HELLO follows the peer's proof. */
+    nb_link_auth_io_t io;
+    int rc = nb_link_auth_caller(&c->auth, c->node->cortex, &l->key,
+                                 l->encrypt);
+    if (rc == 0) rc = nb_link_auth_begin(c->auth, &io);
+    int64_t put = rc == 0 ? conn_write(c, io.out, io.out_len, 0) : rc;
+    if (put < 0) {
+      conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the authentication");
+      return;
+    }
+    l->st.bytes_out += (uint64_t)put;
+  } else if (send_hello(c, l) != 0) {
     conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the handshake");
     return;
   }
@@ -1140,6 +1218,24 @@ static void link_flush(nb_link_t *l) {
   }
   if (!niov) return;
   l->rw = p;
+  if (nb_link_auth_encrypted(c->auth)) {
+    /* One sealed buffer for the whole write (uv_buf_t is struct iovec on
+     * Unix, as libuv documents). */
+    size_t need = nb_link_auth_sealed_size(total);
+    if (need > c->scap) {
+      uint8_t *sb = realloc(c->sbuf, need);
+      if (!sb) {
+        conn_lost(c, NB_LINK_LOG_ERROR, 1, "out of memory to encrypt");
+        return;
+      }
+      c->sbuf = sb;
+      c->scap = need;
+    }
+    total = (size_t)nb_link_auth_seal(c->auth, (const struct iovec *)c->iov,
+                                      niov, c->sbuf);
+    c->iov[0] = uv_buf_init((char *)c->sbuf, (unsigned)total);
+    niov = 1;
+  }
   int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, c->iov, (unsigned)niov,
                     on_write);
   if (rc < 0) {
@@ -1468,6 +1564,10 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   snprintf(c->addr, sizeof c->addr, "?");
   c->state = NB__C_HELLO;
+  if (n->ring && nb_link_auth_acceptor(&c->auth, n->cortex, n->ring) != 0) {
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "out of memory for a new connection");
+    return;
+  }
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     conn_lost(c, NB_LINK_LOG_WARN, 0, "accept failed");
     return;
@@ -1545,7 +1645,25 @@ int nb_link_node_new(nb_link_node_t **out, uv_loop_t *loop,
   if (!n->o.hello_timeout_ms)
     n->o.hello_timeout_ms = NB_LINK_HANDSHAKE_TIMEOUT_MS;
   n->inc = new_incarnation(n);
+  n->o.secret = NULL; /* derived into the keyring, not kept */
+  n->o.allow = NULL;
+  if (opts->secret || opts->nallow) {
+    int rc = nb_link_keyring_new(&n->ring, opts->encrypt);
+    if (rc == 0 && opts->secret)
+      rc = nb_link_keyring_set_default(n->ring, opts->secret,
+                                       opts->secret_len);
+    for (uint32_t i = 0; rc == 0 && i < opts->nallow; i++)
+      rc = nb_link_keyring_allow(n->ring, opts->allow[i].cortex,
+                                 opts->allow[i].secret,
+                                 opts->allow[i].secret_len);
+    if (rc != 0) {
+      nb_link_keyring_free(n->ring);
+      free(n);
+      return rc;
+    }
+  }
   if (n->o.arena && nb_arena_writer_new(&n->writer, n->o.arena) != 0) {
+    nb_link_keyring_free(n->ring);
     free(n);
     return NB_ENOMEM;
   }
@@ -1672,8 +1790,25 @@ int nb_link_connect(nb_link_node_t *n, const char *url,
   if (!n || n->closing) return NB_EINVAL;
   struct sockaddr_storage addr;
   if (url_addr(url, &addr) != 0 || strlen(url) >= 128) return NB_EINVAL;
+  nb_link_key_t key;
+  memset(&key, 0, sizeof key);
+  int has_key = 0;
+  if (opts && opts->secret) {
+    if (nb_link_key_derive(&key, opts->secret, opts->secret_len) != 0)
+      return NB_EINVAL;
+    has_key = 1;
+  } else {
+    has_key = nb_link_keyring_default(n->ring, &key);
+  }
+  int encrypt = (opts && opts->encrypt) || nb_link_keyring_encrypt(n->ring);
+  if (encrypt && !has_key) return NB_EINVAL;
   nb_link_t *l = link_new(n, opts, 1);
   if (!l) return NB_ENOMEM;
+  l->opts.secret = NULL; /* derived into key, not kept */
+  l->key = key;
+  l->has_key = has_key;
+  l->encrypt = encrypt;
+  nb_link_key_wipe(&key);
   snprintf(l->url, sizeof l->url, "%s", url);
   l->addr = addr;
   link_dial(l);

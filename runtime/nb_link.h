@@ -3,7 +3,8 @@
  * A node (nb_link_node_t) is one cortex's end: it names its cortex, exposes
  * some neuron names with their ids, listens on an address and/or connects
  * to peers. Each peer is one link (nb_link_t), both directions on one TCP
- * connection (TCP_NODELAY), opened by a HELLO exchange (nb_link_wire.h)
+ * connection (TCP_NODELAY), opened by a HELLO exchange (nb_link_wire.h;
+ * after a mutual proof of a shared secret when one is set, nb_link_auth.h)
  * that maps names to the peer's ids: ids are per cortex, so a spike is
  * addressed by the target's NAME and rewritten to the peer's id on the way
  * out; the receiver refuses ids it does not expose.
@@ -108,6 +109,11 @@ typedef struct nb_link_opts_s {
   uint32_t queue_bytes;    /* ref payload bytes held, 0 = 16 MiB */
   uint32_t backoff_min_ms; /* first redial delay, 0 = 50 */
   uint32_t backoff_max_ms; /* delay cap (doubling), 0 = 5000 */
+  /* Dialled links only (nb_link_connect; not kept after it returns): */
+  const void *secret;      /* this link's secret (>= 16 bytes), NULL: the
+                              node's cluster secret, if any */
+  uint32_t secret_len;
+  int encrypt;             /* ask for an encrypted stream (needs a secret) */
 } nb_link_opts_t;
 
 /* What one node spends on peers at most (0 in a field = its default). A
@@ -138,6 +144,12 @@ typedef struct nb_link_limits_s {
 
 /* Returns the default limits (every field filled). */
 nb_link_limits_t nb_link_limits_default(void);
+/* A cortex allowed to call in, with its own secret (>= 16 bytes). */
+typedef struct nb_link_allow_s {
+  const char *cortex;
+  const void *secret;
+  uint32_t secret_len;
+} nb_link_allow_t;
 
 typedef struct nb_link_node_opts_s {
   const char *cortex;   /* this node's cortex name, 1..255 bytes */
@@ -163,6 +175,17 @@ typedef struct nb_link_node_opts_s {
                              sent without bytes are read from the arena
                              when written instead of copied when queued */
   nb_link_limits_t limits; /* what peers may hold of this node */
+  /* Authentication (nb_link_auth.h; none of it is kept by reference).
+   * With a secret or an allow list every caller must prove a secret
+   * before anything else is said (a plain HELLO is refused), and dialled
+   * links prove theirs (opts.secret, else this one); without either the
+   * node speaks plain HELLOs as before (loopback development). */
+  const void *secret;            /* the cluster secret (>= 16 bytes) */
+  uint32_t secret_len;
+  const nb_link_allow_t *allow;  /* when nallow > 0: only these callers,
+                                    each with its own secret */
+  uint32_t nallow;
+  int encrypt;                   /* ask every peer for encryption */
 } nb_link_node_opts_t;
 
 typedef struct nb_link_stats_s {
@@ -190,7 +213,7 @@ typedef struct nb_link_stats_s {
 nb_link_opts_t nb_link_opts_default(void);
 
 /* Creates a node on loop; returns 0, NB_EINVAL (bad cortex name, no
- * on_spike) or NB_ENOMEM. */
+ * on_spike, a secret under 16 bytes, a bad allowed name) or NB_ENOMEM. */
 int nb_link_node_new(nb_link_node_t **out, uv_loop_t *loop,
                      const nb_link_node_opts_t *opts);
 
@@ -216,8 +239,9 @@ int nb_link_node_port(const nb_link_node_t *n);
 uint64_t nb_link_node_incarnation(const nb_link_node_t *n);
 
 /* Creates an outbound link dialling url (tcp://HOST:PORT) now and after
- * every loss, with opts (NULL = defaults); returns 0, NB_EINVAL or
- * NB_ENOMEM. *out may be NULL. */
+ * every loss, with opts (NULL = defaults); returns 0, NB_EINVAL (also a
+ * secret under 16 bytes, or encrypt without a secret) or NB_ENOMEM. *out
+ * may be NULL. */
 int nb_link_connect(nb_link_node_t *n, const char *url,
                     const nb_link_opts_t *opts, nb_link_t **out);
 

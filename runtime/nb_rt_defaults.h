@@ -62,6 +62,7 @@
 #define NB_LINK_IDLE_TIMEOUT_MS 30000u       /* idle_timeout = "30s" */
 #define NB_LINK_RX_BYTES (64u << 20)         /* rx_buffer = "64MB" */
 #define NB_LINK_COUNT_LIMIT (1u << 20)       /* the largest count limit */
+#define NB_LINK_SECRET_MIN 16u               /* shortest link secret, bytes */
 
 /* processes (nb.exec) and files (nb.files) */
 #define NB_EXEC_OUTPUT_MAX (16u << 20)       /* bytes kept per stream: past it, killed */

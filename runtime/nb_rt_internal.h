@@ -456,11 +456,16 @@ typedef struct nb__link_conf_s {
   const char *arena_path; /* a file-backed arena peers on this host share */
   uint32_t max_payload;
   nb_link_opts_t accept;
-  const nb__peer_conf_t *peers;
+  const nb__peer_conf_t *peers; /* their opts may carry a secret */
   size_t npeers;
   nb_link_limits_t limits;   /* link_limits (0 fields: the defaults) */
   uint32_t hello_timeout_ms; /* link_limits.handshake_timeout, 0 = default */
   uint32_t proxies_per_peer; /* link_limits.proxies_per_peer, 0 = default */
+  const char *secret;     /* the cluster secret (bytes), NULL: none */
+  size_t secret_len;
+  int encrypt;            /* ask every peer for encryption */
+  const nb_link_allow_t *allow; /* callers let in with their own secret */
+  size_t nallow;
 } nb__link_conf_t;
 
 /* The callbacks of a remote neuron's proxy (no Lua state). */

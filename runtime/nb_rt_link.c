@@ -36,7 +36,7 @@
 
 typedef struct peercfg_s {
   char *url;
-  nb_link_opts_t o;
+  nb_link_opts_t o; /* o.secret: a copy owned here */
 } peercfg_t;
 
 /* The runtime's side of one link (nb_link_data of the link). */
@@ -84,6 +84,11 @@ struct nb__rtlink_s {
   nb_link_limits_t limits;
   uint32_t hello_timeout_ms;
   uint32_t proxies_per_peer; /* run-time proxies one peer may have */
+  char *secret;          /* the cluster secret (a copy), NULL: none */
+  uint32_t secret_len;
+  int encrypt;
+  nb_link_allow_t *allow; /* cortex and secret copies */
+  size_t nallow;
   peercfg_t *cfg;
   size_t ncfg;
   proxy_t **px;
@@ -116,8 +121,36 @@ static struct nb__rtlink_s *rt_link(nb_rt_t *rt) {
   return rt->link;
 }
 
+/* Returns a malloc'd copy of the n bytes at p (NULL for NULL). */
+static char *secret_dup(const void *p, size_t n) {
+  if (!p) return NULL;
+  char *v = malloc(n ? n : 1);
+  if (!v) abort();
+  memcpy(v, p, n);
+  return v;
+}
+
+/* Wipes and frees a secret copy of n bytes; returns nothing. */
+static void secret_free(const void *p, size_t n) {
+  if (!p) return;
+  explicit_bzero((void *)p, n);
+  free((void *)p);
+}
+
 void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf) {
   struct nb__rtlink_s *rl = rt_link(rt);
+  rl->secret = secret_dup(conf->secret, conf->secret_len);
+  rl->secret_len = (uint32_t)conf->secret_len;
+  rl->encrypt = conf->encrypt;
+  rl->allow = conf->nallow ? calloc(conf->nallow, sizeof *rl->allow) : NULL;
+  if (conf->nallow && !rl->allow) abort();
+  for (size_t i = 0; i < conf->nallow; i++) {
+    rl->allow[i].cortex = nb__strdup(conf->allow[i].cortex);
+    rl->allow[i].secret = secret_dup(conf->allow[i].secret,
+                                     conf->allow[i].secret_len);
+    rl->allow[i].secret_len = conf->allow[i].secret_len;
+  }
+  rl->nallow = conf->nallow;
   if (conf->listen) rl->listen = nb__strdup(conf->listen);
   if (conf->max_payload) rl->max_payload = conf->max_payload;
   rl->accept = conf->accept;
@@ -125,11 +158,14 @@ void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf) {
   rl->hello_timeout_ms = conf->hello_timeout_ms;
   rl->proxies_per_peer = conf->proxies_per_peer ? conf->proxies_per_peer
                                                 : NB_LINK_PROXIES_PER_PEER;
+  rl->accept.secret = NULL; /* only dialled links carry one */
   rl->cfg = conf->npeers ? calloc(conf->npeers, sizeof *rl->cfg) : NULL;
   if (conf->npeers && !rl->cfg) abort();
   for (size_t i = 0; i < conf->npeers; i++) {
     rl->cfg[i].url = nb__strdup(conf->peers[i].url);
     rl->cfg[i].o = conf->peers[i].o;
+    rl->cfg[i].o.secret = secret_dup(conf->peers[i].o.secret,
+                                     conf->peers[i].o.secret_len);
   }
   rl->ncfg = conf->npeers;
   /* A file-backed arena can be shared with a peer on this host. */
@@ -511,13 +547,19 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
   o.accept = rl->accept;
   o.limits = rl->limits;
   o.hello_timeout_ms = rl->hello_timeout_ms;
+  o.secret = rl->secret;
+  o.secret_len = rl->secret_len;
+  o.encrypt = rl->encrypt;
+  o.allow = rl->allow;
+  o.nallow = (uint32_t)rl->nallow;
   o.arena_path = rl->arena_path; /* a file arena may be shared with a peer */
   /* Quiet runtimes (tests, benches) keep warnings and errors only. */
   o.log_level = rt->opts.quiet ? NB_LINK_LOG_WARN : NB_LINK_LOG_INFO;
   int rc = nb_link_node_new(&rl->node, rl->loop, &o);
   if (rc != 0) {
     fprintf(stderr, "neuronbus: cannot start the links of %s: %s (the "
-            "topology's name must be 1..255 bytes)\n", rt->name,
+            "topology's name must be 1..255 bytes of UTF-8, a secret at least "
+            "16 bytes)\n", rt->name,
             nb_strerror(rc));
     return rc;
   }
@@ -771,8 +813,17 @@ void nb__link_free(nb_rt_t *rt) {
     free(rl->peers[i]);
   }
   free(rl->peers);
-  for (size_t i = 0; i < rl->ncfg; i++) free(rl->cfg[i].url);
+  for (size_t i = 0; i < rl->ncfg; i++) {
+    free(rl->cfg[i].url);
+    secret_free(rl->cfg[i].o.secret, rl->cfg[i].o.secret_len);
+  }
   free(rl->cfg);
+  for (size_t i = 0; i < rl->nallow; i++) {
+    free((char *)rl->allow[i].cortex);
+    secret_free(rl->allow[i].secret, rl->allow[i].secret_len);
+  }
+  free(rl->allow);
+  secret_free(rl->secret, rl->secret_len);
   free(rl->px); /* the proxies belong to their agents */
   free(rl->listen);
   free(rl->arena_path);

@@ -82,7 +82,18 @@ static size_t tags(lua_State *C, int idx, const char *key, char **out) {
 /* ------------------------------------------------------------------ */
 /* configurations for the lower layers                                 */
 
-/* Reads link options (policy, queue, queue_bytes, backoff_*_ms). */
+/* Returns the string (any bytes) at key of the table at idx with its
+ * length in *len, or NULL; the table keeps it alive. */
+static const char *bytes(lua_State *C, int idx, const char *key, size_t *len) {
+  lua_getfield(C, idx, key);
+  const char *v = lua_type(C, -1) == LUA_TSTRING ? lua_tolstring(C, -1, len)
+                                                 : NULL;
+  lua_pop(C, 1);
+  return v;
+}
+
+/* Reads link options (policy, queue, queue_bytes, backoff_*_ms; a dialled
+ * link's secret and encrypt, pointing into the table). */
 static nb_link_opts_t link_opts(lua_State *C, int idx) {
   nb_link_opts_t o = nb_link_opts_default();
   const char *pol = str(C, idx, "policy");
@@ -91,6 +102,10 @@ static nb_link_opts_t link_opts(lua_State *C, int idx) {
   o.queue_bytes = (uint32_t)num(C, idx, "queue_bytes", o.queue_bytes);
   o.backoff_min_ms = (uint32_t)num(C, idx, "backoff_min_ms", o.backoff_min_ms);
   o.backoff_max_ms = (uint32_t)num(C, idx, "backoff_max_ms", o.backoff_max_ms);
+  size_t len = 0;
+  o.secret = bytes(C, idx, "secret", &len);
+  o.secret_len = (uint32_t)len;
+  o.encrypt = flag(C, idx, "encrypt", 0);
   return o;
 }
 
@@ -132,10 +147,27 @@ static void read_links(nb_rt_t *rt, lua_State *C, int idx) {
     conf.hello_timeout_ms = (uint32_t)num(C, lim, "handshake_timeout_ms", 0);
     conf.proxies_per_peer = (uint32_t)num(C, lim, "proxies_per_peer", 0);
   }
+  conf.secret = bytes(C, t, "secret", &conf.secret_len);
+  conf.encrypt = flag(C, t, "encrypt", 0);
+  int al = sub(C, t, "allow");
+  conf.nallow = al ? lua_objlen(C, al) : 0;
+  nb_link_allow_t *allow = conf.nallow ? calloc(conf.nallow, sizeof *allow)
+                                       : NULL;
+  if (conf.nallow && !allow) abort();
+  for (size_t i = 0; i < conf.nallow; i++) {
+    lua_rawgeti(C, al, (int)i + 1);
+    size_t len = 0;
+    allow[i].cortex = str(C, -1, "cortex");
+    allow[i].secret = bytes(C, -1, "secret", &len);
+    allow[i].secret_len = (uint32_t)len;
+    lua_pop(C, 1);
+  }
+  conf.allow = allow;
   int ar = sub(C, idx, "arena");
   if (ar) conf.arena_path = str(C, ar, "path");
   nb__link_configure(rt, &conf);
   free(peers);
+  free(allow);
   lua_settop(C, top);
 }
 

@@ -214,7 +214,8 @@ describe("manifest.validate", function()
     it("at the top level, listing the allowed keys", function()
       fails_with(with({ ticks = "1ms" }), {
         'ticks: unknown key, did you mean "tick"? (allowed: accept, arena, axon, '
-          .. "link_limits, listen, max_payload, name, neurons, peers, prune_every, "
+          .. "encrypt, link_limits, listen, max_payload, name, neurons, peers, "
+          .. "prune_every, secret, "
           .. "synapses, tick)",
       })
     end)

@@ -6,7 +6,10 @@
 --             { url = "tcp://127.0.0.1:7403", policy = "drop",
 --               queue = 16384, queue_bytes = "16MB",
 --               backoff = { "50ms", "5s" } } },
---   accept = { policy = "resend", queue = 16384, queue_bytes = "16MB" },
+--   accept = { policy = "resend", queue = 16384, queue_bytes = "16MB",
+--              allow = { alpha = SECRET } },   -- only these callers
+--   secret = SECRET,                           -- the cluster's secret
+--   encrypt = false,                           -- ask peers to encrypt
 --   max_payload = "1MB",                       -- largest payload from peers
 --   link_limits = { handshake_timeout = "5s", max_pending = 64,
 --                   pending_per_addr = 16, max_links = 256,
@@ -16,17 +19,27 @@
 --   neurons = { parser = { remote = "tcp://127.0.0.1:7402/parser" },
 --               ui = { remote = "peer://frontend/ui" } }
 --
+-- A peer table also takes secret = SECRET and encrypt = true. A SECRET is
+-- { file = "path" } (the file's bytes, one trailing newline dropped; a
+-- relative path resolves against the manifest's folder), { env = "NAME" }
+-- (an environment variable), or the secret itself as a string; at least
+-- 16 bytes (docs/links.md). Listening beyond loopback needs a secret.
+--
 -- Normalized (what neuronbus.manifest returns; defaults from
 -- runtime/nb_rt_defaults.h through neuronbus.layout):
 --   topo.transport = nil when the manifest has none of these keys, else
 --     { listen = url | nil, max_payload = bytes,
+--       secret = bytes | nil, encrypt = true | nil,
+--       allow = nil | { { cortex, secret = bytes } },   -- sorted by cortex
 --       accept = { policy, queue, queue_bytes },
 --       limits = { handshake_timeout_ms, max_pending, pending_per_addr,
 --                  max_links, links_per_addr, proxies_per_peer,
 --                  frame_timeout_ms, rx_buffer, keepalive_ms,
 --                  idle_timeout_ms },
 --       peers = { { url, policy, queue, queue_bytes, backoff_min_ms,
---                   backoff_max_ms } } }   -- every tcp:// remote's peer too
+--                   backoff_max_ms, secret = bytes | nil,
+--                   encrypt = true | nil } } }
+--                                    -- every tcp:// remote's peer too
 --   neuron.remote = { url = "tcp://h:p", neuron = name }
 --                 | { cortex = name, neuron = name }
 -- Pure Lua, no FFI: the URL grammar mirrors nb_link_parse_url
@@ -35,8 +48,9 @@
 local units = require("neuronbus.units")
 local check = require("neuronbus.manifest.check")
 
-local type, ipairs, tonumber, next = type, ipairs, tonumber, next
+local type, ipairs, tonumber, next, pairs = type, ipairs, tonumber, next, pairs
 local str_match, str_find, str_format = string.match, string.find, string.format
+local os_getenv, io_open, tbl_sort = os.getenv, io.open, table.sort
 local floor = math.floor
 local join, suggest, is_array, K = check.join, check.suggest, check.is_array, check.K
 
@@ -55,10 +69,12 @@ local MAX_PAYLOAD = K.LINK_PAYLOAD_LIMIT
 local NAME_MAX = 255
 
 -- The keys of a peer table and of the accept table.
-_M.PEER_KEYS = { "url", "policy", "queue", "queue_bytes", "backoff" }
-_M.ACCEPT_KEYS = { "policy", "queue", "queue_bytes" }
+_M.PEER_KEYS = { "url", "policy", "queue", "queue_bytes", "backoff",
+                 "secret", "encrypt" }
+_M.ACCEPT_KEYS = { "policy", "queue", "queue_bytes", "allow" }
 -- The top-level keys checked here.
-_M.TOP_KEYS = { "listen", "peers", "accept", "max_payload", "link_limits" }
+_M.TOP_KEYS = { "listen", "peers", "accept", "max_payload", "link_limits",
+                "secret", "encrypt" }
 
 -- The keys of link_limits: the counts (integers) and the durations, with
 -- their defaults from runtime/nb_rt_defaults.h.
@@ -76,6 +92,7 @@ _M.LIMIT_KEYS = { "rx_buffer" }
 for k in pairs(LIMIT_COUNTS) do _M.LIMIT_KEYS[#_M.LIMIT_KEYS + 1] = k end
 for k in pairs(LIMIT_TIMES) do _M.LIMIT_KEYS[#_M.LIMIT_KEYS + 1] = k end
 table.sort(_M.LIMIT_KEYS)
+local SECRET_MIN = K.LINK_SECRET_MIN
 
 -- Returns true when s is a name a link can carry: 1..255 bytes, no control
 -- characters, no "/" (it separates a peer's cortex from its neurons).
@@ -149,6 +166,61 @@ local function check_address(c, path, v, allow_zero)
     return c:fail(path, "port 0 cannot be dialled in %s", units.show(v))
   end
   return base
+end
+
+-- Returns the bytes of secret spec v (see the header), or nil after
+-- reporting. The secret's bytes never appear in a message.
+local function check_secret(c, path, v)
+  local bytes, from
+  if type(v) == "string" then
+    bytes, from = v, "the secret"
+  elseif type(v) == "table" then
+    c:keys(path, v, { "file", "env" })
+    if (v.file == nil) == (v.env == nil) then
+      return c:fail(path, "expected exactly one of file = \"path\" or "
+        .. "env = \"NAME\"")
+    end
+    if v.env ~= nil then
+      if type(v.env) ~= "string" or v.env == "" then
+        return c:wrong(join(path, "env"), "an environment variable name", v.env)
+      end
+      bytes = os_getenv(v.env)
+      if bytes == nil then
+        return c:fail(join(path, "env"), "the environment variable %s is not "
+          .. "set", v.env)
+      end
+      from = "the environment variable " .. v.env
+    else
+      if type(v.file) ~= "string" or v.file == "" then
+        return c:wrong(join(path, "file"), "a file path", v.file)
+      end
+      local file = check.absolute(v.file, c.basedir)
+      local f, err = io_open(file, "rb")
+      bytes = f and f:read("*a")
+      if f then f:close() end
+      if not bytes then
+        return c:fail(join(path, "file"), "cannot read the secret file %s: %s",
+          file, err or "not readable")
+      end
+      bytes = str_match(bytes, "^(.-)\r?\n$") or bytes
+      from = "the secret file " .. file
+    end
+  else
+    return c:wrong(path, 'a secret: { file = "path" }, { env = "NAME" } or '
+      .. "a string", v)
+  end
+  if #bytes < SECRET_MIN then
+    return c:fail(path, "%s holds %d bytes; a secret needs at least %d "
+      .. "(for instance 32 random bytes: head -c 32 /dev/urandom | base64)",
+      from, #bytes, SECRET_MIN)
+  end
+  return bytes
+end
+
+-- Returns true when the listen url's host is a loopback address.
+local function loopback(url)
+  local host = _M.parse_url(url)
+  return host == "[::1]" or (host ~= nil and str_find(host, "^127%.") ~= nil)
 end
 
 -- Returns the policy name or nil after reporting (with a hint).
@@ -278,6 +350,10 @@ local function check_peer(c, path, v)
   }
   p.backoff_min_ms, p.backoff_max_ms = check_backoff(c, join(path, "backoff"),
     v.backoff)
+  if v.secret ~= nil then p.secret = check_secret(c, join(path, "secret"), v.secret) end
+  if v.encrypt ~= nil then
+    p.encrypt = c:boolean(join(path, "encrypt"), v.encrypt) or nil
+  end
   if p.url and p.policy and p.queue and p.queue_bytes and p.backoff_min_ms then
     return p
   end
@@ -339,7 +415,8 @@ function _M.check(c, tbl, topo)
     if n.remote then remotes[n.name] = n.remote end
   end
   local any = tbl.listen ~= nil or tbl.peers ~= nil or tbl.accept ~= nil
-    or tbl.max_payload ~= nil or next(remotes) ~= nil
+    or tbl.max_payload ~= nil or tbl.secret ~= nil or tbl.encrypt ~= nil
+    or next(remotes) ~= nil
   -- A remote neuron's spikes arrive as addressed injections: a synapse
   -- out of one would suggest its broadcasts cross, which they do not.
   if type(tbl.synapses) == "table" then
@@ -360,6 +437,9 @@ function _M.check(c, tbl, topo)
   end
   tr.max_payload = check_bytes(c, "max_payload", tbl.max_payload,
     DEFAULT_MAX_PAYLOAD, 1, MAX_PAYLOAD)
+  if tbl.secret ~= nil then tr.secret = check_secret(c, "secret", tbl.secret) end
+  if tbl.encrypt ~= nil then tr.encrypt = c:boolean("encrypt", tbl.encrypt) or nil end
+  local allow = {}
   tr.accept = { policy = "resend", queue = DEFAULT_QUEUE,
                 queue_bytes = DEFAULT_QUEUE_BYTES }
   if tbl.accept ~= nil then
@@ -370,7 +450,39 @@ function _M.check(c, tbl, topo)
       tr.accept.queue = check_queue(c, "accept.queue", a.queue)
       tr.accept.queue_bytes = check_bytes(c, "accept.queue_bytes",
         a.queue_bytes, DEFAULT_QUEUE_BYTES, 1, MAX_U32)
+      if a.allow ~= nil then
+        local al = c:table("accept.allow", a.allow)
+        if al and (next(al) == nil or is_array(al)) then
+          c:wrong("accept.allow", "a table of cortex names to their secrets "
+            .. '{ alpha = { file = "alpha.key" } }', al)
+        elseif al then
+          for name, spec in pairs(al) do
+            local path = join("accept.allow", name)
+            if not link_name_ok(name) then
+              c:fail(path, "bad cortex name %s (1..255 bytes, no control "
+                .. "characters or /)", units.show(name))
+            else
+              local bytes = check_secret(c, path, spec)
+              if bytes then allow[#allow + 1] = { cortex = name, secret = bytes } end
+            end
+          end
+          tbl_sort(allow, function(x, y) return x.cortex < y.cortex end)
+          tr.allow = allow
+        end
+      end
     end
+  end
+  local has_secret = tr.secret ~= nil or (type(tbl.accept) == "table"
+    and tbl.accept.allow ~= nil)
+  if tr.listen and not loopback(tr.listen) and not has_secret then
+    c:fail("listen", "%s is reachable beyond this host, but the links have "
+      .. "no secret: anyone who reaches the port could join and send spikes. "
+      .. "Set secret = { file = \"...\" } (or accept.allow), or listen on "
+      .. "127.0.0.1 (docs/links.md)", tr.listen)
+  end
+  if tr.encrypt and not has_secret then
+    c:fail("encrypt", "encryption needs a secret (its keys derive from it): "
+      .. "set secret")
   end
   local seen = {}
   if tbl.peers ~= nil then
@@ -380,6 +492,10 @@ function _M.check(c, tbl, topo)
       for i = 1, #tbl.peers do
         local path = join("peers", i)
         local p = check_peer(c, path, tbl.peers[i])
+        if p and p.encrypt and not p.secret and tbl.secret == nil then
+          c:fail(join(path, "encrypt"), "encryption needs a secret: set "
+            .. "secret here or at the top level")
+        end
         if p then
           if seen[p.url] then
             c:fail(path, "%s is listed twice (first as peers[%d])", p.url,
