@@ -264,6 +264,17 @@ static void over_hook(lua_State *L, lua_Debug *ar) {
   lua_error(L);
 }
 
+/* tostring runs an object's __tostring as a tail call (LuaJIT), so a
+ * __tostring that calls tostring on its object (or on an object whose
+ * __tostring does) loops forever in constant stack: with the JIT on in
+ * compiled code nothing interrupts it, and the message handler would hang
+ * on such an error object. This wrapper makes each level a real call, so
+ * the recursion ends in LuaJIT's "stack overflow" error; arguments and
+ * errors are tostring's own. */
+static const char tostring_wrap[] =
+    "local tostring = ...\n"
+    "return function(...) local s = tostring(...) return s end\n";
+
 /* ---- message handler ------------------------------------------------ */
 
 /* The message handler of every entry: returns the error text with a
@@ -836,6 +847,12 @@ static int state_setup(lua_State *L) {
   lua_pushliteral(L, "not enough memory (compiled code went past the "
                      "state's limit)");
   S->over_msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* Before the sandbox copies it, and before print looks it up. */
+  luaL_loadbuffer(L, tostring_wrap, sizeof tostring_wrap - 1,
+                  "=neuronbus.tostring");
+  lua_getglobal(L, "tostring");
+  lua_call(L, 1, 1);
+  lua_setglobal(L, "tostring");
   if (S->budget_ns) {
     char t[32];
     lua_pushfstring(L, "budget of %s exceeded",
@@ -1091,6 +1108,11 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
   } else if (status == LUA_ERRMEM) {
     code = errf(err, errlen, NB_ENOMEM,
                     "out of memory (the process, not the state's cap)");
+  } else if (status == LUA_ERRERR) {
+    code = errf(err, errlen, NB_EAGENT,
+                "error in error handling: the error could not be turned "
+                "into a message (its object's __tostring raised or "
+                "recursed, or the Lua stack was full when it was raised)");
   } else {
     code = errf(err, errlen, NB_EAGENT, "%s",
                     msg ? msg : "(error object is not a string)");
