@@ -57,11 +57,11 @@ struct nb_lstate_s {
   int w_linked;
   int cstack_hit; /* the allocator refused a block: the C stack was deep */
   /* The allocator granted compiled code a block it would have refused
-   * (see "compiled code at a limit" below): the entry fails at the next
-   * interpreted instruction, or when it returns. */
+   * (see defer_refusal): DEFER_PENDING until the error is raised at the
+   * next interpreted instruction, DEFER_RAISED after. */
   int deferred;
   int over_msg_ref;
-  int stepmul;    /* the collector's step multiplier before a deferral */
+  int stepmul, pause; /* the collector's settings before a deferral */
 };
 
 /* ---- small helpers -------------------------------------------------- */
@@ -110,6 +110,8 @@ static _Thread_local int cs_ready; /* 1 known, -1 cannot be known */
 
 static void over_hook(lua_State *L, lua_Debug *ar);
 
+enum { DEFER_NONE, DEFER_PENDING, DEFER_RAISED };
+
 /* Grants a block the allocator would have refused, because compiled code
  * asked for it (see nb_lstate_jit.c: refusing it would crash LuaJIT),
  * and arms a count hook on every instruction so the entry stops at the
@@ -117,15 +119,17 @@ static void over_hook(lua_State *L, lua_Debug *ar);
  *
  * A trace that loops without ever leaving would not reach that hook, but
  * a trace leaves whenever the collector it steps reaches its atomic
- * phase. So the collector is told to start a cycle at its next check and
- * to run it in very large steps: the trace is out within a few steps.
- * Both are plain field writes in LuaJIT (no allocation, no collection
- * here), safe from inside an allocation. */
+ * phase. So the collector is told to start a cycle at its next check, to
+ * run it in very large steps, and (should it be finishing a cycle) to
+ * start the next one at once rather than when the heap has doubled: the
+ * trace is out within a few steps. These are plain field writes in
+ * LuaJIT (no allocation, no collection here), safe inside an allocation. */
 static void defer_refusal(nb_lstate_t *S) {
-  if (S->deferred) return;
-  S->deferred = 1;
+  if (S->deferred == DEFER_PENDING) return;
+  S->deferred = DEFER_PENDING;
   lua_sethook(S->L, over_hook, LUA_MASKCOUNT, 1);
   S->stepmul = lua_gc(S->L, LUA_GCSETSTEPMUL, 1 << 20);
+  S->pause = lua_gc(S->L, LUA_GCSETPAUSE, 100);
   lua_gc(S->L, LUA_GCRESTART, 0);
 }
 
@@ -154,17 +158,17 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     /* Agent code recursing through C is near the end of the stack. */
     S->cstack_hit = 1;
     S->refused++;
-    if (!S->deferred && !nb__lstate_in_trace()) return NULL;
+    if (S->deferred != DEFER_PENDING && !nb__lstate_in_trace()) return NULL;
     defer_refusal(S);
   } else if (grows && S->enforce && S->limit &&
              S->bytes - old + est > S->limit) {
     S->mem_hit = 1;
     S->mem_ask = nsize;
     S->refused++;
-    /* Once deferred, the entry stops at the next instruction: what runs
+    /* Once deferred, the error comes at the next instruction: what runs
      * until then (the rest of the trace or of one C call) is granted
      * without walking the stack for every block. */
-    if (!S->deferred && !nb__lstate_in_trace()) return NULL;
+    if (S->deferred != DEFER_PENDING && !nb__lstate_in_trace()) return NULL;
     defer_refusal(S);
   }
   void *p = realloc(ptr, nsize);
@@ -251,14 +255,30 @@ static const char pcall_wrap[] =
 
 /* ---- compiled code at a limit -------------------------------------- */
 
-/* Count hook armed by defer_refusal: raises the memory (or C stack) error
- * at each interpreted instruction once compiled code went past a limit,
- * so the entry stops at the first and agent code that catches the error
- * with pcall is stopped again at once; returns only outside an entry. */
+/* Puts back the hook and collector settings defer_refusal changed;
+ * returns nothing. */
+static void defer_disarm(nb_lstate_t *S) {
+  if (S->budget_ns)
+    lua_sethook(S->L, budget_hook, LUA_MASKCOUNT,
+                S->escalated ? 1 : NB_LSTATE_HOOK_COUNT);
+  else
+    lua_sethook(S->L, NULL, 0, 0);
+  lua_gc(S->L, LUA_GCSETSTEPMUL, S->stepmul);
+  lua_gc(S->L, LUA_GCSETPAUSE, S->pause);
+}
+
+/* Count hook armed by defer_refusal: at the first interpreted instruction
+ * after compiled code went past a limit, disarms itself and raises the
+ * memory error there (the C stack one is told apart by cstack_hit), as
+ * the refusal would have: agent code may catch it with pcall, and its
+ * next block past the limit is refused (or deferred) again; returns only
+ * when no refusal is pending. */
 static void over_hook(lua_State *L, lua_Debug *ar) {
   (void)ar;
   nb_lstate_t *S = nb_lstate_from_L(L);
-  if (!S || !S->deferred || !S->depth) return;
+  if (!S || S->deferred != DEFER_PENDING) return;
+  S->deferred = DEFER_RAISED;
+  defer_disarm(S);
   /* Made once at setup: raising allocates nothing. */
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->over_msg_ref);
   lua_error(L);
@@ -1014,7 +1034,7 @@ static void enter(nb_lstate_t *S, const char *entry) {
   S->entries++;
   S->mem_hit = 0;
   S->cstack_hit = 0;
-  S->deferred = 0;
+  S->deferred = DEFER_NONE;
   cs_limit(); /* this thread's stack bounds, once */
   S->budget_hit = 0;
   S->enforce = S->limit != 0;
@@ -1036,15 +1056,13 @@ static void enter(nb_lstate_t *S, const char *entry) {
 static void entry_leave(nb_lstate_t *S) {
   S->enforce = 0;
   S->deadline = 0;
-  if (S->escalated || S->deferred) {
+  if (S->escalated) {
     S->escalated = 0;
-    /* deferred stays set for classify; enter clears it. */
-    if (S->budget_ns)
-      lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
-    else
-      lua_sethook(S->L, NULL, 0, 0);
-    if (S->deferred) lua_gc(S->L, LUA_GCSETSTEPMUL, S->stepmul);
+    lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
   }
+  /* Still pending: the entry returned before its next instruction. It
+   * stays pending for classify; enter clears it. */
+  if (S->deferred == DEFER_PENDING) defer_disarm(S);
   if (S->watch_ns) {
     atomic_store(&S->w_start, 0);
     /* Claimed by the watchdog (see wd_check): it reported this entry. */
@@ -1072,8 +1090,8 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
   const char *msg = status ? lua_tostring(L, -1) : NULL;
   int code;
   int outer = S->depth == 0; /* count each failed entry once */
-  /* A deferred refusal fails the entry even when it returned. */
-  int failed = status != 0 || (outer && S->deferred);
+  /* A refusal still pending fails the entry even when it returned. */
+  int failed = status != 0 || (outer && S->deferred == DEFER_PENDING);
   if (S->cstack_hit && failed) {
     S->cstack_hit = 0;
     code = errf(err, errlen, NB_ECSTACK, "C stack overflow: the agent's "
@@ -1090,7 +1108,9 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
       code = errf(err, errlen, NB_EBUDGET, "budget of %s exceeded%s%s",
                       time_txt(a, sizeof a, S->budget_ns),
                       msg ? ": " : "", msg ? msg : "");
-  } else if (S->mem_hit && S->deferred && failed) {
+  } else if (S->mem_hit && S->deferred &&
+             (!status || status == LUA_ERRMEM || status == LUA_ERRERR ||
+              is_mem_msg(msg))) {
     S->mem_errors += outer;
     code = errf(err, errlen, NB_EMEMLIMIT,
                 "memory limit %s exceeded (%.1f MB in use: compiled code "
@@ -1128,6 +1148,7 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
     lua_gc(L, LUA_GCCOLLECT, 0);
     S->enforce = e;
   }
+  if (outer) S->deferred = DEFER_NONE; /* reported: later work starts clean */
   return code;
 }
 
@@ -1148,7 +1169,8 @@ int nb_lstate_call_in(nb_lstate_t *S, const char *entry, int nargs,
   int status = lua_pcall(L, nargs, nresults, base);
   if (outer) entry_leave(S);
   S->depth--;
-  if (status == 0 && !S->budget_hit && !(outer && S->deferred)) {
+  if (status == 0 && !S->budget_hit &&
+      !(outer && S->deferred == DEFER_PENDING)) {
     lua_remove(L, base);
     if (err && errlen) err[0] = 0;
     return 0;
