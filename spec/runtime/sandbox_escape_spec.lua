@@ -1,6 +1,7 @@
 -- The sandbox against an adversarial agent (spec/fixtures/isolation/
 -- escape.lua): sandbox = true, jit = false, a budget and a 16 MB cap, as
--- in the report of the escape through the spike cdata. Every technique
+-- in the report of the escape through the spike cdata, then again with
+-- the JIT on and the cap only. Every technique
 -- must be denied; after all of them the process is alive, the victim
 -- still runs and answers, and a bystander pair (beat -> tally, 2,000
 -- numbered spikes) lost nothing. The same agent unsandboxed does get the
@@ -64,6 +65,8 @@ local TECHNIQUES = {
   "spike_write_field", "spike_write_payload", "spike_rawset",
   "spike_rawget", "spike_metatable", "spike_setmetatable", "spike_view_ptr",
   "spike_method_forged", "spike_method_number", "spike_timestamp_write",
+  "cdata_census", "copy_byte_oob", "keep_byte_oob", "keep_method_forged",
+  "cclosure_upvalues", "tostring_recursion",
   "copy_is_cdata", "copy_write", "copy_ptr_arith", "copy_forge_arena",
   "copy_of_copy_view",
   "keep_is_cdata", "keep_fields", "keep_spike_ptr", "keep_use_after_release",
@@ -79,66 +82,95 @@ local TECHNIQUES = {
   "exec_outside", "exec_path", "files_outside", "files_dotdot", "http_cafile",
 }
 
-describe("the sandbox against escape techniques (sandbox, jit = false, budget, 16 MB)", function()
-  local h
-  setup(function()
-    h = run({ sandbox = true, jit = false, budget = "50ms", memory = "16MB" })
-    assert.equal("hello", report(h, "hello")) -- SAVED: a spike kept past on_spike
-    -- a task whose coroutine the agent keeps, waiting on a timer
-    h:inject("victim", "task_hijack_setup")
-    h:tick(3)
-  end)
-  teardown(function()
-    -- alive, still answering, and the bystander lost nothing
-    assert.equal("still here", report(h, "still here"))
-    assert.equal("running", h:stats("victim").state)
-    h:tick(BEATS / 10 + 50)
-    assert.equal(BEATS, h:state("tally").got)
-    assert.equal(0, h:state("tally").bad)
-    assert.equal(0, h:stats("tally").errors)
-    h:close()
-  end)
+-- With the JIT off and a budget (the setting for code you do not trust),
+-- and with the JIT on (the default) and only the cap.
+local CONFIGS = {
+  { "sandbox, jit = false, budget, 16 MB",
+    { sandbox = true, jit = false, budget = "50ms", memory = "16MB" } },
+  { "sandbox, JIT on, 16 MB", { sandbox = true, memory = "16MB" } },
+}
 
-  for _, p in ipairs(TECHNIQUES) do
-    it("denies " .. p, function()
-      local out = report(h, p)
-      assert.matches("^" .. p .. " denied: ", out)
+for _, config in ipairs(CONFIGS) do
+  describe("the sandbox against escape techniques (" .. config[1] .. ")", function()
+    local h
+    setup(function()
+      local victim = {}
+      for k, v in pairs(config[2]) do victim[k] = v end
+      h = run(victim)
+      assert.equal("hello", report(h, "hello")) -- SAVED: a spike kept past on_spike
+      -- a task whose coroutine the agent keeps, waiting on a timer
+      h:inject("victim", "task_hijack_setup")
+      h:tick(3)
     end)
-  end
+    teardown(function()
+      -- alive, still answering, and the bystander lost nothing
+      assert.equal("still here", report(h, "still here"))
+      assert.equal("running", h:stats("victim").state)
+      h:tick(BEATS / 10 + 50)
+      assert.equal(BEATS, h:state("tally").got)
+      assert.equal(0, h:state("tally").bad)
+      assert.equal(0, h:stats("tally").errors)
+      h:close()
+    end)
 
-  it("denies an error object whose metamethods run in the message handler", function()
-    local errors = h:stats("victim").errors
-    h:inject("victim", "error_object")
-    h:tick(2)
-    assert.equal(errors + 1, h:stats("victim").errors)
-    assert.matches("^error_object_check denied: ", report(h, "error_object_check"))
-  end)
+    for _, p in ipairs(TECHNIQUES) do
+      it("denies " .. p, function()
+        local out = report(h, p)
+        assert.matches("^" .. p .. " denied: ", out)
+      end)
+    end
 
-  it("hands a custom filter a proxy that dies when the filter returns", function()
-    h:inject("src", "fire_to victim via_filter")
-    h:tick(3)
-    assert.equal("via_filter", h:received("out")[#h:received("out")].payload)
-    assert.matches("^filter_check denied: returned false", report(h, "filter_check"))
-  end)
+    it("denies an error object whose metamethods run in the message handler", function()
+      local errors = h:stats("victim").errors
+      h:inject("victim", "error_object")
+      h:tick(2)
+      assert.equal(errors + 1, h:stats("victim").errors)
+      assert.matches("^error_object_check denied: ", report(h, "error_object_check"))
+    end)
 
-  it("counts its techniques", function()
-    assert.is_true(#TECHNIQUES + 1 >= 30)
-  end)
+    -- Error objects whose __tostring recurses through tostring (it used to
+    -- loop forever in the message handler) or raises: each is one agent
+    -- error, and the agent answers right after.
+    for _, p in ipairs({ "error_object_recursive", "error_object_raises" }) do
+      it("fails " .. p .. " as an agent error, and goes on", function()
+        local errors = h:stats("victim").errors
+        h:inject("victim", p)
+        h:tick(2)
+        assert.equal(errors + 1, h:stats("victim").errors)
+        local errs = h:errors("victim")
+        assert.truthy(errs[#errs]:find("stack overflow", 1, true)
+          or errs[#errs]:find("error in error handling", 1, true), errs[#errs])
+        assert.equal("still here", report(h, "still here"))
+      end)
+    end
 
-  it("keeps the spike API: payload, view (a string), byte, copy, keep", function()
-    assert.equal("api ok", report(h, "api"))
-    assert.equal("api_after ok", report(h, "api_after"))
-    local big = "arena:" .. string.rep("x", 200)
-    assert.equal("arena ok", report(h, big, "arena"))
-    assert.equal("api_after ok", report(h, "api_after"))
+    it("hands a custom filter a proxy that dies when the filter returns", function()
+      h:inject("src", "fire_to victim via_filter")
+      h:tick(3)
+      assert.equal("via_filter", h:received("out")[#h:received("out")].payload)
+      assert.matches("^filter_check denied: returned false", report(h, "filter_check"))
+    end)
+
+    it("counts its techniques", function()
+      -- the list, the three error objects and the filter's stored spike
+      assert.is_true(#TECHNIQUES + 4 >= 30)
+    end)
+
+    it("keeps the spike API: payload, view (a string), byte, copy, keep", function()
+      assert.equal("api ok", report(h, "api"))
+      assert.equal("api_after ok", report(h, "api_after"))
+      local big = "arena:" .. string.rep("x", 200)
+      assert.equal("arena ok", report(h, big, "arena"))
+      assert.equal("api_after ok", report(h, "api_after"))
+    end)
   end)
-end)
+end
 
 describe("the same agent without the sandbox", function()
   it("gets the zero-copy cdata (the probes do see it)", function()
     local h = run({})
     for _, p in ipairs({ "spike_is_cdata", "spike_ptr_arith", "copy_is_cdata",
-                         "keep_is_cdata", "nb_index_loop" }) do
+                         "keep_is_cdata", "nb_index_loop", "cclosure_upvalues" }) do
       assert.matches("^" .. p .. " escaped: ", report(h, p))
     end
     h:close()
