@@ -8,8 +8,8 @@
 # endless loops keeping tables, small strings and ever larger strings
 # against 48 MB. Every hit must be an agent error reported as the memory
 # limit with the policy applied, the process must never die (a refused
-# block in compiled code used to end it with SIGSEGV in about two runs of
-# three), and a bystander flow must be delivered in full. Ends with
+# block in compiled code ends it with SIGSEGV in LuaJIT 2.1-20230119, in
+# about two runs of three), and a bystander flow must be delivered in full. Ends with
 # "N passed, M failed".
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)

@@ -128,8 +128,8 @@ for _, config in ipairs(CONFIGS) do
       assert.matches("^error_object_check denied: ", report(h, "error_object_check"))
     end)
 
-    -- Error objects whose __tostring recurses through tostring (it used to
-    -- loop forever in the message handler) or raises: each is one agent
+    -- Error objects whose __tostring recurses through tostring (unbounded,
+    -- a loop forever in the message handler) or raises: each is one agent
     -- error, and the agent answers right after.
     for _, p in ipairs({ "error_object_recursive", "error_object_raises" }) do
       it("fails " .. p .. " as an agent error, and goes on", function()
