@@ -16,6 +16,7 @@
 #include <lualib.h>
 
 #include "nb_clock.h"
+#include "nb_lstate_internal.h"
 
 /* Words of an entry's name as the watchdog reads it (47 bytes and a NUL). */
 #define NB__ENTRY_WORDS 6
@@ -55,6 +56,12 @@ struct nb_lstate_s {
   nb_lstate_t *w_next, *w_prev; /* under wd.mu */
   int w_linked;
   int cstack_hit; /* the allocator refused a block: the C stack was deep */
+  /* The allocator granted compiled code a block it would have refused
+   * (see defer_refusal): DEFER_PENDING until the error is raised at the
+   * next interpreted instruction, DEFER_RAISED after. */
+  int deferred;
+  int over_msg_ref;
+  int stepmul, pause; /* the collector's settings before a deferral */
 };
 
 /* ---- small helpers -------------------------------------------------- */
@@ -101,9 +108,35 @@ static const char *time_txt(char *buf, size_t len, uint64_t ns) {
 static _Thread_local uintptr_t cs_floor;
 static _Thread_local int cs_ready; /* 1 known, -1 cannot be known */
 
+static void over_hook(lua_State *L, lua_Debug *ar);
+
+enum { DEFER_NONE, DEFER_PENDING, DEFER_RAISED };
+
+/* Grants a block the allocator would have refused, because compiled code
+ * asked for it (see nb_lstate_jit.c: refusing it would crash LuaJIT),
+ * and arms a count hook on every instruction so the entry stops at the
+ * first one the interpreter runs; returns nothing.
+ *
+ * A trace that loops without ever leaving would not reach that hook, but
+ * a trace leaves whenever the collector it steps reaches its atomic
+ * phase. So the collector is told to start a cycle at its next check, to
+ * run it in very large steps, and (should it be finishing a cycle) to
+ * start the next one at once rather than when the heap has doubled: the
+ * trace is out within a few steps. These are plain field writes in
+ * LuaJIT (no allocation, no collection here), safe inside an allocation. */
+static void defer_refusal(nb_lstate_t *S) {
+  if (S->deferred == DEFER_PENDING) return;
+  S->deferred = DEFER_PENDING;
+  lua_sethook(S->L, over_hook, LUA_MASKCOUNT, 1);
+  S->stepmul = lua_gc(S->L, LUA_GCSETSTEPMUL, 1 << 20);
+  S->pause = lua_gc(S->L, LUA_GCSETPAUSE, 100);
+  lua_gc(S->L, LUA_GCRESTART, 0);
+}
+
 /* The state's lua_Alloc: counts the bytes malloc really holds, refuses
  * growth past the cap while enforce is set; returns the block or NULL.
- * Shrinks and frees never fail, as Lua requires. The count uses
+ * Shrinks and frees never fail, as Lua requires, and neither does a
+ * block compiled code asks for (defer_refusal). The count uses
  * malloc_usable_size, not Lua's osize: after a failed upvalue allocation
  * LuaJIT frees a closure with a smaller osize than it allocated, which
  * would leave the count drifting. */
@@ -119,19 +152,24 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
    * (glibc: a 16-byte rounding plus 8 for heap chunks, page rounding for
    * mmapped ones), so the counted bytes never pass the cap. */
   size_t est = nsize + (nsize < 65536 ? 24 : 4096);
-  if (nsize > (ptr ? osize : 0) && S->depth && cs_floor &&
+  int grows = nsize > (ptr ? osize : 0);
+  if (grows && S->depth && cs_floor &&
       (uintptr_t)__builtin_frame_address(0) < cs_floor) {
     /* Agent code recursing through C is near the end of the stack. */
     S->cstack_hit = 1;
     S->refused++;
-    return NULL;
-  }
-  if (nsize > (ptr ? osize : 0) && S->enforce && S->limit &&
-      S->bytes - old + est > S->limit) {
+    if (S->deferred != DEFER_PENDING && !nb__lstate_in_trace()) return NULL;
+    defer_refusal(S);
+  } else if (grows && S->enforce && S->limit &&
+             S->bytes - old + est > S->limit) {
     S->mem_hit = 1;
     S->mem_ask = nsize;
     S->refused++;
-    return NULL;
+    /* Once deferred, the error comes at the next instruction: what runs
+     * until then (the rest of the trace or of one C call) is granted
+     * without walking the stack for every block. */
+    if (S->deferred != DEFER_PENDING && !nb__lstate_in_trace()) return NULL;
+    defer_refusal(S);
   }
   void *p = realloc(ptr, nsize);
   if (!p) {
@@ -214,6 +252,48 @@ static const char pcall_wrap[] =
     "    check()\n"
     "    return xpcall(f, function(e) check() return h(e) end, ...)\n"
     "  end\n";
+
+/* ---- compiled code at a limit -------------------------------------- */
+
+/* Puts back the hook and collector settings defer_refusal changed;
+ * returns nothing. */
+static void defer_disarm(nb_lstate_t *S) {
+  if (S->budget_ns)
+    lua_sethook(S->L, budget_hook, LUA_MASKCOUNT,
+                S->escalated ? 1 : NB_LSTATE_HOOK_COUNT);
+  else
+    lua_sethook(S->L, NULL, 0, 0);
+  lua_gc(S->L, LUA_GCSETSTEPMUL, S->stepmul);
+  lua_gc(S->L, LUA_GCSETPAUSE, S->pause);
+}
+
+/* Count hook armed by defer_refusal: at the first interpreted instruction
+ * after compiled code went past a limit, disarms itself and raises the
+ * memory error there (the C stack one is told apart by cstack_hit), as
+ * the refusal would have: agent code may catch it with pcall, and its
+ * next block past the limit is refused (or deferred) again; returns only
+ * when no refusal is pending. */
+static void over_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  nb_lstate_t *S = nb_lstate_from_L(L);
+  if (!S || S->deferred != DEFER_PENDING) return;
+  S->deferred = DEFER_RAISED;
+  defer_disarm(S);
+  /* Made once at setup: raising allocates nothing. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->over_msg_ref);
+  lua_error(L);
+}
+
+/* tostring runs an object's __tostring as a tail call (LuaJIT), so a
+ * __tostring that calls tostring on its object (or on an object whose
+ * __tostring does) loops forever in constant stack: with the JIT on in
+ * compiled code nothing interrupts it, and the message handler would hang
+ * on such an error object. This wrapper makes each level a real call, so
+ * the recursion ends in LuaJIT's "stack overflow" error; arguments and
+ * errors are tostring's own. */
+static const char tostring_wrap[] =
+    "local tostring = ...\n"
+    "return function(...) local s = tostring(...) return s end\n";
 
 /* ---- message handler ------------------------------------------------ */
 
@@ -784,6 +864,15 @@ static int state_setup(lua_State *L) {
   setup_t *u = lua_touserdata(L, 1);
   nb_lstate_t *S = u->S;
   luaL_openlibs(L);
+  lua_pushliteral(L, "not enough memory (compiled code went past the "
+                     "state's limit)");
+  S->over_msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* Before the sandbox copies it, and before print looks it up. */
+  luaL_loadbuffer(L, tostring_wrap, sizeof tostring_wrap - 1,
+                  "=neuronbus.tostring");
+  lua_getglobal(L, "tostring");
+  lua_call(L, 1, 1);
+  lua_setglobal(L, "tostring");
   if (S->budget_ns) {
     char t[32];
     lua_pushfstring(L, "budget of %s exceeded",
@@ -838,7 +927,7 @@ int nb_lstate_new(nb_lstate_t **out, const nb_lstate_opts_t *o) {
   S->budget_ns = o->budget_ns;
   S->jit = o->jit && !o->budget_ns;
   S->sandbox = o->sandbox != 0;
-  S->msgh_ref = S->env_ref = S->budget_msg_ref = LUA_NOREF;
+  S->msgh_ref = S->env_ref = S->budget_msg_ref = S->over_msg_ref = LUA_NOREF;
   if (o->watchdog_ns != NB_LSTATE_WATCHDOG_OFF) {
     S->watch_ns = o->watchdog_ns ? o->watchdog_ns : NB_LSTATE_WATCHDOG_DEFAULT_NS;
     if (S->budget_ns && S->watch_ns < 2 * S->budget_ns)
@@ -945,6 +1034,7 @@ static void enter(nb_lstate_t *S, const char *entry) {
   S->entries++;
   S->mem_hit = 0;
   S->cstack_hit = 0;
+  S->deferred = DEFER_NONE;
   cs_limit(); /* this thread's stack bounds, once */
   S->budget_hit = 0;
   S->enforce = S->limit != 0;
@@ -970,6 +1060,9 @@ static void entry_leave(nb_lstate_t *S) {
     S->escalated = 0;
     lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
   }
+  /* Still pending: the entry returned before its next instruction. It
+   * stays pending for classify; enter clears it. */
+  if (S->deferred == DEFER_PENDING) defer_disarm(S);
   if (S->watch_ns) {
     atomic_store(&S->w_start, 0);
     /* Claimed by the watchdog (see wd_check): it reported this entry. */
@@ -997,7 +1090,9 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
   const char *msg = status ? lua_tostring(L, -1) : NULL;
   int code;
   int outer = S->depth == 0; /* count each failed entry once */
-  if (S->cstack_hit && status != 0) {
+  /* A refusal still pending fails the entry even when it returned. */
+  int failed = status != 0 || (outer && S->deferred == DEFER_PENDING);
+  if (S->cstack_hit && failed) {
     S->cstack_hit = 0;
     code = errf(err, errlen, NB_ECSTACK, "C stack overflow: the agent's "
                 "code recursed through C functions (string.gsub or "
@@ -1013,6 +1108,15 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
       code = errf(err, errlen, NB_EBUDGET, "budget of %s exceeded%s%s",
                       time_txt(a, sizeof a, S->budget_ns),
                       msg ? ": " : "", msg ? msg : "");
+  } else if (S->mem_hit && S->deferred &&
+             (!status || status == LUA_ERRMEM || status == LUA_ERRERR ||
+              is_mem_msg(msg))) {
+    S->mem_errors += outer;
+    code = errf(err, errlen, NB_EMEMLIMIT,
+                "memory limit %s exceeded (%.1f MB in use: compiled code "
+                "went past it and was stopped at its next interpreted "
+                "instruction)",
+                size_txt(a, sizeof a, S->limit), S->bytes / 1048576.0);
   } else if (S->mem_hit && (status == LUA_ERRMEM || status == LUA_ERRERR ||
                              is_mem_msg(msg))) {
     S->mem_errors += outer;
@@ -1024,6 +1128,11 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
   } else if (status == LUA_ERRMEM) {
     code = errf(err, errlen, NB_ENOMEM,
                     "out of memory (the process, not the state's cap)");
+  } else if (status == LUA_ERRERR) {
+    code = errf(err, errlen, NB_EAGENT,
+                "error in error handling: the error could not be turned "
+                "into a message (its object's __tostring raised or "
+                "recursed, or the Lua stack was full when it was raised)");
   } else {
     code = errf(err, errlen, NB_EAGENT, "%s",
                     msg ? msg : "(error object is not a string)");
@@ -1039,6 +1148,7 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
     lua_gc(L, LUA_GCCOLLECT, 0);
     S->enforce = e;
   }
+  if (outer) S->deferred = DEFER_NONE; /* reported: later work starts clean */
   return code;
 }
 
@@ -1059,7 +1169,8 @@ int nb_lstate_call_in(nb_lstate_t *S, const char *entry, int nargs,
   int status = lua_pcall(L, nargs, nresults, base);
   if (outer) entry_leave(S);
   S->depth--;
-  if (status == 0 && !S->budget_hit) {
+  if (status == 0 && !S->budget_hit &&
+      !(outer && S->deferred == DEFER_PENDING)) {
     lua_remove(L, base);
     if (err && errlen) err[0] = 0;
     return 0;
