@@ -434,13 +434,26 @@ static int has_pattern(const char *p, size_t n) {
 }
 
 /* Returns the first occurrence of p (plen bytes) in s (slen bytes) or
- * NULL. memmem is linear in both lengths (LuaJIT's memchr and memcmp loop
+ * NULL. Past 256 bytes, memmem: it is linear in both lengths (LuaJIT's memchr and memcmp loop
  * is not: a long needle of 'a's in a long subject of 'a's is quadratic),
  * and a long subject is searched in chunks with the limit checked between
  * them; a chunk is at least the needle, so the search stays linear. */
 static const char *plain_find(match_t *ms, const char *s, size_t slen,
                               const char *p, size_t plen) {
   if (plen > slen) return NULL;
+  if (slen <= 256 && plen) {
+    /* Short subjects: LuaJIT's own loop, cheaper to start than memmem and
+     * bounded here (256 x 256 byte compares at most). */
+    const char *end = s + slen - plen + 1;
+    int c = uchar(p[0]);
+    while (s < end) {
+      const char *q = memchr(s, c, (size_t)(end - s));
+      if (!q) return NULL;
+      if (memcmp(q + 1, p + 1, plen - 1) == 0) return q;
+      s = q + 1;
+    }
+    return NULL;
+  }
   size_t chunk = NB_LPATTERN_PLAIN_CHUNK;
   if (chunk < plen) chunk = plen;
   for (size_t off = 0;; off += chunk) {
