@@ -53,18 +53,33 @@ static int corpus(lua_State *L, int seed, int n) {
   return bad;
 }
 
-/* The replacements give what LuaJIT's builtins give (results, errors and
- * their positions) on the hand-written edge cases and 6,000 random
- * pattern/subject pairs, with the JIT on and with it off. */
-static void test_corpus_matches_builtins(void) {
-  for (int jit = 0; jit < 2; jit++) {
-    lua_State *L = luaL_newstate();
-    luaL_openlibs(L);
-    if (!jit) luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
-    NBT_EQ(corpus(L, 7 + jit, 3000), 0);
-    lua_close(L);
-  }
+/* Under TSan the corpus is skipped: every error LuaJIT raises leaves
+ * shadow-stack entries behind, and its ~12,000 errors overflow TSan's
+ * stack depot (see test_lstate.c). It runs one thread; ASan covers it. */
+#if defined(__SANITIZE_THREAD__)
+#define CORPUS_TEST(fn) NBT_TEST_SKIP(fn, "TSan: ~12,000 raised errors overflow its stack depot")
+#else
+#define CORPUS_TEST(fn) NBT_TEST(fn)
+#endif
+#define RANDOM_CASES 3000
+
+/* Runs the corpus in a fresh plain state with the JIT on or off; returns
+ * nothing. */
+static void corpus_in(int jit) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  if (!jit) luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+  NBT_EQ(corpus(L, 7 + jit, RANDOM_CASES), 0);
+  lua_close(L);
 }
+
+/* The replacements give what LuaJIT's builtins give (results, errors and
+ * their positions) on the hand-written edge cases and 3,000 random
+ * pattern/subject pairs, with the JIT off. */
+static void test_corpus_jit_off(void) { corpus_in(0); }
+
+/* The same with the JIT on (other random pairs). */
+static void test_corpus_jit_on(void) { corpus_in(1); }
 
 /* Returns a state with the given budget, sandbox and watchdog (0: the
  * default), no memory cap. */
@@ -273,7 +288,8 @@ static void stop_watchdog(void) { nb_lstate_watchdog_stop(); }
 static const nbt_hooks_t hooks = {NULL, stop_watchdog};
 
 static const nbt_test_t tests[] = {
-    NBT_TEST(test_corpus_matches_builtins),
+    CORPUS_TEST(test_corpus_jit_off),
+    CORPUS_TEST(test_corpus_jit_on),
     NBT_TEST(test_installed_only_when_contained),
     NBT_TEST(test_budget_stops_backtracking),
     NBT_TEST(test_sandbox_stops_at_watchdog),
