@@ -17,6 +17,7 @@
 
 #include "nb_clock.h"
 #include "nb_lstate_internal.h"
+#include "nb_lpattern_internal.h"
 
 /* Words of an entry's name as the watchdog reads it (47 bytes and a NUL). */
 #define NB__ENTRY_WORDS 6
@@ -35,6 +36,11 @@ struct nb_lstate_s {
   int depth;          /* nesting of nb_lstate_call */
   int jit, sandbox;
   uint64_t budget_ns, deadline; /* deadline 0: no entry running */
+  /* End of the running entry for long C work (the pattern functions): the
+   * budget's deadline, or in a sandboxed state without a budget the
+   * watchdog limit's; 0 = none or no entry running. */
+  uint64_t c_deadline;
+  char limit_msg[64]; /* the error of both ("budget of 20 ms exceeded") */
   int budget_hit, escalated;
   uint64_t entries, mem_errors, budget_overruns;
   int msgh_ref, env_ref, budget_msg_ref;
@@ -204,12 +210,13 @@ static int panic(lua_State *L) {
 
 static void budget_hook(lua_State *L, lua_Debug *ar);
 
-/* Raises the budget error and from then on makes the hook fire at every
+/* Raises the budget error (or a sandboxed state's pattern limit error)
+ * and, under a budget, from then on makes the hook fire at every
  * instruction, so agent code that catches the error with pcall is
  * interrupted again at once and every level unwinds; never returns. */
 static int budget_raise(lua_State *L, nb_lstate_t *S) {
   S->budget_hit = 1;
-  if (!S->escalated) {
+  if (S->budget_ns && !S->escalated) {
     S->escalated = 1;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
   }
@@ -238,6 +245,14 @@ static int budget_check(lua_State *L) {
   nb_lstate_t *S = nb_lstate_from_L(L);
   if (!S || !S->deadline) return 0;
   if (!S->budget_hit && nb_clock_ns() < S->deadline) return 0;
+  return budget_raise(L, S);
+}
+
+/* Long C work (nb_lpattern.c) checks the same limit every few thousand
+ * steps, where no hook can fire. */
+int nb__lstate_c_check(lua_State *L, nb_lstate_t *S) {
+  if (!S->c_deadline) return 0;
+  if (!S->budget_hit && nb_clock_ns() < S->c_deadline) return 0;
   return budget_raise(L, S);
 }
 
@@ -873,11 +888,29 @@ static int state_setup(lua_State *L) {
   lua_getglobal(L, "tostring");
   lua_call(L, 1, 1);
   lua_setglobal(L, "tostring");
-  if (S->budget_ns) {
-    char t[32];
-    lua_pushfstring(L, "budget of %s exceeded",
-                    time_txt(t, sizeof t, S->budget_ns));
+  char t[32];
+  if (S->budget_ns)
+    snprintf(S->limit_msg, sizeof S->limit_msg, "budget of %s exceeded",
+             time_txt(t, sizeof t, S->budget_ns));
+  else if (S->sandbox && S->watch_ns)
+    snprintf(S->limit_msg, sizeof S->limit_msg,
+             "watchdog of %s exceeded in string pattern matching",
+             time_txt(t, sizeof t, S->watch_ns));
+  if (S->limit_msg[0]) {
+    /* Made once here: raising it allocates nothing, even at the cap. */
+    lua_pushstring(L, S->limit_msg);
     S->budget_msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  if (S->budget_ns || S->sandbox) {
+    /* LuaJIT's pattern functions run a match to its end inside C, where
+     * no hook fires; these count their steps and check the limit. The
+     * string metatable's __index is this same table, so s:find is
+     * covered, and the sandbox copies the table after this. */
+    lua_getglobal(L, "string");
+    nb__lpattern_register(L, -1);
+    lua_pop(L, 1);
+  }
+  if (S->budget_ns) {
     /* Replace the global pcall/xpcall before the sandbox copies them. */
     luaL_loadbuffer(L, pcall_wrap, sizeof pcall_wrap - 1,
                     "=neuronbus.budget");
@@ -985,6 +1018,7 @@ size_t nb_lstate_close(nb_lstate_t *S) {
   /* Finalizers run inside lua_close: no cap, no budget, no hook. */
   S->enforce = 0;
   S->deadline = 0;
+  S->c_deadline = 0;
   lua_sethook(S->L, NULL, 0, 0);
   lua_close(S->L);
   size_t left = S->bytes;
@@ -1044,6 +1078,8 @@ static void enter(nb_lstate_t *S, const char *entry) {
       lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
     S->deadline = now + S->budget_ns;
   }
+  S->c_deadline = S->budget_ns ? S->deadline
+                  : S->sandbox && S->watch_ns ? now + S->watch_ns : 0;
   if (S->watch_ns) {
     entry_name_store(S, entry);
     S->cur_seq = atomic_fetch_add(&S->w_seq, 1) + 1;
@@ -1056,6 +1092,7 @@ static void enter(nb_lstate_t *S, const char *entry) {
 static void entry_leave(nb_lstate_t *S) {
   S->enforce = 0;
   S->deadline = 0;
+  S->c_deadline = 0;
   if (S->escalated) {
     S->escalated = 0;
     lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
@@ -1102,12 +1139,11 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
                 msg && !is_mem_msg(msg) ? msg : "");
   } else if (S->budget_hit) {
     S->budget_overruns += outer;
-    if (msg && strstr(msg, "budget of"))
+    if (msg && strstr(msg, S->limit_msg))
       code = errf(err, errlen, NB_EBUDGET, "%s", msg);
     else /* agent code replaced the budget error on its way out */
-      code = errf(err, errlen, NB_EBUDGET, "budget of %s exceeded%s%s",
-                      time_txt(a, sizeof a, S->budget_ns),
-                      msg ? ": " : "", msg ? msg : "");
+      code = errf(err, errlen, NB_EBUDGET, "%s%s%s", S->limit_msg,
+                  msg ? ": " : "", msg ? msg : "");
   } else if (S->mem_hit && S->deferred &&
              (!status || status == LUA_ERRMEM || status == LUA_ERRERR ||
               is_mem_msg(msg))) {

@@ -654,20 +654,52 @@ static void test_watchdog_jit_endless_loop(void) {
   NBT_CHECK(waited < 2000.0);
 }
 
-/* A budget cannot stop one long C call (no instructions run, so no hook):
- * a pattern that backtracks for ages. The watchdog still names it, says
- * the JIT is off under a budget, and advises no jit = false. */
+/* A budget cannot stop one long C call that counts no steps (no
+ * instructions run, so no hook): without a memory cap, a 300 MB
+ * string.rep with a separator (~0.5-1 s in one call). The watchdog still
+ * names it, says the JIT is off under a budget, and advises no
+ * jit = false. (A backtracking pattern is no longer such a call: the
+ * pattern functions check the budget, see test_lpattern.c.) */
 static void test_watchdog_long_c_call(void) {
   nb_lstate_opts_t o = {.jit = 0, .budget_ns = BUDGET_NS,
                         .watchdog_ns = 100000000ull, .sandbox = 1,
-                        .name = "backtracker"};
+                        .name = "repeater"};
   char buf[1200];
   double waited;
-  NBT_CHECK(fork_stuck(&o, "return string.find(('a'):rep(5000), '.-.-.-.-b')",
-                       buf, sizeof buf, &waited));
-  NBT_CHECK(strstr(buf, "backtracker") != NULL);
+  NBT_CHECK(fork_stuck(&o, "return #('ab'):rep(1e8, ',')", buf, sizeof buf,
+                       &waited));
+  NBT_CHECK(strstr(buf, "repeater") != NULL);
   NBT_CHECK(strstr(buf, "JIT off with a budget of 20 ms") != NULL);
   NBT_CHECK(strstr(buf, "jit = false") == NULL);
+}
+
+/* The backtracking pattern that used to be such a call is stopped by the
+ * budget now, long before the watchdog would report it. */
+static void test_budget_stops_pattern(void) {
+  nb_lstate_watchdog_report(report, NULL);
+  rep_reset();
+  nb_lstate_opts_t o = {.jit = 0, .budget_ns = BUDGET_NS,
+                        .watchdog_ns = 2000000000ull, .sandbox = 1,
+                        .name = "backtracker"};
+  nb_lstate_t *S;
+  NBT_EQ(nb_lstate_new(&S, &o), 0);
+  uint64_t t0 = nbt_now_ns();
+  double c0 = nbt_thread_cpu_ns() / 1e6;
+  NBT_EQ(run(S, "return string.find(('a'):rep(5000), '.-.-.-.-b')"), NB_EBUDGET);
+  double ms = (nbt_now_ns() - t0) / 1e6, cpu = nbt_thread_cpu_ns() / 1e6 - c0;
+  printf("    # stopped after %.1f ms (cpu %.1f ms): %.40s\n", ms, cpu, E);
+  NBT_CHECK(strstr(E, "budget of 20 ms exceeded") == E);
+  /* CPU, as run_loops: wall time is the scheduler's on a loaded machine. */
+  NBT_CHECK(cpu < 40.0 * san_slowdown() && ms < 5000.0);
+  nb_lstate_stats_t st;
+  nb_lstate_stats(S, &st);
+  NBT_EQ(st.budget_overruns, 1);
+  NBT_EQ(st.watchdog_overruns, 0);
+  pthread_mutex_lock(&rep_mu);
+  NBT_EQ(rep_count, 0);
+  pthread_mutex_unlock(&rep_mu);
+  NBT_EQ(nb_lstate_close(S), 0);
+  nb_lstate_watchdog_report(NULL, NULL);
 }
 
 /* A JIT entry that runs past the watchdog limit but returns is reported
@@ -1091,6 +1123,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(test_api_misc),
     NBT_TEST(test_watchdog_jit_endless_loop),
     NBT_TEST(test_watchdog_long_c_call),
+    NBT_TEST(test_budget_stops_pattern),
     NBT_TEST(test_mem_bombs_jit_on),
     NBT_TEST(test_mem_bombs_jit_off),
     NBT_TEST(test_mem_string_rep_overflow),
