@@ -1111,6 +1111,34 @@ static void a_corrupt_span_cannot_widen_bounds(void) {
   unlink(path);
 }
 
+static void free_bits_past_the_last_segment_are_never_taken(void) {
+  const char *path = tpath("stray.arena");
+  nb_arena_t *a;
+  nb_arena_writer_t *w;
+  nb_arena_ref_t r;
+  static uint8_t buf[PAY];
+  NBT_EQ(nb_arena_open(&a, path, SMALL), 0);
+  NBT_EQ(nb_arena_writer_new(&w, a), 0);
+  /* Another process may scribble on the free bitmap: bits past the 16th
+   * segment name no segment, and taking one would write past the data
+   * region (the mapping's end). */
+  uint64_t stray = ~0ull << NSEG | ((1ull << NSEG) - 1);
+  NBT_EQ(patch_file(path, OFF_SEGS + 64u * NSEG, &stray, 8), 0);
+  int written = 0, rc;
+  while ((rc = nb_arena_write(w, pattern(buf, PAY, (unsigned)written), PAY,
+                              &r)) == 0) {
+    NBT_CHECK(r.segment < NSEG);
+    NBT_CHECK(r.offset + r.len <= SMALL);
+    NBT_CHECK(reads_back(a, &r, buf, PAY));
+    if (++written > (int)(NSEG * PER_SEG)) break;
+  }
+  NBT_EQ(rc, NB_ENOSPACE);
+  NBT_EQ(written, (int)(NSEG * PER_SEG));
+  nb_arena_writer_free(w);
+  nb_arena_free(a);
+  unlink(path);
+}
+
 /* In a child: creates arena files one after another in the temporary
  * directory, opening, closing and removing each, until killed. */
 static void create_forever(unsigned round) {
@@ -1266,6 +1294,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(the_seventeenth_handle_is_refused),
     NBT_TEST(bad_files_get_specific_errors),
     NBT_TEST(a_corrupt_span_cannot_widen_bounds),
+    NBT_TEST(free_bits_past_the_last_segment_are_never_taken),
     NBT_TEST_TIMEOUT(kills_during_creation_leave_no_stray_files, 120),
     NBT_TEST(processes_racing_to_create_share_one_arena),
 };
