@@ -162,6 +162,8 @@ static void check_counts_problems(void) {
   NBT_EQ(nb_rt_check("spec/fixtures/runtime/stopper.lua", f), 0);
   NBT_EQ(nb_rt_check("spec/fixtures/runtime/bad_agent.lua", f), 2);
   NBT_EQ(nb_rt_check("spec/fixtures/runtime/missing_filter.lua", f), 1);
+  /* A newline in a value is escaped: each problem stays one line. */
+  NBT_EQ(nb_rt_check("spec/fixtures/runtime/bad_newlines.lua", f), 2);
   fclose(f);
 }
 
