@@ -20,7 +20,9 @@
  *     exist, and now and then a wrong type, an unknown key or bytes of
  *     the input), so a mutation changes a key or a value, not the syntax.
  * Checks, whatever the manifest:
- *   - no crash, no sanitizer report, no leak;
+ *   - no crash, no sanitizer report, no leak (make fuzz runs libFuzzer
+ *     with -detect_leaks=0, the kept state grows between inputs; the
+ *     replayer closes the checker and checks for leaks at exit);
  *   - the result is "ok" (no text, no problem) or problems with a text:
  *     non-empty, valid UTF-8, no empty line, counted as at least one;
  *   - the validator never fails itself: no message comes from an error
