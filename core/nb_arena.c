@@ -604,8 +604,10 @@ int nb_arena_retain(nb_arena_t *a, const nb_arena_ref_t *ref, uint32_t n) {
   seg_t *g = &a->hot.segs[ref->segment];
   int64_t cur = atomic_load_explicit(&g->live, memory_order_relaxed);
   do {
-    /* Zero: freed, or being rewound; nothing left to keep alive. */
-    if (cur <= 0) return NB_ESTALE;
+    /* Zero: freed, or being rewound; nothing left to keep alive. A count
+     * n short of overflowing is no live segment's (a scribbled file):
+     * refused too, before the addition could overflow. */
+    if (cur <= 0 || cur > INT64_MAX - (int64_t)n) return NB_ESTALE;
     /* Acquire on success: pairs with claim's release store of the count,
      * so the generation re-check below sees a reuse that happened. */
   } while (!atomic_compare_exchange_weak_explicit(

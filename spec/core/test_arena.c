@@ -1139,6 +1139,33 @@ static void free_bits_past_the_last_segment_are_never_taken(void) {
   unlink(path);
 }
 
+static void a_scribbled_live_count_cannot_overflow(void) {
+  const char *path = tpath("live.arena");
+  nb_arena_t *a;
+  nb_arena_writer_t *w;
+  nb_arena_ref_t r;
+  NBT_EQ(nb_arena_open(&a, path, SMALL), 0);
+  NBT_EQ(nb_arena_writer_new(&w, a), 0);
+  NBT_EQ(nb_arena_write(w, "keep me!", 8, &r), 0);
+  /* A count no live segment has (another process scribbled on it): a
+   * retain is refused rather than overflow it. */
+  int64_t live, max = INT64_MAX;
+  int fd = open(path, O_RDONLY);
+  NBT_CHECK(fd >= 0);
+  NBT_EQ(pread(fd, &live, 8, OFF_SEGS + 64u * r.segment), 8);
+  close(fd);
+  NBT_EQ(patch_file(path, OFF_SEGS + 64u * r.segment, &max, 8), 0);
+  NBT_EQ(nb_arena_retain(a, &r, 1), NB_ESTALE);
+  NBT_EQ(nb_arena_retain(a, &r, 2), NB_ESTALE);
+  NBT_EQ(patch_file(path, OFF_SEGS + 64u * r.segment, &live, 8), 0);
+  NBT_EQ(nb_arena_retain(a, &r, 1), 0);
+  NBT_EQ(nb_arena_release(a, &r, 2), 0);
+  nb_arena_writer_free(w);
+  NBT_EQ(stats_of(a).free, NSEG);
+  nb_arena_free(a);
+  unlink(path);
+}
+
 /* In a child: creates arena files one after another in the temporary
  * directory, opening, closing and removing each, until killed. */
 static void create_forever(unsigned round) {
@@ -1295,6 +1322,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(bad_files_get_specific_errors),
     NBT_TEST(a_corrupt_span_cannot_widen_bounds),
     NBT_TEST(free_bits_past_the_last_segment_are_never_taken),
+    NBT_TEST(a_scribbled_live_count_cannot_overflow),
     NBT_TEST_TIMEOUT(kills_during_creation_leave_no_stray_files, 120),
     NBT_TEST(processes_racing_to_create_share_one_arena),
 };

@@ -285,7 +285,7 @@ static void run_ops(run_t *r) {
   while (r->op < r->end) {
     uint8_t op = next(r);
     own_t *o = &r->own[(op >> 4) % REFS];
-    switch (op % 10) {
+    switch ((op & 0x0f) % 10) { /* low nibble: what; high: which slot */
       case 0: { /* a small payload */
         size_t len = next(r) + 47u;
         seed = (seed + 977) % 4096;

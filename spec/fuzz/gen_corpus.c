@@ -160,7 +160,7 @@ static void poke32(size_t off, uint32_t v) {
   if (img_len < off + 4) img_len = off + 4;
 }
 
-/* The operations of fuzz_arena.c: op % 10 picks one, op >> 4 a slot. */
+/* The operations of fuzz_arena.c: op & 15 picks one, op >> 4 a slot. */
 static const uint8_t workload[] = {
     0x00, 10,        /* small payload into slot 0 */
     0x10, 200,       /* slot 1 */
@@ -258,6 +258,9 @@ static void arena_corpus(const char *dir) {
       {"hint_past_bitmap", 40, 1000, 0, 1},
       {"proc_state_garbage", 128 + 64, 9, 0, 2},
       {"held_row_huge", 128 + 16 * 64 + 16 * 64 + 64, 0xfffffff0, 0, 0},
+      /* Segment 1 (the run the workload's made-up reference names) with
+       * a live count of INT64_MAX: a retain must not overflow it. */
+      {"live_count_max", 128 + 16 * 64 + 64, 0xffffffff, 0, 1},
       /* Free bits past the 16th segment (bitmap word 0, bits 16-63). */
       {"stray_bitmap_bits", 128 + 16 * 64 + 16 * 64 + 4, 0xffffffff, 0, 1},
   };
@@ -266,6 +269,7 @@ static void arena_corpus(const char *dir) {
     img_len = keep_len;
     if (bad[i].off || bad[i].v) poke32(bad[i].off, bad[i].v);
     if (!strcmp(bad[i].name, "bad_magic_v1")) memcpy(img, "NBNAREN1", 8);
+    if (!strcmp(bad[i].name, "live_count_max")) poke32(bad[i].off + 4, 0x7fffffff);
     /* No real segment free: the first write meets the stray bits. */
     if (!strcmp(bad[i].name, "stray_bitmap_bits")) poke32(bad[i].off - 4, 0);
     save_arena(dir, bad[i].name, bad[i].mode, bad[i].held, workload,
