@@ -236,6 +236,10 @@ nb__checker_t *nb__checker_new(char **err);
 char *nb__checker_run(nb__checker_t *k, const char *label, const char *src,
                       size_t len, int *problems);
 
+/* Returns the checker's Lua state, where the validator runs (the fuzzer
+ * hooks its lines, as coverage a libFuzzer build cannot see in Lua). */
+lua_State *nb__checker_state(nb__checker_t *k);
+
 /* Closes the checker's state and frees k; NULL is a no-op. */
 void nb__checker_free(nb__checker_t *k);
 

@@ -780,6 +780,8 @@ char *nb__checker_run(nb__checker_t *k, const char *label, const char *src,
   return text;
 }
 
+lua_State *nb__checker_state(nb__checker_t *k) { return k->C; }
+
 void nb__checker_free(nb__checker_t *k) {
   if (!k) return;
   lua_close(k->C);

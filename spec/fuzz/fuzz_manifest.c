@@ -3,7 +3,7 @@
  * topology from what it accepts (runtime/nb_rt_topo.c), run as
  * `neuronbus check` runs them (the dry run: agents boot, synapses and
  * filters connect, nothing runs), in process, in one manifest state kept
- * across inputs (nb__checker_t).
+ * across inputs (nb__checker_t), whose Lua lines count as coverage.
  *
  * Build: clang -fsanitize=fuzzer,address,undefined (make fuzz); cc with
  * spec/fuzz/replay.c in make test (spec/e2e/fuzz_smoke.sh). Run from the
@@ -33,6 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <luajit.h>
 
 #include "nb_rt_internal.h"
 
@@ -322,6 +324,24 @@ static int may_run_long(const char *src, size_t len) {
 
 static nb__checker_t *checker;
 
+/* The validator is Lua, which the compiler's coverage does not see: a
+ * line hook counts each (chunk, line) it runs into libFuzzer's extra
+ * counters, so an input that reaches a new check of the validator is
+ * kept. In a build without libFuzzer the section is a plain array. */
+#define LUA_COV (1u << 14)
+__attribute__((section("__libfuzzer_extra_counters"), used))
+static uint8_t lua_cov[LUA_COV];
+
+/* Counts the line the validator is at; returns nothing. */
+static void line_hook(lua_State *L, lua_Debug *ar) {
+  if (!lua_getinfo(L, "S", ar)) return;
+  /* A chunk's source string is interned once: its address names it. */
+  uintptr_t h = ((uintptr_t)ar->source >> 4) * 2654435761u + (uintptr_t)ar->currentline;
+  h ^= h >> 15;
+  uint8_t *c = &lua_cov[h % LUA_COV];
+  if (*c < 255) (*c)++;
+}
+
 /* LeakSanitizer's hook: the manifest state is kept across inputs, and
  * LuaJIT keeps its pointers NaN-tagged, which a leak check cannot see, so
  * that state's blocks (its allocator is mcap_alloc) are not reported
@@ -346,6 +366,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
       abort();
     }
     atexit(close_checker);
+    /* Interpreted, so the hook sees every line (compiled traces skip
+     * hooks); the validator's speed does not matter here. */
+    lua_State *L = nb__checker_state(checker);
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    lua_sethook(L, line_hook, LUA_MASKLINE, 0);
   }
   gen_t g = {in + 1, in + size, NULL, 0, 0, 0};
   if (in[0] == 0) {

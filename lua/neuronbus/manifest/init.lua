@@ -260,6 +260,13 @@ local function run_chunk(fn, chunkname, label)
     return label .. ": " .. msg
   end
   local old_hook, old_mask, old_count = debug_gethook()
+  if old_hook ~= nil and type(old_hook) ~= "function" then
+    -- A hook set from C (an agent's time budget, a profiler, a fuzzer's
+    -- coverage): Lua could not put it back once replaced, so it stays,
+    -- and bounds the chunk in its place (the runtime's own manifest
+    -- state has none: there the instruction limit applies).
+    return unpack({ xpcall(fn, handler) }, 1, 2)
+  end
   debug_sethook(function()
     error(str_format("ran for over %d instructions (an endless loop?)",
                      MAX_INSTRUCTIONS), 0)
