@@ -1087,15 +1087,22 @@ static void bad_files_get_specific_errors(void) {
   NBT_EQ(others_in_tmpdir(NULL), 0);
 }
 
+/* Opens a file arena of SMALL bytes at path with a writer that wrote
+ * "keep me!" (*r), for a test that scribbles on the file's tables. */
+static void open_holding(const char *path, nb_arena_t **a,
+                         nb_arena_writer_t **w, nb_arena_ref_t *r) {
+  NBT_EQ(nb_arena_open(a, path, SMALL), 0);
+  NBT_EQ(nb_arena_writer_new(w, *a), 0);
+  NBT_EQ(nb_arena_write(*w, "keep me!", 8, r), 0);
+}
+
 static void a_corrupt_span_cannot_widen_bounds(void) {
   const char *path = tpath("corrupt.arena");
   nb_arena_t *a;
   nb_arena_writer_t *w;
   nb_arena_ref_t r;
   const void *p;
-  NBT_EQ(nb_arena_open(&a, path, SMALL), 0);
-  NBT_EQ(nb_arena_writer_new(&w, a), 0);
-  NBT_EQ(nb_arena_write(w, "keep me!", 8, &r), 0);
+  open_holding(path, &a, &w, &r);
   /* Another process may scribble on the shared table: a span reaching
    * past the arena is refused, not trusted. */
   uint32_t span = NSEG + 1;
@@ -1144,9 +1151,7 @@ static void a_scribbled_live_count_cannot_overflow(void) {
   nb_arena_t *a;
   nb_arena_writer_t *w;
   nb_arena_ref_t r;
-  NBT_EQ(nb_arena_open(&a, path, SMALL), 0);
-  NBT_EQ(nb_arena_writer_new(&w, a), 0);
-  NBT_EQ(nb_arena_write(w, "keep me!", 8, &r), 0);
+  open_holding(path, &a, &w, &r);
   /* A count no live segment has (another process scribbled on it): a
    * retain is refused rather than overflow it. */
   int64_t live, max = INT64_MAX;

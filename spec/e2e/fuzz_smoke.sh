@@ -51,44 +51,26 @@ check "corpus replays clean" test "$rc" -eq 0
 check "$muts mutations clean (replay: $bin --mutate $muts --seed $seed spec/fuzz/corpus)" \
   test "$rc" -eq 0
 
-# 6. The statistics' JSON writer: its corpus and mutations of it.
-sbin=build/fuzz/replay_stats
-smuts=${NB_FUZZ_STATS_MUTATIONS:-50000}
-check "the stats replayer builds" test -x "$sbin"
-if [ -x "$sbin" ]; then
-  "$sbin" spec/fuzz/corpus_stats >"$work/out" 2>"$work/err"; rc=$?
-  check "stats corpus replays clean (every line parses)" test "$rc" -eq 0
-  "$sbin" --mutate "$smuts" --seed "$seed" spec/fuzz/corpus_stats >"$work/out" 2>"$work/err"; rc=$?
-  check "$smuts stats mutations clean (replay: $sbin --mutate $smuts --seed $seed spec/fuzz/corpus_stats)" \
+# Replays target NAME (its replayer build/fuzz/replay_NAME) over its
+# corpus DIR, which holds at least MIN seeds, then MUTS mutations of it.
+replay_target() {
+  local name=$1 dir=$2 min=$3 muts=$4 bin=build/fuzz/replay_$1 n rc
+  check "the $name replayer builds" test -x "$bin"
+  [ -x "$bin" ] || return
+  n=$(find "$dir" -type f | wc -l)
+  check "$name corpus holds $n seeds (>= $min)" test "$n" -ge "$min"
+  "$bin" "$dir" >"$work/out" 2>"$work/err"; rc=$?
+  check "$name corpus replays clean" test "$rc" -eq 0
+  "$bin" --mutate "$muts" --seed "$seed" "$dir" >"$work/out" 2>"$work/err"; rc=$?
+  check "$muts $name mutations clean (replay: $bin --mutate $muts --seed $seed $dir)" \
     test "$rc" -eq 0
-fi
+}
 
+# 6. The statistics' JSON writer: every line parses.
+replay_target stats spec/fuzz/corpus_stats 5 "${NB_FUZZ_STATS_MUTATIONS:-50000}"
 # 7. The arena file's open path and what a process does with the file.
-abin=build/fuzz/replay_arena
-amuts=${NB_FUZZ_ARENA_MUTATIONS:-20000}
-check "the arena replayer builds" test -x "$abin"
-if [ -x "$abin" ]; then
-  n=$(find spec/fuzz/corpus_arena -type f | wc -l)
-  check "arena corpus holds $n seeds (>= 20)" test "$n" -ge 20
-  "$abin" spec/fuzz/corpus_arena >"$work/out" 2>"$work/err"; rc=$?
-  check "arena corpus replays clean" test "$rc" -eq 0
-  "$abin" --mutate "$amuts" --seed "$seed" spec/fuzz/corpus_arena >"$work/out" 2>"$work/err"; rc=$?
-  check "$amuts arena mutations clean (replay: $abin --mutate $amuts --seed $seed spec/fuzz/corpus_arena)" \
-    test "$rc" -eq 0
-fi
-
+replay_target arena spec/fuzz/corpus_arena 20 "${NB_FUZZ_ARENA_MUTATIONS:-20000}"
 # 8. The manifest loader (run from the top: the agent scripts it names are
 # spec/fixtures/runtime's).
-mbin=build/fuzz/replay_manifest
-mmuts=${NB_FUZZ_MANIFEST_MUTATIONS:-3000}
-check "the manifest replayer builds" test -x "$mbin"
-if [ -x "$mbin" ]; then
-  n=$(find spec/fuzz/corpus_manifest -type f | wc -l)
-  check "manifest corpus holds $n seeds (>= 20)" test "$n" -ge 20
-  "$mbin" spec/fuzz/corpus_manifest >"$work/out" 2>"$work/err"; rc=$?
-  check "manifest corpus replays clean" test "$rc" -eq 0
-  "$mbin" --mutate "$mmuts" --seed "$seed" spec/fuzz/corpus_manifest >"$work/out" 2>"$work/err"; rc=$?
-  check "$mmuts manifest mutations clean (replay: $mbin --mutate $mmuts --seed $seed spec/fuzz/corpus_manifest)" \
-    test "$rc" -eq 0
-fi
+replay_target manifest spec/fuzz/corpus_manifest 20 "${NB_FUZZ_MANIFEST_MUTATIONS:-3000}"
 finish

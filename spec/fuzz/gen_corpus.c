@@ -97,7 +97,8 @@ static void bare(nb_id_t target, uint32_t n) {
 
 static void ack(uint64_t seq) { len += (size_t)nb_link_ack_encode(seq, buf + len); }
 
-static void save(const char *dir, const char *name, uint8_t seed) {
+/* Opens dir/name for writing; exits with a message when it cannot. */
+static FILE *open_out(const char *dir, const char *name) {
   char path[512];
   snprintf(path, sizeof path, "%s/%s", dir, name);
   FILE *f = fopen(path, "wb");
@@ -105,6 +106,11 @@ static void save(const char *dir, const char *name, uint8_t seed) {
     perror(path);
     exit(1);
   }
+  return f;
+}
+
+static void save(const char *dir, const char *name, uint8_t seed) {
+  FILE *f = open_out(dir, name);
   fputc(seed, f);
   fwrite(buf, 1, len, f);
   fclose(f);
@@ -140,13 +146,7 @@ static void capture(const char *path, size_t capacity) {
 static void save_arena(const char *dir, const char *name, uint8_t mode,
                        uint16_t held, const uint8_t *ops, size_t nops,
                        size_t n) {
-  char path[512];
-  snprintf(path, sizeof path, "%s/%s", dir, name);
-  FILE *f = fopen(path, "wb");
-  if (!f) {
-    perror(path);
-    exit(1);
-  }
+  FILE *f = open_out(dir, name);
   uint8_t c[4] = {mode, (uint8_t)held, (uint8_t)(held >> 8), (uint8_t)nops};
   fwrite(c, 1, 4, f);
   fwrite(ops, 1, nops, f);
