@@ -4,6 +4,8 @@
 --   units.duration(20)      --> nil, "expected a duration with a unit, ..."
 --   units.size("64MB")      --> 67108864          (bytes, powers of 1024)
 --   units.size(512)         --> 512               (a bare number is bytes)
+--   units.show("a\nb")      --> "a\010b"          (quoted, for a message)
+--   units.printable(s)      --> s, as one line of valid UTF-8 (\ddd escapes)
 --
 -- Every function returns the value, or nil and a message that names the bad
 -- text and the forms that are accepted. A duration needs its unit: a bare
