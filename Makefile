@@ -157,16 +157,29 @@ install: all
 	cd lua && find neuronbus -name '*.lua' | while read -r f; do \
 	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/5.1/$$f" || exit 1; done
 
-# Fuzzing the link's frame decoder and handshake parser
-# (spec/fuzz/fuzz_frames.c) and the statistics' JSON writer
-# (spec/fuzz/fuzz_stats.c: its output always parses, whatever bytes the
-# names hold). `make fuzz FUZZ_TIME=60` runs libFuzzer (clang) on each
-# for that many seconds: new inputs go to build/fuzz/corpus(_stats), the
-# kept seeds are spec/fuzz/corpus and spec/fuzz/corpus_stats (read only),
-# crashes land in build/fuzz/.
+# Fuzzing, with libFuzzer (clang) in `make fuzz FUZZ_TIME=60`, each target
+# for that many seconds (new inputs go to build/fuzz/corpus_<name>, the
+# kept seeds are spec/fuzz/corpus_<name>, read only; crashes land in
+# build/fuzz/). The targets and what each checks (docs/testing.md has
+# more):
+#   frames    the link's frame decoder and handshake parser
+#             (spec/fuzz/fuzz_frames.c, seeds spec/fuzz/corpus): verdicts
+#             do not depend on how the stream is cut, a HELLO re-encodes
+#             to its bytes;
+#   stats     the statistics' JSON writer (spec/fuzz/fuzz_stats.c): its
+#             line always parses, whatever bytes the names hold;
+#   arena     opening an arena file and using it (spec/fuzz/fuzz_arena.c):
+#             bad files get the error an oracle expects, references stay
+#             in the data region whatever the shared tables say, a clean
+#             arena reads back what was written and ends all free;
+#   manifest  the manifest loader as `neuronbus check` runs it
+#             (spec/fuzz/fuzz_manifest.c: manifests from a grammar of the
+#             schema, or raw source): no crash, every refusal has a
+#             message, one line of valid UTF-8 a problem.
 # `make fuzz-replay` builds the same targets with cc, ASan and UBSan and a
 # main of its own (spec/fuzz/replay.c) that replays the corpus and seeded
-# mutations of it: what make test runs, without the clang toolchain.
+# mutations of it: what make test runs (spec/e2e/fuzz_smoke.sh), without
+# the clang toolchain.
 FUZZ_TIME ?= 60
 FUZZ_CC ?= clang
 FUZZ_DIR := build/fuzz
@@ -178,9 +191,21 @@ FUZZ_HDR := runtime/nb_link_wire.h core/nb_frame.h core/nb_spike.h core/nb_err.h
 FUZZ_STATS_BIN := $(FUZZ_DIR)/fuzz_stats
 FUZZ_STATS_REPLAY := $(FUZZ_DIR)/replay_stats
 FUZZ_STATS_SRC := spec/fuzz/fuzz_stats.c runtime/nb_rt_json.c
-FUZZ_STATS_HDR := runtime/nb_rt_json.h
+FUZZ_STATS_HDR := runtime/nb_rt_json.h spec/fuzz/fuzz_utf8.h
+FUZZ_ARENA_BIN := $(FUZZ_DIR)/fuzz_arena
+FUZZ_ARENA_REPLAY := $(FUZZ_DIR)/replay_arena
+FUZZ_ARENA_SRC := spec/fuzz/fuzz_arena.c core/nb_arena.c core/nb_spike.c core/nb_err.c
+FUZZ_ARENA_HDR := core/nb_arena.h core/nb_spike.h core/nb_err.h
+# The manifest target builds the whole runtime with it (the validator's
+# Lua is found beside the binary: build/fuzz/../../lua).
+FUZZ_MANIFEST_BIN := $(FUZZ_DIR)/fuzz_manifest
+FUZZ_MANIFEST_REPLAY := $(FUZZ_DIR)/replay_manifest
+FUZZ_MANIFEST_SRC := spec/fuzz/fuzz_manifest.c $(RT_SRC) $(CORE_SRC)
+FUZZ_MANIFEST_HDR := $(wildcard runtime/*.h core/*.h) spec/fuzz/fuzz_utf8.h
 FUZZ_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) -Iruntime
 FUZZ_STATS_LIBS = $(shell pkg-config --libs jansson) -lm
+FUZZ_MANIFEST_CFLAGS = $(FUZZ_CFLAGS) $(HOST_CFLAGS) -O1
+FUZZ_MANIFEST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) -pthread -lm -Wl,-E
 
 $(FUZZ_BIN): $(FUZZ_SRC) $(FUZZ_HDR) | deps-fuzz
 	@mkdir -p $(FUZZ_DIR)/corpus
@@ -198,14 +223,42 @@ $(FUZZ_STATS_REPLAY): spec/fuzz/replay.c $(FUZZ_STATS_SRC) $(FUZZ_STATS_HDR) | $
 	@mkdir -p $(FUZZ_DIR)
 	$(CC) $(FUZZ_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c $(FUZZ_STATS_SRC) $(FUZZ_STATS_LIBS)
 
-fuzz-build: $(FUZZ_BIN) $(FUZZ_STATS_BIN)
-fuzz-replay: $(FUZZ_REPLAY) $(FUZZ_STATS_REPLAY)
+$(FUZZ_ARENA_BIN): $(FUZZ_ARENA_SRC) $(FUZZ_ARENA_HDR) | deps-fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus_arena
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ $(FUZZ_ARENA_SRC)
 
-fuzz: $(FUZZ_BIN) $(FUZZ_STATS_BIN)
+$(FUZZ_ARENA_REPLAY): spec/fuzz/replay.c $(FUZZ_ARENA_SRC) $(FUZZ_ARENA_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c $(FUZZ_ARENA_SRC)
+
+$(FUZZ_MANIFEST_BIN): $(FUZZ_MANIFEST_SRC) $(FUZZ_MANIFEST_HDR) | deps-fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus_manifest
+	$(FUZZ_CC) $(FUZZ_MANIFEST_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ \
+	  $(FUZZ_MANIFEST_SRC) $(FUZZ_MANIFEST_LIBS)
+
+$(FUZZ_MANIFEST_REPLAY): spec/fuzz/replay.c $(FUZZ_MANIFEST_SRC) $(FUZZ_MANIFEST_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_MANIFEST_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c \
+	  $(FUZZ_MANIFEST_SRC) $(FUZZ_MANIFEST_LIBS)
+
+fuzz-build: $(FUZZ_BIN) $(FUZZ_STATS_BIN) $(FUZZ_ARENA_BIN) $(FUZZ_MANIFEST_BIN)
+fuzz-replay: $(FUZZ_REPLAY) $(FUZZ_STATS_REPLAY) $(FUZZ_ARENA_REPLAY) $(FUZZ_MANIFEST_REPLAY)
+
+# The manifest target: -timeout, since an input that runs for seconds is a
+# finding too (the in-process check has no time limit of its own);
+# -detect_leaks=0, since its kept Lua state grows between inputs and makes
+# libFuzzer run a full leak check after each one (30 runs a second instead
+# of 1500): its replayer checks for leaks once, at exit, in make test.
+fuzz: fuzz-build
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=16384 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus spec/fuzz/corpus
 	$(FUZZ_STATS_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/stats- $(FUZZ_DIR)/corpus_stats spec/fuzz/corpus_stats
+	$(FUZZ_ARENA_BIN) -max_total_time=$(FUZZ_TIME) -max_len=16384 -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_DIR)/arena- $(FUZZ_DIR)/corpus_arena spec/fuzz/corpus_arena
+	$(FUZZ_MANIFEST_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -timeout=10 \
+	  -detect_leaks=0 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/manifest- \
+	  $(FUZZ_DIR)/corpus_manifest spec/fuzz/corpus_manifest
 
 clean:
 	rm -rf build

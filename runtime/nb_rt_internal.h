@@ -220,6 +220,29 @@ int nb__msgh(lua_State *L);
 int nb__xcopy(lua_State *from, int idx, lua_State *to, const char *path,
               int depth, char **err);
 
+/* ---- nb_rt_topo.c ---- */
+
+/* A manifest state kept to check many manifest sources in one process
+ * (the manifest fuzzer): each check is neuronbus check's dry run, with its
+ * memory cap but not its time limit (a source is not run in a child). */
+typedef struct nb__checker_s nb__checker_t;
+
+/* Returns a checker, or NULL with *err set (malloc'd). */
+nb__checker_t *nb__checker_new(char **err);
+
+/* Checks the manifest source src (len bytes) labelled label; returns the
+ * problems' text (malloc'd; NULL or empty when there is none) and their
+ * count, counted as neuronbus check counts them, in *problems. */
+char *nb__checker_run(nb__checker_t *k, const char *label, const char *src,
+                      size_t len, int *problems);
+
+/* Returns the checker's Lua state, where the validator runs (the fuzzer
+ * hooks its lines, as coverage a libFuzzer build cannot see in Lua). */
+lua_State *nb__checker_state(nb__checker_t *k);
+
+/* Closes the checker's state and frees k; NULL is a no-op. */
+void nb__checker_free(nb__checker_t *k);
+
 /* ---- nb_rt_rec.c ---- */
 
 /* The callbacks of a recorder neuron (no state: it keeps what it gets). */

@@ -729,44 +729,68 @@ nb_rt_t *nb_rt_open(const char *path, const nb_rt_opts_t *opts, char **err) {
   return open_manifest(path, NULL, 0, opts, err);
 }
 
+/* Runs the dry run of neuronbus check in the manifest state C (its memory
+ * cap is cap) over the manifest file at path, or the source src (len
+ * bytes) labelled path when src is given; returns the problems' text
+ * (malloc'd; NULL or empty when there is none) with the neuron and
+ * synapse counts of a manifest that validated in *nn and *ns. Leaves C's
+ * stack as it found it, so C can check again. */
+static char *check_in(lua_State *C, mcap_t *cap, const char *path,
+                      const char *src, size_t len, size_t *nn, size_t *ns) {
+  nb__buf_t errs = {0};
+  char *text = NULL;
+  int top = lua_gettop(C);
+  cap->hit = 0;
+  if (manifest_load(C, path, src, len, NULL, &errs)) {
+    int topo = lua_gettop(C);
+    lua_getfield(C, topo, "neurons");
+    *nn = lua_objlen(C, -1);
+    lua_getfield(C, topo, "synapses");
+    *ns = lua_objlen(C, -1);
+    lua_settop(C, topo);
+    open_from(C, NULL, 1, path, &text);
+  } else {
+    if (cap->hit) memory_hit(&errs, path);
+    text = nb__take(&errs);
+  }
+  lua_settop(C, top);
+  return text;
+}
+
+/* Returns the problems in text: one per line, except the lines of a
+ * traceback (a script that raised at its top level). */
+static int count_problems(const char *text) {
+  int problems = 0;
+  if (!text || !*text) return 0;
+  for (const char *line = text; line; line = strchr(line, '\n')) {
+    if (*line == '\n') line++;
+    if (*line != '\t' && strncmp(line, "stack traceback:", 16) != 0)
+      problems++;
+  }
+  return problems;
+}
+
 int nb_rt_check(const char *path, FILE *out) {
   char *err = NULL;
   nb__buf_t errs = {0};
   size_t nn = 0, ns = 0;
   char *text = NULL;
   mcap_t cap;
-  lua_State *C = NULL;
   if (!manifest_timed(path, &errs)) {
-    C = manifest_state_new(&cap, &err);
+    lua_State *C = manifest_state_new(&cap, &err);
     if (!C) {
       fprintf(out, "%s\n", err);
       free(err);
       free(errs.p);
       return 1;
     }
-  }
-  if (C && manifest_load(C, path, NULL, 0, NULL, &errs)) {
-    int topo = lua_gettop(C);
-    lua_getfield(C, topo, "neurons");
-    nn = lua_objlen(C, -1);
-    lua_getfield(C, topo, "synapses");
-    ns = lua_objlen(C, -1);
-    lua_settop(C, topo);
-    open_from(C, NULL, 1, path, &text);
+    text = check_in(C, &cap, path, NULL, 0, &nn, &ns);
+    lua_close(C);
   } else {
-    if (C && cap.hit) memory_hit(&errs, path);
     text = nb__take(&errs);
   }
-  if (C) lua_close(C);
-  int problems = 0;
-  if (text && *text) {
-    /* One problem per line, except the lines of a traceback (a script
-     * that raised at its top level). */
-    for (char *line = text; line; line = strchr(line, '\n')) {
-      if (*line == '\n') line++;
-      if (*line != '\t' && strncmp(line, "stack traceback:", 16) != 0)
-        problems++;
-    }
+  int problems = count_problems(text);
+  if (problems) {
     fprintf(out, "%s\n", text);
     fprintf(out, "check: %s: %d problem%s\n", path, problems,
             problems == 1 ? "" : "s");
@@ -775,4 +799,37 @@ int nb_rt_check(const char *path, FILE *out) {
   }
   free(text);
   return problems;
+}
+
+/* A manifest state kept for checking many sources (fuzz_manifest). */
+struct nb__checker_s {
+  lua_State *C;
+  mcap_t cap;
+};
+
+nb__checker_t *nb__checker_new(char **err) {
+  nb__checker_t *k = calloc(1, sizeof *k);
+  if (!k) abort();
+  k->C = manifest_state_new(&k->cap, err);
+  if (!k->C) {
+    free(k);
+    return NULL;
+  }
+  return k;
+}
+
+char *nb__checker_run(nb__checker_t *k, const char *label, const char *src,
+                      size_t len, int *problems) {
+  size_t nn = 0, ns = 0;
+  char *text = check_in(k->C, &k->cap, label, src, len, &nn, &ns);
+  *problems = count_problems(text);
+  return text;
+}
+
+lua_State *nb__checker_state(nb__checker_t *k) { return k->C; }
+
+void nb__checker_free(nb__checker_t *k) {
+  if (!k) return;
+  lua_close(k->C);
+  free(k);
 }
