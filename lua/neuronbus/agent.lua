@@ -84,6 +84,10 @@ end
 function run_chunk(chunk, script)
   local ok, agent = xpcall(chunk, traceback)
   if not ok then
+    -- The memory cap's error goes on to the host, which names the cap.
+    if type(agent) == "string" and agent:find("^not enough memory") then
+      error(agent, 0)
+    end
     return nil, script .. ": error while running the script: " .. tostring(agent)
   end
   if type(agent) ~= "table" then

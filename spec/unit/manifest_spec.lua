@@ -272,8 +272,9 @@ describe("manifest.validate", function()
       local topo, errs = validate(t)
       assert.is_nil(topo)
       assert.same({
-        '["\\255\\010"]: unknown key (allowed: accept, arena, axon, listen, '
-          .. "max_payload, name, neurons, peers, prune_every, synapses, tick)",
+        '["\\255\\010"]: unknown key (allowed: accept, arena, axon, encrypt, '
+          .. "link_limits, listen, max_payload, name, neurons, peers, prune_every, "
+          .. "secret, synapses, tick)",
         'name: bad name "caf\195\169\\013": use letters, digits, _, - and . only',
         'tick: expected "free" or a duration like "500us", "20ms" or "1.5s" (units ns, us, ms, '
           .. 's, m), got "1\\010\\128ms"',
