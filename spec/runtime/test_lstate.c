@@ -728,11 +728,14 @@ static void test_watchdog_overrun_returns(void) {
   NBT_EQ(st.watchdog_overruns, 1);
   NBT_EQ(run_int(S, "return 2"), 2); /* it goes on */
   pthread_mutex_lock(&rep_mu);
-  /* Over at 30 ms, still at 60 and 120 ms, returned: O S S R (a slow
-   * machine may skip a doubling: O first, R last, one S at least). */
+  /* Over at 30 ms, still at 60 and 120 ms, returned: O S S R. A loaded
+   * machine stretches the 0.21 s of CPU: one S per doubling the entry
+   * lived past (a skipped one is allowed, an S beyond them is not). */
   printf("    # reports: %s, %.1f ms in all\n", rep_kinds, rep_elapsed / 1e6);
-  size_t k = strlen(rep_kinds);
-  NBT_CHECK(k >= 3 && k <= 4 && rep_kinds[0] == 'O' && rep_kinds[k - 1] == 'R');
+  size_t k = strlen(rep_kinds), doublings = 0;
+  for (double d = 60e6; d <= rep_elapsed + 5e6; d *= 2) doublings++;
+  NBT_CHECK(k >= 3 && k - 2 <= doublings && rep_kinds[0] == 'O' &&
+            rep_kinds[k - 1] == 'R');
   NBT_CHECK(strspn(rep_kinds + 1, "S") == k - 2);
   NBT_CHECK(rep_tokens_match);
   NBT_CHECK(strcmp(rep_name, "slow-jit") == 0);
