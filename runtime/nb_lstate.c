@@ -139,6 +139,12 @@ static void defer_refusal(nb_lstate_t *S) {
   lua_gc(S->L, LUA_GCRESTART, 0);
 }
 
+/* Returns 1 when compiled code asked for the block: only a state with
+ * the JIT on has traces, and the stack walk is not free. */
+static int in_trace(const nb_lstate_t *S) {
+  return S->jit && nb__lstate_in_trace();
+}
+
 /* The state's lua_Alloc: counts the bytes malloc really holds, refuses
  * growth past the cap while enforce is set; returns the block or NULL.
  * Shrinks and frees never fail, as Lua requires, and neither does a
@@ -146,6 +152,7 @@ static void defer_refusal(nb_lstate_t *S) {
  * malloc_usable_size, not Lua's osize: after a failed upvalue allocation
  * LuaJIT frees a closure with a smaller osize than it allocated, which
  * would leave the count drifting. */
+
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   nb_lstate_t *S = ud;
   size_t old = ptr ? malloc_usable_size(ptr) : 0;
@@ -164,7 +171,7 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     /* Agent code recursing through C is near the end of the stack. */
     S->cstack_hit = 1;
     S->refused++;
-    if (S->deferred != DEFER_PENDING && !nb__lstate_in_trace()) return NULL;
+    if (S->deferred != DEFER_PENDING && !in_trace(S)) return NULL;
     defer_refusal(S);
   } else if (grows && S->enforce && S->limit &&
              S->bytes - old + est > S->limit) {
@@ -174,7 +181,7 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     /* Once deferred, the error comes at the next instruction: what runs
      * until then (the rest of the trace or of one C call) is granted
      * without walking the stack for every block. */
-    if (S->deferred != DEFER_PENDING && !nb__lstate_in_trace()) return NULL;
+    if (S->deferred != DEFER_PENDING && !in_trace(S)) return NULL;
     defer_refusal(S);
   }
   void *p = realloc(ptr, nsize);

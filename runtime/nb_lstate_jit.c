@@ -22,6 +22,7 @@
 #include "nb_lstate_internal.h"
 
 #include <dlfcn.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <unwind.h>
 
@@ -57,11 +58,15 @@ static _Unwind_Reason_Code walk_frame(struct _Unwind_Context *ctx, void *arg) {
 }
 
 int nb__lstate_in_trace(void) {
-  static const void *own;
+  /* Every thread finds the same base: a relaxed race to store it is
+   * harmless, but it must be atomic to be a defined one. */
+  static _Atomic(const void *) own_base;
+  const void *own = atomic_load_explicit(&own_base, memory_order_relaxed);
   if (!own) {
     Dl_info info;
     if (!dladdr((void *)&nb__lstate_in_trace, &info)) return 0;
     own = info.dli_fbase;
+    atomic_store_explicit(&own_base, own, memory_order_relaxed);
   }
   walk_t w = {own, 0, 0, 0};
   _Unwind_Backtrace(walk_frame, &w);
