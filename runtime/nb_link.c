@@ -708,8 +708,18 @@ static int hello_recv_side(nb_link_t *l, const nb_link_hello_t *h) {
 static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
                            int new_peer, char *why, size_t whylen) {
   int valid = h->peer_incarnation == l->node->inc;
-  if (new_peer || !valid) {
-    /* A new numbering from 0: what the old peer did not confirm is resent
+  /* The peer counts our frames, in our incarnation, from a base this link
+   * cannot place: it is new to the link (another process spoke for its
+   * cortex meanwhile and we renumbered for that one), or its count is
+   * below what it already acked (it took us for a new peer meanwhile).
+   * Our numbering then continues from its count, nothing is taken as
+   * acked and everything unconfirmed goes again (at least once, as after
+   * a restart). Refusing the count would refuse every redial of the
+   * rightful peer for good, and releasing by it would confirm frames the
+   * peer never read. */
+  int rebase = valid && (new_peer || h->recv_seq < l->acked_seq);
+  if (new_peer || !valid || rebase) {
+    /* A new numbering: what the old peer did not confirm is resent
      * (RESEND) or lost (DROP). */
     l->st.lost += l->in_doubt;
     if (l->in_doubt)
@@ -717,7 +727,7 @@ static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
               "peer '%s': restarted; %llu spikes in doubt counted lost",
               h->cortex, (unsigned long long)l->in_doubt);
     l->in_doubt = 0;
-    l->acked_seq = 0;
+    l->acked_seq = rebase ? h->recv_seq : 0;
   }
   uint64_t r = valid ? h->recv_seq : 0;
   uint64_t out = l->opts.policy == NB_LINK_RESEND ? l->rw - l->rh : l->in_doubt;
@@ -1783,6 +1793,12 @@ int nb_link_node_port(const nb_link_node_t *n) {
 }
 
 uint64_t nb_link_node_incarnation(const nb_link_node_t *n) { return n->inc; }
+
+size_t nb__link_node_conns(const nb_link_node_t *n) {
+  size_t k = 0;
+  for (const conn_t *c = n->conns; c; c = c->next) k++;
+  return k;
+}
 
 int nb_link_connect(nb_link_node_t *n, const char *url,
                     const nb_link_opts_t *opts, nb_link_t **out) {

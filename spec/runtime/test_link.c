@@ -1469,6 +1469,94 @@ static void test_peer_restart(void) {
   free(w);
 }
 
+/* ---- another process speaks for the peer's cortex, then the peer is
+ * back ---- */
+
+typedef struct imprun_s {
+  pairrun_t p;
+  raw_t raw;
+  int phase; /* 0 first half, 1 impostor called, 2 second half */
+  uint64_t n;
+} imprun_t;
+
+static int imp_done(run_t *r) {
+  imprun_t *w = r->ctx;
+  pairrun_t *p = &w->p;
+  if (p->a.bad || p->b.bad) return 1;
+  if (w->phase == 0) {
+    if (!pair_done(r)) return 0;
+    /* Both sides counted and acked each other's frames: now a stranger
+     * calls in as "beta" and takes the link over (no secret here). */
+    raw_hello(&w->raw, "beta", 77);
+    raw_start(&w->raw, p->a.loop, p->a_port);
+    w->phase = 1;
+    return 0;
+  }
+  if (w->phase == 1) {
+    /* The rightful beta must be back on both ends (its counts refer to a
+     * numbering alpha left for the stranger). */
+    if (!log_has(&p->a.log, "replaced by a new connection", NULL, NULL) ||
+        !nb_link_is_up(p->a.link) || !nb_link_is_up(p->b.link) ||
+        nb_link_resolve(p->a.link, "beta0") < 0)
+      return 0;
+    p->a.to_send = p->b.to_send = 2 * w->n;
+    side_produce(&p->a);
+    side_produce(&p->b);
+    w->phase = 2;
+    return 0;
+  }
+  return pair_done(r);
+}
+
+static void imp_finish(run_t *r) {
+  imprun_t *w = r->ctx;
+  pair_finish(r);
+  if (!w->raw.closed && !uv_is_closing((uv_handle_t *)&w->raw.tcp))
+    uv_close((uv_handle_t *)&w->raw.tcp, raw_closed);
+}
+
+static void test_impostor_then_peer_back(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  imprun_t *w = calloc(1, sizeof *w);
+  pairrun_t *p = &w->p;
+  w->n = 2000;
+  side_init(&p->a, &loop, "alpha", 0, 0, 0);
+  side_init(&p->b, &loop, "beta", 101, 0, 0);
+  side_pair(&p->a, &p->b);
+  p->a.to_send = p->b.to_send = w->n;
+  NBT_EQ(nb_link_node_listen(p->a.node, "tcp://127.0.0.1:0"), 0);
+  p->a_port = nb_link_node_port(p->a.node);
+  NBT_EQ(nb_link_expect(p->a.node, "beta", NULL, &p->a.link), 0);
+  side_targets(&p->a);
+  nb_link_opts_t o = nb_link_opts_default();
+  o.backoff_min_ms = 5;
+  NBT_EQ(nb_link_connect(p->b.node, url_of(p->a_port), &o, &p->b.link), 0);
+  side_targets(&p->b);
+  run_t r;
+  memset(&r, 0, sizeof r);
+  run_start(&r, &loop, imp_done, imp_finish, w);
+  r.deadline_ms = 20000; /* refused redials never end: fail in time */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  NBT_CHECK(!r.timed_out);
+  NBT_EQ(w->phase, 2);
+  /* Nothing lost, nothing twice (no frame was in flight at the switch). */
+  check_exact(&p->a, 2 * w->n);
+  check_exact(&p->b, 2 * w->n);
+  NBT_CHECK(p->b.final.reconnects >= 1);
+  NBT_CHECK(!log_has(&p->a.log, "peer claims", NULL, NULL));
+  NBT_CHECK(!log_has(&p->b.log, "peer claims", NULL, NULL));
+  NBT_EQ(uv_loop_close(&loop), 0);
+  if (r.timed_out || nbt__cur_failed || getenv("NB_TEST_VERBOSE")) {
+    log_dump(&p->a.log, "alpha", 30);
+    log_dump(&p->b.log, "beta", 30);
+  }
+  free(w->raw.data);
+  side_free(&p->a);
+  side_free(&p->b);
+  free(w);
+}
+
 /* ---- one loop per thread ---- */
 
 typedef struct thr_s {
@@ -1634,6 +1722,7 @@ static const nbt_test_t tests[] = {
     LINK_RUN(test_kill_resend),
     LINK_RUN(test_kill_drop),
     LINK_RUN(test_peer_restart),
+    LINK_RUN(test_impostor_then_peer_back),
     LINK_RUN(test_two_threads),
     LINK_RUN(test_silent_server),
 };
