@@ -223,7 +223,13 @@ static int proven_name(const char *name) {
   return 0;
 }
 
+static int verbose; /* NB_FUZZ_LINK_LOG set: the nodes' lines on stderr */
+
 static void a_on_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
+  if (verbose)
+    fprintf(stderr, "[hub event] link '%s': %s\n", nb_link_peer(l),
+            ev == NB_LINK_UP ? "up" : ev == NB_LINK_DOWN ? "down"
+            : ev == NB_LINK_GONE ? "gone" : "drain");
   if (ev != NB_LINK_UP || W.mode == AUTH_PLAIN) return;
   const char *who = nb_link_peer(l);
   const char *g0 = nb_link_peer_neuron(l, 3);
@@ -241,8 +247,6 @@ static int g_on_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
 static void g_on_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
   if (ev == NB_LINK_UP) CHECK(!strcmp(nb_link_peer(l), "hub"));
 }
-
-static int verbose; /* NB_FUZZ_LINK_LOG set: the nodes' lines on stderr */
 
 static void quiet_log(void *ud, nb_link_log_level_t level, const char *msg) {
   CHECK(msg && msg[0]);
