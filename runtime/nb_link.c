@@ -703,21 +703,31 @@ static int hello_recv_side(nb_link_t *l, const nb_link_hello_t *h) {
 }
 
 /* Settles the sending half of l with the peer's count of what it accepted
- * (new_peer: its incarnation changed); returns 0, or NB_EFRAME when the
- * count is impossible. */
-static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
-                           int new_peer, char *why, size_t whylen) {
+ * (new_peer: its incarnation changed); returns nothing. */
+static void hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
+                            int new_peer) {
   int valid = h->peer_incarnation == l->node->inc;
+  uint64_t r = valid ? h->recv_seq : 0;
+  uint64_t out = l->opts.policy == NB_LINK_RESEND ? l->rw - l->rh : l->in_doubt;
   /* The peer counts our frames, in our incarnation, from a base this link
-   * cannot place: it is new to the link (another process spoke for its
-   * cortex meanwhile and we renumbered for that one), or its count is
-   * below what it already acked (it took us for a new peer meanwhile).
-   * Our numbering then continues from its count, nothing is taken as
-   * acked and everything unconfirmed goes again (at least once, as after
-   * a restart). Refusing the count would refuse every redial of the
-   * rightful peer for good, and releasing by it would confirm frames the
-   * peer never read. */
-  int rebase = valid && (new_peer || h->recv_seq < l->acked_seq);
+   * cannot place: it is new to the link although it knows us, its count
+   * is below what it acked, or above what was written. Another process
+   * spoke for its cortex meanwhile (and was counted as it, or made us
+   * renumber), or the peer took us for a new one. Refusing the count
+   * would refuse every redial of the rightful peer for good, and
+   * releasing by it would confirm frames nobody read: our numbering
+   * continues from its count instead, nothing is taken as acked, and
+   * everything unconfirmed goes again (at least once, as after a
+   * restart). */
+  int rebase = valid && (new_peer || r < l->acked_seq ||
+                         r - l->acked_seq > out);
+  if (rebase)
+    node_log(l->node, NB_LINK_LOG_WARN,
+             "peer '%s' counts %llu of our frames where this link expects "
+             "%llu..%llu (another process spoke for its cortex?): counting "
+             "from there, everything unconfirmed is sent again", h->cortex,
+             (unsigned long long)r, (unsigned long long)l->acked_seq,
+             (unsigned long long)(l->acked_seq + out));
   if (new_peer || !valid || rebase) {
     /* A new numbering: what the old peer did not confirm is resent
      * (RESEND) or lost (DROP). */
@@ -727,14 +737,7 @@ static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
               "peer '%s': restarted; %llu spikes in doubt counted lost",
               h->cortex, (unsigned long long)l->in_doubt);
     l->in_doubt = 0;
-    l->acked_seq = rebase ? h->recv_seq : 0;
-  }
-  uint64_t r = valid ? h->recv_seq : 0;
-  uint64_t out = l->opts.policy == NB_LINK_RESEND ? l->rw - l->rh : l->in_doubt;
-  if (r < l->acked_seq || r - l->acked_seq > out) {
-    snprintf(why, whylen, "peer claims %llu frames, %llu were written",
-             (unsigned long long)r, (unsigned long long)(l->acked_seq + out));
-    return NB_EFRAME;
+    l->acked_seq = rebase ? r : 0;
   }
   uint64_t got = r - l->acked_seq;
   if (l->opts.policy == NB_LINK_RESEND) {
@@ -751,7 +754,6 @@ static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
     l->in_doubt = 0;
   }
   l->rw = l->rh; /* everything unconfirmed goes (again) from here */
-  return 0;
 }
 
 /* Takes the peer's name list from h and re-resolves every target; drops
@@ -872,12 +874,7 @@ static int on_hello(conn_t *c, nb_link_hello_t *h) {
   l->shared = n->has_aid && (h->flags & NB_LINK_F_ARENA) &&
               nb_link_arena_same(&n->aid, &h->arena);
   nb_link_rx_bare_refs(&c->rx, l->shared);
-  char why[200];
-  if (hello_send_side(l, h, new_peer, why, sizeof why) != 0) {
-    memcpy(l->cortex, h->cortex, sizeof l->cortex);
-    conn_lost(c, NB_LINK_LOG_ERROR, 1, "bad handshake: %s", why);
-    return -1;
-  }
+  hello_send_side(l, h, new_peer);
   uint64_t resend = l->rt - l->rh;
   adopt_peer(l, h);
   c->state = NB__C_UP;

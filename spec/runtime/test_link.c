@@ -1476,6 +1476,7 @@ typedef struct imprun_s {
   pairrun_t p;
   raw_t raw;
   int phase; /* 0 first half, 1 impostor called, 2 second half */
+  int same_inc; /* the stranger says it is beta's very process */
   uint64_t n;
 } imprun_t;
 
@@ -1486,8 +1487,11 @@ static int imp_done(run_t *r) {
   if (w->phase == 0) {
     if (!pair_done(r)) return 0;
     /* Both sides counted and acked each other's frames: now a stranger
-     * calls in as "beta" and takes the link over (no secret here). */
-    raw_hello(&w->raw, "beta", 77);
+     * calls in as "beta" and takes the link over (no secret here), with
+     * an incarnation of its own or beta's (then its count of alpha's
+     * frames, 0, is one alpha cannot place either). */
+    raw_hello(&w->raw, "beta",
+              w->same_inc ? nb_link_node_incarnation(p->b.node) : 77);
     raw_start(&w->raw, p->a.loop, p->a_port);
     w->phase = 1;
     return 0;
@@ -1515,12 +1519,15 @@ static void imp_finish(run_t *r) {
     uv_close((uv_handle_t *)&w->raw.tcp, raw_closed);
 }
 
-static void test_impostor_then_peer_back(void) {
+/* Runs the takeover by a stranger (with beta's incarnation when same_inc
+ * is 1) and checks that beta gets back and nothing is lost. */
+static void run_impostor(int same_inc) {
   uv_loop_t loop;
   uv_loop_init(&loop);
   imprun_t *w = calloc(1, sizeof *w);
   pairrun_t *p = &w->p;
   w->n = 2000;
+  w->same_inc = same_inc;
   side_init(&p->a, &loop, "alpha", 0, 0, 0);
   side_init(&p->b, &loop, "beta", 101, 0, 0);
   side_pair(&p->a, &p->b);
@@ -1544,8 +1551,9 @@ static void test_impostor_then_peer_back(void) {
   check_exact(&p->a, 2 * w->n);
   check_exact(&p->b, 2 * w->n);
   NBT_CHECK(p->b.final.reconnects >= 1);
-  NBT_CHECK(!log_has(&p->a.log, "peer claims", NULL, NULL));
-  NBT_CHECK(!log_has(&p->b.log, "peer claims", NULL, NULL));
+  NBT_CHECK(log_has(&p->a.log, "counting from there", NULL, NULL));
+  NBT_CHECK(!log_has(&p->a.log, "bad handshake", NULL, NULL));
+  NBT_CHECK(!log_has(&p->b.log, "bad handshake", NULL, NULL));
   NBT_EQ(uv_loop_close(&loop), 0);
   if (r.timed_out || nbt__cur_failed || getenv("NB_TEST_VERBOSE")) {
     log_dump(&p->a.log, "alpha", 30);
@@ -1556,6 +1564,9 @@ static void test_impostor_then_peer_back(void) {
   side_free(&p->b);
   free(w);
 }
+
+static void test_impostor_then_peer_back(void) { run_impostor(0); }
+static void test_impostor_same_incarnation(void) { run_impostor(1); }
 
 /* ---- one loop per thread ---- */
 
@@ -1723,6 +1734,7 @@ static const nbt_test_t tests[] = {
     LINK_RUN(test_kill_drop),
     LINK_RUN(test_peer_restart),
     LINK_RUN(test_impostor_then_peer_back),
+    LINK_RUN(test_impostor_same_incarnation),
     LINK_RUN(test_two_threads),
     LINK_RUN(test_silent_server),
 };
