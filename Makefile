@@ -289,11 +289,14 @@ fuzz-build: $(FUZZ_BIN) $(FUZZ_STATS_BIN) $(FUZZ_ARENA_BIN) $(FUZZ_MANIFEST_BIN)
 fuzz-replay: $(FUZZ_REPLAY) $(FUZZ_STATS_REPLAY) $(FUZZ_ARENA_REPLAY) $(FUZZ_MANIFEST_REPLAY) \
   $(FUZZ_LINK_REPLAY) $(FUZZ_AUTH_REPLAY)
 
-# The manifest target: -timeout, since an input that runs for seconds is a
-# finding too (the in-process check has no time limit of its own);
-# -detect_leaks=0, since its kept Lua state grows between inputs and makes
-# libFuzzer run a full leak check after each one (30 runs a second instead
-# of 1500): its replayer checks for leaks once, at exit, in make test.
+# The manifest and link targets: -timeout, since an input that runs for
+# seconds is a finding too (the in-process check has no time limit of its
+# own); the link target's -len_control lets its action scripts grow long
+# early (a session needs dozens of actions to reach its deeper states);
+# the manifest target's -detect_leaks=0, since its kept Lua state grows
+# between inputs and makes libFuzzer run a full leak check after each one
+# (30 runs a second instead of 1500): its replayer checks for leaks once,
+# at exit, in make test.
 fuzz: fuzz-build
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=16384 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus spec/fuzz/corpus
@@ -304,8 +307,8 @@ fuzz: fuzz-build
 	$(FUZZ_MANIFEST_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -timeout=10 \
 	  -detect_leaks=0 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/manifest- \
 	  $(FUZZ_DIR)/corpus_manifest spec/fuzz/corpus_manifest
-	$(FUZZ_LINK_BIN) -max_total_time=$(FUZZ_TIME) -max_len=1024 -timeout=10 \
-	  -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/link- \
+	$(FUZZ_LINK_BIN) -max_total_time=$(FUZZ_TIME) -max_len=1024 -len_control=10 \
+	  -timeout=10 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/link- \
 	  $(FUZZ_DIR)/corpus_link spec/fuzz/corpus_link
 	$(FUZZ_AUTH_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/link_auth- $(FUZZ_DIR)/corpus_link_auth \

@@ -259,31 +259,38 @@ static void set_done(void *ud) { *(int *)ud = 1; }
 
 /* ---- nodes ---- */
 
+/* Fills o with what both nodes share: cortex name (also the log's tag),
+ * callbacks, the largest payload and the short timeouts. */
+static void node_opts(nb_link_node_opts_t *o, const char *cortex,
+                      nb_link_spike_fn on_spike, nb_link_event_fn on_event) {
+  memset(o, 0, sizeof *o);
+  o->cortex = cortex;
+  o->max_payload = MAX_PAYLOAD;
+  o->on_spike = on_spike;
+  o->on_event = on_event;
+  o->log = quiet_log;
+  o->log_ud = (void *)cortex;
+  o->hello_timeout_ms = 30;
+  o->limits.keepalive_ms = 15;
+  o->limits.idle_timeout_ms = 60;
+}
+
 /* Starts node A (listening) as W says; returns 0 or -1. */
 static int a_start(void) {
   static nb_link_allow_t allow[2];
   allow[0] = (nb_link_allow_t){"good", SEC_GOOD, sizeof SEC_GOOD - 1};
   allow[1] = (nb_link_allow_t){"s1", SEC_S1, sizeof SEC_S1 - 1};
   nb_link_node_opts_t o;
-  memset(&o, 0, sizeof o);
-  o.cortex = "hub";
-  o.max_payload = MAX_PAYLOAD;
-  o.on_spike = a_on_spike;
-  o.on_event = a_on_event;
-  o.log = quiet_log;
-  o.log_ud = "hub";
+  node_opts(&o, "hub", a_on_spike, a_on_event);
   o.accept = nb_link_opts_default();
   o.accept.policy = W.drop ? NB_LINK_DROP : NB_LINK_RESEND;
   o.accept.queue_spikes = W.queue_a;
   o.accept.queue_bytes = 8192;
-  o.hello_timeout_ms = 30;
   o.limits.max_pending = 3;
   o.limits.pending_per_addr = 2;
   o.limits.max_links = MAX_LINKS;
   o.limits.links_per_addr = 3;
   o.limits.frame_timeout_ms = 40;
-  o.limits.keepalive_ms = 15;
-  o.limits.idle_timeout_ms = 60;
   o.limits.rx_bytes = 6000;
   if (W.mode == AUTH_CLUSTER || W.mode == AUTH_ENCRYPT) {
     o.secret = CLUSTER;
@@ -306,16 +313,7 @@ static int a_start(void) {
 /* Starts node G dialling A with the right secret. */
 static void g_start(void) {
   nb_link_node_opts_t o;
-  memset(&o, 0, sizeof o);
-  o.cortex = "good";
-  o.max_payload = MAX_PAYLOAD;
-  o.on_spike = g_on_spike;
-  o.on_event = g_on_event;
-  o.log = quiet_log;
-  o.log_ud = "good";
-  o.hello_timeout_ms = 30;
-  o.limits.keepalive_ms = 15;
-  o.limits.idle_timeout_ms = 60;
+  node_opts(&o, "good", g_on_spike, g_on_event);
   CHECK(nb_link_node_new(&W.g, &loop, &o) == 0);
   CHECK(nb_link_node_expose(W.g, "g0", 3) == 0);
   CHECK(nb_link_node_expose(W.g, "g1", 4) == 0);

@@ -455,58 +455,44 @@ static void link_corpus(const char *dir) {
 enum { U_CALLER = 1, H_ENC = 2, U_ENC = 4, RING_ALLOW = 8, RING_BOTH = 16,
        RING_WRONG = 24, STAGE1 = 32, STAGE2 = 64, SEALED = 128 };
 
-/* Appends an authentication message head of type with flags. */
-static void auth_head(uint8_t type, uint8_t flags) {
-  A('N', 'B', 'A', 'U', 1, 0, type, flags);
-}
-
 static void zeros(size_t n) {
   memset(buf + len, 0, n);
   len += n;
 }
 
+/* Appends the cut byte, then an authentication message of type with
+ * flags: the name (u8 length and bytes; none when NULL), then nonce and
+ * proof bytes (zeros, tail of them). */
+static void auth_msg(uint8_t cut, uint8_t type, uint8_t flags,
+                     const char *name, size_t tail) {
+  A(cut, 'N', 'B', 'A', 'U', 1, 0, type, flags);
+  if (name) {
+    buf[len++] = (uint8_t)strlen(name);
+    put(name, strlen(name));
+  }
+  zeros(tail);
+}
+
 static void link_auth_corpus(const char *dir) {
   /* Each file: the mode byte (save's), the cut byte, then the bytes. */
-  A(0);
-  auth_head(1, 0);
-  A(5, 'a', 'l', 'p', 'h', 'a');
-  zeros(32);
+  auth_msg(0, 1, 0, "alpha", 32);
   save(dir, "acceptor_msg1", 0);
-  A(1);
-  auth_head(1, 1);
-  A(5, 'a', 'l', 'p', 'h', 'a');
-  zeros(32);
+  auth_msg(1, 1, 1, "alpha", 32);
   save(dir, "acceptor_msg1_allow_enc", RING_ALLOW);
-  A(2);
-  auth_head(1, 0);
-  A(4, 'z', 'e', 't', 'a');
-  zeros(32);
+  auth_msg(2, 1, 0, "zeta", 32);
   A('x', 'y');
   save(dir, "acceptor_msg1_more", RING_BOTH);
-  A(3);
-  auth_head(1, 0);
-  A(0);
-  zeros(32);
+  auth_msg(3, 1, 0, "", 32);
   save(dir, "acceptor_msg1_empty_name", 0);
   A(0, 'N', 'B', 'L', 'K', 1, 0, 0, 0);
   save(dir, "acceptor_plain_hello", 0);
-  A(5);
-  auth_head(3, 0);
-  zeros(32);
+  auth_msg(5, 3, 0, NULL, 32);
   save(dir, "acceptor_proof", STAGE1);
-  A(0);
-  auth_head(3, 1);
-  zeros(32);
+  auth_msg(0, 3, 1, NULL, 32);
   save(dir, "acceptor_proof_flags", STAGE1 | RING_WRONG);
-  A(6);
-  auth_head(2, 0);
-  A(4, 'b', 'e', 't', 'a');
-  zeros(64);
+  auth_msg(6, 2, 0, "beta", 64);
   save(dir, "caller_msg2", U_CALLER);
-  A(1);
-  auth_head(2, 2);
-  A(4, 'b', 'e', 't', 'a');
-  zeros(64);
+  auth_msg(1, 2, 2, "beta", 64);
   save(dir, "caller_msg2_flags", U_CALLER);
   A(3);
   put("NBLK plain after the handshake", 30);
