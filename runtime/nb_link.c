@@ -107,7 +107,8 @@ struct nb_link_s {
   uint32_t ntargets, tcap;
   uint32_t *thash; /* open addressing: handle + 1, 0 = empty */
   uint32_t thcap;
-  /* The send ring. */
+  /* The send ring; cap is its largest size, the power of two at or above
+   * opts.queue_spikes (which bounds what is held). */
   entry_t *ring;
   uint64_t cap, mask, rh, rw, rt;
   uint64_t acked_seq, in_doubt, qbytes;
@@ -255,7 +256,7 @@ static void check_drain(nb_link_t *l) {
   if (!l->was_full) return;
   uint64_t used = l->rt - l->rh;
   uint32_t qb = l->opts.queue_bytes;
-  if (used > l->cap / 2 || l->qbytes > qb / 2) return;
+  if (used > l->opts.queue_spikes / 2 || l->qbytes > qb / 2) return;
   l->was_full = 0;
   if (l->node->o.on_event) l->node->o.on_event(l->node->o.ud, l, NB_LINK_DRAIN);
 }
@@ -710,17 +711,17 @@ static void hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
   uint64_t r = valid ? h->recv_seq : 0;
   uint64_t out = l->opts.policy == NB_LINK_RESEND ? l->rw - l->rh : l->in_doubt;
   /* The peer counts our frames, in our incarnation, from a base this link
-   * cannot place: it is new to the link although it knows us, its count
-   * is below what it acked, or above what was written. Another process
-   * spoke for its cortex meanwhile (and was counted as it, or made us
-   * renumber), or the peer took us for a new one. Refusing the count
-   * would refuse every redial of the rightful peer for good, and
-   * releasing by it would confirm frames nobody read: our numbering
-   * continues from its count instead, nothing is taken as acked, and
-   * everything unconfirmed goes again (at least once, as after a
-   * restart). */
-  int rebase = valid && (new_peer || r < l->acked_seq ||
-                         r - l->acked_seq > out);
+   * cannot place: new to the link, it has counted some already (a new
+   * peer counts from 0), or its count is below what it acked or above
+   * what was written. Another process spoke for its cortex meanwhile
+   * (and was counted as it, or made us renumber), or the peer took us
+   * for a new one. Refusing the count would refuse every redial of the
+   * rightful peer for good, and releasing by it would confirm frames
+   * nobody read: our numbering continues from its count instead, nothing
+   * is taken as acked, and everything unconfirmed goes again (at least
+   * once, as after a restart). */
+  int rebase = valid && (new_peer ? r != 0
+                                  : r < l->acked_seq || r - l->acked_seq > out);
   if (rebase)
     node_log(l->node, NB_LINK_LOG_WARN,
              "peer '%s' counts %llu of our frames where this link expects "
@@ -1926,7 +1927,7 @@ int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
   } else if (len != 0) {
     return NB_EINVAL;
   }
-  if (l->rt - l->rh >= l->cap ||
+  if (l->rt - l->rh >= l->opts.queue_spikes ||
       (!by_ref && l->qbytes + len > l->opts.queue_bytes)) {
     l->st.full++;
     l->was_full = 1;
@@ -1972,7 +1973,7 @@ int nb_link_send_id(nb_link_t *l, nb_id_t remote_id, const nb_spike_t *s,
 
 size_t nb_link_room(const nb_link_t *l) {
   if (!l || l->closing || l->qbytes >= l->opts.queue_bytes) return 0;
-  return (size_t)(l->cap - (l->rt - l->rh));
+  return (size_t)(l->opts.queue_spikes - (l->rt - l->rh));
 }
 
 void nb_link_resume(nb_link_t *l) {

@@ -75,8 +75,8 @@
 #define MAX_ACTIONS 96
 #define STEP_MS 4          /* the clock advances by this much per turn */
 #define SETTLE_MS 400      /* at the end: every timeout and redial runs */
-#define QUEUE_A 8          /* spikes a link of A holds */
-#define QUEUE_G 8
+#define QUEUE_A 6          /* spikes a link of A holds (not powers of two */
+#define QUEUE_G 80         /* and G's over the ring's first size) */
 #define MAX_LINKS 5
 #define MAX_PAYLOAD 2048
 
@@ -357,6 +357,9 @@ static void check_links(nb_link_node_t *n, uint32_t queue) {
     nb_link_stats(l, &st);
     CHECK(st.sent == st.acked + st.lost + st.queued + st.in_doubt);
     CHECK(st.queued <= queue);
+    size_t room = nb_link_room(l);
+    CHECK(room == 0 || room == queue - st.queued);
+    CHECK(!nb_link_is_paused(l) || nb_link_is_up(l));
   }
 }
 
@@ -615,13 +618,15 @@ static void out_spike(nb_spike_t *sp, uint8_t sel, uint8_t *buf,
   }
 }
 
-/* Action: G sends 1..4 spikes to A's names (or one A lacks). */
-static void act_g_send(int k) {
+/* Action: G sends 1..4 spikes to A's names (or one A lacks), or with
+ * flag 3 a burst past its queue. */
+static void act_g_send(int k, int flag) {
   static const char *const to[4] = {"n0", "n1", "n7", "nX"};
   uint8_t a = take();
   if (!W.g_link) return;
   static uint8_t buf[4096];
-  for (int i = 0; i <= k; i++) {
+  int n = flag == 3 ? QUEUE_G + 4 : k + 1;
+  for (int i = 0; i < n; i++) {
     nb_spike_t sp;
     size_t len;
     out_spike(&sp, (uint8_t)(a >> 2), buf, &len);
@@ -630,10 +635,11 @@ static void act_g_send(int k) {
 }
 
 /* Action: A sends a spike on one of its links to a name its peer may
- * expose. */
-static void act_a_send(void) {
+ * expose (with flag 1: to an id of the peer's, as a reply does). */
+static void act_a_send(int flag) {
   static const char *const to[8] = {"g0", "g1", "x0", "x1",
                                     "x2", "x3", "edge", "zz"};
+  static const nb_id_t ids[8] = {3, 4, 0, 1, 10, 11, 12, NB_LINK_CTRL_ID - 1};
   uint8_t a = take(), b = take();
   nb_link_t *l = nb_link_at(W.a, b & 7);
   if (!l) return;
@@ -641,7 +647,10 @@ static void act_a_send(void) {
   nb_spike_t sp;
   size_t len;
   out_spike(&sp, b >> 3, buf, &len);
-  nb_link_send_name(l, to[a & 7], &sp, len ? buf : NULL, len);
+  if (flag == 1)
+    nb_link_send_id(l, ids[a & 7], &sp, len ? buf : NULL, len);
+  else
+    nb_link_send_name(l, to[a & 7], &sp, len ? buf : NULL, len);
 }
 
 /* Runs one action from the input. */
@@ -659,8 +668,8 @@ static void act(void) {
     case 6: act_raw(s, flag); break;
     case 7: s_close(s, flag % 3); break;
     case 8: advance((uint32_t)take() * 2); break;
-    case 9: act_g_send(k); break;
-    case 10: act_a_send(); break;
+    case 9: act_g_send(k, flag); break;
+    case 10: act_a_send(flag); break;
     case 11: {
       uint8_t a = take();
       nb_link_t *l = (a & 1) ? W.g_link : nb_link_at(W.a, (a >> 1) & 7);
@@ -740,7 +749,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   W.drop = (cfg >> 2) & 1;
   W.spike_mode = (cfg >> 4) & 3;
   W.g_encrypt = (cfg >> 6) & 1;
-  W.queue_a = (cfg >> 7) ? 2 : QUEUE_A;
+  W.queue_a = (cfg >> 7) ? 3 : QUEUE_A;
   W.next_inc = 0x5c00000000000000ull;
   for (int k = 0; k < NSCRIPT; k++) {
     W.s[k].fd = -1;

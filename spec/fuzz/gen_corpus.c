@@ -445,6 +445,9 @@ static void link_corpus(const char *dir) {
   save(dir, "plain_queue2_idle", C_Q2);
   A(ACT(L_OPEN, 0, 0), ACT(L_HELLO, 0, 1), N_S1, 1, 0, 12, 0x41);
   save(dir, "plain_mutated_hello", C_PLAIN);
+  A(ACT(L_GTOGGLE, 0, 0), ACT(L_GTOGGLE, 0, 0), ACT(L_GSEND, 0, 3), 0,
+    ACT(L_ADVANCE, 0, 0), 10, ACT(L_ASEND, 0, 1), 0, 0, ACT(L_ASEND, 0, 1), 7, 0);
+  save(dir, "good_burst_while_down", C_GOOD);
 }
 
 /* ---- fuzz_link_auth: a state, then bytes ---- */

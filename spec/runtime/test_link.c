@@ -660,6 +660,52 @@ static void test_rx_cut_anywhere(void) {
   free(buf);
 }
 
+/* ---- the queue holds what its option says ---- */
+
+static int drop_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
+                      const void *payload, size_t len) {
+  return 0;
+}
+
+static void test_queue_bound(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  nb_link_node_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.cortex = "alpha";
+  o.on_spike = drop_spike;
+  nb_link_node_t *n = NULL;
+  NBT_EQ(nb_link_node_new(&n, &loop, &o), 0);
+  /* Sizes that are not powers of two (the ring rounds up, the bound must
+   * not), one above the ring's first size. */
+  const uint32_t sizes[] = {5, 100};
+  for (int k = 0; k < 2; k++) {
+    nb_link_opts_t lo = nb_link_opts_default();
+    lo.queue_spikes = sizes[k];
+    nb_link_t *l = NULL;
+    char name[16];
+    snprintf(name, sizeof name, "peer%d", k);
+    NBT_EQ(nb_link_expect(n, name, &lo, &l), 0);
+    int t = nb_link_target(l, "x");
+    NBT_CHECK(t >= 0);
+    NBT_EQ(nb_link_room(l), sizes[k]);
+    nb_spike_t s;
+    nb_spike_init(&s, 0, NB_EXCITATORY, 0);
+    uint32_t taken = 0;
+    while (taken < 1000 && nb_link_send(l, t, &s, NULL, 0) == 0) taken++;
+    NBT_EQ(taken, sizes[k]);
+    NBT_EQ(nb_link_room(l), 0);
+    NBT_EQ(nb_link_send(l, t, &s, NULL, 0), NB_EFULL);
+    nb_link_stats_t st;
+    nb_link_stats(l, &st);
+    NBT_EQ(st.queued, sizes[k]);
+    NBT_EQ(st.full, 2);
+  }
+  nb_link_node_close(n, NULL, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  NBT_EQ(uv_loop_close(&loop), 0);
+}
+
 /* ---- two nodes on one loop exchange N spikes each way ---- */
 
 typedef struct pairrun_s {
@@ -1453,6 +1499,9 @@ static void test_peer_restart(void) {
   NBT_EQ(st.lost, 0);
   NBT_EQ(st.reconnects, 1);
   NBT_CHECK(log_has(&w->b.log, "new incarnation (restarted)", NULL, NULL));
+  /* A restart is no count out of place (that is a takeover's). */
+  NBT_CHECK(!log_has(&w->b.log, "counting from there", NULL, NULL));
+  NBT_CHECK(!log_has(&w->a2.log, "counting from there", NULL, NULL));
   printf("# restart: old alpha got %llu, new alpha got %llu of %llu "
          "(resent %llu)\n", (unsigned long long)w->a1.got,
          (unsigned long long)w->a2.got, (unsigned long long)w->n,
@@ -1727,6 +1776,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(test_hello_codec),
     NBT_TEST(test_hello_arena),
     NBT_TEST(test_rx_cut_anywhere),
+    NBT_TEST(test_queue_bound),
     LINK_RUN(test_exchange_million),
     LINK_RUN(test_bad_peers),
     LINK_RUN(test_slow_peer),
