@@ -175,7 +175,16 @@ install: all
 #   manifest  the manifest loader as `neuronbus check` runs it
 #             (spec/fuzz/fuzz_manifest.c: manifests from a grammar of the
 #             schema, or raw source): no crash, every refusal has a
-#             message, one line of valid UTF-8 a problem.
+#             message, one line of valid UTF-8 a problem;
+#   link      the TCP link session (spec/fuzz/fuzz_link.c): a listening
+#             node, a well-behaved peer node and scripted callers on
+#             loopback, on a virtual clock: per link sent == acked + lost +
+#             queued + in_doubt, no link taken over without the secret,
+#             the connections back to the baseline at the end;
+#   link_auth the authentication and records alone
+#             (spec/fuzz/fuzz_link_auth.c): in every state, verdicts do not
+#             depend on the cut, failures are sticky with a reason, sealed
+#             bytes open to themselves.
 # `make fuzz-replay` builds the same targets with cc, ASan and UBSan and a
 # main of its own (spec/fuzz/replay.c) that replays the corpus and seeded
 # mutations of it: what make test runs (spec/e2e/fuzz_smoke.sh), without
@@ -202,7 +211,21 @@ FUZZ_MANIFEST_BIN := $(FUZZ_DIR)/fuzz_manifest
 FUZZ_MANIFEST_REPLAY := $(FUZZ_DIR)/replay_manifest
 FUZZ_MANIFEST_SRC := spec/fuzz/fuzz_manifest.c $(RT_SRC) $(CORE_SRC)
 FUZZ_MANIFEST_HDR := $(wildcard runtime/*.h core/*.h) spec/fuzz/fuzz_utf8.h
+# The link targets: the link's sources with libuv and libsodium.
+FUZZ_LINK_BIN := $(FUZZ_DIR)/fuzz_link
+FUZZ_LINK_REPLAY := $(FUZZ_DIR)/replay_link
+FUZZ_LINK_SRC := spec/fuzz/fuzz_link.c runtime/nb_link.c runtime/nb_link_auth.c \
+  runtime/nb_link_limits.c runtime/nb_link_wire.c $(CORE_SRC)
+FUZZ_LINK_HDR := runtime/nb_link.h runtime/nb_link_auth.h runtime/nb_link_internal.h \
+  runtime/nb_link_wire.h runtime/nb_rt_defaults.h $(wildcard core/*.h)
+FUZZ_AUTH_BIN := $(FUZZ_DIR)/fuzz_link_auth
+FUZZ_AUTH_REPLAY := $(FUZZ_DIR)/replay_link_auth
+FUZZ_AUTH_SRC := spec/fuzz/fuzz_link_auth.c runtime/nb_link_auth.c \
+  runtime/nb_link_wire.c core/nb_frame.c core/nb_spike.c core/nb_err.c
+FUZZ_AUTH_HDR := runtime/nb_link_auth.h runtime/nb_link_wire.h runtime/nb_rt_defaults.h
 FUZZ_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) -Iruntime
+FUZZ_LINK_CFLAGS = $(FUZZ_CFLAGS) $(shell pkg-config --cflags libuv libsodium)
+FUZZ_LINK_LIBS = $(shell pkg-config --libs libuv libsodium) -ldl -pthread -lm
 FUZZ_STATS_LIBS = $(shell pkg-config --libs jansson) -lm
 FUZZ_MANIFEST_CFLAGS = $(FUZZ_CFLAGS) $(HOST_CFLAGS) -O1
 FUZZ_MANIFEST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) -pthread -lm -Wl,-E
@@ -241,14 +264,39 @@ $(FUZZ_MANIFEST_REPLAY): spec/fuzz/replay.c $(FUZZ_MANIFEST_SRC) $(FUZZ_MANIFEST
 	$(CC) $(FUZZ_MANIFEST_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c \
 	  $(FUZZ_MANIFEST_SRC) $(FUZZ_MANIFEST_LIBS)
 
-fuzz-build: $(FUZZ_BIN) $(FUZZ_STATS_BIN) $(FUZZ_ARENA_BIN) $(FUZZ_MANIFEST_BIN)
-fuzz-replay: $(FUZZ_REPLAY) $(FUZZ_STATS_REPLAY) $(FUZZ_ARENA_REPLAY) $(FUZZ_MANIFEST_REPLAY)
+$(FUZZ_LINK_BIN): $(FUZZ_LINK_SRC) $(FUZZ_LINK_HDR) | deps-fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus_link
+	$(FUZZ_CC) $(FUZZ_LINK_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ \
+	  $(FUZZ_LINK_SRC) $(FUZZ_LINK_LIBS)
 
-# The manifest target: -timeout, since an input that runs for seconds is a
-# finding too (the in-process check has no time limit of its own);
-# -detect_leaks=0, since its kept Lua state grows between inputs and makes
-# libFuzzer run a full leak check after each one (30 runs a second instead
-# of 1500): its replayer checks for leaks once, at exit, in make test.
+$(FUZZ_LINK_REPLAY): spec/fuzz/replay.c $(FUZZ_LINK_SRC) $(FUZZ_LINK_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_LINK_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c \
+	  $(FUZZ_LINK_SRC) $(FUZZ_LINK_LIBS)
+
+$(FUZZ_AUTH_BIN): $(FUZZ_AUTH_SRC) $(FUZZ_AUTH_HDR) | deps-fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus_link_auth
+	$(FUZZ_CC) $(FUZZ_LINK_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ \
+	  $(FUZZ_AUTH_SRC) $(FUZZ_LINK_LIBS)
+
+$(FUZZ_AUTH_REPLAY): spec/fuzz/replay.c $(FUZZ_AUTH_SRC) $(FUZZ_AUTH_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_LINK_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c \
+	  $(FUZZ_AUTH_SRC) $(FUZZ_LINK_LIBS)
+
+fuzz-build: $(FUZZ_BIN) $(FUZZ_STATS_BIN) $(FUZZ_ARENA_BIN) $(FUZZ_MANIFEST_BIN) \
+  $(FUZZ_LINK_BIN) $(FUZZ_AUTH_BIN)
+fuzz-replay: $(FUZZ_REPLAY) $(FUZZ_STATS_REPLAY) $(FUZZ_ARENA_REPLAY) $(FUZZ_MANIFEST_REPLAY) \
+  $(FUZZ_LINK_REPLAY) $(FUZZ_AUTH_REPLAY)
+
+# The manifest and link targets: -timeout, since an input that runs for
+# seconds is a finding too (the in-process check has no time limit of its
+# own); the link target's -len_control lets its action scripts grow long
+# early (a session needs dozens of actions to reach its deeper states);
+# the manifest target's -detect_leaks=0, since its kept Lua state grows
+# between inputs and makes libFuzzer run a full leak check after each one
+# (30 runs a second instead of 1500): its replayer checks for leaks once,
+# at exit, in make test.
 fuzz: fuzz-build
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=16384 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus spec/fuzz/corpus
@@ -259,6 +307,12 @@ fuzz: fuzz-build
 	$(FUZZ_MANIFEST_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -timeout=10 \
 	  -detect_leaks=0 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/manifest- \
 	  $(FUZZ_DIR)/corpus_manifest spec/fuzz/corpus_manifest
+	$(FUZZ_LINK_BIN) -max_total_time=$(FUZZ_TIME) -max_len=1024 -len_control=10 \
+	  -timeout=10 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/link- \
+	  $(FUZZ_DIR)/corpus_link spec/fuzz/corpus_link
+	$(FUZZ_AUTH_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_DIR)/link_auth- $(FUZZ_DIR)/corpus_link_auth \
+	  spec/fuzz/corpus_link_auth
 
 clean:
 	rm -rf build

@@ -107,7 +107,8 @@ struct nb_link_s {
   uint32_t ntargets, tcap;
   uint32_t *thash; /* open addressing: handle + 1, 0 = empty */
   uint32_t thcap;
-  /* The send ring. */
+  /* The send ring; cap is its largest size, the power of two at or above
+   * opts.queue_spikes (which bounds what is held). */
   entry_t *ring;
   uint64_t cap, mask, rh, rw, rt;
   uint64_t acked_seq, in_doubt, qbytes;
@@ -255,7 +256,7 @@ static void check_drain(nb_link_t *l) {
   if (!l->was_full) return;
   uint64_t used = l->rt - l->rh;
   uint32_t qb = l->opts.queue_bytes;
-  if (used > l->cap / 2 || l->qbytes > qb / 2) return;
+  if (used > l->opts.queue_spikes / 2 || l->qbytes > qb / 2) return;
   l->was_full = 0;
   if (l->node->o.on_event) l->node->o.on_event(l->node->o.ud, l, NB_LINK_DRAIN);
 }
@@ -703,13 +704,33 @@ static int hello_recv_side(nb_link_t *l, const nb_link_hello_t *h) {
 }
 
 /* Settles the sending half of l with the peer's count of what it accepted
- * (new_peer: its incarnation changed); returns 0, or NB_EFRAME when the
- * count is impossible. */
-static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
-                           int new_peer, char *why, size_t whylen) {
+ * (new_peer: its incarnation changed); returns nothing. */
+static void hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
+                            int new_peer) {
   int valid = h->peer_incarnation == l->node->inc;
-  if (new_peer || !valid) {
-    /* A new numbering from 0: what the old peer did not confirm is resent
+  uint64_t r = valid ? h->recv_seq : 0;
+  uint64_t out = l->opts.policy == NB_LINK_RESEND ? l->rw - l->rh : l->in_doubt;
+  /* The peer counts our frames, in our incarnation, from a base this link
+   * cannot place: new to the link, it has counted some already (a new
+   * peer counts from 0), or its count is below what it acked or above
+   * what was written. Another process spoke for its cortex meanwhile
+   * (and was counted as it, or made us renumber), or the peer took us
+   * for a new one. Refusing the count would refuse every redial of the
+   * rightful peer for good, and releasing by it would confirm frames
+   * nobody read: our numbering continues from its count instead, nothing
+   * is taken as acked, and everything unconfirmed goes again (at least
+   * once, as after a restart). */
+  int rebase = valid && (new_peer ? r != 0
+                                  : r < l->acked_seq || r - l->acked_seq > out);
+  if (rebase)
+    node_log(l->node, NB_LINK_LOG_WARN,
+             "peer '%s' counts %llu of our frames where this link expects "
+             "%llu..%llu (another process spoke for its cortex?): counting "
+             "from there, everything unconfirmed is sent again", h->cortex,
+             (unsigned long long)r, (unsigned long long)l->acked_seq,
+             (unsigned long long)(l->acked_seq + out));
+  if (new_peer || !valid || rebase) {
+    /* A new numbering: what the old peer did not confirm is resent
      * (RESEND) or lost (DROP). */
     l->st.lost += l->in_doubt;
     if (l->in_doubt)
@@ -717,14 +738,7 @@ static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
               "peer '%s': restarted; %llu spikes in doubt counted lost",
               h->cortex, (unsigned long long)l->in_doubt);
     l->in_doubt = 0;
-    l->acked_seq = 0;
-  }
-  uint64_t r = valid ? h->recv_seq : 0;
-  uint64_t out = l->opts.policy == NB_LINK_RESEND ? l->rw - l->rh : l->in_doubt;
-  if (r < l->acked_seq || r - l->acked_seq > out) {
-    snprintf(why, whylen, "peer claims %llu frames, %llu were written",
-             (unsigned long long)r, (unsigned long long)(l->acked_seq + out));
-    return NB_EFRAME;
+    l->acked_seq = rebase ? r : 0;
   }
   uint64_t got = r - l->acked_seq;
   if (l->opts.policy == NB_LINK_RESEND) {
@@ -741,7 +755,6 @@ static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
     l->in_doubt = 0;
   }
   l->rw = l->rh; /* everything unconfirmed goes (again) from here */
-  return 0;
 }
 
 /* Takes the peer's name list from h and re-resolves every target; drops
@@ -862,12 +875,7 @@ static int on_hello(conn_t *c, nb_link_hello_t *h) {
   l->shared = n->has_aid && (h->flags & NB_LINK_F_ARENA) &&
               nb_link_arena_same(&n->aid, &h->arena);
   nb_link_rx_bare_refs(&c->rx, l->shared);
-  char why[200];
-  if (hello_send_side(l, h, new_peer, why, sizeof why) != 0) {
-    memcpy(l->cortex, h->cortex, sizeof l->cortex);
-    conn_lost(c, NB_LINK_LOG_ERROR, 1, "bad handshake: %s", why);
-    return -1;
-  }
+  hello_send_side(l, h, new_peer);
   uint64_t resend = l->rt - l->rh;
   adopt_peer(l, h);
   c->state = NB__C_UP;
@@ -1784,6 +1792,12 @@ int nb_link_node_port(const nb_link_node_t *n) {
 
 uint64_t nb_link_node_incarnation(const nb_link_node_t *n) { return n->inc; }
 
+size_t nb__link_node_conns(const nb_link_node_t *n) {
+  size_t k = 0;
+  for (const conn_t *c = n->conns; c; c = c->next) k++;
+  return k;
+}
+
 int nb_link_connect(nb_link_node_t *n, const char *url,
                     const nb_link_opts_t *opts, nb_link_t **out) {
   if (out) *out = NULL;
@@ -1913,7 +1927,7 @@ int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
   } else if (len != 0) {
     return NB_EINVAL;
   }
-  if (l->rt - l->rh >= l->cap ||
+  if (l->rt - l->rh >= l->opts.queue_spikes ||
       (!by_ref && l->qbytes + len > l->opts.queue_bytes)) {
     l->st.full++;
     l->was_full = 1;
@@ -1959,7 +1973,7 @@ int nb_link_send_id(nb_link_t *l, nb_id_t remote_id, const nb_spike_t *s,
 
 size_t nb_link_room(const nb_link_t *l) {
   if (!l || l->closing || l->qbytes >= l->opts.queue_bytes) return 0;
-  return (size_t)(l->cap - (l->rt - l->rh));
+  return (size_t)(l->opts.queue_spikes - (l->rt - l->rh));
 }
 
 void nb_link_resume(nb_link_t *l) {

@@ -42,6 +42,8 @@
  *                   peer's count at reconnect (acked or lost; all lost if
  *                   the peer restarted). Spikes sent while down are queued
  *                   and go out after the reconnect.
+ * A peer that comes back after another process spoke for its cortex is
+ * taken as restarted (its count is in a numbering the link left).
  * Either way, per link: sent == acked + lost + queued + in_doubt.
  *
  * Limits (nb_link_limits_t): what peers may hold of a node is bounded:

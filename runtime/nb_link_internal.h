@@ -1,7 +1,8 @@
 /* nb_link_internal.h: what runtime/nb_link.c shares with
  * runtime/nb_link_limits.c: the bookkeeping behind nb_link_limits_t that
  * needs no connection internals (defaults, the per-address log limiter,
- * addresses, the spare descriptor). Not installed. */
+ * addresses, the spare descriptor), and a count the link fuzz target
+ * checks. Not installed. */
 #ifndef NB_LINK_INTERNAL_H
 #define NB_LINK_INTERNAL_H
 
@@ -99,5 +100,10 @@ int nb__lim_spare_release(nb__node_lim_t *l);
 
 /* Reopens the reserve descriptor when it is spent; returns nothing. */
 void nb__lim_spare_take(nb__node_lim_t *l);
+
+/* Returns how many connections node n holds, those closing included (a
+ * connection is counted until libuv has closed its socket and it is
+ * freed): what the link fuzz target checks returns to its baseline. */
+size_t nb__link_node_conns(const nb_link_node_t *n);
 
 #endif

@@ -14,7 +14,16 @@
 #     default 20000);
 #   - the manifest loader as neuronbus check runs it (fuzz_manifest.c: no
 #     crash, every refusal has one line of valid UTF-8 a problem;
-#     spec/fuzz/corpus_manifest, NB_FUZZ_MANIFEST_MUTATIONS, default 3000).
+#     spec/fuzz/corpus_manifest, NB_FUZZ_MANIFEST_MUTATIONS, default 3000);
+#   - the TCP link session (fuzz_link.c: a listening node, a good peer
+#     node and scripted callers on loopback, on a virtual clock; per link
+#     sent == acked + lost + queued + in_doubt, no link taken over without
+#     the secret, the connections back to the baseline at the end;
+#     spec/fuzz/corpus_link, NB_FUZZ_LINK_MUTATIONS, default 5000);
+#   - the links' authentication and records alone (fuzz_link_auth.c:
+#     verdicts independent of the cut, sticky failures with a reason,
+#     sealed bytes open to themselves; spec/fuzz/corpus_link_auth,
+#     NB_FUZZ_LINK_AUTH_MUTATIONS, default 30000).
 # The seed changes per run (NB_FUZZ_SEED fixes it) and a failure names the
 # command that replays it. Coverage-guided fuzzing is `make fuzz` (clang).
 # Ends with "N passed, M failed".
@@ -73,4 +82,8 @@ replay_target arena spec/fuzz/corpus_arena 20 "${NB_FUZZ_ARENA_MUTATIONS:-20000}
 # 8. The manifest loader (run from the top: the agent scripts it names are
 # spec/fixtures/runtime's).
 replay_target manifest spec/fuzz/corpus_manifest 20 "${NB_FUZZ_MANIFEST_MUTATIONS:-3000}"
+# 9. The link session: nodes and scripted callers on loopback.
+replay_target link spec/fuzz/corpus_link 25 "${NB_FUZZ_LINK_MUTATIONS:-5000}"
+# 10. The authentication and records alone, in each state.
+replay_target link_auth spec/fuzz/corpus_link_auth 12 "${NB_FUZZ_LINK_AUTH_MUTATIONS:-30000}"
 finish
