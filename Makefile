@@ -5,7 +5,7 @@
 # SAN=address (ASan+UBSan) or SAN=thread (TSan) builds into build/$(SAN).
 #
 # Packages: `make deps` installs the missing Debian packages (compiler,
-# pkg-config, LuaJIT, libuv, libcurl, jansson, lua-cjson, busted); `make test`, `make run` and
+# pkg-config, LuaJIT, libuv, libcurl, jansson, libsodium, lua-cjson, busted); `make test`, `make run` and
 # `make bench` run it first. Any other build only checks them and names
 # what is missing. The fuzzing toolchain (clang, libFuzzer) is installed
 # only by `make fuzz` and `make fuzz-build`.
@@ -34,8 +34,9 @@ LDLIBS_CORE = $(SAN_FLAGS) $(LDFLAGS) -pthread -lm
 # Lazily expanded: pkg-config runs after `deps` has installed the packages.
 # libcurl: nb.http (runtime/nb_rt_http.c) runs on the runtime's loop.
 # jansson: the statistics' JSON lines (runtime/nb_rt_json.c).
-HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson) -Iruntime
-UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson)
+# libsodium: the links' authentication and encryption (runtime/nb_link_auth.c).
+HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson libsodium) -Iruntime
+UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson libsodium)
 # -Wl,-E: the agent states' FFI finds the nb_rt_* functions in the program.
 HOST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) $(LDLIBS_CORE) -Wl,-E
 
@@ -156,16 +157,38 @@ install: all
 	cd lua && find neuronbus -name '*.lua' | while read -r f; do \
 	  install -D -m 644 "$$f" "$(DESTDIR)$(PREFIX)/share/lua/5.1/$$f" || exit 1; done
 
-# Fuzzing the link's frame decoder and handshake parser
-# (spec/fuzz/fuzz_frames.c) and the statistics' JSON writer
-# (spec/fuzz/fuzz_stats.c: its output always parses, whatever bytes the
-# names hold). `make fuzz FUZZ_TIME=60` runs libFuzzer (clang) on each
-# for that many seconds: new inputs go to build/fuzz/corpus(_stats), the
-# kept seeds are spec/fuzz/corpus and spec/fuzz/corpus_stats (read only),
-# crashes land in build/fuzz/.
+# Fuzzing, with libFuzzer (clang) in `make fuzz FUZZ_TIME=60`, each target
+# for that many seconds (new inputs go to build/fuzz/corpus_<name>, the
+# kept seeds are spec/fuzz/corpus_<name>, read only; crashes land in
+# build/fuzz/). The targets and what each checks (docs/testing.md has
+# more):
+#   frames    the link's frame decoder and handshake parser
+#             (spec/fuzz/fuzz_frames.c, seeds spec/fuzz/corpus): verdicts
+#             do not depend on how the stream is cut, a HELLO re-encodes
+#             to its bytes;
+#   stats     the statistics' JSON writer (spec/fuzz/fuzz_stats.c): its
+#             line always parses, whatever bytes the names hold;
+#   arena     opening an arena file and using it (spec/fuzz/fuzz_arena.c):
+#             bad files get the error an oracle expects, references stay
+#             in the data region whatever the shared tables say, a clean
+#             arena reads back what was written and ends all free;
+#   manifest  the manifest loader as `neuronbus check` runs it
+#             (spec/fuzz/fuzz_manifest.c: manifests from a grammar of the
+#             schema, or raw source): no crash, every refusal has a
+#             message, one line of valid UTF-8 a problem;
+#   link      the TCP link session (spec/fuzz/fuzz_link.c): a listening
+#             node, a well-behaved peer node and scripted callers on
+#             loopback, on a virtual clock: per link sent == acked + lost +
+#             queued + in_doubt, no link taken over without the secret,
+#             the connections back to the baseline at the end;
+#   link_auth the authentication and records alone
+#             (spec/fuzz/fuzz_link_auth.c): in every state, verdicts do not
+#             depend on the cut, failures are sticky with a reason, sealed
+#             bytes open to themselves.
 # `make fuzz-replay` builds the same targets with cc, ASan and UBSan and a
 # main of its own (spec/fuzz/replay.c) that replays the corpus and seeded
-# mutations of it: what make test runs, without the clang toolchain.
+# mutations of it: what make test runs (spec/e2e/fuzz_smoke.sh), without
+# the clang toolchain.
 FUZZ_TIME ?= 60
 FUZZ_CC ?= clang
 FUZZ_DIR := build/fuzz
@@ -177,9 +200,35 @@ FUZZ_HDR := runtime/nb_link_wire.h core/nb_frame.h core/nb_spike.h core/nb_err.h
 FUZZ_STATS_BIN := $(FUZZ_DIR)/fuzz_stats
 FUZZ_STATS_REPLAY := $(FUZZ_DIR)/replay_stats
 FUZZ_STATS_SRC := spec/fuzz/fuzz_stats.c runtime/nb_rt_json.c
-FUZZ_STATS_HDR := runtime/nb_rt_json.h
+FUZZ_STATS_HDR := runtime/nb_rt_json.h spec/fuzz/fuzz_utf8.h
+FUZZ_ARENA_BIN := $(FUZZ_DIR)/fuzz_arena
+FUZZ_ARENA_REPLAY := $(FUZZ_DIR)/replay_arena
+FUZZ_ARENA_SRC := spec/fuzz/fuzz_arena.c core/nb_arena.c core/nb_spike.c core/nb_err.c
+FUZZ_ARENA_HDR := core/nb_arena.h core/nb_spike.h core/nb_err.h
+# The manifest target builds the whole runtime with it (the validator's
+# Lua is found beside the binary: build/fuzz/../../lua).
+FUZZ_MANIFEST_BIN := $(FUZZ_DIR)/fuzz_manifest
+FUZZ_MANIFEST_REPLAY := $(FUZZ_DIR)/replay_manifest
+FUZZ_MANIFEST_SRC := spec/fuzz/fuzz_manifest.c $(RT_SRC) $(CORE_SRC)
+FUZZ_MANIFEST_HDR := $(wildcard runtime/*.h core/*.h) spec/fuzz/fuzz_utf8.h
+# The link targets: the link's sources with libuv and libsodium.
+FUZZ_LINK_BIN := $(FUZZ_DIR)/fuzz_link
+FUZZ_LINK_REPLAY := $(FUZZ_DIR)/replay_link
+FUZZ_LINK_SRC := spec/fuzz/fuzz_link.c runtime/nb_link.c runtime/nb_link_auth.c \
+  runtime/nb_link_limits.c runtime/nb_link_wire.c $(CORE_SRC)
+FUZZ_LINK_HDR := runtime/nb_link.h runtime/nb_link_auth.h runtime/nb_link_internal.h \
+  runtime/nb_link_wire.h runtime/nb_rt_defaults.h $(wildcard core/*.h)
+FUZZ_AUTH_BIN := $(FUZZ_DIR)/fuzz_link_auth
+FUZZ_AUTH_REPLAY := $(FUZZ_DIR)/replay_link_auth
+FUZZ_AUTH_SRC := spec/fuzz/fuzz_link_auth.c runtime/nb_link_auth.c \
+  runtime/nb_link_wire.c core/nb_frame.c core/nb_spike.c core/nb_err.c
+FUZZ_AUTH_HDR := runtime/nb_link_auth.h runtime/nb_link_wire.h runtime/nb_rt_defaults.h
 FUZZ_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) -Iruntime
+FUZZ_LINK_CFLAGS = $(FUZZ_CFLAGS) $(shell pkg-config --cflags libuv libsodium)
+FUZZ_LINK_LIBS = $(shell pkg-config --libs libuv libsodium) -ldl -pthread -lm
 FUZZ_STATS_LIBS = $(shell pkg-config --libs jansson) -lm
+FUZZ_MANIFEST_CFLAGS = $(FUZZ_CFLAGS) $(HOST_CFLAGS) -O1
+FUZZ_MANIFEST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) -pthread -lm -Wl,-E
 
 $(FUZZ_BIN): $(FUZZ_SRC) $(FUZZ_HDR) | deps-fuzz
 	@mkdir -p $(FUZZ_DIR)/corpus
@@ -197,14 +246,73 @@ $(FUZZ_STATS_REPLAY): spec/fuzz/replay.c $(FUZZ_STATS_SRC) $(FUZZ_STATS_HDR) | $
 	@mkdir -p $(FUZZ_DIR)
 	$(CC) $(FUZZ_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c $(FUZZ_STATS_SRC) $(FUZZ_STATS_LIBS)
 
-fuzz-build: $(FUZZ_BIN) $(FUZZ_STATS_BIN)
-fuzz-replay: $(FUZZ_REPLAY) $(FUZZ_STATS_REPLAY)
+$(FUZZ_ARENA_BIN): $(FUZZ_ARENA_SRC) $(FUZZ_ARENA_HDR) | deps-fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus_arena
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ $(FUZZ_ARENA_SRC)
 
-fuzz: $(FUZZ_BIN) $(FUZZ_STATS_BIN)
+$(FUZZ_ARENA_REPLAY): spec/fuzz/replay.c $(FUZZ_ARENA_SRC) $(FUZZ_ARENA_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c $(FUZZ_ARENA_SRC)
+
+$(FUZZ_MANIFEST_BIN): $(FUZZ_MANIFEST_SRC) $(FUZZ_MANIFEST_HDR) | deps-fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus_manifest
+	$(FUZZ_CC) $(FUZZ_MANIFEST_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ \
+	  $(FUZZ_MANIFEST_SRC) $(FUZZ_MANIFEST_LIBS)
+
+$(FUZZ_MANIFEST_REPLAY): spec/fuzz/replay.c $(FUZZ_MANIFEST_SRC) $(FUZZ_MANIFEST_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_MANIFEST_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c \
+	  $(FUZZ_MANIFEST_SRC) $(FUZZ_MANIFEST_LIBS)
+
+$(FUZZ_LINK_BIN): $(FUZZ_LINK_SRC) $(FUZZ_LINK_HDR) | deps-fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus_link
+	$(FUZZ_CC) $(FUZZ_LINK_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ \
+	  $(FUZZ_LINK_SRC) $(FUZZ_LINK_LIBS)
+
+$(FUZZ_LINK_REPLAY): spec/fuzz/replay.c $(FUZZ_LINK_SRC) $(FUZZ_LINK_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_LINK_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c \
+	  $(FUZZ_LINK_SRC) $(FUZZ_LINK_LIBS)
+
+$(FUZZ_AUTH_BIN): $(FUZZ_AUTH_SRC) $(FUZZ_AUTH_HDR) | deps-fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus_link_auth
+	$(FUZZ_CC) $(FUZZ_LINK_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ \
+	  $(FUZZ_AUTH_SRC) $(FUZZ_LINK_LIBS)
+
+$(FUZZ_AUTH_REPLAY): spec/fuzz/replay.c $(FUZZ_AUTH_SRC) $(FUZZ_AUTH_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_LINK_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c \
+	  $(FUZZ_AUTH_SRC) $(FUZZ_LINK_LIBS)
+
+fuzz-build: $(FUZZ_BIN) $(FUZZ_STATS_BIN) $(FUZZ_ARENA_BIN) $(FUZZ_MANIFEST_BIN) \
+  $(FUZZ_LINK_BIN) $(FUZZ_AUTH_BIN)
+fuzz-replay: $(FUZZ_REPLAY) $(FUZZ_STATS_REPLAY) $(FUZZ_ARENA_REPLAY) $(FUZZ_MANIFEST_REPLAY) \
+  $(FUZZ_LINK_REPLAY) $(FUZZ_AUTH_REPLAY)
+
+# The manifest and link targets: -timeout, since an input that runs for
+# seconds is a finding too (the in-process check has no time limit of its
+# own); the link target's -len_control lets its action scripts grow long
+# early (a session needs dozens of actions to reach its deeper states);
+# the manifest target's -detect_leaks=0, since its kept Lua state grows
+# between inputs and makes libFuzzer run a full leak check after each one
+# (30 runs a second instead of 1500): its replayer checks for leaks once,
+# at exit, in make test.
+fuzz: fuzz-build
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_TIME) -max_len=16384 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/ $(FUZZ_DIR)/corpus spec/fuzz/corpus
 	$(FUZZ_STATS_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/stats- $(FUZZ_DIR)/corpus_stats spec/fuzz/corpus_stats
+	$(FUZZ_ARENA_BIN) -max_total_time=$(FUZZ_TIME) -max_len=16384 -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_DIR)/arena- $(FUZZ_DIR)/corpus_arena spec/fuzz/corpus_arena
+	$(FUZZ_MANIFEST_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -timeout=10 \
+	  -detect_leaks=0 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/manifest- \
+	  $(FUZZ_DIR)/corpus_manifest spec/fuzz/corpus_manifest
+	$(FUZZ_LINK_BIN) -max_total_time=$(FUZZ_TIME) -max_len=1024 -len_control=10 \
+	  -timeout=10 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/link- \
+	  $(FUZZ_DIR)/corpus_link spec/fuzz/corpus_link
+	$(FUZZ_AUTH_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_DIR)/link_auth- $(FUZZ_DIR)/corpus_link_auth \
+	  spec/fuzz/corpus_link_auth
 
 clean:
 	rm -rf build

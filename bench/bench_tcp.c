@@ -18,6 +18,15 @@
  *                      (as a free-running `neuronbus run`): the wake-up is
  *                      gone, what is left is the transport.
  *
+ *   tcp_1link_auth     tcp_1link with both ends holding a secret: the
+ *                      link opens with the mutual proof (nb_link_auth.h),
+ *                      frames then travel as without one. Baseline:
+ *                      tcp_1link_plain, the same link without a secret,
+ *                      measured beside it (target >= 0.95).
+ *   tcp_1link_encrypt  the same with encrypt: every write sealed
+ *                      (ChaCha20-Poly1305 records of up to 64 KiB) and
+ *                      every read opened. Baseline: tcp_1link_plain.
+ *
  *   tcp_rt_1link       the same through the runtime: two runtimes (two
  *                      threads, two loops, as two `neuronbus run`), a Lua
  *                      producer (bench/lua/producer.lua, 1024 nb:fire_to per
@@ -68,6 +77,7 @@ typedef struct tcp_end_s {
 struct tcp_run_s {
   uint64_t n;
   int pingpong;      /* 0 throughput, 1 ping-pong, 2 ping-pong spinning */
+  int auth;          /* 0 no secret, 1 a secret, 2 a secret and encrypt */
   double *samples;  /* ping-pong: one-way ns per round trip */
   double half_ns;
   uint64_t prev;    /* ticks at the previous send (ping-pong) */
@@ -208,6 +218,12 @@ static void end_init(tcp_end_t *e, tcp_run_t *run, const char *cortex,
   o.on_event = on_event;
   o.ud = e;
   o.log_level = NB_LINK_LOG_ERROR;
+  if (run->auth) {
+    static const char secret[] = "bench secret, 32 bytes long ...";
+    o.secret = secret;
+    o.secret_len = sizeof secret - 1;
+    o.encrypt = run->auth == 2;
+  }
   int rc = nb_link_node_new(&e->node, &e->loop, &o);
   if (!rc) rc = nb_link_node_expose(e->node, "sink", SINK_ID);
   if (!rc) rc = nb_link_node_expose(e->node, "src", SRC_ID);
@@ -263,10 +279,12 @@ static void *a_main(void *arg) {
 
 /* Runs one transfer (or ping-pong) of ctx's size; returns the run after
  * checking it (the caller frees it). */
-static tcp_run_t *tcp_once(uint64_t n, int pingpong, double *samples) {
+static tcp_run_t *tcp_once(uint64_t n, int pingpong, double *samples,
+                           int auth) {
   tcp_run_t *run = nb_bench_alloc(sizeof *run);
   run->n = n;
   run->pingpong = pingpong;
+  run->auth = auth;
   run->samples = samples;
   run->half_ns = nb_bench_ns_per_tick() / 2;
   nb_bench_stop_init(&run->stop, 60);
@@ -292,6 +310,7 @@ static tcp_run_t *tcp_once(uint64_t n, int pingpong, double *samples) {
 typedef struct tcp_ctx_s {
   uint64_t n;
   int spin;
+  int auth; /* tcp_run_s.auth */
   double *samples;
   int calls;
   double p99[NB_BENCH_MAX_RUNS + 1];
@@ -300,7 +319,7 @@ typedef struct tcp_ctx_s {
 /* Returns millions of checked spikes per second over one link. */
 static double tcp_flow_run(void *ctx) {
   tcp_ctx_t *c = ctx;
-  tcp_run_t *run = tcp_once(c->n, 0, NULL);
+  tcp_run_t *run = tcp_once(c->n, 0, NULL, c->auth);
   double rate = (double)c->n / ((double)(run->t_end - run->t0) / 1e9) / 1e6;
   free(run);
   return rate;
@@ -309,7 +328,7 @@ static double tcp_flow_run(void *ctx) {
 /* Returns the p50 one-way latency in ns (p99 kept in c->p99). */
 static double tcp_pingpong_run(void *ctx) {
   tcp_ctx_t *c = ctx;
-  tcp_run_t *run = tcp_once(c->n, c->spin ? 2 : 1, c->samples);
+  tcp_run_t *run = tcp_once(c->n, c->spin ? 2 : 1, c->samples, 0);
   free(run);
   nb_bench_summarize(c->samples, (int)c->n);
   double p50 = nb_bench_quantile(c->samples, c->n, 0.50);
@@ -337,6 +356,39 @@ static void group_flow(void) {
            "frames), every one checked; baseline: the in-process axon between "
            "two pinned threads (cpus and hop_ns are the baseline's)";
   nb_bench_emit(&r);
+}
+
+/* Measures one link with a secret (auth 1) or encrypted (auth 2) against
+ * the same link without a secret, and emits the row name. */
+static void auth_row(const char *name, int auth, const char *target,
+                     const char *note) {
+  tcp_ctx_t c, plain;
+  memset(&c, 0, sizeof c);
+  c.n = nb_bench_size(2u << 20, 1u << 14);
+  c.auth = auth;
+  plain = c;
+  plain.auth = 0;
+  nb_bench_row_t r = nb_bench_row(name, "M spikes/s");
+  nb_bench_measure(tcp_flow_run, &c, &c.n, tcp_flow_run, &plain, &plain.n,
+                   &r.v, &r.b);
+  r.baseline = "tcp_1link_plain";
+  r.target = target;
+  r.note = note;
+  nb_bench_emit(&r);
+}
+
+static void group_flow_auth(void) {
+  auth_row("tcp_1link_auth", 1, ">=0.95",
+           "tcp_1link with a secret on both ends (mutual proof before the "
+           "HELLO, frames as without); baseline: the same link without a "
+           "secret, measured beside it");
+}
+
+static void group_flow_encrypt(void) {
+  auth_row("tcp_1link_encrypt", 2, NULL,
+           "tcp_1link with a secret and encrypt (ChaCha20-Poly1305 records "
+           "of up to 64 KiB, sealed per write); baseline: the same link "
+           "without a secret, measured beside it");
 }
 
 /* Measures the ping-pong (sleeping or spinning loops) against the axon
@@ -608,6 +660,8 @@ static void group_rt(void) {
 
 static const nb_bench_group_t groups[] = {
     {"tcp_1link", group_flow},
+    {"tcp_1link_auth", group_flow_auth},
+    {"tcp_1link_encrypt", group_flow_encrypt},
     {"tcp_pingpong_p50 tcp_pingpong_p99", group_pingpong},
     {"tcp_pingpong_spin_p50 tcp_pingpong_spin_p99", group_pingpong_spin},
     {"tcp_rt_1link", group_rt},

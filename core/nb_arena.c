@@ -307,6 +307,15 @@ static void give_bit(nb_arena_t *a, uint32_t i) {
                            memory_order_release);
 }
 
+/* Returns the free bits of bitmap word wi that name segments: a file
+ * another process scribbled on may have bits set past the last segment,
+ * and taking one would write past the data region. */
+static uint64_t free_bits(const nb_arena_t *a, uint32_t wi) {
+  uint64_t bits = atomic_load_explicit(&a->bitmap[wi], memory_order_relaxed);
+  uint32_t past = a->hot.nsegs - wi * 64;
+  return past < 64 ? bits & ((1ull << past) - 1) : bits;
+}
+
 /* Takes k contiguous free segments; returns 0 with *first set, or
  * NB_ENOSPACE. */
 static int take_run(nb_arena_t *a, uint32_t k, uint32_t *first) {
@@ -316,7 +325,7 @@ static int take_run(nb_arena_t *a, uint32_t k, uint32_t *first) {
   if (k == 1) {
     for (uint32_t n = 0; n < words; n++) {
       uint32_t wi = (start + n) % words;
-      uint64_t cur = atomic_load_explicit(&a->bitmap[wi], memory_order_relaxed);
+      uint64_t cur = free_bits(a, wi);
       while (cur) {
         uint32_t i = wi * 64 + (uint32_t)__builtin_ctzll(cur);
         if (take_bit(a, i)) {
@@ -324,7 +333,7 @@ static int take_run(nb_arena_t *a, uint32_t k, uint32_t *first) {
           *first = i;
           return 0;
         }
-        cur = atomic_load_explicit(&a->bitmap[wi], memory_order_relaxed);
+        cur = free_bits(a, wi);
       }
     }
     return NB_ENOSPACE;
@@ -384,8 +393,7 @@ static int room(nb_arena_t *a, const nb_arena_writer_t *w, uint32_t k) {
     return 1;
   uint64_t nfree = 0;
   for (uint32_t i = 0; i < a->words; i++)
-    nfree += (uint64_t)__builtin_popcountll(
-        atomic_load_explicit(&a->bitmap[i], memory_order_relaxed));
+    nfree += (uint64_t)__builtin_popcountll(free_bits(a, i));
   return nfree >= (uint64_t)k + keep;
 }
 
@@ -596,8 +604,10 @@ int nb_arena_retain(nb_arena_t *a, const nb_arena_ref_t *ref, uint32_t n) {
   seg_t *g = &a->hot.segs[ref->segment];
   int64_t cur = atomic_load_explicit(&g->live, memory_order_relaxed);
   do {
-    /* Zero: freed, or being rewound; nothing left to keep alive. */
-    if (cur <= 0) return NB_ESTALE;
+    /* Zero: freed, or being rewound; nothing left to keep alive. A count
+     * n short of overflowing is no live segment's (a scribbled file):
+     * refused too, before the addition could overflow. */
+    if (cur <= 0 || cur > INT64_MAX - (int64_t)n) return NB_ESTALE;
     /* Acquire on success: pairs with claim's release store of the count,
      * so the generation re-check below sees a reuse that happened. */
   } while (!atomic_compare_exchange_weak_explicit(

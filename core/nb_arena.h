@@ -123,8 +123,8 @@ int nb_arena_copy(const nb_arena_t *a, const nb_arena_ref_t *ref, void *dst);
 int nb_arena_valid(const nb_arena_t *a, const nb_arena_ref_t *ref);
 
 /* Adds n references to a payload the caller can name; returns 0, NB_ESTALE
- * when its segment was freed or reused (nothing added), NB_EBOUNDS, or
- * NB_EINVAL for n == 0. */
+ * when its segment was freed or reused or its count cannot take n more
+ * (nothing added), NB_EBOUNDS, or NB_EINVAL for n == 0. */
 int nb_arena_retain(nb_arena_t *a, const nb_arena_ref_t *ref, uint32_t n);
 
 /* Drops n references the caller holds; the last one frees the segment once

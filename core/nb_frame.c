@@ -156,12 +156,14 @@ int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
    * may be NULL). */
   if (d->need && pos < len) {
     uint32_t plen = d->body_len - NB_SPIKE_SIZE;
-    int rc = frame_grow(d, plen);
+    size_t take = d->need < len - pos ? d->need : len - pos;
+    /* Grown with what arrived, not what the length announced: a peer
+     * that announces a megabyte and sends a byte holds a byte (doubled). */
+    int rc = frame_grow(d, plen - d->need + (uint32_t)take);
     if (rc) {
       *used = pos;
       return rc; /* not sticky: the state is intact, call again */
     }
-    size_t take = d->need < len - pos ? d->need : len - pos;
     memcpy(d->payload + (plen - d->need), data + pos, take);
     d->need -= (uint32_t)take;
     d->have += (uint32_t)take;

@@ -2,8 +2,8 @@
  * nb_link_wire.h for the bytes).
  *
  * Shape: a node owns a listener, a prepare handle that flushes once per
- * loop iteration, a sweep timer for silent callers, its links and its
- * connections. A link is the lasting state about one peer (queue, counters,
+ * loop iteration, a sweep timer (timeouts and keepalives), its links and
+ * its connections. A link is the lasting state about one peer (queue, counters,
  * name maps, policy); a connection (conn_t) is one TCP socket, bound to
  * a link once the HELLO tells who is on the other end.
  *
@@ -20,6 +20,8 @@
 #include <sys/stat.h>
 
 #include "nb_err.h"
+#include "nb_link_internal.h"
+#include "nb_link_auth.h"
 #include "nb_link_wire.h"
 #include "nb_frame.h"
 #include "nb_rt_defaults.h"
@@ -28,8 +30,8 @@
 #define NB__WFRAMES 4096u           /* frames per write */
 #define NB__WIOV 64u                /* buffers per write */
 #define NB__WBYTES (4u << 20)       /* bytes per write, payloads included */
-#define NB__MAX_UNBOUND 64u         /* callers still in their handshake */
 #define NB__MAX_TARGETS 65535u      /* target handles per link (uint16) */
+#define NB__RING0 64u               /* entries of a new link's ring */
 
 enum { NB__C_CONNECTING, NB__C_HELLO, NB__C_UP, NB__C_CLOSING };
 
@@ -55,8 +57,13 @@ typedef struct conn_s {
   uint64_t arena_log_ms; /* when a wait was last logged, 0 = never */
   char addr[128];  /* "127.0.0.1:5555" or the dialled url */
   nb_link_rx_t rx;
-  uint8_t *rbuf;   /* read buffer; [roff, rlen) is not processed yet */
+  nb_link_auth_t *auth; /* NULL: plain link (no secret on this side) */
+  uint8_t *rbuf;   /* read buffer */
+  uint8_t *rdata;  /* the link's bytes read (rbuf, or what auth opened);
+                      [roff, rlen) is not processed yet */
   size_t rlen, roff;
+  uint8_t *sbuf;   /* sealed bytes of the write in flight (encrypted) */
+  size_t scap;
   /* A spike on_spike refused with NB_EFULL, offered again on resume. */
   int has_pending, pend_has_ref;
   nb_spike_t pend;
@@ -66,6 +73,7 @@ typedef struct conn_s {
   uint8_t *wbuf;   /* frame heads of the write in flight */
   uv_buf_t iov[NB__WIOV];
   uint64_t opened_ms, bytes_in;
+  nb__conn_lim_t lim; /* timeouts and the bytes it holds (limits) */
   struct conn_s *next;
 } conn_t;
 
@@ -83,6 +91,8 @@ struct nb_link_s {
   char url[128];
   struct sockaddr_storage addr;
   char cortex[NB_LINK_NAME_MAX + 1]; /* the peer's, "" until known */
+  nb_link_key_t key; /* dialled: the secret's key, when has_key */
+  int has_key, encrypt;
   conn_t *conn;
   uv_timer_t timer; /* redial */
   uint32_t backoff_ms;
@@ -97,7 +107,8 @@ struct nb_link_s {
   uint32_t ntargets, tcap;
   uint32_t *thash; /* open addressing: handle + 1, 0 = empty */
   uint32_t thcap;
-  /* The send ring. */
+  /* The send ring; cap is its largest size, the power of two at or above
+   * opts.queue_spikes (which bounds what is held). */
   entry_t *ring;
   uint64_t cap, mask, rh, rw, rt;
   uint64_t acked_seq, in_doubt, qbytes;
@@ -105,6 +116,9 @@ struct nb_link_s {
   uint64_t recv_seq, ack_sent;
   nb_link_stats_t st;
   void *data;
+  int pinned;  /* made by nb_link_expect: kept for good */
+  int counted; /* made for a caller: counted in the node's max_links */
+  int reap;    /* lost its connection: freed next turn when disposable */
 };
 
 struct nb_link_node_s {
@@ -120,6 +134,7 @@ struct nb_link_node_s {
   nb_link_name_t *exposed; /* names owned (strdup) */
   uint32_t nexposed, expcap;
   uint8_t exp_bits[65536 / 8];
+  nb_link_keyring_t *ring; /* callers must authenticate (NULL: plain) */
   nb_link_arena_id_t aid; /* our arena file, when it can be shared */
   int has_aid;
   nb_arena_writer_t *writer; /* received payloads are written through it */
@@ -129,6 +144,7 @@ struct nb_link_node_s {
   int closing, handles;
   void (*done)(void *);
   void *done_ud;
+  nb__node_lim_t lim; /* what peers may hold of this node */
 };
 
 /* ---- small helpers ---- */
@@ -161,6 +177,17 @@ static const char *peer_label(const conn_t *c, char *buf, size_t cap) {
   return buf;
 }
 
+/* Writes what a limited line adds about the lines held back before it
+ * (or "") into buf; returns buf. */
+static const char *lim_note(uint64_t held, char *buf, size_t cap) {
+  if (held)
+    snprintf(buf, cap, " (%llu more like it from this address were not "
+             "logged)", (unsigned long long)held);
+  else
+    buf[0] = 0;
+  return buf;
+}
+
 /* Returns the loop's clock in ms. */
 static uint64_t loop_now(const nb_link_node_t *n) { return uv_now(n->loop); }
 
@@ -178,6 +205,8 @@ static void conn_lost(conn_t *c, nb_link_log_level_t level,
 static void link_flush(nb_link_t *l);
 static void conn_process(conn_t *c);
 static void link_dial(nb_link_t *l);
+static void rx_account(conn_t *c);
+static int caller_refused(conn_t *c, const char *cortex);
 
 /* Frees the node once every handle it opened is closed. */
 static void node_maybe_free(nb_link_node_t *n) {
@@ -185,7 +214,9 @@ static void node_maybe_free(nb_link_node_t *n) {
   for (uint32_t i = 0; i < n->nexposed; i++) free((char *)n->exposed[i].name);
   free(n->exposed);
   free(n->links);
+  nb_link_keyring_free(n->ring);
   nb_arena_writer_free(n->writer);
+  nb__lim_free(&n->lim);
   void (*done)(void *) = n->done;
   void *ud = n->done_ud;
   free(n);
@@ -225,9 +256,22 @@ static void check_drain(nb_link_t *l) {
   if (!l->was_full) return;
   uint64_t used = l->rt - l->rh;
   uint32_t qb = l->opts.queue_bytes;
-  if (used > l->cap / 2 || l->qbytes > qb / 2) return;
+  if (used > l->opts.queue_spikes / 2 || l->qbytes > qb / 2) return;
   l->was_full = 0;
   if (l->node->o.on_event) l->node->o.on_event(l->node->o.ud, l, NB_LINK_DRAIN);
+}
+
+/* Doubles l's ring (never past cap), keeping every entry at its position;
+ * returns 0 or NB_ENOMEM (the ring unchanged). */
+static int ring_grow(nb_link_t *l) {
+  uint64_t size = (l->mask + 1) * 2;
+  entry_t *r = calloc((size_t)size, sizeof *r);
+  if (!r) return NB_ENOMEM;
+  for (uint64_t p = l->rh; p < l->rt; p++) r[p & (size - 1)] = l->ring[p & l->mask];
+  free(l->ring);
+  l->ring = r;
+  l->mask = size - 1;
+  return 0;
 }
 
 /* Releases the n oldest entries as confirmed by the peer. */
@@ -291,12 +335,7 @@ static int cmp_id(const void *a, const void *b) {
 
 /* Returns 1 when name is a valid neuron or cortex name, else 0. */
 static int name_valid(const char *name) {
-  if (!name) return 0;
-  size_t n = strlen(name);
-  if (n == 0 || n > NB_LINK_NAME_MAX) return 0;
-  for (size_t i = 0; i < n; i++)
-    if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) return 0;
-  return 1;
+  return name && nb_link_name_ok(name, strlen(name));
 }
 
 /* ---- links ---- */
@@ -337,6 +376,7 @@ static void link_closed(uv_handle_t *h) {
   free(l->peer_by_name);
   free(l->peer_by_id);
   nb_link_hello_free(&l->peer);
+  nb_link_key_wipe(&l->key);
   free(l);
   n->handles--;
   node_maybe_free(n);
@@ -352,8 +392,10 @@ static nb_link_t *link_new(nb_link_node_t *n, const nb_link_opts_t *opts,
   l->outbound = outbound;
   l->cap = 1;
   while (l->cap < l->opts.queue_spikes) l->cap <<= 1;
-  l->mask = l->cap - 1;
-  l->ring = calloc((size_t)l->cap, sizeof *l->ring);
+  /* The ring starts small and doubles up to cap as spikes wait (see
+   * ring_grow): a peer that only shakes hands costs no megabyte. */
+  l->mask = (l->cap < NB__RING0 ? l->cap : NB__RING0) - 1;
+  l->ring = calloc((size_t)l->mask + 1, sizeof *l->ring);
   if (n->nlinks == n->linkcap) {
     size_t cap = n->linkcap ? n->linkcap * 2 : 8;
     nb_link_t **nl = realloc(n->links, cap * sizeof *nl);
@@ -420,6 +462,12 @@ static void link_detach(nb_link_t *l, conn_t *c) {
     if (l->node->o.on_event) l->node->o.on_event(l->node->o.ud, l, NB_LINK_DOWN);
   }
   schedule_redial(l);
+  if (l->counted) {
+    /* A caller that carried nothing may never come back: freed next turn
+     * (not here: on_hello may be about to bind it again). */
+    l->reap = 1;
+    kick(l->node);
+  }
 }
 
 /* ---- connections ---- */
@@ -434,6 +482,8 @@ static void conn_closed(uv_handle_t *h) {
       break;
     }
   nb_link_rx_free(&c->rx);
+  nb_link_auth_free(c->auth);
+  free(c->sbuf);
   free(c->rbuf);
   free(c->wbuf);
   free(c);
@@ -446,19 +496,18 @@ static conn_t *conn_new(nb_link_node_t *n, int outbound) {
   conn_t *c = calloc(1, sizeof *c);
   if (!c) return NULL;
   c->rbuf = malloc(NB__RBUF);
-  c->wbuf = malloc((size_t)NB__WFRAMES * NB_FRAME_SPIKE + NB_FRAME_SPIKE);
-  if (!c->rbuf || !c->wbuf || uv_tcp_init(n->loop, &c->tcp) != 0) {
+  if (!c->rbuf || uv_tcp_init(n->loop, &c->tcp) != 0) {
     free(c->rbuf);
-    free(c->wbuf);
     free(c);
     return NULL;
   }
   c->node = n;
   c->outbound = outbound;
+  c->rdata = c->rbuf;
   c->tcp.data = c;
   c->creq.data = c;
   c->wreq.data = c;
-  c->opened_ms = loop_now(n);
+  c->opened_ms = c->lim.last_rx_ms = c->lim.last_tx_ms = loop_now(n);
   uint32_t maxp = n->o.max_payload;
   nb_link_rx_init(&c->rx, maxp);
   c->next = n->conns;
@@ -477,8 +526,19 @@ static void conn_lost(conn_t *c, nb_link_log_level_t level,
   va_start(ap, fmt);
   vsnprintf(why, sizeof why, fmt, ap);
   va_end(ap);
-  node_log(c->node, level, "%s: %s%s", peer_label(c, who, sizeof who), why,
-          is_error ? ": connection closed" : "");
+  uint64_t held = 0;
+  char note[96];
+  /* A caller's lines are held back per address and reason: a flood of
+   * connections must not become a flood of lines. */
+  if (!c->lim.quiet &&
+      (!c->lim.ip[0] || nb__lim_log_ok(&c->node->lim, c->lim.ip,
+                                       nb__lim_msg_kind(why),
+                                       loop_now(c->node), &held)))
+    node_log(c->node, level, "%s: %s%s%s", peer_label(c, who, sizeof who),
+             why, is_error ? ": connection closed" : "",
+             lim_note(held, note, sizeof note));
+  c->node->lim.rx_held -= c->lim.held;
+  c->lim.held = 0;
   c->state = NB__C_CLOSING;
   if (c->pend_has_ref && c->node->o.arena)
     nb_arena_release(c->node->o.arena, &c->pend_ref, 1);
@@ -503,6 +563,29 @@ static void hello_written(uv_write_t *req, int status) {
   free(w);
 }
 
+/* Writes len bytes at p on conn from a copy (sealed when seal is 1 and
+ * the stream is encrypted); returns the bytes put on the wire, or a
+ * negative error (the caller closes conn). */
+static int64_t conn_write(conn_t *c, const uint8_t *p, size_t len, int seal) {
+  seal = seal && nb_link_auth_encrypted(c->auth);
+  size_t size = seal ? nb_link_auth_sealed_size(len) : len;
+  hello_write_t *w = malloc(sizeof *w + size);
+  if (!w) return NB_ENOMEM;
+  if (seal) {
+    struct iovec v = {(void *)p, len};
+    nb_link_auth_seal(c->auth, &v, 1, w->data);
+  } else {
+    memcpy(w->data, p, len);
+  }
+  w->conn = c;
+  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)size);
+  if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, hello_written) < 0) {
+    free(w);
+    return NB_EIO;
+  }
+  return (int64_t)size;
+}
+
 /* Writes this node's HELLO on conn, reporting what it accepted from l's
  * peer; returns 0 or a negative error (the caller closes conn). */
 static int send_hello(conn_t *c, nb_link_t *l) {
@@ -521,21 +604,42 @@ static int send_hello(conn_t *c, nb_link_t *l) {
     h.arena = n->aid;
   }
   size_t size = nb_link_hello_size(&h);
-  hello_write_t *w = malloc(sizeof *w + size);
-  if (!w) return NB_ENOMEM;
-  int rc = nb_link_hello_encode(&h, w->data, size);
-  if (rc < 0) {
-    free(w);
-    return rc;
+  uint8_t *buf = malloc(size);
+  if (!buf) return NB_ENOMEM;
+  int rc = nb_link_hello_encode(&h, buf, size);
+  int64_t put = rc < 0 ? rc : conn_write(c, buf, (size_t)rc, 1);
+  free(buf);
+  if (put < 0) return (int)put;
+  l->st.bytes_out += (uint64_t)put;
+  return 0;
+}
+
+/* Runs the bytes just read through the authentication: writes its answer,
+ * sends our HELLO once a dialled link is proven, and leaves the link's own
+ * bytes in rdata; returns 0, or -1 when conn was closed. */
+static int conn_auth_input(conn_t *c) {
+  nb_link_auth_io_t io;
+  int rc = nb_link_auth_input(c->auth, c->rbuf, c->rlen, &io);
+  if (rc != 0) {
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "%s", rc == NB_ENOMEM
+              ? "out of memory while reading" : nb_link_auth_why(c->auth));
+    return -1;
   }
-  w->conn = c;
-  uv_buf_t b = uv_buf_init((char *)w->data, (unsigned)rc);
-  rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, hello_written);
-  if (rc < 0) {
-    free(w);
-    return NB_EIO;
+  if (io.out_len) {
+    int64_t put = conn_write(c, io.out, io.out_len, 0);
+    if (put < 0) {
+      conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the authentication");
+      return -1;
+    }
+    if (c->link) c->link->st.bytes_out += (uint64_t)put;
   }
-  l->st.bytes_out += b.len;
+  if (io.established && c->outbound && send_hello(c, c->link) != 0) {
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the handshake");
+    return -1;
+  }
+  c->rdata = (uint8_t *)io.plain;
+  c->rlen = io.plain_len;
+  c->roff = 0;
   return 0;
 }
 
@@ -557,6 +661,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
                           ? "connection ended inside the handshake"
                           : "connection ended inside frame %llu (truncated)",
                       (unsigned long long)c->rx.frames + 1);
+      else if (c->auth && !nb_link_auth_established(c->auth))
+        conn_lost(c, NB_LINK_LOG_ERROR, 1, "closed during authentication "
+                  "(the peer logs why: most likely the secrets differ)");
       else if (c->state == NB__C_HELLO)
         conn_lost(c, NB_LINK_LOG_ERROR, 1,
                       "closed during the handshake (the peer logs why: "
@@ -569,11 +676,15 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
     return;
   }
+  c->rdata = c->rbuf;
   c->rlen = (size_t)nread;
   c->roff = 0;
   c->bytes_in += (uint64_t)nread;
+  c->lim.last_rx_ms = loop_now(c->node);
   if (c->link) c->link->st.bytes_in += (uint64_t)nread;
+  if (c->auth && conn_auth_input(c) != 0) return;
   conn_process(c);
+  rx_account(c);
 }
 
 /* Applies the peer's HELLO to the receiving half of l; returns 1 when the
@@ -593,13 +704,33 @@ static int hello_recv_side(nb_link_t *l, const nb_link_hello_t *h) {
 }
 
 /* Settles the sending half of l with the peer's count of what it accepted
- * (new_peer: its incarnation changed); returns 0, or NB_EFRAME when the
- * count is impossible. */
-static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
-                           int new_peer, char *why, size_t whylen) {
+ * (new_peer: its incarnation changed); returns nothing. */
+static void hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
+                            int new_peer) {
   int valid = h->peer_incarnation == l->node->inc;
-  if (new_peer || !valid) {
-    /* A new numbering from 0: what the old peer did not confirm is resent
+  uint64_t r = valid ? h->recv_seq : 0;
+  uint64_t out = l->opts.policy == NB_LINK_RESEND ? l->rw - l->rh : l->in_doubt;
+  /* The peer counts our frames, in our incarnation, from a base this link
+   * cannot place: new to the link, it has counted some already (a new
+   * peer counts from 0), or its count is below what it acked or above
+   * what was written. Another process spoke for its cortex meanwhile
+   * (and was counted as it, or made us renumber), or the peer took us
+   * for a new one. Refusing the count would refuse every redial of the
+   * rightful peer for good, and releasing by it would confirm frames
+   * nobody read: our numbering continues from its count instead, nothing
+   * is taken as acked, and everything unconfirmed goes again (at least
+   * once, as after a restart). */
+  int rebase = valid && (new_peer ? r != 0
+                                  : r < l->acked_seq || r - l->acked_seq > out);
+  if (rebase)
+    node_log(l->node, NB_LINK_LOG_WARN,
+             "peer '%s' counts %llu of our frames where this link expects "
+             "%llu..%llu (another process spoke for its cortex?): counting "
+             "from there, everything unconfirmed is sent again", h->cortex,
+             (unsigned long long)r, (unsigned long long)l->acked_seq,
+             (unsigned long long)(l->acked_seq + out));
+  if (new_peer || !valid || rebase) {
+    /* A new numbering: what the old peer did not confirm is resent
      * (RESEND) or lost (DROP). */
     l->st.lost += l->in_doubt;
     if (l->in_doubt)
@@ -607,14 +738,7 @@ static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
               "peer '%s': restarted; %llu spikes in doubt counted lost",
               h->cortex, (unsigned long long)l->in_doubt);
     l->in_doubt = 0;
-    l->acked_seq = 0;
-  }
-  uint64_t r = valid ? h->recv_seq : 0;
-  uint64_t out = l->opts.policy == NB_LINK_RESEND ? l->rw - l->rh : l->in_doubt;
-  if (r < l->acked_seq || r - l->acked_seq > out) {
-    snprintf(why, whylen, "peer claims %llu frames, %llu were written",
-             (unsigned long long)r, (unsigned long long)(l->acked_seq + out));
-    return NB_EFRAME;
+    l->acked_seq = rebase ? r : 0;
   }
   uint64_t got = r - l->acked_seq;
   if (l->opts.policy == NB_LINK_RESEND) {
@@ -631,7 +755,6 @@ static int hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
     l->in_doubt = 0;
   }
   l->rw = l->rh; /* everything unconfirmed goes (again) from here */
-  return 0;
 }
 
 /* Takes the peer's name list from h and re-resolves every target; drops
@@ -702,9 +825,17 @@ static int on_hello(conn_t *c, nb_link_hello_t *h) {
     conn_lost(c, NB_LINK_LOG_ERROR, 1, "connected to itself");
     return -1;
   }
+  /* A peer speaks only as the cortex it proved a secret for. */
+  if (c->auth && strcmp(h->cortex, nb_link_auth_peer(c->auth)) != 0) {
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "its HELLO names cortex '%s', but it "
+              "authenticated as '%s'", h->cortex, nb_link_auth_peer(c->auth));
+    return -1;
+  }
   nb_link_t *l = c->link;
   if (!l) {
-    /* A caller: its cortex name picks (or makes) the link. */
+    /* A caller: its cortex name picks (or makes) the link; a replaced
+     * connection is only ever replaced by a caller that proved the same
+     * secret (when the node has one). */
     l = nb_link_find(n, h->cortex);
     if (l && l->outbound) {
       conn_lost(c, NB_LINK_LOG_ERROR, 1,
@@ -712,12 +843,15 @@ static int on_hello(conn_t *c, nb_link_hello_t *h) {
       return -1;
     }
     if (!l) {
+      if (caller_refused(c, h->cortex)) return -1;
       l = link_new(n, &n->o.accept, 0);
       if (!l) {
         conn_lost(c, NB_LINK_LOG_ERROR, 1, "out of memory for a link");
         return -1;
       }
       memcpy(l->cortex, h->cortex, sizeof l->cortex);
+      l->counted = 1;
+      n->lim.inbound++;
     }
     if (l->conn && l->conn != c)
       conn_lost(l->conn, NB_LINK_LOG_INFO, 0,
@@ -741,12 +875,7 @@ static int on_hello(conn_t *c, nb_link_hello_t *h) {
   l->shared = n->has_aid && (h->flags & NB_LINK_F_ARENA) &&
               nb_link_arena_same(&n->aid, &h->arena);
   nb_link_rx_bare_refs(&c->rx, l->shared);
-  char why[200];
-  if (hello_send_side(l, h, new_peer, why, sizeof why) != 0) {
-    memcpy(l->cortex, h->cortex, sizeof l->cortex);
-    conn_lost(c, NB_LINK_LOG_ERROR, 1, "bad handshake: %s", why);
-    return -1;
-  }
+  hello_send_side(l, h, new_peer);
   uint64_t resend = l->rt - l->rh;
   adopt_peer(l, h);
   c->state = NB__C_UP;
@@ -756,13 +885,21 @@ static int on_hello(conn_t *c, nb_link_hello_t *h) {
   uv_timer_stop(&l->timer);
   l->st.connects++;
   if (l->lost_since_up) l->st.reconnects++;
-  node_log(n, NB_LINK_LOG_INFO,
+  uint64_t held = 0;
+  char note[96];
+  /* A new caller's connect line is held back per address like its other
+   * lines (a flood of one-shot handshakes); known peers are always told. */
+  if (!l->counted || l->st.connects > 1 ||
+      nb__lim_log_ok(&n->lim, c->lim.ip, nb__lim_msg_kind("connected"),
+                     loop_now(n), &held))
+    node_log(n, NB_LINK_LOG_INFO,
           "%s: %s, %u neurons exposed%s, sending from frame %llu (%llu "
-          "queued)", peer_label(c, who, sizeof who),
+          "queued)%s", peer_label(c, who, sizeof who),
           l->lost_since_up ? "reconnected" : "connected", l->peer.count,
           l->shared ? ", sharing the arena file (large payloads by reference)"
                     : "",
-          (unsigned long long)l->acked_seq, (unsigned long long)resend);
+          (unsigned long long)l->acked_seq, (unsigned long long)resend,
+          lim_note(held, note, sizeof note));
   l->lost_since_up = 0;
   if (n->o.on_event) n->o.on_event(n->o.ud, l, NB_LINK_UP);
   kick(n);
@@ -868,7 +1005,7 @@ static void conn_process(conn_t *c) {
     if (c->roff >= c->rlen) break;
     nb_link_rx_event_t ev;
     size_t used = 0;
-    int rc = nb_link_rx_feed(&c->rx, c->rbuf + c->roff, c->rlen - c->roff,
+    int rc = nb_link_rx_feed(&c->rx, c->rdata + c->roff, c->rlen - c->roff,
                              &used, &ev);
     c->roff += used;
     if (rc == 0) {
@@ -956,7 +1093,19 @@ static void on_connect(uv_connect_t *req, int status) {
   uv_tcp_nodelay(&c->tcp, 1);
   uv_tcp_keepalive(&c->tcp, 1, 30);
   c->state = NB__C_HELLO;
-  if (send_hello(c, l) != 0) {
+  if (l->has_key) {
+    /* Prove the secret first; the HELLO follows the peer's proof. */
+    nb_link_auth_io_t io;
+    int rc = nb_link_auth_caller(&c->auth, c->node->cortex, &l->key,
+                                 l->encrypt);
+    if (rc == 0) rc = nb_link_auth_begin(c->auth, &io);
+    int64_t put = rc == 0 ? conn_write(c, io.out, io.out_len, 0) : rc;
+    if (put < 0) {
+      conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the authentication");
+      return;
+    }
+    l->st.bytes_out += (uint64_t)put;
+  } else if (send_hello(c, l) != 0) {
     conn_lost(c, NB_LINK_LOG_ERROR, 1, "cannot send the handshake");
     return;
   }
@@ -1020,10 +1169,17 @@ static void link_squeeze(nb_link_t *l, uint64_t p, int rc) {
 static void link_flush(nb_link_t *l) {
   conn_t *c = l->conn;
   if (!c || c->state != NB__C_UP || c->writing) return;
+  /* Made at the first write: callers that never get this far (most of a
+   * flood of handshakes) cost no write buffer. */
+  if (!c->wbuf &&
+      !(c->wbuf = malloc((size_t)NB__WFRAMES * NB_FRAME_SPIKE + NB_FRAME_SPIKE)))
+    return;
   size_t off = 0, run = 0, niov = 0, total = 0;
-  if (l->recv_seq != l->ack_sent) {
+  if (l->recv_seq != l->ack_sent || c->lim.ping) {
+    /* An ack of what was already acked is the keepalive: a no-op frame. */
     off += (size_t)nb_link_ack_encode(l->recv_seq, c->wbuf);
     l->ack_sent = l->recv_seq;
+    c->lim.ping = 0;
   }
   uint64_t p = l->rw;
   nb_spike_t s;
@@ -1070,6 +1226,24 @@ static void link_flush(nb_link_t *l) {
   }
   if (!niov) return;
   l->rw = p;
+  if (nb_link_auth_encrypted(c->auth)) {
+    /* One sealed buffer for the whole write (uv_buf_t is struct iovec on
+     * Unix, as libuv documents). */
+    size_t need = nb_link_auth_sealed_size(total);
+    if (need > c->scap) {
+      uint8_t *sb = realloc(c->sbuf, need);
+      if (!sb) {
+        conn_lost(c, NB_LINK_LOG_ERROR, 1, "out of memory to encrypt");
+        return;
+      }
+      c->sbuf = sb;
+      c->scap = need;
+    }
+    total = (size_t)nb_link_auth_seal(c->auth, (const struct iovec *)c->iov,
+                                      niov, c->sbuf);
+    c->iov[0] = uv_buf_init((char *)c->sbuf, (unsigned)total);
+    niov = 1;
+  }
   int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, c->iov, (unsigned)niov,
                     on_write);
   if (rc < 0) {
@@ -1077,7 +1251,280 @@ static void link_flush(nb_link_t *l) {
     return;
   }
   c->writing = 1;
+  c->lim.last_tx_ms = loop_now(l->node);
   l->st.bytes_out += total;
+}
+
+/* ---- limits (nb_link_limits_t) ---- */
+
+/* Closes conn for reaching a limit of kind (a line per address and kind,
+ * see nb__lim_log_ok; other connections log as conn_lost does); returns
+ * nothing. */
+static void conn_limit(conn_t *c, uint32_t kind, const char *fmt, ...) {
+  if (c->state == NB__C_CLOSING) return;
+  char why[400], who[400], note[96];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(why, sizeof why, fmt, ap);
+  va_end(ap);
+  if (c->lim.ip[0]) {
+    uint64_t held = 0;
+    if (nb__lim_log_ok(&c->node->lim, c->lim.ip, kind, loop_now(c->node),
+                       &held))
+      node_log(c->node, NB_LINK_LOG_WARN, "%s: %s: connection closed (logged "
+               "once a minute per address)%s",
+               peer_label(c, who, sizeof who), why,
+               lim_note(held, note, sizeof note));
+    c->lim.quiet = 1;
+  }
+  conn_lost(c, NB_LINK_LOG_WARN, 1, "%s", why);
+}
+
+/* Returns 1 when conn is a caller still in its handshake, else 0. */
+static int conn_pending(const conn_t *c) {
+  return !c->outbound && !c->link && c->state != NB__C_CLOSING;
+}
+
+/* Counts the callers other than self: *pending (in their handshake),
+ * *pending_ip and *bound_ip (from address ip); returns the oldest pending
+ * one, and in *oldest_ip the oldest pending one from ip (NULL when none). */
+static conn_t *callers_count(nb_link_node_t *n, const conn_t *self,
+                             const char *ip, unsigned *pending,
+                             unsigned *pending_ip, unsigned *bound_ip,
+                             conn_t **oldest_ip) {
+  conn_t *oldest = NULL;
+  *pending = *pending_ip = *bound_ip = 0;
+  *oldest_ip = NULL;
+  for (conn_t *o = n->conns; o; o = o->next) {
+    if (o == self || o->outbound || o->state == NB__C_CLOSING) continue;
+    int same = strcmp(o->lim.ip, ip) == 0;
+    if (o->link) {
+      *bound_ip += (unsigned)same;
+      continue;
+    }
+    (*pending)++;
+    if (!oldest || o->opened_ms <= oldest->opened_ms) oldest = o;
+    if (same) {
+      (*pending_ip)++;
+      if (!*oldest_ip || o->opened_ms <= (*oldest_ip)->opened_ms)
+        *oldest_ip = o;
+    }
+  }
+  return oldest;
+}
+
+/* Applies the caller limits to the just accepted conn c: closes the
+ * oldest caller in its handshake (of c's address, or of all) to make room,
+ * or c itself when its address holds too many links or descriptors run
+ * out; returns 1 when c was closed, else 0. */
+static int caller_admit(conn_t *c) {
+  nb_link_node_t *n = c->node;
+  const nb_link_limits_t *o = &n->lim.o;
+  if (n->lim.spare_fd < 0) {
+    /* The reserve descriptor was given up so this accept could succeed:
+     * the caller is refused and the reserve taken again. */
+    conn_limit(c, NB__LIM_FDS, "refused: the process ran out of file "
+               "descriptors");
+    nb__lim_spare_take(&n->lim);
+    return 1;
+  }
+  unsigned pending, pending_ip, bound_ip;
+  conn_t *old_ip, *old = callers_count(n, c, c->lim.ip, &pending, &pending_ip,
+                                       &bound_ip, &old_ip);
+  uv_os_fd_t fd = -1;
+  if (uv_fileno((uv_handle_t *)&c->tcp, &fd) == 0 &&
+      nb__lim_fd_tight(&n->lim, (int)fd)) {
+    /* Descriptors run short: a silent caller gives its own up first. */
+    conn_t *v = old_ip ? old_ip : old;
+    if (!v) {
+      conn_limit(c, NB__LIM_FDS, "refused: descriptor %d is close to the "
+                 "limit of %d (the rest is kept for established links)",
+                 (int)fd, n->lim.fd_limit);
+      return 1;
+    }
+    conn_limit(v, NB__LIM_FDS, "closed in its handshake: descriptors run "
+               "short (%d of %d in use)", (int)fd, n->lim.fd_limit);
+  }
+  if (bound_ip >= o->links_per_addr) {
+    conn_limit(c, NB__LIM_LINKS_ADDR, "refused: %u connections from this "
+               "address are up (link_limits.links_per_addr)", bound_ip);
+    return 1;
+  }
+  if (old_ip && pending_ip >= o->pending_per_addr)
+    conn_limit(old_ip, NB__LIM_PENDING_ADDR, "the oldest of %u callers from "
+               "this address in their handshake (link_limits."
+               "pending_per_addr), closed for a new one", pending_ip);
+  else if (old && pending >= o->max_pending)
+    conn_limit(old, NB__LIM_PENDING, "the oldest of %u callers in their "
+               "handshake (link_limits.max_pending), closed for a new one",
+               pending);
+  return 0;
+}
+
+/* Checks that caller conn, a cortex without a link yet, may have one;
+ * returns 0, or 1 when conn was closed (too many links). */
+static int caller_refused(conn_t *c, const char *cortex) {
+  nb_link_node_t *n = c->node;
+  const nb_link_limits_t *o = &n->lim.o;
+  unsigned pending, pending_ip, bound_ip;
+  conn_t *old_ip;
+  callers_count(n, c, c->lim.ip, &pending, &pending_ip, &bound_ip, &old_ip);
+  if (n->lim.inbound >= o->max_links) {
+    conn_limit(c, NB__LIM_LINKS, "refused cortex '%s': %u links for peers "
+               "that called in exist (link_limits.max_links)", cortex,
+               n->lim.inbound);
+    return 1;
+  }
+  if (c->lim.ip[0] && bound_ip >= o->links_per_addr) {
+    conn_limit(c, NB__LIM_LINKS_ADDR, "refused cortex '%s': %u connections "
+               "from this address are up (link_limits.links_per_addr)",
+               cortex, bound_ip);
+    return 1;
+  }
+  return 0;
+}
+
+/* Returns 1 when l is a caller's link that never carried a spike either
+ * way and holds nothing, so forgetting it loses nothing, else 0. */
+static int link_disposable(const nb_link_t *l) {
+  return l->counted && !l->pinned && !l->conn && !l->ntargets &&
+         !l->st.sent && !l->st.received && !l->st.rejected && !l->recv_seq &&
+         l->rt == l->rh && !l->in_doubt && !l->closing;
+}
+
+/* Frees the links marked for reaping that are still disposable (a flood
+ * of one-shot handshakes does not pile up links); returns nothing. */
+static void links_reap(nb_link_node_t *n) {
+  for (size_t i = 0; i < n->nlinks;) {
+    nb_link_t *l = n->links[i];
+    if (!l->reap || !link_disposable(l)) {
+      l->reap = 0;
+      i++;
+      continue;
+    }
+    if (n->o.on_event) n->o.on_event(n->o.ud, l, NB_LINK_GONE);
+    memmove(&n->links[i], &n->links[i + 1],
+            (n->nlinks - i - 1) * sizeof *n->links);
+    n->nlinks--;
+    n->lim.inbound--;
+    l->closing = 1;
+    uv_timer_stop(&l->timer);
+    uv_close((uv_handle_t *)&l->timer, link_closed);
+  }
+}
+
+/* Counts conn's receive buffers in the node's rx_held, starts or ends the
+ * clock of its partial frame, and closes the connections with the oldest
+ * partial frames while the node holds more than rx_bytes; returns
+ * nothing. */
+static void rx_account(conn_t *c) {
+  nb_link_node_t *n = c->node;
+  if (c->state == NB__C_CLOSING) return;
+  uint64_t held = (uint64_t)c->rx.hcap + c->rx.dec.payload_cap;
+  n->lim.rx_held = n->lim.rx_held - c->lim.held + held;
+  c->lim.held = held;
+  if (!nb_link_rx_partial(&c->rx)) {
+    c->lim.partial_ms = 0;
+  } else if (!c->lim.partial_ms || c->lim.partial_frame != c->rx.frames) {
+    /* The clock runs from the last complete frame: a stream whose reads
+     * end mid-frame keeps completing frames and never times out. */
+    c->lim.partial_ms = loop_now(n);
+    c->lim.partial_frame = c->rx.frames;
+  }
+  while (n->lim.rx_held > n->lim.o.rx_bytes) {
+    conn_t *v = NULL;
+    for (conn_t *o = n->conns; o; o = o->next)
+      if (o->state != NB__C_CLOSING && o->lim.partial_ms && o->lim.held &&
+          (!v || o->lim.partial_ms < v->lim.partial_ms))
+        v = o;
+    if (!v) break;
+    conn_limit(v, NB__LIM_RX, "its partial frame (begun %llu ms ago) is the "
+               "oldest while partial frames hold over %llu bytes "
+               "(link_limits.rx_buffer)",
+               (unsigned long long)(loop_now(n) - v->lim.partial_ms),
+               (unsigned long long)n->lim.o.rx_bytes);
+  }
+}
+
+/* Gives back the payload buffer of a connection between frames when it
+ * grew past 64 KiB (one large frame must not pin a megabyte per link);
+ * returns nothing. */
+static void rx_trim(conn_t *c) {
+  nb_frame_decoder_t *d = &c->rx.dec;
+  if (c->has_pending || d->have || d->payload_cap <= (64u << 10)) return;
+  free(d->payload);
+  d->payload = NULL;
+  d->payload_cap = 0;
+  rx_account(c);
+}
+
+/* Runs the timeouts of one connection at now: handshake, partial frame,
+ * idle; asks for a keepalive and trims buffers. Returns nothing. */
+static void conn_sweep(conn_t *c, uint64_t now) {
+  nb_link_node_t *n = c->node;
+  const nb_link_limits_t *o = &n->lim.o;
+  uint64_t hello = n->o.hello_timeout_ms;
+  if ((c->state == NB__C_HELLO || c->state == NB__C_CONNECTING) &&
+      now - c->opened_ms >= hello) {
+    if (c->outbound)
+      conn_lost(c, NB_LINK_LOG_ERROR, 1, "no handshake within %llu ms",
+                (unsigned long long)hello);
+    else
+      conn_limit(c, NB__LIM_HANDSHAKE, "no handshake within %llu ms",
+                 (unsigned long long)hello);
+    return;
+  }
+  if (c->paused) {
+    /* Not reading for a full receiver: neither idle nor slow. */
+    c->lim.last_rx_ms = now;
+    if (c->lim.partial_ms) c->lim.partial_ms = now;
+  }
+  if (c->lim.partial_ms && now - c->lim.partial_ms >= o->frame_timeout_ms) {
+    conn_limit(c, NB__LIM_FRAME, "frame %llu incomplete for %llu ms "
+               "(link_limits.frame_timeout)",
+               (unsigned long long)c->rx.frames + 1,
+               (unsigned long long)(now - c->lim.partial_ms));
+    return;
+  }
+  if (c->state != NB__C_UP) return;
+  if (now - c->lim.last_rx_ms >= o->idle_timeout_ms) {
+    conn_limit(c, NB__LIM_IDLE, "nothing received for %llu ms, keepalives "
+               "included (link_limits.idle_timeout)",
+               (unsigned long long)(now - c->lim.last_rx_ms));
+    return;
+  }
+  if (now - c->lim.last_tx_ms >= o->keepalive_ms && !c->writing) {
+    c->lim.ping = 1;
+    kick(n);
+  }
+  rx_trim(c);
+}
+
+/* Handles an accept that failed with status (from_accept: in the listen
+ * callback; else the sweep found descriptors gone): logged once a minute;
+ * when descriptors ran out, one is freed (in the callback the reserve, so
+ * the waiting caller is taken and refused instead of the accept failing
+ * again at once; else, or without it, the oldest caller in its
+ * handshake). Returns nothing. */
+static void accept_failed(nb_link_node_t *n, int status, int from_accept) {
+  int fds = status == UV_EMFILE || status == UV_ENFILE;
+  uint64_t held = 0;
+  char note[96];
+  if (nb__lim_log_ok(&n->lim, "*", fds ? NB__LIM_FDS : NB__LIM_ACCEPT,
+                     loop_now(n), &held))
+    node_log(n, NB_LINK_LOG_WARN, "%s: %s%s (logged once a minute)%s",
+             fds ? "out of file descriptors" : "accept failed",
+             uv_strerror(status),
+             fds ? "; callers are refused until some are free, "
+                   "established links go on" : "",
+             lim_note(held, note, sizeof note));
+  if (!fds || (from_accept && nb__lim_spare_release(&n->lim))) return;
+  conn_t *old = NULL;
+  for (conn_t *o = n->conns; o; o = o->next)
+    if (conn_pending(o) && (!old || o->opened_ms <= old->opened_ms)) old = o;
+  if (old)
+    conn_limit(old, NB__LIM_FDS, "closed in its handshake: the process ran "
+               "out of file descriptors");
 }
 
 /* Once per loop iteration while there is work: resumed connections first,
@@ -1090,20 +1537,24 @@ static void prepare_cb(uv_prepare_t *h) {
     if (c->want_process && c->state != NB__C_CLOSING) {
       c->want_process = 0;
       conn_process(c);
+      rx_account(c);
     }
+  links_reap(n);
   for (size_t i = 0; i < n->nlinks; i++) link_flush(n->links[i]);
 }
 
-/* Closes connections whose handshake did not finish in time: a silent
- * caller, or a dialled peer that accepted but never answered (redialled). */
+/* Runs every connection's timeouts (nb__lim_sweep_ms): a caller silent
+ * in its handshake, a dialled peer that accepted but never answered
+ * (redialled), a frame left incomplete, a link gone quiet. */
 static void sweep_cb(uv_timer_t *t) {
   nb_link_node_t *n = t->data;
-  uint64_t now = loop_now(n), limit = n->o.hello_timeout_ms;
+  uint64_t now = loop_now(n);
   for (conn_t *c = n->conns; c; c = c->next)
-    if ((c->state == NB__C_HELLO || c->state == NB__C_CONNECTING) &&
-        now - c->opened_ms >= limit)
-      conn_lost(c, NB_LINK_LOG_ERROR, 1,
-                    "no handshake within %llu ms", (unsigned long long)limit);
+    if (c->state != NB__C_CLOSING) conn_sweep(c, now);
+  /* Out of descriptors, libuv closes each caller at accept (its own
+   * reserve descriptor) and says nothing: found out here, told once a
+   * minute, and a silent caller gives its descriptor up. */
+  if (n->listening && nb__lim_fds_out(&n->lim)) accept_failed(n, UV_EMFILE, 0);
 }
 
 /* ---- accepting ---- */
@@ -1111,7 +1562,7 @@ static void sweep_cb(uv_timer_t *t) {
 static void on_connection(uv_stream_t *server, int status) {
   nb_link_node_t *n = server->data;
   if (status < 0) {
-    node_log(n, NB_LINK_LOG_WARN, "accept failed: %s", uv_strerror(status));
+    accept_failed(n, status, 1);
     return;
   }
   conn_t *c = conn_new(n, 0);
@@ -1121,6 +1572,10 @@ static void on_connection(uv_stream_t *server, int status) {
   }
   snprintf(c->addr, sizeof c->addr, "?");
   c->state = NB__C_HELLO;
+  if (n->ring && nb_link_auth_acceptor(&c->auth, n->cortex, n->ring) != 0) {
+    conn_lost(c, NB_LINK_LOG_ERROR, 1, "out of memory for a new connection");
+    return;
+  }
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
     conn_lost(c, NB_LINK_LOG_WARN, 0, "accept failed");
     return;
@@ -1139,16 +1594,10 @@ static void on_connection(uv_stream_t *server, int status) {
       port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
       snprintf(c->addr, sizeof c->addr, "%s:%d", ip, port);
     }
+    snprintf(c->lim.ip, sizeof c->lim.ip, "%s", ip);
   }
-  unsigned unbound = 0;
-  for (conn_t *o = n->conns; o; o = o->next)
-    if (!o->outbound && !o->link && o->state != NB__C_CLOSING) unbound++;
-  if (unbound > NB__MAX_UNBOUND) {
-    conn_lost(c, NB_LINK_LOG_WARN, 0,
-                  "refused: %u callers are already in their handshake",
-                  NB__MAX_UNBOUND);
-    return;
-  }
+  if (!c->lim.ip[0]) snprintf(c->lim.ip, sizeof c->lim.ip, "?");
+  if (caller_admit(c)) return;
   uv_tcp_nodelay(&c->tcp, 1);
   uv_tcp_keepalive(&c->tcp, 1, 30);
   if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0)
@@ -1201,9 +1650,28 @@ int nb_link_node_new(nb_link_node_t **out, uv_loop_t *loop,
   snprintf(n->cortex, sizeof n->cortex, "%s", opts->cortex);
   n->o.cortex = n->cortex;
   if (!n->o.max_payload) n->o.max_payload = NB_FRAME_PAYLOAD_DEFAULT_MAX;
-  if (!n->o.hello_timeout_ms) n->o.hello_timeout_ms = 10000;
+  if (!n->o.hello_timeout_ms)
+    n->o.hello_timeout_ms = NB_LINK_HANDSHAKE_TIMEOUT_MS;
   n->inc = new_incarnation(n);
+  n->o.secret = NULL; /* derived into the keyring, not kept */
+  n->o.allow = NULL;
+  if (opts->secret || opts->nallow) {
+    int rc = nb_link_keyring_new(&n->ring, opts->encrypt);
+    if (rc == 0 && opts->secret)
+      rc = nb_link_keyring_set_default(n->ring, opts->secret,
+                                       opts->secret_len);
+    for (uint32_t i = 0; rc == 0 && i < opts->nallow; i++)
+      rc = nb_link_keyring_allow(n->ring, opts->allow[i].cortex,
+                                 opts->allow[i].secret,
+                                 opts->allow[i].secret_len);
+    if (rc != 0) {
+      nb_link_keyring_free(n->ring);
+      free(n);
+      return rc;
+    }
+  }
   if (n->o.arena && nb_arena_writer_new(&n->writer, n->o.arena) != 0) {
+    nb_link_keyring_free(n->ring);
     free(n);
     return NB_ENOMEM;
   }
@@ -1218,13 +1686,15 @@ int nb_link_node_new(nb_link_node_t **out, uv_loop_t *loop,
     size_t keep = segs / 16 > 2 ? segs / 16 : 2;
     if (keep <= segs / 4) nb_arena_writer_reserve(n->writer, (uint32_t)keep);
   }
+  nb__lim_init(&n->lim, &opts->limits);
+  n->o.limits = n->lim.o;
   if (n->o.arena && n->o.arena_path) arena_identity(n, n->o.arena_path);
   n->o.arena_path = NULL; /* not kept: the caller owns the string */
   uv_prepare_init(loop, &n->prep);
   n->prep.data = n;
   uv_timer_init(loop, &n->sweep);
   n->sweep.data = n;
-  uint64_t every = n->o.hello_timeout_ms / 4 ? n->o.hello_timeout_ms / 4 : 1;
+  uint64_t every = nb__lim_sweep_ms(&n->lim, n->o.hello_timeout_ms);
   uv_timer_start(&n->sweep, sweep_cb, every, every);
   uv_unref((uv_handle_t *)&n->sweep); /* never keeps the loop alive */
   n->handles = 2;
@@ -1322,14 +1792,37 @@ int nb_link_node_port(const nb_link_node_t *n) {
 
 uint64_t nb_link_node_incarnation(const nb_link_node_t *n) { return n->inc; }
 
+size_t nb__link_node_conns(const nb_link_node_t *n) {
+  size_t k = 0;
+  for (const conn_t *c = n->conns; c; c = c->next) k++;
+  return k;
+}
+
 int nb_link_connect(nb_link_node_t *n, const char *url,
                     const nb_link_opts_t *opts, nb_link_t **out) {
   if (out) *out = NULL;
   if (!n || n->closing) return NB_EINVAL;
   struct sockaddr_storage addr;
   if (url_addr(url, &addr) != 0 || strlen(url) >= 128) return NB_EINVAL;
+  nb_link_key_t key;
+  memset(&key, 0, sizeof key);
+  int has_key = 0;
+  if (opts && opts->secret) {
+    if (nb_link_key_derive(&key, opts->secret, opts->secret_len) != 0)
+      return NB_EINVAL;
+    has_key = 1;
+  } else {
+    has_key = nb_link_keyring_default(n->ring, &key);
+  }
+  int encrypt = (opts && opts->encrypt) || nb_link_keyring_encrypt(n->ring);
+  if (encrypt && !has_key) return NB_EINVAL;
   nb_link_t *l = link_new(n, opts, 1);
   if (!l) return NB_ENOMEM;
+  l->opts.secret = NULL; /* derived into key, not kept */
+  l->key = key;
+  l->has_key = has_key;
+  l->encrypt = encrypt;
+  nb_link_key_wipe(&key);
   snprintf(l->url, sizeof l->url, "%s", url);
   l->addr = addr;
   link_dial(l);
@@ -1348,6 +1841,7 @@ int nb_link_expect(nb_link_node_t *n, const char *cortex,
     if (!l) return NB_ENOMEM;
     snprintf(l->cortex, sizeof l->cortex, "%s", cortex);
   }
+  l->pinned = 1;
   if (out) *out = l;
   return 0;
 }
@@ -1433,12 +1927,13 @@ int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
   } else if (len != 0) {
     return NB_EINVAL;
   }
-  if (l->rt - l->rh >= l->cap ||
+  if (l->rt - l->rh >= l->opts.queue_spikes ||
       (!by_ref && l->qbytes + len > l->opts.queue_bytes)) {
     l->st.full++;
     l->was_full = 1;
     return NB_EFULL;
   }
+  if (l->rt - l->rh > l->mask && ring_grow(l) != 0) return NB_ENOMEM;
   entry_t *e = &l->ring[l->rt & l->mask];
   e->by_ref = 0;
   if (by_ref) {
@@ -1478,7 +1973,7 @@ int nb_link_send_id(nb_link_t *l, nb_id_t remote_id, const nb_spike_t *s,
 
 size_t nb_link_room(const nb_link_t *l) {
   if (!l || l->closing || l->qbytes >= l->opts.queue_bytes) return 0;
-  return (size_t)(l->cap - (l->rt - l->rh));
+  return (size_t)(l->opts.queue_spikes - (l->rt - l->rh));
 }
 
 void nb_link_resume(nb_link_t *l) {

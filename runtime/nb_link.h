@@ -3,7 +3,8 @@
  * A node (nb_link_node_t) is one cortex's end: it names its cortex, exposes
  * some neuron names with their ids, listens on an address and/or connects
  * to peers. Each peer is one link (nb_link_t), both directions on one TCP
- * connection (TCP_NODELAY), opened by a HELLO exchange (nb_link_wire.h)
+ * connection (TCP_NODELAY), opened by a HELLO exchange (nb_link_wire.h;
+ * after a mutual proof of a shared secret when one is set, nb_link_auth.h)
  * that maps names to the peer's ids: ids are per cortex, so a spike is
  * addressed by the target's NAME and rewritten to the peer's id on the way
  * out; the receiver refuses ids it does not expose.
@@ -41,7 +42,18 @@
  *                   peer's count at reconnect (acked or lost; all lost if
  *                   the peer restarted). Spikes sent while down are queued
  *                   and go out after the reconnect.
- * Either way, per link: sent == acked + lost + queued + in_doubt. */
+ * A peer that comes back after another process spoke for its cortex is
+ * taken as restarted (its count is in a numbering the link left).
+ * Either way, per link: sent == acked + lost + queued + in_doubt.
+ *
+ * Limits (nb_link_limits_t): what peers may hold of a node is bounded:
+ * callers in their handshake (the oldest goes first), links for callers,
+ * connections per IP address, bytes of partial frames, how long a
+ * handshake or a frame may take, how long a link may stay silent (an up
+ * link writes an ack of what it already acked as a keepalive), and the
+ * last eighth of the descriptor limit. A caller's link that never carried
+ * a spike is freed when its connection ends (NB_LINK_GONE). Refusals are
+ * logged once per address and kind (then at most once a minute). */
 #ifndef NB_LINK_H
 #define NB_LINK_H
 
@@ -63,7 +75,10 @@ typedef enum nb_link_policy_e {
 typedef enum nb_link_event_e {
   NB_LINK_UP = 1,   /* handshake done: sends resolve names now */
   NB_LINK_DOWN = 2, /* connection lost or closed (redial pending if ours) */
-  NB_LINK_DRAIN = 3 /* the queue has room again after an NB_EFULL */
+  NB_LINK_DRAIN = 3, /* the queue has room again after an NB_EFULL */
+  NB_LINK_GONE = 4   /* a link a peer opened, that never carried a spike,
+                        lost its connection: it is freed after this call
+                        (forget the pointer) */
 } nb_link_event_t;
 
 typedef enum nb_link_log_level_e {
@@ -96,7 +111,47 @@ typedef struct nb_link_opts_s {
   uint32_t queue_bytes;    /* ref payload bytes held, 0 = 16 MiB */
   uint32_t backoff_min_ms; /* first redial delay, 0 = 50 */
   uint32_t backoff_max_ms; /* delay cap (doubling), 0 = 5000 */
+  /* Dialled links only (nb_link_connect; not kept after it returns): */
+  const void *secret;      /* this link's secret (>= 16 bytes), NULL: the
+                              node's cluster secret, if any */
+  uint32_t secret_len;
+  int encrypt;             /* ask for an encrypted stream (needs a secret) */
 } nb_link_opts_t;
+
+/* What one node spends on peers at most (0 in a field = its default). A
+ * refusal at a limit is logged once per remote IP address and kind, then
+ * at most every 60 s with the count of those held back. */
+typedef struct nb_link_limits_s {
+  uint32_t max_pending;      /* callers in their handshake at once, 0 = 64;
+                                one more closes the oldest of them */
+  uint32_t pending_per_addr; /* of those, from one IP address, 0 = 16;
+                                one more closes that address's oldest */
+  uint32_t max_links;        /* links made for peers that called in (one per
+                                cortex name), 0 = 256; a new cortex past it
+                                is refused */
+  uint32_t links_per_addr;   /* handshaken connections from one IP address,
+                                0 = 64; one more is refused */
+  uint32_t frame_timeout_ms; /* a frame begun and not complete this long
+                                closes the connection, 0 = 30000 */
+  uint32_t keepalive_ms;     /* an up link that wrote nothing this long
+                                writes an ack (a no-op frame), 0 = 10000 */
+  uint32_t idle_timeout_ms;  /* an up link that read nothing this long is
+                                closed (a dialled one is redialled), 0 =
+                                30000; above keepalive_ms */
+  uint64_t rx_bytes;         /* bytes of partly received frames and HELLOs
+                                held over all connections, 0 = 64 MiB; past
+                                it the oldest partial frame's connection is
+                                closed */
+} nb_link_limits_t;
+
+/* Returns the default limits (every field filled). */
+nb_link_limits_t nb_link_limits_default(void);
+/* A cortex allowed to call in, with its own secret (>= 16 bytes). */
+typedef struct nb_link_allow_s {
+  const char *cortex;
+  const void *secret;
+  uint32_t secret_len;
+} nb_link_allow_t;
 
 typedef struct nb_link_node_opts_s {
   const char *cortex;   /* this node's cortex name, 1..255 bytes */
@@ -112,14 +167,27 @@ typedef struct nb_link_node_opts_s {
   nb_link_log_level_t log_level; /* lines above it are not emitted;
                                     0 = NB_LINK_LOG_INFO (all) */
   nb_link_opts_t accept;         /* options of links made by accepting */
-  uint32_t hello_timeout_ms;     /* a caller silent this long is closed,
-                                    0 = 10000 */
+  uint32_t hello_timeout_ms;     /* a connection whose handshake is not
+                                    done this long after it opened is
+                                    closed, 0 = 5000 */
   const char *arena_path; /* the file arena maps (nb_arena_open), NULL for
                              a private arena: a peer on this host that maps
                              the same file gets ref spikes by reference
                              (the bytes stay in the file), and ref spikes
                              sent without bytes are read from the arena
                              when written instead of copied when queued */
+  nb_link_limits_t limits; /* what peers may hold of this node */
+  /* Authentication (nb_link_auth.h; none of it is kept by reference).
+   * With a secret or an allow list every caller must prove a secret
+   * before anything else is said (a plain HELLO is refused), and dialled
+   * links prove theirs (opts.secret, else this one); without either the
+   * node speaks plain HELLOs as before (loopback development). */
+  const void *secret;            /* the cluster secret (>= 16 bytes) */
+  uint32_t secret_len;
+  const nb_link_allow_t *allow;  /* when nallow > 0: only these callers,
+                                    each with its own secret */
+  uint32_t nallow;
+  int encrypt;                   /* ask every peer for encryption */
 } nb_link_node_opts_t;
 
 typedef struct nb_link_stats_s {
@@ -147,7 +215,7 @@ typedef struct nb_link_stats_s {
 nb_link_opts_t nb_link_opts_default(void);
 
 /* Creates a node on loop; returns 0, NB_EINVAL (bad cortex name, no
- * on_spike) or NB_ENOMEM. */
+ * on_spike, a secret under 16 bytes, a bad allowed name) or NB_ENOMEM. */
 int nb_link_node_new(nb_link_node_t **out, uv_loop_t *loop,
                      const nb_link_node_opts_t *opts);
 
@@ -173,8 +241,9 @@ int nb_link_node_port(const nb_link_node_t *n);
 uint64_t nb_link_node_incarnation(const nb_link_node_t *n);
 
 /* Creates an outbound link dialling url (tcp://HOST:PORT) now and after
- * every loss, with opts (NULL = defaults); returns 0, NB_EINVAL or
- * NB_ENOMEM. *out may be NULL. */
+ * every loss, with opts (NULL = defaults); returns 0, NB_EINVAL (also a
+ * secret under 16 bytes, or encrypt without a secret) or NB_ENOMEM. *out
+ * may be NULL. */
 int nb_link_connect(nb_link_node_t *n, const char *url,
                     const nb_link_opts_t *opts, nb_link_t **out);
 

@@ -44,13 +44,31 @@ static int set_why(char *why, size_t whylen, const char *fmt, ...) {
   return NB_EFRAME;
 }
 
-/* Returns 1 when the n bytes at p make a valid name (1..255 bytes, no
- * control characters, so a name is always safe to log), else 0. */
-static int name_ok(const char *p, size_t n) {
+/* Returns the length of the well-formed UTF-8 sequence at p (m > 0 bytes
+ * left), or 0 when there is none (Unicode Table 3-7: no overlong forms,
+ * surrogates or code points past U+10FFFF). */
+static size_t utf8_len(const unsigned char *p, size_t m) {
+  unsigned char c = p[0], lo = 0x80, hi = 0xbf;
+  size_t len = c < 0x80 ? 1 : c < 0xc2 ? 0 : c < 0xe0 ? 2 : c < 0xf0 ? 3
+             : c < 0xf5 ? 4 : 0;
+  if (c == 0xe0) lo = 0xa0;
+  else if (c == 0xed) hi = 0x9f;
+  else if (c == 0xf0) lo = 0x90;
+  else if (c == 0xf4) hi = 0x8f;
+  if (len > m) return 0;
+  for (size_t i = 1; i < len; i++, lo = 0x80, hi = 0xbf)
+    if (p[i] < lo || p[i] > hi) return 0;
+  return len;
+}
+
+int nb_link_name_ok(const char *p, size_t n) {
   if (n == 0 || n > NB_LINK_NAME_MAX) return 0;
-  for (size_t i = 0; i < n; i++) {
-    unsigned char c = (unsigned char)p[i];
-    if (c < 0x20 || c == 0x7f) return 0;
+  const unsigned char *u = (const unsigned char *)p;
+  for (size_t i = 0; i < n;) {
+    if (u[i] < 0x20 || u[i] == 0x7f) return 0;
+    size_t k = utf8_len(u + i, n - i);
+    if (!k) return 0;
+    i += k;
   }
   return 1;
 }
@@ -80,10 +98,10 @@ int nb_link_arena_same(const nb_link_arena_id_t *a,
 
 int nb_link_hello_encode(const nb_link_hello_t *h, uint8_t *out, size_t cap) {
   size_t clen = strlen(h->cortex);
-  if (!name_ok(h->cortex, clen)) return NB_EINVAL;
+  if (!nb_link_name_ok(h->cortex, clen)) return NB_EINVAL;
   for (uint32_t i = 0; i < h->count; i++) {
     const char *nm = h->names[i].name;
-    if (!nm || !name_ok(nm, strlen(nm))) return NB_EINVAL;
+    if (!nm || !nb_link_name_ok(nm, strlen(nm))) return NB_EINVAL;
     if (h->names[i].id >= NB_LINK_CTRL_ID) return NB_EINVAL;
   }
   if (h->flags & ~NB_LINK_F_ARENA) return NB_EINVAL;
@@ -140,7 +158,11 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
   memset(out, 0, sizeof *out);
   /* Reject a stranger at its first wrong byte instead of waiting. */
   for (size_t i = 0; i < len && i < 4; i++)
-    if (buf[i] != magic[i])
+    if (buf[i] != magic[i] && i == 2 && buf[2] == 'A')
+      return set_why(why, whylen, "refused: the caller authenticates (it "
+                     "has a secret) but this node has none: set the same "
+                     "secret on both sides");
+    else if (buf[i] != magic[i])
       return set_why(why, whylen,
                      "bad handshake: not a NeuronBus link (magic byte %zu is "
                      "0x%02x)", i, buf[i]);
@@ -174,8 +196,9 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
   if (out->incarnation == 0)
     return set_why(why, whylen, "bad handshake: incarnation is 0");
   size_t clen = *p++;
-  if ((size_t)(end - p) < clen + 4 || !name_ok((const char *)p, clen))
-    return set_why(why, whylen, "bad handshake: bad cortex name");
+  if ((size_t)(end - p) < clen + 4 || !nb_link_name_ok((const char *)p, clen))
+    return set_why(why, whylen, "bad handshake: the cortex name is not "
+                   "1..255 bytes of UTF-8 without control characters");
   memcpy(out->cortex, p, clen);
   out->cortex[clen] = 0;
   p += clen;
@@ -204,7 +227,7 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
     nb_id_t id = get16(p);
     size_t n = p[2];
     p += 3;
-    if ((size_t)(end - p) < n || !name_ok((const char *)p, n))
+    if ((size_t)(end - p) < n || !nb_link_name_ok((const char *)p, n))
       rc = set_why(why, whylen, "bad handshake: name %u is malformed", i);
     else if (id >= NB_LINK_CTRL_ID)
       rc = set_why(why, whylen, "bad handshake: neuron id %u is reserved",
@@ -324,7 +347,7 @@ int nb_link_parse_url(const char *url, char *host, size_t hostcap, int *port,
   const char *nm = NULL;
   if (*p == '/') {
     nm = p + 1;
-    if (!neuron || !name_ok(nm, strlen(nm))) return NB_EINVAL;
+    if (!neuron || !nb_link_name_ok(nm, strlen(nm))) return NB_EINVAL;
   } else if (*p) {
     return NB_EINVAL;
   }

@@ -23,7 +23,7 @@
  *         file it can share with a peer on the same host):
  *         u64 dev, u64 inode (of the arena file), u64 capacity,
  *         u8 n, n bytes: the host's boot id (same kernel, same boot)
- *   Names are 1..255 bytes with no control characters; ids are below
+ *   Names are 1..255 bytes of UTF-8 with no control characters; ids are below
  *   NB_LINK_CTRL_ID; names and ids are unique; the body length is exact;
  *   other flags are refused (a later version's features).
  *
@@ -65,6 +65,11 @@ typedef struct nb_link_arena_id_s {
   uint64_t capacity;  /* data bytes, as its header says */
   char host[NB_LINK_HOST_MAX + 1]; /* the boot id: 1..64 printable bytes */
 } nb_link_arena_id_t;
+
+/* Returns 1 when the n bytes at p make a valid cortex or neuron name
+ * (1..NB_LINK_NAME_MAX bytes of well-formed UTF-8 without control
+ * characters: always safe to log and to put in JSON), else 0. */
+int nb_link_name_ok(const char *p, size_t n);
 
 /* Returns 1 when a and b name the same arena file on the same host, else
  * 0. */

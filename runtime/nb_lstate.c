@@ -16,6 +16,8 @@
 #include <lualib.h>
 
 #include "nb_clock.h"
+#include "nb_lstate_internal.h"
+#include "nb_lpattern_internal.h"
 
 /* Words of an entry's name as the watchdog reads it (47 bytes and a NUL). */
 #define NB__ENTRY_WORDS 6
@@ -34,6 +36,11 @@ struct nb_lstate_s {
   int depth;          /* nesting of nb_lstate_call */
   int jit, sandbox;
   uint64_t budget_ns, deadline; /* deadline 0: no entry running */
+  /* End of the running entry for long C work (the pattern functions): the
+   * budget's deadline, or in a sandboxed state without a budget the
+   * watchdog limit's; 0 = none or no entry running. */
+  uint64_t c_deadline;
+  char limit_msg[64]; /* the error of both ("budget of 20 ms exceeded") */
   int budget_hit, escalated;
   uint64_t entries, mem_errors, budget_overruns;
   int msgh_ref, env_ref, budget_msg_ref;
@@ -55,6 +62,12 @@ struct nb_lstate_s {
   nb_lstate_t *w_next, *w_prev; /* under wd.mu */
   int w_linked;
   int cstack_hit; /* the allocator refused a block: the C stack was deep */
+  /* The allocator granted compiled code a block it would have refused
+   * (see defer_refusal): DEFER_PENDING until the error is raised at the
+   * next interpreted instruction, DEFER_RAISED after. */
+  int deferred;
+  int over_msg_ref;
+  int stepmul, pause; /* the collector's settings before a deferral */
 };
 
 /* ---- small helpers -------------------------------------------------- */
@@ -101,12 +114,45 @@ static const char *time_txt(char *buf, size_t len, uint64_t ns) {
 static _Thread_local uintptr_t cs_floor;
 static _Thread_local int cs_ready; /* 1 known, -1 cannot be known */
 
+static void over_hook(lua_State *L, lua_Debug *ar);
+
+enum { DEFER_NONE, DEFER_PENDING, DEFER_RAISED };
+
+/* Grants a block the allocator would have refused, because compiled code
+ * asked for it (see nb_lstate_jit.c: refusing it would crash LuaJIT),
+ * and arms a count hook on every instruction so the entry stops at the
+ * first one the interpreter runs; returns nothing.
+ *
+ * A trace that loops without ever leaving would not reach that hook, but
+ * a trace leaves whenever the collector it steps reaches its atomic
+ * phase. So the collector is told to start a cycle at its next check, to
+ * run it in very large steps, and (should it be finishing a cycle) to
+ * start the next one at once rather than when the heap has doubled: the
+ * trace is out within a few steps. These are plain field writes in
+ * LuaJIT (no allocation, no collection here), safe inside an allocation. */
+static void defer_refusal(nb_lstate_t *S) {
+  if (S->deferred == DEFER_PENDING) return;
+  S->deferred = DEFER_PENDING;
+  lua_sethook(S->L, over_hook, LUA_MASKCOUNT, 1);
+  S->stepmul = lua_gc(S->L, LUA_GCSETSTEPMUL, 1 << 20);
+  S->pause = lua_gc(S->L, LUA_GCSETPAUSE, 100);
+  lua_gc(S->L, LUA_GCRESTART, 0);
+}
+
+/* Returns 1 when compiled code asked for the block: only a state with
+ * the JIT on has traces, and the stack walk is not free. */
+static int in_trace(const nb_lstate_t *S) {
+  return S->jit && nb__lstate_in_trace();
+}
+
 /* The state's lua_Alloc: counts the bytes malloc really holds, refuses
  * growth past the cap while enforce is set; returns the block or NULL.
- * Shrinks and frees never fail, as Lua requires. The count uses
+ * Shrinks and frees never fail, as Lua requires, and neither does a
+ * block compiled code asks for (defer_refusal). The count uses
  * malloc_usable_size, not Lua's osize: after a failed upvalue allocation
  * LuaJIT frees a closure with a smaller osize than it allocated, which
  * would leave the count drifting. */
+
 static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   nb_lstate_t *S = ud;
   size_t old = ptr ? malloc_usable_size(ptr) : 0;
@@ -119,19 +165,24 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
    * (glibc: a 16-byte rounding plus 8 for heap chunks, page rounding for
    * mmapped ones), so the counted bytes never pass the cap. */
   size_t est = nsize + (nsize < 65536 ? 24 : 4096);
-  if (nsize > (ptr ? osize : 0) && S->depth && cs_floor &&
+  int grows = nsize > (ptr ? osize : 0);
+  if (grows && S->depth && cs_floor &&
       (uintptr_t)__builtin_frame_address(0) < cs_floor) {
     /* Agent code recursing through C is near the end of the stack. */
     S->cstack_hit = 1;
     S->refused++;
-    return NULL;
-  }
-  if (nsize > (ptr ? osize : 0) && S->enforce && S->limit &&
-      S->bytes - old + est > S->limit) {
+    if (S->deferred != DEFER_PENDING && !in_trace(S)) return NULL;
+    defer_refusal(S);
+  } else if (grows && S->enforce && S->limit &&
+             S->bytes - old + est > S->limit) {
     S->mem_hit = 1;
     S->mem_ask = nsize;
     S->refused++;
-    return NULL;
+    /* Once deferred, the error comes at the next instruction: what runs
+     * until then (the rest of the trace or of one C call) is granted
+     * without walking the stack for every block. */
+    if (S->deferred != DEFER_PENDING && !in_trace(S)) return NULL;
+    defer_refusal(S);
   }
   void *p = realloc(ptr, nsize);
   if (!p) {
@@ -166,12 +217,13 @@ static int panic(lua_State *L) {
 
 static void budget_hook(lua_State *L, lua_Debug *ar);
 
-/* Raises the budget error and from then on makes the hook fire at every
+/* Raises the budget error (or a sandboxed state's pattern limit error)
+ * and, under a budget, from then on makes the hook fire at every
  * instruction, so agent code that catches the error with pcall is
  * interrupted again at once and every level unwinds; never returns. */
 static int budget_raise(lua_State *L, nb_lstate_t *S) {
   S->budget_hit = 1;
-  if (!S->escalated) {
+  if (S->budget_ns && !S->escalated) {
     S->escalated = 1;
     lua_sethook(L, budget_hook, LUA_MASKCOUNT, 1);
   }
@@ -203,6 +255,14 @@ static int budget_check(lua_State *L) {
   return budget_raise(L, S);
 }
 
+/* Long C work (nb_lpattern.c) checks the same limit every few thousand
+ * steps, where no hook can fire. */
+int nb__lstate_c_check(lua_State *L, nb_lstate_t *S) {
+  if (!S->c_deadline) return 0;
+  if (!S->budget_hit && nb_clock_ns() < S->c_deadline) return 0;
+  return budget_raise(L, S);
+}
+
 /* Lua wrappers (tail calls keep pcall yieldable and its results intact).
  * xpcall's handler is wrapped too: a budget error raised from the hook
  * runs the handler while LuaJIT still counts the hook as active, so a
@@ -214,6 +274,48 @@ static const char pcall_wrap[] =
     "    check()\n"
     "    return xpcall(f, function(e) check() return h(e) end, ...)\n"
     "  end\n";
+
+/* ---- compiled code at a limit -------------------------------------- */
+
+/* Puts back the hook and collector settings defer_refusal changed;
+ * returns nothing. */
+static void defer_disarm(nb_lstate_t *S) {
+  if (S->budget_ns)
+    lua_sethook(S->L, budget_hook, LUA_MASKCOUNT,
+                S->escalated ? 1 : NB_LSTATE_HOOK_COUNT);
+  else
+    lua_sethook(S->L, NULL, 0, 0);
+  lua_gc(S->L, LUA_GCSETSTEPMUL, S->stepmul);
+  lua_gc(S->L, LUA_GCSETPAUSE, S->pause);
+}
+
+/* Count hook armed by defer_refusal: at the first interpreted instruction
+ * after compiled code went past a limit, disarms itself and raises the
+ * memory error there (the C stack one is told apart by cstack_hit), as
+ * the refusal would have: agent code may catch it with pcall, and its
+ * next block past the limit is refused (or deferred) again; returns only
+ * when no refusal is pending. */
+static void over_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  nb_lstate_t *S = nb_lstate_from_L(L);
+  if (!S || S->deferred != DEFER_PENDING) return;
+  S->deferred = DEFER_RAISED;
+  defer_disarm(S);
+  /* Made once at setup: raising allocates nothing. */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->over_msg_ref);
+  lua_error(L);
+}
+
+/* tostring runs an object's __tostring as a tail call (LuaJIT), so a
+ * __tostring that calls tostring on its object (or on an object whose
+ * __tostring does) loops forever in constant stack: with the JIT on in
+ * compiled code nothing interrupts it, and the message handler would hang
+ * on such an error object. This wrapper makes each level a real call, so
+ * the recursion ends in LuaJIT's "stack overflow" error; arguments and
+ * errors are tostring's own. */
+static const char tostring_wrap[] =
+    "local tostring = ...\n"
+    "return function(...) local s = tostring(...) return s end\n";
 
 /* ---- message handler ------------------------------------------------ */
 
@@ -784,11 +886,38 @@ static int state_setup(lua_State *L) {
   setup_t *u = lua_touserdata(L, 1);
   nb_lstate_t *S = u->S;
   luaL_openlibs(L);
-  if (S->budget_ns) {
-    char t[32];
-    lua_pushfstring(L, "budget of %s exceeded",
-                    time_txt(t, sizeof t, S->budget_ns));
+  lua_pushliteral(L, "not enough memory (compiled code went past the "
+                     "state's limit)");
+  S->over_msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  /* Before the sandbox copies it, and before print looks it up. */
+  luaL_loadbuffer(L, tostring_wrap, sizeof tostring_wrap - 1,
+                  "=neuronbus.tostring");
+  lua_getglobal(L, "tostring");
+  lua_call(L, 1, 1);
+  lua_setglobal(L, "tostring");
+  char t[32];
+  if (S->budget_ns)
+    snprintf(S->limit_msg, sizeof S->limit_msg, "budget of %s exceeded",
+             time_txt(t, sizeof t, S->budget_ns));
+  else if (S->sandbox && S->watch_ns)
+    snprintf(S->limit_msg, sizeof S->limit_msg,
+             "watchdog of %s exceeded in string pattern matching",
+             time_txt(t, sizeof t, S->watch_ns));
+  if (S->limit_msg[0]) {
+    /* Made once here: raising it allocates nothing, even at the cap. */
+    lua_pushstring(L, S->limit_msg);
     S->budget_msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  if (S->budget_ns || S->sandbox) {
+    /* LuaJIT's pattern functions run a match to its end inside C, where
+     * no hook fires; these count their steps and check the limit. The
+     * string metatable's __index is this same table, so s:find is
+     * covered, and the sandbox copies the table after this. */
+    lua_getglobal(L, "string");
+    nb__lpattern_register(L, -1);
+    lua_pop(L, 1);
+  }
+  if (S->budget_ns) {
     /* Replace the global pcall/xpcall before the sandbox copies them. */
     luaL_loadbuffer(L, pcall_wrap, sizeof pcall_wrap - 1,
                     "=neuronbus.budget");
@@ -838,7 +967,7 @@ int nb_lstate_new(nb_lstate_t **out, const nb_lstate_opts_t *o) {
   S->budget_ns = o->budget_ns;
   S->jit = o->jit && !o->budget_ns;
   S->sandbox = o->sandbox != 0;
-  S->msgh_ref = S->env_ref = S->budget_msg_ref = LUA_NOREF;
+  S->msgh_ref = S->env_ref = S->budget_msg_ref = S->over_msg_ref = LUA_NOREF;
   if (o->watchdog_ns != NB_LSTATE_WATCHDOG_OFF) {
     S->watch_ns = o->watchdog_ns ? o->watchdog_ns : NB_LSTATE_WATCHDOG_DEFAULT_NS;
     if (S->budget_ns && S->watch_ns < 2 * S->budget_ns)
@@ -896,6 +1025,7 @@ size_t nb_lstate_close(nb_lstate_t *S) {
   /* Finalizers run inside lua_close: no cap, no budget, no hook. */
   S->enforce = 0;
   S->deadline = 0;
+  S->c_deadline = 0;
   lua_sethook(S->L, NULL, 0, 0);
   lua_close(S->L);
   size_t left = S->bytes;
@@ -945,6 +1075,7 @@ static void enter(nb_lstate_t *S, const char *entry) {
   S->entries++;
   S->mem_hit = 0;
   S->cstack_hit = 0;
+  S->deferred = DEFER_NONE;
   cs_limit(); /* this thread's stack bounds, once */
   S->budget_hit = 0;
   S->enforce = S->limit != 0;
@@ -954,6 +1085,8 @@ static void enter(nb_lstate_t *S, const char *entry) {
       lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
     S->deadline = now + S->budget_ns;
   }
+  S->c_deadline = S->budget_ns ? S->deadline
+                  : S->sandbox && S->watch_ns ? now + S->watch_ns : 0;
   if (S->watch_ns) {
     entry_name_store(S, entry);
     S->cur_seq = atomic_fetch_add(&S->w_seq, 1) + 1;
@@ -966,10 +1099,14 @@ static void enter(nb_lstate_t *S, const char *entry) {
 static void entry_leave(nb_lstate_t *S) {
   S->enforce = 0;
   S->deadline = 0;
+  S->c_deadline = 0;
   if (S->escalated) {
     S->escalated = 0;
     lua_sethook(S->L, budget_hook, LUA_MASKCOUNT, NB_LSTATE_HOOK_COUNT);
   }
+  /* Still pending: the entry returned before its next instruction. It
+   * stays pending for classify; enter clears it. */
+  if (S->deferred == DEFER_PENDING) defer_disarm(S);
   if (S->watch_ns) {
     atomic_store(&S->w_start, 0);
     /* Claimed by the watchdog (see wd_check): it reported this entry. */
@@ -997,7 +1134,9 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
   const char *msg = status ? lua_tostring(L, -1) : NULL;
   int code;
   int outer = S->depth == 0; /* count each failed entry once */
-  if (S->cstack_hit && status != 0) {
+  /* A refusal still pending fails the entry even when it returned. */
+  int failed = status != 0 || (outer && S->deferred == DEFER_PENDING);
+  if (S->cstack_hit && failed) {
     S->cstack_hit = 0;
     code = errf(err, errlen, NB_ECSTACK, "C stack overflow: the agent's "
                 "code recursed through C functions (string.gsub or "
@@ -1007,12 +1146,20 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
                 msg && !is_mem_msg(msg) ? msg : "");
   } else if (S->budget_hit) {
     S->budget_overruns += outer;
-    if (msg && strstr(msg, "budget of"))
+    if (msg && strstr(msg, S->limit_msg))
       code = errf(err, errlen, NB_EBUDGET, "%s", msg);
     else /* agent code replaced the budget error on its way out */
-      code = errf(err, errlen, NB_EBUDGET, "budget of %s exceeded%s%s",
-                      time_txt(a, sizeof a, S->budget_ns),
-                      msg ? ": " : "", msg ? msg : "");
+      code = errf(err, errlen, NB_EBUDGET, "%s%s%s", S->limit_msg,
+                  msg ? ": " : "", msg ? msg : "");
+  } else if (S->mem_hit && S->deferred &&
+             (!status || status == LUA_ERRMEM || status == LUA_ERRERR ||
+              is_mem_msg(msg))) {
+    S->mem_errors += outer;
+    code = errf(err, errlen, NB_EMEMLIMIT,
+                "memory limit %s exceeded (%.1f MB in use: compiled code "
+                "went past it and was stopped at its next interpreted "
+                "instruction)",
+                size_txt(a, sizeof a, S->limit), S->bytes / 1048576.0);
   } else if (S->mem_hit && (status == LUA_ERRMEM || status == LUA_ERRERR ||
                              is_mem_msg(msg))) {
     S->mem_errors += outer;
@@ -1024,6 +1171,11 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
   } else if (status == LUA_ERRMEM) {
     code = errf(err, errlen, NB_ENOMEM,
                     "out of memory (the process, not the state's cap)");
+  } else if (status == LUA_ERRERR) {
+    code = errf(err, errlen, NB_EAGENT,
+                "error in error handling: the error could not be turned "
+                "into a message (its object's __tostring raised or "
+                "recursed, or the Lua stack was full when it was raised)");
   } else {
     code = errf(err, errlen, NB_EAGENT, "%s",
                     msg ? msg : "(error object is not a string)");
@@ -1039,6 +1191,7 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
     lua_gc(L, LUA_GCCOLLECT, 0);
     S->enforce = e;
   }
+  if (outer) S->deferred = DEFER_NONE; /* reported: later work starts clean */
   return code;
 }
 
@@ -1059,7 +1212,8 @@ int nb_lstate_call_in(nb_lstate_t *S, const char *entry, int nargs,
   int status = lua_pcall(L, nargs, nresults, base);
   if (outer) entry_leave(S);
   S->depth--;
-  if (status == 0 && !S->budget_hit) {
+  if (status == 0 && !S->budget_hit &&
+      !(outer && S->deferred == DEFER_PENDING)) {
     lua_remove(L, base);
     if (err && errlen) err[0] = 0;
     return 0;

@@ -8,7 +8,11 @@
  *     a host call cannot hit it;
  *   - a time budget per entry, enforced by a count hook; a state with a
  *     budget always runs with the JIT off, because compiled loops never
- *     check hooks;
+ *     check hooks. Pattern matching runs in C where no hook fires, so a
+ *     budgeted or sandboxed state gets string.find, match, gmatch and
+ *     gsub that count their steps and check the entry's limit
+ *     (runtime/nb_lpattern.c): the budget, or in a sandboxed state
+ *     without one the watchdog limit (both NB_EBUDGET);
  *   - a watchdog thread that notices an entry running past its limit (the
  *     only protection a JIT state has against an endless compiled loop)
  *     and reports it: the state's name, the entry, how long it has run and
@@ -72,7 +76,8 @@ typedef struct nb_lstate_stats_s {
   uint64_t entries;           /* outermost nb_lstate_call entries */
   uint64_t mem_errors;        /* entries that ended in NB_EMEMLIMIT */
   uint64_t refused;           /* allocations refused by the cap */
-  uint64_t budget_overruns;   /* entries interrupted by the budget hook */
+  uint64_t budget_overruns;   /* entries interrupted by the budget (or a
+                                 sandbox's pattern limit) */
   uint64_t watchdog_overruns; /* entries that ran past the watchdog limit */
   int jit;                    /* JIT engine on for this state */
   int sandbox;
@@ -125,7 +130,8 @@ const char *nb_lstate_name(const nb_lstate_t *S);
 /* The protected entry into agent code, like lua_pcall(L, nargs, nresults)
  * with the function and its arguments on top of S's stack, under the
  * memory cap, the budget and the watchdog; returns 0 with nresults on the
- * stack, or NB_EMEMLIMIT, NB_EBUDGET (interrupted by the budget),
+ * stack, or NB_EMEMLIMIT, NB_EBUDGET (interrupted by the budget, or a
+ * sandboxed state's pattern matching stopped at the watchdog limit),
  * NB_EAGENT (a Lua error: message and traceback in err) or NB_ENOMEM (the
  * process itself is out of memory), with the function, arguments and
  * error removed from the stack. err may be NULL. A long entry is only

@@ -243,15 +243,27 @@ int64_t nb_rt_timer(nb_rt_cell_t *cell, uint64_t after_ns,
 
 /* ---- what the Lua side calls ---- */
 
-int nb_rt_cancel(nb_rt_cell_t *cell, uint32_t req) {
+/* Returns the live request id of the cell's agent, or NULL. */
+static nb__req_t *req_find(nb_rt_cell_t *cell, uint32_t id) {
   nb__agent_t *a = (nb__agent_t *)cell;
-  if (!a->async) return NB_ENOENT;
+  if (!a->async) return NULL;
   for (nb__req_t *r = a->async->reqs; r; r = r->next)
-    if (r->id == req) {
-      req_cancel(r);
-      return 0;
-    }
-  return NB_ENOENT;
+    if (r->id == id) return r;
+  return NULL;
+}
+
+int nb_rt_cancel(nb_rt_cell_t *cell, uint32_t req) {
+  nb__req_t *r = req_find(cell, req);
+  if (!r) return NB_ENOENT;
+  req_cancel(r);
+  return 0;
+}
+
+int nb_rt_consumed(nb_rt_cell_t *cell, uint32_t req, size_t len) {
+  nb__req_t *r = req_find(cell, req);
+  if (!r) return NB_ENOENT;
+  if (r->consumed) r->consumed(r, len);
+  return 0;
 }
 
 int nb_rt_next_event(nb_rt_cell_t *cell, nb_rt_event_t *out) {

@@ -49,6 +49,20 @@
 #define NB_LINK_BACKOFF_MAX_MS 5000u         /* longest redial delay */
 /* the largest max_payload (its default is NB_FRAME_PAYLOAD_DEFAULT_MAX) */
 #define NB_LINK_PAYLOAD_LIMIT (1u << 30)
+/* link_limits: what peers may hold of a process (runtime/nb_link.h) */
+#define NB_LINK_HANDSHAKE_TIMEOUT_MS 5000u   /* handshake_timeout = "5s" */
+#define NB_LINK_MAX_PENDING 64u              /* callers in their handshake */
+#define NB_LINK_PENDING_PER_ADDR 16u         /* ... from one IP address */
+#define NB_LINK_MAX_LINKS 256u               /* peers that called in */
+#define NB_LINK_LINKS_PER_ADDR 64u           /* connections from one address */
+#define NB_LINK_PROXIES_PER_PEER 64u         /* local neurons made for one
+                                                peer's unannounced senders */
+#define NB_LINK_FRAME_TIMEOUT_MS 30000u      /* frame_timeout = "30s" */
+#define NB_LINK_KEEPALIVE_MS 10000u          /* keepalive = "10s" */
+#define NB_LINK_IDLE_TIMEOUT_MS 30000u       /* idle_timeout = "30s" */
+#define NB_LINK_RX_BYTES (64u << 20)         /* rx_buffer = "64MB" */
+#define NB_LINK_COUNT_LIMIT (1u << 20)       /* the largest count limit */
+#define NB_LINK_SECRET_MIN 16u               /* shortest link secret, bytes */
 
 /* processes (nb.exec) and files (nb.files) */
 #define NB_EXEC_OUTPUT_MAX (16u << 20)       /* bytes kept per stream: past it, killed */

@@ -160,6 +160,11 @@ int64_t nb_rt_http(nb_rt_cell_t *cell, const nb_rt_http_req_t *req);
  * returns 0 or NB_ENOENT (over already). */
 int nb_rt_cancel(nb_rt_cell_t *cell, uint32_t req);
 
+/* Tells request req of the cell's agent that its task took len bytes of
+ * it (a stream's chunk): a stream paused on its unread bytes goes on.
+ * Returns 0 or NB_ENOENT (over already). */
+int nb_rt_consumed(nb_rt_cell_t *cell, uint32_t req, size_t len);
+
 /* Takes the next completion for the cell's agent into *out (its pointers
  * valid until the next call); returns 1, or 0 when there is none. */
 int nb_rt_next_event(nb_rt_cell_t *cell, nb_rt_event_t *out);

@@ -39,6 +39,10 @@
 
 #define NB__HTTP_BODY_MAX (64u << 20) /* bytes of a plain request's body */
 #define NB__HTTP_HEAD_MAX (1u << 20)  /* bytes of a response's headers */
+/* Bytes a stream delivers that its task has not read yet: past this the
+ * transfer pauses (TCP then pushes back on the server) until the task
+ * has read half of them. An unread stream costs at most this memory. */
+#define NB__HTTP_STREAM_UNREAD (1u << 20)
 
 typedef struct nb__http_s {
   CURLM *multi;
@@ -66,6 +70,8 @@ typedef struct http_req_s {
   int follow;
   int head_sent; /* stream: the headers event went out */
   int too_big;
+  int paused;    /* stream: on_body paused the transfer (too much unread) */
+  size_t unread; /* stream: bytes delivered that the task has not read */
   char err[CURL_ERROR_SIZE];
 } http_req_t;
 
@@ -173,6 +179,11 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
       curl_easy_getinfo(q->easy, CURLINFO_RESPONSE_CODE, &q->status);
       send_head(q);
     }
+    if (q->unread >= NB__HTTP_STREAM_UNREAD) {
+      q->paused = 1;
+      return CURL_WRITEFUNC_PAUSE; /* curl hands this chunk again later */
+    }
+    q->unread += len;
     nb__req_event(&q->r, (int32_t)q->status, 0, p, len, NULL, 0, NULL, 0);
     return len;
   }
@@ -181,6 +192,18 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud) {
     return 0; /* CURLE_WRITE_ERROR */
   }
   return len;
+}
+
+/* The stream's task read len bytes: a paused transfer goes on once half
+ * of the unread limit is free. Returns nothing. */
+static void stream_consumed(nb__req_t *r, size_t len) {
+  http_req_t *q = (http_req_t *)r;
+  q->unread = len < q->unread ? q->unread - len : 0;
+  if (q->paused && q->unread <= NB__HTTP_STREAM_UNREAD / 2) {
+    q->paused = 0;
+    /* May deliver the held chunk at once (on_body, no Lua runs). */
+    curl_easy_pause(q->easy, CURLPAUSE_CONT);
+  }
 }
 
 /* Returns the nb_err_t for a failed transfer. */
@@ -364,6 +387,7 @@ int64_t nb_rt_http(nb_rt_cell_t *cell, const nb_rt_http_req_t *in) {
   if (!h || h->closing) goto fail;
   q->h = h;
   q->stream = in->stream != 0;
+  if (q->stream) q->r.consumed = stream_consumed;
   q->follow = in->follow != 0;
   q->what = nb__strf("%s %s", in->method, in->url);
   q->easy = curl_easy_init();

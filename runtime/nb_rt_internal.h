@@ -220,6 +220,29 @@ int nb__msgh(lua_State *L);
 int nb__xcopy(lua_State *from, int idx, lua_State *to, const char *path,
               int depth, char **err);
 
+/* ---- nb_rt_topo.c ---- */
+
+/* A manifest state kept to check many manifest sources in one process
+ * (the manifest fuzzer): each check is neuronbus check's dry run, with its
+ * memory cap but not its time limit (a source is not run in a child). */
+typedef struct nb__checker_s nb__checker_t;
+
+/* Returns a checker, or NULL with *err set (malloc'd). */
+nb__checker_t *nb__checker_new(char **err);
+
+/* Checks the manifest source src (len bytes) labelled label; returns the
+ * problems' text (malloc'd; NULL or empty when there is none) and their
+ * count, counted as neuronbus check counts them, in *problems. */
+char *nb__checker_run(nb__checker_t *k, const char *label, const char *src,
+                      size_t len, int *problems);
+
+/* Returns the checker's Lua state, where the validator runs (the fuzzer
+ * hooks its lines, as coverage a libFuzzer build cannot see in Lua). */
+lua_State *nb__checker_state(nb__checker_t *k);
+
+/* Closes the checker's state and frees k; NULL is a no-op. */
+void nb__checker_free(nb__checker_t *k);
+
 /* ---- nb_rt_rec.c ---- */
 
 /* The callbacks of a recorder neuron (no state: it keeps what it gets). */
@@ -270,6 +293,9 @@ typedef struct nb__req_s {
   nb__agent_t *a; /* NULL once final or cancelled */
   void *loop;     /* the runtime's uv_loop_t */
   void (*cancel)(struct nb__req_s *r);
+  /* NULL, or told when the task took len bytes of r's events (flow
+   * control of a stream): set by the request's maker. */
+  void (*consumed)(struct nb__req_s *r, size_t len);
   struct nb__req_s *next, *prev;
 } nb__req_t;
 
@@ -453,8 +479,16 @@ typedef struct nb__link_conf_s {
   const char *arena_path; /* a file-backed arena peers on this host share */
   uint32_t max_payload;
   nb_link_opts_t accept;
-  const nb__peer_conf_t *peers;
+  const nb__peer_conf_t *peers; /* their opts may carry a secret */
   size_t npeers;
+  nb_link_limits_t limits;   /* link_limits (0 fields: the defaults) */
+  uint32_t hello_timeout_ms; /* link_limits.handshake_timeout, 0 = default */
+  uint32_t proxies_per_peer; /* link_limits.proxies_per_peer, 0 = default */
+  const char *secret;     /* the cluster secret (bytes), NULL: none */
+  size_t secret_len;
+  int encrypt;            /* ask every peer for encryption */
+  const nb_link_allow_t *allow; /* callers let in with their own secret */
+  size_t nallow;
 } nb__link_conf_t;
 
 /* The callbacks of a remote neuron's proxy (no Lua state). */

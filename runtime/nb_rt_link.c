@@ -36,7 +36,7 @@
 
 typedef struct peercfg_s {
   char *url;
-  nb_link_opts_t o;
+  nb_link_opts_t o; /* o.secret: a copy owned here */
 } peercfg_t;
 
 /* The runtime's side of one link (nb_link_data of the link). */
@@ -51,6 +51,10 @@ typedef struct peer_s {
   uint64_t refused;         /* incoming spikes without a proxy (no id room
                                or an unannounced source) */
   int warned_refused;
+  uint32_t proxies;         /* run-time proxies made for its senders */
+  uint8_t *no_proxy;        /* remote ids refused a proxy (bits; NULL
+                               until one is): refused again at once */
+  int warned_proxies;       /* the proxies_per_peer refusal was logged */
   int shared;               /* the last handshake found a shared arena */
   uint64_t held;            /* spikes its proxies still held at close */
   nb_link_stats_t last;     /* counters when the links closed */
@@ -77,6 +81,14 @@ struct nb__rtlink_s {
   char *arena_path;
   uint32_t max_payload;
   nb_link_opts_t accept;
+  nb_link_limits_t limits;
+  uint32_t hello_timeout_ms;
+  uint32_t proxies_per_peer; /* run-time proxies one peer may have */
+  char *secret;          /* the cluster secret (a copy), NULL: none */
+  uint32_t secret_len;
+  int encrypt;
+  nb_link_allow_t *allow; /* cortex and secret copies */
+  size_t nallow;
   peercfg_t *cfg;
   size_t ncfg;
   proxy_t **px;
@@ -109,16 +121,51 @@ static struct nb__rtlink_s *rt_link(nb_rt_t *rt) {
   return rt->link;
 }
 
+/* Returns a malloc'd copy of the n bytes at p (NULL for NULL). */
+static char *secret_dup(const void *p, size_t n) {
+  if (!p) return NULL;
+  char *v = malloc(n ? n : 1);
+  if (!v) abort();
+  memcpy(v, p, n);
+  return v;
+}
+
+/* Wipes and frees a secret copy of n bytes; returns nothing. */
+static void secret_free(const void *p, size_t n) {
+  if (!p) return;
+  explicit_bzero((void *)p, n);
+  free((void *)p);
+}
+
 void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf) {
   struct nb__rtlink_s *rl = rt_link(rt);
+  rl->secret = secret_dup(conf->secret, conf->secret_len);
+  rl->secret_len = (uint32_t)conf->secret_len;
+  rl->encrypt = conf->encrypt;
+  rl->allow = conf->nallow ? calloc(conf->nallow, sizeof *rl->allow) : NULL;
+  if (conf->nallow && !rl->allow) abort();
+  for (size_t i = 0; i < conf->nallow; i++) {
+    rl->allow[i].cortex = nb__strdup(conf->allow[i].cortex);
+    rl->allow[i].secret = secret_dup(conf->allow[i].secret,
+                                     conf->allow[i].secret_len);
+    rl->allow[i].secret_len = conf->allow[i].secret_len;
+  }
+  rl->nallow = conf->nallow;
   if (conf->listen) rl->listen = nb__strdup(conf->listen);
   if (conf->max_payload) rl->max_payload = conf->max_payload;
   rl->accept = conf->accept;
+  rl->limits = conf->limits;
+  rl->hello_timeout_ms = conf->hello_timeout_ms;
+  rl->proxies_per_peer = conf->proxies_per_peer ? conf->proxies_per_peer
+                                                : NB_LINK_PROXIES_PER_PEER;
+  rl->accept.secret = NULL; /* only dialled links carry one */
   rl->cfg = conf->npeers ? calloc(conf->npeers, sizeof *rl->cfg) : NULL;
   if (conf->npeers && !rl->cfg) abort();
   for (size_t i = 0; i < conf->npeers; i++) {
     rl->cfg[i].url = nb__strdup(conf->peers[i].url);
     rl->cfg[i].o = conf->peers[i].o;
+    rl->cfg[i].o.secret = secret_dup(conf->peers[i].o.secret,
+                                     conf->peers[i].o.secret_len);
   }
   rl->ncfg = conf->npeers;
   /* A file-backed arena can be shared with a peer on this host. */
@@ -279,6 +326,18 @@ const nb_agent_ops_t nb__proxy_ops = {
 static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
                          const char *remote, const char *name) {
   struct nb__rtlink_s *rl = rt->link;
+  if (peer->proxies >= rl->proxies_per_peer) {
+    /* Why: each proxy is a neuron with its own inbox; a peer naming
+     * thousands of senders would fill the cortex's id space and memory
+     * and leave no room for other peers. */
+    if (!peer->warned_proxies++)
+      fprintf(stderr, "neuronbus: link to peer '%s': refused a local neuron "
+              "for its \"%s\": it already has %u "
+              "(link_limits.proxies_per_peer); spikes from its other senders "
+              "are refused (counted in the link's rejected)\n", peer->name,
+              remote, rl->proxies_per_peer);
+    return -1;
+  }
   nb__agent_t *a = rt->host->agent_new(rt, name);
   proxy_t *p = calloc(1, sizeof *p);
   if (!p) abort();
@@ -311,6 +370,7 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
   }
   rt->host->agent_add(rt, a);
   proxy_track(rl, p);
+  peer->proxies++;
   return (int)a->cell.id;
 }
 
@@ -319,6 +379,8 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
  * (made on first sight); -1 when there is none. */
 static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
   if (peer->map && peer->map[remote_id]) return peer->map[remote_id] - 1;
+  if (peer->no_proxy && (peer->no_proxy[remote_id >> 3] & (1u << (remote_id & 7))))
+    return -1;
   const char *name = nb_link_peer_neuron(peer->link, remote_id);
   if (!name) return -1;
   struct nb__rtlink_s *rl = rt->link;
@@ -334,6 +396,8 @@ static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
       if (!strcmp(rt->agents[i]->name, dyn)) id = (int)i;
     if (id < 0) id = proxy_dynamic(rt, peer, name, dyn);
     free(dyn);
+    if (id < 0 && (peer->no_proxy || (peer->no_proxy = calloc(8192, 1))))
+      peer->no_proxy[remote_id >> 3] |= (uint8_t)(1u << (remote_id & 7));
   }
   if (id < 0) return -1;
   if (!peer->map) {
@@ -364,6 +428,23 @@ static peer_t *peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
   rl->peers[rl->npeers++] = p;
   nb_link_set_data(l, p);
   return p;
+}
+
+/* Drops the record of link l, which the node is freeing (a caller that
+ * carried no spike: no proxy points at it); returns nothing. */
+static void peer_forget(struct nb__rtlink_s *rl, nb_link_t *l) {
+  peer_t *p = nb_link_data(l);
+  if (!p) return;
+  for (size_t i = 0; i < rl->npeers; i++)
+    if (rl->peers[i] == p) {
+      memmove(&rl->peers[i], &rl->peers[i + 1],
+              (rl->npeers - i - 1) * sizeof *rl->peers);
+      rl->npeers--;
+      break;
+    }
+  free(p->map);
+  free(p->no_proxy);
+  free(p);
 }
 
 /* on_spike of the node: injects a peer's spike with the source mapped to
@@ -397,12 +478,17 @@ static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
  * returns nothing. */
 static void on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
   nb_rt_t *rt = ud;
+  if (ev == NB_LINK_GONE) {
+    peer_forget(rt->link, l);
+    return;
+  }
   peer_t *p = peer_of(rt->link, l);
   if (ev == NB_LINK_UP) {
     snprintf(p->name, sizeof p->name, "%s", nb_link_peer(l));
     p->shared = nb_link_is_shared(l);
     /* A reconnected peer may have renumbered its neurons. */
     if (p->map) memset(p->map, 0, 65536 * sizeof *p->map);
+    if (p->no_proxy) memset(p->no_proxy, 0, 8192);
   }
 }
 
@@ -459,13 +545,21 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
   o.on_event = on_link_event;
   o.ud = rt;
   o.accept = rl->accept;
+  o.limits = rl->limits;
+  o.hello_timeout_ms = rl->hello_timeout_ms;
+  o.secret = rl->secret;
+  o.secret_len = rl->secret_len;
+  o.encrypt = rl->encrypt;
+  o.allow = rl->allow;
+  o.nallow = (uint32_t)rl->nallow;
   o.arena_path = rl->arena_path; /* a file arena may be shared with a peer */
   /* Quiet runtimes (tests, benches) keep warnings and errors only. */
   o.log_level = rt->opts.quiet ? NB_LINK_LOG_WARN : NB_LINK_LOG_INFO;
   int rc = nb_link_node_new(&rl->node, rl->loop, &o);
   if (rc != 0) {
     fprintf(stderr, "neuronbus: cannot start the links of %s: %s (the "
-            "topology's name must be 1..255 bytes)\n", rt->name,
+            "topology's name must be 1..255 bytes of UTF-8, a secret at least "
+            "16 bytes)\n", rt->name,
             nb_strerror(rc));
     return rc;
   }
@@ -715,11 +809,21 @@ void nb__link_free(nb_rt_t *rt) {
   if (rl->node && rl->loop) node_close(rl);
   for (size_t i = 0; i < rl->npeers; i++) {
     free(rl->peers[i]->map);
+    free(rl->peers[i]->no_proxy);
     free(rl->peers[i]);
   }
   free(rl->peers);
-  for (size_t i = 0; i < rl->ncfg; i++) free(rl->cfg[i].url);
+  for (size_t i = 0; i < rl->ncfg; i++) {
+    free(rl->cfg[i].url);
+    secret_free(rl->cfg[i].o.secret, rl->cfg[i].o.secret_len);
+  }
   free(rl->cfg);
+  for (size_t i = 0; i < rl->nallow; i++) {
+    free((char *)rl->allow[i].cortex);
+    secret_free(rl->allow[i].secret, rl->allow[i].secret_len);
+  }
+  free(rl->allow);
+  secret_free(rl->secret, rl->secret_len);
   free(rl->px); /* the proxies belong to their agents */
   free(rl->listen);
   free(rl->arena_path);

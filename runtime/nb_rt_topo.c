@@ -82,7 +82,18 @@ static size_t tags(lua_State *C, int idx, const char *key, char **out) {
 /* ------------------------------------------------------------------ */
 /* configurations for the lower layers                                 */
 
-/* Reads link options (policy, queue, queue_bytes, backoff_*_ms). */
+/* Returns the string (any bytes) at key of the table at idx with its
+ * length in *len, or NULL; the table keeps it alive. */
+static const char *bytes(lua_State *C, int idx, const char *key, size_t *len) {
+  lua_getfield(C, idx, key);
+  const char *v = lua_type(C, -1) == LUA_TSTRING ? lua_tolstring(C, -1, len)
+                                                 : NULL;
+  lua_pop(C, 1);
+  return v;
+}
+
+/* Reads link options (policy, queue, queue_bytes, backoff_*_ms; a dialled
+ * link's secret and encrypt, pointing into the table). */
 static nb_link_opts_t link_opts(lua_State *C, int idx) {
   nb_link_opts_t o = nb_link_opts_default();
   const char *pol = str(C, idx, "policy");
@@ -91,6 +102,10 @@ static nb_link_opts_t link_opts(lua_State *C, int idx) {
   o.queue_bytes = (uint32_t)num(C, idx, "queue_bytes", o.queue_bytes);
   o.backoff_min_ms = (uint32_t)num(C, idx, "backoff_min_ms", o.backoff_min_ms);
   o.backoff_max_ms = (uint32_t)num(C, idx, "backoff_max_ms", o.backoff_max_ms);
+  size_t len = 0;
+  o.secret = bytes(C, idx, "secret", &len);
+  o.secret_len = (uint32_t)len;
+  o.encrypt = flag(C, idx, "encrypt", 0);
   return o;
 }
 
@@ -118,10 +133,41 @@ static void read_links(nb_rt_t *rt, lua_State *C, int idx) {
   }
   conf.peers = peers;
   conf.npeers = n;
+  int lim = sub(C, t, "limits");
+  if (lim) {
+    nb_link_limits_t *o = &conf.limits;
+    o->max_pending = (uint32_t)num(C, lim, "max_pending", 0);
+    o->pending_per_addr = (uint32_t)num(C, lim, "pending_per_addr", 0);
+    o->max_links = (uint32_t)num(C, lim, "max_links", 0);
+    o->links_per_addr = (uint32_t)num(C, lim, "links_per_addr", 0);
+    o->frame_timeout_ms = (uint32_t)num(C, lim, "frame_timeout_ms", 0);
+    o->keepalive_ms = (uint32_t)num(C, lim, "keepalive_ms", 0);
+    o->idle_timeout_ms = (uint32_t)num(C, lim, "idle_timeout_ms", 0);
+    o->rx_bytes = (uint64_t)num(C, lim, "rx_buffer", 0);
+    conf.hello_timeout_ms = (uint32_t)num(C, lim, "handshake_timeout_ms", 0);
+    conf.proxies_per_peer = (uint32_t)num(C, lim, "proxies_per_peer", 0);
+  }
+  conf.secret = bytes(C, t, "secret", &conf.secret_len);
+  conf.encrypt = flag(C, t, "encrypt", 0);
+  int al = sub(C, t, "allow");
+  conf.nallow = al ? lua_objlen(C, al) : 0;
+  nb_link_allow_t *allow = conf.nallow ? calloc(conf.nallow, sizeof *allow)
+                                       : NULL;
+  if (conf.nallow && !allow) abort();
+  for (size_t i = 0; i < conf.nallow; i++) {
+    lua_rawgeti(C, al, (int)i + 1);
+    size_t len = 0;
+    allow[i].cortex = str(C, -1, "cortex");
+    allow[i].secret = bytes(C, -1, "secret", &len);
+    allow[i].secret_len = (uint32_t)len;
+    lua_pop(C, 1);
+  }
+  conf.allow = allow;
   int ar = sub(C, idx, "arena");
   if (ar) conf.arena_path = str(C, ar, "path");
   nb__link_configure(rt, &conf);
   free(peers);
+  free(allow);
   lua_settop(C, top);
 }
 
@@ -683,44 +729,68 @@ nb_rt_t *nb_rt_open(const char *path, const nb_rt_opts_t *opts, char **err) {
   return open_manifest(path, NULL, 0, opts, err);
 }
 
+/* Runs the dry run of neuronbus check in the manifest state C (its memory
+ * cap is cap) over the manifest file at path, or the source src (len
+ * bytes) labelled path when src is given; returns the problems' text
+ * (malloc'd; NULL or empty when there is none) with the neuron and
+ * synapse counts of a manifest that validated in *nn and *ns. Leaves C's
+ * stack as it found it, so C can check again. */
+static char *check_in(lua_State *C, mcap_t *cap, const char *path,
+                      const char *src, size_t len, size_t *nn, size_t *ns) {
+  nb__buf_t errs = {0};
+  char *text = NULL;
+  int top = lua_gettop(C);
+  cap->hit = 0;
+  if (manifest_load(C, path, src, len, NULL, &errs)) {
+    int topo = lua_gettop(C);
+    lua_getfield(C, topo, "neurons");
+    *nn = lua_objlen(C, -1);
+    lua_getfield(C, topo, "synapses");
+    *ns = lua_objlen(C, -1);
+    lua_settop(C, topo);
+    open_from(C, NULL, 1, path, &text);
+  } else {
+    if (cap->hit) memory_hit(&errs, path);
+    text = nb__take(&errs);
+  }
+  lua_settop(C, top);
+  return text;
+}
+
+/* Returns the problems in text: one per line, except the lines of a
+ * traceback (a script that raised at its top level). */
+static int count_problems(const char *text) {
+  int problems = 0;
+  if (!text || !*text) return 0;
+  for (const char *line = text; line; line = strchr(line, '\n')) {
+    if (*line == '\n') line++;
+    if (*line != '\t' && strncmp(line, "stack traceback:", 16) != 0)
+      problems++;
+  }
+  return problems;
+}
+
 int nb_rt_check(const char *path, FILE *out) {
   char *err = NULL;
   nb__buf_t errs = {0};
   size_t nn = 0, ns = 0;
   char *text = NULL;
   mcap_t cap;
-  lua_State *C = NULL;
   if (!manifest_timed(path, &errs)) {
-    C = manifest_state_new(&cap, &err);
+    lua_State *C = manifest_state_new(&cap, &err);
     if (!C) {
       fprintf(out, "%s\n", err);
       free(err);
       free(errs.p);
       return 1;
     }
-  }
-  if (C && manifest_load(C, path, NULL, 0, NULL, &errs)) {
-    int topo = lua_gettop(C);
-    lua_getfield(C, topo, "neurons");
-    nn = lua_objlen(C, -1);
-    lua_getfield(C, topo, "synapses");
-    ns = lua_objlen(C, -1);
-    lua_settop(C, topo);
-    open_from(C, NULL, 1, path, &text);
+    text = check_in(C, &cap, path, NULL, 0, &nn, &ns);
+    lua_close(C);
   } else {
-    if (C && cap.hit) memory_hit(&errs, path);
     text = nb__take(&errs);
   }
-  if (C) lua_close(C);
-  int problems = 0;
-  if (text && *text) {
-    /* One problem per line, except the lines of a traceback (a script
-     * that raised at its top level). */
-    for (char *line = text; line; line = strchr(line, '\n')) {
-      if (*line == '\n') line++;
-      if (*line != '\t' && strncmp(line, "stack traceback:", 16) != 0)
-        problems++;
-    }
+  int problems = count_problems(text);
+  if (problems) {
     fprintf(out, "%s\n", text);
     fprintf(out, "check: %s: %d problem%s\n", path, problems,
             problems == 1 ? "" : "s");
@@ -729,4 +799,37 @@ int nb_rt_check(const char *path, FILE *out) {
   }
   free(text);
   return problems;
+}
+
+/* A manifest state kept for checking many sources (fuzz_manifest). */
+struct nb__checker_s {
+  lua_State *C;
+  mcap_t cap;
+};
+
+nb__checker_t *nb__checker_new(char **err) {
+  nb__checker_t *k = calloc(1, sizeof *k);
+  if (!k) abort();
+  k->C = manifest_state_new(&k->cap, err);
+  if (!k->C) {
+    free(k);
+    return NULL;
+  }
+  return k;
+}
+
+char *nb__checker_run(nb__checker_t *k, const char *label, const char *src,
+                      size_t len, int *problems) {
+  size_t nn = 0, ns = 0;
+  char *text = check_in(k->C, &k->cap, label, src, len, &nn, &ns);
+  *problems = count_problems(text);
+  return text;
+}
+
+lua_State *nb__checker_state(nb__checker_t *k) { return k->C; }
+
+void nb__checker_free(nb__checker_t *k) {
+  if (!k) return;
+  lua_close(k->C);
+  free(k);
 }

@@ -84,6 +84,10 @@ end
 function run_chunk(chunk, script)
   local ok, agent = xpcall(chunk, traceback)
   if not ok then
+    -- The memory cap's error goes on to the host, which names the cap.
+    if type(agent) == "string" and agent:find("^not enough memory") then
+      error(agent, 0)
+    end
     return nil, script .. ": error while running the script: " .. tostring(agent)
   end
   if type(agent) ~= "table" then
@@ -409,6 +413,98 @@ local function has_filter(name)
   return type(fs) == "table" and type(fs[name]) == "function"
 end
 
+-- ---------------------------------------------------------------------
+-- the sandbox's entry points (sandbox = true): the same entries, but each
+-- spike is a proxy (neuronbus.sandbox_proxy) that reads the runtime's
+-- spike only while the call it was handed to runs, and nb hands out no
+-- cdata, coroutine or callback. The unsandboxed entries above are untouched.
+
+local px -- neuronbus.sandbox_proxy, loaded by a sandboxed boot only
+
+-- Returns the metatable of a sandboxed agent's nb: Handle's methods, with
+-- tasks, timers and streams wrapped, behind a hidden metatable.
+local function sandbox_handle_mt()
+  local H = {}
+  for k, v in pairs(Handle) do
+    if k ~= "__index" then H[k] = v end
+  end
+  function H:spawn(fn, ...)
+    local t, err = tasks.spawn(fn, ...)
+    if not t then return nil, err end
+    return px.task(t)
+  end
+  function H:after(d, fn, ...)
+    local tm, err = tasks.timer("nb:after", d, false, fn, ...)
+    if not tm then return nil, err end
+    return px.timer(tm)
+  end
+  function H:every(d, fn, ...)
+    local tm, err = tasks.timer("nb:every", d, true, fn, ...)
+    if not tm then return nil, err end
+    return px.timer(tm)
+  end
+  local http, files = Handle.http, Handle.files
+  H.http = {
+    request = http.request,
+    stream = function(o)
+      local st, err, kind = http.stream(o)
+      if not st then return nil, err, kind end
+      return px.stream(st)
+    end,
+  }
+  H.files = { read = files.read, write = files.write }
+  return { __index = H, __metatable = "nb" }
+end
+
+-- Returns the sandbox's entry points (see boot).
+local function sandbox_entries()
+  local deliver, clear = px.deliver, px.clear
+  local function dispatch_sb()
+    clear()
+    local cell = CELL
+    local spikes = cell.spikes
+    local on_spike = AGENT.on_spike
+    local nb = NB
+    local n = cell.count
+    local i = cell.pos
+    while i < n do
+      cell.pos = i + 1
+      on_spike(deliver(spikes, i), nb)
+      i = i + 1
+    end
+    clear()
+    cell.has_tick = AGENT.tick and 1 or 0
+  end
+  local function filter_sb(name)
+    local fs = AGENT.filters
+    local f = fs and fs[name]
+    if not f then
+      error("the agent has no filters." .. tostring(name) .. " function", 0)
+    end
+    local e, ptr, i = px.current()
+    local r = f(deliver(CELL.fspike, 0), NB)
+    px.set(e, ptr, i) -- a filter asked during this state's own on_spike
+    return r
+  end
+  -- Every other entry starts with no current spike.
+  local function cleared(f)
+    return function(...)
+      clear()
+      return f(...)
+    end
+  end
+  return {
+    dispatch = dispatch_sb,
+    tick = cleared(tick),
+    filter = filter_sb,
+    stop = cleared(stop),
+    init = cleared(init),
+    dump = cleared(dump),
+    has_filter = has_filter,
+    resume = cleared(tasks.resume),
+  }
+end
+
 -- Loads script as the agent of the neuron whose cell is the lightuserdata
 -- cell_lud; returns the table of entry points, or nil and the reason the
 -- script is refused. Called once per state by the runtime.
@@ -423,10 +519,18 @@ function _M.boot(cell_lud, script, name, id)
   nbffi.bind(CELL)
   AGENT = agent
   sync_tick()
+  local sb = package.loaded["neuronbus.sandbox"]
+  local sandboxed = sb and sb.sandboxed
+  if sandboxed then
+    px = require("neuronbus.sandbox_proxy")
+    px.bind(CELL)
+  end
   NB = setmetatable({ id = id, name = name, state = {},
     version = tonumber(C.nb_rt_card_version(CELL, id)),
-    hash = ffi_string(C.nb_rt_card_hash(CELL, id)) }, Handle)
+    hash = ffi_string(C.nb_rt_card_hash(CELL, id)) },
+    sandboxed and sandbox_handle_mt() or Handle)
   tasks.bind(CELL, NB)
+  if sandboxed then return sandbox_entries() end
   return {
     dispatch = dispatch,
     tick = tick,
@@ -449,6 +553,7 @@ end
 function _M.reload(source, chunkname, counter, hash, old_counter, old_hash,
                    needed)
   if not CELL then error("neuronbus.agent: reload before boot", 2) end
+  if px then px.clear() end
   local script = chunkname:gsub("^[@=]", "")
   -- Text only ("t"): a reload never loads precompiled bytecode.
   local chunk, err = load(source, chunkname, "t")

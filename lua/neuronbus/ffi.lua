@@ -28,6 +28,8 @@
 --   spike:keep()     -> a kept handle: the payload stays valid until
 --                       handle:release() (or the handle is collected);
 --                       nil, message past the neuron's keep_max
+--   spike:byte(i [, j]) -> payload bytes i..j as numbers (string.byte's
+--                       rules), checked: nil out of range
 --   spike:len()      -> the payload length in bytes (inline or arena)
 --   spike:is_arena() -> true when the payload lives in the arena
 --   spike:copy()     -> a new nb_spike_t holding the same 64 bytes; it keeps
@@ -49,7 +51,7 @@ local bit = require("bit")
 local C = ffi.C
 local band, rshift = bit.band, bit.rshift
 local ffi_string, ffi_copy = ffi.string, ffi.copy
-local tonumber = tonumber
+local tonumber, type = tonumber, type
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -163,6 +165,21 @@ function methods.keep(s)
     return nil, "spike:keep(): " .. ffi_string(C.nb_strerror(rc))
   end
   return ffi_gc(k, kept_gc)
+end
+
+-- Returns the payload bytes i..j (string.byte's rules, j defaults to i),
+-- checked against the payload's length: nil out of range (the sandbox's
+-- spikes have the same method).
+function methods.byte(s, i, j)
+  local n = rshift(s.meta, 2)
+  if type(i) ~= "number" then i = 1 end
+  if n <= PAYLOAD_MAX and (j == nil or j == i) and i >= 1 and i <= n
+    and i % 1 == 0 then
+    return s.payload_bytes[i - 1]
+  end
+  local str, err = methods.payload(s)
+  if not str then return nil, err end
+  return str:byte(i, j or i)
 end
 
 -- Returns the payload length in bytes, or nil and a message.

@@ -39,7 +39,8 @@
 --
 -- Only inside a task (nb:spawn): each call raises elsewhere. A task may
 -- wait on other things between two reads of a stream: what the stream
--- delivers meanwhile is kept for its next read (in memory: read it).
+-- delivers meanwhile is kept for its next read; past 1 MiB unread the
+-- transfer pauses until the task reads.
 
 local ffi = require("ffi")
 local nbffi = require("neuronbus.ffi")
@@ -262,7 +263,9 @@ function Stream:read()
     end
     return nil
   end
-  return ev.data or ""
+  local data = ev.data or ""
+  C.nb_rt_consumed(tasks.cell(), self.id, #data) -- lets a paused transfer go on
+  return data
 end
 
 -- Returns an iterator over the chunks (for chunk in s:chunks()).

@@ -39,6 +39,11 @@ local EV = ffi.new("nb_rt_event_t")
 
 local WAIT = {}      -- what a task yields while it waits on the loop
 local CANCELLED = {} -- what a cancelled task raises to end itself
+-- What a waiting task raises when code other than the scheduler resumed
+-- its coroutine (coroutine.resume on coroutine.running() kept from inside
+-- the task): only the runtime hands a task its events.
+local FOREIGN = "a task waiting on the runtime was resumed by coroutine.resume: "
+  .. "only the runtime resumes a waiting task"
 local WAITING = {}   -- request id -> the task waiting for it
 local OWNED = {}     -- request id -> the task whose stream it is (events
                      -- that come while it waits on something else queue)
@@ -145,6 +150,7 @@ function _M.wait(t, id, what)
   t.req = id
   WAITING[id] = t
   local ev = co_yield(WAIT)
+  if not t.stepping then error(FOREIGN, 0) end
   if t.cancelled then error(CANCELLED, 0) end
   return ev
 end
@@ -247,6 +253,7 @@ function _M.sleep(d)
     RUNQ[runq_tail] = { t, n = 0 }
     C.nb_rt_wake(CELL)
     co_yield(WAIT)
+    if not t.stepping then error(FOREIGN, 0) end
     if t.cancelled then error(CANCELLED, 0) end
     return true
   end
@@ -257,7 +264,9 @@ end
 -- Runs task t until it waits, ends or fails; raises for a failure (the
 -- entry's error: an agent error naming the task).
 function step(t, ...)
+  t.stepping = true
   local ok, err = co_resume(t.co, ...)
+  t.stepping = false
   if co_status(t.co) == "dead" then
     finish(t)
     if not ok and err ~= CANCELLED then

@@ -4,6 +4,8 @@
 --   units.duration(20)      --> nil, "expected a duration with a unit, ..."
 --   units.size("64MB")      --> 67108864          (bytes, powers of 1024)
 --   units.size(512)         --> 512               (a bare number is bytes)
+--   units.show("a\nb")      --> "a\010b"          (quoted, for a message)
+--   units.printable(s)      --> s, as one line of valid UTF-8 (\ddd escapes)
 --
 -- Every function returns the value, or nil and a message that names the bad
 -- text and the forms that are accepted. A duration needs its unit: a bare
@@ -18,6 +20,11 @@ local huge = math.huge
 local str_format = string.format
 local str_match = string.match
 local str_lower = string.lower
+local str_byte = string.byte
+local str_find = string.find
+local str_gsub = string.gsub
+local str_sub = string.sub
+local tbl_concat = table.concat
 
 local _M = { _VERSION = "0.1.0" }
 
@@ -46,11 +53,64 @@ local DURATION_FORMS = 'a duration like "500us", "20ms" or "1.5s"'
 local SIZE_FORMS = 'a size like "512B", "16KB" or "64MB"'
   .. " (powers of 1024, KiB/MiB/GiB too; a bare number is bytes)"
 
--- Renders a value for an error message: strings quoted, others by type.
+-- Returns the length of the well-formed UTF-8 sequence at byte i of s
+-- (2 to 4), or nil (RFC 3629: no overlong form, no surrogate, nothing
+-- past U+10FFFF).
+local function utf8_seq(s, i)
+  local c, c1 = str_byte(s, i, i + 1)
+  if not c1 or c1 < 0x80 or c1 > 0xBF then return nil end
+  local n, lo, hi = 2, 0x80, 0xBF
+  if c >= 0xC2 and c <= 0xDF then return 2
+  elseif c == 0xE0 then n, lo = 3, 0xA0
+  elseif c == 0xED then n, hi = 3, 0x9F
+  elseif c >= 0xE1 and c <= 0xEF then n = 3
+  elseif c == 0xF0 then n, lo = 4, 0x90
+  elseif c == 0xF4 then n, hi = 4, 0x8F
+  elseif c >= 0xF1 and c <= 0xF3 then n = 4
+  else return nil end
+  if c1 < lo or c1 > hi then return nil end
+  for k = i + 2, i + n - 1 do
+    local b = str_byte(s, k)
+    if not b or b < 0x80 or b > 0xBF then return nil end
+  end
+  return n
+end
+
+-- Returns s as one line of valid UTF-8 text for a message: control
+-- characters and bytes that are not well-formed UTF-8 become \ddd escapes
+-- (as in a Lua string), everything else is kept.
+local function printable(s)
+  if not str_find(s, "[%c\128-\255]") then
+    return s
+  end
+  local out, i, n = {}, 1, #s
+  while i <= n do
+    local c = str_byte(s, i)
+    if c >= 0x80 then
+      local len = utf8_seq(s, i)
+      if len then
+        out[#out + 1] = str_sub(s, i, i + len - 1)
+        i = i + len
+      else
+        out[#out + 1] = str_format("\\%03d", c)
+        i = i + 1
+      end
+    else
+      out[#out + 1] = (c < 0x20 or c == 0x7F) and str_format("\\%03d", c)
+        or str_sub(s, i, i)
+      i = i + 1
+    end
+  end
+  return tbl_concat(out)
+end
+_M.printable = printable
+
+-- Renders a value for an error message: strings quoted as a Lua string
+-- literal on one line of valid UTF-8 text, others by type.
 local function show(v)
   local t = type(v)
   if t == "string" then
-    return str_format("%q", v)
+    return '"' .. printable((str_gsub(v, '[\\"]', "\\%0"))) .. '"'
   elseif t == "number" or t == "boolean" then
     return tostring(v)
   elseif t == "nil" then

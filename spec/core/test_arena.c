@@ -1087,15 +1087,22 @@ static void bad_files_get_specific_errors(void) {
   NBT_EQ(others_in_tmpdir(NULL), 0);
 }
 
+/* Opens a file arena of SMALL bytes at path with a writer that wrote
+ * "keep me!" (*r), for a test that scribbles on the file's tables. */
+static void open_holding(const char *path, nb_arena_t **a,
+                         nb_arena_writer_t **w, nb_arena_ref_t *r) {
+  NBT_EQ(nb_arena_open(a, path, SMALL), 0);
+  NBT_EQ(nb_arena_writer_new(w, *a), 0);
+  NBT_EQ(nb_arena_write(*w, "keep me!", 8, r), 0);
+}
+
 static void a_corrupt_span_cannot_widen_bounds(void) {
   const char *path = tpath("corrupt.arena");
   nb_arena_t *a;
   nb_arena_writer_t *w;
   nb_arena_ref_t r;
   const void *p;
-  NBT_EQ(nb_arena_open(&a, path, SMALL), 0);
-  NBT_EQ(nb_arena_writer_new(&w, a), 0);
-  NBT_EQ(nb_arena_write(w, "keep me!", 8, &r), 0);
+  open_holding(path, &a, &w, &r);
   /* Another process may scribble on the shared table: a span reaching
    * past the arena is refused, not trusted. */
   uint32_t span = NSEG + 1;
@@ -1105,6 +1112,59 @@ static void a_corrupt_span_cannot_widen_bounds(void) {
   NBT_EQ(patch_file(path, OFF_SEGS + 64u * r.segment + SEG_SPAN_AT, &span, 4), 0);
   NBT_CHECK(reads_back(a, &r, "keep me!", 8));
   NBT_EQ(nb_arena_release(a, &r, 1), 0);
+  nb_arena_writer_free(w);
+  NBT_EQ(stats_of(a).free, NSEG);
+  nb_arena_free(a);
+  unlink(path);
+}
+
+static void free_bits_past_the_last_segment_are_never_taken(void) {
+  const char *path = tpath("stray.arena");
+  nb_arena_t *a;
+  nb_arena_writer_t *w;
+  nb_arena_ref_t r;
+  static uint8_t buf[PAY];
+  NBT_EQ(nb_arena_open(&a, path, SMALL), 0);
+  NBT_EQ(nb_arena_writer_new(&w, a), 0);
+  /* Another process may scribble on the free bitmap: bits past the 16th
+   * segment name no segment, and taking one would write past the data
+   * region (the mapping's end). */
+  uint64_t stray = ~0ull << NSEG | ((1ull << NSEG) - 1);
+  NBT_EQ(patch_file(path, OFF_SEGS + 64u * NSEG, &stray, 8), 0);
+  int written = 0, rc;
+  while ((rc = nb_arena_write(w, pattern(buf, PAY, (unsigned)written), PAY,
+                              &r)) == 0) {
+    NBT_CHECK(r.segment < NSEG);
+    NBT_CHECK(r.offset + r.len <= SMALL);
+    NBT_CHECK(reads_back(a, &r, buf, PAY));
+    if (++written > (int)(NSEG * PER_SEG)) break;
+  }
+  NBT_EQ(rc, NB_ENOSPACE);
+  NBT_EQ(written, (int)(NSEG * PER_SEG));
+  nb_arena_writer_free(w);
+  nb_arena_free(a);
+  unlink(path);
+}
+
+static void a_scribbled_live_count_cannot_overflow(void) {
+  const char *path = tpath("live.arena");
+  nb_arena_t *a;
+  nb_arena_writer_t *w;
+  nb_arena_ref_t r;
+  open_holding(path, &a, &w, &r);
+  /* A count no live segment has (another process scribbled on it): a
+   * retain is refused rather than overflow it. */
+  int64_t live, max = INT64_MAX;
+  int fd = open(path, O_RDONLY);
+  NBT_CHECK(fd >= 0);
+  NBT_EQ(pread(fd, &live, 8, OFF_SEGS + 64u * r.segment), 8);
+  close(fd);
+  NBT_EQ(patch_file(path, OFF_SEGS + 64u * r.segment, &max, 8), 0);
+  NBT_EQ(nb_arena_retain(a, &r, 1), NB_ESTALE);
+  NBT_EQ(nb_arena_retain(a, &r, 2), NB_ESTALE);
+  NBT_EQ(patch_file(path, OFF_SEGS + 64u * r.segment, &live, 8), 0);
+  NBT_EQ(nb_arena_retain(a, &r, 1), 0);
+  NBT_EQ(nb_arena_release(a, &r, 2), 0);
   nb_arena_writer_free(w);
   NBT_EQ(stats_of(a).free, NSEG);
   nb_arena_free(a);
@@ -1266,6 +1326,8 @@ static const nbt_test_t tests[] = {
     NBT_TEST(the_seventeenth_handle_is_refused),
     NBT_TEST(bad_files_get_specific_errors),
     NBT_TEST(a_corrupt_span_cannot_widen_bounds),
+    NBT_TEST(free_bits_past_the_last_segment_are_never_taken),
+    NBT_TEST(a_scribbled_live_count_cannot_overflow),
     NBT_TEST_TIMEOUT(kills_during_creation_leave_no_stray_files, 120),
     NBT_TEST(processes_racing_to_create_share_one_arena),
 };

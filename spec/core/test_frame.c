@@ -597,7 +597,34 @@ static void decoder_free_twice_then_init_again(void) {
   nb_frame_decoder_free(&d);
 }
 
+static void payload_buffer_grows_with_what_arrived(void) {
+  /* A frame announcing 1 MiB holds what came so far (at most doubled),
+   * not the megabyte: a peer that sends a byte a second costs bytes. */
+  enum { MAX = 1 << 20 };
+  static uint8_t f[NB_FRAME_SPIKE + MAX];
+  nb_frame_decoder_t d;
+  nb_frame_decoder_init(&d, MAX);
+  nb_spike_t r = ref_spike(4, MAX), out;
+  NBT_EQ(nb_frame_encode_head(&r, MAX, f), 68);
+  for (size_t i = 0; i < MAX; i++) f[NB_FRAME_SPIKE + i] = (uint8_t)(i * 7);
+  size_t used, plen;
+  const uint8_t *p;
+  NBT_EQ(nb_frame_decode(&d, f, NB_FRAME_SPIKE + 10, &used, &out, &p, &plen), 0);
+  NBT_EQ(used, NB_FRAME_SPIKE + 10);
+  NBT_CHECK(d.payload_cap >= 10 && d.payload_cap <= 256);
+  NBT_EQ(nb_frame_decode(&d, f + used, 5000, &used, &out, &p, &plen), 0);
+  NBT_CHECK(d.payload_cap >= 5010 && d.payload_cap <= 2 * 5010);
+  /* The rest in one go: the whole payload, every byte in place. */
+  size_t at = NB_FRAME_SPIKE + 5010;
+  NBT_EQ(nb_frame_decode(&d, f + at, sizeof f - at, &used, &out, &p, &plen), 1);
+  NBT_EQ(plen, MAX);
+  NBT_CHECK(p && memcmp(p, f + NB_FRAME_SPIKE, MAX) == 0);
+  NBT_EQ(d.payload_cap, MAX);
+  nb_frame_decoder_free(&d);
+}
+
 static const nbt_test_t tests[] = {
+    NBT_TEST(payload_buffer_grows_with_what_arrived),
     NBT_TEST(encode_writes_le_length_and_spike),
     NBT_TEST(frames_round_trip_one_at_a_time),
     NBT_TEST(every_split_point_decodes_the_same),

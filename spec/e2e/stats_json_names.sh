@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # --stats=json stays valid UTF-8 JSON whatever the strings it shows hold: a
-# neuron's description (free text from the manifest) and a peer's cortex
-# name (chosen by the peer, arriving in its HELLO over a raw socket) with
-# quotes, backslashes, valid and ill-formed UTF-8 (spec/fixtures/tcp/
+# neuron's description (free text from the manifest, with quotes,
+# backslashes, valid and ill-formed UTF-8) and a peer's cortex name (chosen
+# by the peer, arriving in its HELLO over a raw socket, with quotes and
+# backslashes; one that is not UTF-8 is refused) (spec/fixtures/tcp/
 # odd_names.py). Every periodic and final line parses with python's
 # json.loads after a strict UTF-8 decode, and the strings read as
 # bytes.decode("utf-8", "replace") reads them (docs/cli.md). The writer's
@@ -15,8 +16,16 @@ python3 "$fx/odd_names.py" manifest "$work/odd.lua" "$top/spec/fixtures/readme/g
 check "check: a description with quotes and ill-formed UTF-8 is accepted" test $? -eq 0
 start_nb odd "$work/odd.lua" --for 4s --stats=json --no-watch
 port=$(port_of odd) || bail "the node announces its port"
-timeout 20 python3 "$fx/odd_names.py" peer "$port" 1.5 >"$work/peer.log" 2>&1
+# Held past the node's end: a caller's link that carried no spike is freed
+# when its connection ends (docs/links.md#limits), and with it its row.
+timeout 20 python3 "$fx/odd_names.py" peer "$port" 6 >"$work/peer.log" 2>&1 &
+peer=$!
+sleep 0.5
+timeout 20 python3 "$fx/odd_names.py" badpeer "$port" >"$work/badpeer.log" 2>&1
+wait "$peer"
 check "the odd peer's handshake is accepted" grep -q "peer up" "$work/peer.log"
+check "a peer whose cortex name is not UTF-8 is refused" grep -q "peer refused" "$work/badpeer.log"
+check "... with one line saying why" test "$(grep -c 'bad handshake: the cortex name is not 1..255 bytes of UTF-8' "$work/odd.err")" -eq 1
 for i in $(seq 200); do alive odd || break; sleep 0.1; done
 stop_nb odd
 check "the node ends cleanly (exit $rc)" test "$rc" -eq 0

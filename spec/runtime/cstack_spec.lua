@@ -7,6 +7,16 @@ local helpers = require("helpers")
 
 local DEEP = helpers.fixture("cstack/deep.lua")
 
+-- Checks that the bystander got all n spikes, then that "deep" answers a
+-- harmless spike; closes the harness.
+local function goes_on(h, n)
+  assert.equal(n, #h:received("by"))
+  h:inject("deep", "fine")
+  assert.is_true(h:run_until_idle("5s"))
+  assert.is_true(h:state("deep").done >= 1)
+  h:close()
+end
+
 for _, how in ipairs({ "gsub", "find", "wrap", "sort" }) do
   describe("recursion through " .. how, function()
     it("is the neuron's fault, not the process's; it restarts and goes on", function()
@@ -26,11 +36,42 @@ for _, how in ipairs({ "gsub", "find", "wrap", "sort" }) do
         assert.equal(1, st.restarts)
         assert.matches("C stack overflow", errs[1])
       end
-      assert.equal(20, #h:received("by"))
-      h:inject("deep", "fine")
-      assert.is_true(h:run_until_idle("5s"))
-      assert.is_true(h:state("deep").done >= 1)
-      h:close()
+      goes_on(h, 20)
     end)
   end)
+end
+
+-- __tostring calling tostring on its object: tostring runs __tostring as
+-- a tail call, so unbounded this loops forever in constant stack (with the
+-- JIT on, in compiled code: nothing interrupts it), holding the loop
+-- thread. It must be an agent error, sandboxed or not, and a bystander
+-- flow must carry on across it.
+for _, how in ipairs({ "tostring_self", "tostring_print", "tostring_loop",
+                       "tostring_error_rec", "tostring_error_raises" }) do
+  for _, sandbox in ipairs({ false, true }) do
+    describe(how .. (sandbox and " (sandboxed)" or ""), function()
+      it("is an agent error; the bystander flow goes on", function()
+        local h = testing.agent(DEEP, { name = "deep", quiet = true, peers = { "by" },
+          sandbox = sandbox, restart = { backoff = "1ms", backoff_max = "1ms" } })
+        for _ = 1, 10 do h:inject("by", "before") end
+        assert.is_true(h:run_until_idle("5s"))
+        assert.equal(10, #h:received("by"))
+        h:inject("deep", how)
+        for _ = 1, 10 do h:inject("by", "after") end
+        assert.is_true(h:run_until_idle("10s"))
+        local errs = h:errors("deep")
+        assert.equal(1, #errs)
+        if how == "tostring_error_raises" then
+          assert.matches("error in error handling: the error could not be "
+            .. "turned into a message", errs[1])
+        else
+          -- the recursion ends in a Lua stack overflow (raised in the
+          -- message handler itself for an error object: same report)
+          assert.truthy(errs[1]:find("stack overflow", 1, true)
+            or errs[1]:find("error in error handling", 1, true), errs[1])
+        end
+        goes_on(h, 20)
+      end)
+    end)
+  end
 end

@@ -175,6 +175,20 @@ describe("nb.http.stream", function()
     assert.is_nil(r.err)
   end)
 
+  it("pauses a stream its task does not read: memory bounded, every byte kept", function()
+    local lines = 1000 * 1000 -- 8 MB, no two chunks alike (strings are interned)
+    local base = h:memory("client")
+    send(h, { op = "lazy", key = "z", ms = 1500, opts = { url = srv.url("/lines?n=" .. lines) } })
+    assert.is_nil(h:run_until_idle("1s")) -- the task still sleeps, unread
+    local held = h:memory("client") - base
+    assert(h:run_until_idle("30s"))
+    local r = assert(h:state("client").results.z)
+    assert.is_nil(r.err)
+    assert.equal(8 * lines, r.bytes)
+    -- 1 MiB unread at most (and the strings it came in): not 8 MB.
+    assert.is_true(held < 3 * 1024 * 1024, "held " .. held .. " bytes unread")
+  end)
+
   it("parses server-sent events", function()
     send(h, { op = "events", key = "e", opts = { url = srv.url("/stream?n=4&ms=5") } })
     local r = assert(result(h, "e"))

@@ -660,6 +660,52 @@ static void test_rx_cut_anywhere(void) {
   free(buf);
 }
 
+/* ---- the queue holds what its option says ---- */
+
+static int drop_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
+                      const void *payload, size_t len) {
+  return 0;
+}
+
+static void test_queue_bound(void) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  nb_link_node_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.cortex = "alpha";
+  o.on_spike = drop_spike;
+  nb_link_node_t *n = NULL;
+  NBT_EQ(nb_link_node_new(&n, &loop, &o), 0);
+  /* Sizes that are not powers of two (the ring rounds up, the bound must
+   * not), one above the ring's first size. */
+  const uint32_t sizes[] = {5, 100};
+  for (int k = 0; k < 2; k++) {
+    nb_link_opts_t lo = nb_link_opts_default();
+    lo.queue_spikes = sizes[k];
+    nb_link_t *l = NULL;
+    char name[16];
+    snprintf(name, sizeof name, "peer%d", k);
+    NBT_EQ(nb_link_expect(n, name, &lo, &l), 0);
+    int t = nb_link_target(l, "x");
+    NBT_CHECK(t >= 0);
+    NBT_EQ(nb_link_room(l), sizes[k]);
+    nb_spike_t s;
+    nb_spike_init(&s, 0, NB_EXCITATORY, 0);
+    uint32_t taken = 0;
+    while (taken < 1000 && nb_link_send(l, t, &s, NULL, 0) == 0) taken++;
+    NBT_EQ(taken, sizes[k]);
+    NBT_EQ(nb_link_room(l), 0);
+    NBT_EQ(nb_link_send(l, t, &s, NULL, 0), NB_EFULL);
+    nb_link_stats_t st;
+    nb_link_stats(l, &st);
+    NBT_EQ(st.queued, sizes[k]);
+    NBT_EQ(st.full, 2);
+  }
+  nb_link_node_close(n, NULL, NULL);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  NBT_EQ(uv_loop_close(&loop), 0);
+}
+
 /* ---- two nodes on one loop exchange N spikes each way ---- */
 
 typedef struct pairrun_s {
@@ -1453,6 +1499,9 @@ static void test_peer_restart(void) {
   NBT_EQ(st.lost, 0);
   NBT_EQ(st.reconnects, 1);
   NBT_CHECK(log_has(&w->b.log, "new incarnation (restarted)", NULL, NULL));
+  /* A restart is no count out of place (that is a takeover's). */
+  NBT_CHECK(!log_has(&w->b.log, "counting from there", NULL, NULL));
+  NBT_CHECK(!log_has(&w->a2.log, "counting from there", NULL, NULL));
   printf("# restart: old alpha got %llu, new alpha got %llu of %llu "
          "(resent %llu)\n", (unsigned long long)w->a1.got,
          (unsigned long long)w->a2.got, (unsigned long long)w->n,
@@ -1468,6 +1517,105 @@ static void test_peer_restart(void) {
   side_free(&w->b);
   free(w);
 }
+
+/* ---- another process speaks for the peer's cortex, then the peer is
+ * back ---- */
+
+typedef struct imprun_s {
+  pairrun_t p;
+  raw_t raw;
+  int phase; /* 0 first half, 1 impostor called, 2 second half */
+  int same_inc; /* the stranger says it is beta's very process */
+  uint64_t n;
+} imprun_t;
+
+static int imp_done(run_t *r) {
+  imprun_t *w = r->ctx;
+  pairrun_t *p = &w->p;
+  if (p->a.bad || p->b.bad) return 1;
+  if (w->phase == 0) {
+    if (!pair_done(r)) return 0;
+    /* Both sides counted and acked each other's frames: now a stranger
+     * calls in as "beta" and takes the link over (no secret here), with
+     * an incarnation of its own or beta's (then its count of alpha's
+     * frames, 0, is one alpha cannot place either). */
+    raw_hello(&w->raw, "beta",
+              w->same_inc ? nb_link_node_incarnation(p->b.node) : 77);
+    raw_start(&w->raw, p->a.loop, p->a_port);
+    w->phase = 1;
+    return 0;
+  }
+  if (w->phase == 1) {
+    /* The rightful beta must be back on both ends (its counts refer to a
+     * numbering alpha left for the stranger). */
+    if (!log_has(&p->a.log, "replaced by a new connection", NULL, NULL) ||
+        !nb_link_is_up(p->a.link) || !nb_link_is_up(p->b.link) ||
+        nb_link_resolve(p->a.link, "beta0") < 0)
+      return 0;
+    p->a.to_send = p->b.to_send = 2 * w->n;
+    side_produce(&p->a);
+    side_produce(&p->b);
+    w->phase = 2;
+    return 0;
+  }
+  return pair_done(r);
+}
+
+static void imp_finish(run_t *r) {
+  imprun_t *w = r->ctx;
+  pair_finish(r);
+  if (!w->raw.closed && !uv_is_closing((uv_handle_t *)&w->raw.tcp))
+    uv_close((uv_handle_t *)&w->raw.tcp, raw_closed);
+}
+
+/* Runs the takeover by a stranger (with beta's incarnation when same_inc
+ * is 1) and checks that beta gets back and nothing is lost. */
+static void run_impostor(int same_inc) {
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  imprun_t *w = calloc(1, sizeof *w);
+  pairrun_t *p = &w->p;
+  w->n = 2000;
+  w->same_inc = same_inc;
+  side_init(&p->a, &loop, "alpha", 0, 0, 0);
+  side_init(&p->b, &loop, "beta", 101, 0, 0);
+  side_pair(&p->a, &p->b);
+  p->a.to_send = p->b.to_send = w->n;
+  NBT_EQ(nb_link_node_listen(p->a.node, "tcp://127.0.0.1:0"), 0);
+  p->a_port = nb_link_node_port(p->a.node);
+  NBT_EQ(nb_link_expect(p->a.node, "beta", NULL, &p->a.link), 0);
+  side_targets(&p->a);
+  nb_link_opts_t o = nb_link_opts_default();
+  o.backoff_min_ms = 5;
+  NBT_EQ(nb_link_connect(p->b.node, url_of(p->a_port), &o, &p->b.link), 0);
+  side_targets(&p->b);
+  run_t r;
+  memset(&r, 0, sizeof r);
+  run_start(&r, &loop, imp_done, imp_finish, w);
+  r.deadline_ms = 20000; /* refused redials never end: fail in time */
+  uv_run(&loop, UV_RUN_DEFAULT);
+  NBT_CHECK(!r.timed_out);
+  NBT_EQ(w->phase, 2);
+  /* Nothing lost, nothing twice (no frame was in flight at the switch). */
+  check_exact(&p->a, 2 * w->n);
+  check_exact(&p->b, 2 * w->n);
+  NBT_CHECK(p->b.final.reconnects >= 1);
+  NBT_CHECK(log_has(&p->a.log, "counting from there", NULL, NULL));
+  NBT_CHECK(!log_has(&p->a.log, "bad handshake", NULL, NULL));
+  NBT_CHECK(!log_has(&p->b.log, "bad handshake", NULL, NULL));
+  NBT_EQ(uv_loop_close(&loop), 0);
+  if (r.timed_out || nbt__cur_failed || getenv("NB_TEST_VERBOSE")) {
+    log_dump(&p->a.log, "alpha", 30);
+    log_dump(&p->b.log, "beta", 30);
+  }
+  free(w->raw.data);
+  side_free(&p->a);
+  side_free(&p->b);
+  free(w);
+}
+
+static void test_impostor_then_peer_back(void) { run_impostor(0); }
+static void test_impostor_same_incarnation(void) { run_impostor(1); }
 
 /* ---- one loop per thread ---- */
 
@@ -1628,12 +1776,15 @@ static const nbt_test_t tests[] = {
     NBT_TEST(test_hello_codec),
     NBT_TEST(test_hello_arena),
     NBT_TEST(test_rx_cut_anywhere),
+    NBT_TEST(test_queue_bound),
     LINK_RUN(test_exchange_million),
     LINK_RUN(test_bad_peers),
     LINK_RUN(test_slow_peer),
     LINK_RUN(test_kill_resend),
     LINK_RUN(test_kill_drop),
     LINK_RUN(test_peer_restart),
+    LINK_RUN(test_impostor_then_peer_back),
+    LINK_RUN(test_impostor_same_incarnation),
     LINK_RUN(test_two_threads),
     LINK_RUN(test_silent_server),
 };

@@ -201,14 +201,22 @@ static void test_mem_caught_and_traceback(void) {
   NBT_EQ(rc, NB_EAGENT);
   NBT_CHECK(strstr(E, "boom at the cap") != NULL);
   NBT_CHECK(strstr(E, "stack traceback") != NULL);
-  /* At the cap error() with a position fails itself: a memory error. */
+  /* At the cap error() with a position fails itself: a memory error.
+   * (The previous KEEP is dropped and collected first, so the new one
+   * fills the cap whatever the collector's pace.) */
   rc = run(S, "local function deep() error('boom') end "
+              "KEEP = nil collectgarbage() "
               "KEEP = {} pcall(function() while true do "
               "KEEP[#KEEP + 1] = {1, 2, 3} end end) deep()");
   NBT_EQ(rc, NB_EMEMLIMIT);
-  /* KEEP is live and fills the cap: nothing runs until the host drops it
-   * (a runtime restarts such a neuron instead). */
-  NBT_EQ(run(S, "return 1"), NB_EMEMLIMIT);
+  /* KEEP is live and fills the cap (within the few KB to 1 MB the
+   * collector frees after a raise in compiled code: the table's old array
+   * part): nothing that allocates runs until the host drops it (a runtime
+   * restarts such a neuron instead). */
+  nb_lstate_stats(S, &st);
+  printf("    # KEEP holds %.2f of 8 MB\n", st.bytes / 1048576.0);
+  NBT_CHECK(st.bytes > 7 * MB);
+  NBT_EQ(run(S, "local t = {} for i = 1, 1e6 do t[i] = i end"), NB_EMEMLIMIT);
   lua_State *L = nb_lstate_L(S);
   nb_lstate_push_env(S);
   lua_pushnil(L);
@@ -216,6 +224,33 @@ static void test_mem_caught_and_traceback(void) {
   lua_pop(L, 1);
   lua_gc(L, LUA_GCCOLLECT, 0);
   NBT_EQ(run_int(S, "return 1"), 1);
+  NBT_EQ(nb_lstate_close(S), 0);
+}
+
+/* A block compiled code (a LuaJIT trace) asks for past the cap is
+ * granted, and the memory error comes at the next interpreted instruction
+ * (refusing it there crashes LuaJIT 2.1-20230119): the same error for the
+ * agent, which may catch it once, and the peak stays at the cap. */
+static void test_mem_compiled_code(void) {
+  nb_lstate_t *S = mk(8 * MB, 1, 0, 1, "tracer");
+  const char *endless = "local t, i = {}, 0 while true do i = i + 1 t[i] = {i} end";
+  for (int k = 0; k < 3; k++) {
+    NBT_EQ(run(S, endless), NB_EMEMLIMIT);
+    NBT_CHECK(strstr(E, "memory limit 8 MB exceeded") != NULL);
+    NBT_CHECK(strstr(E, "compiled code went past it") != NULL);
+  }
+  nb_lstate_stats_t st;
+  nb_lstate_stats(S, &st);
+  printf("    # peak %.3f MB under an 8 MB cap\n", st.peak / 1048576.0);
+  NBT_CHECK(st.peak <= 8 * MB + 64 * 1024);
+  NBT_EQ(st.mem_errors, 3);
+  /* Caught by the agent: its entry goes on and returns. */
+  NBT_EQ(run_int(S, "local ok, e = pcall(function() local t, i = {}, 0 "
+                    "while true do i = i + 1 t[i] = {i} end end) "
+                    "local r = (not ok and e:find('not enough memory')) and 1 or 0 "
+                    "collectgarbage() return r"),
+         1);
+  NBT_EQ(run_int(S, "return 6 * 7"), 42);
   NBT_EQ(nb_lstate_close(S), 0);
 }
 
@@ -352,6 +387,18 @@ static double san_slowdown(void) { return nbt_under_san() ? 3.0 : 1.0; }
  * usable; prints each latency. */
 static void run_loops(int sandbox) {
   for (size_t i = 0; i < sizeof loops / sizeof loops[0]; i++) {
+#if defined(__SANITIZE_THREAD__)
+    /* A deep shape raises once per nesting level, tens of thousands of
+     * times in one entry; LuaJIT's unwinder never pops TSan's shadow
+     * stack, which passes TSan's 65,536-frame limit: TSan's own CHECK
+     * fails and its runtime deadlocks. The default and ASan builds run
+     * these shapes; TSan has nothing to find in one thread anyway. */
+    if (loops[i].deep) {
+      printf("    # %-44s sandbox=%d: skipped under TSan\n", loops[i].name,
+             sandbox);
+      continue;
+    }
+#endif
     nb_lstate_t *S = mk(16 * MB, 1, BUDGET_NS, sandbox, "looper");
     uint64_t t0 = nbt_now_ns();
     double c0 = nbt_thread_cpu_ns() / 1e6;
@@ -619,20 +666,52 @@ static void test_watchdog_jit_endless_loop(void) {
   NBT_CHECK(waited < 2000.0);
 }
 
-/* A budget cannot stop one long C call (no instructions run, so no hook):
- * a pattern that backtracks for ages. The watchdog still names it, says
- * the JIT is off under a budget, and advises no jit = false. */
+/* A budget cannot stop one long C call that counts no steps (no
+ * instructions run, so no hook): without a memory cap, a 300 MB
+ * string.rep with a separator (~0.5-1 s in one call). The watchdog still
+ * names it, says the JIT is off under a budget, and advises no
+ * jit = false. (A backtracking pattern is no longer such a call: the
+ * pattern functions check the budget, see test_lpattern.c.) */
 static void test_watchdog_long_c_call(void) {
   nb_lstate_opts_t o = {.jit = 0, .budget_ns = BUDGET_NS,
                         .watchdog_ns = 100000000ull, .sandbox = 1,
-                        .name = "backtracker"};
+                        .name = "repeater"};
   char buf[1200];
   double waited;
-  NBT_CHECK(fork_stuck(&o, "return string.find(('a'):rep(5000), '.-.-.-.-b')",
-                       buf, sizeof buf, &waited));
-  NBT_CHECK(strstr(buf, "backtracker") != NULL);
+  NBT_CHECK(fork_stuck(&o, "return #('ab'):rep(1e8, ',')", buf, sizeof buf,
+                       &waited));
+  NBT_CHECK(strstr(buf, "repeater") != NULL);
   NBT_CHECK(strstr(buf, "JIT off with a budget of 20 ms") != NULL);
   NBT_CHECK(strstr(buf, "jit = false") == NULL);
+}
+
+/* The backtracking pattern that used to be such a call is stopped by the
+ * budget now, long before the watchdog would report it. */
+static void test_budget_stops_pattern(void) {
+  nb_lstate_watchdog_report(report, NULL);
+  rep_reset();
+  nb_lstate_opts_t o = {.jit = 0, .budget_ns = BUDGET_NS,
+                        .watchdog_ns = 2000000000ull, .sandbox = 1,
+                        .name = "backtracker"};
+  nb_lstate_t *S;
+  NBT_EQ(nb_lstate_new(&S, &o), 0);
+  uint64_t t0 = nbt_now_ns();
+  double c0 = nbt_thread_cpu_ns() / 1e6;
+  NBT_EQ(run(S, "return string.find(('a'):rep(5000), '.-.-.-.-b')"), NB_EBUDGET);
+  double ms = (nbt_now_ns() - t0) / 1e6, cpu = nbt_thread_cpu_ns() / 1e6 - c0;
+  printf("    # stopped after %.1f ms (cpu %.1f ms): %.40s\n", ms, cpu, E);
+  NBT_CHECK(strstr(E, "budget of 20 ms exceeded") == E);
+  /* CPU, as run_loops: wall time is the scheduler's on a loaded machine. */
+  NBT_CHECK(cpu < 40.0 * san_slowdown() && ms < 5000.0);
+  nb_lstate_stats_t st;
+  nb_lstate_stats(S, &st);
+  NBT_EQ(st.budget_overruns, 1);
+  NBT_EQ(st.watchdog_overruns, 0);
+  pthread_mutex_lock(&rep_mu);
+  NBT_EQ(rep_count, 0);
+  pthread_mutex_unlock(&rep_mu);
+  NBT_EQ(nb_lstate_close(S), 0);
+  nb_lstate_watchdog_report(NULL, NULL);
 }
 
 /* A JIT entry that runs past the watchdog limit but returns is reported
@@ -661,11 +740,14 @@ static void test_watchdog_overrun_returns(void) {
   NBT_EQ(st.watchdog_overruns, 1);
   NBT_EQ(run_int(S, "return 2"), 2); /* it goes on */
   pthread_mutex_lock(&rep_mu);
-  /* Over at 30 ms, still at 60 and 120 ms, returned: O S S R (a slow
-   * machine may skip a doubling: O first, R last, one S at least). */
+  /* Over at 30 ms, still at 60 and 120 ms, returned: O S S R. A loaded
+   * machine stretches the 0.21 s of CPU: one S per doubling the entry
+   * lived past (a skipped one is allowed, an S beyond them is not). */
   printf("    # reports: %s, %.1f ms in all\n", rep_kinds, rep_elapsed / 1e6);
-  size_t k = strlen(rep_kinds);
-  NBT_CHECK(k >= 3 && k <= 4 && rep_kinds[0] == 'O' && rep_kinds[k - 1] == 'R');
+  size_t k = strlen(rep_kinds), doublings = 0;
+  for (double d = 60e6; d <= rep_elapsed + 5e6; d *= 2) doublings++;
+  NBT_CHECK(k >= 3 && k - 2 <= doublings && rep_kinds[0] == 'O' &&
+            rep_kinds[k - 1] == 'R');
   NBT_CHECK(strspn(rep_kinds + 1, "S") == k - 2);
   NBT_CHECK(rep_tokens_match);
   NBT_CHECK(strcmp(rep_name, "slow-jit") == 0);
@@ -1056,12 +1138,14 @@ static const nbt_test_t tests[] = {
     NBT_TEST(test_api_misc),
     NBT_TEST(test_watchdog_jit_endless_loop),
     NBT_TEST(test_watchdog_long_c_call),
+    NBT_TEST(test_budget_stops_pattern),
     NBT_TEST(test_mem_bombs_jit_on),
     NBT_TEST(test_mem_bombs_jit_off),
     NBT_TEST(test_mem_string_rep_overflow),
     NBT_TEST(test_mem_close_at_cap),
     NBT_TEST(test_mem_caught_and_traceback),
     NBT_TEST(test_mem_while_compiling),
+    NBT_TEST(test_mem_compiled_code),
     NO_TSAN(test_mem_garbage_under_cap),
     NBT_TEST(test_mem_host_calls),
     NBT_TEST(test_mem_neighbour_unaffected),

@@ -4,6 +4,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+#include <lualib.h>
+
 #include "nb_rt.h"
 #include "nbtest.h"
 
@@ -162,7 +165,40 @@ static void check_counts_problems(void) {
   NBT_EQ(nb_rt_check("spec/fixtures/runtime/stopper.lua", f), 0);
   NBT_EQ(nb_rt_check("spec/fixtures/runtime/bad_agent.lua", f), 2);
   NBT_EQ(nb_rt_check("spec/fixtures/runtime/missing_filter.lua", f), 1);
+  /* A newline in a value is escaped: each problem stays one line. */
+  NBT_EQ(nb_rt_check("spec/fixtures/runtime/bad_newlines.lua", f), 2);
   fclose(f);
+}
+
+static int hook_calls;
+
+/* A C count hook (as an agent's time budget sets one): counts calls. */
+static void count_hook(lua_State *L, lua_Debug *ar) {
+  (void)L;
+  (void)ar;
+  hook_calls++;
+}
+
+static void manifest_loads_under_a_c_hook(void) {
+  lua_State *L = luaL_newstate();
+  luaL_openlibs(L);
+  lua_getglobal(L, "package");
+  lua_pushstring(L, nb_rt_lua_path());
+  lua_setfield(L, -2, "path");
+  lua_pop(L, 1);
+  lua_sethook(L, count_hook, LUA_MASKCOUNT, 100);
+  /* The loader swaps in its instruction limit for the manifest's chunk;
+   * a C hook it could not put back made it fail and lose the hook. */
+  int rc = luaL_dostring(L,
+      "local m = require('neuronbus.manifest')\n"
+      "local t, e = m.load_source('return { name = \"h\", neurons = { a = "
+      "{ script = \"spec/fixtures/runtime/echo.lua\" } } }', 'h.lua')\n"
+      "assert(t, e and e[1])");
+  if (rc) printf("    %s\n", lua_tostring(L, -1));
+  NBT_EQ(rc, 0);
+  NBT_CHECK(lua_gethook(L) == count_hook);
+  NBT_CHECK(hook_calls > 0);
+  lua_close(L);
 }
 
 static void the_loop_runs_ticks_and_stops(void) {
@@ -193,6 +229,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(agent_errors_are_counted_and_kept),
     NBT_TEST(bad_topologies_report_every_problem),
     NBT_TEST(check_counts_problems),
+    NBT_TEST(manifest_loads_under_a_c_hook),
     NBT_TEST(the_loop_runs_ticks_and_stops),
 };
 

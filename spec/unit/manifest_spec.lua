@@ -214,7 +214,9 @@ describe("manifest.validate", function()
     it("at the top level, listing the allowed keys", function()
       fails_with(with({ ticks = "1ms" }), {
         'ticks: unknown key, did you mean "tick"? (allowed: accept, arena, axon, '
-          .. "listen, max_payload, name, neurons, peers, prune_every, synapses, tick)",
+          .. "encrypt, link_limits, listen, max_payload, name, neurons, peers, "
+          .. "prune_every, secret, "
+          .. "synapses, tick)",
       })
     end)
 
@@ -243,6 +245,51 @@ describe("manifest.validate", function()
           .. "tau_plus, w_max, w_min)",
         "synapses[1].filters.regex: unknown key (allowed: custom, kind, prefix, priority)",
       })
+    end)
+  end)
+
+  describe("messages are one line of valid UTF-8", function()
+    -- Returns true when s is well-formed UTF-8 with no control character.
+    local function clean_line(s)
+      local i = 1
+      while i <= #s do
+        local c = s:byte(i)
+        if c < 0x20 or c == 0x7F then return false end
+        local n = c < 0x80 and 1 or c >= 0xF0 and 4 or c >= 0xE0 and 3 or c >= 0xC2 and 2
+        if not n or c > 0xF4 then return false end
+        for k = i + 1, i + n - 1 do
+          local b = s:byte(k)
+          if not b or b < 0x80 or b > 0xBF then return false end
+        end
+        i = i + n
+      end
+      return true
+    end
+
+    it("whatever bytes a key or a value holds (escaped as \\ddd)", function()
+      local t = with({ ["\255\n"] = 1, tick = "1\n\128ms", name = "caf\195\169\r" })
+      t.neurons.a.description = "two\nlines"
+      local topo, errs = validate(t)
+      assert.is_nil(topo)
+      assert.same({
+        '["\\255\\010"]: unknown key (allowed: accept, arena, axon, encrypt, '
+          .. "link_limits, listen, max_payload, name, neurons, peers, prune_every, "
+          .. "secret, synapses, tick)",
+        'name: bad name "caf\195\169\\013": use letters, digits, _, - and . only',
+        'tick: expected "free" or a duration like "500us", "20ms" or "1.5s" (units ns, us, ms, '
+          .. 's, m), got "1\\010\\128ms"',
+        "neurons.a.description: one line of text expected, got a control character (a newline?)",
+      }, errs)
+      for _, e in ipairs(errs) do
+        assert.is_true(clean_line(e), e)
+      end
+    end)
+
+    it("for a manifest's syntax error and its own error()", function()
+      local _, errs = manifest.load_source("return { a \255\254 }", "m.lua")
+      assert.same({ "m.lua:1: '}' expected near '\\255\\254'" }, errs)
+      _, errs = manifest.load_source('error("bad\\n\\255")', "m.lua")
+      assert.same({ "m.lua:1: bad\\010\\255" }, errs)
     end)
   end)
 

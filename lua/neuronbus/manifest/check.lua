@@ -67,7 +67,7 @@ function _M.join(path, key)
   local t = type(key)
   if t == "number" then
     return path .. "[" .. tostring(key) .. "]"
-  elseif t ~= "string" then
+  elseif t ~= "string" or units.printable(key) ~= key then
     return path .. "[" .. show(key) .. "]"
   elseif path == "" then
     return key
@@ -256,7 +256,10 @@ end
 -- returns nil.
 function Checker:fail(path, fmt, ...)
   local msg = select("#", ...) > 0 and str_format(fmt, ...) or fmt
-  self.errs[#self.errs + 1] = (path == "" and "manifest" or path) .. ": " .. msg
+  -- One line of valid UTF-8 whatever the manifest held: a value shown raw
+  -- (a path, a name) may carry any byte.
+  self.errs[#self.errs + 1] = units.printable(
+    (path == "" and "manifest" or path) .. ": " .. msg)
   return nil
 end
 

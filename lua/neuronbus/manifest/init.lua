@@ -72,7 +72,7 @@ local debug_sethook, debug_gethook, debug_getinfo =
 local math_lib, string_lib, table_lib = math, string, table
 local jit = rawget(_G, "jit") -- nil outside LuaJIT
 
-local show = units.show
+local show, printable = units.show, units.printable
 local K = check.K
 local absolute = check.absolute
 
@@ -260,6 +260,13 @@ local function run_chunk(fn, chunkname, label)
     return label .. ": " .. msg
   end
   local old_hook, old_mask, old_count = debug_gethook()
+  if old_hook ~= nil and type(old_hook) ~= "function" then
+    -- A hook set from C (an agent's time budget, a profiler, a fuzzer's
+    -- coverage): Lua could not put it back once replaced, so it stays,
+    -- and bounds the chunk in its place (the runtime's own manifest
+    -- state has none: there the instruction limit applies).
+    return unpack({ xpcall(fn, handler) }, 1, 2)
+  end
   debug_sethook(function()
     error(str_format("ran for over %d instructions (an endless loop?)",
                      MAX_INSTRUCTIONS), 0)
@@ -290,12 +297,12 @@ function _M.load_source(src, label, basedir, default_name, opts)
   local chunkname = "@" .. label
   local fn, serr = loadstring(src, chunkname)
   if not fn then
-    return nil, { serr }
+    return nil, { printable(serr) } -- it quotes the source near the error
   end
   setfenv(fn, sandbox())
   local ok, tbl = run_chunk(fn, chunkname, label)
   if not ok then
-    return nil, { tbl }
+    return nil, { printable(tbl) } -- the manifest's own error() text
   end
   if type(tbl) ~= "table" then
     return nil, { str_format("%s: the manifest must return a table, got %s",

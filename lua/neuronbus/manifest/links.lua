@@ -6,18 +6,40 @@
 --             { url = "tcp://127.0.0.1:7403", policy = "drop",
 --               queue = 16384, queue_bytes = "16MB",
 --               backoff = { "50ms", "5s" } } },
---   accept = { policy = "resend", queue = 16384, queue_bytes = "16MB" },
+--   accept = { policy = "resend", queue = 16384, queue_bytes = "16MB",
+--              allow = { alpha = SECRET } },   -- only these callers
+--   secret = SECRET,                           -- the cluster's secret
+--   encrypt = false,                           -- ask peers to encrypt
 --   max_payload = "1MB",                       -- largest payload from peers
+--   link_limits = { handshake_timeout = "5s", max_pending = 64,
+--                   pending_per_addr = 16, max_links = 256,
+--                   links_per_addr = 64, proxies_per_peer = 64,
+--                   frame_timeout = "30s", rx_buffer = "64MB",
+--                   keepalive = "10s", idle_timeout = "30s" },
 --   neurons = { parser = { remote = "tcp://127.0.0.1:7402/parser" },
 --               ui = { remote = "peer://frontend/ui" } }
+--
+-- A peer table also takes secret = SECRET and encrypt = true. A SECRET is
+-- { file = "path" } (the file's bytes, one trailing newline dropped; a
+-- relative path resolves against the manifest's folder), { env = "NAME" }
+-- (an environment variable), or the secret itself as a string; at least
+-- 16 bytes (docs/links.md). Listening beyond loopback needs a secret.
 --
 -- Normalized (what neuronbus.manifest returns; defaults from
 -- runtime/nb_rt_defaults.h through neuronbus.layout):
 --   topo.transport = nil when the manifest has none of these keys, else
 --     { listen = url | nil, max_payload = bytes,
+--       secret = bytes | nil, encrypt = true | nil,
+--       allow = nil | { { cortex, secret = bytes } },   -- sorted by cortex
 --       accept = { policy, queue, queue_bytes },
+--       limits = { handshake_timeout_ms, max_pending, pending_per_addr,
+--                  max_links, links_per_addr, proxies_per_peer,
+--                  frame_timeout_ms, rx_buffer, keepalive_ms,
+--                  idle_timeout_ms },
 --       peers = { { url, policy, queue, queue_bytes, backoff_min_ms,
---                   backoff_max_ms } } }   -- every tcp:// remote's peer too
+--                   backoff_max_ms, secret = bytes | nil,
+--                   encrypt = true | nil } } }
+--                                    -- every tcp:// remote's peer too
 --   neuron.remote = { url = "tcp://h:p", neuron = name }
 --                 | { cortex = name, neuron = name }
 -- Pure Lua, no FFI: the URL grammar mirrors nb_link_parse_url
@@ -26,8 +48,9 @@
 local units = require("neuronbus.units")
 local check = require("neuronbus.manifest.check")
 
-local type, ipairs, tonumber, next = type, ipairs, tonumber, next
+local type, ipairs, tonumber, next, pairs = type, ipairs, tonumber, next, pairs
 local str_match, str_find, str_format = string.match, string.find, string.format
+local os_getenv, io_open, tbl_sort = os.getenv, io.open, table.sort
 local floor = math.floor
 local join, suggest, is_array, K = check.join, check.suggest, check.is_array, check.K
 
@@ -46,10 +69,30 @@ local MAX_PAYLOAD = K.LINK_PAYLOAD_LIMIT
 local NAME_MAX = 255
 
 -- The keys of a peer table and of the accept table.
-_M.PEER_KEYS = { "url", "policy", "queue", "queue_bytes", "backoff" }
-_M.ACCEPT_KEYS = { "policy", "queue", "queue_bytes" }
+_M.PEER_KEYS = { "url", "policy", "queue", "queue_bytes", "backoff",
+                 "secret", "encrypt" }
+_M.ACCEPT_KEYS = { "policy", "queue", "queue_bytes", "allow" }
 -- The top-level keys checked here.
-_M.TOP_KEYS = { "listen", "peers", "accept", "max_payload" }
+_M.TOP_KEYS = { "listen", "peers", "accept", "max_payload", "link_limits",
+                "secret", "encrypt" }
+
+-- The keys of link_limits: the counts (integers) and the durations, with
+-- their defaults from runtime/nb_rt_defaults.h.
+local LIMIT_COUNTS = {
+  max_pending = K.LINK_MAX_PENDING, pending_per_addr = K.LINK_PENDING_PER_ADDR,
+  max_links = K.LINK_MAX_LINKS, links_per_addr = K.LINK_LINKS_PER_ADDR,
+  proxies_per_peer = K.LINK_PROXIES_PER_PEER,
+}
+local LIMIT_TIMES = {
+  handshake_timeout = K.LINK_HANDSHAKE_TIMEOUT_MS,
+  frame_timeout = K.LINK_FRAME_TIMEOUT_MS,
+  keepalive = K.LINK_KEEPALIVE_MS, idle_timeout = K.LINK_IDLE_TIMEOUT_MS,
+}
+_M.LIMIT_KEYS = { "rx_buffer" }
+for k in pairs(LIMIT_COUNTS) do _M.LIMIT_KEYS[#_M.LIMIT_KEYS + 1] = k end
+for k in pairs(LIMIT_TIMES) do _M.LIMIT_KEYS[#_M.LIMIT_KEYS + 1] = k end
+table.sort(_M.LIMIT_KEYS)
+local SECRET_MIN = K.LINK_SECRET_MIN
 
 -- Returns true when s is a name a link can carry: 1..255 bytes, no control
 -- characters, no "/" (it separates a peer's cortex from its neurons).
@@ -125,6 +168,61 @@ local function check_address(c, path, v, allow_zero)
   return base
 end
 
+-- Returns the bytes of secret spec v (see the header), or nil after
+-- reporting. The secret's bytes never appear in a message.
+local function check_secret(c, path, v)
+  local bytes, from
+  if type(v) == "string" then
+    bytes, from = v, "the secret"
+  elseif type(v) == "table" then
+    c:keys(path, v, { "file", "env" })
+    if (v.file == nil) == (v.env == nil) then
+      return c:fail(path, "expected exactly one of file = \"path\" or "
+        .. "env = \"NAME\"")
+    end
+    if v.env ~= nil then
+      if type(v.env) ~= "string" or v.env == "" then
+        return c:wrong(join(path, "env"), "an environment variable name", v.env)
+      end
+      bytes = os_getenv(v.env)
+      if bytes == nil then
+        return c:fail(join(path, "env"), "the environment variable %s is not "
+          .. "set", v.env)
+      end
+      from = "the environment variable " .. v.env
+    else
+      if type(v.file) ~= "string" or v.file == "" then
+        return c:wrong(join(path, "file"), "a file path", v.file)
+      end
+      local file = check.absolute(v.file, c.basedir)
+      local f, err = io_open(file, "rb")
+      bytes = f and f:read("*a")
+      if f then f:close() end
+      if not bytes then
+        return c:fail(join(path, "file"), "cannot read the secret file %s: %s",
+          file, err or "not readable")
+      end
+      bytes = str_match(bytes, "^(.-)\r?\n$") or bytes
+      from = "the secret file " .. file
+    end
+  else
+    return c:wrong(path, 'a secret: { file = "path" }, { env = "NAME" } or '
+      .. "a string", v)
+  end
+  if #bytes < SECRET_MIN then
+    return c:fail(path, "%s holds %d bytes; a secret needs at least %d "
+      .. "(for instance 32 random bytes: head -c 32 /dev/urandom | base64)",
+      from, #bytes, SECRET_MIN)
+  end
+  return bytes
+end
+
+-- Returns true when the listen url's host is a loopback address.
+local function loopback(url)
+  local host = _M.parse_url(url)
+  return host == "[::1]" or (host ~= nil and str_find(host, "^127%.") ~= nil)
+end
+
 -- Returns the policy name or nil after reporting (with a hint).
 local function check_policy(c, path, v)
   if v == nil then return "resend" end
@@ -180,6 +278,59 @@ local function check_backoff(c, path, v)
   return out[1], out[2]
 end
 
+-- Returns a duration in whole ms from 1ms to about 49 days, the default
+-- when nil, or nil after reporting.
+local function check_ms(c, path, v, default)
+  if v == nil then return default end
+  local ns = c:duration(path, v)
+  if not ns then return nil end
+  local ms = floor(ns / 1e6 + 0.5)
+  if ms < 1 or ms > MAX_U32 then
+    return c:fail(path, "%s is out of range, expected 1ms to about 49 days",
+      units.show(v))
+  end
+  return ms
+end
+
+-- Checks link_limits (v at path); returns the normalized limits (every
+-- default filled) or nil after reporting.
+local function check_limits(c, path, v)
+  local out = { rx_buffer = K.LINK_RX_BYTES }
+  for k, d in pairs(LIMIT_COUNTS) do out[k] = d end
+  for k, d in pairs(LIMIT_TIMES) do out[k .. "_ms"] = d end
+  if v == nil then return out end
+  local t = c:table(path, v)
+  if not t then return nil end
+  c:keys(path, t, _M.LIMIT_KEYS)
+  local ok = true
+  -- In key order, so the problems are listed the same way every time.
+  for _, k in ipairs(_M.LIMIT_KEYS) do
+    local v, kp = t[k], join(path, k)
+    if LIMIT_COUNTS[k] then
+      out[k] = c:integer(kp, v, LIMIT_COUNTS[k], 1, K.LINK_COUNT_LIMIT)
+      ok = ok and out[k] ~= nil
+    elseif LIMIT_TIMES[k] then
+      out[k .. "_ms"] = check_ms(c, kp, v, LIMIT_TIMES[k])
+      ok = ok and out[k .. "_ms"] ~= nil
+    else
+      out.rx_buffer = check_bytes(c, kp, v, K.LINK_RX_BYTES, 64 * 1024, 2 ^ 40)
+      ok = ok and out.rx_buffer ~= nil
+    end
+  end
+  if not ok then return nil end
+  -- A keepalive must arrive before the peer's idle timeout runs out.
+  if out.keepalive_ms >= out.idle_timeout_ms then
+    return c:fail(join(path, t.keepalive ~= nil and "keepalive" or
+      "idle_timeout"), "the keepalive (%d ms) must be shorter than the "
+      .. "idle timeout (%d ms)", out.keepalive_ms, out.idle_timeout_ms)
+  end
+  if out.pending_per_addr > out.max_pending then
+    return c:fail(join(path, "pending_per_addr"), "%d exceeds max_pending "
+      .. "(%d)", out.pending_per_addr, out.max_pending)
+  end
+  return out
+end
+
 -- Returns one normalized peer, or nil after reporting.
 local function check_peer(c, path, v)
   if type(v) == "string" then v = { url = v }
@@ -199,6 +350,10 @@ local function check_peer(c, path, v)
   }
   p.backoff_min_ms, p.backoff_max_ms = check_backoff(c, join(path, "backoff"),
     v.backoff)
+  if v.secret ~= nil then p.secret = check_secret(c, join(path, "secret"), v.secret) end
+  if v.encrypt ~= nil then
+    p.encrypt = c:boolean(join(path, "encrypt"), v.encrypt) or nil
+  end
   if p.url and p.policy and p.queue and p.queue_bytes and p.backoff_min_ms then
     return p
   end
@@ -260,7 +415,8 @@ function _M.check(c, tbl, topo)
     if n.remote then remotes[n.name] = n.remote end
   end
   local any = tbl.listen ~= nil or tbl.peers ~= nil or tbl.accept ~= nil
-    or tbl.max_payload ~= nil or next(remotes) ~= nil
+    or tbl.max_payload ~= nil or tbl.secret ~= nil or tbl.encrypt ~= nil
+    or next(remotes) ~= nil
   -- A remote neuron's spikes arrive as addressed injections: a synapse
   -- out of one would suggest its broadcasts cross, which they do not.
   if type(tbl.synapses) == "table" then
@@ -273,13 +429,17 @@ function _M.check(c, tbl, topo)
       end
     end
   end
+  local limits = check_limits(c, "link_limits", tbl.link_limits)
   if not any then return nil end
-  local tr = { peers = {} }
+  local tr = { peers = {}, limits = limits }
   if tbl.listen ~= nil then
     tr.listen = check_address(c, "listen", tbl.listen, true)
   end
   tr.max_payload = check_bytes(c, "max_payload", tbl.max_payload,
     DEFAULT_MAX_PAYLOAD, 1, MAX_PAYLOAD)
+  if tbl.secret ~= nil then tr.secret = check_secret(c, "secret", tbl.secret) end
+  if tbl.encrypt ~= nil then tr.encrypt = c:boolean("encrypt", tbl.encrypt) or nil end
+  local allow = {}
   tr.accept = { policy = "resend", queue = DEFAULT_QUEUE,
                 queue_bytes = DEFAULT_QUEUE_BYTES }
   if tbl.accept ~= nil then
@@ -290,7 +450,39 @@ function _M.check(c, tbl, topo)
       tr.accept.queue = check_queue(c, "accept.queue", a.queue)
       tr.accept.queue_bytes = check_bytes(c, "accept.queue_bytes",
         a.queue_bytes, DEFAULT_QUEUE_BYTES, 1, MAX_U32)
+      if a.allow ~= nil then
+        local al = c:table("accept.allow", a.allow)
+        if al and (next(al) == nil or is_array(al)) then
+          c:wrong("accept.allow", "a table of cortex names to their secrets "
+            .. '{ alpha = { file = "alpha.key" } }', al)
+        elseif al then
+          for name, spec in pairs(al) do
+            local path = join("accept.allow", name)
+            if not link_name_ok(name) then
+              c:fail(path, "bad cortex name %s (1..255 bytes, no control "
+                .. "characters or /)", units.show(name))
+            else
+              local bytes = check_secret(c, path, spec)
+              if bytes then allow[#allow + 1] = { cortex = name, secret = bytes } end
+            end
+          end
+          tbl_sort(allow, function(x, y) return x.cortex < y.cortex end)
+          tr.allow = allow
+        end
+      end
     end
+  end
+  local has_secret = tr.secret ~= nil or (type(tbl.accept) == "table"
+    and tbl.accept.allow ~= nil)
+  if tr.listen and not loopback(tr.listen) and not has_secret then
+    c:fail("listen", "%s is reachable beyond this host, but the links have "
+      .. "no secret: anyone who reaches the port could join and send spikes. "
+      .. "Set secret = { file = \"...\" } (or accept.allow), or listen on "
+      .. "127.0.0.1 (docs/links.md)", tr.listen)
+  end
+  if tr.encrypt and not has_secret then
+    c:fail("encrypt", "encryption needs a secret (its keys derive from it): "
+      .. "set secret")
   end
   local seen = {}
   if tbl.peers ~= nil then
@@ -300,6 +492,10 @@ function _M.check(c, tbl, topo)
       for i = 1, #tbl.peers do
         local path = join("peers", i)
         local p = check_peer(c, path, tbl.peers[i])
+        if p and p.encrypt and not p.secret and tbl.secret == nil then
+          c:fail(join(path, "encrypt"), "encryption needs a secret: set "
+            .. "secret here or at the top level")
+        end
         if p then
           if seen[p.url] then
             c:fail(path, "%s is listed twice (first as peers[%d])", p.url,
