@@ -102,6 +102,26 @@ NB_BENCH_UNUSED static nb_rt_stat_t nb_bench_rt_stat(nb_rt_t *rt, uint32_t id) {
   return st;
 }
 
+/* Ticks rt one tick at a time until neuron sink has received n spikes
+ * (checked every tick, so the clock stops at the last delivery); fails
+ * the bench, naming what, after max_ticks or at an agent error. Returns
+ * the ticks run. */
+NB_BENCH_UNUSED static uint64_t nb_bench_rt_tick_until(nb_rt_t *rt, uint32_t sink,
+                                                       uint64_t n, uint64_t max_ticks,
+                                                       const char *what) {
+  for (uint64_t ticks = 1;; ticks++) {
+    int64_t rc = nb_rt_tick(rt, 1);
+    if (rc < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)rc));
+    nb_rt_stat_t st;
+    nb_rt_stat(rt, sink, &st);
+    if (st.errors) nb_bench_rt_stat(rt, sink);
+    if (st.spikes_in >= n) return ticks;
+    if (ticks > max_ticks)
+      nb_bench_fail("%s: %" PRIu64 " ticks and the sink has %" PRIu64
+                    " of %" PRIu64 " spikes: lost", what, ticks, st.spikes_in, n);
+  }
+}
+
 /* Returns the number (true 1, false 0) nb.state[key] of neuron id, read
  * through the state dump ("return {[\"key\"]=value,...}"), or fails the
  * bench when it is missing or not a number. */

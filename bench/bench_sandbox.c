@@ -42,19 +42,9 @@ static double hop_run(void *ctx) {
   uint32_t prod = nb_bench_rt_id(rt, "a_producer");
   uint32_t sink = nb_bench_rt_id(rt, "b_sink");
   if (prod != 0 || sink != 1) nb_bench_fail("bench topology ids are not in name order");
-  uint64_t max_ticks = 4 * (r->n / BATCH + 1) + 1000, ticks = 0;
   uint64_t t0 = nb_bench_now_ns();
-  for (;;) {
-    int64_t rc = nb_rt_tick(rt, 1);
-    if (rc < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)rc));
-    nb_rt_stat_t st;
-    nb_rt_stat(rt, sink, &st);
-    if (st.errors) nb_bench_rt_stat(rt, sink);
-    if (st.spikes_in >= r->n) break;
-    if (++ticks > max_ticks)
-      nb_bench_fail("sandbox hop: %" PRIu64 " ticks and the sink has %" PRIu64
-                    " of %" PRIu64 " spikes: lost", ticks, st.spikes_in, r->n);
-  }
+  nb_bench_rt_tick_until(rt, sink, r->n, 4 * (r->n / BATCH + 1) + 1000,
+                         "sandbox hop");
   uint64_t ns = nb_bench_now_ns() - t0;
   nb_rt_stat_t ps = nb_bench_rt_stat(rt, prod);
   nb_rt_stat_t ss = nb_bench_rt_stat(rt, sink);

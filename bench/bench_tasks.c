@@ -77,19 +77,8 @@ static double hop_run(void *ctx) {
       nb_bench_rt_root);
   nb_rt_t *rt = nb_bench_rt_open(src);
   uint32_t prod = nb_bench_rt_id(rt, "a_producer"), sink = nb_bench_rt_id(rt, "c_sink1");
-  uint64_t max_ticks = 4 * (n / NB_BENCH_CX_BATCH + 1) + 1000, ticks = 0;
   uint64_t t0 = nb_bench_now_ns();
-  for (;;) {
-    int64_t rc = nb_rt_tick(rt, 1);
-    if (rc < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)rc));
-    nb_rt_stat_t st;
-    nb_rt_stat(rt, sink, &st);
-    if (st.errors) nb_bench_rt_stat(rt, sink);
-    if (st.spikes_in >= n) break;
-    if (++ticks > max_ticks)
-      nb_bench_fail("hop: sink has %" PRIu64 " of %" PRIu64 " spikes: lost",
-                    st.spikes_in, n);
-  }
+  nb_bench_rt_tick_until(rt, sink, n, 4 * (n / NB_BENCH_CX_BATCH + 1) + 1000, "hop");
   uint64_t ns = nb_bench_now_ns() - t0;
   if (nb_bench_rt_stat(rt, prod).spikes_out != n ||
       nb_bench_rt_stat(rt, sink).spikes_in != n)

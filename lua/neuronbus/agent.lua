@@ -459,6 +459,8 @@ end
 -- Returns the sandbox's entry points (see boot).
 local function sandbox_entries()
   local deliver, clear = px.deliver, px.clear
+  -- dispatch with each spike wrapped by deliver: a copy, so that the
+  -- unsandboxed hot path calls no wrapper per spike.
   local function dispatch_sb()
     clear()
     local cell = CELL
