@@ -1273,17 +1273,49 @@ static uint64_t deliver(worker_t *wk) {
   return total;
 }
 
-/* Runs one tick of worker w (with several workers, only when it can take
- * the worker's lock: else 0); returns the spikes it delivered. */
-static uint64_t tick_worker(nb_cortex_t *cx, uint32_t w) {
+/* Runs one tick of worker w; returns the spikes it delivered, or -1 when
+ * another thread holds the worker (several workers only). */
+static int64_t tick_worker(nb_cortex_t *cx, uint32_t w) {
   worker_t *wk = &cx->w[w];
   int locked = cx->nworkers > 1;
-  if (locked && !lock_take(wk)) return 0;
+  if (locked && !lock_take(wk)) return -1;
   collect(wk);
   uint64_t delivered = deliver(wk);
   wk->stats.ticks++;
   if (locked) lock_give(wk);
-  return delivered;
+  return (int64_t)delivered;
+}
+
+/* Takes w's lock for the caller without ticking: free, or inside an agent
+ * call of any age (holding a worker stops no call; the call's thread waits
+ * when it returns); returns 0 or NB_EBUSY, NB_EINVAL. */
+int nb_cortex_worker_hold(nb_cortex_t *cx, uint32_t w) {
+  if (w >= cx->nworkers) return NB_EINVAL;
+  if (cx->nworkers == 1) return 0;
+  worker_t *wk = &cx->w[w];
+  /* Acquire pairs with the release stores in lock_give and call_begin. */
+  uint64_t v = atomic_load_explicit(&wk->lock, memory_order_acquire);
+  for (;;) {
+    if ((v & (LK_HELD | LK_CALL)) == LK_HELD) return NB_EBUSY;
+    uint64_t nv = ((v & ~(uint64_t)(LK_HELD | LK_CALL)) + LK_GEN) | LK_HELD;
+    if (atomic_compare_exchange_weak_explicit(&wk->lock, &v, nv,
+                                              memory_order_acquire,
+                                              memory_order_acquire)) {
+      wk->held = nv;
+      return 0;
+    }
+  }
+}
+
+/* Gives back a worker taken with nb_cortex_worker_hold; returns nothing. */
+void nb_cortex_worker_release(nb_cortex_t *cx, uint32_t w) {
+  if (w < cx->nworkers && cx->nworkers > 1) lock_give(&cx->w[w]);
+}
+
+/* Returns 1 when neuron id is inside an agent call (its worker's other
+ * thread is still in it), else 0; under its worker's lock. */
+int nb_cortex_busy(const nb_cortex_t *cx, nb_id_t id) {
+  return id < cx->count && cx->neurons[id]->busy;
 }
 
 /* Returns delivered capped to an int. */
@@ -1295,18 +1327,22 @@ static int capped(uint64_t delivered) {
  * delivered to agents. */
 int nb_cortex_tick(nb_cortex_t *cx) {
   uint64_t delivered = 0;
-  for (uint32_t w = 0; w < cx->nworkers; w++) delivered += tick_worker(cx, w);
+  for (uint32_t w = 0; w < cx->nworkers; w++) {
+    int64_t got = tick_worker(cx, w);
+    if (got > 0) delivered += (uint64_t)got;
+  }
   uint64_t ticks = cx->w[0].stats.ticks;
   if (cx->opts.prune_every && ticks % cx->opts.prune_every == 0)
     nb_cortex_prune(cx);
   return capped(delivered);
 }
 
-/* Runs one tick of worker w only; returns the spikes delivered, or
- * NB_EINVAL for a worker out of range. */
+/* Runs one tick of worker w only; returns the spikes delivered, NB_EBUSY
+ * when another thread ticks it, or NB_EINVAL for a worker out of range. */
 int nb_cortex_tick_worker(nb_cortex_t *cx, uint32_t w) {
   if (w >= cx->nworkers) return NB_EINVAL;
-  return capped(tick_worker(cx, w));
+  int64_t got = tick_worker(cx, w);
+  return got < 0 ? NB_EBUSY : capped((uint64_t)got);
 }
 
 /* Returns the number of spikes in axons, the injection queue, inboxes,

@@ -166,11 +166,30 @@ int nb_cortex_tick(nb_cortex_t *cx);
  * fire for its neurons in id order. One thread per worker at a time, any
  * number of workers at once; a worker may change threads between ticks
  * when the handover orders memory (a join, a mutex). Returns the spikes
- * delivered, or NB_EINVAL for w out of range. */
+ * delivered, NB_EBUSY when another thread runs it, or NB_EINVAL for w out
+ * of range. */
 int nb_cortex_tick_worker(nb_cortex_t *cx, uint32_t w);
 
+/* Takes worker w for the calling thread without ticking it: when no
+ * thread ticks it, or when the one that does is inside an agent call
+ * (of any age; the call goes on, and its thread waits for the worker when
+ * it returns). While it holds every worker, an embedder may change the
+ * topology or read a snapshot, but must not enter a neuron that is still
+ * in a call (nb_cortex_busy). Returns 0 (always, with one worker),
+ * NB_EBUSY (a thread is ticking it outside a call: retry) or NB_EINVAL. */
+int nb_cortex_worker_hold(nb_cortex_t *cx, uint32_t w);
+
+/* Gives back a worker taken with nb_cortex_worker_hold; returns nothing. */
+void nb_cortex_worker_release(nb_cortex_t *cx, uint32_t w);
+
+/* Returns 1 when neuron id's agent is inside a call on another thread
+ * (a stuck call whose worker was adopted or held), else 0; only while
+ * holding id's worker (or with one worker, where it is always 0). */
+int nb_cortex_busy(const nb_cortex_t *cx, nb_id_t id);
+
 /* With several workers a worker's tick is taken by one thread at a time:
- * nb_cortex_tick_worker returns 0 at once when another thread runs it.
+ * nb_cortex_tick_worker returns NB_EBUSY at once when another thread runs
+ * it.
  * Exception, adoption: while that thread is inside an agent call (a batch,
  * a tick callback) that began adopt_after_ns ago or more, another thread's
  * nb_cortex_tick_worker takes the worker over and ticks every neuron of

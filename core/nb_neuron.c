@@ -288,9 +288,19 @@ static inline void copy_small(uint8_t *dst, const void *src, size_t len) {
   }
 }
 
+/* The calling thread's writer (nb_neuron_thread_writer), NULL for none. */
+static _Thread_local nb_arena_writer_t *thread_writer;
+
+void nb_neuron_thread_writer(nb_arena_writer_t *w) { thread_writer = w; }
+
 int nb_neuron_put_payload(nb_neuron_t *n, nb_spike_t *s, const void *data,
                           size_t len) {
-  nb_arena_writer_t *w = n->writer;
+  /* A neuron may fire from several threads in turn (a worker ticked by
+   * another thread while its own is stuck in a call): a writer is only
+   * ever bumped by one thread, so the thread's writer wins. */
+  nb_arena_writer_t *w = thread_writer && thread_writer->a == n->arena
+                             ? thread_writer
+                             : n->writer;
   if (!w && n->arena && len > NB_PAYLOAD_MAX) {
     int rc = nb_arena_writer_new(&n->own_writer, n->arena);
     if (rc != 0) return rc;

@@ -166,6 +166,13 @@ int nb_neuron_put_payload(nb_neuron_t *n, nb_spike_t *s, const void *data,
  * use. The writer must outlive n's use of it. Returns nothing. */
 void nb_neuron_set_writer(nb_neuron_t *n, nb_arena_writer_t *w);
 
+/* Makes the large payloads fired on the calling thread, by any neuron of
+ * w's arena, go through w instead of the neuron's writer (NULL: back to
+ * the neurons' own): an embedder that ticks workers on several threads
+ * gives each thread a writer, so no writer is bumped by two threads even
+ * when a worker changes threads. Returns nothing. */
+void nb_neuron_thread_writer(nb_arena_writer_t *w);
+
 /* Resolves a spike's payload (inline or arena) into *data and *len; returns 0,
  * NB_ESTALE or NB_EBOUNDS. The bytes are valid while the spike's reference
  * is held: in the cortex, until the handler it was delivered to returns. */

@@ -106,6 +106,14 @@ static void options_are_checked(void) {
   NBT_EQ(nb_cortex_tick_worker(cx, 3), NB_EINVAL);
   NBT_EQ(nb_cortex_worker_of(cx, 0), -1);
   NBT_CHECK(nb_cortex_worker_stats(cx, 3) == NULL);
+  /* A held worker is not ticked by anyone else until it is given back. */
+  NBT_EQ(nb_cortex_worker_hold(cx, 1), 0);
+  NBT_EQ(nb_cortex_tick_worker(cx, 1), NB_EBUSY);
+  NBT_EQ(nb_cortex_worker_hold(cx, 1), NB_EBUSY);
+  NBT_EQ(nb_cortex_tick_worker(cx, 2), 0);
+  nb_cortex_worker_release(cx, 1);
+  NBT_EQ(nb_cortex_tick_worker(cx, 1), 0);
+  NBT_EQ(nb_cortex_worker_hold(cx, 3), NB_EINVAL);
   nb_cortex_free(cx);
 }
 
@@ -320,7 +328,7 @@ typedef struct ticker_s {
 static void *tick_worker1(void *arg) {
   ticker_t *t = arg;
   while (!atomic_load(&t->stop))
-    if (nb_cortex_tick_worker(t->cx, 1) == 0) sched_yield();
+    if (nb_cortex_tick_worker(t->cx, 1) <= 0) sched_yield();
   return NULL;
 }
 
@@ -365,6 +373,13 @@ static void a_stuck_neuron_holds_back_only_its_own_spikes(void) {
   }
   NBT_EQ(id, 1);
   NBT_EQ(strcmp(nb_neuron_name(nb_cortex_neuron(cx, id)), "x"), 0);
+  /* Holding a worker in a call (of any age) leaves the call running: x
+   * is still busy, y is not, and x's thread waits for the worker after. */
+  NBT_EQ(nb_cortex_worker_hold(cx, 1), 0);
+  NBT_EQ(nb_cortex_busy(cx, 1), 1);
+  NBT_EQ(nb_cortex_busy(cx, 3), 0);
+  NBT_EQ(atomic_load(&ag[1].in_call), 1);
+  nb_cortex_worker_release(cx, 1);
   /* Worker 1's thread is stuck in x: y still receives once this thread
    * adopts worker 1 (after 20 ms); x's spikes wait. */
   t0 = nb_clock_ns();

@@ -264,6 +264,7 @@ static void *worker_main(void *arg) {
   while (!atomic_load(&wd->done) && !atomic_load(&wd->failed)) {
     for (unsigned i = t->w; i < NN; i += WORKERS) fire_some(&wd->ag[i]);
     int rc = nb_cortex_tick_worker(wd->cx, t->w);
+    /* One thread per worker here: nobody else may hold it (no NB_EBUSY). */
     if (rc < 0) fail(wd, "worker %u: tick returned %d", t->w, rc);
     /* More threads than CPUs here: an idle worker lets a busy one run. */
     if (rc == 0) sched_yield();
