@@ -303,6 +303,17 @@ static uint64_t in_flight(const nb_cortex_t *cx) {
   return total;
 }
 
+/* Returns the spikes the other workers queued for worker w (in their
+ * rings to w, and parked at w), 0 for w out of range or one worker. */
+uint64_t nb_cortex_worker_queued(const nb_cortex_t *cx, uint32_t w) {
+  uint64_t total = 0;
+  for (uint32_t v = 0; cx->nworkers > 1 && w < cx->nworkers &&
+                       v < cx->nworkers; v++)
+    if (v != w)
+      total += nb__wring_used(cx->w[v].out[w]) + cx->w[w].park[v].count;
+  return total;
+}
+
 /* Drops the references of every spike still waiting (axons, the injection
  * queue, inboxes, rings, parks), so a shared arena gets its space back;
  * returns nothing. */

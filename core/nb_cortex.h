@@ -47,8 +47,8 @@
 
 /* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
 #define NB_MAX_NEURONS 0xFFFFu /* ids 0..0xFFFE; 0xFFFF is broadcast */
-/* END CONSTANTS */
 #define NB_MAX_WORKERS 256
+/* END CONSTANTS */
 #define NB_RING_DEFAULT_CAPACITY 1024 /* spikes per ring between workers */
 #define NB_ADOPT_AFTER_DEFAULT_NS 100000000ull /* 100 ms */
 
@@ -234,6 +234,11 @@ const nb_cortex_stats_t *nb_cortex_stats(const nb_cortex_t *cx);
  * out of range. */
 const nb_cortex_stats_t *nb_cortex_worker_stats(const nb_cortex_t *cx,
                                                 uint32_t w);
+
+/* Returns the spikes other workers queued for worker w and not yet routed
+ * (in their rings to w, and parked at w); while no worker ticks, or
+ * approximate (statistics). */
+uint64_t nb_cortex_worker_queued(const nb_cortex_t *cx, uint32_t w);
 
 /* Returns the arena given at creation (may be NULL). */
 nb_arena_t *nb_cortex_arena(const nb_cortex_t *cx);

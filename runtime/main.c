@@ -12,7 +12,7 @@
 
 static const char usage[] =
     "usage: neuronbus run MANIFEST [--ticks N] [--for DURATION] [--stats[=json]]\n"
-    "                     [--no-watch] [--drain DURATION]\n"
+    "                     [--no-watch] [--drain DURATION] [--workers N|auto]\n"
     "       neuronbus check MANIFEST\n"
     "       neuronbus test [PATH...] [-- BUSTED-OPTION...]\n"
     "       neuronbus --help | --version\n"
@@ -32,6 +32,8 @@ static const char usage[] =
     "        --drain D      with TCP links (listen, peers, remote neurons):\n"
     "                       how long shutdown waits for spikes to leave and\n"
     "                       be acknowledged by peers (default 2s)\n"
+    "        --workers N    run N worker threads (or \"auto\": one per CPU),\n"
+    "                       over the manifest's workers key (docs/workers.md)\n"
     "check   validates MANIFEST and loads every agent script it names;\n"
     "        prints every problem and exits 1 if there is any.\n"
     "test    runs the busted specs (*_spec.lua) under each PATH (default:\n"
@@ -104,6 +106,7 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name) {
 static int cmd_run(int argc, char **argv) {
   const char *manifest = NULL;
   nb_rt_run_opts_t o = {0};
+  nb_rt_opts_t ro = {0};
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
     if (!strcmp(a, "--ticks") || !strncmp(a, "--ticks=", 8)) {
@@ -129,6 +132,18 @@ static int cmd_run(int argc, char **argv) {
       if (parse_duration(v, &o.drain_ns))
         return bad("--drain needs a duration such as 500ms or 5s, got "
                    "\"%s\"", v);
+    } else if (!strcmp(a, "--workers") || !strncmp(a, "--workers=", 10)) {
+      const char *v = opt_value(argc, argv, &i, "--workers");
+      if (!v) return 1;
+      uint64_t n = 0;
+      if (!strcmp(v, "auto")) {
+        ro.workers = nb_rt_cpus();
+      } else if (parse_count(v, &n) || n > NB_MAX_WORKERS) {
+        return bad("--workers needs a number of worker threads (1 to 256) "
+                   "or \"auto\", got \"%s\"", v);
+      } else {
+        ro.workers = (uint32_t)n;
+      }
     } else if (!strncmp(a, "--stats=", 8)) {
       return bad("--stats takes \"json\" or \"table\", got \"%s\"", a + 8);
     } else if (a[0] == '-' && a[1]) {
@@ -141,7 +156,7 @@ static int cmd_run(int argc, char **argv) {
   }
   if (!manifest) return bad("run: missing MANIFEST%s", "");
   char *err = NULL;
-  nb_rt_t *rt = nb_rt_open(manifest, NULL, &err);
+  nb_rt_t *rt = nb_rt_open(manifest, &ro, &err);
   if (!rt) {
     fprintf(stderr, "neuronbus: cannot run %s:\n%s\n", manifest, err);
     nb_rt_free_string(err);

@@ -63,6 +63,8 @@ static int call(nb__agent_t *a, int slot, int nargs, int nres,
   if (rc == 0) return 0;
   agent_error(a, where, msg);
   lua_settop(L, NB__SLOT_TOP);
+  /* A policy closes states and cancels requests: the loop's business. */
+  NB__SVC_SCOPE(a->rt);
   nb__isol_fault(a, rc, where);
   return rc;
 }
@@ -152,6 +154,7 @@ static int lua_filter(void *agent, nb_neuron_t *n, const char *name,
 static void lua_stop(void *agent, nb_neuron_t *n) {
   nb__agent_t *a = agent;
   if (!nb__isol_running(a)) return; /* stopped by its policy: no state */
+  if (nb__rt_busy(a)) return; /* still in a call on its worker's thread */
   call(a, NB__SLOT_STOP, 0, 0, "on_stop");
 }
 
@@ -283,7 +286,19 @@ static void loop_close(void *loop) {
 void nb_rt_close(nb_rt_t *rt) {
   if (!rt) return;
   if (!rt->stopped && rt->cx) nb_rt_stop(rt, 0);
+  if (rt->team && (rt->team_left = nb__team_free(rt)) != 0 &&
+      !rt->opts.quiet)
+    fprintf(stderr, "neuronbus: %u worker thread%s still inside an agent "
+            "call at exit: left running, with the cortex and agents it "
+            "uses\n", rt->team_left, rt->team_left == 1 ? "" : "s");
   nb__async_stop(rt); /* cancels every request while the agents exist */
+  /* A thread left in a call still uses the agents, cortex and arena. */
+  if (rt->team_left) {
+    if (rt->link) nb__link_free(rt);
+    nb__async_free(rt);
+    if (rt->loop && rt->own_loop) loop_close(rt->loop);
+    return;
+  }
   for (uint32_t i = 0; i < rt->n; i++) nb__agent_free(rt->agents[i]);
   /* Agents whose registration failed were freed already. */
   free(rt->agents);
@@ -300,13 +315,51 @@ void nb_rt_close(nb_rt_t *rt) {
   free(rt);
 }
 
+/* What runs between ticks (with workers, in the pause): tasks resume,
+ * links push, restarts fall due; returns nothing. */
+static void between_ticks(nb_rt_t *rt) {
+  /* Tasks whose requests completed resume between ticks. */
+  if (rt->async) nb__async_pump(rt);
+  if (rt->link) nb__link_pretick(rt);
+  nb__isol_tick(rt); /* neurons in backoff: held, or restarted when due */
+}
+
+/* One round of the team (workers > 1) of up to ticks ticks within
+ * budget_ns, then the cortex's pruning when due; returns worker 0's ticks
+ * or a negative nb_err_t. */
+static int64_t team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns) {
+  uint64_t before = rt->ticks;
+  int64_t ran = nb__team_round(rt, ticks, budget_ns);
+  if (ran < 0) return ran;
+  rt->ticks += (uint64_t)ran;
+  /* nb_cortex_tick prunes for one thread; a team prunes in its pause. */
+  uint32_t every = rt->prune_every;
+  if (every && rt->ticks / every != before / every) nb_cortex_prune(rt->cx);
+  return ran;
+}
+
 int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
   int64_t total = 0;
   for (uint64_t i = 0; i < n; i++) {
-    /* Tasks whose requests completed resume between ticks. */
-    if (rt->async) nb__async_pump(rt);
-    if (rt->link) nb__link_pretick(rt);
-    nb__isol_tick(rt); /* neurons in backoff: held, or restarted when due */
+    between_ticks(rt);
+    if (rt->team) {
+      /* The spikes delivered by every worker in this tick. */
+      uint64_t d0 = 0;
+      for (uint32_t w = 0; w < rt->workers; w++) {
+        nb__team_stat_t st;
+        nb__team_stat(rt, w, &st);
+        d0 += st.delivered;
+      }
+      int64_t rc = team_round(rt, 1, 0);
+      if (rc < 0) return rc;
+      for (uint32_t w = 0; w < rt->workers; w++) {
+        nb__team_stat_t st;
+        nb__team_stat(rt, w, &st);
+        total += (int64_t)st.delivered;
+      }
+      total -= (int64_t)d0;
+      continue;
+    }
     int rc = nb_cortex_tick(rt->cx);
     if (rc < 0) return rc;
     total += rc;
@@ -315,15 +368,47 @@ int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
   return total;
 }
 
+int64_t nb__rt_burst(nb_rt_t *rt, uint64_t max, uint64_t budget_ns) {
+  if (rt->team) {
+    between_ticks(rt);
+    return team_round(rt, max, budget_ns);
+  }
+  uint64_t start = nb_clock_ns();
+  int64_t ran = 0;
+  while ((uint64_t)ran < max) {
+    int64_t rc = nb_rt_tick(rt, 1);
+    if (rc < 0) return rc;
+    ran++;
+    if (nb_clock_ns() - start >= budget_ns) break;
+  }
+  return ran;
+}
+
+/* Ticks until nothing is pending, max ticks ran, or ns passed (0: no time
+ * limit); returns the ticks run. */
+static uint64_t drain(nb_rt_t *rt, uint64_t max, uint64_t ns) {
+  uint64_t start = nb_clock_ns(), t = 0;
+  while (t < max && nb_cortex_pending(rt->cx) &&
+         (!ns || nb_clock_ns() - start < ns)) {
+    if (rt->team) {
+      if (team_round(rt, 1, 0) < 0) break;
+    } else {
+      nb_cortex_tick(rt->cx);
+      rt->ticks++;
+    }
+    t++;
+  }
+  return t;
+}
+
 uint64_t nb_rt_stop(nb_rt_t *rt, uint64_t max_ticks) {
   if (rt->stopped) return 0;
   rt->stopped = 1;
   /* Stopping cancels every task's pending request: nothing resumes now. */
   nb__async_stop(rt);
   nb__isol_stopping(rt); /* no backoff left to wait out: restart now */
-  uint64_t t = nb_cortex_stop(rt->cx, max_ticks ? max_ticks
-                                                : STOP_TICKS_DEFAULT);
-  rt->ticks += t;
+  uint64_t t = drain(rt, max_ticks ? max_ticks : STOP_TICKS_DEFAULT, 0);
+  nb_cortex_stop(rt->cx, 0); /* every on_stop */
   return t;
 }
 
@@ -332,19 +417,14 @@ uint64_t nb__rt_stop_within(nb_rt_t *rt, uint64_t ns) {
   rt->stopped = 1;
   nb__async_stop(rt);
   nb__isol_stopping(rt);
-  uint64_t start = nb_clock_ns(), t = 0;
-  while (t < STOP_TICKS_DEFAULT && nb_cortex_pending(rt->cx) &&
-         nb_clock_ns() - start < ns) {
-    nb_cortex_tick(rt->cx);
-    t++;
-  }
+  uint64_t start = nb_clock_ns();
+  uint64_t t = drain(rt, STOP_TICKS_DEFAULT, ns ? ns : 1);
   uint64_t left = nb_cortex_pending(rt->cx);
   if (left && !rt->opts.quiet)
     fprintf(stderr, "neuronbus: shutdown: %" PRIu64 " spikes still pending "
             "after %.3g s of draining (%" PRIu64 " ticks; --drain): not "
             "delivered\n", left, (double)(nb_clock_ns() - start) / 1e9, t);
   nb_cortex_stop(rt->cx, 0); /* every on_stop */
-  rt->ticks += t;
   return t;
 }
 
@@ -477,6 +557,11 @@ char *nb_rt_state_dump(nb_rt_t *rt, uint32_t id, char **err) {
     return NULL;
   }
   if (!a->L) return nb__strdup("return {}"); /* a recorder has no state */
+  if (nb__rt_busy(a)) {
+    *err = nb__strf("nb.state of %s: the neuron is inside a call on its "
+                    "worker's thread; ask again when it returns", a->name);
+    return NULL;
+  }
   lua_State *L = a->L;
   lua_pushvalue(L, NB__SLOT_DUMP);
   char msg[MSG_MAX];

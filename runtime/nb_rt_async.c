@@ -16,7 +16,9 @@
  * backend to stop; no event of it is delivered after. The backend frees
  * the request once its handles are closed.
  *
- * Threads: everything here runs on the runtime's thread. */
+ * Threads: everything here runs on the runtime's loop thread, or on a
+ * worker thread under the service lock (the nb_rt_* entries agents call:
+ * NB__SVC_SCOPE). */
 #include "nb_rt_internal.h"
 
 #include <stdlib.h>
@@ -229,6 +231,7 @@ static uint64_t first_ms(uint64_t ns) { return ns ? ms_of(ns) + 1 : 0; }
 
 int64_t nb_rt_timer(nb_rt_cell_t *cell, uint64_t after_ns,
                     uint64_t repeat_ns) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
   nb__agent_t *a = (nb__agent_t *)cell;
   timer_req_t *tr = (timer_req_t *)nb__req_new(a, sizeof *tr, timer_cancel);
   if (!tr) return rt_async(a->rt)->stopped ? NB_ECLOSED : NB_ENOMEM;
@@ -253,6 +256,7 @@ static nb__req_t *req_find(nb_rt_cell_t *cell, uint32_t id) {
 }
 
 int nb_rt_cancel(nb_rt_cell_t *cell, uint32_t req) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
   nb__req_t *r = req_find(cell, req);
   if (!r) return NB_ENOENT;
   req_cancel(r);
@@ -260,6 +264,7 @@ int nb_rt_cancel(nb_rt_cell_t *cell, uint32_t req) {
 }
 
 int nb_rt_consumed(nb_rt_cell_t *cell, uint32_t req, size_t len) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
   nb__req_t *r = req_find(cell, req);
   if (!r) return NB_ENOENT;
   if (r->consumed) r->consumed(r, len);
@@ -267,6 +272,7 @@ int nb_rt_consumed(nb_rt_cell_t *cell, uint32_t req, size_t len) {
 }
 
 int nb_rt_next_event(nb_rt_cell_t *cell, nb_rt_event_t *out) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
   nb__agent_t *a = (nb__agent_t *)cell;
   struct nb__async_s *A = a->async;
   if (!A) return 0;
@@ -282,6 +288,7 @@ int nb_rt_next_event(nb_rt_cell_t *cell, nb_rt_event_t *out) {
 }
 
 int nb_rt_task_begin(nb_rt_cell_t *cell) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
   nb__agent_t *a = (nb__agent_t *)cell;
   struct nb__async_s *A = ag(a);
   if (rt_async(a->rt)->stopped) return NB_ECLOSED;
@@ -292,11 +299,15 @@ int nb_rt_task_begin(nb_rt_cell_t *cell) {
 }
 
 void nb_rt_task_end(nb_rt_cell_t *cell) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
   struct nb__async_s *A = ((nb__agent_t *)cell)->async;
   if (A && A->tasks) A->tasks--;
 }
 
-void nb_rt_wake(nb_rt_cell_t *cell) { make_ready((nb__agent_t *)cell); }
+void nb_rt_wake(nb_rt_cell_t *cell) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
+  make_ready((nb__agent_t *)cell);
+}
 
 uint32_t nb__async_tasks(const nb__agent_t *a) {
   return a->async ? a->async->tasks : 0;
@@ -319,6 +330,13 @@ void nb__async_dispatch(nb_rt_t *rt) {
     nb__agent_t *next = A->next_ready;
     A->ready = 0;
     A->next_ready = NULL;
+    if (nb__rt_busy(a)) {
+      /* Still inside a call on its worker's thread: its turn comes when
+       * that returns. */
+      make_ready(a);
+      a = next;
+      continue;
+    }
     int more = 0;
     for (int i = 0; i < RESUMES_PER_TURN; i++) {
       if (!nb__isol_running(a)) break;

@@ -344,6 +344,7 @@ static void ignore_sigpipe(void) {
 int64_t nb_rt_exec(nb_rt_cell_t *cell, const char *cmd, const char **args,
                    const char **env, const char *cwd, const char *stdin_data,
                    size_t stdin_len, int has_stdin, uint64_t timeout_ns) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
   nb__agent_t *a = (nb__agent_t *)cell;
   if (!cmd || !*cmd) return NB_EINVAL;
   reap_leftovers();

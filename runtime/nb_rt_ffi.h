@@ -212,6 +212,8 @@ typedef struct nb_rt_opts_s {
   const char *peers;     /* comma-separated names of recorder neurons that
                             take their place among the topology's in name
                             order (they may be synapse endpoints) */
+  uint32_t workers;      /* worker threads, over the manifest's workers key
+                            (0: the manifest's; docs/workers.md) */
 } nb_rt_opts_t;
 
 typedef struct nb_rt_stat_s {
@@ -221,6 +223,10 @@ typedef struct nb_rt_stat_s {
   uint64_t kept;       /* payloads the agent keeps now (spike:keep) */
   uint64_t kept_since_ns; /* when the oldest of them was kept, 0 = none */
 } nb_rt_stat_t;
+
+/* Returns the number of CPUs this process may run on (at least 1): what
+ * workers = "auto" starts. */
+uint32_t nb_rt_cpus(void);
 
 /* Returns a runtime built from the manifest at path, ready to tick (every
  * agent's init has run), or NULL with *err set to a malloc'd text naming

@@ -319,6 +319,7 @@ static file_req_t *file_new(nb_rt_cell_t *cell, const char *what,
 }
 
 int64_t nb_rt_file_read(nb_rt_cell_t *cell, const char *path) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
   int64_t rc;
   file_req_t *x = file_new(cell, "nb.files.read", path, 0, &rc);
   if (!x) return rc;
@@ -331,6 +332,7 @@ int64_t nb_rt_file_read(nb_rt_cell_t *cell, const char *path) {
 
 int64_t nb_rt_file_write(nb_rt_cell_t *cell, const char *path,
                          const char *data, size_t len) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
   int64_t rc;
   file_req_t *x = file_new(cell, "nb.files.write", path, 1, &rc);
   if (!x) return rc;

@@ -377,6 +377,7 @@ static int add_headers(http_req_t *q, const char *p, size_t len) {
 }
 
 int64_t nb_rt_http(nb_rt_cell_t *cell, const nb_rt_http_req_t *in) {
+  NB__SVC_SCOPE(((nb__agent_t *)cell)->rt);
   nb__agent_t *a = (nb__agent_t *)cell;
   if (!in || !in->url || !in->method || !in->method[0]) return NB_EINVAL;
   if (in->cafile && a->allow) return NB_EINVAL; /* the sandbox reads no file */

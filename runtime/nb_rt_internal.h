@@ -159,9 +159,73 @@ struct nb_rt_s {
   int looping;  /* nb_rt_run drives the loop (no nested uv_run) */
   struct nb__http_s *http; /* the curl multi (nb_rt_http.c), NULL until the
                               first HTTP request */
+  struct nb__team_s *team; /* worker threads (nb_rt_team.c), NULL with one
+                              worker */
+  uint32_t workers;        /* the cortex's worker count */
+  int pin;                 /* pin worker threads to CPUs */
+  uint32_t team_left;      /* threads left in an agent call at close */
+  uint32_t prune_every;    /* the cortex's (a team prunes in its pause) */
 };
 
+/* ---- nb_rt_team.c ---- */
+
+/* Makes rt's team of `workers` threads (started at the first round) and
+ * takes the pause for the calling thread, the loop's; adopt_after_ns 0 is
+ * the core's default. Returns 0. */
+int nb__team_new(nb_rt_t *rt, uint32_t workers, int pin,
+                 uint64_t adopt_after_ns);
+
+/* Runs one round from the pause: every worker ticks `ticks` times
+ * (UINT64_MAX: until budget_ns passed; a budget also cuts a counted round
+ * short), then the pause is taken back; returns worker 0's ticks, or
+ * NB_ENOMEM when the threads cannot start. */
+int64_t nb__team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns);
+
+/* Returns the number of workers (1 without a team). */
+uint32_t nb__team_workers(const nb_rt_t *rt);
+
+/* One worker's counters for the statistics. */
+typedef struct nb__team_stat_s {
+  uint64_t ticks, delivered, busy_ns;
+  uint64_t adopted;  /* ticks run by another thread while it was stuck */
+  int stuck;         /* neuron id in a call now, else -1 */
+  uint64_t stuck_ns; /* for how long */
+} nb__team_stat_t;
+
+/* Fills out for worker w (zeroes for none); returns nothing. */
+void nb__team_stat(const nb_rt_t *rt, uint32_t w, nb__team_stat_t *out);
+
+/* The workers' lines of the statistics table (nothing with one worker),
+ * and their JSON array (one entry with one worker); return nothing, and
+ * the array (NULL when out of memory). */
+void nb__team_print(const nb_rt_t *rt, FILE *f);
+json_t *nb__team_json(const nb_rt_t *rt);
+
+/* Stops and joins the threads; returns how many could not be joined
+ * (still in an agent call after a grace time: left running, and rt's
+ * cortex and agents must then stay allocated), 0 when the team is gone. */
+uint32_t nb__team_free(nb_rt_t *rt);
+
+/* The service lock: what agents call that reaches the loop's state
+ * (libuv, requests, links, fault policies) runs under it when rt has a
+ * team. NB__SVC_SCOPE(rt) holds it to the end of the enclosing block;
+ * nothing when rt has one worker or the caller owns the pause. */
+nb_rt_t *nb__svc_enter(nb_rt_t *rt);
+void nb__svc_leave(nb_rt_t **rtp);
+#define NB__SVC_SCOPE(rt)                                                 \
+  nb_rt_t *nb__svc_scope __attribute__((cleanup(nb__svc_leave), unused)) = \
+      nb__svc_enter(rt)
+
+/* Returns 1 when a's agent is inside a call on a worker thread (stuck, or
+ * caught by the pause): the pause must not enter its state. */
+int nb__rt_busy(const nb__agent_t *a);
+
 /* ---- nb_rt.c ---- */
+
+/* Runs up to max ticks within budget_ns (the clock is read after each
+ * tick; with workers, one round); returns the ticks run (worker 0's), or
+ * a negative nb_err_t. */
+int64_t nb__rt_burst(nb_rt_t *rt, uint64_t max, uint64_t budget_ns);
 
 /* nb_rt_stop, but the spikes in flight are delivered for at most ns (and
  * STOP_TICKS_DEFAULT ticks): nb_rt_run's shutdown. Returns the ticks run. */
@@ -177,6 +241,9 @@ typedef struct nb__buf_s {
 
 /* Returns a malloc'd printf-formatted string (never NULL: aborts on OOM). */
 char *nb__strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Returns the FNV-1a 64 hash of n bytes at p. */
+uint64_t nb__fnv1a(const char *p, size_t n);
 
 /* Returns a malloc'd copy of s (NULL stays NULL; aborts on OOM). */
 char *nb__strdup(const char *s);

@@ -302,6 +302,7 @@ static int proxy_batch(void *agent, nb_neuron_t *n,
   nb__agent_t *a = agent;
   proxy_t *p = a->proxy;
   struct nb__rtlink_s *rl = a->rt->link;
+  NB__SVC_SCOPE(a->rt); /* the link is the loop's */
   size_t i = 0;
   /* Held spikes go first: a batch never overtakes them. */
   if (proxy_retry(rl, p)) i = proxy_push(p, spikes, count);

@@ -25,16 +25,6 @@
  * write, truncate, rename and chmod in bursts. */
 #define NB__RELOAD_DEBOUNCE_MS 20
 
-/* Returns the FNV-1a 64 hash of n bytes at p. */
-static uint64_t fnv1a(const char *p, size_t n) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (size_t i = 0; i < n; i++) {
-    h ^= (unsigned char)p[i];
-    h *= 0x100000001b3ull;
-  }
-  return h;
-}
-
 /* Returns the whole file at path, malloc'd and NUL-terminated, with its
  * length in *len, or NULL with errno set. */
 static char *slurp(const char *path, size_t *len) {
@@ -75,7 +65,7 @@ void nb__reload_boot(nb__agent_t *a) {
   size_t len = 0;
   char *src = slurp(a->script, &len);
   /* An unreadable file fails the boot itself, with its own message. */
-  uint64_t h = src ? fnv1a(src, len) : 0;
+  uint64_t h = src ? nb__fnv1a(src, len) : 0;
   free(src);
   if (a->ver.counter == 0) a->ver.counter = 1;
   else if (h != a->ver.hash) a->ver.counter++; /* a re-boot of changed code */
@@ -171,6 +161,12 @@ static int reload_one(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
     *err = nb__strf("reload: neuron \"%s\" has no agent script", a->name);
     return NB_ENOENT;
   }
+  if (nb__rt_busy(a)) {
+    *err = nb__strf("reload: neuron \"%s\" is inside a call on its "
+                    "worker's thread; it reloads between its calls",
+                    a->name);
+    return NB_EBUSY;
+  }
   char *buf = NULL;
   if (!src) {
     buf = slurp(a->script, &len);
@@ -181,7 +177,7 @@ static int reload_one(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
     }
     src = buf;
   }
-  uint64_t h = fnv1a(src, len);
+  uint64_t h = nb__fnv1a(src, len);
   if ((mode != NB__RL_FORCE && h == a->ver.hash) ||
       (mode == NB__RL_WATCH && a->ver.rejected && h == a->ver.rejected_hash)) {
     free(buf);
@@ -277,6 +273,8 @@ int nb_rt_reload_changed(nb_rt_t *rt) {
 
 typedef struct nb__watch_s watch_t;
 
+#define BUSY_RETRY_MS 50 /* a busy neuron's reload is tried again after */
+
 /* One watched directory. */
 typedef struct wdir_s {
   uv_fs_event_t ev;
@@ -306,6 +304,11 @@ struct nb__watch_s {
  * content changed; returns nothing. */
 static void on_debounce(uv_timer_t *t) {
   wfile_t *f = t->data;
+  /* A neuron in a long call on a worker thread reloads once it returns. */
+  if (nb__rt_busy(f->w->rt->agents[f->id])) {
+    uv_timer_start(t, on_debounce, BUSY_RETRY_MS, 0);
+    return;
+  }
   reload_if_changed(f->w->rt, f->id, NB__RL_WATCH);
 }
 

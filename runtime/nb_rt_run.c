@@ -51,25 +51,26 @@ static void loop_stop(loop_t *l) {
  * budget_ns of work ran: the clock is read after each tick); returns the
  * number run. */
 static uint64_t loop_ticks(loop_t *l, uint64_t max, uint64_t budget_ns) {
-  uint64_t start = nb_clock_ns(), ran = 0;
-  while (ran < max && !l->stopping) {
-    if (l->o->ticks && l->done >= l->o->ticks) {
+  if (l->stopping) return 0;
+  if (l->o->ticks) {
+    if (l->done >= l->o->ticks) {
       loop_stop(l);
-      break;
+      return 0;
     }
-    int64_t rc = nb_rt_tick(l->rt, 1);
-    if (rc < 0) {
-      fprintf(stderr, "neuronbus: tick failed: %s\n", nb_strerror((int)rc));
-      l->error = (int)rc;
-      loop_stop(l);
-      break;
-    }
-    l->done++;
-    ran++;
-    if (nb_clock_ns() - start >= budget_ns) break;
+    if (max > l->o->ticks - l->done) max = l->o->ticks - l->done;
   }
+  /* One thread: tick by tick, the clock read after each; with workers,
+   * one round of the team (docs/workers.md). */
+  int64_t ran = nb__rt_burst(l->rt, max, budget_ns);
+  if (ran < 0) {
+    fprintf(stderr, "neuronbus: tick failed: %s\n", nb_strerror((int)ran));
+    l->error = (int)ran;
+    loop_stop(l);
+    return 0;
+  }
+  l->done += (uint64_t)ran;
   if (l->o->ticks && l->done >= l->o->ticks) loop_stop(l);
-  return ran;
+  return (uint64_t)ran;
 }
 
 /* Timed mode: runs the ticks due by now, in one slice; a backlog larger
@@ -327,6 +328,7 @@ static json_t *neuron_json(nb_rt_t *rt, uint32_t i) {
   nb__json_set_u64(o, "filtered", s.filtered);
   nb__json_set_u64(o, "arena_full", s.arena_full);
   nb__json_set_u64(o, "kept", s.kept);
+  nb__json_set_u64(o, "worker", (uint64_t)nb_cortex_worker_of(rt->cx, i));
   nb__isol_json(rt, i, o); /* dead letters, restarts, state, memory */
   for (int k = 0; k < NB__CARD_TEXTS; k++)
     if (rt->agents[i]->text[k])
@@ -372,6 +374,7 @@ static void print_json(nb_rt_t *rt, FILE *f, int final, const nb_rt_stat_t *tot,
     nb__json_set_u64(c, "pruned", cs->pruned);
   }
   nb__json_set(o, "cortex", c);
+  nb__json_set(o, "workers", nb__team_json(rt));
   json_t *ns = json_array();
   for (uint32_t i = 0; ns && i < rt->n; i++)
     json_array_append_new(ns, neuron_json(rt, i));
@@ -450,6 +453,7 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
   fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
           ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
           cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
+  nb__team_print(rt, f);
   if (rt->arena) print_arena(rt, f, NULL, now);
   /* The cards' free text (a description), one line each. */
   for (uint32_t i = 0; i < rt->n; i++)

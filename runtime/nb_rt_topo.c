@@ -12,6 +12,7 @@
  * collected instead of stopping at the first stage that had one. */
 #include "nb_rt_internal.h"
 
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,7 +233,48 @@ typedef struct build_s {
   nb__buf_t errs;
   int dry;          /* neuronbus check: boot only, no init, no files */
   const char *file; /* the manifest, for messages (NULL from source) */
+  const char *placement; /* where a neuron without `worker` goes */
 } build_t;
+
+/* ------------------------------------------------------------------ */
+/* workers                                                             */
+
+uint32_t nb_rt_cpus(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) != 0) return 1;
+  int n = CPU_COUNT(&set);
+  return n > 0 ? (uint32_t)n : 1;
+}
+
+/* Places a (registered; its normalized table at idx, 0 for a recorder) on
+ * its worker: its `worker` key, else by the topology's placement; returns
+ * 0, or -1 with the problem in b->errs. */
+static int place(build_t *b, nb__agent_t *a, int idx) {
+  nb_rt_t *rt = b->rt;
+  uint32_t n = rt->workers, id = a->cell.id, w = id % n;
+  double want = idx ? num(b->C, idx, "worker", -1) : -1;
+  if (want >= 0) {
+    if (want >= n) {
+      nb__addf(&b->errs, "neurons.%s.worker: %.0f is out of range: workers "
+               "= \"auto\" gives %u workers (0 to %u) on this machine",
+               a->name, want, n, n - 1);
+      return -1;
+    }
+    w = (uint32_t)want;
+  } else if (!strcmp(b->placement, "hash")) {
+    w = (uint32_t)(nb__fnv1a(a->name, strlen(a->name)) % n);
+  } else if (!strcmp(b->placement, "region") && a->ntags[1]) {
+    w = (uint32_t)(nb__fnv1a(a->tags[1][0], strlen(a->tags[1][0])) % n);
+  }
+  if ((uint32_t)nb_cortex_worker_of(rt->cx, (nb_id_t)id) == w) return 0;
+  int rc = nb_cortex_place(rt->cx, (nb_id_t)id, w);
+  if (rc) {
+    nb__addf(&b->errs, "neurons.%s: cannot place it on worker %u: %s",
+             a->name, w, nb_strerror(rc));
+    return -1;
+  }
+  return 0;
+}
 
 /* Adds the neuron described by the normalized table at idx, or a recorder
  * called name when idx is 0; problems go to b->errs. Returns 0 or -1. */
@@ -305,7 +347,7 @@ static int add_neuron(build_t *b, int idx, const char *name) {
   }
   nb_neuron_set_writer(a->neuron, rt->writer);
   nb__agent_add(rt, a);
-  return 0;
+  return rt->workers > 1 ? place(b, a, idx) : 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -451,6 +493,17 @@ static int build(build_t *b, int idx) {
   o.axon_capacity = (uint32_t)num(C, idx, "axon_capacity", o.axon_capacity);
   o.inbox_capacity = (uint32_t)num(C, idx, "inbox_capacity", o.inbox_capacity);
   o.prune_every = (uint32_t)num(C, idx, "prune_every", o.prune_every);
+  rt->prune_every = o.prune_every;
+  /* workers: the caller's (the test harness) over the manifest's; 0 in
+   * the manifest is "auto". */
+  double wk = rt->opts.workers ? rt->opts.workers : num(C, idx, "workers", 1);
+  rt->workers = wk >= 1 ? (uint32_t)wk : nb_rt_cpus();
+  if (rt->workers > NB_MAX_WORKERS) rt->workers = NB_MAX_WORKERS;
+  if (b->dry) rt->workers = 1; /* a check starts no thread */
+  o.workers = rt->workers;
+  rt->pin = flag(C, idx, "pin", 0);
+  b->placement = str(C, idx, "placement");
+  if (!b->placement) b->placement = "round-robin";
   int ar = sub(C, idx, "arena");
   double asize = ar ? num(C, ar, "size", NB_ARENA_DEFAULT) : NB_ARENA_DEFAULT;
   const char *apath = ar ? str(C, ar, "path") : NULL;
@@ -501,6 +554,9 @@ static int build(build_t *b, int idx) {
   }
   /* A dry run reports the synapses of the neurons that did build too. */
   if (failed && !b->dry) return -1;
+  /* The team takes the pause now: inits and everything until the first
+   * round run on this thread. */
+  if (rt->workers > 1) nb__team_new(rt, rt->workers, rt->pin, 0);
   int sidx = sub(C, idx, "synapses");
   size_t ns = sidx ? lua_objlen(C, sidx) : 0;
   for (size_t i = 1; i <= ns; i++) {

@@ -268,3 +268,12 @@ void *nb__loop(nb_rt_t *rt) {
   }
   return rt->loop;
 }
+
+uint64_t nb__fnv1a(const char *p, size_t n) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (size_t i = 0; i < n; i++) {
+    h ^= (unsigned char)p[i];
+    h *= 0x100000001b3ull;
+  }
+  return h;
+}

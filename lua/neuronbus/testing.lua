@@ -33,7 +33,8 @@
 -- watchdog = "1s" | false, sandbox = true, require = {...}, policy =
 -- "restart" | "stop", on_error = "continue" | "policy", restart = { max =,
 -- window =, backoff =, backoff_max = }) plus the harness's own (name,
--- peers, synapses, arena_size, axon_capacity, inbox_capacity, quiet). They
+-- peers, synapses, arena_size, axon_capacity, inbox_capacity, quiet,
+-- workers). They
 -- become a manifest that goes through neuronbus.manifest's validator, so a
 -- misspelt key gets the manifest's "did you mean". h:stats(name) also
 -- returns restarts, faults, dead_letters, state ("running" | "backoff" |
@@ -126,6 +127,23 @@ local function wrap(rt)
   return h
 end
 
+-- Returns the worker count for the harness option workers (a number,
+-- "auto", or nil: NB_TEST_WORKERS when set, else the manifest's), 0 for
+-- "the manifest's"; raises on anything else.
+local function workers_of(w)
+  if w == nil then
+    w = os.getenv("NB_TEST_WORKERS")
+    if w == nil or w == "" then return 0 end
+    w = tonumber(w) or w
+  end
+  if w == "auto" then return R.nb_rt_cpus() end
+  if type(w) ~= "number" or w < 1 or w > nbffi.constants.MAX_WORKERS or w % 1 ~= 0 then
+    error(("testing: workers: expected 1 to %d or \"auto\", got %s")
+      :format(nbffi.constants.MAX_WORKERS, tostring(w)), 4)
+  end
+  return w
+end
+
 -- Returns runtime options for recording (quiet: agent errors are only
 -- counted and kept for h:errors, not printed) and the recorder names they
 -- point at (keep it referenced until the runtime is open): "test", then
@@ -134,6 +152,7 @@ local function opts_of(o)
   local opts = ffi.new("nb_rt_opts_t")
   opts.record = 1
   opts.quiet = (o and o.quiet) and 1 or 0
+  opts.workers = workers_of(o and o.workers)
   local names = { DEFAULT_SOURCE }
   if o and o.peers and #o.peers > 0 then names[2] = table.concat(o.peers, ",") end
   opts.recorders = names[1]
@@ -150,7 +169,9 @@ local function take_error(err)
 end
 
 -- Returns a harness running the manifest at path (every agent's init has
--- run); raises with every problem of the manifest. opts.quiet = true keeps
+-- run); raises with every problem of the manifest. opts.workers (a number
+-- or "auto"; default NB_TEST_WORKERS when set, else the manifest's) runs
+-- the topology on that many worker threads. opts.quiet = true keeps
 -- agent errors off stderr; opts.peers names recorder neurons to add (agents
 -- reach them by name: a unicast needs no synapse).
 function _M.manifest(path, opts)
@@ -172,7 +193,7 @@ end
 -- The options of testing.agent the harness itself reads; every other one
 -- is a key of the agent's neuron.
 local HARNESS_KEYS = { "name", "peers", "synapses", "arena_size",
-                       "axon_capacity", "inbox_capacity", "quiet" }
+                       "axon_capacity", "inbox_capacity", "quiet", "workers" }
 local HARNESS_SET = check.set_of(HARNESS_KEYS)
 
 -- Returns opts as a user-form manifest for script running as the neuron
@@ -245,7 +266,8 @@ function _M.agent(script, opts)
     raise_for(script, errs and table.concat(errs, "\n") or src)
   end
   local err = ffi.new("char *[1]")
-  local o, names = opts_of({ quiet = opts.quiet, peers = opts.peers })
+  local o, names = opts_of({ quiet = opts.quiet, peers = opts.peers,
+                             workers = opts.workers })
   local rt = R.nb_rt_open_topo(src, #src, "=testing.agent(" .. script .. ")",
     o, err)
   names = nil -- referenced until here: o points at it

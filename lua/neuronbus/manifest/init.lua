@@ -52,14 +52,16 @@
 --         | { type = "prefix", prefix, path }
 --         | { type = "custom", name, path } } } },
 --                              -- path: "synapses[1].filters.custom"
---     transport = nil | { listen, peers, accept, max_payload } }
+--     transport = nil | { listen, peers, accept, max_payload },
 --                              -- see neuronbus.manifest.links
+--     workers, placement, pin } -- see neuronbus.manifest.workers
 
 local units = require("neuronbus.units")
 local check = require("neuronbus.manifest.check")
 local neurons = require("neuronbus.manifest.neurons")
 local isolation = require("neuronbus.manifest.isolation")
 local links = require("neuronbus.manifest.links")
+local workers = require("neuronbus.manifest.workers")
 
 local type, pairs, ipairs, next, tostring = type, pairs, ipairs, next, tostring
 local setfenv, loadstring, assert, error = setfenv, loadstring, assert, error
@@ -86,6 +88,7 @@ local MAX_INSTRUCTIONS = 50000000
 local TOP_KEYS = { "name", "tick", "arena", "axon", "prune_every", "neurons",
                    "synapses" }
 for _, k in ipairs(links.TOP_KEYS) do TOP_KEYS[#TOP_KEYS + 1] = k end
+for _, k in ipairs(workers.TOP_KEYS) do TOP_KEYS[#TOP_KEYS + 1] = k end
 local ARENA_KEYS = { "size", "path" }
 local AXON_KEYS = { "capacity", "inbox" }
 
@@ -209,6 +212,7 @@ function _M.validate(tbl, basedir, opts)
   topo.neurons, known = neurons.check_neurons(c, tbl.neurons, opts)
   topo.synapses = neurons.check_synapses(c, tbl.synapses, known)
   topo.transport = links.check(c, tbl, topo)
+  workers.check(c, tbl, topo)
   if #c.errs > 0 then
     return nil, c.errs
   end

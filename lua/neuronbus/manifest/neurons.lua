@@ -7,6 +7,7 @@ local units = require("neuronbus.units")
 local check = require("neuronbus.manifest.check")
 local isolation = require("neuronbus.manifest.isolation")
 local links = require("neuronbus.manifest.links")
+local workers = require("neuronbus.manifest.workers")
 
 local type, ipairs, pairs, next = type, ipairs, pairs, next
 local str_format, str_find = string.format, string.find
@@ -98,6 +99,7 @@ for _, e in ipairs({
   ENTRIES[#ENTRIES + 1] = e
 end
 for _, e in ipairs(isolation.ENTRIES) do ENTRIES[#ENTRIES + 1] = e end
+for _, e in ipairs(workers.NEURON_ENTRIES) do ENTRIES[#ENTRIES + 1] = e end
 
 -- The keys a neuron accepts.
 _M.KEYS = check.keys_of(ENTRIES)
