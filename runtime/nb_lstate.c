@@ -407,23 +407,23 @@ const char *nb_lstate_watch_text(const nb_lstate_watch_t *w, char *buf,
       snprintf(buf, len, "neuronbus: watchdog: neuron '%s' has been in %s "
                "for %s, past its watchdog of %s; JIT on, so it cannot be "
                "interrupted (compiled code checks no hook): it runs to its "
-               "end, and no other neuron is served until then (jit = false "
+               "end, and its thread serves no other neuron until then (jit = false "
                "and a budget would have it stopped). Reported again at %s, "
                "then at each doubling, and when it returns",
                w->name, entry, el, lim, nx);
     else if (!w->budget_ns)
       snprintf(buf, len, "neuronbus: watchdog: neuron '%s' has been in %s "
                "for %s, past its watchdog of %s; JIT off and no budget, so "
-               "nothing interrupts it: it runs to its end, and no other "
-               "neuron is served until then (a budget would have it "
+               "nothing interrupts it: it runs to its end, and its thread "
+               "serves no other neuron until then (a budget would have it "
                "stopped). Reported again at %s, then at each doubling, and "
                "when it returns", w->name, entry, el, lim, nx);
     else
       snprintf(buf, len, "neuronbus: watchdog: neuron '%s' has been in %s "
                "for %s, past its watchdog of %s; JIT off with a budget of "
                "%s, which stops Lua code, so this is one long call into C, "
-               "which nothing interrupts: it runs to its end, and no other "
-               "neuron is served until then. Reported again at %s, then at "
+               "which nothing interrupts: it runs to its end, and its thread "
+               "serves no other neuron until then. Reported again at %s, then at "
                "each doubling, and when it returns",
                w->name, entry, el, lim, bud, nx);
     break;
@@ -443,7 +443,7 @@ const char *nb_lstate_watch_text(const nb_lstate_watch_t *w, char *buf,
     break;
   default:
     snprintf(buf, len, "neuronbus: watchdog: neuron '%s' returned from %s "
-             "after %s in all; the other neurons are served again (a long "
+             "after %s in all; its thread serves the other neurons again (a long "
              "entry is reported, not a fault)", w->name, entry, el);
     break;
   }

@@ -228,6 +228,26 @@ typedef struct nb_rt_stat_s {
  * workers = "auto" starts. */
 uint32_t nb_rt_cpus(void);
 
+typedef struct nb_rt_worker_stat_s {
+  uint64_t ticks;     /* ticks the worker ran (by any thread) */
+  uint64_t busy_ns;   /* time inside those ticks */
+  uint64_t delivered; /* spikes handed to its agents */
+  uint64_t queued;    /* spikes other workers sent it, not yet routed */
+  uint64_t adopted;   /* ticks another thread ran while it was stuck */
+  int32_t stuck;      /* neuron id inside one call now, -1 for none */
+  uint64_t stuck_ns;  /* for how long */
+} nb_rt_worker_stat_t;
+
+/* Returns the number of workers of rt (1 without worker threads). */
+uint32_t nb_rt_workers(const nb_rt_t *rt);
+
+/* Returns the worker of neuron id, or -1 for an unknown id. */
+int nb_rt_worker_of(const nb_rt_t *rt, uint32_t id);
+
+/* Fills out with worker w's counters (between ticks); returns 0, or
+ * NB_ENOENT for w out of range. */
+int nb_rt_worker_stat(const nb_rt_t *rt, uint32_t w, nb_rt_worker_stat_t *out);
+
 /* Returns a runtime built from the manifest at path, ready to tick (every
  * agent's init has run), or NULL with *err set to a malloc'd text naming
  * every problem, one per line (free with nb_rt_free_string). */

@@ -192,7 +192,8 @@ typedef struct nb__team_stat_s {
   uint64_t stuck_ns; /* for how long */
 } nb__team_stat_t;
 
-/* Fills out for worker w (zeroes for none); returns nothing. */
+/* Fills out for worker w (zeroes for none), in the pause; returns
+ * nothing. */
 void nb__team_stat(const nb_rt_t *rt, uint32_t w, nb__team_stat_t *out);
 
 /* The workers' lines of the statistics table (nothing with one worker),

@@ -59,6 +59,9 @@ typedef struct wstat_s {
   _Atomic uint64_t delivered, busy_ns;    /* spikes handed over, time */
   _Atomic uint64_t adopted;               /* ticks run by another thread */
   _Atomic uint64_t reported_since;        /* the stuck call reported */
+  _Atomic int64_t stuck_id;               /* its neuron, -1 for none */
+  _Atomic uint64_t own_since; /* when its own thread began the tick it is
+                                 in, 0 when it is in none */
 } wstat_t;
 
 struct nb__team_s {
@@ -140,6 +143,7 @@ static void report_stuck(struct nb__team_s *T, uint32_t w, nb_id_t id,
                                                since, memory_order_relaxed,
                                                memory_order_relaxed))
     return;
+  atomic_store_explicit(&s->stuck_id, (int64_t)id, memory_order_relaxed);
   nb_rt_t *rt = T->rt;
   if (rt->opts.quiet) return;
   /* The name table only changes in a pause; a report may race one that
@@ -154,21 +158,27 @@ static void report_stuck(struct nb__team_s *T, uint32_t w, nb_id_t id,
   fflush(stderr);
 }
 
-/* Ticks, once each, the workers (other than self) stuck in one agent call
- * for adopt_after or longer and still short of their target; returns how
- * many it ticked. */
+/* Ticks, once each, the workers (other than self) whose own thread has
+ * been inside one tick for adopt_after or longer (stuck in an agent call:
+ * the core lets another thread tick the rest) and that are still short of
+ * their target; returns how many it ticked. After the first adoption the
+ * worker's lock no longer shows the call, so the thread's own clock, not
+ * the lock, says it is stuck. */
 static int help_stuck(struct nb__team_s *T, uint32_t self) {
   int ran = 0;
   for (uint32_t w = 0; w < T->n; w++) {
     if (w == self) continue;
+    wstat_t *s = &T->ws[w];
+    uint64_t own = atomic_load_explicit(&s->own_since, memory_order_relaxed);
+    if (!own || nb_clock_ns() - own < T->adopt_after_ns) continue;
+    if (atomic_load_explicit(&s->ticks, memory_order_relaxed) >=
+        atomic_load_explicit(&s->target, memory_order_relaxed))
+      continue;
     nb_id_t id;
     uint64_t since;
-    if (!nb_cortex_worker_call(T->cx, w, &id, &since)) continue;
-    if (nb_clock_ns() - since < T->adopt_after_ns) continue;
-    if (atomic_load_explicit(&T->ws[w].ticks, memory_order_relaxed) >=
-        atomic_load_explicit(&T->ws[w].target, memory_order_relaxed))
-      continue;
-    report_stuck(T, w, id, since);
+    if (nb_cortex_worker_call(T->cx, w, &id, &since) &&
+        nb_clock_ns() - since >= T->adopt_after_ns)
+      report_stuck(T, w, id, since);
     if (tick_one(T, w, 1) >= 0) ran++;
   }
   return ran;
@@ -222,7 +232,10 @@ static void *thr_main(void *arg) {
           break;
         continue;
       }
+      atomic_store_explicit(&s->own_since, nb_clock_ns(),
+                            memory_order_relaxed);
       int rc = tick_one(T, t->w, 0);
+      atomic_store_explicit(&s->own_since, 0, memory_order_relaxed);
       if (rc == NB_EBUSY || rc == 0) sched_yield();
       if ((++k % HELP_EVERY) == 0 || rc <= 0) help_stuck(T, t->w);
     }
@@ -284,6 +297,8 @@ int nb__team_new(nb_rt_t *rt, uint32_t workers, int pin,
   T->ws = aligned_alloc(64, workers * sizeof *T->ws);
   if (!T->thr || !T->ws) abort();
   memset(T->ws, 0, workers * sizeof *T->ws);
+  for (uint32_t w = 0; w < workers; w++)
+    atomic_store_explicit(&T->ws[w].stuck_id, -1, memory_order_relaxed);
   pthread_mutex_init(&T->svc, NULL);
   rt->team = T;
   /* Built and initialized on the loop thread: it owns the pause until the
@@ -345,10 +360,16 @@ void nb__team_stat(const nb_rt_t *rt, uint32_t w, nb__team_stat_t *out) {
   out->delivered = atomic_load_explicit(&s->delivered, memory_order_relaxed);
   out->busy_ns = atomic_load_explicit(&s->busy_ns, memory_order_relaxed);
   out->adopted = atomic_load_explicit(&s->adopted, memory_order_relaxed);
-  nb_id_t id;
-  uint64_t since;
-  out->stuck = nb_cortex_worker_call(rt->cx, w, &id, &since) ? (int)id : -1;
-  out->stuck_ns = out->stuck >= 0 ? nb_clock_ns() - since : 0;
+  /* The last neuron reported stuck on w, while it is still in its call
+   * (busy: read under the pause, which holds w). */
+  int64_t id = atomic_load_explicit(&s->stuck_id, memory_order_relaxed);
+  out->stuck = -1;
+  if (id >= 0 && nb_cortex_busy(rt->cx, (nb_id_t)id)) {
+    out->stuck = (int)id;
+    out->stuck_ns = nb_clock_ns() - atomic_load_explicit(
+                                        &s->reported_since,
+                                        memory_order_relaxed);
+  }
 }
 
 uint32_t nb__team_free(nb_rt_t *rt) {
@@ -427,4 +448,22 @@ json_t *nb__team_json(const nb_rt_t *rt) {
     json_array_append_new(arr, o);
   }
   return arr;
+}
+
+uint32_t nb_rt_workers(const nb_rt_t *rt) { return nb__team_workers(rt); }
+
+int nb_rt_worker_of(const nb_rt_t *rt, uint32_t id) {
+  return id < rt->n ? nb_cortex_worker_of(rt->cx, (nb_id_t)id) : -1;
+}
+
+int nb_rt_worker_stat(const nb_rt_t *rt, uint32_t w,
+                      nb_rt_worker_stat_t *out) {
+  if (w >= nb__team_workers(rt)) return NB_ENOENT;
+  nb__team_stat_t st;
+  nb__team_stat(rt, w, &st);
+  *out = (nb_rt_worker_stat_t){
+      .ticks = rt->team ? st.ticks : rt->ticks, .busy_ns = st.busy_ns,
+      .delivered = st.delivered, .queued = nb_cortex_worker_queued(rt->cx, w),
+      .adopted = st.adopted, .stuck = st.stuck, .stuck_ns = st.stuck_ns};
+  return 0;
 }

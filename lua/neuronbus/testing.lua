@@ -26,6 +26,9 @@
 --                          --     is pending (tasks, timers, nb.http, nb.exec)
 --   h:tasks("counter")     --> live tasks (nil: every neuron's)
 --   h:arena()              --> { capacity=, in_use=, segments=, free=, ... }
+--   h:workers()            --> { { worker=0, ticks=, busy_ns=, delivered=,
+--                          --     queued=, adopted=, stuck=name|nil }, ... }
+--   h:worker_of("counter") --> its worker (0-based; docs/workers.md)
 --
 -- testing.agent's options are a neuron's manifest keys (config, threshold,
 -- rest, leak, refractory, capabilities, region(s), description, and the
@@ -324,6 +327,29 @@ function Harness:inject(to, payload, opts)
 end
 
 -- Runs n ticks (default 1); returns the number of spikes delivered.
+-- Returns one table per worker, in order: { worker, ticks, busy_ns,
+-- delivered, queued, adopted, stuck = name of a neuron inside one call
+-- now or nil, stuck_ns }.
+function Harness:workers()
+  local rt = rt_of(self)
+  local out, st = {}, ffi.new("nb_rt_worker_stat_t")
+  for w = 0, R.nb_rt_workers(rt) - 1 do
+    R.nb_rt_worker_stat(rt, w, st)
+    out[#out + 1] = {
+      worker = w, ticks = tonumber(st.ticks), busy_ns = tonumber(st.busy_ns),
+      delivered = tonumber(st.delivered), queued = tonumber(st.queued),
+      adopted = tonumber(st.adopted), stuck_ns = tonumber(st.stuck_ns),
+      stuck = st.stuck >= 0 and ffi_string(R.nb_rt_name(rt, st.stuck)) or nil,
+    }
+  end
+  return out
+end
+
+-- Returns the worker neuron who runs on.
+function Harness:worker_of(who)
+  return R.nb_rt_worker_of(rt_of(self), id_of(self, who, "worker_of"))
+end
+
 function Harness:tick(n)
   local got = R.nb_rt_tick(rt_of(self), n or 1)
   if got < 0 then error("tick: " .. ffi_string(R.nb_strerror(got)), 2) end
