@@ -132,7 +132,8 @@ static int tick_one(struct nb__team_s *T, uint32_t w, int adopted) {
   return rc;
 }
 
-/* Reports the neuron stuck in a call on worker w (once per call). */
+/* Reports the neuron stuck in a call on worker w (once per call); in the
+ * pause. */
 static void report_stuck(struct nb__team_s *T, uint32_t w, nb_id_t id,
                          uint64_t since) {
   wstat_t *s = &T->ws[w];
@@ -146,9 +147,6 @@ static void report_stuck(struct nb__team_s *T, uint32_t w, nb_id_t id,
   atomic_store_explicit(&s->stuck_id, (int64_t)id, memory_order_relaxed);
   nb_rt_t *rt = T->rt;
   if (rt->opts.quiet) return;
-  /* The name table only changes in a pause; a report may race one that
-   * registers a proxy, so it reads the name by id through the cortex's
-   * card, fixed once registered. */
   const char *name = nb_neuron_name(nb_cortex_neuron(T->cx, id));
   fprintf(stderr, "neuronbus: neuron \"%s\" (id %u, worker %u) has been in "
           "one call for %.0f ms: the other neurons of worker %u are ticked "
@@ -174,11 +172,6 @@ static int help_stuck(struct nb__team_s *T, uint32_t self) {
     if (atomic_load_explicit(&s->ticks, memory_order_relaxed) >=
         atomic_load_explicit(&s->target, memory_order_relaxed))
       continue;
-    nb_id_t id;
-    uint64_t since;
-    if (nb_cortex_worker_call(T->cx, w, &id, &since) &&
-        nb_clock_ns() - since >= T->adopt_after_ns)
-      report_stuck(T, w, id, since);
     if (tick_one(T, w, 1) >= 0) ran++;
   }
   return ran;
@@ -246,6 +239,25 @@ static void *thr_main(void *arg) {
 
 /* ---- the loop's side ---- */
 
+/* In the pause: names the neuron each stuck worker's own thread is in a
+ * call with (a busy neuron of that worker: the pause holds the worker, so
+ * the busy marks are stable); returns nothing. */
+static void find_stuck(struct nb__team_s *T) {
+  uint64_t now = nb_clock_ns();
+  for (uint32_t w = 0; w < T->n; w++) {
+    uint64_t own = atomic_load_explicit(&T->ws[w].own_since,
+                                        memory_order_relaxed);
+    if (!own || now - own < T->adopt_after_ns) continue;
+    size_t count = nb_cortex_count(T->cx);
+    for (size_t id = 0; id < count; id++)
+      if ((uint32_t)nb_cortex_worker_of(T->cx, (nb_id_t)id) == w &&
+          nb_cortex_busy(T->cx, (nb_id_t)id)) {
+        report_stuck(T, w, (nb_id_t)id, own);
+        break;
+      }
+  }
+}
+
 /* Holds every worker and the service lock (the pause); returns nothing. */
 static void pause_take(struct nb__team_s *T) {
   if (T->held) return;
@@ -257,6 +269,7 @@ static void pause_take(struct nb__team_s *T) {
     while (nb_cortex_worker_hold(T->cx, w) == NB_EBUSY) sched_yield();
   pthread_mutex_lock(&T->svc);
   T->held = 1;
+  find_stuck(T);
 }
 
 /* Gives the pause back; returns nothing. */
