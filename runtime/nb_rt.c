@@ -7,6 +7,7 @@
 #include "nb_rt_internal.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -283,6 +284,13 @@ static void loop_close(void *loop) {
   free(loop);
 }
 
+/* Runtimes closed while a worker thread was still in an agent call: kept
+ * (the thread may touch them), and reachable for leak checkers. */
+#define KEPT_MAX 16
+nb_rt_t *nb__rt_kept[KEPT_MAX];
+static nb_rt_t **const kept = nb__rt_kept;
+static _Atomic unsigned kept_n;
+
 void nb_rt_close(nb_rt_t *rt) {
   if (!rt) return;
   if (!rt->stopped && rt->cx) nb_rt_stop(rt, 0);
@@ -292,8 +300,11 @@ void nb_rt_close(nb_rt_t *rt) {
             "call at exit: left running, with the cortex and agents it "
             "uses\n", rt->team_left, rt->team_left == 1 ? "" : "s");
   nb__async_stop(rt); /* cancels every request while the agents exist */
-  /* A thread left in a call still uses the agents, cortex and arena. */
+  /* A thread left in a call still uses the agents, cortex and arena:
+   * they stay, reachable (a leak checker sees them kept on purpose). */
   if (rt->team_left) {
+    unsigned k = atomic_fetch_add(&kept_n, 1);
+    if (k < KEPT_MAX) kept[k] = rt;
     if (rt->link) nb__link_free(rt);
     nb__async_free(rt);
     if (rt->loop && rt->own_loop) loop_close(rt->loop);
