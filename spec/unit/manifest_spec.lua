@@ -65,6 +65,7 @@ describe("manifest.load", function()
       axon_capacity = 1024,
       inbox_capacity = 256,
       prune_every = 100,
+      workers = 1, placement = "round-robin", pin = false,
       neurons = {
         isolated({
           name = "sink", script = ECHO,
@@ -115,6 +116,7 @@ describe("manifest.load", function()
       name = "minimal", tick_ns = 1000000,
       arena = { size = 16 * 1024 * 1024 },
       axon_capacity = 4096, inbox_capacity = 4096, prune_every = 0,
+      workers = 1, placement = "round-robin", pin = false,
       neurons = {
         isolated({
           name = "only", script = ECHO, regions = {}, capabilities = {},
@@ -215,8 +217,8 @@ describe("manifest.validate", function()
       fails_with(with({ ticks = "1ms" }), {
         'ticks: unknown key, did you mean "tick"? (allowed: accept, arena, axon, '
           .. "encrypt, link_limits, listen, max_payload, name, neurons, peers, "
-          .. "prune_every, secret, "
-          .. "synapses, tick)",
+          .. "pin, placement, prune_every, secret, "
+          .. "synapses, tick, workers)",
       })
     end)
 
@@ -226,7 +228,7 @@ describe("manifest.validate", function()
           .. "budget, capabilities, config, description, exec, files, jit, keep_max, keep_warn, leak, "
           .. "max_tasks, memory, on_error, policy, "
           .. "refractory, region, regions, remote, require, rest, restart, sandbox, "
-          .. "script, threshold, watchdog, watchdog_exit)",
+          .. "script, threshold, watchdog, watchdog_exit, worker)",
       })
     end)
 
@@ -273,8 +275,8 @@ describe("manifest.validate", function()
       assert.is_nil(topo)
       assert.same({
         '["\\255\\010"]: unknown key (allowed: accept, arena, axon, encrypt, '
-          .. "link_limits, listen, max_payload, name, neurons, peers, prune_every, "
-          .. "secret, synapses, tick)",
+          .. "link_limits, listen, max_payload, name, neurons, peers, pin, "
+          .. "placement, prune_every, secret, synapses, tick, workers)",
         'name: bad name "caf\195\169\\013": use letters, digits, _, - and . only',
         'tick: expected "free" or a duration like "500us", "20ms" or "1.5s" (units ns, us, ms, '
           .. 's, m), got "1\\010\\128ms"',
