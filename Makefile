@@ -128,6 +128,7 @@ run: deps all
 SOAK_PAYLOADS ?= 200000000
 soak: deps all
 	@NB_BUILD=$(BUILD) NB_SOAK_PAYLOADS=$(SOAK_PAYLOADS) bash spec/e2e/payload_soak.sh
+	@NB_BUILD=$(BUILD) NB_SOAK_PAYLOADS=$(SOAK_PAYLOADS) bash spec/e2e/workers_soak.sh
 
 bench: deps all $(BENCH_BIN)
 	@./bench/run.sh $(BUILD)

@@ -203,6 +203,9 @@ static void pin_to(uint32_t k) {
 static void *thr_main(void *arg) {
   thr_t *t = arg;
   struct nb__team_s *T = t->T;
+  char name[16]; /* what ps, top and /proc/PID/task/TID/comm show */
+  snprintf(name, sizeof name, "nb-worker-%u", t->w);
+  pthread_setname_np(pthread_self(), name);
   if (T->pin) pin_to(t->w);
   nb_neuron_thread_writer(t->writer);
   nb_wait_t wait = nb_wait_default(NB_WAIT_YIELD_PARK);

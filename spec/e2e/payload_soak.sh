@@ -33,7 +33,9 @@ return {
   },
 }
 LUA
-"$nb" run "$work/soak.lua" --stats=json --no-watch >"$work/stats" 2>"$work/err" &
+# NB_RUN_ARGS: extra options (workers_soak.sh: --workers 2)
+# shellcheck disable=SC2086
+"$nb" run "$work/soak.lua" --stats=json --no-watch ${NB_RUN_ARGS:-} >"$work/stats" 2>"$work/err" &
 pid=$!
 
 # Prints field $2 of the last JSON line of $1 (python3 reads it).

@@ -229,8 +229,30 @@ return agent
     assert.matches('^workers: expected a number of workers or "auto"', errs[1])
     _, errs = manifest.validate(topo({ workers = 2, placement = "random" }, n))
     assert.matches('^placement: expected "round%-robin" or "hash" or "region"', errs[1])
+    n.n1.worker = 2
     _, errs = manifest.validate(topo({ workers = 2 }, n))
     assert.matches("^neurons.n1.worker: 2 is out of range: workers = 2 gives workers 0 to 1", errs[1])
+    -- pin: each worker thread (named nb-worker-N) runs on one CPU
+    n.n1.worker = nil
+    h = open(topo({ workers = 2, pin = true }, n))
+    h:tick(2)
+    local pinned = 0
+    local ffi = require("ffi")
+    pcall(ffi.cdef, "int getpid(void);")
+    local task = "/proc/" .. ffi.C.getpid() .. "/task/"
+    for tid in io.popen("ls " .. task):lines() do
+      local f = io.open(task .. tid .. "/comm")
+      local comm = f and f:read("*l")
+      if f then f:close() end
+      if comm and comm:match("^nb%-worker%-%d$") then
+        local st = io.open(task .. tid .. "/status"):read("*a")
+        local cpus = st:match("Cpus_allowed_list:%s*(%S+)")
+        assert.matches("^%d+$", cpus, comm .. " runs on " .. cpus)
+        pinned = pinned + 1
+      end
+    end
+    assert.equal(2, pinned)
+    h:close()
     _, errs = manifest.validate(topo({ pin = "yes" }, n))
     assert.matches("^pin: expected true or false", errs[1])
   end)
