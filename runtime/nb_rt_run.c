@@ -235,6 +235,16 @@ typedef struct syn_ctx_s {
   json_t *arr;  /* the JSON objects */
 } syn_ctx_t;
 
+/* Returns the manifest name of s's learning mode (the text table prints
+ * it after "stdp" with a space, except "pair"). */
+static const char *learning_name(const nb_synapse_t *s) {
+  switch (s->stdp.mode) {
+  case NB_STDP_TRACE: return " trace";
+  case NB_STDP_REWARD: return " reward";
+  default: return " pair";
+  }
+}
+
 /* Prints one synapse, or adds its JSON object to c->arr (callback of
  * nb_synapse_table_each). */
 static void print_synapse(void *ctx, const nb_synapse_t *s) {
@@ -248,11 +258,13 @@ static void print_synapse(void *ctx, const nb_synapse_t *s) {
     nb__json_set_str(o, "to", to ? to : "?");
     nb__json_set(o, "weight", nb__json_num("%.6g", w));
     nb__json_set_bool(o, "stdp", s->stdp_on);
+    if (s->stdp_on) nb__json_set_str(o, "learning", learning_name(s) + 1);
     json_array_append_new(c->arr, o);
   } else {
     char pair[128];
     snprintf(pair, sizeof pair, "%s -> %s", from ? from : "?", to ? to : "?");
-    fprintf(c->f, "  %-36s %10.6f%s\n", pair, w, s->stdp_on ? "  stdp" : "");
+    fprintf(c->f, "  %-36s %10.6f%s%s\n", pair, w, s->stdp_on ? "  stdp" : "",
+            s->stdp_on && s->stdp.mode != NB_STDP_PAIR ? learning_name(s) : "");
   }
 }
 

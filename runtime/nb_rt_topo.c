@@ -388,6 +388,14 @@ static void add_synapse(build_t *b, int idx) {
     stdp.tau_minus_ms = (float)num(C, st, "tau_minus_ms", stdp.tau_minus_ms);
     stdp.w_min = (float)num(C, st, "w_min", stdp.w_min);
     stdp.w_max = (float)num(C, st, "w_max", stdp.w_max);
+    stdp.mode = (uint8_t)num(C, st, "mode_code", stdp.mode);
+    stdp.lambda = (float)num(C, st, "lambda", stdp.lambda);
+    stdp.alpha = (float)num(C, st, "alpha", stdp.alpha);
+    stdp.mu_plus = (float)num(C, st, "mu_plus", stdp.mu_plus);
+    stdp.mu_minus = (float)num(C, st, "mu_minus", stdp.mu_minus);
+    stdp.tau_c_ms = (float)num(C, st, "tau_c_ms", stdp.tau_c_ms);
+    stdp.tau_n_ms = (float)num(C, st, "tau_n_ms", stdp.tau_n_ms);
+    stdp.baseline = (float)num(C, st, "baseline", stdp.baseline);
   }
   nb_filter_t f[NB_FILTERS_MAX];
   size_t nf = read_filters(b, sub(C, idx, "filters"), f, rt->agents[post]);

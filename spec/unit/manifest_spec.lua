@@ -86,6 +86,8 @@ describe("manifest.load", function()
           stdp = {
             a_plus = 0.02, a_minus = 0.012, tau_plus_ms = 10, tau_minus_ms = 30,
             w_min = 0.001, w_max = 0.9,
+            mode = "pair", mode_code = 0, lambda = 0.01, alpha = 1, mu_plus = 1, mu_minus = 1,
+            tau_c_ms = 1000, tau_n_ms = 200, baseline = 0,
           },
           filters = {
             { type = "kind", kinds = { "excitatory", "modulatory" },
@@ -100,6 +102,8 @@ describe("manifest.load", function()
           stdp = {
             a_plus = 0.01, a_minus = 0.012, tau_plus_ms = 20, tau_minus_ms = 20,
             w_min = 0.001, w_max = 1.0,
+            mode = "pair", mode_code = 0, lambda = 0.01, alpha = 1, mu_plus = 1, mu_minus = 1,
+            tau_c_ms = 1000, tau_n_ms = 200, baseline = 0,
           },
           filters = { { type = "kind", kinds = { "inhibitory" },
                         path = "synapses[2].filters.kind" } },
@@ -241,8 +245,8 @@ describe("manifest.validate", function()
         "arena.bytes: unknown key (allowed: path, size)",
         "axon.slots: unknown key (allowed: capacity, inbox)",
         "synapses[1].delay: unknown key (allowed: filters, from, stdp, to, weight)",
-        "synapses[1].stdp.rate: unknown key (allowed: a_minus, a_plus, tau_minus, "
-          .. "tau_plus, w_max, w_min)",
+        "synapses[1].stdp.rate: unknown key (allowed: a_minus, a_plus, alpha, baseline, "
+          .. "lambda, mode, mu_minus, mu_plus, tau_c, tau_minus, tau_n, tau_plus, w_max, w_min)",
         "synapses[1].filters.regex: unknown key (allowed: custom, kind, prefix, priority)",
       })
     end)
@@ -397,7 +401,29 @@ describe("manifest.validate", function()
 
     it("report a bad stdp value", function()
       fails_at(two({ { from = "producer", to = "router", stdp = "on" } }), "synapses[1].stdp",
-        'expected true, false or a table of STDP parameters, got "on"')
+        'expected true, false, "pair", "trace", "reward" or a table of STDP parameters, got "on"')
+    end)
+
+    it("take a learning mode by name, with its defaults", function()
+      local topo = assert(validate(two({ { from = "producer", to = "router", stdp = "reward" } })))
+      local st = topo.synapses[1].stdp
+      assert.equal("reward", st.mode)
+      assert.equal(2, st.mode_code)
+      assert.equal(1000, st.tau_c_ms)
+      assert.equal(200, st.tau_n_ms)
+      topo = assert(validate(two({ { from = "producer", to = "router",
+        stdp = { mode = "trace", lambda = 0.02, mu_plus = 0, tau_c = "2s" } } })))
+      st = topo.synapses[1].stdp
+      assert.same({ "trace", 1, 0.02, 0, 2000 }, { st.mode, st.mode_code, st.lambda, st.mu_plus, st.tau_c_ms })
+    end)
+
+    it("report a bad learning mode or parameter", function()
+      fails_at(two({ { from = "producer", to = "router", stdp = { mode = "rewards" } } }),
+        "synapses[1].stdp.mode", 'expected "pair" or "trace" or "reward", got "rewards" (did you mean "reward"?)')
+      fails_at(two({ { from = "producer", to = "router", stdp = { mode = "reward", tau_n = 5 } } }),
+        "synapses[1].stdp.tau_n", "unit")
+      fails_at(two({ { from = "producer", to = "router", stdp = { mode = "trace", lambda = -1 } } }),
+        "synapses[1].stdp.lambda", "-1 is out of range")
     end)
 
     it("report w_min not below w_max", function()

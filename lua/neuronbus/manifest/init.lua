@@ -44,8 +44,11 @@
 --     synapses = {             -- in the order given
 --       { from, to, weight,
 --         path,                -- the key path the user wrote: "synapses[1]"
---         stdp = nil | { a_plus, a_minus, tau_plus_ms, tau_minus_ms,
---                        w_min, w_max },
+--         stdp = nil | { mode ("pair" | "trace" | "reward"), mode_code
+--                        (its NB_STDP_* value), a_plus, a_minus,
+--                        tau_plus_ms, tau_minus_ms, w_min, w_max, lambda,
+--                        alpha, mu_plus, mu_minus, tau_c_ms, tau_n_ms,
+--                        baseline },
 --         filters = {          -- in the order kind, priority, prefix, custom
 --           { type = "kind", kinds = { "excitatory", ... }, path }
 --         | { type = "priority", min, path }
