@@ -586,28 +586,6 @@ static int filter_check(const nb_filter_t *f) {
   }
 }
 
-/* Returns 0 when p has finite numbers, positive time constants and
- * w_min <= w_max, else NB_EINVAL. */
-static int stdp_check(const nb_stdp_t *p) {
-  if (!isfinite(p->a_plus) || !isfinite(p->a_minus) ||
-      !isfinite(p->tau_plus_ms) || !isfinite(p->tau_minus_ms) ||
-      !isfinite(p->w_min) || !isfinite(p->w_max))
-    return NB_EINVAL;
-  if (p->tau_plus_ms <= 0 || p->tau_minus_ms <= 0 || p->w_min > p->w_max)
-    return NB_EINVAL;
-  if (p->mode > NB_STDP_REWARD) return NB_EINVAL;
-  if (p->mode == NB_STDP_PAIR) return 0; /* the fields below are unused */
-  if (!isfinite(p->lambda) || !isfinite(p->alpha) || !isfinite(p->mu_plus) ||
-      !isfinite(p->mu_minus) || !isfinite(p->tau_c_ms) ||
-      !isfinite(p->tau_n_ms) || !isfinite(p->baseline))
-    return NB_EINVAL;
-  /* TRACE divides by w_max; REWARD divides by both time constants. */
-  if (p->lambda < 0 || p->alpha < 0 || p->mu_plus < 0 || p->mu_minus < 0 ||
-      p->w_max <= 0 || p->tau_c_ms <= 0 || p->tau_n_ms <= 0)
-    return NB_EINVAL;
-  return 0;
-}
-
 /* Returns 0, NB_ENOENT for an unregistered end, NB_EINVAL, NB_ENOMEM. */
 int nb_cortex_connect(nb_cortex_t *cx, nb_id_t pre, nb_id_t post,
                       float weight, const nb_filter_t *filters,
@@ -617,7 +595,7 @@ int nb_cortex_connect(nb_cortex_t *cx, nb_id_t pre, nb_id_t post,
   if (nfilters > NB_FILTERS_MAX || (nfilters && !filters)) return NB_EINVAL;
   for (size_t i = 0; i < nfilters; i++)
     if (filter_check(&filters[i]) != 0) return NB_EINVAL;
-  if (stdp && stdp_check(stdp) != 0) return NB_EINVAL;
+  if (stdp && nb_stdp_check(stdp) != 0) return NB_EINVAL;
   nb_synapse_t syn;
   memset(&syn, 0, sizeof syn);
   syn.pre = pre;

@@ -31,7 +31,8 @@
   XX(AGENT,     -22, "agent callback failed")                                 \
   XX(MEMLIMIT,  -23, "memory limit of the agent state exceeded")              \
   XX(BUDGET,    -24, "time budget of the agent entry exceeded")              \
-  XX(CSTACK,    -25, "C stack overflow in agent code")
+  XX(CSTACK,    -25, "C stack overflow in agent code")                       \
+  XX(PERM,      -26, "not permitted")
 
 typedef enum nb_err_e {
   NB_OK = 0,

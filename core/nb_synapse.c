@@ -94,6 +94,26 @@ nb_stdp_t nb_stdp_default(void) {
                      .baseline = (float)NB_STDP_DEFAULT_BASELINE};
 }
 
+int nb_stdp_check(const nb_stdp_t *p) {
+  if (!isfinite(p->a_plus) || !isfinite(p->a_minus) ||
+      !isfinite(p->tau_plus_ms) || !isfinite(p->tau_minus_ms) ||
+      !isfinite(p->w_min) || !isfinite(p->w_max))
+    return NB_EINVAL;
+  if (p->tau_plus_ms <= 0 || p->tau_minus_ms <= 0 || p->w_min > p->w_max)
+    return NB_EINVAL;
+  if (p->mode > NB_STDP_REWARD) return NB_EINVAL;
+  if (p->mode == NB_STDP_PAIR) return 0; /* the fields below are unused */
+  if (!isfinite(p->lambda) || !isfinite(p->alpha) || !isfinite(p->mu_plus) ||
+      !isfinite(p->mu_minus) || !isfinite(p->tau_c_ms) ||
+      !isfinite(p->tau_n_ms) || !isfinite(p->baseline))
+    return NB_EINVAL;
+  /* TRACE divides by w_max; REWARD divides by both time constants. */
+  if (p->lambda < 0 || p->alpha < 0 || p->mu_plus < 0 || p->mu_minus < 0 ||
+      p->w_max <= 0 || p->tau_c_ms <= 0 || p->tau_n_ms <= 0)
+    return NB_EINVAL;
+  return 0;
+}
+
 float nb_stdp_delta(const nb_stdp_t *p, int64_t dt_ns) {
   /* Double precision: dt in ns can exceed float's exact integer range. */
   double dt_ms = (double)dt_ns / 1e6;

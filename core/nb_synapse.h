@@ -91,6 +91,11 @@ typedef struct nb_stdp_s {
 /* Returns the defaults above. */
 nb_stdp_t nb_stdp_default(void);
 
+/* Returns 0 when p is usable: finite numbers, time constants > 0, w_min <=
+ * w_max, a known mode, and in TRACE / REWARD mode lambda, alpha and mu >=
+ * 0 and w_max > 0; else NB_EINVAL. */
+int nb_stdp_check(const nb_stdp_t *p);
+
 /* Returns the weight change for dt_ns = t_post - t_pre: a_plus *
  * exp(-dt/tau_plus) when dt > 0 (pre before post), -a_minus *
  * exp(dt/tau_minus) when dt < 0, and 0 when dt == 0. */

@@ -291,6 +291,7 @@ void nb_rt_close(nb_rt_t *rt) {
   nb__async_free(rt);
   if (rt->loop && rt->own_loop) loop_close(rt->loop);
   nb__isol_rt_free(rt);
+  nb__learn_rt_free(rt);
   if (rt->cx) nb_cortex_free(rt->cx);
   nb_arena_writer_free(rt->writer);
   if (rt->arena) nb_arena_free(rt->arena);
@@ -309,6 +310,7 @@ int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
     nb__isol_tick(rt); /* neurons in backoff: held, or restarted when due */
     int rc = nb_cortex_tick(rt->cx);
     if (rc < 0) return rc;
+    nb__rt_apply_synapse_changes(rt); /* agents' nb:connect, nb:disconnect */
     total += rc;
     rt->ticks++;
   }
@@ -524,6 +526,7 @@ nb_rt_t *nb__rt_new(const nb_rt_opts_t *opts) {
     rt->opts.peers = nb__strdup(opts->peers);
   }
   rt->start_ns = rt->rate_t0_ns = nb_clock_ns();
+  if (nb__learn_rt_init(rt) != 0) abort();
   return rt;
 }
 

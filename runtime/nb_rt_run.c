@@ -382,6 +382,12 @@ static void print_json(nb_rt_t *rt, FILE *f, int final, const nb_rt_stat_t *tot,
     nb__json_set_u64(c, "dead_letters", cs->dead_letters);
     nb__json_set_u64(c, "filtered", cs->filtered);
     nb__json_set_u64(c, "pruned", cs->pruned);
+    nb__json_set_u64(c, "rewards", cs->rewards);
+    uint64_t ch[3];
+    nb__learn_counts(rt, ch); /* agents' nb:connect / nb:disconnect */
+    nb__json_set_u64(c, "connected", ch[0]);
+    nb__json_set_u64(c, "disconnected", ch[1]);
+    nb__json_set_u64(c, "changes_refused", ch[2]);
   }
   nb__json_set(o, "cortex", c);
   json_t *ns = json_array();
@@ -462,6 +468,13 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
   fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
           ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
           cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
+  uint64_t ch[3];
+  nb__learn_counts(rt, ch);
+  /* Only when learning happened: most topologies never reward or rewire. */
+  if (cs->rewards || ch[0] || ch[1] || ch[2])
+    fprintf(f, "  learning: rewards %" PRIu64 "; synapses connected %" PRIu64
+            ", disconnected %" PRIu64 ", refused %" PRIu64 " at run time\n",
+            cs->rewards, ch[0], ch[1], ch[2]);
   if (rt->arena) print_arena(rt, f, NULL, now);
   /* The cards' free text (a description), one line each. */
   for (uint32_t i = 0; i < rt->n; i++)

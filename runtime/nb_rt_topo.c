@@ -304,6 +304,10 @@ static int add_neuron(build_t *b, int idx, const char *name) {
     return -1;
   }
   nb_neuron_set_writer(a->neuron, rt->writer);
+  /* rewire: nb:connect may change any neuron's synapses, not just its own
+   * outgoing ones (nb_rt_learn.c). */
+  if (idx && flag(C, idx, "rewire", 0))
+    nb__learn_set_rewire(rt, nb_neuron_id(a->neuron), 1);
   nb__agent_add(rt, a);
   return 0;
 }

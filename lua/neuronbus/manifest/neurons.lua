@@ -102,6 +102,10 @@ for _, e in ipairs({
     check = function(c, path, v) return c:number(path, v, nil, 0, 1) end },
   { key = "refractory", default = IF.refractory,
     check = function(c, path, v) return c:integer(path, v, nil, 0, check.MAX_U32) end },
+  -- nb:connect / nb:disconnect may change any neuron's synapses, not only
+  -- the agent's own outgoing ones.
+  { key = "rewire", default = false,
+    check = function(c, path, v) return c:boolean(path, v) end },
   { key = "config", default = {},
     check = function(c, path, v)
       if c:table(path, v) then return c:plain(path, v, {}) end
@@ -249,6 +253,7 @@ local function check_stdp(c, path, v)
   end
   return s
 end
+_M.check_stdp = check_stdp -- nb:connect's opts.stdp (neuronbus.synapses)
 
 local KINDS = { "excitatory", "inhibitory", "modulatory" }
 local KIND_SET = check.set_of(KINDS)
@@ -341,6 +346,7 @@ local function check_filters(c, path, v)
   end
   return out
 end
+_M.check_filters = check_filters -- nb:connect's opts.filters
 
 -- Returns the neuron name v at path when it is in known, or nil after
 -- reporting (with a hint).
