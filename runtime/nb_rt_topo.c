@@ -463,6 +463,7 @@ static int build(build_t *b, int idx) {
   o.axon_capacity = (uint32_t)num(C, idx, "axon_capacity", o.axon_capacity);
   o.inbox_capacity = (uint32_t)num(C, idx, "inbox_capacity", o.inbox_capacity);
   o.prune_every = (uint32_t)num(C, idx, "prune_every", o.prune_every);
+  o.tick_time = (uint32_t)flag(C, idx, "tick_time", 0); /* spike_time */
   int ar = sub(C, idx, "arena");
   double asize = ar ? num(C, ar, "size", NB_ARENA_DEFAULT) : NB_ARENA_DEFAULT;
   const char *apath = ar ? str(C, ar, "path") : NULL;

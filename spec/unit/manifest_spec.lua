@@ -17,6 +17,7 @@ local ISOLATION = {
 -- Returns neuron n with the default isolation keys added.
 local function isolated(n)
   for k, v in pairs(ISOLATION) do n[k] = v end
+  if n.rewire == nil then n.rewire = false end -- nb:connect: own synapses only
   return n
 end
 
@@ -65,6 +66,7 @@ describe("manifest.load", function()
       axon_capacity = 1024,
       inbox_capacity = 256,
       prune_every = 100,
+      tick_time = false,
       neurons = {
         isolated({
           name = "sink", script = ECHO,
@@ -118,7 +120,7 @@ describe("manifest.load", function()
     assert.same({
       name = "minimal", tick_ns = 1000000,
       arena = { size = 16 * 1024 * 1024 },
-      axon_capacity = 4096, inbox_capacity = 4096, prune_every = 0,
+      axon_capacity = 4096, inbox_capacity = 4096, prune_every = 0, tick_time = false,
       neurons = {
         isolated({
           name = "only", script = ECHO, regions = {}, capabilities = {},
@@ -219,7 +221,7 @@ describe("manifest.validate", function()
       fails_with(with({ ticks = "1ms" }), {
         'ticks: unknown key, did you mean "tick"? (allowed: accept, arena, axon, '
           .. "encrypt, link_limits, listen, max_payload, name, neurons, peers, "
-          .. "prune_every, secret, "
+          .. "prune_every, secret, spike_time, "
           .. "synapses, tick)",
       })
     end)
@@ -229,7 +231,7 @@ describe("manifest.validate", function()
         'neurons.parser.treshold: unknown key, did you mean "threshold"? (allowed: '
           .. "budget, capabilities, config, description, exec, files, jit, keep_max, keep_warn, leak, "
           .. "max_tasks, memory, on_error, policy, "
-          .. "refractory, region, regions, remote, require, rest, restart, sandbox, "
+          .. "refractory, region, regions, remote, require, rest, restart, rewire, sandbox, "
           .. "script, threshold, watchdog, watchdog_exit)",
       })
     end)
@@ -278,7 +280,7 @@ describe("manifest.validate", function()
       assert.same({
         '["\\255\\010"]: unknown key (allowed: accept, arena, axon, encrypt, '
           .. "link_limits, listen, max_payload, name, neurons, peers, prune_every, "
-          .. "secret, synapses, tick)",
+          .. "secret, spike_time, synapses, tick)",
         'name: bad name "caf\195\169\\013": use letters, digits, _, - and . only',
         'tick: expected "free" or a duration like "500us", "20ms" or "1.5s" (units ns, us, ms, '
           .. 's, m), got "1\\010\\128ms"',
@@ -415,6 +417,10 @@ describe("manifest.validate", function()
         stdp = { mode = "trace", lambda = 0.02, mu_plus = 0, tau_c = "2s" } } })))
       st = topo.synapses[1].stdp
       assert.same({ "trace", 1, 0.02, 0, 2000 }, { st.mode, st.mode_code, st.lambda, st.mu_plus, st.tau_c_ms })
+    end)
+
+    it("report a bad spike_time", function()
+      fails_at(with({ spike_time = "tock" }), "spike_time", 'expected "fire" or "tick", got "tock"')
     end)
 
     it("report a bad learning mode or parameter", function()
