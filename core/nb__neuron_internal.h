@@ -8,6 +8,7 @@
 
 #include "nb_arena.h"
 #include "nb_axon.h"
+#include "nb_clock.h"
 #include "nb_neuron.h"
 
 struct nb_neuron_s {
@@ -32,6 +33,7 @@ struct nb_neuron_s {
   nb_axon_t *axon;
   uint32_t next_seq;
   uint64_t last_stamp_ns; /* the newest timestamp fired: the next is later */
+  nb__clock_anchor_t clock; /* its spike clock (nb__clock_at) */
   nb_arena_writer_t *writer;     /* where large payloads are written */
   nb_arena_writer_t *own_writer; /* made on first use when none was set */
 

@@ -56,8 +56,7 @@ int nb_clock_calibrate(void) {
 #endif
 }
 
-uint64_t nb__clock_reanchor(uint64_t tsc) {
-  nb__clock_anchor_t *a = &nb__clock_anchor;
+uint64_t nb__clock_reanchor(nb__clock_anchor_t *a, uint64_t tsc) {
   uint64_t mult = __atomic_load_n(&nb__clock_mult, __ATOMIC_ACQUIRE);
   uint64_t now = nb_clock_ns();
   if (!mult) {
@@ -67,7 +66,7 @@ uint64_t nb__clock_reanchor(uint64_t tsc) {
     return now;
   }
   /* The time the old anchor gives for tsc: the new anchor starts no
-   * earlier, so this thread's clock never steps back. */
+   * earlier, so the anchor's clock never steps back. */
   if (a->span) {
     uint64_t d = tsc - a->tsc0;
     /* d may pass span here; 128 bits keep the product exact. */

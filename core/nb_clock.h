@@ -46,24 +46,31 @@ extern uint64_t nb__clock_mult;
  * thread, any time. Returns 1 when nb_clock_spike_ns uses the TSC. */
 int nb_clock_calibrate(void);
 
-/* Re-anchors the calling thread's TSC clock at tsc and returns the time of
- * tsc, never below what this thread's clock returned before (the slow path
- * of nb_clock_spike_ns). */
-uint64_t nb__clock_reanchor(uint64_t tsc);
+/* Re-anchors the TSC clock of anchor a at tsc and returns the time of tsc,
+ * never below what a gave before (the slow path of nb__clock_at). */
+uint64_t nb__clock_reanchor(nb__clock_anchor_t *a, uint64_t tsc);
+
+/* Returns the spike clock now through anchor a (one thread's, or one
+ * neuron's for the thread that fires it: a neuron's own anchor spares the
+ * thread-local lookup, a call in a shared library), non-decreasing per
+ * anchor. */
+static inline uint64_t nb__clock_at(nb__clock_anchor_t *a) {
+#if NB_CLOCK_HAVE_TSC
+  uint64_t t = __rdtsc();
+  uint64_t d = t - a->tsc0;
+  /* span bounds d, so the product fits in 64 bits. */
+  if (d < a->span) return a->ns0 + ((d * nb__clock_mult) >> 32);
+  return nb__clock_reanchor(a, t);
+#else
+  (void)a;
+  return nb_clock_ns();
+#endif
+}
 
 /* Returns the spike clock now: nanoseconds on CLOCK_MONOTONIC's scale,
  * non-decreasing per thread (see the header comment). */
 static inline uint64_t nb_clock_spike_ns(void) {
-#if NB_CLOCK_HAVE_TSC
-  uint64_t t = __rdtsc();
-  nb__clock_anchor_t *a = &nb__clock_anchor;
-  uint64_t d = t - a->tsc0;
-  /* span bounds d, so the product fits in 64 bits. */
-  if (d < a->span) return a->ns0 + ((d * nb__clock_mult) >> 32);
-  return nb__clock_reanchor(t);
-#else
-  return nb_clock_ns();
-#endif
+  return nb__clock_at(&nb__clock_anchor);
 }
 
 #endif

@@ -234,7 +234,7 @@ _Thread_local uint64_t nb__tick_now;
  * s. */
 static nb_spike_t *stamp(nb_neuron_t *n, nb_spike_t *s) {
   uint64_t now = nb__tick_now;
-  if (!now) now = nb_clock_spike_ns();
+  if (!now) now = nb__clock_at(&n->clock);
   if (now <= n->last_stamp_ns) now = n->last_stamp_ns + 1;
   n->last_stamp_ns = now;
   s->source = n->id;

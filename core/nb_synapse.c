@@ -226,13 +226,22 @@ static float store_weight(nb_synapse_t *syn, double w) {
   return (float)w;
 }
 
+/* Returns x^mu for x in [0, 1], the two common exponents without pow()
+ * (additive mu = 0, multiplicative mu = 1: a pow call per spike was most
+ * of the TRACE mode's cost). */
+static double power(double x, double mu) {
+  if (mu == 1.0) return x;
+  if (mu == 0.0) return 1.0;
+  return pow(x, mu);
+}
+
 /* TRACE potentiation by pre trace kp (NEST stdp_synapse's facilitate:
  * w/Wmax + lambda * (1 - w/Wmax)^mu_plus * kp, at most 1); returns the new
  * weight. */
 static float facilitate(nb_synapse_t *syn, double kp) {
   const nb_stdp_t *p = &syn->stdp;
   double wmax = p->w_max, x = nb_atomic_f32_load(&syn->weight) / wmax;
-  x += p->lambda * pow(1.0 - x, p->mu_plus) * kp;
+  x += p->lambda * power(1.0 - x, p->mu_plus) * kp;
   return store_weight(syn, (x < 1.0 ? x : 1.0) * wmax);
 }
 
@@ -241,7 +250,7 @@ static float facilitate(nb_synapse_t *syn, double kp) {
 static float depress(nb_synapse_t *syn, double km) {
   const nb_stdp_t *p = &syn->stdp;
   double wmax = p->w_max, x = nb_atomic_f32_load(&syn->weight) / wmax;
-  x -= p->alpha * p->lambda * pow(x, p->mu_minus) * km;
+  x -= p->alpha * p->lambda * power(x, p->mu_minus) * km;
   return store_weight(syn, (x > 0.0 ? x : 0.0) * wmax);
 }
 
@@ -292,7 +301,13 @@ float nb_synapse_on_pre(nb_synapse_t *syn, uint64_t t_pre_ns) {
          exp((double)(st->t_post_ns - t_pre_ns) / 1e6 / p->tau_minus_ms);
     kp_late = exp(-(double)(st->t_post_ns - t_pre_ns) / 1e6 / p->tau_plus_ms);
   } else if (st->t_post_ns && st->t_post_ns < t_pre_ns) {
-    km = decay(st->k_minus, st->t_post_ns, t_pre_ns, p->tau_minus_ms);
+    /* Spikes fired together share a time: one exp for the lot. */
+    if (st->km_at_ns != t_pre_ns || st->km_post_ns != st->t_post_ns) {
+      st->km = decay(st->k_minus, st->t_post_ns, t_pre_ns, p->tau_minus_ms);
+      st->km_at_ns = t_pre_ns;
+      st->km_post_ns = st->t_post_ns;
+    }
+    km = st->km;
   }
   if (reward) {
     st->c += p->a_plus * kp_late - p->a_minus * km;

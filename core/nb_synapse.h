@@ -154,6 +154,9 @@ typedef struct nb_stdp_state_s {
   double c;             /* REWARD: eligibility at t_update_ns */
   double n;             /* REWARD: reward trace at t_update_ns */
   uint64_t t_update_ns; /* REWARD: when w, c and n were brought up to date */
+  double km;            /* the post trace at km_at_ns, the last post spike
+                         * being km_post_ns (a cache) */
+  uint64_t km_at_ns, km_post_ns;
 } nb_stdp_state_t;
 
 typedef struct nb_synapse_s {
