@@ -4,6 +4,7 @@
  * spikes through the cortex, and the spike clock (strictly increasing
  * timestamps per source, STDP measuring dt inside one tick). */
 #include <math.h>
+#include <pthread.h>
 
 #include "neuronbus.h"
 #include "nbtest.h"
@@ -304,6 +305,87 @@ static void spike_clock_tracks_monotonic(void) {
   NBT_CHECK(s + 50000 >= a && s <= b + 50000);
 }
 
+/* The source of the workers test: each tick it fires one spike to each
+ * target and, every 8th tick, a reward "1" to each. */
+typedef struct src_s {
+  int ticks;
+  nb_id_t targets[2];
+} src_t;
+
+/* Fires the tick's spikes; returns 0, or -1 when an axon is full. */
+static int src_tick(void *agent, nb_neuron_t *n) {
+  src_t *s = agent;
+  if (nb_neuron_id(n) != 0) return 0;
+  s->ticks++;
+  for (int i = 0; i < 2; i++) {
+    if (nb_neuron_fire_to(n, s->targets[i], NULL, 0) != 0) return -1;
+    if (s->ticks % 8 == 0 &&
+        nb_neuron_fire_ex(n, s->targets[i], NB_MODULATORY, 0, "1", 1) != 0)
+      return -1;
+  }
+  return 0;
+}
+
+typedef struct ticker_s {
+  nb_cortex_t *cx;
+  uint32_t w;
+  int n;
+} ticker_t;
+
+/* Ticks worker w n times (busy ticks of a worker taken by no one else). */
+static void *ticker(void *arg) {
+  ticker_t *t = arg;
+  for (int i = 0; i < t->n; i++) {
+    nb_cortex_tick_worker(t->cx, t->w);
+    if (i % 64 == 0) nbt_sleep_ms(1); /* let spike times spread */
+  }
+  return NULL;
+}
+
+/* With two workers ticked by two threads at once, reward-mode synapses
+ * into targets on both workers learn (every write on the target's worker:
+ * TSan checks it), and rewards reach both. */
+static void rewards_across_workers(void) {
+  nb_cortex_opts_t o = nb_cortex_opts_default();
+  o.max_neurons = 16;
+  o.axon_capacity = 256;
+  o.workers = 2;
+  nb_cortex_t *cx = NULL;
+  NBT_EQ(nb_cortex_new(&cx, &o), 0);
+  src_t src = {0, {1, 2}};
+  nb_if_params_t pace = nb_if_params_default();
+  pace.threshold = 0.0f;
+  pace.refractory = 0;
+  nb_agent_ops_t ops = {.tick = src_tick};
+  nb_card_t c;
+  memset(&c, 0, sizeof c);
+  const char *names[] = {"src", "d1", "d2"};
+  for (int i = 0; i < 3; i++) {
+    c.name = names[i];
+    NBT_EQ(nb_cortex_register(cx, &c, &pace, &ops, &src, NULL), 0);
+  }
+  /* Ids go round robin: src and d2 on worker 0, d1 on worker 1. */
+  NBT_EQ(nb_cortex_worker_of(cx, 1), 1);
+  nb_stdp_t p = reward_params();
+  p.baseline = 0.0f;
+  p.a_plus = 0.01f;
+  p.a_minus = 0.0f;
+  for (nb_id_t t = 1; t <= 2; t++)
+    NBT_EQ(nb_cortex_connect(cx, 0, t, 5.0f, NULL, 0, &p), 0);
+  ticker_t a = {cx, 0, 400}, b = {cx, 1, 400};
+  pthread_t ta, tb;
+  pthread_create(&ta, NULL, ticker, &a);
+  pthread_create(&tb, NULL, ticker, &b);
+  pthread_join(ta, NULL);
+  pthread_join(tb, NULL);
+  NBT_CHECK(nb_cortex_stats(cx)->rewards > 0);
+  for (nb_id_t t = 1; t <= 2; t++) {
+    nb_synapse_t *s = nb_synapse_table_get(nb_cortex_synapses(cx), 0, t);
+    NBT_CHECK(nb_atomic_f32_load(&s->weight) > 5.0f);
+  }
+  nb_cortex_free(cx);
+}
+
 static const nbt_test_t tests[] = {
     NBT_TEST(trace_reference_case),
     NBT_TEST(trace_all_to_all_and_additive),
@@ -314,6 +396,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(timestamps_strictly_increase_per_source),
     NBT_TEST(stdp_dt_inside_one_tick),
     NBT_TEST(spike_clock_tracks_monotonic),
+    NBT_TEST(rewards_across_workers),
 };
 
 int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }
