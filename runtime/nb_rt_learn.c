@@ -32,9 +32,8 @@ struct nb__learn_s {
   uint64_t connected, disconnected, refused;
 };
 
-/* Returns rt's learning state, made on first use (on the loop thread, at
- * build time or in a call from an agent: the first nb:connect of a run is
- * preceded by nb__learn_rt_init at open). */
+/* Returns rt's learning state (made by nb__learn_rt_init when the runtime
+ * is created; NULL only after nb__learn_rt_free). */
 static nb__learn_t *learn_of(nb_rt_t *rt) { return rt->learn; }
 
 int nb__learn_rt_init(nb_rt_t *rt) {
