@@ -94,6 +94,8 @@ describe("nb:disconnect", function()
     for i = 1, 40 do
       assert.equal("f" .. ((i - 1) % 20 + 1), got[i].payload)
       assert.near(i <= 20 and 0.3 or 1.0, got[i].weight, 1e-6)
+      -- each spike its own fire time, strictly increasing per source
+      if i > 1 then assert.is_true(got[i].timestamp_ns > got[i - 1].timestamp_ns) end
     end
     assert.equal(1, h:learning().disconnected)
     assert.equal(0, h:stats("w1").dead_letters)
