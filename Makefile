@@ -1,5 +1,6 @@
 # NeuronBus build. `make` builds libneuronbus (static and shared) and the
-# runtime; `make test` runs every test; `make run` runs the demo topology;
+# runtime; `make test` runs every test; `make run` runs the demo topology
+# (`make run-learning` the learning demo);
 # `make install PREFIX=/usr/local` (and DESTDIR) installs the command, the
 # libraries, the core headers and the Lua modules.
 # SAN=address (ASan+UBSan) or SAN=thread (TSan) builds into build/$(SAN).
@@ -65,7 +66,7 @@ CONST_H := $(sort $(wildcard core/*.h)) runtime/nb_rt_defaults.h
 # The goals that install missing packages first; any other build checks.
 DEPS_STEP := $(if $(filter deps test run bench,$(MAKECMDGOALS)),deps,deps-check)
 
-.PHONY: all core runtime test run soak deps deps-check deps-fuzz bench bench-plot \
+.PHONY: all core runtime test run run-learning soak deps deps-check deps-fuzz bench bench-plot \
   install clean fuzz fuzz-build fuzz-replay
 all: core runtime
 core: $(LIB_A) $(LIB_SO)
@@ -123,6 +124,10 @@ test: deps all $(CORE_TESTS) $(RT_TESTS) $(BENCH_BIN)
 
 run: deps all
 	./$(NB_BIN) run agents/demo.lua --for 3s --stats
+
+# The learning demo (docs/learning.md): a router learns the best worker.
+run-learning: deps all
+	./$(NB_BIN) run agents/learning.lua --for 4s
 
 # The long versions of the soak tests (make test sizes each to ~a minute).
 SOAK_PAYLOADS ?= 200000000

@@ -49,6 +49,51 @@ static void group_route_fire(void) {
            "figure the Lua one-hop row compares against");
 }
 
+/* Measures topology t against topology base (both C agents, interleaved
+ * in this run) and emits the row. */
+static void pair_row(const char *name, nb_bench_topo_t t, nb_bench_topo_t base,
+                     const char *base_name, const char *target,
+                     const char *note) {
+  nb_bench_row_t r = nb_bench_row(name, "M spikes/s");
+  nb_bench_measure(nb_bench_topo_c_run, &t, &t.n, nb_bench_topo_c_run, &base,
+                   &base.n, &r.v, &r.b);
+  r.baseline = base_name;
+  r.target = target;
+  r.note = note;
+  nb_bench_emit(&r);
+}
+
+static void group_route_reward(void) {
+  pair_row("cortex_route_reward",
+           nb_bench_topo(n_spikes(), 1, 0, 1 + NB_STDP_REWARD, NB_BENCH_FIRE_BATCH),
+           nb_bench_topo(n_spikes(), 1, 0, 0, NB_BENCH_FIRE_BATCH), "route_plain",
+           NULL,
+           "as cortex_route with reward-mode STDP on the synapse (eligibility "
+           "and reward trace brought up to date per spike and per fire); "
+           "baseline: the same with STDP off, interleaved in this run");
+}
+
+static void group_route_trace(void) {
+  pair_row("cortex_route_trace",
+           nb_bench_topo(n_spikes(), 1, 0, 1 + NB_STDP_TRACE, NB_BENCH_FIRE_BATCH),
+           nb_bench_topo(n_spikes(), 1, 0, 0, NB_BENCH_FIRE_BATCH), "route_plain",
+           NULL,
+           "as cortex_route with trace-mode STDP (NEST stdp_synapse, "
+           "multiplicative); baseline: STDP off, interleaved");
+}
+
+static void group_spike_time(void) {
+  nb_bench_topo_t tick = nb_bench_topo(n_spikes(), 1, 0, 0, NB_BENCH_FIRE_EACH);
+  tick.tick_time = 1;
+  pair_row("cortex_fire_spike_time",
+           nb_bench_topo(n_spikes(), 1, 0, 0, NB_BENCH_FIRE_EACH), tick,
+           "fire_tick_time", ">=0.97",
+           "as cortex_route_fire (nb_neuron_fire per spike): each spike "
+           "stamped with its own fire time (the TSC spike clock, strictly "
+           "increasing per source); baseline: one time per tick "
+           "(spike_time = \"tick\"), interleaved");
+}
+
 static void group_chain(void) {
   topo_row("cortex_chain_c", nb_bench_topo(n_spikes(), 1, 1, 0, NB_BENCH_FIRE_EACH),
            "producer -> relay -> sink, C agents, each firing per spike; "
@@ -83,6 +128,9 @@ static const nb_bench_group_t groups[] = {
     {"cortex_route", group_route},
     {"cortex_route_stdp", group_route_stdp},
     {"cortex_route_fire", group_route_fire},
+    {"cortex_route_reward", group_route_reward},
+    {"cortex_route_trace", group_route_trace},
+    {"cortex_fire_spike_time", group_spike_time},
     {"cortex_chain_c", group_chain},
     {"cortex_fanout8_c", group_fanout},
     {"cortex_pingpong_c", group_pingpong},

@@ -135,8 +135,9 @@ static int nb_bench__relay_batch(void *agent, nb_neuron_t *n,
 /* ---- building and running ---- */
 
 /* Returns a new cortex sized for these topologies, or fails the bench. */
-NB_BENCH_UNUSED static nb_cortex_t *nb_bench_cortex_new(void) {
+NB_BENCH_UNUSED static nb_cortex_t *nb_bench_cortex_new_ex(uint32_t tick_time) {
   nb_cortex_opts_t o = nb_cortex_opts_default();
+  o.tick_time = tick_time;
   o.max_neurons = 64;
   o.axon_capacity = NB_BENCH_CX_CAP;
   o.inbox_capacity = NB_BENCH_CX_CAP;
@@ -144,6 +145,11 @@ NB_BENCH_UNUSED static nb_cortex_t *nb_bench_cortex_new(void) {
   int rc = nb_cortex_new(&cx, &o);
   if (rc) nb_bench_fail("nb_cortex_new: %s", nb_strerror(rc));
   return cx;
+}
+
+/* Returns a new cortex with the default spike time (each spike its own). */
+NB_BENCH_UNUSED static nb_cortex_t *nb_bench_cortex_new(void) {
+  return nb_bench_cortex_new_ex(0);
 }
 
 /* Registers a C agent named name with on_batch/tick and integrate-and-fire
@@ -170,11 +176,12 @@ NB_BENCH_UNUSED static nb_id_t nb_bench_cortex_add(
   return nb_neuron_id(n);
 }
 
-/* Connects pre -> post with weight 0.5, STDP on or off; fails the bench on
- * error. */
+/* Connects pre -> post with weight 0.5, STDP off (stdp 0) or on in mode
+ * stdp - 1 (NB_STDP_PAIR, _TRACE, _REWARD); fails the bench on error. */
 NB_BENCH_UNUSED static void nb_bench_cortex_link(nb_cortex_t *cx, nb_id_t pre,
                                                  nb_id_t post, int stdp) {
   nb_stdp_t p = nb_stdp_default();
+  if (stdp > 1) p.mode = (uint8_t)(stdp - 1);
   int rc = nb_cortex_connect(cx, pre, post, 0.5f, NULL, 0, stdp ? &p : NULL);
   if (rc) nb_bench_fail("nb_cortex_connect(%u, %u): %s", pre, post, nb_strerror(rc));
 }
@@ -234,16 +241,17 @@ typedef struct nb_bench_topo_s {
   uint64_t n;           /* spikes the producer sends */
   int sinks;            /* fan-out width (1 = one hop or chain) */
   int relay;            /* 1 = producer -> relay -> sink */
-  int stdp;             /* STDP on the synapses */
+  int stdp;             /* STDP on the synapses: 0 off, 1 + NB_STDP_* mode */
   nb_bench_fire_t how;  /* how the producer fires */
   uint64_t expect_sum, sum_n; /* expect_sum is for sum_n spikes */
+  uint32_t tick_time;   /* the cortex option: spikes carry the tick's time */
 } nb_bench_topo_t;
 
 /* Returns a topology context with its expected checksum. */
 NB_BENCH_UNUSED static nb_bench_topo_t nb_bench_topo(uint64_t n, int sinks,
                                                      int relay, int stdp,
                                                      nb_bench_fire_t how) {
-  nb_bench_topo_t t = {n, sinks, relay, stdp, how, 0, 0};
+  nb_bench_topo_t t = {n, sinks, relay, stdp, how, 0, 0, 0};
   if (sinks < 1 || sinks > NB_BENCH_CX_MAX_SINKS || (relay && sinks != 1))
     nb_bench_fail("topology: bad sinks %d / relay %d", sinks, relay);
   return t;
@@ -258,7 +266,7 @@ NB_BENCH_UNUSED static double nb_bench_topo_c_run(void *ctx) {
     t->expect_sum = nb_bench_expected_sum(0, t->n);
     t->sum_n = t->n;
   }
-  nb_cortex_t *cx = nb_bench_cortex_new();
+  nb_cortex_t *cx = nb_bench_cortex_new_ex(t->tick_time);
   nb_bench_producer_t p;
   nb_bench_relay_t r;
   nb_bench_sink_t sinks[NB_BENCH_CX_MAX_SINKS];

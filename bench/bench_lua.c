@@ -20,6 +20,9 @@
  * jit = false rows set it around their runs), "" for none. */
 static const char *agent_keys = "";
 
+/* Extra top-level manifest keys of the next topology ("" for none). */
+static const char *top_keys = "";
+
 /* The payload size the next topology's producer fires and its sinks check
  * (8 = the inline "NBbench!" of every other row; lua_hop_1k sets 1024
  * around its runs: the arena). */
@@ -37,11 +40,12 @@ static void topo_manifest(const nb_bench_topo_t *t, char *out, size_t size) {
   if (payload_size != 8) snprintf(psize, sizeof psize, ", size = %u", payload_size);
   size_t o = 0;
   o += (size_t)snprintf(out + o, size - o,
-      "return {\n  name = 'bench', tick = 'free',\n"
+      "return {\n  name = 'bench', tick = 'free',%s\n"
       "  axon = { capacity = %u, inbox = %u },\n  neurons = {\n"
       "    a_producer = { script = '%s/bench/lua/producer.lua', threshold = 0,"
       " refractory = 0, config = { n = %" PRIu64 ", batch = %u%s%s }%s },\n",
-      NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, nb_bench_rt_root, t->n, NB_BENCH_CX_BATCH,
+      top_keys, NB_BENCH_CX_CAP, NB_BENCH_CX_CAP, nb_bench_rt_root, t->n,
+      NB_BENCH_CX_BATCH,
       target, psize, agent_keys);
   if (relay)
     o += (size_t)snprintf(out + o, size - o,
@@ -171,6 +175,7 @@ typedef struct lua_mode_s {
   nb_bench_topo_t t;
   const char *keys; /* e.g. ", jit = false" */
   unsigned size;    /* payload bytes; 0 = 8 */
+  const char *top;  /* top-level keys, e.g. " spike_time = 'tick',"; NULL = none */
 } lua_mode_t;
 
 /* Runs m's topology with Lua agents, m's keys and payload size; returns
@@ -179,8 +184,10 @@ static double topo_lua_mode_run(void *ctx) {
   lua_mode_t *m = ctx;
   agent_keys = m->keys;
   payload_size = m->size ? m->size : 8;
+  top_keys = m->top ? m->top : "";
   double v = topo_lua_run(&m->t);
   agent_keys = "";
+  top_keys = "";
   payload_size = 8;
   return v;
 }
@@ -191,8 +198,8 @@ static void lua_mode_row(const char *name, const char *keys, const char *note) {
   nb_bench_rt_setup("producer.lua", "lua", NULL);
   /* Sized for the slower interpreter; both sides run the same n. */
   lua_mode_t sub = {nb_bench_topo(nb_bench_size(1u << 20, 1u << 13), 1, 0, 0,
-                                  NB_BENCH_FIRE_EACH), keys, 8};
-  lua_mode_t jit = {sub.t, "", 8};
+                                  NB_BENCH_FIRE_EACH), keys, 8, NULL};
+  lua_mode_t jit = {sub.t, "", 8, NULL};
   nb_bench_row_t r = nb_bench_row(name, "M spikes/s");
   nb_bench_measure(topo_lua_mode_run, &sub, &sub.t.n, topo_lua_mode_run, &jit,
                    &jit.t.n, &r.v, &r.b);
@@ -216,13 +223,31 @@ static void group_budget(void) {
                "baseline: the JIT on, interleaved in this run");
 }
 
+/* ---- spike time ---- */
+
+static void group_spike_time(void) {
+  nb_bench_rt_setup("producer.lua", "lua", NULL);
+  lua_mode_t fire = {nb_bench_topo(nb_bench_size(4u << 20, 1u << 14), 1, 0, 0,
+                                   NB_BENCH_FIRE_EACH), "", 8, NULL};
+  lua_mode_t tick = {fire.t, "", 8, " spike_time = 'tick',"};
+  nb_bench_row_t r = nb_bench_row("lua_hop_spike_time", "M spikes/s");
+  nb_bench_measure(topo_lua_mode_run, &fire, &fire.t.n, topo_lua_mode_run,
+                   &tick, &tick.t.n, &r.v, &r.b);
+  r.baseline = "lua_hop_tick_time";
+  r.target = ">=0.97";
+  r.note = "the lua_hop topology (the default: each spike carries the time "
+           "it was fired, read from the TSC spike clock); baseline: the same "
+           "with spike_time = 'tick' (one clock read per tick), interleaved";
+  nb_bench_emit(&r);
+}
+
 /* ---- large payloads ---- */
 
 static void group_hop_1k(void) {
   nb_bench_rt_setup("producer.lua", "lua", NULL);
   lua_mode_t sub = {nb_bench_topo(nb_bench_size(2u << 20, 1u << 13), 1, 0, 0,
-                                  NB_BENCH_FIRE_EACH), "", 1024};
-  lua_mode_t inl = {sub.t, "", 8};
+                                  NB_BENCH_FIRE_EACH), "", 1024, NULL};
+  lua_mode_t inl = {sub.t, "", 8, NULL};
   nb_bench_row_t r = nb_bench_row("lua_hop_1k", "M spikes/s");
   nb_bench_measure(topo_lua_mode_run, &sub, &sub.t.n, topo_lua_mode_run, &inl,
                    &inl.t.n, &r.v, &r.b);
@@ -470,6 +495,7 @@ static const nb_bench_group_t groups[] = {
     {"lua_hop_nojit", group_nojit},
     {"lua_hop_budget", group_budget},
     {"lua_hop_1k", group_hop_1k},
+    {"lua_hop_spike_time", group_spike_time},
     {"lua_payload_flow", group_flow},
     /* Extension point: further Lua rows go here as groups (or in their
      * own bench binary, as the reload pause did: bench_reload.c). */

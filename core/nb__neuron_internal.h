@@ -8,6 +8,7 @@
 
 #include "nb_arena.h"
 #include "nb_axon.h"
+#include "nb_clock.h"
 #include "nb_neuron.h"
 
 struct nb_neuron_s {
@@ -31,6 +32,8 @@ struct nb_neuron_s {
   /* Producer side: touched only by the thread that fires. */
   nb_axon_t *axon;
   uint32_t next_seq;
+  uint64_t last_stamp_ns; /* the newest timestamp fired: the next is later */
+  nb__clock_anchor_t clock; /* its spike clock (nb__clock_at) */
   nb_arena_writer_t *writer;     /* where large payloads are written */
   nb_arena_writer_t *own_writer; /* made on first use when none was set */
 
@@ -47,11 +50,13 @@ struct nb_neuron_s {
   nb_neuron_stats_t stats;
 };
 
-/* The tick's clock: set by the cortex thread for the length of its deliver
- * phase (0 otherwise). Spikes fired from agent callbacks during a tick are
- * stamped with it instead of a clock read per spike, which costs ~30 ns on
- * a virtual machine and was a quarter of a Lua hop. Thread-local, so a
- * neuron firing from its own thread still reads the clock. */
+/* The tick's clock, with the cortex option tick_time only: set by the
+ * cortex thread for the length of its deliver phase (0 otherwise). Spikes
+ * fired from agent callbacks during a tick are then stamped with it instead
+ * of their own fire time; without it each spike reads the spike clock
+ * (nb_clock_spike_ns: the TSC, a few ns, where CLOCK_MONOTONIC costs ~30 ns
+ * on a virtual machine, a quarter of a Lua hop). Thread-local, so a neuron
+ * firing from its own thread still reads the clock. */
 extern _Thread_local uint64_t nb__tick_now;
 
 /* Integrates count spikes with their weights into s in order, exactly as

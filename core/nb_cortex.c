@@ -262,6 +262,7 @@ int nb_cortex_new(nb_cortex_t **out, const nb_cortex_opts_t *opts) {
   if (o.ring_capacity < 2 || (o.ring_capacity & (o.ring_capacity - 1)))
     return NB_EINVAL;
   if (o.adopt_after_ns == 0) o.adopt_after_ns = NB_ADOPT_AFTER_DEFAULT_NS;
+  nb_clock_calibrate(); /* once per process: spikes read the spike clock */
   nb_cortex_t *cx = calloc(1, sizeof *cx);
   if (!cx) return NB_ENOMEM;
   cx->opts = o;
@@ -596,18 +597,6 @@ static int filter_check(const nb_filter_t *f) {
   }
 }
 
-/* Returns 0 when p has finite numbers, positive time constants and
- * w_min <= w_max, else NB_EINVAL. */
-static int stdp_check(const nb_stdp_t *p) {
-  if (!isfinite(p->a_plus) || !isfinite(p->a_minus) ||
-      !isfinite(p->tau_plus_ms) || !isfinite(p->tau_minus_ms) ||
-      !isfinite(p->w_min) || !isfinite(p->w_max))
-    return NB_EINVAL;
-  if (p->tau_plus_ms <= 0 || p->tau_minus_ms <= 0 || p->w_min > p->w_max)
-    return NB_EINVAL;
-  return 0;
-}
-
 /* Returns 0, NB_ENOENT for an unregistered end, NB_EINVAL, NB_ENOMEM. */
 int nb_cortex_connect(nb_cortex_t *cx, nb_id_t pre, nb_id_t post,
                       float weight, const nb_filter_t *filters,
@@ -617,7 +606,7 @@ int nb_cortex_connect(nb_cortex_t *cx, nb_id_t pre, nb_id_t post,
   if (nfilters > NB_FILTERS_MAX || (nfilters && !filters)) return NB_EINVAL;
   for (size_t i = 0; i < nfilters; i++)
     if (filter_check(&filters[i]) != 0) return NB_EINVAL;
-  if (stdp && stdp_check(stdp) != 0) return NB_EINVAL;
+  if (stdp && nb_stdp_check(stdp) != 0) return NB_EINVAL;
   nb_synapse_t syn;
   memset(&syn, 0, sizeof syn);
   syn.pre = pre;
@@ -688,7 +677,7 @@ int nb_cortex_inject(nb_cortex_t *cx, const nb_spike_t *s) {
   if (rc != 0) return rc;
   /* 0 means "no spike yet" in STDP bookkeeping, so an unstamped spike gets
    * the clock. */
-  if (slot->timestamp_ns == 0) slot->timestamp_ns = nb_clock_ns();
+  if (slot->timestamp_ns == 0) slot->timestamp_ns = nb_clock_spike_ns();
   cx->inject_count++;
   return 0;
 }
@@ -747,13 +736,49 @@ static int verdict(nb_cortex_t *cx, const nb_synapse_t *syn,
              : V_REJECT;
 }
 
-/* Records STDP "pre" on syn for a spike stamped t_pre into post: depression
- * when post already fired; returns nothing. */
-static void stdp_pre(const nb_neuron_t *post, nb_synapse_t *syn,
-                     uint64_t t_pre) {
-  atomic_store_explicit(&syn->last_pre_ns, t_pre, memory_order_relaxed);
-  if (syn->stdp_on && post->last_fire_ns)
-    nb_synapse_stdp(syn, (int64_t)(post->last_fire_ns - t_pre));
+/* Records STDP "pre" on syn for a spike stamped t_pre (see
+ * nb_synapse_on_pre); returns nothing. Without STDP only the time is kept,
+ * inline, as that is the common case on the routing path. */
+static inline void stdp_pre(nb_synapse_t *syn, uint64_t t_pre) {
+  if (!syn->stdp_on) {
+    atomic_store_explicit(&syn->last_pre_ns, t_pre, memory_order_relaxed);
+    return;
+  }
+  nb_synapse_on_pre(syn, t_pre);
+}
+
+/* Returns 1 with *r set to the reward a modulatory spike carries: its
+ * inline payload read as a decimal number ("1", "-0.5"), an empty payload
+ * being 1; else 0 (an arena payload or text that is not one finite
+ * number carries no reward). */
+static int reward_of(const nb_spike_t *s, double *r) {
+  if (nb_spike_is_ref(s)) return 0;
+  size_t len = nb_spike_inline_len(s);
+  if (len == 0) {
+    *r = 1.0;
+    return 1;
+  }
+  char buf[NB_PAYLOAD_MAX + 1], *end;
+  memcpy(buf, s->payload, len);
+  buf[len] = 0;
+  double v = strtod(buf, &end);
+  if (end == buf || *end != 0 || !isfinite(v)) return 0;
+  *r = v;
+  return 1;
+}
+
+/* Hands the reward of modulatory spike s, routed into t, to t's incoming
+ * REWARD synapses at the spike's time (on t's worker, which owns every
+ * write to them); returns nothing. */
+static void reward(worker_t *wk, const nb_neuron_t *t, const nb_spike_t *s) {
+  double r;
+  if (!reward_of(s, &r)) return;
+  size_t m;
+  nb_synapse_t *const *in = nb_synapse_table_incoming(wk->cx->syn, t->id, &m);
+  for (size_t j = 0; j < m; j++)
+    if (in[j]->stdp_on && in[j]->stdp.mode == NB_STDP_REWARD)
+      nb_synapse_on_reward(in[j], s->timestamp_ns, r);
+  wk->stats.rewards++;
 }
 
 /* Returns the synapse's weight (relaxed), as nb_atomic_f32_load, inline. */
@@ -778,6 +803,7 @@ typedef struct route_cache_s {
 /* Copies s with weight w into t's inbox, which has room; returns nothing. */
 static void inbox_push(worker_t *wk, nb_neuron_t *t, const nb_spike_t *s,
                        float w) {
+  if (nb_spike_kind(s) == NB_MODULATORY) reward(wk, t, s);
   t->inbox[t->inbox_count] = *s;
   t->inbox_w[t->inbox_count] = w;
   t->inbox_count++;
@@ -835,7 +861,7 @@ static int route_unicast(worker_t *wk, const nb_spike_t *s, route_cache_t *c) {
   float w = 1.0f;
   if (syn) {
     w = weight_of(syn);
-    stdp_pre(t, syn, s->timestamp_ns);
+    stdp_pre(syn, s->timestamp_ns);
   }
   inbox_push(wk, t, s, w);
   return ROUTED;
@@ -912,7 +938,7 @@ static int route_broadcast(worker_t *wk, const nb_spike_t *s, int from_ring) {
       filtered(wk, t);
     } else {
       float w = nb_atomic_f32_load(&out[i]->weight);
-      stdp_pre(t, out[i], s->timestamp_ns);
+      stdp_pre(out[i], s->timestamp_ns);
       inbox_push(wk, t, s, w);
     }
   }
@@ -965,8 +991,9 @@ static uint32_t route_run(worker_t *wk, const nb_spike_t *s, uint32_t k,
         float w = 1.0f;
         if (syn) {
           w = weight_of(syn);
-          stdp_pre(t, syn, s[j].timestamp_ns);
+          stdp_pre(syn, s[j].timestamp_ns);
         }
+        if (nb_spike_kind(&s[j]) == NB_MODULATORY) reward(wk, t, &s[j]);
         t->inbox[cnt] = s[j];
         t->inbox_w[cnt] = w;
         cnt++;
@@ -1197,17 +1224,14 @@ int nb_cortex_worker_call(const nb_cortex_t *cx, uint32_t w, nb_id_t *id,
  * returns nothing. */
 static void on_fire(worker_t *wk, nb_neuron_t *n) {
   nb_cortex_t *cx = wk->cx;
-  uint64_t now = nb__tick_now;
+  /* The fire's own time, unless the cortex keeps one time per tick. */
+  uint64_t now = nb__tick_now ? nb__tick_now : nb_clock_spike_ns();
   n->last_fire_ns = now;
   n->stats.fires++;
   size_t m;
   nb_synapse_t *const *in = nb_synapse_table_incoming(cx->syn, n->id, &m);
-  for (size_t j = 0; j < m; j++) {
-    if (!in[j]->stdp_on) continue;
-    uint64_t t_pre =
-        atomic_load_explicit(&in[j]->last_pre_ns, memory_order_relaxed);
-    if (t_pre) nb_synapse_stdp(in[j], (int64_t)(now - t_pre));
-  }
+  for (size_t j = 0; j < m; j++)
+    if (in[j]->stdp_on) nb_synapse_on_post(in[j], now);
   if (!n->ops.tick) return;
   uint64_t held = cx->nworkers > 1 ? call_begin(wk, n) : 0;
   if (n->ops.tick(n->agent, n) < 0) n->stats.errors++;
@@ -1240,7 +1264,9 @@ static void consume_batch(worker_t *wk, const nb_spike_t *in,
 static uint64_t deliver(worker_t *wk) {
   nb_cortex_t *cx = wk->cx;
   uint64_t total = 0;
-  nb__tick_now = nb_clock_ns(); /* one clock read per tick: see the header */
+  /* Per-tick time: one clock read for the whole deliver phase (see
+   * nb__neuron_internal.h); else 0, and each spike reads its own. */
+  nb__tick_now = cx->opts.tick_time ? nb_clock_spike_ns() : 0;
   for (uint32_t i = 0; i < wk->nshard; i++) {
     nb_neuron_t *n = cx->neurons[wk->shard[i]];
     if (cx->nworkers > 1) {
@@ -1397,6 +1423,7 @@ const nb_cortex_stats_t *nb_cortex_stats(const nb_cortex_t *cx) {
     sum->dead_letters += s->dead_letters;
     sum->filtered += s->filtered;
     sum->pruned += s->pruned;
+    sum->rewards += s->rewards;
   }
   return sum;
 }

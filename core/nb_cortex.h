@@ -68,6 +68,10 @@ typedef struct nb_cortex_opts_s {
                             * tick its worker (nb_cortex_tick_worker),
                             * 0 = NB_ADOPT_AFTER_DEFAULT_NS, UINT64_MAX =
                             * never */
+  uint32_t tick_time;      /* 1: spikes fired during a tick (and fires)
+                            * carry the tick's time, one clock read per
+                            * tick; 0 (default): each its own fire time
+                            * (nb_clock_spike_ns) */
 } nb_cortex_opts_t;
 
 typedef struct nb_cortex_stats_s {
@@ -80,6 +84,7 @@ typedef struct nb_cortex_stats_s {
                           * (stale reference) */
   uint64_t filtered;     /* stopped by dendritic filters */
   uint64_t pruned;       /* synapses removed by pruning */
+  uint64_t rewards;      /* modulatory spikes routed carrying a reward */
 } nb_cortex_stats_t;
 
 /* Returns the default options (max_neurons 1024, one worker). */
@@ -124,8 +129,9 @@ size_t nb_cortex_count(const nb_cortex_t *cx);
  * NB_FILTERS_MAX filters, and STDP parameters (NULL = STDP off, the bounds
  * then come from nb_stdp_default()); replaces an existing synapse. Returns
  * 0, NB_ENOENT for an unregistered end, NB_EINVAL (pre == post, a
- * non-finite weight, a malformed filter, STDP with w_min > w_max or a
- * time constant <= 0), NB_ENOMEM. */
+ * non-finite weight, a malformed filter, STDP with w_min > w_max, a
+ * time constant <= 0, an unknown mode, or in TRACE / REWARD mode a
+ * negative lambda, alpha or mu, or w_max <= 0), NB_ENOMEM. */
 int nb_cortex_connect(nb_cortex_t *cx, nb_id_t pre, nb_id_t post,
                       float weight, const nb_filter_t *filters,
                       size_t nfilters, const nb_stdp_t *stdp);

@@ -32,7 +32,8 @@
   XX(MEMLIMIT,  -23, "memory limit of the agent state exceeded")              \
   XX(BUDGET,    -24, "time budget of the agent entry exceeded")              \
   XX(CSTACK,    -25, "C stack overflow in agent code")                       \
-  XX(BUSY,      -26, "busy: another thread holds it")
+  XX(BUSY,      -26, "busy: another thread holds it")                       \
+  XX(PERM,      -27, "not permitted")
 
 typedef enum nb_err_e {
   NB_OK = 0,

@@ -175,6 +175,10 @@ const char *nb_neuron_name(const nb_neuron_t *n) { return n->card.name; }
 const nb_card_t *nb_neuron_card(const nb_neuron_t *n) { return &n->card; }
 
 /* Returns the neuron's counters. */
+uint64_t nb_neuron_last_fire_ns(const nb_neuron_t *n) {
+  return n->last_fire_ns;
+}
+
 const nb_neuron_stats_t *nb_neuron_stats(const nb_neuron_t *n) {
   return &n->stats;
 }
@@ -224,13 +228,18 @@ static int commit_slot(nb_neuron_t *n) {
 
 _Thread_local uint64_t nb__tick_now;
 
-/* Stamps s with n's source, next sequence and the time (the tick's clock
- * inside a cortex tick, else a clock read); returns s. */
-static nb_spike_t *stamp(const nb_neuron_t *n, nb_spike_t *s) {
+/* Stamps s with n's source, next sequence and the time (the spike clock,
+ * or the tick's with the cortex's tick_time), later than any timestamp n
+ * fired before, so two spikes of one source never share a time; returns
+ * s. */
+static nb_spike_t *stamp(nb_neuron_t *n, nb_spike_t *s) {
   uint64_t now = nb__tick_now;
+  if (!now) now = nb__clock_at(&n->clock);
+  if (now <= n->last_stamp_ns) now = n->last_stamp_ns + 1;
+  n->last_stamp_ns = now;
   s->source = n->id;
   s->sequence = n->next_seq;
-  s->timestamp_ns = now ? now : nb_clock_ns();
+  s->timestamp_ns = now;
   return s;
 }
 

@@ -112,6 +112,11 @@ nb_id_t nb_neuron_id(const nb_neuron_t *n);
 const char *nb_neuron_name(const nb_neuron_t *n);
 const nb_card_t *nb_neuron_card(const nb_neuron_t *n);
 const nb_neuron_stats_t *nb_neuron_stats(const nb_neuron_t *n);
+
+/* Returns the spike-clock time n last fired (its integrate-and-fire
+ * threshold crossed: STDP's "post" time), 0 = never. The cortex thread's
+ * call, between ticks. */
+uint64_t nb_neuron_last_fire_ns(const nb_neuron_t *n);
 nb_if_t *nb_neuron_if(nb_neuron_t *n);
 nb_axon_t *nb_neuron_axon(nb_neuron_t *n);
 void *nb_neuron_agent(const nb_neuron_t *n);

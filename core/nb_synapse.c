@@ -78,8 +78,40 @@ float nb_atomic_f32_add_clamped(nb_atomic_f32_t *a, float delta, float lo,
 /* ---- STDP ---- */
 
 nb_stdp_t nb_stdp_default(void) {
-  return (nb_stdp_t){.a_plus = 0.01f, .a_minus = 0.012f, .tau_plus_ms = 20.0f,
-                     .tau_minus_ms = 20.0f, .w_min = 0.001f, .w_max = 1.0f};
+  return (nb_stdp_t){.a_plus = (float)NB_STDP_DEFAULT_A_PLUS,
+                     .a_minus = (float)NB_STDP_DEFAULT_A_MINUS,
+                     .tau_plus_ms = (float)NB_STDP_DEFAULT_TAU_PLUS_MS,
+                     .tau_minus_ms = (float)NB_STDP_DEFAULT_TAU_MINUS_MS,
+                     .w_min = (float)NB_STDP_DEFAULT_W_MIN,
+                     .w_max = (float)NB_STDP_DEFAULT_W_MAX,
+                     .mode = NB_STDP_PAIR,
+                     .lambda = (float)NB_STDP_DEFAULT_LAMBDA,
+                     .alpha = (float)NB_STDP_DEFAULT_ALPHA,
+                     .mu_plus = (float)NB_STDP_DEFAULT_MU_PLUS,
+                     .mu_minus = (float)NB_STDP_DEFAULT_MU_MINUS,
+                     .tau_c_ms = (float)NB_STDP_DEFAULT_TAU_C_MS,
+                     .tau_n_ms = (float)NB_STDP_DEFAULT_TAU_N_MS,
+                     .baseline = (float)NB_STDP_DEFAULT_BASELINE};
+}
+
+int nb_stdp_check(const nb_stdp_t *p) {
+  if (!isfinite(p->a_plus) || !isfinite(p->a_minus) ||
+      !isfinite(p->tau_plus_ms) || !isfinite(p->tau_minus_ms) ||
+      !isfinite(p->w_min) || !isfinite(p->w_max))
+    return NB_EINVAL;
+  if (p->tau_plus_ms <= 0 || p->tau_minus_ms <= 0 || p->w_min > p->w_max)
+    return NB_EINVAL;
+  if (p->mode > NB_STDP_REWARD) return NB_EINVAL;
+  if (p->mode == NB_STDP_PAIR) return 0; /* the fields below are unused */
+  if (!isfinite(p->lambda) || !isfinite(p->alpha) || !isfinite(p->mu_plus) ||
+      !isfinite(p->mu_minus) || !isfinite(p->tau_c_ms) ||
+      !isfinite(p->tau_n_ms) || !isfinite(p->baseline))
+    return NB_EINVAL;
+  /* TRACE divides by w_max; REWARD divides by both time constants. */
+  if (p->lambda < 0 || p->alpha < 0 || p->mu_plus < 0 || p->mu_minus < 0 ||
+      p->w_max <= 0 || p->tau_c_ms <= 0 || p->tau_n_ms <= 0)
+    return NB_EINVAL;
+  return 0;
 }
 
 float nb_stdp_delta(const nb_stdp_t *p, int64_t dt_ns) {
@@ -174,6 +206,174 @@ float nb_synapse_stdp(nb_synapse_t *syn, int64_t dt_ns) {
                                    nb_stdp_delta(&syn->stdp, dt_ns),
                                    syn->stdp.w_min, syn->stdp.w_max);
 }
+
+/* ---- trace and reward modes ---- */
+
+/* Returns a trace worth k at t0_ns, decayed to t_ns with tau_ms (k itself
+ * when t_ns is not later). */
+static double decay(double k, uint64_t t0_ns, uint64_t t_ns, double tau_ms) {
+  if (t_ns <= t0_ns) return k;
+  return k * exp(-(double)(t_ns - t0_ns) / 1e6 / tau_ms);
+}
+
+/* Stores w clamped to syn's bounds; returns it. One writer (the post
+ * neuron's worker), so a plain store suffices. */
+static float store_weight(nb_synapse_t *syn, double w) {
+  if (isnan(w)) w = nb_atomic_f32_load(&syn->weight);
+  if (w < syn->stdp.w_min) w = syn->stdp.w_min;
+  if (w > syn->stdp.w_max) w = syn->stdp.w_max;
+  nb_atomic_f32_store(&syn->weight, (float)w);
+  return (float)w;
+}
+
+/* Returns x^mu for x in [0, 1], the two common exponents without pow()
+ * (additive mu = 0, multiplicative mu = 1: a pow call per spike was most
+ * of the TRACE mode's cost). */
+static double power(double x, double mu) {
+  if (mu == 1.0) return x;
+  if (mu == 0.0) return 1.0;
+  return pow(x, mu);
+}
+
+/* TRACE potentiation by pre trace kp (NEST stdp_synapse's facilitate:
+ * w/Wmax + lambda * (1 - w/Wmax)^mu_plus * kp, at most 1); returns the new
+ * weight. */
+static float facilitate(nb_synapse_t *syn, double kp) {
+  const nb_stdp_t *p = &syn->stdp;
+  double wmax = p->w_max, x = nb_atomic_f32_load(&syn->weight) / wmax;
+  x += p->lambda * power(1.0 - x, p->mu_plus) * kp;
+  return store_weight(syn, (x < 1.0 ? x : 1.0) * wmax);
+}
+
+/* TRACE depression by post trace km (NEST's depress: w/Wmax - alpha *
+ * lambda * (w/Wmax)^mu_minus * km, at least 0); returns the new weight. */
+static float depress(nb_synapse_t *syn, double km) {
+  const nb_stdp_t *p = &syn->stdp;
+  double wmax = p->w_max, x = nb_atomic_f32_load(&syn->weight) / wmax;
+  x -= p->alpha * p->lambda * power(x, p->mu_minus) * km;
+  return store_weight(syn, (x > 0.0 ? x : 0.0) * wmax);
+}
+
+/* REWARD: integrates dw/dt = c (n - b) from t_update_ns to t_ns with c and
+ * n decaying (NEST stdp_dopamine_synapse's update_weight_, exact for
+ * piecewise exponential c and n), then decays c and n to t_ns; returns
+ * nothing. A time not after the last update changes nothing. */
+static void reward_advance(nb_synapse_t *syn, uint64_t t_ns) {
+  nb_stdp_state_t *st = &syn->st;
+  if (st->t_update_ns == 0 || t_ns <= st->t_update_ns) {
+    if (st->t_update_ns == 0) st->t_update_ns = t_ns;
+    return;
+  }
+  const nb_stdp_t *p = &syn->stdp;
+  double tc = p->tau_c_ms, tn = p->tau_n_ms;
+  double minus_dt = -(double)(t_ns - st->t_update_ns) / 1e6; /* ms, < 0 */
+  if (st->c != 0.0) {
+    double taus = (tc + tn) / (tc * tn);
+    double w = nb_atomic_f32_load(&syn->weight);
+    w -= st->c * (st->n / taus * expm1(taus * minus_dt) -
+                  p->baseline * tc * expm1(minus_dt / tc));
+    store_weight(syn, w);
+  }
+  st->c *= exp(minus_dt / tc);
+  st->n *= exp(minus_dt / tn);
+  st->t_update_ns = t_ns;
+}
+
+float nb_synapse_on_pre(nb_synapse_t *syn, uint64_t t_pre_ns) {
+  nb_stdp_state_t *st = &syn->st;
+  const nb_stdp_t *p = &syn->stdp;
+  uint64_t last_pre =
+      atomic_load_explicit(&syn->last_pre_ns, memory_order_relaxed);
+  atomic_store_explicit(&syn->last_pre_ns, t_pre_ns, memory_order_relaxed);
+  if (!syn->stdp_on || p->mode == NB_STDP_PAIR) {
+    if (syn->stdp_on && st->t_post_ns)
+      return nb_synapse_stdp(syn, (int64_t)(st->t_post_ns - t_pre_ns));
+    return nb_atomic_f32_load(&syn->weight);
+  }
+  int reward = p->mode == NB_STDP_REWARD;
+  if (reward) reward_advance(syn, t_pre_ns);
+  /* The post trace at t_pre: the spikes before it only. A post spike
+   * already seen but fired after this pre spike (routed late) pairs with
+   * it the other way round, as a potentiation. */
+  double km = 0.0, kp_late = 0.0;
+  if (st->t_post_ns && st->t_post_ns > t_pre_ns) {
+    km = st->k_minus_prev *
+         exp((double)(st->t_post_ns - t_pre_ns) / 1e6 / p->tau_minus_ms);
+    kp_late = exp(-(double)(st->t_post_ns - t_pre_ns) / 1e6 / p->tau_plus_ms);
+  } else if (st->t_post_ns && st->t_post_ns < t_pre_ns) {
+    /* Spikes fired together share a time: one exp for the lot. */
+    if (st->km_at_ns != t_pre_ns || st->km_post_ns != st->t_post_ns) {
+      st->km = decay(st->k_minus, st->t_post_ns, t_pre_ns, p->tau_minus_ms);
+      st->km_at_ns = t_pre_ns;
+      st->km_post_ns = st->t_post_ns;
+    }
+    km = st->km;
+  }
+  if (reward) {
+    st->c += p->a_plus * kp_late - p->a_minus * km;
+  } else {
+    if (kp_late > 0.0) facilitate(syn, kp_late);
+    if (km > 0.0) depress(syn, km);
+  }
+  /* The pre trace, kept at the latest pre spike (a late one counts from
+   * its own time as the older spikes do). */
+  if (last_pre && t_pre_ns >= last_pre)
+    st->k_plus = decay(st->k_plus, last_pre, t_pre_ns, p->tau_plus_ms) + 1.0;
+  else if (last_pre)
+    st->k_plus += decay(1.0, t_pre_ns, last_pre, p->tau_plus_ms);
+  else
+    st->k_plus = 1.0;
+  if (last_pre > t_pre_ns)
+    atomic_store_explicit(&syn->last_pre_ns, last_pre, memory_order_relaxed);
+  return nb_atomic_f32_load(&syn->weight);
+}
+
+float nb_synapse_on_post(nb_synapse_t *syn, uint64_t t_ns) {
+  nb_stdp_state_t *st = &syn->st;
+  const nb_stdp_t *p = &syn->stdp;
+  if (!syn->stdp_on) return nb_atomic_f32_load(&syn->weight);
+  if (p->mode == NB_STDP_PAIR) {
+    st->t_post_ns = t_ns;
+    uint64_t t_pre =
+        atomic_load_explicit(&syn->last_pre_ns, memory_order_relaxed);
+    if (t_pre) return nb_synapse_stdp(syn, (int64_t)(t_ns - t_pre));
+    return nb_atomic_f32_load(&syn->weight);
+  }
+  int reward = p->mode == NB_STDP_REWARD;
+  if (reward) reward_advance(syn, t_ns);
+  uint64_t t_pre =
+      atomic_load_explicit(&syn->last_pre_ns, memory_order_relaxed);
+  /* Pre and post at the same instant do not pair (as in NEST). */
+  if (t_pre && t_pre < t_ns) {
+    double kp = decay(st->k_plus, t_pre, t_ns, p->tau_plus_ms);
+    if (reward)
+      st->c += p->a_plus * kp;
+    else
+      facilitate(syn, kp);
+  }
+  st->k_minus_prev =
+      st->t_post_ns ? decay(st->k_minus, st->t_post_ns, t_ns, p->tau_minus_ms)
+                    : 0.0;
+  st->k_minus = st->k_minus_prev + 1.0;
+  if (t_ns > st->t_post_ns) st->t_post_ns = t_ns;
+  return nb_atomic_f32_load(&syn->weight);
+}
+
+float nb_synapse_on_reward(nb_synapse_t *syn, uint64_t t_ns, double r) {
+  if (!syn->stdp_on || syn->stdp.mode != NB_STDP_REWARD || !isfinite(r))
+    return nb_atomic_f32_load(&syn->weight);
+  reward_advance(syn, t_ns);
+  syn->st.n += r / syn->stdp.tau_n_ms;
+  return nb_atomic_f32_load(&syn->weight);
+}
+
+float nb_synapse_settle(nb_synapse_t *syn, uint64_t t_ns) {
+  if (syn->stdp_on && syn->stdp.mode == NB_STDP_REWARD)
+    reward_advance(syn, t_ns);
+  return nb_atomic_f32_load(&syn->weight);
+}
+
+double nb_synapse_eligibility(const nb_synapse_t *syn) { return syn->st.c; }
 
 /* ---- table ---- */
 
@@ -365,6 +565,7 @@ static void synapse_assign(nb_synapse_t *dst, const nb_synapse_t *src,
   dst->nfilters = src->nfilters;
   dst->stdp = src->stdp;
   memcpy(dst->filters, src->filters, sizeof dst->filters);
+  dst->st = src->st;
   nb_atomic_f32_store(&dst->weight, nb_atomic_f32_load(&src->weight));
   /* Relaxed: timestamps are approximate, as the seed's table says. */
   atomic_store_explicit(

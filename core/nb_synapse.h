@@ -37,19 +37,64 @@ float nb_atomic_f32_fetch_add(nb_atomic_f32_t *a, float delta);
 float nb_atomic_f32_add_clamped(nb_atomic_f32_t *a, float delta, float lo,
                                 float hi);
 
-/* ---- STDP ---- */
+/* ---- STDP ----
+ *
+ * Three learning rules (docs/learning.md has the equations):
+ *  - PAIR: the nearest pre/post pair, additive: a_plus * exp(-dt/tau_plus)
+ *    or -a_minus * exp(dt/tau_minus), applied at once.
+ *  - TRACE: NEST's stdp_synapse, all-to-all pairing through a pre trace
+ *    (tau_plus) and a post trace (tau_minus); lambda, alpha, mu_plus and
+ *    mu_minus on the weight normalised by w_max (mu 0 additive, 1
+ *    multiplicative).
+ *  - REWARD: NEST's stdp_dopamine_synapse (Izhikevich 2007): the same
+ *    traces feed an eligibility c (a_plus, a_minus, decaying with tau_c);
+ *    a reward r (a modulatory spike into the post neuron) adds r / tau_n to
+ *    a reward trace n (decaying with tau_n); the weight follows
+ *    dw/dt = c * (n - baseline), integrated exactly between events. */
+
+/* BEGIN CONSTANTS: copied into lua/neuronbus/layout.lua */
+#define NB_STDP_PAIR 0
+#define NB_STDP_TRACE 1
+#define NB_STDP_REWARD 2
+#define NB_STDP_DEFAULT_A_PLUS 0.01
+#define NB_STDP_DEFAULT_A_MINUS 0.012
+#define NB_STDP_DEFAULT_TAU_PLUS_MS 20.0
+#define NB_STDP_DEFAULT_TAU_MINUS_MS 20.0
+#define NB_STDP_DEFAULT_W_MIN 0.001
+#define NB_STDP_DEFAULT_W_MAX 1.0
+#define NB_STDP_DEFAULT_LAMBDA 0.01
+#define NB_STDP_DEFAULT_ALPHA 1.0
+#define NB_STDP_DEFAULT_MU_PLUS 1.0
+#define NB_STDP_DEFAULT_MU_MINUS 1.0
+#define NB_STDP_DEFAULT_TAU_C_MS 1000.0
+#define NB_STDP_DEFAULT_TAU_N_MS 200.0
+#define NB_STDP_DEFAULT_BASELINE 0.0
+/* END CONSTANTS */
 
 typedef struct nb_stdp_s {
-  float a_plus;      /* potentiation amplitude, default 0.01 */
-  float a_minus;     /* depression amplitude, default 0.012 */
-  float tau_plus_ms; /* default 20 */
-  float tau_minus_ms;/* default 20 */
-  float w_min;       /* default 0.001 */
-  float w_max;       /* default 1.0 */
+  float a_plus;      /* PAIR, REWARD: potentiation amplitude, 0.01 */
+  float a_minus;     /* PAIR, REWARD: depression amplitude, 0.012 */
+  float tau_plus_ms; /* pre trace time constant, 20 */
+  float tau_minus_ms;/* post trace time constant, 20 */
+  float w_min;       /* lower weight bound, 0.001 */
+  float w_max;       /* upper weight bound, 1.0 */
+  uint8_t mode;      /* NB_STDP_PAIR (default), _TRACE or _REWARD */
+  float lambda;      /* TRACE: learning rate, 0.01 */
+  float alpha;       /* TRACE: depression / potentiation ratio, 1 */
+  float mu_plus;     /* TRACE: potentiation exponent (0 additive), 1 */
+  float mu_minus;    /* TRACE: depression exponent (0 additive), 1 */
+  float tau_c_ms;    /* REWARD: eligibility time constant, 1000 */
+  float tau_n_ms;    /* REWARD: reward trace time constant, 200 */
+  float baseline;    /* REWARD: reward level that changes nothing, 0 */
 } nb_stdp_t;
 
 /* Returns the defaults above. */
 nb_stdp_t nb_stdp_default(void);
+
+/* Returns 0 when p is usable: finite numbers, time constants > 0, w_min <=
+ * w_max, a known mode, and in TRACE / REWARD mode lambda, alpha and mu >=
+ * 0 and w_max > 0; else NB_EINVAL. */
+int nb_stdp_check(const nb_stdp_t *p);
 
 /* Returns the weight change for dt_ns = t_post - t_pre: a_plus *
  * exp(-dt/tau_plus) when dt > 0 (pre before post), -a_minus *
@@ -98,6 +143,22 @@ int nb_filter_pass(const nb_filter_t *f, nb_id_t target, const nb_spike_t *s,
 
 /* ---- synapse ---- */
 
+/* The learning state of a TRACE or REWARD synapse. Written only by the
+ * worker of the post neuron (as every synapse write is), read between
+ * ticks. */
+typedef struct nb_stdp_state_s {
+  double k_plus;        /* pre trace just after the last pre spike */
+  double k_minus;       /* post trace just after the last post spike */
+  double k_minus_prev;  /* post trace just before it */
+  uint64_t t_post_ns;   /* the last post spike, 0 = none */
+  double c;             /* REWARD: eligibility at t_update_ns */
+  double n;             /* REWARD: reward trace at t_update_ns */
+  uint64_t t_update_ns; /* REWARD: when w, c and n were brought up to date */
+  double km;            /* the post trace at km_at_ns, the last post spike
+                         * being km_post_ns (a cache) */
+  uint64_t km_at_ns, km_post_ns;
+} nb_stdp_state_t;
+
 typedef struct nb_synapse_s {
   nb_id_t pre, post;
   uint8_t stdp_on;
@@ -106,6 +167,7 @@ typedef struct nb_synapse_s {
   nb_stdp_t stdp;
   _Atomic uint64_t last_pre_ns; /* last spike through it, 0 = none */
   nb_filter_t filters[NB_FILTERS_MAX];
+  nb_stdp_state_t st;
 } nb_synapse_t;
 
 /* Returns nonzero when s passes every filter of syn (see nb_filter_pass). */
@@ -116,6 +178,26 @@ int nb_synapse_pass(const nb_synapse_t *syn, const nb_spike_t *s,
 /* Applies one STDP step for dt_ns = t_post - t_pre (no-op when stdp is
  * off), clamping to [w_min, w_max]; returns the new weight. */
 float nb_synapse_stdp(nb_synapse_t *syn, int64_t dt_ns);
+
+/* The three events a learning synapse sees, in any mode (each a no-op
+ * with STDP off; PAIR ignores rewards). t_ns is the spike clock's time of
+ * the event; events may arrive slightly out of order (a pre spike is
+ * routed after its post neuron fired in the same tick): a pre spike older
+ * than the last post spike pairs with that post spike as it would have.
+ * Each returns the new weight. */
+/* A spike fired at t_pre_ns passes the synapse. */
+float nb_synapse_on_pre(nb_synapse_t *syn, uint64_t t_pre_ns);
+/* The post neuron fires at t_ns. */
+float nb_synapse_on_post(nb_synapse_t *syn, uint64_t t_ns);
+/* A reward r reaches the post neuron at t_ns (REWARD mode). */
+float nb_synapse_on_reward(nb_synapse_t *syn, uint64_t t_ns, double r);
+/* Brings a REWARD synapse's weight, eligibility and reward trace up to
+ * t_ns without an event (the weight keeps moving while c * (n - baseline)
+ * is not 0); no-op in other modes. */
+float nb_synapse_settle(nb_synapse_t *syn, uint64_t t_ns);
+
+/* Returns the eligibility of a REWARD synapse at its last update. */
+double nb_synapse_eligibility(const nb_synapse_t *syn);
 
 /* ---- table ---- */
 

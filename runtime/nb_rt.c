@@ -317,6 +317,7 @@ void nb_rt_close(nb_rt_t *rt) {
   nb__async_free(rt);
   if (rt->loop && rt->own_loop) loop_close(rt->loop);
   nb__isol_rt_free(rt);
+  nb__learn_rt_free(rt);
   if (rt->cx) nb_cortex_free(rt->cx);
   nb_arena_writer_free(rt->writer);
   if (rt->arena) nb_arena_free(rt->arena);
@@ -343,6 +344,7 @@ static int64_t team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns) {
   int64_t ran = nb__team_round(rt, ticks, budget_ns);
   if (ran < 0) return ran;
   rt->ticks += (uint64_t)ran;
+  nb__rt_apply_synapse_changes(rt); /* agents' nb:connect, nb:disconnect */
   /* nb_cortex_tick prunes for one thread; a team prunes in its pause. */
   uint32_t every = rt->prune_every;
   if (every && rt->ticks / every != before / every) nb_cortex_prune(rt->cx);
@@ -373,6 +375,7 @@ int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
     }
     int rc = nb_cortex_tick(rt->cx);
     if (rc < 0) return rc;
+    nb__rt_apply_synapse_changes(rt); /* agents' nb:connect, nb:disconnect */
     total += rc;
     rt->ticks++;
   }
@@ -405,6 +408,7 @@ static uint64_t drain(nb_rt_t *rt, uint64_t max, uint64_t ns) {
       if (team_round(rt, 1, 0) < 0) break;
     } else {
       nb_cortex_tick(rt->cx);
+      nb__rt_apply_synapse_changes(rt);
       rt->ticks++;
     }
     t++;
@@ -620,6 +624,7 @@ nb_rt_t *nb__rt_new(const nb_rt_opts_t *opts) {
     rt->opts.peers = nb__strdup(opts->peers);
   }
   rt->start_ns = rt->rate_t0_ns = nb_clock_ns();
+  if (nb__learn_rt_init(rt) != 0) abort();
   return rt;
 }
 

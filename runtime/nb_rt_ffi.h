@@ -200,6 +200,39 @@ const char *nb_strerror(int err);
  * stamps spikes) in nanoseconds. */
 uint64_t nb_rt_now_ns(void);
 
+/* A synapse an agent asks for (nb:connect, runtime/nb_rt_learn.c): plain
+ * fields so Lua needs no core struct. */
+typedef struct nb_rt_syn_opts_s {
+  double weight;        /* initial weight (clamped to the bounds) */
+  int32_t mode;         /* -1 = no STDP, else NB_STDP_PAIR/_TRACE/_REWARD */
+  double a_plus, a_minus, tau_plus_ms, tau_minus_ms, w_min, w_max;
+  double lambda, alpha, mu_plus, mu_minus, tau_c_ms, tau_n_ms, baseline;
+  uint32_t kinds;       /* kind filter: bit (1 << kind) per kind, 0 = none */
+  int32_t min_priority; /* priority filter, -1 = none */
+  const char *prefix;   /* prefix filter (1..16 bytes), NULL = none */
+  size_t prefix_len;
+  const char *custom;   /* custom filter name, NULL = none */
+} nb_rt_syn_opts_t;
+
+/* Asks for the synapse from -> to (from -1: the cell's own neuron) with o,
+ * replacing one that exists; the runtime applies it between ticks, after
+ * the current one (it takes effect from the next tick). Returns 0 when
+ * queued, NB_ENOENT for an unknown neuron, NB_EPERM when from is another
+ * neuron and the cell's neuron may not rewire, NB_EINVAL for bad options
+ * (as nb_cortex_connect judges them, or from == to), NB_ENOMEM. */
+int nb_rt_syn_connect(nb_rt_cell_t *cell, int32_t from, uint32_t to,
+                      const nb_rt_syn_opts_t *o);
+
+/* Asks for the removal of from -> to (from -1: the cell's own), applied as
+ * nb_rt_syn_connect's changes are; returns 0 when queued, NB_ENOENT when no
+ * such synapse exists now (and none is queued), NB_EPERM, NB_ENOMEM. */
+int nb_rt_syn_disconnect(nb_rt_cell_t *cell, int32_t from, uint32_t to);
+
+/* Returns the weight of from -> to now (a relaxed atomic read; from -1:
+ * the cell's own neuron), or -1 when there is no such synapse. */
+double nb_rt_syn_weight(const nb_rt_cell_t *cell, int32_t from,
+                        uint32_t to);
+
 /* ---- used by the busted harness through FFI (lua/neuronbus/testing.lua) */
 
 typedef struct nb_rt_s nb_rt_t;
@@ -314,6 +347,10 @@ uint64_t nb_rt_requests(const nb_rt_t *rt);
 /* Returns the weight of synapse from->to, or a negative number when there
  * is none. */
 double nb_rt_weight(const nb_rt_t *rt, uint32_t from, uint32_t to);
+
+/* Writes the learning counters: out[0] rewards routed, out[1] synapses
+ * agents connected, out[2] disconnected, out[3] changes refused. */
+void nb_rt_learn_stats(const nb_rt_t *rt, uint64_t out[4]);
 
 /* Returns how many spikes neuron id received (which 0) or fired (which 1)
  * while recording. */

@@ -165,6 +165,8 @@ struct nb_rt_s {
   int pin;                 /* pin worker threads to CPUs */
   uint32_t team_left;      /* threads left in an agent call at close */
   uint32_t prune_every;    /* the cortex's (a team prunes in its pause) */
+  struct nb__learn_s *learn; /* synapse changes agents asked for
+                                (nb_rt_learn.c) */
 };
 
 /* ---- nb_rt_team.c ---- */
@@ -231,6 +233,28 @@ int64_t nb__rt_burst(nb_rt_t *rt, uint64_t max, uint64_t budget_ns);
 /* nb_rt_stop, but the spikes in flight are delivered for at most ns (and
  * STOP_TICKS_DEFAULT ticks): nb_rt_run's shutdown. Returns the ticks run. */
 uint64_t nb__rt_stop_within(nb_rt_t *rt, uint64_t ns);
+
+/* ---- nb_rt_learn.c ---- */
+
+typedef struct nb__learn_s nb__learn_t;
+
+/* Makes rt's queue of synapse changes; returns 0 or NB_ENOMEM. */
+int nb__learn_rt_init(nb_rt_t *rt);
+
+/* Frees it (pending changes are dropped); accepts a runtime without. */
+void nb__learn_rt_free(nb_rt_t *rt);
+
+/* Lets neuron id change any neuron's synapses (manifest rewire = true), or
+ * only its own outgoing ones; returns 0, NB_EINVAL, NB_ENOMEM. */
+int nb__learn_set_rewire(nb_rt_t *rt, uint32_t id, int on);
+
+/* Applies the synapse changes agents queued, in order, between ticks on
+ * the loop thread (no worker ticks): they take effect from the next tick.
+ * Returns nothing; failures are counted as refused. */
+void nb__rt_apply_synapse_changes(nb_rt_t *rt);
+
+/* Writes the changes applied so far: connected, disconnected, refused. */
+void nb__learn_counts(const nb_rt_t *rt, uint64_t out[3]);
 
 /* ---- nb_rt_util.c ---- */
 

@@ -236,6 +236,16 @@ typedef struct syn_ctx_s {
   json_t *arr;  /* the JSON objects */
 } syn_ctx_t;
 
+/* Returns the manifest name of s's learning mode (the text table prints
+ * it after "stdp" with a space, except "pair"). */
+static const char *learning_name(const nb_synapse_t *s) {
+  switch (s->stdp.mode) {
+  case NB_STDP_TRACE: return " trace";
+  case NB_STDP_REWARD: return " reward";
+  default: return " pair";
+  }
+}
+
 /* Prints one synapse, or adds its JSON object to c->arr (callback of
  * nb_synapse_table_each). */
 static void print_synapse(void *ctx, const nb_synapse_t *s) {
@@ -249,11 +259,13 @@ static void print_synapse(void *ctx, const nb_synapse_t *s) {
     nb__json_set_str(o, "to", to ? to : "?");
     nb__json_set(o, "weight", nb__json_num("%.6g", w));
     nb__json_set_bool(o, "stdp", s->stdp_on);
+    if (s->stdp_on) nb__json_set_str(o, "learning", learning_name(s) + 1);
     json_array_append_new(c->arr, o);
   } else {
     char pair[128];
     snprintf(pair, sizeof pair, "%s -> %s", from ? from : "?", to ? to : "?");
-    fprintf(c->f, "  %-36s %10.6f%s\n", pair, w, s->stdp_on ? "  stdp" : "");
+    fprintf(c->f, "  %-36s %10.6f%s%s\n", pair, w, s->stdp_on ? "  stdp" : "",
+            s->stdp_on && s->stdp.mode != NB_STDP_PAIR ? learning_name(s) : "");
   }
 }
 
@@ -372,6 +384,12 @@ static void print_json(nb_rt_t *rt, FILE *f, int final, const nb_rt_stat_t *tot,
     nb__json_set_u64(c, "dead_letters", cs->dead_letters);
     nb__json_set_u64(c, "filtered", cs->filtered);
     nb__json_set_u64(c, "pruned", cs->pruned);
+    nb__json_set_u64(c, "rewards", cs->rewards);
+    uint64_t ch[3];
+    nb__learn_counts(rt, ch); /* agents' nb:connect / nb:disconnect */
+    nb__json_set_u64(c, "connected", ch[0]);
+    nb__json_set_u64(c, "disconnected", ch[1]);
+    nb__json_set_u64(c, "changes_refused", ch[2]);
   }
   nb__json_set(o, "cortex", c);
   nb__json_set(o, "workers", nb__team_json(rt));
@@ -453,6 +471,13 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
   fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
           ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
           cs->routed, cs->dead_letters, cs->filtered, cs->pruned);
+  uint64_t ch[3];
+  nb__learn_counts(rt, ch);
+  /* Only when learning happened: most topologies never reward or rewire. */
+  if (cs->rewards || ch[0] || ch[1] || ch[2])
+    fprintf(f, "  learning: rewards %" PRIu64 "; synapses connected %" PRIu64
+            ", disconnected %" PRIu64 ", refused %" PRIu64 " at run time\n",
+            cs->rewards, ch[0], ch[1], ch[2]);
   nb__team_print(rt, f);
   if (rt->arena) print_arena(rt, f, NULL, now);
   /* The cards' free text (a description), one line each. */

@@ -346,6 +346,10 @@ static int add_neuron(build_t *b, int idx, const char *name) {
     return -1;
   }
   nb_neuron_set_writer(a->neuron, rt->writer);
+  /* rewire: nb:connect may change any neuron's synapses, not just its own
+   * outgoing ones (nb_rt_learn.c). */
+  if (idx && flag(C, idx, "rewire", 0))
+    nb__learn_set_rewire(rt, nb_neuron_id(a->neuron), 1);
   nb__agent_add(rt, a);
   return rt->workers > 1 ? place(b, a, idx) : 0;
 }
@@ -430,6 +434,14 @@ static void add_synapse(build_t *b, int idx) {
     stdp.tau_minus_ms = (float)num(C, st, "tau_minus_ms", stdp.tau_minus_ms);
     stdp.w_min = (float)num(C, st, "w_min", stdp.w_min);
     stdp.w_max = (float)num(C, st, "w_max", stdp.w_max);
+    stdp.mode = (uint8_t)num(C, st, "mode_code", stdp.mode);
+    stdp.lambda = (float)num(C, st, "lambda", stdp.lambda);
+    stdp.alpha = (float)num(C, st, "alpha", stdp.alpha);
+    stdp.mu_plus = (float)num(C, st, "mu_plus", stdp.mu_plus);
+    stdp.mu_minus = (float)num(C, st, "mu_minus", stdp.mu_minus);
+    stdp.tau_c_ms = (float)num(C, st, "tau_c_ms", stdp.tau_c_ms);
+    stdp.tau_n_ms = (float)num(C, st, "tau_n_ms", stdp.tau_n_ms);
+    stdp.baseline = (float)num(C, st, "baseline", stdp.baseline);
   }
   nb_filter_t f[NB_FILTERS_MAX];
   size_t nf = read_filters(b, sub(C, idx, "filters"), f, rt->agents[post]);
@@ -504,6 +516,7 @@ static int build(build_t *b, int idx) {
   rt->pin = flag(C, idx, "pin", 0);
   b->placement = str(C, idx, "placement");
   if (!b->placement) b->placement = "round-robin";
+  o.tick_time = (uint32_t)flag(C, idx, "tick_time", 0); /* spike_time */
   int ar = sub(C, idx, "arena");
   double asize = ar ? num(C, ar, "size", NB_ARENA_DEFAULT) : NB_ARENA_DEFAULT;
   const char *apath = ar ? str(C, ar, "path") : NULL;

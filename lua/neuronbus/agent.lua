@@ -24,6 +24,11 @@
 --          64 of its source as 16 hex digits, "" without a script).
 --   nb.version, nb.hash     this neuron's own code version (1 at boot, +1
 --                           per accepted hot reload) and source hash
+--   nb:connect(target, opts), nb:disconnect(target), nb:weight([from,] to),
+--   nb:reward(target, r), nb:reward_region(path, r)
+--                           synapses and rewards (neuronbus.synapses)
+--   on_spike(spike, nb, weight): weight is the synapse weight the spike was
+--                           delivered with (1.0 without a synapse)
 --
 -- Hot reload (reload() below, called by the runtime between ticks): the
 -- new chunk's table replaces the agent, nb and nb.state are kept, and the
@@ -303,6 +308,14 @@ local function cards(region, what, method)
   return out
 end
 
+-- Synapses in the agent's hands and rewards (neuronbus.synapses).
+local synapses = require("neuronbus.synapses")
+Handle.connect = synapses.connect
+Handle.disconnect = synapses.disconnect
+Handle.weight = synapses.weight
+Handle.reward = synapses.reward
+Handle.reward_region = synapses.reward_region
+
 -- Tasks (neuronbus.tasks): coroutines that wait on the loop.
 
 Handle.http = require("neuronbus.http") -- nb.http.request/stream (in tasks)
@@ -358,14 +371,14 @@ end
 -- spike. One call per tick per neuron: this loop is the hot path.
 local function dispatch()
   local cell = CELL
-  local spikes = cell.spikes
+  local spikes, weights = cell.spikes, cell.weights
   local on_spike = AGENT.on_spike
   local nb = NB
   local n = cell.count
   local i = cell.pos
   while i < n do
     cell.pos = i + 1
-    on_spike(spikes[i], nb)
+    on_spike(spikes[i], nb, weights[i])
     i = i + 1
   end
   cell.has_tick = AGENT.tick and 1 or 0 -- sync_tick, inline on the hot path
@@ -464,14 +477,14 @@ local function sandbox_entries()
   local function dispatch_sb()
     clear()
     local cell = CELL
-    local spikes = cell.spikes
+    local spikes, weights = cell.spikes, cell.weights
     local on_spike = AGENT.on_spike
     local nb = NB
     local n = cell.count
     local i = cell.pos
     while i < n do
       cell.pos = i + 1
-      on_spike(deliver(spikes, i), nb)
+      on_spike(deliver(spikes, i), nb, weights[i])
       i = i + 1
     end
     clear()
@@ -519,6 +532,7 @@ function _M.boot(cell_lud, script, name, id)
   -- The one cast of a lightuserdata, at boot; ticks read fields of it.
   CELL = ffi.cast("nb_rt_cell_t *", cell_lud)
   nbffi.bind(CELL)
+  synapses.bind(CELL, resolve)
   AGENT = agent
   sync_tick()
   local sb = package.loaded["neuronbus.sandbox"]

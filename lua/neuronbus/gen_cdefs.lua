@@ -116,6 +116,9 @@ end
 -- "60000000000ull"), or nil.
 local function literal(s)
   local digits = s:match("^(0[xX]%x+)[uUlL]*$") or s:match("^(%d+)[uUlL]*$")
+    -- A decimal fraction (a default such as 0.01 or 1e-3), double or float.
+    or s:match("^(%d+%.%d*[eE][%-+]?%d+)[fF]?$") or s:match("^(%d+%.%d*)[fF]?$")
+    or s:match("^(%d+[eE][%-+]?%d+)[fF]?$")
   return digits and tonumber(digits)
 end
 
@@ -232,7 +235,10 @@ function _M.module(spike_h, rt_h, headers)
     "  constants = {",
   }) do lines[#lines + 1] = l end
   for _, name in ipairs(sorted(consts)) do
-    lines[#lines + 1] = string.format("    %s = %d,", name, consts[name])
+    local v = consts[name]
+    -- %.17g keeps a fraction exact and writes an integer as one.
+    lines[#lines + 1] = string.format(v % 1 == 0 and "    %s = %d," or "    %s = %.17g,",
+      name, v)
   end
   lines[#lines + 1] = "    err = {"
   for _, name in ipairs(sorted(errs)) do

@@ -7,7 +7,8 @@
 --
 --   spike       a proxy (a userdata whose metatable is hidden): fields
 --               source, target, priority, sequence, timestamp_ns (a uint64
---               value, immutable), meta; methods kind(), kind_id(),
+--               value, immutable), meta, weight (the synapse weight it was
+--               delivered with, while on_spike runs; nil otherwise); methods kind(), kind_id(),
 --               is_arena(), len(), payload(), view() (-> the payload as a
 --               string and its length: no pointer), byte(i [, j]) (checked:
 --               nil out of 1..len), keep(), copy(). Read-only. A delivered
@@ -121,6 +122,15 @@ SP.__index = function(p, k)
   end
   local m = methods[k]
   if m then return m end
+  if k == "weight" then
+    -- The synapse weight the spike was delivered with: for the spike of
+    -- this tick's batch being handed over now (nil for any other).
+    if CUR_P ~= nil and CUR_P == CELL.spikes and type(p) == "table"
+      and rawget(p, 1) == EPOCH then
+      return tonumber(CELL.weights[CUR_I])
+    end
+    return nil
+  end
   if k == "payload_bytes" then
     error("spike.payload_bytes is not available in the sandbox (no raw "
       .. "memory): use spike:payload(), spike:view() or spike:byte(i)", 2)

@@ -447,6 +447,16 @@ function Harness:stats(who)
   }
 end
 
+local learn = ffi.new("uint64_t[4]")
+
+-- Returns the learning counters: { rewards, connected, disconnected,
+-- refused } (rewards routed; synapse changes agents made at run time).
+function Harness:learning()
+  R.nb_rt_learn_stats(rt_of(self), learn)
+  return { rewards = tonumber(learn[0]), connected = tonumber(learn[1]),
+           disconnected = tonumber(learn[2]), refused = tonumber(learn[3]) }
+end
+
 -- Ticks and turns the runtime's loop until no task runs, no request
 -- (timer, HTTP, process, file) is pending and no spike waits, for at most
 -- timeout (a duration string or seconds; default "10s"); returns true, or

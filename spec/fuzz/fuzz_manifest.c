@@ -157,6 +157,7 @@ static const key_t_ neuron_keys[] = {
     {"refractory", V_NUMBER}, {"config", T_CONFIG},     {"memory", V_SIZE},
     {"jit", V_BOOL},         {"budget", V_DURATION},    {"watchdog", V_DURATION},
     {"watchdog_exit", V_DURATION}, {"sandbox", V_BOOL}, {"require", T_LIST},
+    {"rewire", V_BOOL},
     {"exec", T_LIST},        {"files", T_LIST},         {"policy", V_WORD},
     {"on_error", V_WORD},    {"restart", T_RESTART},    {"max_tasks", V_NUMBER},
     {"keep_max", V_NUMBER},  {"keep_warn", V_DURATION}};
@@ -168,7 +169,11 @@ static const key_t_ synapse_keys[] = {{"from", V_NAME}, {"to", V_NAME},
                                       {"filters", T_FILTERS}};
 static const key_t_ stdp_keys[] = {{"a_plus", V_NUMBER},   {"a_minus", V_NUMBER},
                                    {"tau_plus", V_DURATION}, {"tau_minus", V_DURATION},
-                                   {"w_min", V_NUMBER},    {"w_max", V_NUMBER}};
+                                   {"w_min", V_NUMBER},    {"w_max", V_NUMBER},
+                                   {"mode", V_WORD},       {"lambda", V_NUMBER},
+                                   {"alpha", V_NUMBER},    {"mu_plus", V_NUMBER},
+                                   {"mu_minus", V_NUMBER}, {"tau_c", V_DURATION},
+                                   {"tau_n", V_DURATION},  {"baseline", V_NUMBER}};
 static const key_t_ filter_keys[] = {{"kind", T_LIST}, {"priority", V_NUMBER},
                                      {"prefix", V_BYTES}, {"custom", V_WORD}};
 static const key_t_ peer_keys[] = {{"url", V_URL}, {"policy", V_WORD},

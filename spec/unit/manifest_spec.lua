@@ -17,6 +17,7 @@ local ISOLATION = {
 -- Returns neuron n with the default isolation keys added.
 local function isolated(n)
   for k, v in pairs(ISOLATION) do n[k] = v end
+  if n.rewire == nil then n.rewire = false end -- nb:connect: own synapses only
   return n
 end
 
@@ -66,6 +67,7 @@ describe("manifest.load", function()
       inbox_capacity = 256,
       prune_every = 100,
       workers = 1, placement = "round-robin", pin = false,
+      tick_time = false,
       neurons = {
         isolated({
           name = "sink", script = ECHO,
@@ -87,6 +89,8 @@ describe("manifest.load", function()
           stdp = {
             a_plus = 0.02, a_minus = 0.012, tau_plus_ms = 10, tau_minus_ms = 30,
             w_min = 0.001, w_max = 0.9,
+            mode = "pair", mode_code = 0, lambda = 0.01, alpha = 1, mu_plus = 1, mu_minus = 1,
+            tau_c_ms = 1000, tau_n_ms = 200, baseline = 0,
           },
           filters = {
             { type = "kind", kinds = { "excitatory", "modulatory" },
@@ -101,6 +105,8 @@ describe("manifest.load", function()
           stdp = {
             a_plus = 0.01, a_minus = 0.012, tau_plus_ms = 20, tau_minus_ms = 20,
             w_min = 0.001, w_max = 1.0,
+            mode = "pair", mode_code = 0, lambda = 0.01, alpha = 1, mu_plus = 1, mu_minus = 1,
+            tau_c_ms = 1000, tau_n_ms = 200, baseline = 0,
           },
           filters = { { type = "kind", kinds = { "inhibitory" },
                         path = "synapses[2].filters.kind" } },
@@ -117,6 +123,7 @@ describe("manifest.load", function()
       arena = { size = 16 * 1024 * 1024 },
       axon_capacity = 4096, inbox_capacity = 4096, prune_every = 0,
       workers = 1, placement = "round-robin", pin = false,
+      tick_time = false,
       neurons = {
         isolated({
           name = "only", script = ECHO, regions = {}, capabilities = {},
@@ -217,7 +224,7 @@ describe("manifest.validate", function()
       fails_with(with({ ticks = "1ms" }), {
         'ticks: unknown key, did you mean "tick"? (allowed: accept, arena, axon, '
           .. "encrypt, link_limits, listen, max_payload, name, neurons, peers, "
-          .. "pin, placement, prune_every, secret, "
+          .. "pin, placement, prune_every, secret, spike_time, "
           .. "synapses, tick, workers)",
       })
     end)
@@ -227,7 +234,7 @@ describe("manifest.validate", function()
         'neurons.parser.treshold: unknown key, did you mean "threshold"? (allowed: '
           .. "budget, capabilities, config, description, exec, files, jit, keep_max, keep_warn, leak, "
           .. "max_tasks, memory, on_error, policy, "
-          .. "refractory, region, regions, remote, require, rest, restart, sandbox, "
+          .. "refractory, region, regions, remote, require, rest, restart, rewire, sandbox, "
           .. "script, threshold, watchdog, watchdog_exit, worker)",
       })
     end)
@@ -243,8 +250,8 @@ describe("manifest.validate", function()
         "arena.bytes: unknown key (allowed: path, size)",
         "axon.slots: unknown key (allowed: capacity, inbox)",
         "synapses[1].delay: unknown key (allowed: filters, from, stdp, to, weight)",
-        "synapses[1].stdp.rate: unknown key (allowed: a_minus, a_plus, tau_minus, "
-          .. "tau_plus, w_max, w_min)",
+        "synapses[1].stdp.rate: unknown key (allowed: a_minus, a_plus, alpha, baseline, "
+          .. "lambda, mode, mu_minus, mu_plus, tau_c, tau_minus, tau_n, tau_plus, w_max, w_min)",
         "synapses[1].filters.regex: unknown key (allowed: custom, kind, prefix, priority)",
       })
     end)
@@ -276,7 +283,7 @@ describe("manifest.validate", function()
       assert.same({
         '["\\255\\010"]: unknown key (allowed: accept, arena, axon, encrypt, '
           .. "link_limits, listen, max_payload, name, neurons, peers, pin, "
-          .. "placement, prune_every, secret, synapses, tick, workers)",
+          .. "placement, prune_every, secret, spike_time, synapses, tick, workers)",
         'name: bad name "caf\195\169\\013": use letters, digits, _, - and . only',
         'tick: expected "free" or a duration like "500us", "20ms" or "1.5s" (units ns, us, ms, '
           .. 's, m), got "1\\010\\128ms"',
@@ -399,7 +406,33 @@ describe("manifest.validate", function()
 
     it("report a bad stdp value", function()
       fails_at(two({ { from = "producer", to = "router", stdp = "on" } }), "synapses[1].stdp",
-        'expected true, false or a table of STDP parameters, got "on"')
+        'expected true, false, "pair", "trace", "reward" or a table of STDP parameters, got "on"')
+    end)
+
+    it("take a learning mode by name, with its defaults", function()
+      local topo = assert(validate(two({ { from = "producer", to = "router", stdp = "reward" } })))
+      local st = topo.synapses[1].stdp
+      assert.equal("reward", st.mode)
+      assert.equal(2, st.mode_code)
+      assert.equal(1000, st.tau_c_ms)
+      assert.equal(200, st.tau_n_ms)
+      topo = assert(validate(two({ { from = "producer", to = "router",
+        stdp = { mode = "trace", lambda = 0.02, mu_plus = 0, tau_c = "2s" } } })))
+      st = topo.synapses[1].stdp
+      assert.same({ "trace", 1, 0.02, 0, 2000 }, { st.mode, st.mode_code, st.lambda, st.mu_plus, st.tau_c_ms })
+    end)
+
+    it("report a bad spike_time", function()
+      fails_at(with({ spike_time = "tock" }), "spike_time", 'expected "fire" or "tick", got "tock"')
+    end)
+
+    it("report a bad learning mode or parameter", function()
+      fails_at(two({ { from = "producer", to = "router", stdp = { mode = "rewards" } } }),
+        "synapses[1].stdp.mode", 'expected "pair" or "trace" or "reward", got "rewards" (did you mean "reward"?)')
+      fails_at(two({ { from = "producer", to = "router", stdp = { mode = "reward", tau_n = 5 } } }),
+        "synapses[1].stdp.tau_n", "unit")
+      fails_at(two({ { from = "producer", to = "router", stdp = { mode = "trace", lambda = -1 } } }),
+        "synapses[1].stdp.lambda", "-1 is out of range")
     end)
 
     it("report w_min not below w_max", function()

@@ -20,6 +20,7 @@
 --     tick_ns,                 -- 0 = free-running
 --     arena = { size, path },  -- bytes; path absolute, or nil (anonymous)
 --     axon_capacity, inbox_capacity, prune_every,
+--     tick_time,               -- spike_time = "tick": true (default false)
 --     neurons = {              -- sorted by name; ids follow this order
 --       { name, script,        -- script: absolute path (nil for a remote
 --                              -- neuron or a recorder)
@@ -44,8 +45,11 @@
 --     synapses = {             -- in the order given
 --       { from, to, weight,
 --         path,                -- the key path the user wrote: "synapses[1]"
---         stdp = nil | { a_plus, a_minus, tau_plus_ms, tau_minus_ms,
---                        w_min, w_max },
+--         stdp = nil | { mode ("pair" | "trace" | "reward"), mode_code
+--                        (its NB_STDP_* value), a_plus, a_minus,
+--                        tau_plus_ms, tau_minus_ms, w_min, w_max, lambda,
+--                        alpha, mu_plus, mu_minus, tau_c_ms, tau_n_ms,
+--                        baseline },
 --         filters = {          -- in the order kind, priority, prefix, custom
 --           { type = "kind", kinds = { "excitatory", ... }, path }
 --         | { type = "priority", min, path }
@@ -85,8 +89,8 @@ _M.absolute = absolute
 local MAX_INSTRUCTIONS = 50000000
 
 -- The top-level keys.
-local TOP_KEYS = { "name", "tick", "arena", "axon", "prune_every", "neurons",
-                   "synapses" }
+local TOP_KEYS = { "name", "tick", "arena", "axon", "prune_every", "spike_time",
+                   "neurons", "synapses" }
 for _, k in ipairs(links.TOP_KEYS) do TOP_KEYS[#TOP_KEYS + 1] = k end
 for _, k in ipairs(workers.TOP_KEYS) do TOP_KEYS[#TOP_KEYS + 1] = k end
 local ARENA_KEYS = { "size", "path" }
@@ -208,6 +212,9 @@ function _M.validate(tbl, basedir, opts)
   topo.arena = check_arena(c, tbl.arena)
   topo.axon_capacity, topo.inbox_capacity = check_axon(c, tbl.axon)
   topo.prune_every = c:integer("prune_every", tbl.prune_every, 0, 0, check.MAX_U32)
+  -- "fire": each spike carries the time it was fired; "tick": the tick's.
+  if tbl.spike_time ~= nil then c:one_of("spike_time", tbl.spike_time, { "fire", "tick" }) end
+  topo.tick_time = tbl.spike_time == "tick"
   local known
   topo.neurons, known = neurons.check_neurons(c, tbl.neurons, opts)
   topo.synapses = neurons.check_synapses(c, tbl.synapses, known)

@@ -19,10 +19,22 @@ local _M = {}
 
 -- Integrate-and-fire defaults (core's nb_if_params_default()).
 _M.IF_DEFAULTS = { threshold = 1.0, rest = 0.0, leak = 0.95, refractory = 2 }
+-- STDP defaults: core/nb_synapse.h's NB_STDP_DEFAULT_*, through the
+-- generated layout.
 _M.STDP_DEFAULTS = {
-  a_plus = 0.01, a_minus = 0.012, tau_plus_ms = 20, tau_minus_ms = 20,
-  w_min = 0.001, w_max = 1.0,
+  mode = "pair",
+  a_plus = K.STDP_DEFAULT_A_PLUS, a_minus = K.STDP_DEFAULT_A_MINUS,
+  tau_plus_ms = K.STDP_DEFAULT_TAU_PLUS_MS,
+  tau_minus_ms = K.STDP_DEFAULT_TAU_MINUS_MS,
+  w_min = K.STDP_DEFAULT_W_MIN, w_max = K.STDP_DEFAULT_W_MAX,
+  lambda = K.STDP_DEFAULT_LAMBDA, alpha = K.STDP_DEFAULT_ALPHA,
+  mu_plus = K.STDP_DEFAULT_MU_PLUS, mu_minus = K.STDP_DEFAULT_MU_MINUS,
+  tau_c_ms = K.STDP_DEFAULT_TAU_C_MS, tau_n_ms = K.STDP_DEFAULT_TAU_N_MS,
+  baseline = K.STDP_DEFAULT_BASELINE,
 }
+-- The learning modes by manifest name, and their C values.
+_M.STDP_MODES = { "pair", "trace", "reward" }
+_M.STDP_MODE_CODES = { pair = K.STDP_PAIR, trace = K.STDP_TRACE, reward = K.STDP_REWARD }
 local IF = _M.IF_DEFAULTS
 
 -- Returns the absolute path of the script v (at path, relative to the
@@ -91,6 +103,10 @@ for _, e in ipairs({
     check = function(c, path, v) return c:number(path, v, nil, 0, 1) end },
   { key = "refractory", default = IF.refractory,
     check = function(c, path, v) return c:integer(path, v, nil, 0, check.MAX_U32) end },
+  -- nb:connect / nb:disconnect may change any neuron's synapses, not only
+  -- the agent's own outgoing ones.
+  { key = "rewire", default = false,
+    check = function(c, path, v) return c:boolean(path, v) end },
   { key = "config", default = {},
     check = function(c, path, v)
       if c:table(path, v) then return c:plain(path, v, {}) end
@@ -191,7 +207,8 @@ end
 
 -- The keys of a synapse and of its stdp table.
 _M.SYNAPSE_KEYS = { "from", "to", "weight", "stdp", "filters" }
-_M.STDP_KEYS = { "a_plus", "a_minus", "tau_plus", "tau_minus", "w_min", "w_max" }
+_M.STDP_KEYS = { "mode", "a_plus", "a_minus", "tau_plus", "tau_minus", "w_min", "w_max",
+  "lambda", "alpha", "mu_plus", "mu_minus", "tau_c", "tau_n", "baseline" }
 
 -- Returns the normalized stdp of v at path (nil: none), or nil after
 -- reporting.
@@ -201,20 +218,32 @@ local function check_stdp(c, path, v)
   end
   if v == true then
     v = {}
+  elseif type(v) == "string" and _M.STDP_MODE_CODES[v] then
+    v = { mode = v } -- stdp = "reward": a mode with every default
   elseif type(v) ~= "table" then
-    return c:wrong(path, "true, false or a table of STDP parameters", v)
+    return c:wrong(path, 'true, false, "pair", "trace", "reward" or a table of STDP parameters', v)
   end
   c:keys(path, v, _M.STDP_KEYS)
   local d = _M.STDP_DEFAULTS
+  local mode = v.mode == nil and d.mode or c:one_of(join(path, "mode"), v.mode, _M.STDP_MODES)
   local s = {
+    mode = mode,
+    mode_code = mode and _M.STDP_MODE_CODES[mode],
     a_plus = c:number(join(path, "a_plus"), v.a_plus, d.a_plus, 0),
     a_minus = c:number(join(path, "a_minus"), v.a_minus, d.a_minus, 0),
     tau_plus_ms = d.tau_plus_ms,
     tau_minus_ms = d.tau_minus_ms,
     w_min = c:number(join(path, "w_min"), v.w_min, d.w_min, 0, 1),
     w_max = c:number(join(path, "w_max"), v.w_max, d.w_max, 0, 1, true),
+    lambda = c:number(join(path, "lambda"), v.lambda, d.lambda, 0),
+    alpha = c:number(join(path, "alpha"), v.alpha, d.alpha, 0),
+    mu_plus = c:number(join(path, "mu_plus"), v.mu_plus, d.mu_plus, 0),
+    mu_minus = c:number(join(path, "mu_minus"), v.mu_minus, d.mu_minus, 0),
+    tau_c_ms = d.tau_c_ms,
+    tau_n_ms = d.tau_n_ms,
+    baseline = c:number(join(path, "baseline"), v.baseline, d.baseline),
   }
-  for _, k in ipairs({ "tau_plus", "tau_minus" }) do
+  for _, k in ipairs({ "tau_plus", "tau_minus", "tau_c", "tau_n" }) do
     if v[k] ~= nil then
       local ns = c:duration(join(path, k), v[k])
       s[k .. "_ms"] = ns and ns / 1e6 or nil
@@ -226,6 +255,7 @@ local function check_stdp(c, path, v)
   end
   return s
 end
+_M.check_stdp = check_stdp -- nb:connect's opts.stdp (neuronbus.synapses)
 
 local KINDS = { "excitatory", "inhibitory", "modulatory" }
 local KIND_SET = check.set_of(KINDS)
@@ -318,6 +348,7 @@ local function check_filters(c, path, v)
   end
   return out
 end
+_M.check_filters = check_filters -- nb:connect's opts.filters
 
 -- Returns the neuron name v at path when it is in known, or nil after
 -- reporting (with a hint).
