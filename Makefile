@@ -5,7 +5,8 @@
 # SAN=address (ASan+UBSan) or SAN=thread (TSan) builds into build/$(SAN).
 #
 # Packages: `make deps` installs the missing Debian packages (compiler,
-# pkg-config, LuaJIT, libuv, libcurl, jansson, libsodium, lua-cjson, busted); `make test`, `make run` and
+# pkg-config, LuaJIT, libuv, libcurl, jansson, libsodium, libmicrohttpd,
+# graphviz, gnuplot, python3-prometheus-client, lua-cjson, busted); `make test`, `make run` and
 # `make bench` run it first. Any other build only checks them and names
 # what is missing. The fuzzing toolchain (clang, libFuzzer) is installed
 # only by `make fuzz` and `make fuzz-build`.
@@ -35,8 +36,9 @@ LDLIBS_CORE = $(SAN_FLAGS) $(LDFLAGS) -pthread -lm
 # libcurl: nb.http (runtime/nb_rt_http.c) runs on the runtime's loop.
 # jansson: the statistics' JSON lines (runtime/nb_rt_json.c).
 # libsodium: the links' authentication and encryption (runtime/nb_link_auth.c).
-HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson libsodium) -Iruntime
-UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson libsodium)
+# libmicrohttpd: the --http endpoint (runtime/nb_rt_httpd.c).
+HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson libsodium libmicrohttpd) -Iruntime
+UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson libsodium libmicrohttpd)
 # -Wl,-E: the agent states' FFI finds the nb_rt_* functions in the program.
 HOST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) $(LDLIBS_CORE) -Wl,-E
 

@@ -179,6 +179,10 @@ const nb_neuron_stats_t *nb_neuron_stats(const nb_neuron_t *n) {
   return &n->stats;
 }
 
+uint64_t nb_neuron_axon_depth(const nb_neuron_t *n) {
+  return n->reader ? nb_axon_reader_available(n->reader) : 0;
+}
+
 /* Returns the neuron's integrate-and-fire state. */
 nb_if_t *nb_neuron_if(nb_neuron_t *n) { return &n->ifs; }
 

@@ -10,9 +10,15 @@
 
 #include "nb_rt.h"
 
+#define NB_HTTP_DEFAULT "127.0.0.1:9464" /* --http without an address */
+
 static const char usage[] =
-    "usage: neuronbus run MANIFEST [--ticks N] [--for DURATION] [--stats[=json]]\n"
-    "                     [--no-watch] [--drain DURATION]\n"
+    "usage: neuronbus run MANIFEST [--ticks N] [--for DURATION]\n"
+    "                     [--stats[=table|json][,INTERVAL]] [--stats-file PATH]\n"
+    "                     [--http [HOST:PORT]] [--no-watch] [--drain DURATION]\n"
+    "       neuronbus graph MANIFEST [--format dot|svg] [-o PATH]\n"
+    "       neuronbus top [HOST:PORT] [--sort busy|depth|in|name] [--once]\n"
+    "       neuronbus plot STATS.jsonl [-o PATH.svg]\n"
     "       neuronbus check MANIFEST\n"
     "       neuronbus test [PATH...] [-- BUSTED-OPTION...]\n"
     "       neuronbus --help | --version\n"
@@ -24,6 +30,15 @@ static const char usage[] =
     "        prints the final statistics.\n"
     "        --stats        a statistics table every second and at exit\n"
     "        --stats=json   the same as one JSON object per line\n"
+    "        --stats=2s     ... every 2 s (\"json,500ms\": both); the interval\n"
+    "                       is also the window of the handler p50/p99/max\n"
+    "        --stats-file P JSON statistics lines into file P (never mixed\n"
+    "                       with what agents print), at the same interval\n"
+    "        --http [ADDR]  serves /metrics (Prometheus), /stats (JSON),\n"
+    "                       /graph (DOT), /neurons/NAME on ADDR (default\n"
+    "                       127.0.0.1:9464; port 0 = any free one, said on\n"
+    "                       stderr)\n"
+    "        SIGUSR1 prints the statistics table on stderr; the run goes on.\n"
     "        Hot reload: a changed agent script is loaded between ticks into\n"
     "        its neuron's state (nb.state kept); a version that fails to load\n"
     "        is rejected and the old one keeps running. SIGHUP reloads every\n"
@@ -101,8 +116,34 @@ static const char *opt_value(int argc, char **argv, int *i, const char *name) {
   return argv[++*i];
 }
 
+/* Parses the value of --stats=: "table", "json" and/or an interval, comma
+ * separated, into o; returns 0, or -1 for anything else. */
+static int parse_stats(const char *v, nb_rt_run_opts_t *o) {
+  char buf[64];
+  if (!*v || strlen(v) >= sizeof buf) return -1;
+  snprintf(buf, sizeof buf, "%s", v);
+  o->stats = 1;
+  for (char *save = NULL, *t = strtok_r(buf, ",", &save); t;
+       t = strtok_r(NULL, ",", &save)) {
+    if (!strcmp(t, "table")) o->stats = 1;
+    else if (!strcmp(t, "json")) o->stats = 2;
+    else if (parse_duration(t, &o->stats_every_ns) || o->stats_every_ns < 1000000u)
+      return -1;
+  }
+  return 0;
+}
+
+/* Returns 1 when s looks like an --http address (PORT, HOST:PORT,
+ * [V6]:PORT), not a manifest path. */
+static int looks_like_addr(const char *s) {
+  const char *c = strrchr(s, ':');
+  const char *p = c ? c + 1 : s;
+  if (!*p || strspn(p, "0123456789") != strlen(p)) return 0;
+  return !strchr(s, '/') && !strstr(s, ".lua");
+}
+
 static int cmd_run(int argc, char **argv) {
-  const char *manifest = NULL;
+  const char *manifest = NULL, *stats_path = NULL;
   nb_rt_run_opts_t o = {0};
   for (int i = 2; i < argc; i++) {
     const char *a = argv[i];
@@ -117,10 +158,24 @@ static int cmd_run(int argc, char **argv) {
       if (parse_duration(v, &o.for_ns))
         return bad("--for needs a duration such as 500ms, 3s or 2m, got "
                    "\"%s\"", v);
-    } else if (!strcmp(a, "--stats") || !strcmp(a, "--stats=table")) {
+    } else if (!strcmp(a, "--stats")) {
       o.stats = 1;
-    } else if (!strcmp(a, "--stats=json")) {
-      o.stats = 2;
+    } else if (!strncmp(a, "--stats=", 8)) {
+      if (parse_stats(a + 8, &o))
+        return bad("--stats takes \"table\", \"json\" and/or an interval "
+                   "such as 2s or 500ms, separated by a comma, got \"%s\"",
+                   a + 8);
+    } else if (!strcmp(a, "--stats-file") || !strncmp(a, "--stats-file=", 13)) {
+      const char *v = opt_value(argc, argv, &i, "--stats-file");
+      if (!v) return 1;
+      stats_path = v;
+    } else if (!strcmp(a, "--http")) {
+      /* A value only when it looks like an address, so the manifest may
+       * follow --http. */
+      if (i + 1 < argc && looks_like_addr(argv[i + 1])) o.http = argv[++i];
+      else o.http = NB_HTTP_DEFAULT;
+    } else if (!strncmp(a, "--http=", 7)) {
+      o.http = a + 7;
     } else if (!strcmp(a, "--no-watch")) {
       o.no_watch = 1;
     } else if (!strcmp(a, "--drain") || !strncmp(a, "--drain=", 8)) {
@@ -129,8 +184,6 @@ static int cmd_run(int argc, char **argv) {
       if (parse_duration(v, &o.drain_ns))
         return bad("--drain needs a duration such as 500ms or 5s, got "
                    "\"%s\"", v);
-    } else if (!strncmp(a, "--stats=", 8)) {
-      return bad("--stats takes \"json\" or \"table\", got \"%s\"", a + 8);
     } else if (a[0] == '-' && a[1]) {
       return bad("run: unknown option \"%s\"", a);
     } else if (manifest) {
@@ -140,15 +193,29 @@ static int cmd_run(int argc, char **argv) {
     }
   }
   if (!manifest) return bad("run: missing MANIFEST%s", "");
+  if (stats_path) {
+    o.stats_file = fopen(stats_path, "w");
+    if (!o.stats_file) {
+      fprintf(stderr, "neuronbus: --stats-file: cannot write %s: %s\n",
+              stats_path, strerror(errno));
+      return 1;
+    }
+  }
   char *err = NULL;
   nb_rt_t *rt = nb_rt_open(manifest, NULL, &err);
   if (!rt) {
     fprintf(stderr, "neuronbus: cannot run %s:\n%s\n", manifest, err);
     nb_rt_free_string(err);
+    if (o.stats_file) fclose(o.stats_file);
     return 1;
   }
   int rc = nb_rt_run(rt, &o);
   nb_rt_close(rt);
+  if (o.stats_file && fclose(o.stats_file) != 0) {
+    fprintf(stderr, "neuronbus: --stats-file: writing %s: %s\n", stats_path,
+            strerror(errno));
+    rc = 1;
+  }
   return rc ? 1 : 0;
 }
 

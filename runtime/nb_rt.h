@@ -21,8 +21,13 @@ typedef struct nb_rt_run_opts_s {
   uint64_t ticks;       /* stop after this many ticks, 0 = no limit */
   uint64_t for_ns;      /* stop after this long, 0 = no limit */
   int stats;            /* 0 none, 1 table, 2 json lines */
-  uint64_t stats_every_ns; /* period of the stats lines, 0 = 1 s */
+  uint64_t stats_every_ns; /* period of the stats lines (and of the
+                              metrics' intervals), 0 = 1 s */
   FILE *out;            /* statistics go here (default stdout) */
+  FILE *stats_file;     /* NULL, or JSON statistics lines go here too, at
+                           the same period (whatever stats says) */
+  const char *http;     /* NULL, or "HOST:PORT" the HTTP endpoint listens
+                           on (port 0: any free one, said on stderr) */
   int no_watch;         /* 1 = do not watch the agent scripts (hot reload
                            then only through SIGHUP) */
   uint64_t drain_ns;    /* TCP links: how long shutdown waits for spikes

@@ -212,6 +212,8 @@ typedef struct nb_rt_opts_s {
   const char *peers;     /* comma-separated names of recorder neurons that
                             take their place among the topology's in name
                             order (they may be synapse endpoints) */
+  int no_metrics;  /* no handler timing nor depth tracking (the metrics'
+                      overhead benchmark's baseline) */
 } nb_rt_opts_t;
 
 typedef struct nb_rt_stat_s {

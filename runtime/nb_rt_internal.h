@@ -107,6 +107,8 @@ typedef struct nb__agent_s {
   struct nb__allow_s *allow; /* sandbox: the commands it may run and the
                                 directories it may touch (nb_rt_allow.c);
                                 NULL without sandbox: no restriction */
+  struct nb__nmetrics_s *metrics; /* handler time, depths (nb_rt_metrics.c),
+                                     NULL with metrics off */
 } nb__agent_t;
 
 /* What nb_rt.c does for the lower layers (see the top of this file). */
@@ -159,6 +161,10 @@ struct nb_rt_s {
   int looping;  /* nb_rt_run drives the loop (no nested uv_run) */
   struct nb__http_s *http; /* the curl multi (nb_rt_http.c), NULL until the
                               first HTTP request */
+  struct nb__mrt_s *mrt;   /* metrics intervals (nb_rt_metrics.c), NULL
+                              until the first */
+  struct nb__httpd_s *httpd; /* the --http endpoint (nb_rt_httpd.c), NULL
+                                without */
 };
 
 /* ---- nb_rt.c ---- */
