@@ -47,6 +47,16 @@ static const char usage[] =
     "        --drain D      with TCP links (listen, peers, remote neurons):\n"
     "                       how long shutdown waits for spikes to leave and\n"
     "                       be acknowledged by peers (default 2s)\n"
+    "graph   prints MANIFEST's topology as Graphviz DOT without running it:\n"
+    "        neurons grouped by region (clusters), synapses labelled with their\n"
+    "        weight; --format svg renders it with dot (Graphviz); -o PATH.\n"
+    "top     a live view of a runtime started with --http (default address\n"
+    "        127.0.0.1:9464): per neuron spikes/s, busy time, handler p50/p99/\n"
+    "        max, inbox and axon depths; sorted by busy time (--sort depth, in,\n"
+    "        name), redrawn every second; --once prints one frame.\n"
+    "plot    draws the JSON lines of --stats-file as an SVG with gnuplot:\n"
+    "        spikes/s into each neuron and synapse weights (STDP) over time;\n"
+    "        -o PATH (default: STATS.svg beside the input).\n"
     "check   validates MANIFEST and loads every agent script it names;\n"
     "        prints every problem and exits 1 if there is any.\n"
     "test    runs the busted specs (*_spec.lua) under each PATH (default:\n"
@@ -232,6 +242,111 @@ static int cmd_check(int argc, char **argv) {
   return nb_rt_check(manifest, stdout) ? 1 : 0;
 }
 
+static int cmd_graph(int argc, char **argv) {
+  const char *manifest = NULL, *format = "dot", *out = NULL;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--format") || !strncmp(a, "--format=", 9)) {
+      if (!(format = opt_value(argc, argv, &i, "--format"))) return 1;
+      if (strcmp(format, "dot") && strcmp(format, "svg"))
+        return bad("graph: --format takes dot or svg, got \"%s\"", format);
+    } else if (!strcmp(a, "-o")) {
+      if (i + 1 >= argc) return bad("graph: -o needs a PATH%s", "");
+      out = argv[++i];
+    } else if (a[0] == '-' && a[1]) {
+      return bad("graph: unknown option \"%s\"", a);
+    } else if (manifest) {
+      return bad("graph: one MANIFEST only, got a second one: \"%s\"", a);
+    } else {
+      manifest = a;
+    }
+  }
+  if (!manifest) return bad("graph: missing MANIFEST%s", "");
+  char *err = NULL;
+  char *dot = nb_rt_graph_dot(manifest, &err);
+  if (!dot) {
+    fprintf(stderr, "neuronbus graph: %s:\n%s\n", manifest, err);
+    nb_rt_free_string(err);
+    return 1;
+  }
+  int rc = 0;
+  if (!strcmp(format, "svg")) {
+    rc = nb_rt_graph_svg(dot, out);
+  } else {
+    FILE *f = out ? fopen(out, "w") : stdout;
+    if (!f || fputs(dot, f) < 0 || (out && fclose(f) != 0)) {
+      fprintf(stderr, "neuronbus graph: cannot write %s: %s\n",
+              out ? out : "stdout", strerror(errno));
+      rc = 1;
+    }
+  }
+  nb_rt_free_string(dot);
+  return rc;
+}
+
+static int cmd_top(int argc, char **argv) {
+  const char *addr = "127.0.0.1:9464";
+  int sort = NB_TOP_SORT_BUSY, frames = 0, given = 0;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "--sort") || !strncmp(a, "--sort=", 7)) {
+      const char *v = opt_value(argc, argv, &i, "--sort");
+      if (!v) return 1;
+      if (!strcmp(v, "busy")) sort = NB_TOP_SORT_BUSY;
+      else if (!strcmp(v, "depth")) sort = NB_TOP_SORT_DEPTH;
+      else if (!strcmp(v, "in")) sort = NB_TOP_SORT_IN;
+      else if (!strcmp(v, "name")) sort = NB_TOP_SORT_NAME;
+      else return bad("top: --sort takes busy, depth, in or name, got \"%s\"", v);
+    } else if (!strcmp(a, "--once")) {
+      frames = 1;
+    } else if (!strcmp(a, "--frames") || !strncmp(a, "--frames=", 9)) {
+      const char *v = opt_value(argc, argv, &i, "--frames");
+      uint64_t n;
+      if (!v) return 1;
+      if (parse_count(v, &n) || n > 1000000)
+        return bad("top: --frames needs a positive integer, got \"%s\"", v);
+      frames = (int)n;
+    } else if (a[0] == '-' && a[1]) {
+      return bad("top: unknown option \"%s\"", a);
+    } else if (given++) {
+      return bad("top: one HOST:PORT only, got a second one: \"%s\"", a);
+    } else {
+      addr = a;
+    }
+  }
+  return nb_rt_top(addr, sort, frames, stdout);
+}
+
+static int cmd_plot(int argc, char **argv) {
+  const char *in = NULL, *out = NULL;
+  for (int i = 2; i < argc; i++) {
+    const char *a = argv[i];
+    if (!strcmp(a, "-o")) {
+      if (i + 1 >= argc) return bad("plot: -o needs a PATH%s", "");
+      out = argv[++i];
+    } else if (a[0] == '-' && a[1]) {
+      return bad("plot: unknown option \"%s\"", a);
+    } else if (in) {
+      return bad("plot: one STATS.jsonl only, got a second one: \"%s\"", a);
+    } else {
+      in = a;
+    }
+  }
+  if (!in) return bad("plot: missing STATS.jsonl%s", "");
+  char def[PATH_MAX];
+  if (!out) {
+    /* STATS.jsonl -> STATS.svg beside it. */
+    const char *dot = strrchr(in, '.'), *slash = strrchr(in, '/');
+    size_t n = dot && (!slash || dot > slash) ? (size_t)(dot - in) : strlen(in);
+    if (n + 5 > sizeof def) return bad("plot: path too long: %s", in);
+    snprintf(def, sizeof def, "%.*s.svg", (int)n, in);
+    out = def;
+  }
+  int rc = nb_rt_plot(in, out);
+  if (rc == 0) fprintf(stderr, "neuronbus plot: wrote %s\n", out);
+  return rc;
+}
+
 /* Returns 1 when an executable named name is in a folder of $PATH. */
 static int on_path(const char *name) {
   const char *path = getenv("PATH");
@@ -356,5 +471,9 @@ int main(int argc, char **argv) {
   if (!strcmp(cmd, "run")) return cmd_run(argc, argv);
   if (!strcmp(cmd, "check")) return cmd_check(argc, argv);
   if (!strcmp(cmd, "test")) return cmd_test(argc, argv);
-  return bad("unknown command \"%s\" (expected run, check or test)", cmd);
+  if (!strcmp(cmd, "graph")) return cmd_graph(argc, argv);
+  if (!strcmp(cmd, "top")) return cmd_top(argc, argv);
+  if (!strcmp(cmd, "plot")) return cmd_plot(argc, argv);
+  return bad("unknown command \"%s\" (expected run, check, graph, top, plot "
+             "or test)", cmd);
 }

@@ -52,6 +52,31 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *out, int json, int final);
  * of problems (0 = good). */
 int nb_rt_check(const char *path, FILE *out);
 
+/* Returns the topology of the manifest at path as Graphviz DOT (malloc'd,
+ * free with nb_rt_free_string): neurons as nodes grouped by their first
+ * region into clusters, synapses as edges labelled with their weight;
+ * nothing runs (no agent script is loaded). NULL with *err (malloc'd)
+ * naming the manifest's problems. */
+char *nb_rt_graph_dot(const char *path, char **err);
+
+/* Writes dot_text rendered as SVG by Graphviz's dot to out_path (NULL:
+ * stdout); returns 0, or 1 with the reason on stderr (no dot installed). */
+int nb_rt_graph_svg(const char *dot_text, const char *out_path);
+
+/* The orders of neuronbus top. */
+enum { NB_TOP_SORT_BUSY, NB_TOP_SORT_DEPTH, NB_TOP_SORT_IN, NB_TOP_SORT_NAME };
+
+/* Shows the neurons of the runtime serving addr ("HOST:PORT", see --http)
+ * as a table sorted by sort, one frame a second (frames of them, 0 = until
+ * killed; a terminal is cleared before each); returns 0, or 1 with the
+ * reason on stderr when the endpoint cannot be read. */
+int nb_rt_top(const char *addr, int sort, int frames, FILE *out);
+
+/* Draws the statistics JSON lines in jsonl (--stats-file) as an SVG at svg
+ * with gnuplot: spikes/s into each neuron and every synapse weight over
+ * time; returns 0, or 1 with the reason on stderr. */
+int nb_rt_plot(const char *jsonl, const char *svg);
+
 /* Reloads every agent whose script file differs from the version running
  * (what SIGHUP does: a file rejected before is tried again); rejected
  * reloads are reported on stderr. Returns the number of agents reloaded. */

@@ -242,6 +242,13 @@ nb__checker_t *nb__checker_new(char **err);
 char *nb__checker_run(nb__checker_t *k, const char *label, const char *src,
                       size_t len, int *problems);
 
+/* Loads and validates the manifest file at path (with neuronbus check's
+ * time and memory limits, no agent script run) and calls fn(C, ctx) with
+ * the normalized topology on top of C's stack; returns what fn returned,
+ * or -1 with *err (malloc'd) naming every problem of the manifest. */
+int nb__manifest_with(const char *path, int (*fn)(lua_State *C, void *ctx),
+                      void *ctx, char **err);
+
 /* Returns the checker's Lua state, where the validator runs (the fuzzer
  * hooks its lines, as coverage a libFuzzer build cannot see in Lua). */
 lua_State *nb__checker_state(nb__checker_t *k);

@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <lua.h>
+
 /* Relaxed accessors: one writer per field (the neuron's thread), readers
  * anywhere, so plain loads and stores suffice and TSan sees atomics. */
 #define LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
@@ -482,71 +484,204 @@ static void prom_text(nb_rt_t *rt, tbuf_t *b, uint64_t now) {
 /* ------------------------------------------------------------------ */
 /* DOT                                                                 */
 
-typedef struct syn_dot_s {
-  nb_rt_t *rt;
-  tbuf_t *b;
-} syn_dot_t;
+/* A node and an edge of a graph to draw (live or from a manifest). */
+typedef struct dnode_s {
+  const char *name, *region; /* region: the first one, NULL for none */
+  char extra[64];            /* appended to the label (DOT-escaped) */
+  int remote;                /* a remote neuron: drawn dashed */
+} dnode_t;
 
-/* Writes one edge: the weight as label and pen width. */
-static void syn_dot(void *ctx, const nb_synapse_t *s) {
-  syn_dot_t *c = ctx;
-  double w = nb_atomic_f32_load(&s->weight);
-  tb_printf(c->b, "  n%u -> n%u [label=\"%.3g%s\", penwidth=%.2f", s->pre,
-            s->post, w, s->stdp_on ? " stdp" : "",
-            0.5 + 4.0 * (w < 0 ? 0 : w > 1 ? 1 : w));
-  uint64_t carried = atomic_load_explicit(&s->carried, memory_order_relaxed);
-  tb_printf(c->b, ", tooltip=\"%" PRIu64 " spikes\"];\n", carried);
-}
+typedef struct dedge_s {
+  uint32_t from, to;
+  double w;
+  int stdp;
+  int64_t carried; /* -1: not known (no run) */
+} dedge_t;
 
-/* Writes a DOT node line for id named name with a label extra. */
-static void dot_node(tbuf_t *b, const char *indent, unsigned id,
-                     const char *name, const char *extra) {
-  tb_printf(b, "%sn%u [label=\"", indent, id);
-  tb_escaped(b, name, 1);
-  tb_printf(b, "%s\"];\n", extra);
-}
-
-/* Writes the live graph of rt into b: neurons grouped by their first
- * region as clusters, synapses as weighted edges. */
-static void dot_text(nb_rt_t *rt, tbuf_t *b) {
+/* Writes a digraph titled title into b: nodes grouped by region as
+ * clusters (in the order their first node appears), edges labelled with
+ * their weight, pen width growing with it. */
+static void dot_emit(tbuf_t *b, const char *title, const dnode_t *nd,
+                     uint32_t n, const dedge_t *e, size_t ne) {
   tb_printf(b, "digraph \"");
-  tb_escaped(b, rt->name ? rt->name : "neuronbus", 1);
+  tb_escaped(b, title ? title : "neuronbus", 1);
   tb_printf(b, "\" {\n  rankdir=LR;\n  node [shape=box, style=rounded];\n");
-  char *done = calloc(rt->n ? rt->n : 1, 1);
+  char *done = calloc(n ? n : 1, 1);
   if (!done) {
     b->oom = 1;
     return;
   }
   unsigned cluster = 0;
-  for (uint32_t i = 0; i < rt->n; i++) {
+  for (uint32_t i = 0; i < n; i++) {
     if (done[i]) continue;
-    nb__agent_t *a = rt->agents[i];
-    const char *region = a->ntags[1] ? a->tags[1][0] : NULL;
-    const char *indent = "  ";
+    const char *region = nd[i].region, *indent = "  ";
     if (region) {
       tb_printf(b, "  subgraph cluster_%u {\n    label=\"", cluster++);
       tb_escaped(b, region, 1);
       tb_printf(b, "\";\n");
       indent = "    ";
     }
-    for (uint32_t j = i; j < rt->n; j++) {
-      nb__agent_t *c = rt->agents[j];
-      const char *r2 = c->ntags[1] ? c->tags[1][0] : NULL;
+    for (uint32_t j = i; j < n; j++) {
+      const char *r2 = nd[j].region;
       if (done[j] || (region ? !r2 || strcmp(region, r2) : r2 != NULL)) continue;
       done[j] = 1;
-      nb_rt_stat_t s;
-      nb_rt_stat(rt, j, &s);
-      char extra[64];
-      snprintf(extra, sizeof extra, "\\nin %" PRIu64 " out %" PRIu64,
-               s.spikes_in, s.spikes_out);
-      dot_node(b, indent, j, c->name, extra);
+      tb_printf(b, "%sn%u [label=\"", indent, j);
+      tb_escaped(b, nd[j].name, 1);
+      tb_printf(b, "%s\"%s];\n", nd[j].extra,
+                nd[j].remote ? ", style=\"rounded,dashed\"" : "");
     }
     if (region) tb_printf(b, "  }\n");
   }
   free(done);
-  syn_dot_t c = {rt, b};
-  nb_synapse_table_each(nb_cortex_synapses(rt->cx), syn_dot, &c);
+  for (size_t k = 0; k < ne; k++) {
+    double w = e[k].w, wc = w < 0 ? 0 : w > 1 ? 1 : w;
+    tb_printf(b, "  n%u -> n%u [label=\"%.3g%s\", penwidth=%.2f", e[k].from,
+              e[k].to, w, e[k].stdp ? " stdp" : "", 0.5 + 4.0 * wc);
+    if (e[k].carried >= 0)
+      tb_printf(b, ", tooltip=\"%" PRId64 " spikes\"", e[k].carried);
+    tb_printf(b, "];\n");
+  }
   tb_printf(b, "}\n");
+}
+
+typedef struct edges_s {
+  dedge_t *v;
+  size_t n, cap;
+  int oom;
+} edges_t;
+
+/* Appends e to es (sets es->oom when out of memory). */
+static void edge_add(edges_t *es, dedge_t e) {
+  if (es->n == es->cap) {
+    size_t cap = es->cap ? es->cap * 2 : 16;
+    dedge_t *v = realloc(es->v, cap * sizeof *v);
+    if (!v) {
+      es->oom = 1;
+      return;
+    }
+    es->v = v;
+    es->cap = cap;
+  }
+  es->v[es->n++] = e;
+}
+
+/* Adds a live synapse as an edge (callback of nb_synapse_table_each). */
+static void syn_edge(void *ctx, const nb_synapse_t *s) {
+  edge_add(ctx, (dedge_t){s->pre, s->post, nb_atomic_f32_load(&s->weight),
+                          s->stdp_on,
+                          (int64_t)atomic_load_explicit(&s->carried,
+                                                        memory_order_relaxed)});
+}
+
+/* Writes the live graph of rt into b (spike counts in the labels). */
+static void dot_text(nb_rt_t *rt, tbuf_t *b) {
+  dnode_t *nd = calloc(rt->n ? rt->n : 1, sizeof *nd);
+  edges_t es = {0};
+  if (!nd) {
+    b->oom = 1;
+    return;
+  }
+  for (uint32_t i = 0; i < rt->n; i++) {
+    nb__agent_t *a = rt->agents[i];
+    nb_rt_stat_t s;
+    nb_rt_stat(rt, i, &s);
+    nd[i].name = a->name;
+    nd[i].region = a->ntags[1] ? a->tags[1][0] : NULL;
+    nd[i].remote = a->proxy != NULL;
+    snprintf(nd[i].extra, sizeof nd[i].extra,
+             "\\nin %" PRIu64 " out %" PRIu64, s.spikes_in, s.spikes_out);
+  }
+  nb_synapse_table_each(nb_cortex_synapses(rt->cx), syn_edge, &es);
+  if (es.oom) b->oom = 1;
+  else dot_emit(b, rt->name, nd, rt->n, es.v, es.n);
+  free(es.v);
+  free(nd);
+}
+
+/* What graph_walk fills from a normalized manifest. */
+typedef struct mgraph_s {
+  tbuf_t *b;
+} mgraph_t;
+
+/* Returns field key of the table at idx as a string in C's stack (kept
+ * there), or NULL. */
+static const char *field_str(lua_State *C, int idx, const char *key) {
+  lua_getfield(C, idx, key);
+  return lua_type(C, -1) == LUA_TSTRING ? lua_tostring(C, -1) : NULL;
+}
+
+/* Draws the normalized topology on top of C into ctx's buffer
+ * (nb__manifest_with's callback); returns 0, or -1 out of memory. */
+static int graph_walk(lua_State *C, void *ctx) {
+  mgraph_t *g = ctx;
+  int topo = lua_gettop(C);
+  lua_getfield(C, topo, "neurons");
+  int nidx = lua_gettop(C);
+  uint32_t n = (uint32_t)lua_objlen(C, nidx);
+  dnode_t *nd = calloc(n ? n : 1, sizeof *nd);
+  edges_t es = {0};
+  if (!nd) return -1;
+  /* The strings stay referenced from the topology table on the stack. */
+  for (uint32_t i = 0; i < n; i++) {
+    lua_rawgeti(C, nidx, (int)i + 1);
+    int t = lua_gettop(C);
+    nd[i].name = field_str(C, t, "name");
+    lua_pop(C, 1);
+    lua_getfield(C, t, "regions");
+    if (lua_istable(C, -1)) {
+      lua_rawgeti(C, -1, 1);
+      nd[i].region = lua_type(C, -1) == LUA_TSTRING ? lua_tostring(C, -1) : NULL;
+      lua_pop(C, 1);
+    }
+    lua_pop(C, 1);
+    lua_getfield(C, t, "remote");
+    nd[i].remote = !lua_isnil(C, -1);
+    lua_pop(C, 1);
+    lua_getfield(C, t, "script");
+    if (lua_type(C, -1) == LUA_TSTRING) {
+      const char *sc = lua_tostring(C, -1), *base = strrchr(sc, '/');
+      snprintf(nd[i].extra, sizeof nd[i].extra, "\\n%s", base ? base + 1 : sc);
+    }
+    lua_pop(C, 2);
+  }
+  lua_getfield(C, topo, "synapses");
+  int sidx = lua_gettop(C);
+  size_t ns = lua_objlen(C, sidx);
+  for (size_t k = 0; k < ns; k++) {
+    lua_rawgeti(C, sidx, (int)k + 1);
+    int t = lua_gettop(C);
+    const char *from = field_str(C, t, "from"), *to = field_str(C, t, "to");
+    lua_getfield(C, t, "weight");
+    double w = lua_tonumber(C, -1);
+    lua_getfield(C, t, "stdp");
+    int stdp = lua_toboolean(C, -1);
+    uint32_t a = n, z = n;
+    for (uint32_t i = 0; i < n; i++) {
+      if (from && nd[i].name && !strcmp(nd[i].name, from)) a = i;
+      if (to && nd[i].name && !strcmp(nd[i].name, to)) z = i;
+    }
+    if (a < n && z < n) edge_add(&es, (dedge_t){a, z, w, stdp, -1});
+    lua_settop(C, sidx);
+  }
+  lua_getfield(C, topo, "name");
+  const char *title = lua_type(C, -1) == LUA_TSTRING ? lua_tostring(C, -1) : NULL;
+  int rc = es.oom ? -1 : 0;
+  if (!rc) dot_emit(g->b, title, nd, n, es.v, es.n);
+  free(es.v);
+  free(nd);
+  lua_settop(C, topo);
+  return g->b->oom ? -1 : rc;
+}
+
+char *nb_rt_graph_dot(const char *path, char **err) {
+  tbuf_t b = {0};
+  mgraph_t g = {&b};
+  if (nb__manifest_with(path, graph_walk, &g, err) != 0) {
+    free(b.p);
+    if (!*err) *err = nb__strf("%s: out of memory drawing the graph", path);
+    return NULL;
+  }
+  return b.p;
 }
 
 /* ------------------------------------------------------------------ */
