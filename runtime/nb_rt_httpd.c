@@ -9,7 +9,7 @@
  * (nb__snapshot_build), swaps it in and wakes the waiting requests; a
  * loop that does not answer within WAIT_NS (an agent holding it) gets the
  * old snapshot served. Bounds: at most CONN_LIMIT connections (more are
- * closed at once), IDLE_TIMEOUT_S per idle connection, CONN_MEMORY bytes
+ * closed at once; as many may wait to be accepted), IDLE_TIMEOUT_S per idle connection, CONN_MEMORY bytes
  * per connection (a longer request line or header gets 431/414 from the
  * library), GET and HEAD only, the four paths only. */
 #include "nb_rt_metrics.h"
@@ -26,9 +26,9 @@
 
 #define FRESH_NS 50000000ull   /* a snapshot younger than 50 ms is served */
 #define WAIT_NS 1000000000ull  /* then the old one, if the loop is stuck */
-#define CONN_LIMIT 256
+#define CONN_LIMIT 1024
 #define IDLE_TIMEOUT_S 10
-#define CONN_MEMORY 16384
+#define CONN_MEMORY 8192
 
 struct nb__httpd_s {
   nb_rt_t *rt;
@@ -224,7 +224,8 @@ int nb__httpd_start(nb_rt_t *rt, void *uv_loop, const char *addr) {
       (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT,
       (unsigned)CONN_LIMIT, MHD_OPTION_CONNECTION_TIMEOUT,
       (unsigned)IDLE_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-      (size_t)CONN_MEMORY, MHD_OPTION_END);
+      (size_t)CONN_MEMORY, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+      (unsigned)CONN_LIMIT, MHD_OPTION_END);
   if (!s->d) {
     int e = errno;
     fprintf(stderr, "neuronbus: --http: cannot listen on %s: %s\n", addr,

@@ -131,8 +131,17 @@ static double quantile(const uint64_t *d, uint64_t total, double q,
   return max;
 }
 
-void nb__metrics_close(nb_rt_t *rt, uint64_t now) {
+void nb__metrics_close(nb_rt_t *rt, uint64_t now, int whole) {
   struct nb__mrt_s *r = mrt(rt);
+  if (whole) {
+    /* The whole run: every counter from zero. */
+    r->t0_ns = rt->start_ns;
+    for (uint32_t i = 0; i < rt->n; i++) {
+      ival_t *v = &r->iv[i];
+      memset(v->hist0, 0, sizeof v->hist0);
+      v->in0 = v->out0 = v->busy0 = 0;
+    }
+  }
   double len = (double)(now - r->t0_ns) / 1e9;
   if (len <= 0) return;
   for (uint32_t i = 0; i < rt->n; i++) {
@@ -153,8 +162,8 @@ void nb__metrics_close(nb_rt_t *rt, uint64_t now) {
       v->hist0[k] = h;
       total += d[k];
     }
-    v->max = (double)__atomic_exchange_n(&m->win_max_ns, 0, __ATOMIC_RELAXED)
-             / 1e9;
+    uint64_t wmax = __atomic_exchange_n(&m->win_max_ns, 0, __ATOMIC_RELAXED);
+    v->max = (double)(whole ? LD(&m->max_ns) : wmax) / 1e9;
     v->p50 = quantile(d, total, 0.5, v->max);
     v->p99 = quantile(d, total, 0.99, v->max);
     uint64_t busy = LD(&m->busy_ns);
@@ -169,7 +178,7 @@ void nb__metrics_close(nb_rt_t *rt, uint64_t now) {
 static void close_if_due(nb_rt_t *rt, uint64_t now) {
   struct nb__mrt_s *r = mrt(rt);
   uint64_t every = r->every_ns ? r->every_ns : INTERVAL_DEFAULT_NS;
-  if (now - r->t0_ns >= every) nb__metrics_close(rt, now);
+  if (now - r->t0_ns >= every) nb__metrics_close(rt, now, 0);
 }
 
 /* ------------------------------------------------------------------ */

@@ -47,9 +47,10 @@ static inline uint64_t nb__metrics_begin(const nb__agent_t *a) {
 void nb__metrics_end(nb__agent_t *a, uint64_t t0, uint32_t count);
 
 /* Closes the current interval at now: per neuron the handler's
- * p50/p99/max and the spike rates since the previous close; loop thread.
- * Returns nothing. */
-void nb__metrics_close(nb_rt_t *rt, uint64_t now);
+ * p50/p99/max and the spike rates since the previous close, or (whole)
+ * since the start of the run (the final report); loop thread. Returns
+ * nothing. */
+void nb__metrics_close(nb_rt_t *rt, uint64_t now, int whole);
 
 /* Sets how long an interval lasts when a view closes it on demand
  * (nb__snapshot_build), 0 = 1 s; returns nothing. */

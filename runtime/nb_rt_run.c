@@ -122,7 +122,7 @@ static void on_limit(uv_timer_t *t) { loop_stop(t->data); }
  * line or table, and the JSON line of --stats-file. */
 static void on_stats(uv_timer_t *t) {
   loop_t *l = t->data;
-  nb__metrics_close(l->rt, nb_clock_ns());
+  nb__metrics_close(l->rt, nb_clock_ns(), 0);
   if (l->o->stats_file) {
     json_t *o = nb__stats_json(l->rt);
     if (o) {
@@ -225,9 +225,12 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   uv_timer_start(&l.keeps, on_keeps, NB__KEEP_SCAN_MS, NB__KEEP_SCAN_MS);
   uv_unref((uv_handle_t *)&l.keeps); /* never keeps the loop alive */
   if (opts->stats_every_ns) nb__metrics_set_interval(rt, opts->stats_every_ns);
-  if (opts->http && nb__httpd_start(rt, l.loop, opts->http) != 0) {
+  if (!l.stopping && opts->http &&
+      nb__httpd_start(rt, l.loop, opts->http) != 0) {
+    /* Not loop_stop: uv_stop's flag would keep the run below that closes
+     * the handles from turning at all. */
     l.error = NB_EIO;
-    loop_stop(&l);
+    l.stopping = 1;
   }
   if (opts->stats || opts->stats_file) {
     uint64_t every = opts->stats_every_ns ? opts->stats_every_ns : 1000000000u;
@@ -252,7 +255,7 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   /* Pending spikes are delivered (for at most the drain time: a slow
    * agent does not hold the exit for long) and every on_stop runs. */
   nb__rt_stop_within(rt, opts->drain_ns ? opts->drain_ns : NB__DRAIN_NS);
-  nb__metrics_close(rt, nb_clock_ns());
+  nb__metrics_close(rt, nb_clock_ns(), 1); /* the final: whole run */
   if (opts->stats_file) {
     json_t *o = nb__stats_json(rt);
     if (o) {
