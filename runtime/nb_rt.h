@@ -94,6 +94,26 @@ const char *nb_rt_lua_path(void);
 /* Returns the topology's name. */
 const char *nb_rt_topology_name(const nb_rt_t *rt);
 
+/* ---- the HTTP endpoint, for C programs that tick the runtime themselves
+ * (nb_rt_run starts it from its --http option) ---- */
+
+/* Starts rt's HTTP endpoint (/metrics, /stats, /graph, /neurons/NAME) on
+ * addr ("HOST:PORT", port 0 = any free one); its snapshots are built on
+ * rt's loop, so the caller runs nb_rt_http_serve between ticks. Returns 0,
+ * or NB_EINVAL / NB_EIO / NB_EEXIST with the reason on stderr. */
+int nb_rt_http_start(nb_rt_t *rt, const char *addr);
+
+/* Builds the snapshots requests wait for (runs rt's loop once without
+ * blocking); does nothing while nb_rt_run drives the loop. Returns
+ * nothing. */
+void nb_rt_http_serve(nb_rt_t *rt);
+
+/* Returns the port the endpoint listens on, 0 without one. */
+int nb_rt_http_port(const nb_rt_t *rt);
+
+/* Stops the endpoint; returns nothing (also without one). */
+void nb_rt_http_stop(nb_rt_t *rt);
+
 /* ---- TCP links: what nb_rt_run does with them, for C tests
  * and benchmarks that drive their own loop ---- */
 

@@ -240,6 +240,7 @@ int nb__httpd_start(nb_rt_t *rt, void *uv_loop, const char *addr) {
   const char *host = strrchr(addr, ':') ? addr : "127.0.0.1";
   int hl = strrchr(addr, ':') ? (int)(strrchr(addr, ':') - addr) : 9;
   if (!hl) host = "127.0.0.1", hl = 9;
+  if (rt->opts.quiet) return 0;
   nb__log_stamp(stderr);
   fprintf(stderr, "neuronbus: http endpoint on http://%.*s:%d/ (/metrics, "
           "/stats, /graph, /neurons/NAME)\n", hl, host, s->port);
@@ -266,6 +267,28 @@ void nb__httpd_stop(nb_rt_t *rt) {
   uv_close((uv_handle_t *)&s->async, on_closed);
 }
 
-int nb__httpd_port(const nb_rt_t *rt) {
+int nb_rt_http_port(const nb_rt_t *rt) {
   return rt->httpd ? rt->httpd->port : 0;
+}
+
+int nb_rt_http_start(nb_rt_t *rt, const char *addr) {
+  if (rt->httpd) return NB_EEXIST;
+  return nb__httpd_start(rt, nb__loop(rt), addr);
+}
+
+void nb_rt_http_serve(nb_rt_t *rt) {
+  if (rt->looping || !rt->httpd) return;
+  /* Referenced for this turn: a loop with nothing referenced does not
+   * poll at all, and the handle stays unreferenced so it never keeps a
+   * loop alive otherwise. */
+  uv_handle_t *h = (uv_handle_t *)&rt->httpd->async;
+  uv_ref(h);
+  uv_run(nb__loop(rt), UV_RUN_NOWAIT);
+  uv_unref(h);
+}
+
+void nb_rt_http_stop(nb_rt_t *rt) {
+  if (!rt->httpd) return;
+  nb__httpd_stop(rt);
+  if (!rt->looping) uv_run(nb__loop(rt), UV_RUN_NOWAIT); /* the close */
 }

@@ -226,18 +226,20 @@ void nb__metrics_table(nb_rt_t *rt, FILE *f) {
     any = rt->agents[i]->metrics && LD(&rt->agents[i]->metrics->calls);
   if (!any) return;
   struct nb__mrt_s *r = mrt(rt);
-  fprintf(f, "  %4s %-20s %9s %9s %9s %9s %6s %7s %7s %7s %7s\n", "id",
-          "handler", "in/s", "out/s", "p50 ms", "p99 ms", "busy", "inbox",
-          "in max", "axon", "ax max");
+  /* The name first (no id column): scripts that pick a neuron's row of
+   * the counters table by its second field never land here. */
+  fprintf(f, "  %-25s %9s %9s %9s %9s %9s %6s %6s %6s %6s %6s\n",
+          "handler, depths", "in/s", "out/s", "p50 ms", "p99 ms", "max ms",
+          "busy", "inbox", "in^", "axon", "ax^");
   for (uint32_t i = 0; i < rt->n; i++) {
     nb__nmetrics_t *m = rt->agents[i]->metrics;
     if (!m || !LD(&m->calls)) continue;
     ival_t *v = &r->iv[i];
-    fprintf(f, "  %4u %-20s %9.0f %9.0f %9.4f %9.4f %5.1f%% %7" PRIu64
-            " %7" PRIu64 " %7" PRIu64 " %7" PRIu64 "\n", i,
-            rt->agents[i]->name, v->in_rate, v->out_rate, v->p50 * 1e3,
-            v->p99 * 1e3, v->busy * 100, LD(&m->inbox_last),
-            LD(&m->inbox_hwm), LD(&m->axon_last), LD(&m->axon_hwm));
+    fprintf(f, "  %-25s %9.0f %9.0f %9.4f %9.4f %9.4f %5.1f%% %6" PRIu64
+            " %6" PRIu64 " %6" PRIu64 " %6" PRIu64 "\n", rt->agents[i]->name,
+            v->in_rate, v->out_rate, v->p50 * 1e3, v->p99 * 1e3, v->max * 1e3,
+            v->busy * 100, LD(&m->inbox_last), LD(&m->inbox_hwm),
+            LD(&m->axon_last), LD(&m->axon_hwm));
   }
 }
 

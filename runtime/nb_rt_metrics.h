@@ -98,9 +98,6 @@ int nb__httpd_start(nb_rt_t *rt, void *uv_loop, const char *addr);
  * its loop handle; does nothing without one. Returns nothing. */
 void nb__httpd_stop(nb_rt_t *rt);
 
-/* Returns the port the endpoint listens on, 0 without one. */
-int nb__httpd_port(const nb_rt_t *rt);
-
 /* ---- nb_rt_run.c ---- */
 
 /* Returns the statistics object (what --stats=json prints as a line) with
