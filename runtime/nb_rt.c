@@ -27,11 +27,10 @@ static void agent_error(nb__agent_t *a, const char *where, const char *msg) {
   /* An agent failing on every spike must not flood stderr: the first few
    * are printed in full, the rest show in the statistics' errors column. */
   if (!a->rt->opts.quiet && a->errors <= ERRPRINT_MAX) {
-    nb__log_stamp(stderr);
-    fprintf(stderr, "neuronbus: agent \"%s\" (id %u) failed in %s: %s\n",
+    fprintf(nb__log(stderr), "neuronbus: agent \"%s\" (id %u) failed in %s: %s\n",
             a->name, a->cell.id, where, msg ? msg : "(no message)");
     if (a->errors == ERRPRINT_MAX)
-      fprintf(stderr, "neuronbus: agent \"%s\": %d errors printed; later "
+      fprintf(nb__log(stderr), "neuronbus: agent \"%s\": %d errors printed; later "
               "ones are counted in the statistics, not printed\n", a->name,
               ERRPRINT_MAX);
     fflush(stderr);
@@ -351,7 +350,7 @@ uint64_t nb__rt_stop_within(nb_rt_t *rt, uint64_t ns) {
   }
   uint64_t left = nb_cortex_pending(rt->cx);
   if (left && !rt->opts.quiet)
-    fprintf(stderr, "neuronbus: shutdown: %" PRIu64 " spikes still pending "
+    fprintf(nb__log(stderr), "neuronbus: shutdown: %" PRIu64 " spikes still pending "
             "after %.3g s of draining (%" PRIu64 " ticks; --drain): not "
             "delivered\n", left, (double)(nb_clock_ns() - start) / 1e9, t);
   nb_cortex_stop(rt->cx, 0); /* every on_stop */

@@ -241,8 +241,7 @@ int nb__httpd_start(nb_rt_t *rt, void *uv_loop, const char *addr) {
   int hl = strrchr(addr, ':') ? (int)(strrchr(addr, ':') - addr) : 9;
   if (!hl) host = "127.0.0.1", hl = 9;
   if (rt->opts.quiet) return 0;
-  nb__log_stamp(stderr);
-  fprintf(stderr, "neuronbus: http endpoint on http://%.*s:%d/ (/metrics, "
+  fprintf(nb__log(stderr), "neuronbus: http endpoint on http://%.*s:%d/ (/metrics, "
           "/stats, /graph, /neurons/NAME)\n", hl, host, s->port);
   int loopback = sa.ss_family == AF_INET
                      ? (ntohl(((struct sockaddr_in *)&sa)->sin_addr.s_addr) >> 24) == 127

@@ -184,6 +184,11 @@ typedef struct nb__buf_s {
 /* Returns a malloc'd printf-formatted string (never NULL: aborts on OOM). */
 char *nb__strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Writes the ISO 8601 UTC time of now with milliseconds and a space
+ * ("2026-12-03T05:50:01.123Z ") to f, the prefix of the runtime's lines on
+ * stderr; returns f, so a line is fprintf(nb__log(stderr), ...). */
+FILE *nb__log(FILE *f);
+
 /* Returns a malloc'd copy of s (NULL stays NULL; aborts on OOM). */
 char *nb__strdup(const char *s);
 

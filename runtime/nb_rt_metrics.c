@@ -758,13 +758,3 @@ oom:
   nb__snap_free(s);
   return NULL;
 }
-
-void nb__log_stamp(FILE *f) {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  struct tm tm;
-  gmtime_r(&ts.tv_sec, &tm);
-  char buf[40];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  fprintf(f, "%s.%03ldZ ", buf, ts.tv_nsec / 1000000);
-}

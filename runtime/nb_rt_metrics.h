@@ -105,9 +105,4 @@ void nb__httpd_stop(nb_rt_t *rt);
  * rate window; NULL when out of memory. */
 json_t *nb__stats_json(nb_rt_t *rt);
 
-/* Writes the ISO 8601 UTC time of now with milliseconds and a space
- * ("2026-12-03T05:50:01.123Z ") to f: the prefix of the runtime's log
- * lines on stderr; returns nothing. */
-void nb__log_stamp(FILE *f);
-
 #endif

@@ -60,7 +60,7 @@ static uint64_t loop_ticks(loop_t *l, uint64_t max, uint64_t budget_ns) {
     }
     int64_t rc = nb_rt_tick(l->rt, 1);
     if (rc < 0) {
-      fprintf(stderr, "neuronbus: tick failed: %s\n", nb_strerror((int)rc));
+      fprintf(nb__log(stderr), "neuronbus: tick failed: %s\n", nb_strerror((int)rc));
       l->error = (int)rc;
       loop_stop(l);
       break;
@@ -89,7 +89,7 @@ static void on_tick(uv_timer_t *t) {
     due -= skip;
     if (!rt->opts.quiet && (!l->reported_ns ||
                             now - l->reported_ns >= NB__LATE_REPORT_NS)) {
-      fprintf(stderr, "neuronbus: the loop is behind: ticks take longer "
+      fprintf(nb__log(stderr), "neuronbus: the loop is behind: ticks take longer "
               "than the tick interval (%.3g ms); %" PRIu64 " overdue ticks "
               "skipped so far (%" PRIu64 " since the last report): the "
               "runtime runs late, it does not catch up\n",
@@ -139,8 +139,7 @@ static void on_stats(uv_timer_t *t) {
 static void on_usr1(uv_signal_t *s, int signum) {
   loop_t *l = s->data;
   (void)signum;
-  nb__log_stamp(stderr);
-  fprintf(stderr, "neuronbus: SIGUSR1: statistics follow\n");
+  fprintf(nb__log(stderr), "neuronbus: SIGUSR1: statistics follow\n");
   nb_rt_print_stats(l->rt, stderr, 0, 0);
 }
 
@@ -153,8 +152,7 @@ static void on_keeps(uv_timer_t *t) {
 /* SIGINT/SIGTERM: announces it and ends the loop (shutdown follows). */
 static void on_signal(uv_signal_t *s, int signum) {
   loop_t *l = s->data;
-  nb__log_stamp(stderr);
-  fprintf(stderr, "neuronbus: %s received, stopping\n",
+  fprintf(nb__log(stderr), "neuronbus: %s received, stopping\n",
           signum == SIGINT ? "SIGINT" : "SIGTERM");
   loop_stop(l);
 }

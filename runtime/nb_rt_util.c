@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -267,4 +268,15 @@ void *nb__loop(nb_rt_t *rt) {
     rt->own_loop = 1;
   }
   return rt->loop;
+}
+
+FILE *nb__log(FILE *f) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  char buf[40];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  fprintf(f, "%s.%03ldZ ", buf, ts.tv_nsec / 1000000);
+  return f;
 }

@@ -127,6 +127,47 @@ static void metrics_off_leaves_them_out(void) {
   nb_rt_close(rt);
 }
 
+/* A worker thread's side: records handler calls of one agent, as the
+ * thread running that neuron would. */
+typedef struct writer_s {
+  nb__agent_t *a;
+  int calls;
+} writer_t;
+
+static void *write_calls(void *arg) {
+  writer_t *w = arg;
+  for (int i = 0; i < w->calls; i++)
+    nb__metrics_end(w->a, nb_clock_ns() - 1500, (uint32_t)(i % 7) + 1);
+  return NULL;
+}
+
+static void counters_written_by_another_thread_read_clean(void) {
+  nb_rt_t *rt = open_flow(0);
+  NBT_CHECK(rt != NULL);
+  if (!rt) return;
+  int id = nb_rt_id(rt, "counter");
+  writer_t w = {rt->agents[id], 200000};
+  pthread_t th;
+  pthread_create(&th, NULL, write_calls, &w);
+  /* The loop thread's side meanwhile: intervals and snapshots. */
+  for (int i = 0; i < 50; i++) {
+    nb__metrics_close(rt, nb_clock_ns(), 0);
+    nb__snap_free(nb__snapshot_build(rt));
+  }
+  pthread_join(th, NULL);
+  nb__snap_t *s = nb__snapshot_build(rt);
+  NBT_CHECK(s != NULL);
+  if (s) {
+    char want[128];
+    snprintf(want, sizeof want,
+             "neuronbus_handler_seconds_count{neuron=\"counter\"} %d\n", w.calls);
+    NBT_CHECK(strstr(s->prom, want) != NULL);
+    NBT_CHECK(strstr(s->prom, "neuronbus_inbox_depth_max{neuron=\"counter\"} 7\n") != NULL);
+  }
+  nb__snap_free(s);
+  nb_rt_close(rt);
+}
+
 /* ---- the endpoint under threads ---- */
 
 typedef struct scraper_s {
@@ -214,6 +255,7 @@ static const nbt_test_t tests[] = {
   NBT_TEST(every_view_counts_the_flow),
   NBT_TEST(the_interval_gives_quantiles_in_order),
   NBT_TEST(metrics_off_leaves_them_out),
+  NBT_TEST(counters_written_by_another_thread_read_clean),
   NBT_TEST(the_endpoint_serves_while_the_runtime_ticks),
 };
 
