@@ -292,7 +292,6 @@ void nb_rt_close(nb_rt_t *rt) {
   if (!rt) return;
   if (!rt->stopped && rt->cx) nb_rt_stop(rt, 0);
   nb__async_stop(rt); /* cancels every request while the agents exist */
-  nb__httpd_stop(rt); /* its thread reads nothing of rt past this */
   for (uint32_t i = 0; i < rt->n; i++) nb__agent_free(rt->agents[i]);
   /* Agents whose registration failed were freed already. */
   free(rt->agents);

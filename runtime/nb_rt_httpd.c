@@ -201,6 +201,7 @@ static void on_closed(uv_handle_t *h) {
 }
 
 int nb__httpd_start(nb_rt_t *rt, void *uv_loop, const char *addr) {
+  if (rt->stopped) return NB_EINVAL;
   struct sockaddr_storage sa;
   socklen_t salen;
   if (parse_addr(addr, &sa, &salen) != 0) {
@@ -233,6 +234,9 @@ int nb__httpd_start(nb_rt_t *rt, void *uv_loop, const char *addr) {
     uv_close((uv_handle_t *)&s->async, on_closed); /* frees s */
     return NB_EIO;
   }
+  /* Stopping the runtime (nb_rt_stop, nb_rt_close) stops the endpoint:
+   * its thread must not outlive what it was started for. */
+  nb__async_on_stop(rt, nb__httpd_stop);
   const union MHD_DaemonInfo *di =
       MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
   s->port = di ? di->port : 0;

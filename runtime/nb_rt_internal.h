@@ -7,13 +7,16 @@
  *   nb_lstate.c, nb_link*.c           one agent state; the TCP link protocol
  *   nb_rt_rec.c, nb_rt_reload.c,      recording, code versions and hot
  *   nb_rt_isolation.c, nb_rt_link.c,  reload, fault policies, links to peers,
- *   nb_rt_keep.c, nb_rt_allow.c       kept payloads, the sandbox's allowlists
+ *   nb_rt_keep.c, nb_rt_allow.c,      kept payloads, the sandbox's allowlists,
+ *   nb_rt_metrics.c                   handler times and depths (recording)
  *   nb_rt_async.c                     requests, completions, resuming tasks
  *   nb_rt_http.c, nb_rt_exec.c,       the requests' backends: HTTP, processes,
  *   nb_rt_files.c                     files
  *   nb_rt.c                           agents, lifecycle and delivery
  *   nb_rt_topo.c, nb_rt_ffi.c,        building from a manifest (and check),
- *   nb_rt_run.c                       what Lua calls, the `neuronbus run` loop
+ *   nb_rt_run.c, nb_rt_views.c,       what Lua calls, the `neuronbus run` loop,
+ *   nb_rt_httpd.c, nb_rt_tools.c      the metrics' views and the endpoint,
+ *                                     graph, top and plot
  *
  * Where a lower layer must act on an agent (restart it, report an error,
  * tick the runtime), it goes through rt->host, the ops table nb_rt.c hands

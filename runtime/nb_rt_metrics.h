@@ -1,8 +1,10 @@
 /* nb_rt_metrics.h: the runtime's metrics (not installed): per neuron the
  * handler time as a histogram, inbox and axon depths with their
  * high-water marks; per interval the handler's p50/p99/max and the spike
- * rates; and the views built from them on the loop thread: JSON members,
- * table rows, the Prometheus text exposition, the live topology in DOT.
+ * rates (nb_rt_metrics.c); and the views built from them on the loop
+ * thread: JSON members, table rows, the Prometheus text exposition, the
+ * live topology in DOT, snapshots (nb_rt_views.c), served over HTTP
+ * (nb_rt_httpd.c).
  *
  * Threads: a neuron's counters are written only by the thread running
  * that neuron (relaxed atomic stores: one writer, no locked add) and read
@@ -31,6 +33,8 @@ typedef struct nb__nmetrics_s {
   uint64_t axon_last, axon_hwm;   /* axon depth after the last call, max */
 } nb__nmetrics_t;
 
+/* ---- nb_rt_metrics.c (below nb_rt.c) ---- */
+
 /* Returns new zeroed counters (aborts when out of memory). */
 nb__nmetrics_t *nb__metrics_new(void);
 
@@ -56,15 +60,44 @@ void nb__metrics_close(nb_rt_t *rt, uint64_t now, int whole);
  * (nb__snapshot_build), 0 = 1 s; returns nothing. */
 void nb__metrics_set_interval(nb_rt_t *rt, uint64_t ns);
 
+/* Closes the interval when its on-demand period passed; returns nothing. */
+void nb__metrics_close_if_due(nb_rt_t *rt, uint64_t now);
+
+/* Frees what rt's metrics hold on the loop side; returns nothing. */
+void nb__metrics_rt_free(nb_rt_t *rt);
+
+/* Returns bucket k's upper bound in seconds (+inf for the last one). */
+double nb__bucket_le(unsigned k);
+
+/* One neuron's last closed interval, and the counters at its start. */
+typedef struct nb__ival_s {
+  uint64_t hist0[NB__HIST_N];
+  uint64_t in0, out0, busy0;
+  double p50, p99, max; /* seconds */
+  double in_rate, out_rate, busy; /* spikes/s, and busy time / interval */
+} nb__ival_t;
+
+/* The loop side of rt's metrics (rt->mrt). */
+struct nb__mrt_s {
+  nb__ival_t *iv;    /* per neuron */
+  uint32_t n, cap;
+  uint64_t t0_ns;    /* the current interval began */
+  uint64_t every_ns; /* on-demand closing period */
+  double len_s;      /* length of the last closed interval */
+};
+
+/* Returns rt's loop-side metrics state with room for every neuron (made
+ * on first use; aborts when out of memory). */
+struct nb__mrt_s *nb__mrt(nb_rt_t *rt);
+
+/* ---- nb_rt_views.c (the top layer) ---- */
+
 /* Adds neuron id's metrics members (card tags, handler, inbox, axon) to
  * its statistics object obj; returns nothing. */
 void nb__metrics_json(nb_rt_t *rt, uint32_t id, json_t *obj);
 
 /* Prints the metrics rows of the statistics table to f; returns nothing. */
 void nb__metrics_table(nb_rt_t *rt, FILE *f);
-
-/* Frees what rt's metrics hold on the loop side; returns nothing. */
-void nb__metrics_rt_free(nb_rt_t *rt);
 
 /* A snapshot of every view, built on the loop thread and then read-only:
  * what the HTTP endpoint serves. */
@@ -95,7 +128,9 @@ void nb__snap_free(nb__snap_t *s);
 int nb__httpd_start(nb_rt_t *rt, void *uv_loop, const char *addr);
 
 /* Stops the endpoint (waiting requests get the last snapshot) and closes
- * its loop handle; does nothing without one. Returns nothing. */
+ * its loop handle; does nothing without one. nb__async_stop calls it too
+ * (registered at start), so stopping or closing the runtime stops it.
+ * Returns nothing. */
 void nb__httpd_stop(nb_rt_t *rt);
 
 /* ---- nb_rt_run.c ---- */

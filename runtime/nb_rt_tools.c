@@ -236,6 +236,18 @@ static size_t name_index(names_t *ns, const char *name) {
   return ns->n++;
 }
 
+/* Returns the index in ns of the synapse object syn ("FROM -> TO"),
+ * adding it when new, or -1 when it names no ends. */
+static long syn_index(names_t *ns, json_t *syn) {
+  const char *a = json_string_value(json_object_get(syn, "from"));
+  const char *z = json_string_value(json_object_get(syn, "to"));
+  if (!a || !z) return -1;
+  char *pair = nb__strf("%s -> %s", a, z);
+  long k = (long)name_index(ns, pair);
+  free(pair);
+  return k;
+}
+
 /* Writes s as a gnuplot single-quoted string ('' inside). */
 static void gp_quoted(FILE *f, const char *s) {
   fputc('\'', f);
@@ -299,15 +311,8 @@ int nb_rt_plot(const char *jsonl, const char *svg) {
       const char *nm = json_string_value(json_object_get(json_array_get(ns, i), "name"));
       if (nm) name_index(&neurons, nm);
     }
-    for (size_t i = 0; i < json_array_size(ss); i++) {
-      json_t *s = json_array_get(ss, i);
-      const char *a = json_string_value(json_object_get(s, "from"));
-      const char *z = json_string_value(json_object_get(s, "to"));
-      if (!a || !z) continue;
-      char *pair = nb__strf("%s -> %s", a, z);
-      name_index(&syns, pair);
-      free(pair);
-    }
+    for (size_t i = 0; i < json_array_size(ss); i++)
+      syn_index(&syns, json_array_get(ss, i));
     json_array_append_new(lines, o);
   }
   free(line);
@@ -362,13 +367,9 @@ int nb_rt_plot(const char *jsonl, const char *svg) {
     for (size_t i = 0; i < syns.n; i++) wv[i] = NAN;
     json_t *ss = json_object_get(o, "synapses");
     for (size_t i = 0; i < json_array_size(ss); i++) {
-      json_t *s = json_array_get(ss, i);
-      const char *a = json_string_value(json_object_get(s, "from"));
-      const char *z = json_string_value(json_object_get(s, "to"));
-      if (!a || !z) continue;
-      char *pair = nb__strf("%s -> %s", a, z);
-      wv[name_index(&syns, pair)] = num(s, "weight");
-      free(pair);
+      json_t *syn = json_array_get(ss, i);
+      long k = syn_index(&syns, syn);
+      if (k >= 0) wv[k] = num(syn, "weight");
     }
     fprintf(w, "%.3f", t);
     for (size_t i = 0; i < syns.n; i++)
