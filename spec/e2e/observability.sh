@@ -136,6 +136,7 @@ holder=$!
 sleep 0.3
 bad_cli "--http on a taken port ends the run" 'cannot listen on' run agents/demo.lua --for 5s --http "127.0.0.1:$taken"
 kill "$holder" 2>/dev/null; wait "$holder" 2>/dev/null
+bad_cli "--stats-file in a missing folder names it" 'cannot write /nonexistent' run agents/demo.lua --for 1s --stats-file /nonexistent/dir/s.jsonl
 bad_cli "top without an endpoint says so" 'is a runtime running' top "127.0.0.1:$(free_port)" --once
 bad_cli "graph of a missing file names it" 'nope.lua' graph "$work/nope.lua"
 bad_cli "graph --format png is refused" 'format takes dot or svg' graph agents/demo.lua --format png
