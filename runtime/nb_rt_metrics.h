@@ -92,8 +92,9 @@ struct nb__mrt_s *nb__mrt(nb_rt_t *rt);
 
 /* ---- nb_rt_views.c (the top layer) ---- */
 
-/* Adds neuron id's metrics members (card tags, handler, inbox, axon) to
- * its statistics object obj; returns nothing. */
+/* Adds neuron id's metrics members (card tags, rates, handler time,
+ * inbox and axon depths) to its statistics object obj, all flat (no
+ * nested object); returns nothing. */
 void nb__metrics_json(nb_rt_t *rt, uint32_t id, json_t *obj);
 
 /* Prints the metrics rows of the statistics table to f; returns nothing. */

@@ -377,13 +377,15 @@ static json_t *neuron_json(nb_rt_t *rt, uint32_t i) {
   for (int k = 0; k < NB__CARD_TEXTS; k++)
     if (rt->agents[i]->text[k])
       nb__json_set_str(o, nb__card_text_keys[k], rt->agents[i]->text[k]);
+  /* Flat members before the version's, which end the object (readers
+   * match "reloads_rejected":N} as its end). */
+  nb__metrics_json(rt, i, o); /* card tags, handler time, depths */
   nb_rt_version_t v;
   nb_rt_version(rt, i, &v);
   nb__json_set_u64(o, "version", v.counter);
   nb__json_set_str(o, "hash", v.hash);
   nb__json_set_u64(o, "reloads", v.reloads);
   nb__json_set_u64(o, "reloads_rejected", v.rejected);
-  nb__metrics_json(rt, i, o); /* card tags, handler time, depths */
   return o;
 }
 

@@ -148,7 +148,7 @@ static void top_frame(json_t *st, FILE *out, const char *url) {
   trow_t *rows = calloc(n ? n : 1, sizeof *rows);
   if (!rows) return;
   for (size_t i = 0; i < n; i++) {
-    json_t *o = json_array_get(ns, i), *h = json_object_get(o, "handler");
+    json_t *o = json_array_get(ns, i), *h = o;
     const char *name = json_string_value(json_object_get(o, "name"));
     rows[i] = (trow_t){name ? name : "?", num(o, "in_per_s"),
                        num(o, "out_per_s"), num(h, "busy_ratio") * 100,

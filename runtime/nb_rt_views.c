@@ -35,18 +35,13 @@ void nb__metrics_json(nb_rt_t *rt, uint32_t id, json_t *obj) {
   nb__json_set(obj, "out_per_s", nb__json_num("%.1f", v->out_rate));
   nb__nmetrics_t *m = a->metrics;
   if (!m) return;
-  json_t *h = json_object();
-  if (h) {
-    nb__json_set_u64(h, "calls", LD(&m->calls));
-    nb__json_set(h, "busy_s", nb__json_num("%.6f", (double)LD(&m->busy_ns) / 1e9));
-    nb__json_set(h, "busy_ratio", nb__json_num("%.4f", v->busy));
-    nb__json_set(h, "p50_ms", nb__json_num("%.4f", v->p50 * 1e3));
-    nb__json_set(h, "p99_ms", nb__json_num("%.4f", v->p99 * 1e3));
-    nb__json_set(h, "max_ms", nb__json_num("%.4f", v->max * 1e3));
-    nb__json_set(h, "max_ever_ms",
-                 nb__json_num("%.4f", (double)LD(&m->max_ns) / 1e6));
-  }
-  nb__json_set(obj, "handler", h);
+  nb__json_set_u64(obj, "handler_calls", LD(&m->calls));
+  nb__json_set(obj, "busy_s", nb__json_num("%.6f", (double)LD(&m->busy_ns) / 1e9));
+  nb__json_set(obj, "busy_ratio", nb__json_num("%.4f", v->busy));
+  nb__json_set(obj, "p50_ms", nb__json_num("%.4f", v->p50 * 1e3));
+  nb__json_set(obj, "p99_ms", nb__json_num("%.4f", v->p99 * 1e3));
+  nb__json_set(obj, "max_ms", nb__json_num("%.4f", v->max * 1e3));
+  nb__json_set(obj, "max_ever_ms", nb__json_num("%.4f", (double)LD(&m->max_ns) / 1e6));
   nb__json_set_u64(obj, "batches", LD(&m->batches));
   nb__json_set_u64(obj, "inbox", LD(&m->inbox_last));
   nb__json_set_u64(obj, "inbox_max", LD(&m->inbox_hwm));
@@ -60,17 +55,19 @@ void nb__metrics_table(nb_rt_t *rt, FILE *f) {
     any = rt->agents[i]->metrics && LD(&rt->agents[i]->metrics->calls);
   if (!any) return;
   struct nb__mrt_s *r = nb__mrt(rt);
-  /* The name first (no id column): scripts that pick a neuron's row of
-   * the counters table by its second field never land here. */
+  /* "name:" first (no id column): scripts that pick a neuron's row of
+   * the counters table (its id, then its name) never land here. */
   fprintf(f, "  %-25s %9s %9s %9s %9s %9s %6s %6s %6s %6s %6s\n",
-          "handler, depths", "in/s", "out/s", "p50 ms", "p99 ms", "max ms",
-          "busy", "inbox", "in^", "axon", "ax^");
+          "handler time, depths", "in/s", "out/s", "p50 ms", "p99 ms",
+          "max ms", "busy", "inbox", "in^", "axon", "ax^");
   for (uint32_t i = 0; i < rt->n; i++) {
     nb__nmetrics_t *m = rt->agents[i]->metrics;
     if (!m || !LD(&m->calls)) continue;
     nb__ival_t *v = &r->iv[i];
+    char name[96];
+    snprintf(name, sizeof name, "%s:", rt->agents[i]->name);
     fprintf(f, "  %-25s %9.0f %9.0f %9.4f %9.4f %9.4f %5.1f%% %6" PRIu64
-            " %6" PRIu64 " %6" PRIu64 " %6" PRIu64 "\n", rt->agents[i]->name,
+            " %6" PRIu64 " %6" PRIu64 " %6" PRIu64 "\n", name,
             v->in_rate, v->out_rate, v->p50 * 1e3, v->p99 * 1e3, v->max * 1e3,
             v->busy * 100, LD(&m->inbox_last), LD(&m->inbox_hwm),
             LD(&m->axon_last), LD(&m->axon_hwm));
