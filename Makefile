@@ -67,7 +67,7 @@ CONST_H := $(sort $(wildcard core/*.h)) runtime/nb_rt_defaults.h
 # The goals that install missing packages first; any other build checks.
 DEPS_STEP := $(if $(filter deps test run bench,$(MAKECMDGOALS)),deps,deps-check)
 
-.PHONY: all core runtime test run soak deps deps-check deps-fuzz bench bench-plot \
+.PHONY: all core runtime test run soak deps deps-check deps-fuzz bench bench-plot plot \
   install clean fuzz fuzz-build fuzz-replay
 all: core runtime
 core: $(LIB_A) $(LIB_SO)
@@ -142,6 +142,12 @@ bench-plot:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null; } || \
 	  { echo "bench-plot: gnuplot is missing (apt-get install gnuplot-nox)" >&2; exit 1; }
 	@./bench/plot.sh
+
+# Renders STATS, the JSON lines of `neuronbus run --stats-file`, to an SVG
+# beside it with gnuplot (neuronbus plot; docs/observability.md).
+plot: all
+	@test -n "$(STATS)" || { echo "usage: make plot STATS=run.jsonl (the lines of neuronbus run --stats-file)" >&2; exit 1; }
+	./$(NB_BIN) plot $(STATS)
 
 # PREFIX/bin/neuronbus finds the Lua modules in ../share/lua/5.1 and
 # neuronbus.testing finds libnbruntime.so in PREFIX/lib, so the tree may be
