@@ -3,15 +3,18 @@
  *
  * The cortex is never blocked by it: libmicrohttpd runs in its own thread
  * (one epoll thread for every connection) and touches nothing of the
- * runtime. A request copies the bytes of the current snapshot under a
+ * runtime. A request takes a reference to the current snapshot under a
  * mutex; when that snapshot is older than FRESH_NS it asks the loop thread
  * for a new one (uv_async_send), which builds it between ticks
- * (nb__snapshot_build), swaps it in and wakes the waiting requests; a
- * loop that does not answer within WAIT_NS (an agent holding it) gets the
- * old snapshot served. Bounds: at most CONN_LIMIT connections (more are
- * closed at once; as many may wait to be accepted), IDLE_TIMEOUT_S per idle connection, CONN_MEMORY bytes
- * per connection (a longer request line or header gets 431/414 from the
- * library), GET and HEAD only, the four paths only. */
+ * (nb__snapshot_build), swaps it in and wakes the waiting requests; a loop
+ * that does not answer within WAIT_NS (an agent holding it) gets the old
+ * snapshot served. The response sends the snapshot's bytes without a copy;
+ * its reference keeps a replaced snapshot alive until it is sent. Bounds:
+ * at most CONN_LIMIT connections (more are closed at once; as many may
+ * wait to be accepted), IDLE_TIMEOUT_S per idle connection, CONN_MEMORY
+ * bytes per connection for the request (a longer request line or header
+ * gets 414/431 from the library), GET and HEAD only, the four paths
+ * only. */
 #include "nb_rt_metrics.h"
 
 #include <arpa/inet.h>
@@ -44,14 +47,17 @@ struct nb__httpd_s {
   int closing;
 };
 
-/* Loop thread: builds a snapshot, swaps it in, wakes the waiters. */
+/* Loop thread: builds a snapshot, swaps it in, wakes the waiters. The
+ * old one goes now, or with the last response still sending from it. */
 static void on_async(uv_async_t *h) {
   struct nb__httpd_s *s = h->data;
   nb__snap_t *snap = nb__snapshot_build(s->rt), *old = NULL;
+  if (snap) snap->owner = s;
   pthread_mutex_lock(&s->mu);
   if (snap) {
     old = s->snap;
     s->snap = snap;
+    if (old && old->refs) old = NULL; /* release frees it */
   }
   s->gen++;
   s->asked = 0;
@@ -60,18 +66,43 @@ static void on_async(uv_async_t *h) {
   nb__snap_free(old);
 }
 
-/* Queues a response of n bytes at p (copied) with content type ctype and
- * status; returns the library's answer. */
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned status,
-                             const char *ctype, const char *p, size_t n) {
+/* Drops a response's reference to its snapshot (the library's free
+ * callback, or a request that sent none of it); frees a snapshot that was
+ * replaced once nothing sends from it. */
+static void release(void *cls) {
+  nb__snap_t *snap = cls;
+  struct nb__httpd_s *s = snap->owner;
+  pthread_mutex_lock(&s->mu);
+  int gone = --snap->refs == 0 && s->snap != snap;
+  pthread_mutex_unlock(&s->mu);
+  if (gone) nb__snap_free(snap);
+}
+
+/* Queues a response of n bytes at p with content type ctype and status:
+ * bytes of snap (whose reference it takes over: sent without a copy) or,
+ * snap NULL, copied; returns the library's answer. */
+static enum MHD_Result reply_from(struct MHD_Connection *c, unsigned status,
+                                  const char *ctype, const char *p, size_t n,
+                                  nb__snap_t *snap) {
   struct MHD_Response *r =
-      MHD_create_response_from_buffer(n, (void *)p, MHD_RESPMEM_MUST_COPY);
-  if (!r) return MHD_NO;
+      snap ? MHD_create_response_from_buffer_with_free_callback_cls(
+                 n, (void *)p, release, snap)
+           : MHD_create_response_from_buffer(n, (void *)p, MHD_RESPMEM_MUST_COPY);
+  if (!r) {
+    if (snap) release(snap);
+    return MHD_NO;
+  }
   MHD_add_response_header(r, "Content-Type", ctype);
   MHD_add_response_header(r, "Cache-Control", "no-store");
   enum MHD_Result ok = MHD_queue_response(c, status, r);
   MHD_destroy_response(r);
   return ok;
+}
+
+/* reply_from with copied bytes. */
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned status,
+                             const char *ctype, const char *p, size_t n) {
+  return reply_from(c, status, ctype, p, n, NULL);
 }
 
 /* Returns a fresh enough snapshot (under s->mu, held by the caller),
@@ -127,33 +158,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c,
     return reply(c, MHD_HTTP_NOT_FOUND, "text/plain", not_found,
                  sizeof not_found - 1);
   }
+  /* A reference, so the snapshot outlives a swap while it is sent; the
+   * bytes go out without a copy (the library's callback drops it). */
   pthread_mutex_lock(&s->mu);
   nb__snap_t *snap = current(s);
-  enum MHD_Result rc;
-  if (!snap) {
-    rc = reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
-               "no snapshot yet\n", 16);
-  } else if (which == 0) {
-    rc = reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
-               snap->prom, snap->nprom);
-  } else if (which == 1) {
-    rc = reply(c, MHD_HTTP_OK, "application/json", snap->json, snap->njson);
-  } else if (which == 2) {
-    rc = reply(c, MHD_HTTP_OK, "text/vnd.graphviz; charset=utf-8", snap->dot,
-               snap->ndot);
-  } else {
-    /* The name is compared with the neurons' names, never used as a path. */
-    uint32_t i = 0;
-    while (i < snap->n && (!snap->names[i] || strcmp(snap->names[i], name)))
-      i++;
-    if (i < snap->n && snap->cards[i])
-      rc = reply(c, MHD_HTTP_OK, "application/json", snap->cards[i],
-                 strlen(snap->cards[i]));
-    else
-      rc = reply(c, MHD_HTTP_NOT_FOUND, "text/plain", "no such neuron\n", 15);
-  }
+  if (snap) snap->refs++;
   pthread_mutex_unlock(&s->mu);
-  return rc;
+  if (!snap)
+    return reply(c, MHD_HTTP_SERVICE_UNAVAILABLE, "text/plain",
+                 "no snapshot yet\n", 16);
+  if (which == 0)
+    return reply_from(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8",
+                      snap->prom, snap->nprom, snap);
+  if (which == 1)
+    return reply_from(c, MHD_HTTP_OK, "application/json", snap->json,
+                      snap->njson, snap);
+  if (which == 2)
+    return reply_from(c, MHD_HTTP_OK, "text/vnd.graphviz; charset=utf-8",
+                      snap->dot, snap->ndot, snap);
+  /* The name is compared with the neurons' names, never used as a path. */
+  uint32_t i = 0;
+  while (i < snap->n && (!snap->names[i] || strcmp(snap->names[i], name))) i++;
+  if (i < snap->n && snap->cards[i])
+    return reply_from(c, MHD_HTTP_OK, "application/json", snap->cards[i],
+                      strlen(snap->cards[i]), snap);
+  release(snap);
+  return reply(c, MHD_HTTP_NOT_FOUND, "text/plain", "no such neuron\n", 15);
 }
 
 /* Parses addr into *sa (loopback when only a port is given); returns 0 or

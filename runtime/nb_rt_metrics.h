@@ -111,6 +111,9 @@ typedef struct nb__snap_s {
   char **names; /* their names */
   char **cards; /* their JSON objects (/neurons/NAME) */
   uint64_t built_ns;
+  int refs;     /* the endpoint's responses sending from it (under its
+                   mutex, nb_rt_httpd.c) */
+  void *owner;  /* the endpoint that holds it */
 } nb__snap_t;
 
 /* Builds a snapshot of rt (closing the interval when it is due); returns
