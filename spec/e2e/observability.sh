@@ -61,6 +61,8 @@ check "top prints a frame with every neuron" \
 for i in $(seq 100); do alive flow || break; sleep 0.1; done
 stop_nb flow
 check "the flow run ends with exit 0 ($rc)" test "$rc" -eq 0
+check "the final table counts what /metrics and /stats counted (relay 1500 in, 1500 out)" \
+  grep -Eq '^ +[0-9]+ relay +1500 +1500 ' "$work/flow.out"
 check "stdout holds the agents' output and no statistics line" \
   bash -c "grep -q '^counter: 1500 spikes' '$work/flow.out' && ! grep -q '\"type\":\"stats\"' '$work/flow.out'"
 # The final line: written at exit, it must equal what /stats said once
