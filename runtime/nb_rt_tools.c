@@ -385,7 +385,7 @@ int nb_rt_plot(const char *jsonl, const char *svg) {
           "'sans,11'\nset output ");
   gp_quoted(g, svg);
   fprintf(g, "\nset datafile missing 'NaN'\nset key outside right top "
-          "noenhanced\nset grid\nset xlabel 'seconds'\n"
+          "noenhanced\nset grid\nset xlabel 'seconds'\nset xrange [0:*]\n"
           "set multiplot layout 2,1 title ");
   gp_quoted(g, jsonl);
   fprintf(g, " noenhanced\n");
