@@ -6,7 +6,8 @@
 # SAN=address (ASan+UBSan) or SAN=thread (TSan) builds into build/$(SAN).
 #
 # Packages: `make deps` installs the missing Debian packages (compiler,
-# pkg-config, LuaJIT, libuv, libcurl, jansson, libsodium, lua-cjson, busted); `make test`, `make run` and
+# pkg-config, LuaJIT, libuv, libcurl, jansson, libsodium, libmicrohttpd,
+# graphviz, gnuplot, python3-prometheus-client, lua-cjson, busted); `make test`, `make run` and
 # `make bench` run it first. Any other build only checks them and names
 # what is missing. The fuzzing toolchain (clang, libFuzzer) is installed
 # only by `make fuzz` and `make fuzz-build`.
@@ -36,8 +37,9 @@ LDLIBS_CORE = $(SAN_FLAGS) $(LDFLAGS) -pthread -lm
 # libcurl: nb.http (runtime/nb_rt_http.c) runs on the runtime's loop.
 # jansson: the statistics' JSON lines (runtime/nb_rt_json.c).
 # libsodium: the links' authentication and encryption (runtime/nb_link_auth.c).
-HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson libsodium) -Iruntime
-UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson libsodium)
+# libmicrohttpd: the --http endpoint (runtime/nb_rt_httpd.c).
+HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson libsodium libmicrohttpd) -Iruntime
+UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson libsodium libmicrohttpd)
 # -Wl,-E: the agent states' FFI finds the nb_rt_* functions in the program.
 HOST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) $(LDLIBS_CORE) -Wl,-E
 
@@ -66,7 +68,7 @@ CONST_H := $(sort $(wildcard core/*.h)) runtime/nb_rt_defaults.h
 # The goals that install missing packages first; any other build checks.
 DEPS_STEP := $(if $(filter deps test run bench,$(MAKECMDGOALS)),deps,deps-check)
 
-.PHONY: all core runtime test run run-learning soak deps deps-check deps-fuzz bench bench-plot \
+.PHONY: all core runtime test run run-learning soak deps deps-check deps-fuzz bench bench-plot plot \
   install clean fuzz fuzz-build fuzz-replay
 all: core runtime
 core: $(LIB_A) $(LIB_SO)
@@ -146,6 +148,12 @@ bench-plot:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnuplot-nox >/dev/null; } || \
 	  { echo "bench-plot: gnuplot is missing (apt-get install gnuplot-nox)" >&2; exit 1; }
 	@./bench/plot.sh
+
+# Renders STATS, the JSON lines of `neuronbus run --stats-file`, to an SVG
+# beside it with gnuplot (neuronbus plot; docs/observability.md).
+plot: all
+	@test -n "$(STATS)" || { echo "usage: make plot STATS=run.jsonl (the lines of neuronbus run --stats-file)" >&2; exit 1; }
+	./$(NB_BIN) plot $(STATS)
 
 # PREFIX/bin/neuronbus finds the Lua modules in ../share/lua/5.1 and
 # neuronbus.testing finds libnbruntime.so in PREFIX/lib, so the tree may be

@@ -10,6 +10,14 @@
  * and out of the producer (and relay). Run from the repository root (or
  * set NB_BENCH_ROOT): the agents live in bench/lua/, the modules in lua/. */
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
 #include "bench.h"
 #include "bench_cortex.h"
 #include "bench_rt.h"
@@ -68,6 +76,49 @@ static void topo_manifest(const nb_bench_topo_t *t, char *out, size_t size) {
   snprintf(out + o, size - o, "  },\n}\n");
 }
 
+/* The metrics row (lua_hop_metrics): 0 = the runtime's default (metrics
+ * on, no endpoint), 1 = metrics off, 2 = metrics on with the HTTP endpoint
+ * scraped every 100 ms by another thread. */
+static int obs_mode;
+static uint64_t obs_scrapes, obs_ns; /* scrapes seen, and over how long */
+static uint64_t obs_n;               /* spikes per run of the metrics row */
+
+/* The scraper of obs_mode 2: GET /metrics every 100 ms until stop. */
+typedef struct scraper_s {
+  pthread_t th;
+  int port;
+  _Atomic int stop, done;
+  uint64_t scrapes, bytes, bad;
+} scraper_t;
+
+/* Scraper thread: counts whole 200 answers; returns NULL. */
+static void *scrape_loop(void *arg) {
+  scraper_t *sc = arg;
+  char buf[65536];
+  do { /* at least once: a tiny run may end before the thread starts */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)sc->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    static const char req[] = "GET /metrics HTTP/1.0\r\n\r\n";
+    ssize_t n, got = 0;
+    int ok200 = 0;
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1)) {
+      while ((n = read(fd, buf, sizeof buf)) > 0) {
+        if (got == 0) ok200 = n > 12 && !memcmp(buf + 9, "200", 3);
+        got += n;
+      }
+    }
+    if (fd >= 0) close(fd);
+    if (ok200) sc->scrapes++, sc->bytes += (uint64_t)got;
+    else sc->bad++;
+    struct timespec ts = {0, 100000000};
+    if (!atomic_load(&sc->stop)) nanosleep(&ts, NULL);
+  } while (!atomic_load(&sc->stop));
+  atomic_store(&sc->done, 1);
+  return NULL;
+}
+
 /* Runs topology t once with Lua agents; returns millions of spikes per
  * second arriving at the sinks (summed). Fails the bench on any agent
  * error or a count that is off. */
@@ -75,7 +126,18 @@ static double topo_lua_run(void *ctx) {
   nb_bench_topo_t *t = ctx;
   char src[16 * PATH_MAX];
   topo_manifest(t, src, sizeof src);
+  nb_bench_rt_metrics_off = obs_mode == 1;
   nb_rt_t *rt = nb_bench_rt_open(src);
+  nb_bench_rt_metrics_off = 0;
+  scraper_t sc;
+  memset(&sc, 0, sizeof sc);
+  uint64_t served_ns = 0;
+  if (obs_mode == 2) {
+    if (nb_rt_http_start(rt, "127.0.0.1:0") != 0) nb_bench_fail("nb_rt_http_start");
+    sc.port = nb_rt_http_port(rt);
+    if (pthread_create(&sc.th, NULL, scrape_loop, &sc) != 0)
+      nb_bench_fail("pthread_create");
+  }
   uint32_t prod = nb_bench_rt_id(rt, "a_producer");
   uint32_t relay = t->relay ? nb_bench_rt_id(rt, "b_relay") : 0;
   uint32_t sinks[NB_BENCH_CX_MAX_SINKS];
@@ -91,6 +153,12 @@ static double topo_lua_run(void *ctx) {
   for (;;) {
     int64_t rc = nb_rt_tick(rt, 1);
     if (rc < 0) nb_bench_fail("nb_rt_tick: %s", nb_strerror((int)rc));
+    /* Snapshots for the scraper, at most every 2 ms of ticks: how often
+     * neuronbus run's free-running loop turns (its burst). */
+    if (obs_mode == 2 && nb_bench_now_ns() - served_ns >= 2000000u) {
+      nb_rt_http_serve(rt);
+      served_ns = nb_bench_now_ns();
+    }
     /* Cheap: counters are plain fields; checked every tick so the clock
      * stops at the last delivery. */
     int done = 1;
@@ -122,6 +190,24 @@ static double topo_lua_run(void *ctx) {
     if (st.spikes_in != t->n)
       nb_bench_fail("Lua sink %d got %" PRIu64 " of %" PRIu64, i + 1,
                     st.spikes_in, t->n);
+  }
+  if (obs_mode == 2) {
+    /* Served until the scraper is out: a request in flight waits for the
+     * snapshot only this thread builds. */
+    atomic_store(&sc.stop, 1);
+    while (!atomic_load(&sc.done)) {
+      nb_rt_http_serve(rt);
+      struct timespec ms = {0, 1000000};
+      nanosleep(&ms, NULL);
+    }
+    pthread_join(sc.th, NULL);
+    nb_rt_http_stop(rt);
+    /* A run shorter than the first 100 ms sleep may see one scrape. */
+    if (!sc.scrapes || sc.bad)
+      nb_bench_fail("the scraper got %" PRIu64 " good and %" PRIu64
+                    " bad answers from /metrics", sc.scrapes, sc.bad);
+    obs_scrapes += sc.scrapes;
+    obs_ns += ns;
   }
   nb_rt_close(rt);
   return (double)t->n * t->sinks / ((double)ns / 1e9) / 1e6;
@@ -238,6 +324,40 @@ static void group_spike_time(void) {
   r.note = "the lua_hop topology (the default: each spike carries the time "
            "it was fired, read from the TSC spike clock); baseline: the same "
            "with spike_time = 'tick' (one clock read per tick), interleaved";
+  nb_bench_emit(&r);
+}
+
+/* ---- the metrics' cost ---- */
+
+/* Runs the one-hop topology in obs_mode *ctx; returns M spikes/s. */
+static double topo_obs_run(void *ctx) {
+  static nb_bench_topo_t t;
+  t = nb_bench_topo(obs_n, 1, 0, 0, NB_BENCH_FIRE_EACH);
+  obs_mode = *(int *)ctx;
+  double v = topo_lua_run(&t);
+  obs_mode = 0;
+  return v;
+}
+
+static void group_metrics(void) {
+  nb_bench_rt_setup("producer.lua", "lua", NULL);
+  static int on = 2, off = 1;
+  /* Not shrunk to the usual ~100 ms: a run lasts ~0.5-1.5 s, so the
+   * endpoint is scraped several times in each. */
+  obs_n = nb_bench_size(48u << 20, 1u << 14);
+  nb_bench_row_t r = nb_bench_row("lua_hop_metrics", "M spikes/s");
+  nb_bench_measure(topo_obs_run, &on, NULL, topo_obs_run, &off, NULL, &r.v,
+                   &r.b);
+  r.baseline = "lua_hop_nometrics";
+  r.target = ">=0.95";
+  char note[400];
+  snprintf(note, sizeof note,
+           "the lua_hop topology with metrics on (handler time per batch, "
+           "depths) and the HTTP endpoint scraped every 100 ms by another "
+           "thread (%.1f scrapes/s served); baseline: no_metrics, "
+           "no endpoint, interleaved in this run",
+           obs_ns ? (double)obs_scrapes / ((double)obs_ns / 1e9) : 0);
+  r.note = note;
   nb_bench_emit(&r);
 }
 
@@ -497,6 +617,7 @@ static const nb_bench_group_t groups[] = {
     {"lua_hop_1k", group_hop_1k},
     {"lua_hop_spike_time", group_spike_time},
     {"lua_payload_flow", group_flow},
+    {"lua_hop_metrics", group_metrics},
     /* Extension point: further Lua rows go here as groups (or in their
      * own bench binary, as the reload pause did: bench_reload.c). */
 };

@@ -19,6 +19,10 @@
 static char nb_bench_rt_root[PATH_MAX];
 static char nb_bench_rt_tmpdir[PATH_MAX];
 
+/* 1: the next nb_bench_rt_open turns the runtime's metrics off (the
+ * metrics row's baseline); every other row runs with the default, on. */
+static int nb_bench_rt_metrics_off;
+
 /* Files besides topo.lua that nb_bench_rt_cleanup removes from the temp dir
  * (NULL-terminated, NULL for none). */
 static const char *const *nb_bench_rt_extra;
@@ -76,6 +80,7 @@ NB_BENCH_UNUSED static nb_rt_t *nb_bench_rt_open(const char *src) {
   nb_rt_opts_t o;
   memset(&o, 0, sizeof o);
   o.quiet = 1;
+  o.no_metrics = nb_bench_rt_metrics_off;
   char *err = NULL;
   nb_rt_t *rt = nb_rt_open(path, &o, &err);
   if (!rt) nb_bench_fail("nb_rt_open: %s", err ? err : "(no message)");

@@ -86,6 +86,11 @@ static inline void nb__if_integrate_batch(nb_if_t *s, const nb_spike_t *in,
 const nb_spike_t *nb__axon_reader_peek_run(nb_axon_reader_t *r, uint64_t i,
                                            uint64_t max, uint32_t *n);
 
+/* Returns how many spikes published to r's axon r has not consumed, from
+ * the atomic cursors only (r's published one, not its private position),
+ * so any thread may ask while r's thread reads. */
+uint64_t nb__axon_reader_behind(const nb_axon_reader_t *r);
+
 /* Creates a neuron with id and a deep copy of card, IF params (NULL =
  * defaults), a copy of ops (NULL = none), its own gated axon of
  * axon_capacity with the cortex's reader attached and an inbox of

@@ -588,6 +588,15 @@ int nb_axon_read(nb_axon_reader_t *r, nb_spike_t *out, uint64_t *missed) {
   }
 }
 
+/* Returns r's unconsumed spikes from the atomic cursors only (see
+ * nb__neuron_internal.h). */
+uint64_t nb__axon_reader_behind(const nb_axon_reader_t *r) {
+  const nb_axon_t *ax = r->ax;
+  uint64_t wc = atomic_load_explicit(&ax->write_cursor, memory_order_relaxed);
+  uint64_t c = atomic_load_explicit(&r->slot->cursor, memory_order_relaxed);
+  return wc > c ? wc - c : 0;
+}
+
 /* Copies n published spikes from sequence seq on into out; returns nothing.
  * Overwrite mode copies atomic words; the caller validates afterwards. */
 static void ring_get(const nb_axon_t *ax, uint64_t seq, nb_spike_t *out,

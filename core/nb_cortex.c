@@ -621,6 +621,8 @@ int nb_cortex_connect(nb_cortex_t *cx, nb_id_t pre, nb_id_t post,
   if (weight > syn.stdp.w_max) weight = syn.stdp.w_max;
   nb_atomic_f32_store(&syn.weight, weight);
   atomic_init(&syn.last_pre_ns, 0);
+  atomic_init(&syn.carried, 0);
+  atomic_init(&syn.filtered, 0);
   return nb_synapse_table_connect(cx->syn, pre, post, &syn);
 }
 
@@ -736,10 +738,18 @@ static int verdict(nb_cortex_t *cx, const nb_synapse_t *syn,
              : V_REJECT;
 }
 
+/* Adds one to a synapse counter: one writer (the thread routing into its
+ * post), so a relaxed load and store, no locked add; returns nothing. */
+static inline void syn_count(_Atomic uint64_t *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+}
+
 /* Records STDP "pre" on syn for a spike stamped t_pre (see
  * nb_synapse_on_pre); returns nothing. Without STDP only the time is kept,
  * inline, as that is the common case on the routing path. */
 static inline void stdp_pre(nb_synapse_t *syn, uint64_t t_pre) {
+  syn_count(&syn->carried);
   if (!syn->stdp_on) {
     atomic_store_explicit(&syn->last_pre_ns, t_pre, memory_order_relaxed);
     return;
@@ -854,6 +864,7 @@ static int route_unicast(worker_t *wk, const nb_spike_t *s, route_cache_t *c) {
     if (v < 0) return dead_letter(wk, s);
     if (v == V_REJECT) {
       consume(wk, s);
+      syn_count(&syn->filtered);
       return filtered(wk, t);
     }
   }
@@ -935,6 +946,7 @@ static int route_broadcast(worker_t *wk, const nb_spike_t *s, int from_ring) {
       t->stats.dead_letters++;
       wk->stats.dead_letters++;
     } else if (vd[i] == V_REJECT) {
+      syn_count(&out[i]->filtered);
       filtered(wk, t);
     } else {
       float w = nb_atomic_f32_load(&out[i]->weight);

@@ -183,6 +183,11 @@ const nb_neuron_stats_t *nb_neuron_stats(const nb_neuron_t *n) {
   return &n->stats;
 }
 
+/* Returns the spikes waiting in n's axon (see nb_neuron.h). */
+uint64_t nb_neuron_axon_depth(const nb_neuron_t *n) {
+  return n->reader ? nb__axon_reader_behind(n->reader) : 0;
+}
+
 /* Returns the neuron's integrate-and-fire state. */
 nb_if_t *nb_neuron_if(nb_neuron_t *n) { return &n->ifs; }
 

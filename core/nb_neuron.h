@@ -119,6 +119,10 @@ const nb_neuron_stats_t *nb_neuron_stats(const nb_neuron_t *n);
 uint64_t nb_neuron_last_fire_ns(const nb_neuron_t *n);
 nb_if_t *nb_neuron_if(nb_neuron_t *n);
 nb_axon_t *nb_neuron_axon(nb_neuron_t *n);
+/* Returns how many spikes wait in n's axon for the cortex to route them;
+ * any thread, even while the cortex reads the axon (atomic cursor loads):
+ * the thread that fires n sees its own fires exactly. */
+uint64_t nb_neuron_axon_depth(const nb_neuron_t *n);
 void *nb_neuron_agent(const nb_neuron_t *n);
 /* Sets the version shown in the card. */
 void nb_neuron_set_version(nb_neuron_t *n, uint32_t version);

@@ -166,6 +166,10 @@ typedef struct nb_synapse_s {
   nb_atomic_f32_t weight;
   nb_stdp_t stdp;
   _Atomic uint64_t last_pre_ns; /* last spike through it, 0 = none */
+  /* Spikes it carried into post's inbox and spikes its filters stopped:
+   * written (relaxed) only by the thread that routes into post, read
+   * anywhere for the statistics. */
+  _Atomic uint64_t carried, filtered;
   nb_filter_t filters[NB_FILTERS_MAX];
   nb_stdp_state_t st;
 } nb_synapse_t;

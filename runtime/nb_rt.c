@@ -5,6 +5,7 @@
  * stop, close, injection and inspection. Building from a manifest is
  * nb_rt_topo.c's job, what agents call through the FFI nb_rt_ffi.c's. */
 #include "nb_rt_internal.h"
+#include "nb_rt_metrics.h"
 
 #include <inttypes.h>
 #include <stdatomic.h>
@@ -27,10 +28,10 @@ static void agent_error(nb__agent_t *a, const char *where, const char *msg) {
   /* An agent failing on every spike must not flood stderr: the first few
    * are printed in full, the rest show in the statistics' errors column. */
   if (!a->rt->opts.quiet && a->errors <= ERRPRINT_MAX) {
-    fprintf(stderr, "neuronbus: agent \"%s\" (id %u) failed in %s: %s\n",
+    fprintf(nb__log(stderr), "neuronbus: agent \"%s\" (id %u) failed in %s: %s\n",
             a->name, a->cell.id, where, msg ? msg : "(no message)");
     if (a->errors == ERRPRINT_MAX)
-      fprintf(stderr, "neuronbus: agent \"%s\": %d errors printed; later "
+      fprintf(nb__log(stderr), "neuronbus: agent \"%s\": %d errors printed; later "
               "ones are counted in the statistics, not printed\n", a->name,
               ERRPRINT_MAX);
     fflush(stderr);
@@ -111,7 +112,10 @@ static int lua_batch(void *agent, nb_neuron_t *n, const nb_spike_t *spikes,
                      const float *weights, size_t count) {
   nb__agent_t *a = agent;
   if (a->rt->opts.record) nb__record_batch(a, spikes, weights, count);
-  return deliver(a, spikes, weights, (uint32_t)count);
+  uint64_t t0 = nb__metrics_begin(a);
+  int rc = deliver(a, spikes, weights, (uint32_t)count);
+  if (t0) nb__metrics_end(a, t0, (uint32_t)count);
+  return rc;
 }
 
 /* ops.on_spike fallback (the cortex calls on_batch when present). */
@@ -126,7 +130,10 @@ static int lua_tick(void *agent, nb_neuron_t *n) {
   /* While stopping, pending spikes are delivered but no periodic work
    * starts: a pacemaker would otherwise keep the cortex busy forever. */
   if (a->rt->stopped || !a->cell.has_tick || !nb__isol_running(a)) return 0;
-  return call(a, NB__SLOT_TICK, 0, 0, "tick") ? NB_EAGENT : 0;
+  uint64_t t0 = nb__metrics_begin(a);
+  int rc = call(a, NB__SLOT_TICK, 0, 0, "tick") ? NB_EAGENT : 0;
+  if (t0) nb__metrics_end(a, t0, 0);
+  return rc;
 }
 
 /* ops.filter: the target agent's filters[name](spike, nb) decides. */
@@ -183,6 +190,7 @@ void nb__agent_free(nb__agent_t *a) {
   free(a->errlog);
   free(a->name);
   free(a->script);
+  free(a->metrics);
   if (a->proxy) nb__link_proxy_free(a->proxy);
   free(a);
 }
@@ -318,6 +326,7 @@ void nb_rt_close(nb_rt_t *rt) {
   if (rt->loop && rt->own_loop) loop_close(rt->loop);
   nb__isol_rt_free(rt);
   nb__learn_rt_free(rt);
+  nb__metrics_rt_free(rt);
   if (rt->cx) nb_cortex_free(rt->cx);
   nb_arena_writer_free(rt->writer);
   if (rt->arena) nb_arena_free(rt->arena);
@@ -436,7 +445,7 @@ uint64_t nb__rt_stop_within(nb_rt_t *rt, uint64_t ns) {
   uint64_t t = drain(rt, STOP_TICKS_DEFAULT, ns ? ns : 1);
   uint64_t left = nb_cortex_pending(rt->cx);
   if (left && !rt->opts.quiet)
-    fprintf(stderr, "neuronbus: shutdown: %" PRIu64 " spikes still pending "
+    fprintf(nb__log(stderr), "neuronbus: shutdown: %" PRIu64 " spikes still pending "
             "after %.3g s of draining (%" PRIu64 " ticks; --drain): not "
             "delivered\n", left, (double)(nb_clock_ns() - start) / 1e9, t);
   nb_cortex_stop(rt->cx, 0); /* every on_stop */
@@ -638,6 +647,7 @@ nb__agent_t *nb__agent_new(nb_rt_t *rt, const char *name) {
   a->keep_max = NB_KEEP_MAX_DEFAULT;
   a->max_tasks = NB_TASKS_MAX_DEFAULT;
   a->keep_warn_ns = NB_KEEP_WARN_DEFAULT_NS;
+  if (!rt->opts.no_metrics) a->metrics = nb__metrics_new();
   return a;
 }
 

@@ -21,8 +21,13 @@ typedef struct nb_rt_run_opts_s {
   uint64_t ticks;       /* stop after this many ticks, 0 = no limit */
   uint64_t for_ns;      /* stop after this long, 0 = no limit */
   int stats;            /* 0 none, 1 table, 2 json lines */
-  uint64_t stats_every_ns; /* period of the stats lines, 0 = 1 s */
+  uint64_t stats_every_ns; /* period of the stats lines (and of the
+                              metrics' intervals), 0 = 1 s */
   FILE *out;            /* statistics go here (default stdout) */
+  FILE *stats_file;     /* NULL, or JSON statistics lines go here too, at
+                           the same period (whatever stats says) */
+  const char *http;     /* NULL, or "HOST:PORT" the HTTP endpoint listens
+                           on (port 0: any free one, said on stderr) */
   int no_watch;         /* 1 = do not watch the agent scripts (hot reload
                            then only through SIGHUP) */
   uint64_t drain_ns;    /* TCP links: how long shutdown waits for spikes
@@ -47,6 +52,31 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *out, int json, int final);
  * of problems (0 = good). */
 int nb_rt_check(const char *path, FILE *out);
 
+/* Returns the topology of the manifest at path as Graphviz DOT (malloc'd,
+ * free with nb_rt_free_string): neurons as nodes grouped by their first
+ * region into clusters, synapses as edges labelled with their weight;
+ * nothing runs (no agent script is loaded). NULL with *err (malloc'd)
+ * naming the manifest's problems. */
+char *nb_rt_graph_dot(const char *path, char **err);
+
+/* Writes dot_text rendered as SVG by Graphviz's dot to out_path (NULL:
+ * stdout); returns 0, or 1 with the reason on stderr (no dot installed). */
+int nb_rt_graph_svg(const char *dot_text, const char *out_path);
+
+/* The orders of neuronbus top. */
+enum { NB_TOP_SORT_BUSY, NB_TOP_SORT_DEPTH, NB_TOP_SORT_IN, NB_TOP_SORT_NAME };
+
+/* Shows the neurons of the runtime serving addr ("HOST:PORT", see --http)
+ * as a table sorted by sort, one frame a second (frames of them, 0 = until
+ * killed; a terminal is cleared before each); returns 0, or 1 with the
+ * reason on stderr when the endpoint cannot be read. */
+int nb_rt_top(const char *addr, int sort, int frames, FILE *out);
+
+/* Draws the statistics JSON lines in jsonl (--stats-file) as an SVG at svg
+ * with gnuplot: spikes/s into each neuron and every synapse weight over
+ * time; returns 0, or 1 with the reason on stderr. */
+int nb_rt_plot(const char *jsonl, const char *svg);
+
 /* Reloads every agent whose script file differs from the version running
  * (what SIGHUP does: a file rejected before is tried again); rejected
  * reloads are reported on stderr. Returns the number of agents reloaded. */
@@ -63,6 +93,26 @@ const char *nb_rt_lua_path(void);
 
 /* Returns the topology's name. */
 const char *nb_rt_topology_name(const nb_rt_t *rt);
+
+/* ---- the HTTP endpoint, for C programs that tick the runtime themselves
+ * (nb_rt_run starts it from its --http option) ---- */
+
+/* Starts rt's HTTP endpoint (/metrics, /stats, /graph, /neurons/NAME) on
+ * addr ("HOST:PORT", port 0 = any free one); its snapshots are built on
+ * rt's loop, so the caller runs nb_rt_http_serve between ticks. Returns 0,
+ * or NB_EINVAL / NB_EIO / NB_EEXIST with the reason on stderr. */
+int nb_rt_http_start(nb_rt_t *rt, const char *addr);
+
+/* Builds the snapshots requests wait for (runs rt's loop once without
+ * blocking); does nothing while nb_rt_run drives the loop. Returns
+ * nothing. */
+void nb_rt_http_serve(nb_rt_t *rt);
+
+/* Returns the port the endpoint listens on, 0 without one. */
+int nb_rt_http_port(const nb_rt_t *rt);
+
+/* Stops the endpoint; returns nothing (also without one). */
+void nb_rt_http_stop(nb_rt_t *rt);
 
 /* ---- TCP links: what nb_rt_run does with them, for C tests
  * and benchmarks that drive their own loop ---- */

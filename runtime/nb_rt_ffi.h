@@ -247,6 +247,8 @@ typedef struct nb_rt_opts_s {
                             order (they may be synapse endpoints) */
   uint32_t workers;      /* worker threads, over the manifest's workers key
                             (0: the manifest's; docs/workers.md) */
+  int no_metrics;  /* no handler timing nor depth tracking (the metrics'
+                      overhead benchmark's baseline) */
 } nb_rt_opts_t;
 
 typedef struct nb_rt_stat_s {

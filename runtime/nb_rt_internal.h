@@ -7,13 +7,16 @@
  *   nb_lstate.c, nb_link*.c           one agent state; the TCP link protocol
  *   nb_rt_rec.c, nb_rt_reload.c,      recording, code versions and hot
  *   nb_rt_isolation.c, nb_rt_link.c,  reload, fault policies, links to peers,
- *   nb_rt_keep.c, nb_rt_allow.c       kept payloads, the sandbox's allowlists
+ *   nb_rt_keep.c, nb_rt_allow.c,      kept payloads, the sandbox's allowlists,
+ *   nb_rt_metrics.c                   handler times and depths (recording)
  *   nb_rt_async.c                     requests, completions, resuming tasks
  *   nb_rt_http.c, nb_rt_exec.c,       the requests' backends: HTTP, processes,
  *   nb_rt_files.c                     files
  *   nb_rt.c                           agents, lifecycle and delivery
  *   nb_rt_topo.c, nb_rt_ffi.c,        building from a manifest (and check),
- *   nb_rt_run.c                       what Lua calls, the `neuronbus run` loop
+ *   nb_rt_run.c, nb_rt_views.c,       what Lua calls, the `neuronbus run` loop,
+ *   nb_rt_httpd.c, nb_rt_tools.c      the metrics' views and the endpoint,
+ *                                     graph, top and plot
  *
  * Where a lower layer must act on an agent (restart it, report an error,
  * tick the runtime), it goes through rt->host, the ops table nb_rt.c hands
@@ -107,6 +110,8 @@ typedef struct nb__agent_s {
   struct nb__allow_s *allow; /* sandbox: the commands it may run and the
                                 directories it may touch (nb_rt_allow.c);
                                 NULL without sandbox: no restriction */
+  struct nb__nmetrics_s *metrics; /* handler time, depths (nb_rt_metrics.c),
+                                     NULL with metrics off */
 } nb__agent_t;
 
 /* What nb_rt.c does for the lower layers (see the top of this file). */
@@ -167,6 +172,10 @@ struct nb_rt_s {
   uint32_t prune_every;    /* the cortex's (a team prunes in its pause) */
   struct nb__learn_s *learn; /* synapse changes agents asked for
                                 (nb_rt_learn.c) */
+  struct nb__mrt_s *mrt;   /* metrics intervals (nb_rt_metrics.c), NULL
+                              until the first */
+  struct nb__httpd_s *httpd; /* the --http endpoint (nb_rt_httpd.c), NULL
+                                without */
 };
 
 /* ---- nb_rt_team.c ---- */
@@ -269,6 +278,10 @@ char *nb__strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /* Returns the FNV-1a 64 hash of n bytes at p. */
 uint64_t nb__fnv1a(const char *p, size_t n);
+/* Writes the ISO 8601 UTC time of now with milliseconds and a space
+ * ("2026-12-03T05:50:01.123Z ") to f, the prefix of the runtime's lines on
+ * stderr; returns f, so a line is fprintf(nb__log(stderr), ...). */
+FILE *nb__log(FILE *f);
 
 /* Returns a malloc'd copy of s (NULL stays NULL; aborts on OOM). */
 char *nb__strdup(const char *s);
@@ -327,6 +340,13 @@ nb__checker_t *nb__checker_new(char **err);
  * count, counted as neuronbus check counts them, in *problems. */
 char *nb__checker_run(nb__checker_t *k, const char *label, const char *src,
                       size_t len, int *problems);
+
+/* Loads and validates the manifest file at path (with neuronbus check's
+ * time and memory limits, no agent script run) and calls fn(C, ctx) with
+ * the normalized topology on top of C's stack; returns what fn returned,
+ * or -1 with *err (malloc'd) naming every problem of the manifest. */
+int nb__manifest_with(const char *path, int (*fn)(lua_State *C, void *ctx),
+                      void *ctx, char **err);
 
 /* Returns the checker's Lua state, where the validator runs (the fuzzer
  * hooks its lines, as coverage a libFuzzer build cannot see in Lua). */

@@ -270,7 +270,7 @@ static void say(const nb__agent_t *a, const char *fmt, ...) {
   if (a->rt->opts.quiet) return;
   va_list ap;
   va_start(ap, fmt);
-  fprintf(stderr, "neuronbus: agent \"%s\" (id %u): ", a->name, a->cell.id);
+  fprintf(nb__log(stderr), "neuronbus: agent \"%s\" (id %u): ", a->name, a->cell.id);
   vfprintf(stderr, fmt, ap);
   fputc('\n', stderr);
   fflush(stderr);
@@ -691,7 +691,7 @@ static void stuck_signals(void) {
   char k[96];
   known(&run.w, k, sizeof k);
   if (prev && prev >= run.start_ns) {
-    fprintf(stderr, "neuronbus: %s received again while neuron '%s' has "
+    fprintf(nb__log(stderr), "neuronbus: %s received again while neuron '%s' has "
             "been in %s for %.2f s (%s): exiting now with status %d; the "
             "spikes in flight are lost (no drain, no on_stop, no final "
             "statistics)\n", sig_name(signo), run.name, run.entry, ran, k,
@@ -705,7 +705,7 @@ static void stuck_signals(void) {
   }
   if (run.hinted_sig == count) return;
   run.hinted_sig = count;
-  fprintf(stderr, "neuronbus: %s received while neuron '%s' has been in %s "
+  fprintf(nb__log(stderr), "neuronbus: %s received while neuron '%s' has been in %s "
           "for %.2f s (%s): the runtime stops once the entry returns, and "
           "delivers the spikes in flight then; send SIGINT or SIGTERM again "
           "to exit at once, losing them\n", sig_name(signo), run.name,
@@ -723,7 +723,7 @@ static void run_report(const nb_lstate_watch_t *w, void *ud) {
   pthread_mutex_lock(&run.mu);
   if (w->kind == NB_LSTATE_WATCH_EXIT) {
     snprintf(el, sizeof el, "%.2f s", w->elapsed_ns / 1e9);
-    fprintf(stderr, "neuronbus: neuron '%s' has been in %s for %s, past its "
+    fprintf(nb__log(stderr), "neuronbus: neuron '%s' has been in %s for %s, past its "
             "watchdog_exit of %s (%s): exiting with status %d, as its "
             "manifest asks, so that a supervisor can restart the process; "
             "the spikes in flight are lost\n", w->name,
@@ -743,7 +743,7 @@ static void run_report(const nb_lstate_watch_t *w, void *ud) {
              "the process exits with status %d (watchdog_exit)",
              dur(t, sizeof t, w->exit_ns), NB__EXIT_STUCK);
   }
-  fprintf(stderr, "%s\n", line);
+  fprintf(nb__log(stderr), "%s\n", line);
   fflush(stderr);
   if (w->kind == NB_LSTATE_WATCH_RETURNED) {
     if (run.stuck && run.w.token == w->token) run.stuck = 0;

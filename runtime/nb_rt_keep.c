@@ -135,7 +135,7 @@ void nb__keep_scan(nb_rt_t *rt, uint64_t now) {
       if (now - sl->since_ns > age) age = now - sl->since_ns;
     }
     if (!fresh || rt->opts.quiet) continue;
-    fprintf(stderr, "neuronbus: neuron %s: %u payload%s kept longer than "
+    fprintf(nb__log(stderr), "neuronbus: neuron %s: %u payload%s kept longer than "
             "keep_warn (%.3g s; the oldest for %.3g s), %u kept in all: "
             "release them with handle:release()\n", a->name, fresh,
             fresh == 1 ? "" : "s", (double)a->keep_warn_ns / 1e9,

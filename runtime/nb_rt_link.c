@@ -218,7 +218,7 @@ static void proxy_unroutable(proxy_t *p, int rc) {
   if (p->warned) return;
   p->warned = 1;
   const char *peer = p->peer ? p->peer->name : "?";
-  fprintf(stderr, "neuronbus: link to peer '%s': spikes to remote neuron "
+  fprintf(nb__log(stderr), "neuronbus: link to peer '%s': spikes to remote neuron "
           "\"%s\" (local \"%s\") cannot be delivered: %s%s; they are "
           "counted as unroutable in the link statistics\n", peer, p->remote,
           p->a->name, nb_strerror(rc),
@@ -332,7 +332,7 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
      * thousands of senders would fill the cortex's id space and memory
      * and leave no room for other peers. */
     if (!peer->warned_proxies++)
-      fprintf(stderr, "neuronbus: link to peer '%s': refused a local neuron "
+      fprintf(nb__log(stderr), "neuronbus: link to peer '%s': refused a local neuron "
               "for its \"%s\": it already has %u "
               "(link_limits.proxies_per_peer); spikes from its other senders "
               "are refused (counted in the link's rejected)\n", peer->name,
@@ -360,7 +360,7 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
                                               &nb__proxy_ops, a, &a->neuron);
   if (rc != 0) {
     if (!rl->no_room++)
-      fprintf(stderr, "neuronbus: link to peer '%s': cannot make a local "
+      fprintf(nb__log(stderr), "neuronbus: link to peer '%s': cannot make a local "
               "neuron for its \"%s\": %s; spikes from it are refused "
               "(counted in the link's rejected)\n", peer->name, remote,
               nb_strerror(rc));
@@ -461,7 +461,7 @@ static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
   if (src < 0) {
     peer->refused++;
     if (!peer->warned_refused++)
-      fprintf(stderr, "neuronbus: link to peer '%s': a spike from its neuron "
+      fprintf(nb__log(stderr), "neuronbus: link to peer '%s': a spike from its neuron "
               "id %u has no local proxy; refused (counted in rejected)\n",
               peer->name, (unsigned)s->source);
     return NB_ENOENT;
@@ -510,7 +510,7 @@ static void node_close(struct nb__rtlink_s *rl) {
     p->last.lost += gone;
     p->last.queued = p->last.in_doubt = 0;
     if (gone || p->held)
-      fprintf(stderr, "neuronbus: link to peer '%s' closed with %" PRIu64
+      fprintf(nb__log(stderr), "neuronbus: link to peer '%s' closed with %" PRIu64
               " spikes unacknowledged (counted lost) and %" PRIu64 " not "
               "yet taken by it (held)\n", p->name, gone, p->held);
     p->closed = 1;
@@ -558,7 +558,7 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
   o.log_level = rt->opts.quiet ? NB_LINK_LOG_WARN : NB_LINK_LOG_INFO;
   int rc = nb_link_node_new(&rl->node, rl->loop, &o);
   if (rc != 0) {
-    fprintf(stderr, "neuronbus: cannot start the links of %s: %s (the "
+    fprintf(nb__log(stderr), "neuronbus: cannot start the links of %s: %s (the "
             "topology's name must be 1..255 bytes of UTF-8, a secret at least "
             "16 bytes)\n", rt->name,
             nb_strerror(rc));
@@ -572,13 +572,13 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
     if (!rt->agents[i]->proxy)
       rc = nb_link_node_expose(rl->node, rt->agents[i]->name, (nb_id_t)i);
   if (rc != 0) {
-    fprintf(stderr, "neuronbus: cannot expose the neurons of %s to peers: "
+    fprintf(nb__log(stderr), "neuronbus: cannot expose the neurons of %s to peers: "
             "%s\n", rt->name, nb_strerror(rc));
   } else if (rl->listen) {
     rc = nb_link_node_listen(rl->node, rl->listen);
     if (rc == 0) rl->port = nb_link_node_port(rl->node);
     else
-      fprintf(stderr, "neuronbus: cannot listen on %s: %s\n", rl->listen,
+      fprintf(nb__log(stderr), "neuronbus: cannot listen on %s: %s\n", rl->listen,
               rc == NB_EIO ? "the address is taken or not local (see the "
                              "line above)" : nb_strerror(rc));
   }
@@ -586,7 +586,7 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
     nb_link_t *l = NULL;
     rc = nb_link_connect(rl->node, rl->cfg[i].url, &rl->cfg[i].o, &l);
     if (rc != 0) {
-      fprintf(stderr, "neuronbus: cannot dial %s: %s\n", rl->cfg[i].url,
+      fprintf(nb__log(stderr), "neuronbus: cannot dial %s: %s\n", rl->cfg[i].url,
               nb_strerror(rc));
       break;
     }
@@ -610,7 +610,7 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
       if (p->handle < 0) rc = p->handle;
     }
     if (rc != 0)
-      fprintf(stderr, "neuronbus: remote neuron \"%s\" (%s%s/%s): cannot "
+      fprintf(nb__log(stderr), "neuronbus: remote neuron \"%s\" (%s%s/%s): cannot "
               "bind it to its link: %s\n", p->a->name,
               p->url ? p->url : "peer://", p->url ? "" : p->cortex,
               p->remote, nb_strerror(rc));
@@ -693,7 +693,7 @@ void nb_rt_link_stop(nb_rt_t *rt, uint64_t grace_ns) {
   uv_close((uv_handle_t *)wake, wake_closed);
   rl->pending_at_close = nb_cortex_pending(rt->cx);
   if (rl->pending_at_close)
-    fprintf(stderr, "neuronbus: %" PRIu64 " spikes were still waiting in the "
+    fprintf(nb__log(stderr), "neuronbus: %" PRIu64 " spikes were still waiting in the "
             "cortex when the links closed (the drain time ran out)\n",
             rl->pending_at_close);
   node_close(rl);

@@ -135,7 +135,7 @@ static void push_needed_filters(nb__agent_t *a) {
  * nothing. */
 static void reload_say(const nb__agent_t *a, const char *what) {
   if (a->rt->opts.quiet) return;
-  fprintf(stderr, "neuronbus: agent \"%s\" (id %u): %s\n", a->name, a->cell.id,
+  fprintf(nb__log(stderr), "neuronbus: agent \"%s\" (id %u): %s\n", a->name, a->cell.id,
           what);
   fflush(stderr);
 }
@@ -253,7 +253,7 @@ static int reload_if_changed(nb_rt_t *rt, uint32_t id, int mode) {
   int rc = reload_one(rt, id, NULL, 0, mode, &err);
   if (rc == NB_EIO && !rt->opts.quiet) {
     /* Mid-replace by an editor, or deleted: the next event retries. */
-    fprintf(stderr, "neuronbus: agent \"%s\": %s (the running version "
+    fprintf(nb__log(stderr), "neuronbus: agent \"%s\": %s (the running version "
             "stays)\n", rt->agents[id]->name, err);
   }
   nb_rt_free_string(err);
@@ -321,7 +321,7 @@ static void on_fs_event(uv_fs_event_t *h, const char *name, int events,
   watch_t *w = d->w;
   size_t di = (size_t)(d - w->dirs);
   if (status < 0) {
-    fprintf(stderr, "neuronbus: watching %s: %s\n", d->path,
+    fprintf(nb__log(stderr), "neuronbus: watching %s: %s\n", d->path,
             uv_strerror(status));
     return;
   }
@@ -337,7 +337,7 @@ static void on_fs_event(uv_fs_event_t *h, const char *name, int events,
 static void on_hup(uv_signal_t *s, int signum) {
   watch_t *w = s->data;
   int n = nb_rt_reload_changed(w->rt);
-  fprintf(stderr, "neuronbus: SIGHUP received, %d agent%s reloaded\n", n,
+  fprintf(nb__log(stderr), "neuronbus: SIGHUP received, %d agent%s reloaded\n", n,
           n == 1 ? "" : "s");
   fflush(stderr);
 }
@@ -376,7 +376,7 @@ struct nb__watch_s *nb__reload_watch_start(void *uv_loop, nb_rt_t *rt,
        * new file over the old one would end a watch on the file itself. */
       int rc = uv_fs_event_start(&d->ev, on_fs_event, dir, 0);
       if (rc < 0)
-        fprintf(stderr, "neuronbus: cannot watch %s for hot reload: %s "
+        fprintf(nb__log(stderr), "neuronbus: cannot watch %s for hot reload: %s "
                 "(SIGHUP still reloads)\n", dir, uv_strerror(rc));
       w->ndirs++;
     } else {

@@ -2,6 +2,7 @@
  * or free-running), clean shutdown on SIGINT/SIGTERM, and the statistics
  * report (a readable table, or one JSON object per line). */
 #include "nb_rt_internal.h"
+#include "nb_rt_metrics.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -29,7 +30,7 @@ typedef struct loop_s {
   uv_loop_t *loop; /* the runtime's (nb__loop) */
   uv_timer_t tick, limit, stats, keeps;
   uv_idle_t idle;
-  uv_signal_t sigint, sigterm;
+  uv_signal_t sigint, sigterm, sigusr1;
   nb_rt_t *rt;
   const nb_rt_run_opts_t *o;
   uint64_t t0_ns;   /* when ticking started */
@@ -63,7 +64,8 @@ static uint64_t loop_ticks(loop_t *l, uint64_t max, uint64_t budget_ns) {
    * one round of the team (docs/workers.md). */
   int64_t ran = nb__rt_burst(l->rt, max, budget_ns);
   if (ran < 0) {
-    fprintf(stderr, "neuronbus: tick failed: %s\n", nb_strerror((int)ran));
+    fprintf(nb__log(stderr), "neuronbus: tick failed: %s\n",
+            nb_strerror((int)ran));
     l->error = (int)ran;
     loop_stop(l);
     return 0;
@@ -89,7 +91,7 @@ static void on_tick(uv_timer_t *t) {
     due -= skip;
     if (!rt->opts.quiet && (!l->reported_ns ||
                             now - l->reported_ns >= NB__LATE_REPORT_NS)) {
-      fprintf(stderr, "neuronbus: the loop is behind: ticks take longer "
+      fprintf(nb__log(stderr), "neuronbus: the loop is behind: ticks take longer "
               "than the tick interval (%.3g ms); %" PRIu64 " overdue ticks "
               "skipped so far (%" PRIu64 " since the last report): the "
               "runtime runs late, it does not catch up\n",
@@ -118,10 +120,29 @@ static void on_idle(uv_idle_t *h) {
 /* --for elapsed: ends the loop. */
 static void on_limit(uv_timer_t *t) { loop_stop(t->data); }
 
-/* Prints the periodic statistics line or table. */
+/* Closes the metrics interval and prints the periodic statistics: the
+ * line or table, and the JSON line of --stats-file. */
 static void on_stats(uv_timer_t *t) {
   loop_t *l = t->data;
-  nb_rt_print_stats(l->rt, l->o->out ? l->o->out : stdout, l->o->stats == 2, 0);
+  nb__metrics_close(l->rt, nb_clock_ns(), 0);
+  if (l->o->stats_file) {
+    json_t *o = nb__stats_json(l->rt);
+    if (o) {
+      nb__json_line(l->o->stats_file, o);
+      fflush(l->o->stats_file);
+    }
+  }
+  if (l->o->stats)
+    nb_rt_print_stats(l->rt, l->o->out ? l->o->out : stdout,
+                      l->o->stats == 2, 0);
+}
+
+/* SIGUSR1: the statistics table on stderr, and the run goes on. */
+static void on_usr1(uv_signal_t *s, int signum) {
+  loop_t *l = s->data;
+  (void)signum;
+  fprintf(nb__log(stderr), "neuronbus: SIGUSR1: statistics follow\n");
+  nb_rt_print_stats(l->rt, stderr, 0, 0);
 }
 
 /* Reports payloads kept longer than their neuron's keep_warn. */
@@ -133,7 +154,7 @@ static void on_keeps(uv_timer_t *t) {
 /* SIGINT/SIGTERM: announces it and ends the loop (shutdown follows). */
 static void on_signal(uv_signal_t *s, int signum) {
   loop_t *l = s->data;
-  fprintf(stderr, "neuronbus: %s received, stopping\n",
+  fprintf(nb__log(stderr), "neuronbus: %s received, stopping\n",
           signum == SIGINT ? "SIGINT" : "SIGTERM");
   loop_stop(l);
 }
@@ -162,6 +183,10 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   l.sigint.data = l.sigterm.data = &l;
   uv_signal_start(&l.sigint, on_signal, SIGINT);
   uv_signal_start(&l.sigterm, on_signal, SIGTERM);
+  uv_signal_init(l.loop, &l.sigusr1);
+  l.sigusr1.data = &l;
+  uv_signal_start(&l.sigusr1, on_usr1, SIGUSR1);
+  uv_unref((uv_handle_t *)&l.sigusr1); /* never keeps the loop alive */
   /* Hot reload: script changes and SIGHUP are served between ticks. */
   struct nb__watch_s *watch = nb__reload_watch_start(l.loop, rt,
                                                      !opts->no_watch);
@@ -199,7 +224,15 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   l.keeps.data = &l;
   uv_timer_start(&l.keeps, on_keeps, NB__KEEP_SCAN_MS, NB__KEEP_SCAN_MS);
   uv_unref((uv_handle_t *)&l.keeps); /* never keeps the loop alive */
-  if (opts->stats) {
+  if (opts->stats_every_ns) nb__metrics_set_interval(rt, opts->stats_every_ns);
+  if (!l.stopping && opts->http &&
+      nb__httpd_start(rt, l.loop, opts->http) != 0) {
+    /* Not loop_stop: uv_stop's flag would keep the run below that closes
+     * the handles from turning at all. */
+    l.error = NB_EIO;
+    l.stopping = 1;
+  }
+  if (opts->stats || opts->stats_file) {
     uint64_t every = opts->stats_every_ns ? opts->stats_every_ns : 1000000000u;
     uint64_t ms = every / 1000000u ? every / 1000000u : 1;
     uv_timer_init(l.loop, &l.stats);
@@ -213,6 +246,7 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
    * close before the walk below); on_stop runs in there. The loop itself
    * is the runtime's: nb_rt_close closes it. */
   nb__async_stop(rt);
+  nb__httpd_stop(rt);
   if (rt->link) nb_rt_link_stop(rt, opts->drain_ns);
   uv_walk(l.loop, close_walk, NULL);
   uv_run(l.loop, UV_RUN_DEFAULT);
@@ -221,6 +255,15 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   /* Pending spikes are delivered (for at most the drain time: a slow
    * agent does not hold the exit for long) and every on_stop runs. */
   nb__rt_stop_within(rt, opts->drain_ns ? opts->drain_ns : NB__DRAIN_NS);
+  nb__metrics_close(rt, nb_clock_ns(), 1); /* the final: whole run */
+  if (opts->stats_file) {
+    json_t *o = nb__stats_json(rt);
+    if (o) {
+      json_object_set_new(o, "final", json_true());
+      nb__json_line(opts->stats_file, o);
+    }
+    fflush(opts->stats_file);
+  }
   nb_rt_print_stats(rt, out, opts->stats == 2, 1);
   fflush(out);
   nb__isol_run_end(rt);
@@ -260,6 +303,10 @@ static void print_synapse(void *ctx, const nb_synapse_t *s) {
     nb__json_set(o, "weight", nb__json_num("%.6g", w));
     nb__json_set_bool(o, "stdp", s->stdp_on);
     if (s->stdp_on) nb__json_set_str(o, "learning", learning_name(s) + 1);
+    nb__json_set_u64(o, "carried",
+                     atomic_load_explicit(&s->carried, memory_order_relaxed));
+    nb__json_set_u64(o, "filtered",
+                     atomic_load_explicit(&s->filtered, memory_order_relaxed));
     json_array_append_new(c->arr, o);
   } else {
     char pair[128];
@@ -345,6 +392,9 @@ static json_t *neuron_json(nb_rt_t *rt, uint32_t i) {
   for (int k = 0; k < NB__CARD_TEXTS; k++)
     if (rt->agents[i]->text[k])
       nb__json_set_str(o, nb__card_text_keys[k], rt->agents[i]->text[k]);
+  /* Flat members before the version's, which end the object (readers
+   * match "reloads_rejected":N} as its end). */
+  nb__metrics_json(rt, i, o); /* card tags, handler time, depths */
   nb_rt_version_t v;
   nb_rt_version(rt, i, &v);
   nb__json_set_u64(o, "version", v.counter);
@@ -354,13 +404,13 @@ static json_t *neuron_json(nb_rt_t *rt, uint32_t i) {
   return o;
 }
 
-/* Writes the statistics as one JSON line (nb_rt_json.h: jansson, valid
- * UTF-8 whatever the names hold). */
-static void print_json(nb_rt_t *rt, FILE *f, int final, const nb_rt_stat_t *tot,
-                       double elapsed, double rate, uint64_t now) {
+/* Returns the statistics as one JSON object (nb_rt_json.h: jansson, valid
+ * UTF-8 whatever the names hold), or NULL when out of memory. */
+static json_t *stats_json(nb_rt_t *rt, int final, const nb_rt_stat_t *tot,
+                          double elapsed, double rate, uint64_t now) {
   const nb_cortex_stats_t *cs = nb_cortex_stats(rt->cx);
   json_t *o = json_object();
-  if (!o) return;
+  if (!o) return NULL;
   nb__json_set_str(o, "type", "stats");
   nb__json_set_bool(o, "final", final);
   nb__json_set_str(o, "topology", rt->name ? rt->name : "");
@@ -397,26 +447,42 @@ static void print_json(nb_rt_t *rt, FILE *f, int final, const nb_rt_stat_t *tot,
   for (uint32_t i = 0; ns && i < rt->n; i++)
     json_array_append_new(ns, neuron_json(rt, i));
   nb__json_set(o, "neurons", ns);
-  syn_ctx_t sc = {rt, f, json_array()};
+  syn_ctx_t sc = {rt, NULL, json_array()};
   if (sc.arr)
     nb_synapse_table_each(nb_cortex_synapses(rt->cx), print_synapse, &sc);
   nb__json_set(o, "synapses", sc.arr);
-  if (rt->arena) print_arena(rt, f, o, now);
+  if (rt->arena) print_arena(rt, NULL, o, now);
   if (rt->link) nb__link_json(rt, o);
-  nb__json_line(f, o);
+  return o;
+}
+
+/* Sums every neuron's counters into *tot; returns nothing. */
+static void totals(nb_rt_t *rt, nb_rt_stat_t *tot) {
+  memset(tot, 0, sizeof *tot);
+  for (uint32_t i = 0; i < rt->n; i++) {
+    nb_rt_stat_t s;
+    nb_rt_stat(rt, i, &s);
+    tot->spikes_in += s.spikes_in;
+    tot->spikes_out += s.spikes_out;
+    tot->fires += s.fires;
+    tot->errors += s.errors;
+  }
+}
+
+json_t *nb__stats_json(nb_rt_t *rt) {
+  uint64_t now = nb_clock_ns();
+  nb_rt_stat_t tot;
+  totals(rt, &tot);
+  double dt = (double)(now - rt->rate_t0_ns) / 1e9;
+  double rate = dt > 0 ? (double)(tot.spikes_in - rt->rate_in0) / dt : 0;
+  return stats_json(rt, 0, &tot, (double)(now - rt->start_ns) / 1e9, rate,
+                    now);
 }
 
 void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
   uint64_t now = nb_clock_ns();
-  nb_rt_stat_t tot = {0};
-  for (uint32_t i = 0; i < rt->n; i++) {
-    nb_rt_stat_t s;
-    nb_rt_stat(rt, i, &s);
-    tot.spikes_in += s.spikes_in;
-    tot.spikes_out += s.spikes_out;
-    tot.fires += s.fires;
-    tot.errors += s.errors;
-  }
+  nb_rt_stat_t tot;
+  totals(rt, &tot);
   /* Periodic lines show the rate since the previous line; the final one
    * the average over the whole run. */
   uint64_t t0 = final ? rt->start_ns : rt->rate_t0_ns;
@@ -427,7 +493,8 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
   rt->rate_t0_ns = now;
   rt->rate_in0 = tot.spikes_in;
   if (json) {
-    print_json(rt, f, final, &tot, elapsed, rate, now);
+    json_t *o = stats_json(rt, final, &tot, elapsed, rate, now);
+    if (o) nb__json_line(f, o);
     fflush(f);
     return;
   }
@@ -468,6 +535,7 @@ void nb_rt_print_stats(nb_rt_t *rt, FILE *f, int json, int final) {
           " %7s %8s %8s%s\n", "", "total", tot.spikes_in, tot.spikes_out,
           tot.fires, tot.errors, "", "", "",
           nb__isol_total_cells(rt, iso, sizeof iso));
+  nb__metrics_table(rt, f);
   fprintf(f, "  cortex: routed %" PRIu64 ", dead letters %" PRIu64
           ", filtered %" PRIu64 ", pruned %" PRIu64 "\n",
           cs->routed, cs->dead_letters, cs->filtered, cs->pruned);

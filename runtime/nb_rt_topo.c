@@ -798,6 +798,29 @@ nb_rt_t *nb_rt_open(const char *path, const nb_rt_opts_t *opts, char **err) {
   return open_manifest(path, NULL, 0, opts, err);
 }
 
+int nb__manifest_with(const char *path, int (*fn)(lua_State *C, void *ctx),
+                      void *ctx, char **err) {
+  *err = NULL;
+  nb__buf_t errs = {0};
+  if (manifest_timed(path, &errs)) {
+    *err = nb__take(&errs);
+    return -1;
+  }
+  mcap_t cap;
+  lua_State *C = manifest_state_new(&cap, err);
+  if (!C) return -1;
+  int rc = -1;
+  if (manifest_load(C, path, NULL, 0, NULL, &errs)) {
+    rc = fn(C, ctx);
+    free(errs.p);
+  } else {
+    if (cap.hit) memory_hit(&errs, path);
+    *err = nb__take(&errs);
+  }
+  lua_close(C);
+  return rc;
+}
+
 /* Runs the dry run of neuronbus check in the manifest state C (its memory
  * cap is cap) over the manifest file at path, or the source src (len
  * bytes) labelled path when src is given; returns the problems' text

@@ -11,6 +11,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -276,4 +277,15 @@ uint64_t nb__fnv1a(const char *p, size_t n) {
     h *= 0x100000001b3ull;
   }
   return h;
+}
+
+FILE *nb__log(FILE *f) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  struct tm tm;
+  gmtime_r(&ts.tv_sec, &tm);
+  char buf[40];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  fprintf(f, "%s.%03ldZ ", buf, ts.tv_nsec / 1000000);
+  return f;
 }

@@ -415,7 +415,13 @@ static void unicast_through_a_synapse_applies_filters_and_weight(void) {
   NBT_EQ(nb_neuron_fire_ex(a, 1, NB_EXCITATORY, 9, "ok", 2), 0);
   NBT_EQ(nb_neuron_fire_ex(a, 1, NB_EXCITATORY, 1, "no", 2), 0);
   NBT_EQ(nb_neuron_fire_ex(a, 1, NB_EXCITATORY, 5, "ok", 2), 0);
+  NBT_EQ(nb_neuron_axon_depth(a), 3); /* fired, not routed yet */
   ticks(cx, l, 1);
+  NBT_EQ(nb_neuron_axon_depth(a), 0);
+  /* The synapse's own counts: two carried, one stopped by its filter. */
+  nb_synapse_t *ab = nb_synapse_table_get(nb_cortex_synapses(cx), 0, 1);
+  NBT_EQ(atomic_load(&ab->carried), 2);
+  NBT_EQ(atomic_load(&ab->filtered), 1);
   NBT_EQ(l->n, 2);
   NBT_NEAR(l->ev[0].weight, 0.4, 1e-6);
   NBT_EQ(l->ev[0].seq, 0);
@@ -535,6 +541,12 @@ static void broadcast_follows_passing_synapses(void) {
     NBT_EQ(l->ev[0].kind, NB_INHIBITORY);
   }
   NBT_EQ(nb_cortex_stats(cx)->filtered, 2 + 4);
+  /* Per synapse: "plain" carried both, "kind" stopped the inhibitory one. */
+  nb_synapse_table_t *st = nb_cortex_synapses(cx);
+  NBT_EQ(atomic_load(&nb_synapse_table_get(st, 0, 5)->carried), 2);
+  NBT_EQ(atomic_load(&nb_synapse_table_get(st, 0, 1)->carried), 1);
+  NBT_EQ(atomic_load(&nb_synapse_table_get(st, 0, 1)->filtered), 1);
+  NBT_EQ(atomic_load(&nb_synapse_table_get(st, 0, 7)->filtered), 2);
   NBT_EQ(nb_neuron_stats(nb_cortex_neuron(cx, 1))->filtered, 1);
   NBT_EQ(nb_neuron_stats(nb_cortex_neuron(cx, 7))->filtered, 2);
   NBT_EQ(ag[6].spikes, 0);
