@@ -7,7 +7,9 @@
  * factor calibrated once against CLOCK_MONOTONIC, re-anchored on
  * CLOCK_MONOTONIC by each thread every NB_CLOCK_ANCHOR_NS, so it stays
  * within tens of nanoseconds of nb_clock_ns and never decreases on one
- * thread; elsewhere it is nb_clock_ns. */
+ * thread; elsewhere it is nb_clock_ns. An anchor never steps back: one
+ * that got ahead of CLOCK_MONOTONIC (a calibrated rate a little fast)
+ * runs slower for its next span, so the error never accumulates. */
 #ifndef NB_CLOCK_H
 #define NB_CLOCK_H
 
@@ -31,9 +33,11 @@ static inline uint64_t nb_clock_ns(void) {
 }
 
 /* One thread's anchor of the TSC clock: tsc0 read at ns0, valid for span
- * TSC ticks after tsc0 (0 = not anchored yet). */
+ * TSC ticks after tsc0 (0 = not anchored yet), at mult nanoseconds per
+ * tick (32.32 fixed point: the calibrated rate, slowed while catching up
+ * with CLOCK_MONOTONIC). */
 typedef struct nb__clock_anchor_s {
-  uint64_t tsc0, ns0, span;
+  uint64_t tsc0, ns0, span, mult;
 } nb__clock_anchor_t;
 
 extern _Thread_local nb__clock_anchor_t nb__clock_anchor;
@@ -46,9 +50,10 @@ extern uint64_t nb__clock_mult;
  * thread, any time. Returns 1 when nb_clock_spike_ns uses the TSC. */
 int nb_clock_calibrate(void);
 
-/* Re-anchors the TSC clock of anchor a at tsc and returns the time of tsc,
- * never below what a gave before (the slow path of nb__clock_at). */
-uint64_t nb__clock_reanchor(nb__clock_anchor_t *a, uint64_t tsc);
+/* Re-anchors the TSC clock of anchor a on a fresh (TSC, CLOCK_MONOTONIC)
+ * pair and returns the time now, never below what a gave before (the slow
+ * path of nb__clock_at). */
+uint64_t nb__clock_reanchor(nb__clock_anchor_t *a);
 
 /* Returns the spike clock now through anchor a (one thread's, or one
  * neuron's for the thread that fires it: a neuron's own anchor spares the
@@ -59,8 +64,8 @@ static inline uint64_t nb__clock_at(nb__clock_anchor_t *a) {
   uint64_t t = __rdtsc();
   uint64_t d = t - a->tsc0;
   /* span bounds d, so the product fits in 64 bits. */
-  if (d < a->span) return a->ns0 + ((d * nb__clock_mult) >> 32);
-  return nb__clock_reanchor(a, t);
+  if (d < a->span) return a->ns0 + ((d * a->mult) >> 32);
+  return nb__clock_reanchor(a);
 #else
   (void)a;
   return nb_clock_ns();
