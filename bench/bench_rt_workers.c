@@ -318,6 +318,8 @@ static void group_scaling(void) {
            batch, busy_iters, busy_ns / 1e3, 1.0 / r.b.median,
            wk_note_tail(tail, sizeof tail, &two, &one));
   r.note = note;
+  r.extra_key = "cpus_used";
+  r.extra = wk_cpus(&two);
   nb_bench_emit(&r);
 }
 
@@ -360,6 +362,8 @@ static void group_hop(void) {
            "against the same hop with workers = 1; free-running bursts of "
            "2 ms%s", wk_note_tail(tail, sizeof tail, &two, &one));
   r.note = note;
+  r.extra_key = "cpus_used";
+  r.extra = wk_cpus(&two);
   nb_bench_emit(&r);
 }
 
@@ -407,6 +411,8 @@ static void group_auto(void) {
            "against the same pairs on workers = 1; free-running bursts of "
            "2 ms%s", pairs, cpus, wk_note_tail(tail, sizeof tail, &many, &one));
   r.note = note;
+  r.extra_key = "cpus_used";
+  r.extra = wk_cpus(&many);
   nb_bench_emit(&r);
 }
 
