@@ -282,17 +282,28 @@ static void wk_diag(const char *side, const wk_t *k) {
           (double)k->window_ns / 1e6, k->over_ns / 1e3, k->gap_ns / 1e3);
 }
 
-/* Writes the note's common tail: both sides' CPUs and spikes per CPU
- * second, and the subject's workers' busy fractions; returns out. */
-static const char *wk_note_tail(char *out, size_t size, const wk_t *sub,
-                                const wk_t *base) {
-  snprintf(out, size,
-           "; process CPUs used %.2f against %.2f, M spikes per CPU second "
-           "%.3g against %.3g (ratio %.2f); worker busy (last run) %.0f%% + "
-           "%.0f%%", wk_cpus(sub), wk_cpus(base), wk_per_cpu(sub),
-           wk_per_cpu(base), wk_per_cpu(base) > 0 ? wk_per_cpu(sub) / wk_per_cpu(base) : 0,
+/* Measures sub against base (interleaved, 2 ms bursts), prints both sides'
+ * figures on stderr and emits row r with baseline base_name and a note of
+ * what it runs plus the CPUs used, spikes per CPU second and busy
+ * fractions; returns nothing. */
+static void wk_row(nb_bench_row_t *r, wk_t *sub, wk_t *base,
+                   const char *base_name, const char *what) {
+  nb_bench_measure(wk_run, sub, NULL, wk_run, base, NULL, &r->v, &r->b);
+  wk_diag(r->name, sub);
+  wk_diag(base_name, base);
+  r->baseline = base_name;
+  r->extra_key = "cpus_used";
+  r->extra = wk_cpus(sub);
+  static char note[1280];
+  snprintf(note, sizeof note,
+           "%s; free-running bursts of 2 ms; process CPUs used %.2f against "
+           "%.2f, M spikes per CPU second %.3g against %.3g (ratio %.2f); "
+           "worker busy (last run) %.0f%% + %.0f%%", what, wk_cpus(sub),
+           wk_cpus(base), wk_per_cpu(sub), wk_per_cpu(base),
+           wk_per_cpu(base) > 0 ? wk_per_cpu(sub) / wk_per_cpu(base) : 0,
            100 * sub->busy_frac[0], 100 * sub->busy_frac[1]);
-  return out;
+  r->note = note;
+  nb_bench_emit(r);
 }
 
 static void group_scaling(void) {
@@ -303,24 +314,15 @@ static void group_scaling(void) {
   busy_topo(&two, 2, 8, busy_iters, batch);
   busy_topo(&one, 1, 8, busy_iters, batch);
   nb_bench_row_t r = nb_bench_row("workers_scaling", "M spikes/s");
-  nb_bench_measure(wk_run, &two, NULL, wk_run, &one, NULL, &r.v, &r.b);
-  wk_diag("workers_scaling", &two);
-  wk_diag("workers_scaling_1", &one);
-  r.baseline = "workers_scaling_1";
   r.target = ">=1.8";
-  static char note[1024], tail[256];
-  snprintf(note, sizeof note,
+  char what[512];
+  snprintf(what, sizeof what,
            "deliveries/s: a Lua producer broadcasting %u spikes a tick to 8 "
            "Lua agents (busy.lua: %" PRIu64 " xorshift rounds a spike, "
-           "calibrated to %.2f us; %.2f us a delivery on one worker, from the "
-           "baseline's median), workers = 2 (round robin, unpinned) against "
-           "workers = 1; axon 256, inbox 64; free-running bursts of 2 ms%s",
-           batch, busy_iters, busy_ns / 1e3, 1.0 / r.b.median,
-           wk_note_tail(tail, sizeof tail, &two, &one));
-  r.note = note;
-  r.extra_key = "cpus_used";
-  r.extra = wk_cpus(&two);
-  nb_bench_emit(&r);
+           "calibrated to %.2f us of CPU), workers = 2 (round robin, "
+           "unpinned) against workers = 1; axon 256, inbox 64",
+           batch, busy_iters, busy_ns / 1e3);
+  wk_row(&r, &two, &one, "workers_scaling_1", what);
 }
 
 /* Builds the one hop: a_p1 (1024 spikes a tick) -> b_s1, on workers 0 and
@@ -351,20 +353,10 @@ static void group_hop(void) {
   r.cpu_a = nb_bench_cpu(0);
   r.cpu_b = nb_bench_cpu(1);
   r.hop_ns = nb_bench_hop_ns(r.cpu_a, r.cpu_b);
-  nb_bench_measure(wk_run, &two, NULL, wk_run, &one, NULL, &r.v, &r.b);
-  wk_diag("lua_hop_workers", &two);
-  wk_diag("lua_hop_1worker", &one);
-  r.baseline = "lua_hop_1worker";
-  static char note[1024], tail[256];
-  snprintf(note, sizeof note,
-           "Lua producer (1024 spikes a tick) -> Lua sink checking each, on "
-           "workers 0 and 1 (workers = 2, pin = true: the CPUs of hop_ns), "
-           "against the same hop with workers = 1; free-running bursts of "
-           "2 ms%s", wk_note_tail(tail, sizeof tail, &two, &one));
-  r.note = note;
-  r.extra_key = "cpus_used";
-  r.extra = wk_cpus(&two);
-  nb_bench_emit(&r);
+  wk_row(&r, &two, &one, "lua_hop_1worker",
+         "Lua producer (1024 spikes a tick) -> Lua sink checking each, on "
+         "workers 0 and 1 (workers = 2, pin = true: the CPUs of hop_ns), "
+         "against the same hop with workers = 1");
 }
 
 /* Builds pairs a_p<i> -> b_s<i>, pair i on worker i % workers. */
@@ -400,20 +392,12 @@ static void group_auto(void) {
   pairs_topo(&many, 0, pairs);
   pairs_topo(&one, 1, pairs);
   nb_bench_row_t r = nb_bench_row("workers_auto_peak", "M spikes/s");
-  nb_bench_measure(wk_run, &many, NULL, wk_run, &one, NULL, &r.v, &r.b);
-  wk_diag("workers_auto_peak", &many);
-  wk_diag("workers_1_peak", &one);
-  r.baseline = "workers_1_peak";
-  static char note[1024], tail[256];
-  snprintf(note, sizeof note,
+  char what[512];
+  snprintf(what, sizeof what,
            "%u Lua producer -> sink pairs (1024 spikes a tick, each checked), "
            "pair i on worker i %% N, workers = \"auto\" (%u here, unpinned) "
-           "against the same pairs on workers = 1; free-running bursts of "
-           "2 ms%s", pairs, cpus, wk_note_tail(tail, sizeof tail, &many, &one));
-  r.note = note;
-  r.extra_key = "cpus_used";
-  r.extra = wk_cpus(&many);
-  nb_bench_emit(&r);
+           "against the same pairs on workers = 1", pairs, cpus);
+  wk_row(&r, &many, &one, "workers_1_peak", what);
 }
 
 static const nb_bench_group_t groups[] = {
