@@ -32,6 +32,7 @@ typedef struct wk_s {
   char src[16 * PATH_MAX];
   uint32_t nprod, nsink;  /* neurons a_p1.., then b_s1.. (ids in order) */
   int broadcast;          /* 1 producer to every sink, else pair i -> i */
+  int pingpong;           /* a_p1 is ping.lua, b_s1 pong.lua: serve ball 0 */
   uint32_t workers;       /* what nb_rt_workers must say */
   int where[2 * WK_MAX_SIDE]; /* expected worker per id, -1 = any */
   uint64_t warm_ns, window_ns;
@@ -88,15 +89,20 @@ static void wk_close(nb_rt_t *rt, const wk_t *k) {
   uint64_t t0 = nb_bench_now_ns();
   for (;;) {
     if (nb_bench_now_ns() - t0 > 20000000000ull)
-      nb_bench_fail("workers bench: the topology did not drain in 20 s");
+      nb_bench_fail("workers bench: the topology did not drain in 20 s "
+                    "(producer 1: %" PRIu64 " in, %" PRIu64 " out; sink 1: %"
+                    PRIu64 " in)", nb_bench_rt_stat(rt, 0).spikes_in,
+                    nb_bench_rt_stat(rt, 0).spikes_out,
+                    nb_bench_rt_stat(rt, k->nprod).spikes_in);
     wk_burst(rt, WK_BURST_NS / 4);
     int done = 1;
     for (uint32_t p = 0; p < k->nprod && done; p++)
       done = nb_bench_rt_stat(rt, p).spikes_in >= 1;
     for (uint32_t i = 0; i < k->nsink && done; i++) {
       uint32_t p = k->broadcast ? 0 : i;
+      /* Ping-pong: ball 0 was injected, not fired by ping. */
       done = nb_bench_rt_stat(rt, k->nprod + i).spikes_in ==
-             nb_bench_rt_stat(rt, p).spikes_out;
+             nb_bench_rt_stat(rt, p).spikes_out + (uint64_t)k->pingpong;
     }
     if (done) break;
   }
@@ -128,6 +134,10 @@ static double wk_run(void *ctx) {
     if (k->where[i] >= 0 && nb_rt_worker_of(rt, i) != k->where[i])
       nb_bench_fail("workers bench: %s on worker %d, expected %d", name,
                     nb_rt_worker_of(rt, i), k->where[i]);
+  }
+  if (k->pingpong) {
+    int rc = nb_rt_inject(rt, 0, 1, 0, 0, "NBbench!", 8);
+    if (rc) nb_bench_fail("nb_rt_inject: %s", nb_strerror(rc));
   }
   uint64_t t0 = nb_bench_now_ns();
   while (nb_bench_now_ns() - t0 < k->warm_ns) wk_burst(rt, WK_BURST_NS);
@@ -359,6 +369,51 @@ static void group_hop(void) {
          "against the same hop with workers = 1");
 }
 
+/* Builds the ping-pong: a_p1 (ping.lua) <-> b_s1 (pong.lua), on workers 0
+ * and 1 (pinned) when workers is 2. */
+static void pp_topo(wk_t *k, uint32_t workers) {
+  size_t o = wk_head(k, workers, workers > 1, 4096, 4096);
+  k->nprod = k->nsink = 1;
+  k->broadcast = 0;
+  k->pingpong = 1;
+  wk_add(k, o,
+      "    a_p1 = { script = '%s/bench/lua/ping.lua', refractory = 0,%s"
+      " config = { n = 2^52, peer = 1 } },\n"
+      "    b_s1 = { script = '%s/bench/lua/pong.lua', refractory = 0,%s },\n"
+      "  },\n}\n",
+      nb_bench_rt_root, wk_on(k, 0), nb_bench_rt_root, wk_on(k, 1));
+  k->where[0] = 0;
+  k->where[1] = workers > 1 ? 1 : 0;
+}
+
+/* Runs k's ping-pong once; returns the mean round trip in ns over the
+ * window (balls pong answered, between two pauses). */
+static double pp_run(void *ctx) { return 1e3 / wk_run(ctx); }
+
+static void group_pingpong(void) {
+  nb_bench_rt_setup("busy.lua", "workers", NULL);
+  static wk_t two, one;
+  pp_topo(&two, 2);
+  pp_topo(&one, 1);
+  nb_bench_row_t r = nb_bench_row("lua_pingpong_workers", "ns round trip");
+  r.lower_is_better = 1;
+  r.cpu_a = nb_bench_cpu(0);
+  r.cpu_b = nb_bench_cpu(1);
+  r.hop_ns = nb_bench_hop_ns(r.cpu_a, r.cpu_b);
+  nb_bench_measure(pp_run, &two, NULL, pp_run, &one, NULL, &r.v, &r.b);
+  wk_diag(r.name, &two);
+  wk_diag("lua_pingpong_1worker", &one);
+  r.baseline = "lua_pingpong_1worker";
+  r.extra_key = "cpus_used";
+  r.extra = wk_cpus(&two);
+  r.note = "mean round trip of one ball between two Lua agents (ping.lua on "
+           "worker 0, pong.lua on worker 1; workers = 2, pin = true: the CPUs "
+           "of hop_ns), balls answered over 300 ms between two pauses, "
+           "free-running bursts of 2 ms; baseline: the same with workers = 1 "
+           "(2 ticks an exchange)";
+  nb_bench_emit(&r);
+}
+
 /* Builds pairs a_p<i> -> b_s<i>, pair i on worker i % workers. */
 static void pairs_topo(wk_t *k, uint32_t workers, uint32_t pairs) {
   size_t o = wk_head(k, workers, 0, 4096, 4096);
@@ -403,6 +458,7 @@ static void group_auto(void) {
 static const nb_bench_group_t groups[] = {
     {"workers_scaling", group_scaling},
     {"lua_hop_workers", group_hop},
+    {"lua_pingpong_workers", group_pingpong},
     {"workers_auto_peak", group_auto},
 };
 
