@@ -12,6 +12,8 @@
  *   tick) with producer and sink on workers 0 and 1 (pinned: the cache-line
  *   hop between the two CPUs is measured before the row), against the same
  *   hop on one worker;
+ * - lua_pingpong_workers: the mean round trip of one ball between ping.lua
+ *   and pong.lua on workers 0 and 1 (pinned), against one worker;
  * - workers_auto_peak: 2 producer -> sink pairs per CPU, each pair on one
  *   worker, workers = "auto" against 1.
  *
