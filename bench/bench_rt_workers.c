@@ -294,13 +294,13 @@ static void wk_diag(const char *side, const wk_t *k) {
           (double)k->window_ns / 1e6, k->over_ns / 1e3, k->gap_ns / 1e3);
 }
 
-/* Measures sub against base (interleaved, 2 ms bursts), prints both sides'
- * figures on stderr and emits row r with baseline base_name and a note of
- * what it runs plus the CPUs used, spikes per CPU second and busy
+/* Measures run(sub) against run(base) (interleaved, 2 ms bursts), prints
+ * both sides' figures on stderr and emits row r with baseline base_name and
+ * a note of what it runs plus the CPUs used, spikes per CPU second and busy
  * fractions; returns nothing. */
-static void wk_row(nb_bench_row_t *r, wk_t *sub, wk_t *base,
+static void wk_row(nb_bench_row_t *r, nb_bench_fn run, wk_t *sub, wk_t *base,
                    const char *base_name, const char *what) {
-  nb_bench_measure(wk_run, sub, NULL, wk_run, base, NULL, &r->v, &r->b);
+  nb_bench_measure(run, sub, NULL, run, base, NULL, &r->v, &r->b);
   wk_diag(r->name, sub);
   wk_diag(base_name, base);
   r->baseline = base_name;
@@ -334,7 +334,7 @@ static void group_scaling(void) {
            "calibrated to %.2f us of CPU), workers = 2 (round robin, "
            "unpinned) against workers = 1; axon 256, inbox 64",
            batch, busy_iters, busy_ns / 1e3);
-  wk_row(&r, &two, &one, "workers_scaling_1", what);
+  wk_row(&r, wk_run, &two, &one, "workers_scaling_1", what);
 }
 
 /* Builds the one hop: a_p1 (1024 spikes a tick) -> b_s1, on workers 0 and
@@ -356,19 +356,32 @@ static void hop_topo(wk_t *k, uint32_t workers) {
   k->where[1] = workers > 1 ? 1 : 0;
 }
 
-static void group_hop(void) {
+/* Measures a two-agent topology (built by topo) with its agents on
+ * workers 0 and 1, pinned, against the same on one worker, the cache-line
+ * hop between the two CPUs measured first; emits the row. */
+static void wk_cross_row(const char *name, const char *unit, int lower,
+                         void (*topo)(wk_t *, uint32_t), nb_bench_fn run,
+                         const char *base_name, const char *what) {
   nb_bench_rt_setup("busy.lua", "workers", NULL);
-  static wk_t two, one;
-  hop_topo(&two, 2);
-  hop_topo(&one, 1);
-  nb_bench_row_t r = nb_bench_row("lua_hop_workers", "M spikes/s");
+  static wk_t two, one; /* large (the manifest): not on the stack */
+  memset(&two, 0, sizeof two);
+  memset(&one, 0, sizeof one);
+  topo(&two, 2);
+  topo(&one, 1);
+  nb_bench_row_t r = nb_bench_row(name, unit);
+  r.lower_is_better = lower;
   r.cpu_a = nb_bench_cpu(0);
   r.cpu_b = nb_bench_cpu(1);
   r.hop_ns = nb_bench_hop_ns(r.cpu_a, r.cpu_b);
-  wk_row(&r, &two, &one, "lua_hop_1worker",
-         "Lua producer (1024 spikes a tick) -> Lua sink checking each, on "
-         "workers 0 and 1 (workers = 2, pin = true: the CPUs of hop_ns), "
-         "against the same hop with workers = 1");
+  wk_row(&r, run, &two, &one, base_name, what);
+}
+
+static void group_hop(void) {
+  wk_cross_row("lua_hop_workers", "M spikes/s", 0, hop_topo, wk_run,
+               "lua_hop_1worker",
+               "Lua producer (1024 spikes a tick) -> Lua sink checking each, "
+               "on workers 0 and 1 (workers = 2, pin = true: the CPUs of "
+               "hop_ns), against the same hop with workers = 1");
 }
 
 /* Builds the ping-pong: a_p1 (ping.lua) <-> b_s1 (pong.lua), on workers 0
@@ -393,27 +406,13 @@ static void pp_topo(wk_t *k, uint32_t workers) {
 static double pp_run(void *ctx) { return 1e3 / wk_run(ctx); }
 
 static void group_pingpong(void) {
-  nb_bench_rt_setup("busy.lua", "workers", NULL);
-  static wk_t two, one;
-  pp_topo(&two, 2);
-  pp_topo(&one, 1);
-  nb_bench_row_t r = nb_bench_row("lua_pingpong_workers", "ns round trip");
-  r.lower_is_better = 1;
-  r.cpu_a = nb_bench_cpu(0);
-  r.cpu_b = nb_bench_cpu(1);
-  r.hop_ns = nb_bench_hop_ns(r.cpu_a, r.cpu_b);
-  nb_bench_measure(pp_run, &two, NULL, pp_run, &one, NULL, &r.v, &r.b);
-  wk_diag(r.name, &two);
-  wk_diag("lua_pingpong_1worker", &one);
-  r.baseline = "lua_pingpong_1worker";
-  r.extra_key = "cpus_used";
-  r.extra = wk_cpus(&two);
-  r.note = "mean round trip of one ball between two Lua agents (ping.lua on "
-           "worker 0, pong.lua on worker 1; workers = 2, pin = true: the CPUs "
-           "of hop_ns), balls answered over 300 ms between two pauses, "
-           "free-running bursts of 2 ms; baseline: the same with workers = 1 "
-           "(2 ticks an exchange)";
-  nb_bench_emit(&r);
+  wk_cross_row("lua_pingpong_workers", "ns round trip", 1, pp_topo, pp_run,
+               "lua_pingpong_1worker",
+               "mean round trip of one ball between two Lua agents (ping.lua "
+               "on worker 0, pong.lua on worker 1; workers = 2, pin = true: "
+               "the CPUs of hop_ns), balls answered over 300 ms between two "
+               "pauses; baseline: the same with workers = 1 (2 ticks an "
+               "exchange)");
 }
 
 /* Builds pairs a_p<i> -> b_s<i>, pair i on worker i % workers. */
@@ -454,7 +453,7 @@ static void group_auto(void) {
            "%u Lua producer -> sink pairs (1024 spikes a tick, each checked), "
            "pair i on worker i %% N, workers = \"auto\" (%u here, unpinned) "
            "against the same pairs on workers = 1", pairs, cpus);
-  wk_row(&r, &many, &one, "workers_1_peak", what);
+  wk_row(&r, wk_run, &many, &one, "workers_1_peak", what);
 }
 
 static const nb_bench_group_t groups[] = {
