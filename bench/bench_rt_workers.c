@@ -98,8 +98,11 @@ static void wk_close(nb_rt_t *rt, const wk_t *k) {
                     nb_bench_rt_stat(rt, k->nprod).spikes_in);
     wk_burst(rt, WK_BURST_NS / 4);
     int done = 1;
+    /* The stop arrived: a producer gets nothing else; ping also gets
+     * every answer, so all of them plus the stop (no ball in flight). */
     for (uint32_t p = 0; p < k->nprod && done; p++)
-      done = nb_bench_rt_stat(rt, p).spikes_in >= 1;
+      done = nb_bench_rt_stat(rt, p).spikes_in >=
+             (k->pingpong ? nb_bench_rt_stat(rt, k->nprod).spikes_out + 1 : 1);
     for (uint32_t i = 0; i < k->nsink && done; i++) {
       uint32_t p = k->broadcast ? 0 : i;
       /* Ping-pong: ball 0 was injected, not fired by ping. */
