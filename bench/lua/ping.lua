@@ -1,6 +1,7 @@
 -- bench ping: the C side serves ball 0 (nb_rt_inject); every ball that
 -- comes back must be the next one in order, and is answered with the next
--- ball until config.n have come back.
+-- ball until config.n have come back, or until a spike from itself says
+-- stop.
 local error, tonumber = error, tonumber
 local PAYLOAD = "NBbench!"
 
@@ -15,6 +16,12 @@ end
 
 function agent.on_spike(spike, nb)
   local s = nb.state
+  -- A spike from itself (nb_rt_inject) ends the exchange: the ball still
+  -- out comes back and is not served again.
+  if spike.source == nb.id then
+    s.n = s.back
+    return
+  end
   if spike.sequence ~= s.back or spike.source ~= s.peer then
     error(("ping: ball %d came back wrong (sequence %d)"):format(
       s.back, tonumber(spike.sequence)))
