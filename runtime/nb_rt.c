@@ -24,7 +24,8 @@
 /* Records an agent error: stderr (unless quiet), the neuron's log, the
  * count. Returns nothing. */
 static void agent_error(nb__agent_t *a, const char *where, const char *msg) {
-  a->errors++;
+  /* One writer (the thread in a's call); relaxed for the statistics. */
+  __atomic_store_n(&a->errors, a->errors + 1, __ATOMIC_RELAXED);
   /* An agent failing on every spike must not flood stderr: the first few
    * are printed in full, the rest show in the statistics' errors column. */
   if (!a->rt->opts.quiet && a->errors <= ERRPRINT_MAX) {
@@ -129,7 +130,11 @@ static int lua_tick(void *agent, nb_neuron_t *n) {
   nb__agent_t *a = agent;
   /* While stopping, pending spikes are delivered but no periodic work
    * starts: a pacemaker would otherwise keep the cortex busy forever. */
-  if (a->rt->stopped || !a->cell.has_tick || !nb__isol_running(a)) return 0;
+  /* Relaxed: a worker thread reads what the loop's pause wrote (a call
+   * caught by the pause may be reading it meanwhile). */
+  if (__atomic_load_n(&a->rt->stopped, __ATOMIC_RELAXED) ||
+      !a->cell.has_tick || !nb__isol_running(a))
+    return 0;
   uint64_t t0 = nb__metrics_begin(a);
   int rc = call(a, NB__SLOT_TICK, 0, 0, "tick") ? NB_EAGENT : 0;
   if (t0) nb__metrics_end(a, t0, 0);
@@ -427,7 +432,7 @@ static uint64_t drain(nb_rt_t *rt, uint64_t max, uint64_t ns) {
 
 uint64_t nb_rt_stop(nb_rt_t *rt, uint64_t max_ticks) {
   if (rt->stopped) return 0;
-  rt->stopped = 1;
+  __atomic_store_n(&rt->stopped, 1, __ATOMIC_RELAXED); /* see lua_tick */
   /* Stopping cancels every task's pending request: nothing resumes now. */
   nb__async_stop(rt);
   nb__isol_stopping(rt); /* no backoff left to wait out: restart now */
@@ -438,7 +443,7 @@ uint64_t nb_rt_stop(nb_rt_t *rt, uint64_t max_ticks) {
 
 uint64_t nb__rt_stop_within(nb_rt_t *rt, uint64_t ns) {
   if (rt->stopped) return 0;
-  rt->stopped = 1;
+  __atomic_store_n(&rt->stopped, 1, __ATOMIC_RELAXED); /* see lua_tick */
   nb__async_stop(rt);
   nb__isol_stopping(rt);
   uint64_t start = nb_clock_ns();
@@ -547,13 +552,16 @@ int nb_rt_stat(const nb_rt_t *rt, uint32_t id, nb_rt_stat_t *out) {
   const nb__agent_t *a = rt->agents[id];
   const nb_neuron_stats_t *s = nb_neuron_stats(a->neuron);
   out->spikes_in = s->spikes_in;
-  out->spikes_out = s->spikes_out;
+  /* What the agent counts as it fires (relaxed: with workers, a call the
+   * pause caught on another thread may still be firing). */
+  out->spikes_out = __atomic_load_n(&s->spikes_out, __ATOMIC_RELAXED);
   out->fires = s->fires;
   /* The runtime counts each failed callback (several per batch possible). */
-  out->errors = a->errors > s->errors ? a->errors : s->errors;
-  out->full = s->full;
+  uint64_t errors = __atomic_load_n(&a->errors, __ATOMIC_RELAXED);
+  out->errors = errors > s->errors ? errors : s->errors;
+  out->full = __atomic_load_n(&s->full, __ATOMIC_RELAXED);
   out->tasks = nb__async_tasks(a);
-  out->arena_full = s->arena_full;
+  out->arena_full = __atomic_load_n(&s->arena_full, __ATOMIC_RELAXED);
   out->kept = nb__keep_count(a);
   out->kept_since_ns = nb__keep_oldest(a);
   out->deferred = s->deferred;

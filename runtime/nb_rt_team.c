@@ -30,6 +30,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -85,6 +86,7 @@ struct nb__team_s {
   pthread_t loop;      /* the thread that made the team and pauses it */
   int held;            /* the loop holds the pause (read on the loop only) */
   int started;
+  int broken;          /* a thread could not start: no round runs */
 };
 
 /* ---- the service lock ---- */
@@ -109,10 +111,11 @@ int nb__rt_busy(const nb__agent_t *a) {
 
 /* ---- one worker's tick ---- */
 
-/* Ticks worker w on the calling thread, counting it; returns the spikes
- * delivered, or NB_EBUSY when another thread has the worker. */
-static int tick_one(struct nb__team_s *T, uint32_t w, int adopted) {
-  uint64_t t0 = nb_clock_ns();
+/* Ticks worker w on the calling thread (t0: the clock just before),
+ * counting it; returns the spikes delivered, or NB_EBUSY when another
+ * thread has the worker. */
+static int tick_one(struct nb__team_s *T, uint32_t w, int adopted,
+                    uint64_t t0) {
   int rc = nb_cortex_tick_worker(T->cx, w);
   if (rc < 0) return rc;
   wstat_t *s = &T->ws[w];
@@ -172,7 +175,7 @@ static int help_stuck(struct nb__team_s *T, uint32_t self) {
     if (atomic_load_explicit(&s->ticks, memory_order_relaxed) >=
         atomic_load_explicit(&s->target, memory_order_relaxed))
       continue;
-    if (tick_one(T, w, 1) >= 0) ran++;
+    if (tick_one(T, w, 1, nb_clock_ns()) >= 0) ran++;
   }
   return ran;
 }
@@ -228,9 +231,9 @@ static void *thr_main(void *arg) {
           break;
         continue;
       }
-      atomic_store_explicit(&s->own_since, nb_clock_ns(),
-                            memory_order_relaxed);
-      int rc = tick_one(T, t->w, 0);
+      uint64_t t0 = nb_clock_ns();
+      atomic_store_explicit(&s->own_since, t0, memory_order_relaxed);
+      int rc = tick_one(T, t->w, 0, t0);
       atomic_store_explicit(&s->own_since, 0, memory_order_relaxed);
       if (rc == NB_EBUSY || rc == 0) sched_yield();
       if ((++k % HELP_EVERY) == 0 || rc <= 0) help_stuck(T, t->w);
@@ -283,18 +286,22 @@ static void pause_give(struct nb__team_s *T) {
   T->held = 0;
 }
 
-/* Starts the threads (at the first round); returns 0 or NB_ENOMEM. */
+/* Starts the threads (at the first round); returns 0 or NB_ENOMEM (then
+ * for good: the threads that did start wait for the runtime's close). */
 static int start(struct nb__team_s *T) {
+  T->started = 1;
   for (uint32_t w = 0; w < T->n; w++) {
     thr_t *t = &T->thr[w];
     t->T = T;
     t->w = w;
-    if (T->rt->arena && nb_arena_writer_new(&t->writer, T->rt->arena) != 0)
+    if ((T->rt->arena && !t->writer &&
+         nb_arena_writer_new(&t->writer, T->rt->arena) != 0) ||
+        pthread_create(&t->th, NULL, thr_main, t) != 0) {
+      T->broken = 1;
       return NB_ENOMEM;
-    if (pthread_create(&t->th, NULL, thr_main, t) != 0) return NB_ENOMEM;
+    }
     t->started = 1;
   }
-  T->started = 1;
   return 0;
 }
 
@@ -325,9 +332,14 @@ int nb__team_new(nb_rt_t *rt, uint32_t workers, int pin,
 
 int64_t nb__team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns) {
   struct nb__team_s *T = rt->team;
+  if (T->broken) return NB_ENOMEM;
   if (!T->started) {
     int rc = start(T);
-    if (rc) return rc;
+    if (rc) {
+      fprintf(stderr, "neuronbus: cannot start %u worker threads (out of "
+              "memory or threads): no tick runs\n", T->n);
+      return rc;
+    }
   }
   uint64_t base0 = atomic_load_explicit(&T->ws[0].ticks, memory_order_relaxed);
   for (uint32_t w = 0; w < T->n; w++) {
