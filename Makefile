@@ -35,8 +35,9 @@ LDLIBS_CORE = $(SAN_FLAGS) $(LDFLAGS) -pthread -lm
 # libcurl: nb.http (runtime/nb_rt_http.c) runs on the runtime's loop.
 # jansson: the statistics' JSON lines (runtime/nb_rt_json.c).
 # libsodium: the links' authentication and encryption (runtime/nb_link_auth.c).
-HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson libsodium) -Iruntime
-UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson libsodium)
+# libnats: the NATS link backend (runtime/nb_link_nats.c).
+HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson libsodium libnats) -Iruntime
+UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson libsodium libnats)
 # -Wl,-E: the agent states' FFI finds the nb_rt_* functions in the program.
 HOST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) $(LDLIBS_CORE) -Wl,-E
 

@@ -29,7 +29,9 @@
 #include <uv.h>
 
 #include "nb_link.h"
+#include "nb_link_nats.h"
 #include "nb_link_wire.h"
+#include "nb_linkif.h"
 
 #define NB__GRACE_DEFAULT_NS 2000000000ull /* shutdown: wait for acks */
 #define NB__AFTER_STOP_NS 1000000000ull    /* ... for what on_stop fired */
@@ -41,7 +43,8 @@ typedef struct peercfg_s {
 
 /* The runtime's side of one link (nb_link_data of the link). */
 typedef struct peer_s {
-  nb_link_t *link;
+  const nb_linkif_t *ops;   /* the backend carrying it (nb_linkif.h) */
+  void *link;
   char *url;                /* dialled url, NULL for callers */
   char name[NB_LINK_NAME_MAX + 1]; /* the peer's cortex once known */
   uint16_t *map;            /* remote id -> local proxy id + 1 (0 unknown),
@@ -58,6 +61,7 @@ typedef struct peer_s {
   int shared;               /* the last handshake found a shared arena */
   uint64_t held;            /* spikes its proxies still held at close */
   nb_link_stats_t last;     /* counters when the links closed */
+  nb_nats_stats_t nlast;    /* NATS counters then (NATS links) */
   int closed;
 } peer_t;
 
@@ -68,6 +72,7 @@ struct nb__proxy_s {
   char *url;       /* tcp://h:p of the peer, or NULL */
   char *cortex;    /* the peer's cortex (peer:// and run-time proxies) */
   char *remote;    /* the neuron's name in its peer */
+  int nats;        /* reached through NATS (cortex names the runtime) */
   peer_t *peer; /* set when the links start */
   int handle;      /* nb_link_target of remote, -1 until bound */
   int dynamic;     /* made at run time for an unannounced sender */
@@ -97,6 +102,8 @@ struct nb__rtlink_s {
   size_t npeers, peercap;
   uint32_t nheld;  /* proxies holding spikes */
   nb_link_node_t *node;
+  nb__nats_conf_t nats;    /* nats.url NULL: no NATS node */
+  nb_nats_node_t *nnode;
   uv_loop_t *loop;
   int started, closed, after_stop;
   int port;
@@ -137,6 +144,25 @@ static void secret_free(const void *p, size_t n) {
   free((void *)p);
 }
 
+void nb__link_nats_conf_copy(nb__nats_conf_t *dst, const nb__nats_conf_t *src) {
+  *dst = *src;
+  char **f[] = {&dst->url, &dst->cluster, &dst->user, &dst->password,
+                &dst->token, &dst->nkey_public, &dst->nkey_seed, &dst->creds,
+                &dst->tls_ca, &dst->tls_cert, &dst->tls_key};
+  for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+    if (*f[i]) *f[i] = nb__strdup(*f[i]);
+}
+
+void nb__link_nats_conf_free(nb__nats_conf_t *c) {
+  char **f[] = {&c->url, &c->cluster, &c->user, &c->password, &c->token,
+                &c->nkey_public, &c->nkey_seed, &c->creds, &c->tls_ca,
+                &c->tls_cert, &c->tls_key};
+  for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+    if (*f[i]) secret_free(*f[i], strlen(*f[i]));
+    *f[i] = NULL;
+  }
+}
+
 void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf) {
   struct nb__rtlink_s *rl = rt_link(rt);
   rl->secret = secret_dup(conf->secret, conf->secret_len);
@@ -170,6 +196,7 @@ void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf) {
   rl->ncfg = conf->npeers;
   /* A file-backed arena can be shared with a peer on this host. */
   if (conf->arena_path) rl->arena_path = nb__strdup(conf->arena_path);
+  nb__link_nats_conf_copy(&rl->nats, &conf->nats);
 }
 
 /* ------------------------------------------------------------------ */
@@ -191,7 +218,8 @@ void nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, const char *url,
   proxy_t *p = calloc(1, sizeof *p);
   if (!p) abort();
   p->a = a;
-  p->url = url ? nb__strdup(url) : NULL;
+  p->nats = url && !strcmp(url, "nats");
+  p->url = url && !p->nats ? nb__strdup(url) : NULL;
   p->cortex = cortex ? nb__strdup(cortex) : NULL;
   p->remote = nb__strdup(neuron);
   p->handle = -1;
@@ -233,10 +261,11 @@ static size_t proxy_push(proxy_t *p, const nb_spike_t *s,
                          size_t count) {
   /* Not started, or the links are closed: hold. */
   if (!p->peer || !p->peer->link || p->handle < 0) return 0;
-  nb_link_t *l = p->peer->link;
+  void *l = p->peer->link;
+  const nb_linkif_t *ops = p->peer->ops;
   size_t i = 0;
   for (; i < count; i++) {
-    int rc = nb_link_send(l, p->handle, &s[i], NULL, 0);
+    int rc = ops->send(l, p->handle, &s[i], NULL, 0);
     if (rc == 0) continue;
     /* Room (or memory, or the link) may come back: keep it. */
     if (rc == NB_EFULL || rc == NB_ENOMEM || rc == NB_ECLOSED) break;
@@ -281,7 +310,7 @@ static void proxy_hold(struct nb__rtlink_s *rl, proxy_t *p,
 static int proxy_retry(struct nb__rtlink_s *rl, proxy_t *p) {
   if (!p->count) return 1;
   /* No room: asking would only count another refusal. */
-  if (p->peer && p->peer->link && !nb_link_room(p->peer->link)) return 0;
+  if (p->peer && p->peer->link && !p->peer->ops->room(p->peer->link)) return 0;
   size_t n = proxy_push(p, p->held + p->head, p->count);
   nb__refs_release(p->a->rt->arena, p->held + p->head, n);
   p->head += (uint32_t)n;
@@ -346,7 +375,7 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
   p->remote = nb__strdup(remote);
   p->peer = peer;
   p->dynamic = 1;
-  p->handle = nb_link_target(peer->link, remote);
+  p->handle = peer->ops->target(peer->link, remote);
   a->proxy = p;
   nb_if_params_t ip = nb_if_params_default();
   ip.threshold = 1e30f; /* never fires on its own */
@@ -381,7 +410,7 @@ static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
   if (peer->map && peer->map[remote_id]) return peer->map[remote_id] - 1;
   if (peer->no_proxy && (peer->no_proxy[remote_id >> 3] & (1u << (remote_id & 7))))
     return -1;
-  const char *name = nb_link_peer_neuron(peer->link, remote_id);
+  const char *name = peer->ops->peer_neuron(peer->link, remote_id);
   if (!name) return -1;
   struct nb__rtlink_s *rl = rt->link;
   int id = -1;
@@ -411,14 +440,17 @@ static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
 /* ------------------------------------------------------------------ */
 /* links                                                               */
 
-/* Returns the runtime's record of link l, made on first sight. */
-static peer_t *peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
-  peer_t *p = nb_link_data(l);
+/* Returns the runtime's record of link l (of backend ops), made on first
+ * sight. */
+static peer_t *peer_of(struct nb__rtlink_s *rl, const nb_linkif_t *ops,
+                       void *l) {
+  peer_t *p = ops->data(l);
   if (p) return p;
   p = calloc(1, sizeof *p);
   if (!p) abort();
+  p->ops = ops;
   p->link = l;
-  snprintf(p->name, sizeof p->name, "%s", nb_link_peer(l));
+  snprintf(p->name, sizeof p->name, "%s", ops->peer(l));
   if (rl->npeers == rl->peercap) {
     rl->peercap = rl->peercap ? rl->peercap * 2 : 8;
     peer_t **v = realloc(rl->peers, rl->peercap * sizeof *v);
@@ -426,7 +458,7 @@ static peer_t *peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
     rl->peers = v;
   }
   rl->peers[rl->npeers++] = p;
-  nb_link_set_data(l, p);
+  ops->set_data(l, p);
   return p;
 }
 
@@ -447,15 +479,14 @@ static void peer_forget(struct nb__rtlink_s *rl, nb_link_t *l) {
   free(p);
 }
 
-/* on_spike of the node: injects a peer's spike with the source mapped to
- * its local proxy; returns 0, NB_EFULL (the link pauses), or a refusal. */
-static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
-                         const void *payload, size_t len) {
-  nb_rt_t *rt = ud;
+/* Injects a spike of link l (of backend ops) with the source mapped to its
+ * local proxy; returns 0, NB_EFULL (the link pauses), or a refusal. */
+static int link_spike(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
+                      const nb_spike_t *s) {
   struct nb__rtlink_s *rl = rt->link;
   /* After on_stop nothing is taken: unacknowledged, the peer keeps it. */
   if (rl->after_stop) return NB_EFULL;
-  peer_t *peer = peer_of(rl, l);
+  peer_t *peer = peer_of(rl, ops, l);
   int src = source_for(rt, peer, s->source);
   if (src < 0) {
     peer->refused++;
@@ -474,22 +505,46 @@ static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
   return nb_cortex_inject(rt->cx, &in);
 }
 
-/* on_event of the node: names resolve anew after every handshake;
- * returns nothing. */
-static void on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
-  nb_rt_t *rt = ud;
+/* on_spike of the TCP node: see link_spike. */
+static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
+                         const void *payload, size_t len) {
+  (void)payload; (void)len;
+  return link_spike(ud, &nb_linkif_tcp, l, s);
+}
+
+/* on_spike of the NATS node: see link_spike. */
+static int on_nats_spike(void *ud, nb_nats_link_t *l, const nb_spike_t *s,
+                         const void *payload, size_t len) {
+  (void)payload; (void)len;
+  return link_spike(ud, &nb_linkif_nats, l, s);
+}
+
+/* A link's state changed: names resolve anew after every handshake (or
+ * new card); returns nothing. */
+static void link_event(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
+                       nb_link_event_t ev) {
   if (ev == NB_LINK_GONE) {
     peer_forget(rt->link, l);
     return;
   }
-  peer_t *p = peer_of(rt->link, l);
+  peer_t *p = peer_of(rt->link, ops, l);
   if (ev == NB_LINK_UP) {
-    snprintf(p->name, sizeof p->name, "%s", nb_link_peer(l));
-    p->shared = nb_link_is_shared(l);
+    snprintf(p->name, sizeof p->name, "%s", ops->peer(l));
+    p->shared = ops->is_shared(l);
     /* A reconnected peer may have renumbered its neurons. */
     if (p->map) memset(p->map, 0, 65536 * sizeof *p->map);
     if (p->no_proxy) memset(p->no_proxy, 0, 8192);
   }
+}
+
+/* on_event of the TCP node: see link_event. */
+static void on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
+  link_event(ud, &nb_linkif_tcp, l, ev);
+}
+
+/* on_event of the NATS node: see link_event. */
+static void on_nats_event(void *ud, nb_nats_link_t *l, nb_link_event_t ev) {
+  link_event(ud, &nb_linkif_nats, l, ev);
 }
 
 /* Sets *flag once the node has freed itself; returns nothing. */
@@ -497,13 +552,14 @@ static void node_done(void *ud) { *(int *)ud = 1; }
 
 /* Closes the node and runs the loop until it is gone; returns nothing. */
 static void node_close(struct nb__rtlink_s *rl) {
-  if (!rl->node) return;
+  if (!rl->node && !rl->nnode) return;
   for (size_t i = 0; i < rl->npx; i++)
     if (rl->px[i]->peer) rl->px[i]->peer->held += rl->px[i]->count;
   for (size_t i = 0; i < rl->npeers; i++) {
     peer_t *p = rl->peers[i];
-    nb_link_stats(p->link, &p->last);
-    snprintf(p->name, sizeof p->name, "%s", nb_link_peer(p->link));
+    p->ops->stats(p->link, &p->last);
+    if (p->ops == &nb_linkif_nats) nb_nats_link_stats(p->link, &p->nlast);
+    snprintf(p->name, sizeof p->name, "%s", p->ops->peer(p->link));
     /* The close counts what is still queued or in doubt as lost. */
     uint64_t gone = p->last.queued + p->last.in_doubt;
     p->last.lost += gone;
@@ -515,14 +571,82 @@ static void node_close(struct nb__rtlink_s *rl) {
     p->closed = 1;
     p->link = NULL; /* freed by the close */
   }
-  int done = 0;
-  nb_link_node_close(rl->node, node_done, &done);
+  int done = 0, ndone = 0;
+  if (rl->node) nb_link_node_close(rl->node, node_done, &done);
+  else done = 1;
+  if (rl->nnode) nb_nats_node_close(rl->nnode, node_done, &ndone);
+  else ndone = 1;
+  rl->nnode = NULL;
   /* Close callbacks run in one or two turns; NOWAIT never blocks on the
    * runtime's other handles. */
-  for (int i = 0; !done && i < 100000; i++) uv_run(rl->loop, UV_RUN_NOWAIT);
+  for (int i = 0; !(done && ndone) && i < 100000; i++)
+    uv_run(rl->loop, UV_RUN_NOWAIT);
   /* What was still queued is counted lost by the close. */
   rl->node = NULL;
   rl->closed = 1;
+}
+
+/* Connects the NATS node of the manifest's nats section and announces
+ * every local neuron's card; returns 0 or NB_EIO (the reason, naming the
+ * server, on stderr). */
+static int nats_start(nb_rt_t *rt) {
+  struct nb__rtlink_s *rl = rt->link;
+  const nb__nats_conf_t *c = &rl->nats;
+  nb_nats_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.cortex = rt->name;
+  o.url = c->url;
+  o.cluster = c->cluster;
+  o.user = c->user;
+  o.password = c->password;
+  o.token = c->token;
+  o.nkey_public = c->nkey_public;
+  o.nkey_seed = c->nkey_seed;
+  o.creds = c->creds;
+  o.tls_ca = c->tls_ca;
+  o.tls_cert = c->tls_cert;
+  o.tls_key = c->tls_key;
+  o.arena = rt->arena;
+  o.max_payload = rl->max_payload;
+  o.window = c->window;
+  o.window_bytes = c->window_bytes;
+  o.batch_bytes = c->batch_bytes;
+  o.resend_ms = c->resend_ms;
+  o.announce_ms = c->announce_ms;
+  o.connect_ms = c->connect_ms;
+  o.on_spike = on_nats_spike;
+  o.on_event = on_nats_event;
+  o.ud = rt;
+  o.quiet = rt->opts.quiet;
+  char *err = NULL;
+  int rc = nb_nats_node_new(&rl->nnode, rl->loop, &o, &err);
+  if (rc != 0) {
+    fprintf(stderr, "neuronbus: %s\n", err ? err : nb_strerror(rc));
+    free(err);
+    return rc;
+  }
+  for (uint32_t i = 0; i < rt->n && rc == 0; i++) {
+    nb__agent_t *a = rt->agents[i];
+    if (a->proxy) continue; /* reached through its own runtime */
+    nb_nats_neuron_t *nn = calloc(1, sizeof *nn);
+    if (!nn) abort();
+    nn->id = (nb_id_t)i;
+    snprintf(nn->name, sizeof nn->name, "%s", a->name);
+    for (int w = 0; w < 2; w++) {
+      size_t k = a->ntags[w] < NB_NATS_TAGS_MAX ? a->ntags[w] : NB_NATS_TAGS_MAX;
+      for (size_t j = 0; j < k; j++)
+        snprintf(w ? nn->regs[j] : nn->caps[j], 256, "%s", a->tags[w][j]);
+      if (w) nn->nreg = (uint8_t)k;
+      else nn->ncap = (uint8_t)k;
+    }
+    rc = nb_nats_node_expose(rl->nnode, nn);
+    free(nn);
+  }
+  if (rc == 0) rc = nb_nats_node_start(rl->nnode);
+  else
+    fprintf(stderr, "neuronbus: cannot announce the neurons of %s on NATS: "
+            "%s\n", rt->name, nb_strerror(rc));
+  return rc;
 }
 
 int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
@@ -589,12 +713,24 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
               nb_strerror(rc));
       break;
     }
-    peer_t *p = peer_of(rl, l);
+    peer_t *p = peer_of(rl, &nb_linkif_tcp, l);
     p->url = rl->cfg[i].url;
   }
+  if (rc == 0 && rl->nats.url) rc = nats_start(rt);
   for (size_t i = 0; i < rl->npx && rc == 0; i++) {
     proxy_t *p = rl->px[i];
     nb_link_t *l = NULL;
+    if (p->nats) {
+      nb_nats_link_t *nl = nb_nats_link(rl->nnode, p->cortex);
+      p->peer = nl ? peer_of(rl, &nb_linkif_nats, nl) : NULL;
+      p->handle = p->peer ? nb_linkif_nats.target(nl, p->remote) : NB_EINVAL;
+      if (p->handle < 0) rc = p->handle;
+      if (rc != 0)
+        fprintf(stderr, "neuronbus: remote neuron \"%s\" (nats://%s/%s): "
+                "cannot bind it to its link: %s\n", p->a->name, p->cortex,
+                p->remote, nb_strerror(rc));
+      continue;
+    }
     if (p->url) {
       for (size_t j = 0; j < rl->npeers && !l; j++)
         if (rl->peers[j]->url && !strcmp(rl->peers[j]->url, p->url))
@@ -604,7 +740,7 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
       rc = nb_link_expect(rl->node, p->cortex, NULL, &l);
     }
     if (rc == 0) {
-      p->peer = peer_of(rl, l);
+      p->peer = peer_of(rl, &nb_linkif_tcp, l);
       p->handle = nb_link_target(l, p->remote);
       if (p->handle < 0) rc = p->handle;
     }
@@ -635,8 +771,8 @@ void nb__link_pretick(nb_rt_t *rt) {
    * (one that still finds it full pauses again). */
   if (!rl->after_stop)
     for (size_t i = 0; i < rl->npeers; i++)
-      if (nb_link_is_paused(rl->peers[i]->link))
-        nb_link_resume(rl->peers[i]->link);
+      if (rl->peers[i]->ops->is_paused(rl->peers[i]->link))
+        rl->peers[i]->ops->resume(rl->peers[i]->link);
 }
 
 /* Returns 1 when nothing waits to leave: the cortex is quiescent, no proxy
@@ -646,7 +782,7 @@ static int all_flushed(nb_rt_t *rt) {
   if (rl->nheld || nb_cortex_pending(rt->cx)) return 0;
   for (size_t i = 0; i < rl->npeers; i++) {
     nb_link_stats_t st;
-    nb_link_stats(rl->peers[i]->link, &st);
+    rl->peers[i]->ops->stats(rl->peers[i]->link, &st);
     if (st.queued || st.in_doubt) return 0;
   }
   return 1;
@@ -710,8 +846,8 @@ int nb_rt_link_stats(const nb_rt_t *rt, size_t i, void *out,
   if (!rt->link || i >= rt->link->npeers) return NB_ENOENT;
   peer_t *p = rt->link->peers[i];
   if (p->closed) *(nb_link_stats_t *)out = p->last;
-  else nb_link_stats(p->link, out);
-  if (peer) *peer = p->closed ? p->name : nb_link_peer(p->link);
+  else p->ops->stats(p->link, out);
+  if (peer) *peer = p->closed ? p->name : p->ops->peer(p->link);
   return 0;
 }
 
@@ -727,9 +863,11 @@ static uint64_t held_count(const struct nb__rtlink_s *rl, const peer_t *p) {
 /* Returns the state word of link p: "up", "paused", "down", "closed". */
 static const char *state_of(const peer_t *p) {
   if (p->closed) return "closed";
-  if (!nb_link_is_up(p->link)) return "down";
-  return nb_link_is_paused(p->link) ? "paused" : "up";
+  if (!p->ops->is_up(p->link)) return "down";
+  return p->ops->is_paused(p->link) ? "paused" : "up";
 }
+
+static void nats_print_stats(nb_rt_t *rt, FILE *f);
 
 void nb__link_print_stats(nb_rt_t *rt, FILE *f) {
   struct nb__rtlink_s *rl = rt->link;
@@ -753,6 +891,43 @@ void nb__link_print_stats(nb_rt_t *rt, FILE *f) {
             state_of(p), st.sent, st.acked, st.resent, st.lost,
             st.received, st.rejected, p->unroutable, st.reconnects,
             st.errors, st.queued, st.full);
+  }
+  nats_print_stats(rt, f);
+}
+
+/* Fills *out with the NATS counters of peer p (now, or at close);
+ * returns 1 for a NATS link, else 0. */
+static int nats_counters(const peer_t *p, nb_nats_stats_t *out) {
+  if (p->ops != &nb_linkif_nats) return 0;
+  if (p->closed) *out = p->nlast;
+  else nb_nats_link_stats(p->link, out);
+  return 1;
+}
+
+/* Prints the NATS rows (one per NATS link) to f; returns nothing. */
+static void nats_print_stats(nb_rt_t *rt, FILE *f) {
+  struct nb__rtlink_s *rl = rt->link;
+  if (!rl->nats.url) return;
+  fprintf(f, "  nats: %s (cluster %s)\n", rl->nats.url,
+          rl->nats.cluster ? rl->nats.cluster : "default");
+  int head = 0;
+  for (size_t i = 0; i < rl->npeers; i++) {
+    peer_t *p = rl->peers[i];
+    nb_nats_stats_t ns;
+    nb_link_stats_t st;
+    if (!nats_counters(p, &ns)) continue;
+    nb_rt_link_stats(rt, i, &st, NULL);
+    if (!head++)
+      fprintf(f, "  %-20s %10s %10s %10s %10s %12s %12s %7s %7s %7s %6s"
+              " %9s\n", "nats peer", "msgs_out", "msgs_in", "batch_out",
+              "batch_in", "bytes_out", "bytes_in", "window", "resends",
+              "reconn", "bad", "dropped");
+    fprintf(f, "  %-20.20s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10"
+            PRIu64 " %12" PRIu64 " %12" PRIu64 " %7" PRIu64 " %7" PRIu64
+            " %7" PRIu64 " %6" PRIu64 " %9" PRIu64 "\n", p->name,
+            ns.messages_out, ns.messages_in, ns.batches_out, ns.batches_in,
+            st.bytes_out, st.bytes_in, ns.window, ns.resends, ns.reconnects,
+            ns.malformed, ns.dropped);
   }
 }
 
@@ -789,6 +964,24 @@ static json_t *link_json(nb_rt_t *rt, size_t i) {
   nb__json_set_u64(o, "queued", st.queued);
   nb__json_set_u64(o, "in_doubt", st.in_doubt);
   nb__json_set_u64(o, "held", held_count(rl, p));
+  nb__json_set_str(o, "transport", p->ops->scheme);
+  nb_nats_stats_t ns;
+  if (nats_counters(p, &ns)) {
+    json_t *n = json_object();
+    if (n) {
+      nb__json_set_u64(n, "messages_out", ns.messages_out);
+      nb__json_set_u64(n, "messages_in", ns.messages_in);
+      nb__json_set_u64(n, "batches_out", ns.batches_out);
+      nb__json_set_u64(n, "batches_in", ns.batches_in);
+      nb__json_set_u64(n, "window", ns.window);
+      nb__json_set_u64(n, "window_max", ns.window_max);
+      nb__json_set_u64(n, "resends", ns.resends);
+      nb__json_set_u64(n, "reconnects", ns.reconnects);
+      nb__json_set_u64(n, "malformed", ns.malformed);
+      nb__json_set_u64(n, "dropped", ns.dropped);
+      nb__json_set(o, "nats", n);
+    }
+  }
   return o;
 }
 
@@ -827,6 +1020,7 @@ void nb__link_free(nb_rt_t *rt) {
   free(rl->px); /* the proxies belong to their agents */
   free(rl->listen);
   free(rl->arena_path);
+  nb__link_nats_conf_free(&rl->nats);
   free(rl);
   rt->link = NULL;
 }
