@@ -87,8 +87,8 @@ int nb_nats_head_decode(const uint8_t *msg, size_t len, nb_nats_head_t *h,
            (h->body_len || h->count))
     *why = "an ack or bye carries no body";
   else if (h->type == NB_NATS_BATCH &&
-           (h->count == 0 || h->a == 0 || h->b == 0 || h->b > h->a ||
-            h->a + h->count < h->a))
+           (h->count == 0 || h->a == 0 || h->b == 0 ||
+            h->a + h->count < h->a || h->b >= h->a + h->count))
     *why = "bad batch numbering";
   else if (h->type == NB_NATS_BATCH && h->count > h->body_len / NB_FRAME_SPIKE)
     *why = "batch count exceeds its bytes";

@@ -9,7 +9,8 @@
  * then the body:
  *   BATCH  a = seq of the first spike, b = the sender's lowest unacked seq
  *          (a receiver that knows nothing of this incarnation starts
- *          there), count spikes as TCP frames (nb_frame.h: u32 length,
+ *          there; b < a + count: a batch sent again may start below it),
+          count spikes as TCP frames (nb_frame.h: u32 length,
  *          the 64-byte spike, the payload bytes of an arena ref).
  *   ACK    a = the highest seq accepted, in order, from the incarnation b
  *          of the receiver of this ack; no body.
