@@ -777,12 +777,23 @@ nb_nats_stats_t *nb_nats_link_stats(const nb_nats_link_t *l,
   return out;
 }
 
+nb_nats_stats_t *nb_nats_node_stats(const nb_nats_node_t *n,
+                                    nb_nats_stats_t *out) {
+  memset(out, 0, sizeof *out);
+  out->reconnects = n->reconnects;
+  out->malformed = n->malformed;
+  out->dropped = n->dropped;
+  return out;
+}
+
 /* ------------------------------------------------------------------ */
 /* the node                                                            */
 
 /* Returns a malloc'd "what: text" for status s and libnats's last error. */
 static char *nats_err(const char *url, const char *what, natsStatus s) {
   const char *last = nats_GetLastError(NULL);
+  /* libnats prefixes its source location: "(conn.c:1905): ". */
+  if (last && last[0] == '(' && strstr(last, "): ")) last = strstr(last, "): ") + 3;
   size_t cap = 1024;
   char *m = malloc(cap);
   if (!m) abort();

@@ -124,6 +124,12 @@ const nb_nats_neuron_t *nb_nats_link_neuron(const nb_nats_link_t *l,
 nb_nats_stats_t *nb_nats_link_stats(const nb_nats_link_t *l,
                                     nb_nats_stats_t *out);
 
+/* Fills *out with the node's own counters (reconnects, and messages
+ * dropped as malformed or otherwise, whoever sent them; the per-link
+ * fields are 0); returns out. */
+nb_nats_stats_t *nb_nats_node_stats(const nb_nats_node_t *n,
+                                    nb_nats_stats_t *out);
+
 /* Flushes, says BYE, closes the connection and the handles; spikes still
  * in a window are counted lost. done(ud) runs once the loop closed the
  * handles. Returns nothing. */

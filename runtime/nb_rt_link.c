@@ -104,6 +104,7 @@ struct nb__rtlink_s {
   nb_link_node_t *node;
   nb__nats_conf_t nats;    /* nats.url NULL: no NATS node */
   nb_nats_node_t *nnode;
+  nb_nats_stats_t nnode_last; /* its counters when it closed */
   uv_loop_t *loop;
   int started, closed, after_stop;
   int port;
@@ -574,7 +575,10 @@ static void node_close(struct nb__rtlink_s *rl) {
   int done = 0, ndone = 0;
   if (rl->node) nb_link_node_close(rl->node, node_done, &done);
   else done = 1;
-  if (rl->nnode) nb_nats_node_close(rl->nnode, node_done, &ndone);
+  if (rl->nnode) {
+    nb_nats_node_stats(rl->nnode, &rl->nnode_last);
+    nb_nats_node_close(rl->nnode, node_done, &ndone);
+  }
   else ndone = 1;
   rl->nnode = NULL;
   /* Close callbacks run in one or two turns; NOWAIT never blocks on the
@@ -908,8 +912,12 @@ static int nats_counters(const peer_t *p, nb_nats_stats_t *out) {
 static void nats_print_stats(nb_rt_t *rt, FILE *f) {
   struct nb__rtlink_s *rl = rt->link;
   if (!rl->nats.url) return;
-  fprintf(f, "  nats: %s (cluster %s)\n", rl->nats.url,
-          rl->nats.cluster ? rl->nats.cluster : "default");
+  nb_nats_stats_t nd = rl->nnode_last;
+  if (rl->nnode) nb_nats_node_stats(rl->nnode, &nd);
+  fprintf(f, "  nats: %s (cluster %s): reconnects %" PRIu64 ", malformed "
+          "%" PRIu64 ", dropped %" PRIu64 "\n", rl->nats.url,
+          rl->nats.cluster ? rl->nats.cluster : "default", nd.reconnects,
+          nd.malformed, nd.dropped);
   int head = 0;
   for (size_t i = 0; i < rl->npeers; i++) {
     peer_t *p = rl->peers[i];
@@ -992,6 +1000,19 @@ void nb__link_json(nb_rt_t *rt, json_t *obj) {
   for (size_t i = 0; links && i < rl->npeers; i++)
     json_array_append_new(links, link_json(rt, i));
   nb__json_set(obj, "links", links);
+  if (rl->nats.url) {
+    nb_nats_stats_t ns = rl->nnode_last;
+    if (rl->nnode) nb_nats_node_stats(rl->nnode, &ns);
+    json_t *n = json_object();
+    if (n) {
+      nb__json_set_str(n, "url", rl->nats.url);
+      nb__json_set_str(n, "cluster", rl->nats.cluster ? rl->nats.cluster : "default");
+      nb__json_set_u64(n, "reconnects", ns.reconnects);
+      nb__json_set_u64(n, "malformed", ns.malformed);
+      nb__json_set_u64(n, "dropped", ns.dropped);
+      nb__json_set(obj, "nats", n);
+    }
+  }
 }
 
 void nb__link_free(nb_rt_t *rt) {
