@@ -518,6 +518,10 @@ void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf);
 void nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, const char *url,
                         const char *cortex, const char *neuron);
 
+/* Returns 1 when neuron id stands for a neuron of a NATS peer that is
+ * gone (its card went stale or it left): discovery leaves it out; else 0. */
+int nb__link_hidden(const nb_rt_t *rt, uint32_t id);
+
 /* Frees a proxy; returns nothing. */
 void nb__link_proxy_free(struct nb__proxy_s *p);
 

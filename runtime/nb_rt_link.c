@@ -76,6 +76,8 @@ struct nb__proxy_s {
   peer_t *peer; /* set when the links start */
   int handle;      /* nb_link_target of remote, -1 until bound */
   int dynamic;     /* made at run time for an unannounced sender */
+  int carded;      /* made from a NATS card: hidden from discovery while
+                      its runtime is gone */
   nb_spike_t *held; /* spikes the link could not take yet, in order */
   uint32_t head, count, cap;
   int warned;
@@ -351,10 +353,11 @@ const nb_agent_ops_t nb__proxy_ops = {
   .on_spike = proxy_spike,
 };
 
-/* Makes a run-time proxy called name for peer's neuron remote; returns its
- * id, or -1 (no id room: logged once). */
-static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
-                         const char *remote, const char *name) {
+/* Makes a run-time proxy called name for peer's neuron remote, with the
+ * capabilities and regions of its card when nn is not NULL (so local
+ * discovery finds it); returns its id, or -1 (no id room: logged once). */
+static int proxy_dynamic(nb_rt_t *rt, peer_t *peer, const char *remote,
+                         const char *name, const nb_nats_neuron_t *nn) {
   struct nb__rtlink_s *rl = rt->link;
   if (peer->proxies >= rl->proxies_per_peer) {
     /* Why: each proxy is a neuron with its own inbox; a peer naming
@@ -376,6 +379,7 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
   p->remote = nb__strdup(remote);
   p->peer = peer;
   p->dynamic = 1;
+  p->carded = nn != NULL;
   p->handle = peer->ops->target(peer->link, remote);
   a->proxy = p;
   nb_if_params_t ip = nb_if_params_default();
@@ -384,6 +388,17 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
   nb_card_t card;
   memset(&card, 0, sizeof card);
   card.name = a->name;
+  for (int w = 0; nn && w < 2; w++) {
+    size_t k = w ? nn->nreg : nn->ncap;
+    if (k > NB_CARD_MAX_TAGS) k = NB_CARD_MAX_TAGS;
+    for (size_t j = 0; j < k; j++) {
+      a->tags[w][j] = nb__strdup(w ? nn->regs[j] : nn->caps[j]);
+      (w ? card.regions : card.capabilities)[j] = a->tags[w][j];
+    }
+    a->ntags[w] = k;
+    if (w) card.nregions = k;
+    else card.ncapabilities = k;
+  }
   int rc = p->handle < 0 ? p->handle
                          : nb_cortex_register(rt->cx, &card, &ip,
                                               &nb__proxy_ops, a, &a->neuron);
@@ -424,7 +439,7 @@ static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
     char *dyn = nb__strf("%s/%s", peer->name, name);
     for (uint32_t i = 0; i < rt->n && id < 0; i++)
       if (!strcmp(rt->agents[i]->name, dyn)) id = (int)i;
-    if (id < 0) id = proxy_dynamic(rt, peer, name, dyn);
+    if (id < 0) id = proxy_dynamic(rt, peer, name, dyn, NULL);
     free(dyn);
     if (id < 0 && (peer->no_proxy || (peer->no_proxy = calloc(8192, 1))))
       peer->no_proxy[remote_id >> 3] |= (uint8_t)(1u << (remote_id & 7));
@@ -520,6 +535,8 @@ static int on_nats_spike(void *ud, nb_nats_link_t *l, const nb_spike_t *s,
   return link_spike(ud, &nb_linkif_nats, l, s);
 }
 
+static void nats_cards(nb_rt_t *rt, peer_t *peer);
+
 /* A link's state changed: names resolve anew after every handshake (or
  * new card); returns nothing. */
 static void link_event(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
@@ -535,7 +552,31 @@ static void link_event(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
     /* A reconnected peer may have renumbered its neurons. */
     if (p->map) memset(p->map, 0, 65536 * sizeof *p->map);
     if (p->no_proxy) memset(p->no_proxy, 0, 8192);
+    if (ops == &nb_linkif_nats) nats_cards(rt, p);
   }
+}
+
+/* A NATS peer's card arrived: each of its neurons gets a local proxy
+ * "<cortex>/<name>" with its capabilities and regions (made once, kept
+ * across its restarts), so nb:discover and nb:region find it and
+ * fire_to reaches it by that name; returns nothing. */
+static void nats_cards(nb_rt_t *rt, peer_t *peer) {
+  const nb_nats_neuron_t *nn;
+  for (size_t i = 0; (nn = nb_nats_link_neuron(peer->link, i)); i++) {
+    char *dyn = nb__strf("%s/%s", peer->name, nn->name);
+    int found = 0;
+    for (uint32_t j = 0; j < rt->n && !found; j++)
+      found = !strcmp(rt->agents[j]->name, dyn);
+    if (!found) proxy_dynamic(rt, peer, nn->name, dyn, nn);
+    free(dyn);
+  }
+}
+
+int nb__link_hidden(const nb_rt_t *rt, uint32_t id) {
+  if (id >= rt->n || !rt->agents[id]->proxy) return 0;
+  const proxy_t *p = rt->agents[id]->proxy;
+  return p->carded && p->peer && p->peer->link &&
+         !p->peer->ops->is_up(p->peer->link);
 }
 
 /* on_event of the TCP node: see link_event. */

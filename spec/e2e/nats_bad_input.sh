@@ -49,4 +49,5 @@ gen_manifest "$work/r.lua" r "nats = { url = \"$url\", user = \"nb\", password =
 NB_TEST_NATS_PW=right-password timeout 3 "$nb" run "$work/r.lua" --no-watch >"$work/r.out" 2>"$work/r.err"; rc=$?
 check "the right password (from the environment) connects (ran until stopped: $rc)" \
   test "$rc" -eq 124 -a -n "$(grep -m1 "connected to $url" "$work/r.err")"
+nats_stop
 finish

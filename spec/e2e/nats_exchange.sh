@@ -48,4 +48,5 @@ for s in a b; do
     test "$batches" -gt 0 -a "$batches" -lt $((N / 20)) -a "$malformed" = 0
   check "$s: no error logged" bash -c "! grep -q 'error' '$work/$s.err'"
 done
+nats_stop
 finish

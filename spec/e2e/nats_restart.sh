@@ -71,4 +71,5 @@ check "server: a reconnected to the server ($reconn) and lost nothing" \
 check "server: b received each spike exactly once, in order, from the start" \
   test "$(summary b3 received)" = "$N" -a "$(summary b3 first)" = 0 -a "$(summary b3 order_errors)" = 0 -a "$(summary b3 payload_errors)" = 0
 check "server: b reconnected too" test "$(stat b3 link.nats.reconnects)" -ge 1
+nats_stop
 finish
