@@ -866,6 +866,9 @@ int nb_nats_node_new(nb_nats_node_t **out, uv_loop_t *loop,
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(n->nopts, 100);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(n->nopts, 32 << 20);
   if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(n->nopts, 65536);
+  /* A message is already a batch: written at once rather than left for
+   * libnats's flusher (which waits up to a millisecond). */
+  if (s == NATS_OK) s = natsOptions_SetSendAsap(n->nopts, true);
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(n->nopts, on_disc, n);
   if (s == NATS_OK) s = natsOptions_SetReconnectedCB(n->nopts, on_reconn, n);
   if (s == NATS_OK && o->user) {
