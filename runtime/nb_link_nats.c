@@ -66,6 +66,15 @@ struct nb_nats_link_s {
   nb_nats_stats_t ns;
 };
 
+/* What libnats's callbacks hold: it outlives the node until the
+ * connection's closed callback (its last one), so a callback that runs
+ * while the node closes finds closing set rather than freed memory. */
+typedef struct hub_s {
+  pthread_mutex_t mu;
+  int closing;             /* the node is gone or going: touch nothing */
+  nb_nats_node_t *n;
+} hub_t;
+
 struct nb_nats_node_s {
   nb_nats_opts_t o;
   char *cortex, *url, *root, *inbox, *cards;
@@ -80,13 +89,12 @@ struct nb_nats_node_s {
   size_t card_len;
   uint32_t card_count;
   uint8_t *exposed;        /* bits: ids this runtime exposes */
-  /* the hand-off from libnats's threads */
-  pthread_mutex_t mu;
+  /* the hand-off from libnats's threads, under hub->mu */
+  hub_t *hub;
   natsMsg **q;
   uint32_t qn;
-  int closing;             /* under mu: callbacks stop waking the loop */
-  uint64_t q_dropped;      /* under mu */
-  int reconnected, disconnected; /* under mu */
+  uint64_t q_dropped;
+  int reconnected, disconnected;
   uv_async_t async;
   uv_prepare_t prep;
   uv_timer_t timer;
@@ -95,6 +103,7 @@ struct nb_nats_node_s {
   void *done_ud;
   uint64_t last_announce_ns;
   uint64_t reconnects, malformed, dropped;
+  uint64_t bad_logged;     /* malformed messages seen by handle() */
   int started, down_logged;
   nb_nats_link_t **links;
   size_t nlinks, lcap;
@@ -129,39 +138,57 @@ static char *dupz(const char *s) {
 static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
                    void *closure) {
   (void)nc; (void)sub;
-  nb_nats_node_t *n = closure;
-  pthread_mutex_lock(&n->mu);
-  if (n->closing || n->qn >= QUEUE_MAX) {
+  hub_t *h = closure;
+  pthread_mutex_lock(&h->mu);
+  nb_nats_node_t *n = h->n;
+  if (h->closing || n->qn >= QUEUE_MAX) {
     /* Dropped: the sender sends again (no ack came). */
-    n->q_dropped++;
-    pthread_mutex_unlock(&n->mu);
+    if (!h->closing) n->q_dropped++;
+    pthread_mutex_unlock(&h->mu);
     natsMsg_Destroy(msg);
     return;
   }
   n->q[n->qn++] = msg;
   if (n->qn == 1) uv_async_send(&n->async);
-  pthread_mutex_unlock(&n->mu);
+  pthread_mutex_unlock(&h->mu);
 }
 
 /* Disconnected / reconnected callbacks (libnats threads): flag and wake;
  * return nothing. */
 static void on_disc(natsConnection *nc, void *closure) {
   (void)nc;
-  nb_nats_node_t *n = closure;
-  pthread_mutex_lock(&n->mu);
-  n->disconnected++;
-  if (!n->closing) uv_async_send(&n->async);
-  pthread_mutex_unlock(&n->mu);
+  hub_t *h = closure;
+  pthread_mutex_lock(&h->mu);
+  if (!h->closing) {
+    h->n->disconnected++;
+    uv_async_send(&h->n->async);
+  }
+  pthread_mutex_unlock(&h->mu);
 }
 
 /* See on_disc. */
 static void on_reconn(natsConnection *nc, void *closure) {
   (void)nc;
-  nb_nats_node_t *n = closure;
-  pthread_mutex_lock(&n->mu);
-  n->reconnected++;
-  if (!n->closing) uv_async_send(&n->async);
-  pthread_mutex_unlock(&n->mu);
+  hub_t *h = closure;
+  pthread_mutex_lock(&h->mu);
+  if (!h->closing) {
+    h->n->reconnected++;
+    uv_async_send(&h->n->async);
+  }
+  pthread_mutex_unlock(&h->mu);
+}
+
+/* The connection's last callback (a libnats thread): frees the hub;
+ * returns nothing. */
+static void on_closed(natsConnection *nc, void *closure) {
+  (void)nc;
+  hub_t *h = closure;
+  pthread_mutex_lock(&h->mu);
+  int gone = h->closing;
+  pthread_mutex_unlock(&h->mu);
+  if (!gone) return; /* closed by the server for good: the node frees it */
+  pthread_mutex_destroy(&h->mu);
+  free(h);
 }
 
 /* ------------------------------------------------------------------ */
@@ -473,7 +500,7 @@ static int handle(nb_nats_node_t *n, natsMsg *msg) {
     }
     /* One line per message would let a flood write the log: the first
      * and then every 1000th. */
-    if (n->malformed == 1 || n->malformed % 1000 == 0)
+    if (n->bad_logged++ % 1000 == 0)
       logf_(n, 0, "error: a malformed message on %s dropped (%s%s%s; %" PRIu64
             " so far)", natsMsg_GetSubject(msg), why,
             l ? ", claims to be from " : "", l ? l->cortex : "", n->malformed);
@@ -543,13 +570,13 @@ static void drain_link(nb_nats_link_t *l) {
 static void on_async(uv_async_t *a) {
   nb_nats_node_t *n = a->data;
   natsMsg *batch[QUEUE_MAX];
-  pthread_mutex_lock(&n->mu);
+  pthread_mutex_lock(&n->hub->mu);
   uint32_t k = n->qn;
   memcpy(batch, n->q, k * sizeof *batch);
   n->qn = 0;
   int rec = n->reconnected, dis = n->disconnected;
   n->reconnected = n->disconnected = 0;
-  pthread_mutex_unlock(&n->mu);
+  pthread_mutex_unlock(&n->hub->mu);
   if (dis) logf_(n, 0, "warning: disconnected from %s; reconnecting", n->url);
   if (rec) {
     n->reconnects += (uint64_t)rec;
@@ -591,10 +618,10 @@ static void on_timer(uv_timer_t *t) {
     for (; b && b->sent_ns; b = b->next) publish(l, b);
     l->last_ack_ns = now;
   }
-  pthread_mutex_lock(&n->mu);
+  pthread_mutex_lock(&n->hub->mu);
   uint64_t qd = n->q_dropped;
   n->q_dropped = 0;
-  pthread_mutex_unlock(&n->mu);
+  pthread_mutex_unlock(&n->hub->mu);
   n->dropped += qd;
   if (now - n->last_announce_ns >= (uint64_t)n->o.announce_ms * 1000000u)
     announce(n);
@@ -845,7 +872,10 @@ int nb_nats_node_new(nb_nats_node_t **out, uv_loop_t *loop,
   if (!n->q || !n->exposed || !n->card) abort();
   n->card_len = (size_t)nb_nats_head_encode(n->card, NB_NATS_CARD, 1, 0, 0, 0,
                                             0, n->cortex);
-  pthread_mutex_init(&n->mu, NULL);
+  n->hub = calloc(1, sizeof *n->hub);
+  if (!n->hub) abort();
+  pthread_mutex_init(&n->hub->mu, NULL);
+  n->hub->n = n;
   do {
     n->inc = ((uint64_t)rand() << 32 ^ (uint64_t)nb_clock_ns() ^
               (uint64_t)(uintptr_t)n) | 1;
@@ -869,8 +899,9 @@ int nb_nats_node_new(nb_nats_node_t **out, uv_loop_t *loop,
   /* A message is already a batch: written at once rather than left for
    * libnats's flusher (which waits up to a millisecond). */
   if (s == NATS_OK) s = natsOptions_SetSendAsap(n->nopts, true);
-  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(n->nopts, on_disc, n);
-  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(n->nopts, on_reconn, n);
+  if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(n->nopts, on_disc, n->hub);
+  if (s == NATS_OK) s = natsOptions_SetReconnectedCB(n->nopts, on_reconn, n->hub);
+  if (s == NATS_OK) s = natsOptions_SetClosedCB(n->nopts, on_closed, n->hub);
   if (s == NATS_OK && o->user) {
     what = "user and password";
     s = natsOptions_SetUserInfo(n->nopts, o->user, o->password);
@@ -904,7 +935,9 @@ int nb_nats_node_new(nb_nats_node_t **out, uv_loop_t *loop,
     if (n->nopts) natsOptions_Destroy(n->nopts);
     n->nopts = NULL;
     nb_arena_writer_free(n->writer);
-    pthread_mutex_destroy(&n->mu);
+    /* No connection was made: no callback holds the hub. */
+    pthread_mutex_destroy(&n->hub->mu);
+    free(n->hub);
     free(n->q); free(n->exposed); free(n->card);
     free(n->cortex); free(n->url); free(n->root); free(n->inbox); free(n->cards);
     free(n);
@@ -940,8 +973,8 @@ int nb_nats_node_start(nb_nats_node_t *n) {
                       n->o.max_payload, n->card_count,
                       (uint32_t)(n->card_len - (NB_NATS_HEAD + 1 + strlen(n->cortex))),
                       n->cortex);
-  natsStatus s = natsConnection_Subscribe(&n->sub_in, n->nc, n->inbox, on_msg, n);
-  if (s == NATS_OK) s = natsConnection_Subscribe(&n->sub_cards, n->nc, n->cards, on_msg, n);
+  natsStatus s = natsConnection_Subscribe(&n->sub_in, n->nc, n->inbox, on_msg, n->hub);
+  if (s == NATS_OK) s = natsConnection_Subscribe(&n->sub_cards, n->nc, n->cards, on_msg, n->hub);
   if (s == NATS_OK) s = natsSubscription_SetPendingLimits(n->sub_in, 65536, 256 << 20);
   if (s == NATS_OK) s = natsConnection_Flush(n->nc);
   if (s != NATS_OK) {
@@ -977,9 +1010,12 @@ void nb_nats_node_close(nb_nats_node_t *n, void (*done)(void *ud), void *ud) {
   send_acks(n);
   if (n->started) send_ctl(n, n->cards, NB_NATS_BYE, 0, 0);
   natsConnection_FlushTimeout(n->nc, 1000);
-  pthread_mutex_lock(&n->mu);
-  n->closing = 1;
-  pthread_mutex_unlock(&n->mu);
+  /* From here on libnats's callbacks touch nothing of the node; the
+   * closed callback frees the hub. */
+  pthread_mutex_lock(&n->hub->mu);
+  n->hub->closing = 1;
+  n->hub->n = NULL;
+  pthread_mutex_unlock(&n->hub->mu);
   if (n->sub_in) natsSubscription_Destroy(n->sub_in);
   if (n->sub_cards) natsSubscription_Destroy(n->sub_cards);
   natsConnection_Close(n->nc);
@@ -1003,7 +1039,6 @@ void nb_nats_node_close(nb_nats_node_t *n, void (*done)(void *ud), void *ud) {
   }
   free(n->links);
   nb_arena_writer_free(n->writer);
-  pthread_mutex_destroy(&n->mu);
   free(n->q); free(n->exposed); free(n->card);
   free(n->cortex); free(n->url); free(n->root); free(n->inbox); free(n->cards);
   n->done = done;
