@@ -75,6 +75,16 @@ typedef struct hub_s {
   nb_nats_node_t *n;
 } hub_t;
 
+/* The open batch of region spikes for one path (one publish per loop
+ * turn, or at batch_bytes). */
+typedef struct rbatch_s {
+  char subject[2048];
+  char path[256];
+  uint8_t *buf;
+  size_t len, cap;
+  uint32_t count;
+} rbatch_t;
+
 struct nb_nats_node_s {
   nb_nats_opts_t o;
   char *cortex, *url, *root, *inbox, *cards;
@@ -102,8 +112,14 @@ struct nb_nats_node_s {
   void (*done)(void *);
   void *done_ud;
   uint64_t last_announce_ns;
-  uint64_t reconnects, malformed, dropped;
+  uint64_t reconnects, malformed, dropped, region_out, region_dropped;
   uint64_t bad_logged;     /* malformed messages seen by handle() */
+  char **regs;             /* region subjects subscribed (every prefix of
+                              every exposed neuron's regions) */
+  natsSubscription **reg_subs;
+  uint32_t nregs;
+  rbatch_t *rb;            /* open region batches, one per path */
+  uint32_t nrb;
   int started, down_logged;
   nb_nats_link_t **links;
   size_t nlinks, lcap;
@@ -443,6 +459,113 @@ static int deliver(nb_nats_link_t *l) {
   }
 }
 
+/* Delivers a region message from l to on_region, spike by spike (at most
+ * once: what nothing takes is counted dropped); returns nothing. */
+static void on_region_msg(nb_nats_link_t *l, const nb_nats_head_t *h) {
+  nb_nats_node_t *n = l->node;
+  if (!l->up || h->inc != l->peer_inc || !n->o.on_region) {
+    n->dropped++;
+    l->ns.dropped++;
+    n->region_dropped += h->count;
+    return;
+  }
+  char path[256];
+  size_t off;
+  uint32_t seen = 0;
+  const char *why;
+  nb_nats_rec_t r;
+  if (nb_nats_region_path(h, path, &off, &why) != 0) return;
+  while (nb_nats_batch_next(h, &off, &seen, n->o.max_payload, &r, &why) == 1) {
+    nb_arena_ref_t ref;
+    int has_ref = 0, rc = 0;
+    if (!l->byid[r.spike.source]) rc = NB_ENOENT;
+    if (rc == 0 && r.payload && n->writer) {
+      rc = nb_arena_write(n->writer, r.payload, r.len, &ref);
+      if (rc == 0) {
+        has_ref = 1;
+        nb_spike_set_ref(&r.spike, &ref);
+      }
+    }
+    if (rc == 0) rc = n->o.on_region(n->o.ud, l, path, &r.spike, r.payload, r.len);
+    if (rc == 0) {
+      l->ns.region_in++;
+    } else {
+      if (has_ref) nb_arena_release(n->o.arena, &ref, 1);
+      n->region_dropped++;
+    }
+  }
+}
+
+/* Publishes the open region batch b and empties it; returns 0 or NB_EIO. */
+static int region_flush(nb_nats_node_t *n, rbatch_t *b) {
+  if (!b->count) return 0;
+  size_t head = NB_NATS_HEAD + 1 + strlen(n->cortex);
+  nb_nats_head_patch(b->buf, 0, b->count, (uint32_t)(b->len - head));
+  natsStatus st = natsConnection_Publish(n->nc, b->subject, b->buf, (int)b->len);
+  n->region_out += b->count;
+  b->count = 0;
+  b->len = head + 1 + strlen(b->path);
+  return st == NATS_OK ? 0 : NB_EIO;
+}
+
+int nb_nats_region_send(nb_nats_node_t *n, const char *path,
+                        const nb_spike_t *s, const void *payload, size_t len) {
+  char subj[2048];
+  size_t pl = path ? strlen(path) : 0;
+  if (!path || pl > 255 || (pl && !nb_link_name_ok(path, pl)) ||
+      nb_nats_region_subject(n->root, path, subj, sizeof subj) != 0)
+    return NB_EINVAL;
+  rbatch_t *b = NULL;
+  for (uint32_t i = 0; i < n->nrb && !b; i++)
+    if (!strcmp(n->rb[i].path, path)) b = &n->rb[i];
+  if (!b) {
+    rbatch_t *v = realloc(n->rb, (n->nrb + 1) * sizeof *v);
+    if (!v) abort();
+    n->rb = v;
+    b = &n->rb[n->nrb++];
+    memset(b, 0, sizeof *b);
+    snprintf(b->subject, sizeof b->subject, "%s", subj);
+    snprintf(b->path, sizeof b->path, "%s", path);
+    b->cap = n->o.batch_bytes + NB_NATS_HEAD + 2 + 2 * NB_LINK_NAME_MAX;
+    b->buf = malloc(b->cap);
+    if (!b->buf) abort();
+    b->len = (size_t)nb_nats_head_encode(b->buf, NB_NATS_REGION, n->inc, 0, 0,
+                                         0, 0, n->cortex);
+    b->buf[b->len++] = (uint8_t)pl;
+    memcpy(b->buf + b->len, path, pl);
+    b->len += pl;
+  }
+  nb_spike_t out = *s;
+  if (len > NB_PAYLOAD_MAX) {
+    /* The bytes travel after the spike; the receiver stores them in its
+     * own arena and rewrites the reference. */
+    nb_arena_ref_t ref;
+    memset(&ref, 0, sizeof ref);
+    ref.len = (uint32_t)len;
+    nb_spike_set_ref(&out, &ref);
+  } else {
+    len = 0;
+  }
+  if (b->len + NB_FRAME_SPIKE + len > b->cap) {
+    int rc = region_flush(n, b);
+    if (rc != 0) return rc;
+    if (b->len + NB_FRAME_SPIKE + len > b->cap) {
+      size_t cap = b->cap;
+      while (cap < b->len + NB_FRAME_SPIKE + len) cap *= 2;
+      uint8_t *v = realloc(b->buf, cap);
+      if (!v) return NB_ENOMEM;
+      b->buf = v;
+      b->cap = cap;
+    }
+  }
+  nb_frame_encode_head(&out, len, b->buf + b->len);
+  b->len += NB_FRAME_SPIKE;
+  if (len) memcpy(b->buf + b->len, payload, len);
+  b->len += len;
+  b->count++;
+  return b->len >= n->o.batch_bytes ? region_flush(n, b) : 0;
+}
+
 /* Takes a batch message for l (kept in l->cur or the backlog while it is
  * delivered); returns 1 when msg may be destroyed now. */
 static int on_batch(nb_nats_link_t *l, natsMsg *msg, const nb_nats_head_t *h) {
@@ -492,6 +615,8 @@ static int handle(nb_nats_node_t *n, natsMsg *msg) {
   nb_nats_link_t *l = rc == 0 ? find_link(n, h.cortex) : NULL;
   if (rc == 0 && h.type == NB_NATS_BATCH)
     rc = nb_nats_batch_check(&h, n->o.max_payload, &why);
+  if (rc == 0 && h.type == NB_NATS_REGION)
+    rc = nb_nats_region_check(&h, n->o.max_payload, &why);
   if (rc != 0) {
     n->malformed++;
     if (l) {
@@ -522,6 +647,10 @@ static int handle(nb_nats_node_t *n, natsMsg *msg) {
   }
   if (h.type == NB_NATS_ACK) {
     on_ack(l, &h);
+    return 1;
+  }
+  if (h.type == NB_NATS_REGION) {
+    on_region_msg(l, &h);
     return 1;
   }
   /* A batch from an incarnation whose card we have not seen: its sources
@@ -597,6 +726,7 @@ static void on_async(uv_async_t *a) {
 static void on_prepare(uv_prepare_t *p) {
   nb_nats_node_t *n = p->data;
   for (size_t i = 0; i < n->nlinks; i++) flush_link(n->links[i]);
+  for (uint32_t i = 0; i < n->nrb; i++) region_flush(n, &n->rb[i]);
   send_acks(n);
 }
 
@@ -810,6 +940,8 @@ nb_nats_stats_t *nb_nats_node_stats(const nb_nats_node_t *n,
   out->reconnects = n->reconnects;
   out->malformed = n->malformed;
   out->dropped = n->dropped;
+  out->region_out = n->region_out;
+  out->region_dropped = n->region_dropped;
   return out;
 }
 
@@ -963,6 +1095,28 @@ int nb_nats_node_expose(nb_nats_node_t *n, const nb_nats_neuron_t *neuron) {
   if (rc != 0) return rc;
   n->card_len = len;
   n->card_count++;
+  for (uint8_t r = 0; r < neuron->nreg; r++) {
+    /* Every prefix: a broadcast to "cortex" reaches "cortex/language". */
+    char path[256];
+    snprintf(path, sizeof path, "%s", neuron->regs[r]);
+    for (;;) {
+      char subj[2048];
+      if (nb_nats_region_subject(n->root, path, subj, sizeof subj) == 0) {
+        uint32_t k = 0;
+        while (k < n->nregs && strcmp(n->regs[k], subj)) k++;
+        if (k == n->nregs) {
+          char **v = realloc(n->regs, (n->nregs + 1) * sizeof *v);
+          if (!v) abort();
+          n->regs = v;
+          n->regs[n->nregs++] = dupz(subj);
+        }
+      }
+      char *slash = strrchr(path, '/');
+      if (!path[0]) break;
+      if (slash) *slash = 0;
+      else path[0] = 0;
+    }
+  }
   n->exposed[neuron->id >> 3] |= (uint8_t)(1u << (neuron->id & 7));
   return 0;
 }
@@ -976,6 +1130,12 @@ int nb_nats_node_start(nb_nats_node_t *n) {
   natsStatus s = natsConnection_Subscribe(&n->sub_in, n->nc, n->inbox, on_msg, n->hub);
   if (s == NATS_OK) s = natsConnection_Subscribe(&n->sub_cards, n->nc, n->cards, on_msg, n->hub);
   if (s == NATS_OK) s = natsSubscription_SetPendingLimits(n->sub_in, 65536, 256 << 20);
+  if (n->o.on_region && n->nregs) {
+    n->reg_subs = calloc(n->nregs, sizeof *n->reg_subs);
+    if (!n->reg_subs) abort();
+  }
+  for (uint32_t i = 0; s == NATS_OK && n->reg_subs && i < n->nregs; i++)
+    s = natsConnection_Subscribe(&n->reg_subs[i], n->nc, n->regs[i], on_msg, n->hub);
   if (s == NATS_OK) s = natsConnection_Flush(n->nc);
   if (s != NATS_OK) {
     char *m = nats_err(n->url, "cannot subscribe", s);
@@ -1007,6 +1167,11 @@ static void handle_closed(uv_handle_t *h) {
 
 void nb_nats_node_close(nb_nats_node_t *n, void (*done)(void *ud), void *ud) {
   for (size_t i = 0; i < n->nlinks; i++) flush_link(n->links[i]);
+  for (uint32_t i = 0; i < n->nrb; i++) {
+    region_flush(n, &n->rb[i]);
+    free(n->rb[i].buf);
+  }
+  free(n->rb);
   send_acks(n);
   if (n->started) send_ctl(n, n->cards, NB_NATS_BYE, 0, 0);
   natsConnection_FlushTimeout(n->nc, 1000);
@@ -1018,6 +1183,12 @@ void nb_nats_node_close(nb_nats_node_t *n, void (*done)(void *ud), void *ud) {
   pthread_mutex_unlock(&n->hub->mu);
   if (n->sub_in) natsSubscription_Destroy(n->sub_in);
   if (n->sub_cards) natsSubscription_Destroy(n->sub_cards);
+  for (uint32_t i = 0; i < n->nregs; i++) {
+    if (n->reg_subs && n->reg_subs[i]) natsSubscription_Destroy(n->reg_subs[i]);
+    free(n->regs[i]);
+  }
+  free(n->regs);
+  free(n->reg_subs);
   natsConnection_Close(n->nc);
   natsConnection_Destroy(n->nc);
   natsOptions_Destroy(n->nopts);

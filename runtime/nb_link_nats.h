@@ -54,6 +54,14 @@ typedef int (*nb_nats_spike_fn)(void *ud, nb_nats_link_t *l,
 typedef void (*nb_nats_event_fn)(void *ud, nb_nats_link_t *l,
                                  nb_link_event_t ev);
 
+/* Receives one spike a runtime broadcast to the region subtree path (a
+ * REGION message; source: the peer's id). For a ref spike the payload was
+ * written to the node's arena (the callee owns one reference). Returns 0,
+ * or a negative value when nothing took it (counted as dropped). */
+typedef int (*nb_nats_region_fn)(void *ud, nb_nats_link_t *l,
+                                 const char *path, const nb_spike_t *s,
+                                 const void *payload, size_t len);
+
 typedef struct nb_nats_opts_s {
   const char *cortex;      /* this runtime's name, 1..255 bytes */
   const char *url;         /* "nats://h:p", a comma-separated list allowed */
@@ -74,6 +82,7 @@ typedef struct nb_nats_opts_s {
   uint32_t connect_ms;     /* connect timeout, 0 = 2000 */
   nb_nats_spike_fn on_spike;
   nb_nats_event_fn on_event;
+  nb_nats_region_fn on_region; /* NULL: region messages are not read */
   void *ud;
   int quiet;               /* info lines off */
 } nb_nats_opts_t;
@@ -89,6 +98,11 @@ typedef struct nb_nats_stats_s {
   uint64_t malformed;                 /* messages dropped as malformed */
   uint64_t dropped;                   /* messages dropped (out of order,
                                          unknown sender, queue over) */
+  uint64_t region_in;                 /* region spikes taken from it */
+  uint64_t region_out;                /* region spikes the node published */
+  uint64_t region_dropped;            /* region spikes it received that no
+                                         neuron took (sender unknown,
+                                         none in the subtree here) */
 } nb_nats_stats_t;
 
 /* Connects to the server (synchronously, connect_ms at most) and makes a
@@ -100,6 +114,15 @@ int nb_nats_node_new(nb_nats_node_t **out, uv_loop_t *loop,
 /* Adds a neuron to this runtime's card (before nb_nats_node_start);
  * returns 0, NB_EINVAL, NB_EEXIST or NB_ETOOBIG (the card is full). */
 int nb_nats_node_expose(nb_nats_node_t *n, const nb_nats_neuron_t *neuron);
+
+/* Publishes s once on the subject of region path (every runtime with a
+ * neuron in that subtree receives it; at most once: no ack, no resend).
+ * payload/len: the bytes of a payload over 46 bytes (s's inline payload
+ * travels as it is). Spikes for one path go out together, one NATS
+ * message per loop turn or per batch_bytes. Returns 0, NB_EINVAL or NB_EIO
+ * (not published). */
+int nb_nats_region_send(nb_nats_node_t *n, const char *path,
+                        const nb_spike_t *s, const void *payload, size_t len);
 
 /* Subscribes, announces the card and starts the timers; returns 0 or
  * NB_EIO (logged). */

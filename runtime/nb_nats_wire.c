@@ -63,7 +63,7 @@ int nb_nats_head_decode(const uint8_t *msg, size_t len, nb_nats_head_t *h,
   if (len < NB_NATS_HEAD + 1) *why = "shorter than a message head";
   else if (get32(msg) != NB_NATS_MAGIC) *why = "not a NeuronBus message (bad magic)";
   else if (msg[4] != NB_NATS_VERSION) *why = "unknown protocol version";
-  else if (msg[5] < NB_NATS_BATCH || msg[5] > NB_NATS_BYE) *why = "unknown message type";
+  else if (msg[5] < NB_NATS_BATCH || msg[5] > NB_NATS_REGION) *why = "unknown message type";
   else if (get16(msg + 6) != 0) *why = "unknown flags";
   if (*why) return NB_EFRAME;
   size_t n = msg[NB_NATS_HEAD];
@@ -90,8 +90,11 @@ int nb_nats_head_decode(const uint8_t *msg, size_t len, nb_nats_head_t *h,
            (h->count == 0 || h->a == 0 || h->b == 0 ||
             h->a + h->count < h->a || h->b >= h->a + h->count))
     *why = "bad batch numbering";
-  else if (h->type == NB_NATS_BATCH && h->count > h->body_len / NB_FRAME_SPIKE)
+  else if ((h->type == NB_NATS_BATCH || h->type == NB_NATS_REGION) &&
+           h->count > h->body_len / NB_FRAME_SPIKE)
     *why = "batch count exceeds its bytes";
+  else if (h->type == NB_NATS_REGION && (h->count == 0 || h->a || h->b))
+    *why = "bad region message numbering";
   return *why ? NB_EFRAME : 0;
 }
 
@@ -265,5 +268,55 @@ int nb_nats_token(const char *name, char *out, size_t cap) {
   out[0] = 'x';
   for (size_t i = 0; i < n; i++)
     snprintf(out + 1 + 2 * i, 3, "%02x", (unsigned char)name[i]);
+  return 0;
+}
+
+int nb_nats_region_path(const nb_nats_head_t *h, char *path, size_t *off,
+                        const char **why) {
+  size_t n = h->body_len ? h->body[0] : 0;
+  if (!h->body_len || h->body_len - 1 < n ||
+      (n && !nb_link_name_ok((const char *)h->body + 1, n))) {
+    *why = "a bad region path";
+    return NB_EFRAME;
+  }
+  memcpy(path, h->body + 1, n);
+  path[n] = 0;
+  *off = 1 + n;
+  return 0;
+}
+
+int nb_nats_region_check(const nb_nats_head_t *h, uint32_t max_payload,
+                         const char **why) {
+  char path[256];
+  size_t off;
+  if (nb_nats_region_path(h, path, &off, why) != 0) return NB_EFRAME;
+  uint32_t seen = 0;
+  nb_nats_rec_t r;
+  int rc;
+  while ((rc = nb_nats_batch_next(h, &off, &seen, max_payload, &r, why)) == 1) {}
+  return rc;
+}
+
+int nb_nats_region_subject(const char *root, const char *path, char *out,
+                           size_t cap) {
+  int w = snprintf(out, cap, "%s.region", root);
+  if (w < 0 || (size_t)w >= cap) return NB_ETOOBIG;
+  size_t len = (size_t)w;
+  const char *p = path;
+  while (*p) {
+    while (*p == '/') p++;
+    if (!*p) break;
+    const char *e = strchr(p, '/');
+    size_t n = e ? (size_t)(e - p) : strlen(p);
+    char seg[256], tok[520];
+    if (n >= sizeof seg) return NB_ETOOBIG;
+    memcpy(seg, p, n);
+    seg[n] = 0;
+    if (nb_nats_token(seg, tok, sizeof tok) != 0) return NB_ETOOBIG;
+    w = snprintf(out + len, cap - len, ".%s", tok);
+    if (w < 0 || (size_t)w >= cap - len) return NB_ETOOBIG;
+    len += (size_t)w;
+    p += n;
+  }
   return 0;
 }

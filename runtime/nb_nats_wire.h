@@ -17,6 +17,10 @@
  *   CARD   a = the announce period in ms; count neurons, each
  *          u16 id | u8 n, name | u8 nc, nc x (u8 n, capability) |
  *          u8 nr, nr x (u8 n, region). BYE (a runtime leaving) has none.
+ *   REGION a = b = 0; body: u8 n, n bytes: the region path (0..255 bytes,
+ *          no control characters), then count spikes as in a BATCH, for
+ *          every neuron of that subtree in the runtimes that receive it
+ *          (published once on the region's subject; not acknowledged).
  * Names are 1..255 bytes, ids below NB_LINK_CTRL_ID, unique. */
 #ifndef NB_NATS_WIRE_H
 #define NB_NATS_WIRE_H
@@ -36,7 +40,8 @@ typedef enum nb_nats_type_e {
   NB_NATS_BATCH = 1,
   NB_NATS_ACK = 2,
   NB_NATS_CARD = 3,
-  NB_NATS_BYE = 4
+  NB_NATS_BYE = 4,
+  NB_NATS_REGION = 5
 } nb_nats_type_t;
 
 typedef struct nb_nats_head_s {
@@ -81,6 +86,22 @@ int nb_nats_batch_next(const nb_nats_head_t *h, size_t *off, uint32_t *seen,
  * NB_EFRAME with *why. */
 int nb_nats_batch_check(const nb_nats_head_t *h, uint32_t max_payload,
                         const char **why);
+
+/* Reads the region path of a REGION message into path (256 bytes) and
+ * sets *off to where its spikes start; returns 0 or NB_EFRAME with *why. */
+int nb_nats_region_path(const nb_nats_head_t *h, char *path, size_t *off,
+                        const char **why);
+
+/* Checks a whole REGION message (the path and every spike); returns 0 or
+ * NB_EFRAME with *why. */
+int nb_nats_region_check(const nb_nats_head_t *h, uint32_t max_payload,
+                         const char **why);
+
+/* Writes the subject of region path under root into out (cap bytes): root
+ * ".region" then one token per non-empty segment (nb_nats_token); returns 0
+ * or NB_ETOOBIG. */
+int nb_nats_region_subject(const char *root, const char *path, char *out,
+                           size_t cap);
 
 /* One neuron of a card. */
 typedef struct nb_nats_neuron_s {

@@ -20,6 +20,7 @@
  *
  * Threads: everything runs on the runtime's thread (its loop's). */
 #include "nb_rt_internal.h"
+#include "nb_rt_ffi.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -35,6 +36,7 @@
 
 #define NB__GRACE_DEFAULT_NS 2000000000ull /* shutdown: wait for acks */
 #define NB__AFTER_STOP_NS 1000000000ull    /* ... for what on_stop fired */
+#define NB__RBACK 65536u /* region spikes waiting for the injection queue */
 
 typedef struct peercfg_s {
   char *url;
@@ -115,6 +117,10 @@ struct nb__rtlink_s {
                                 closed (they go nowhere) */
   uint64_t now_ns; /* the clock at the last tick: stamps injections (one
                       clock read per tick, not per spike) */
+  uint64_t region_in, region_dropped; /* NATS region spikes injected, and
+                                         those nothing could take */
+  nb_spike_t *rback;       /* region spikes waiting for injection room */
+  uint32_t rhead, rcount;  /* (a ring of NB__RBACK entries) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -584,6 +590,102 @@ static void on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
   link_event(ud, &nb_linkif_tcp, l, ev);
 }
 
+/* on_region of the NATS node: a spike broadcast to region path by a
+ * neuron of another runtime goes to each local neuron of the subtree (one
+ * reference of a large payload each); returns 0, or NB_ENOENT when none is
+ * here or the sender has no local stand-in. */
+static int on_nats_region(void *ud, nb_nats_link_t *l, const char *path,
+                          const nb_spike_t *s, const void *payload,
+                          size_t len) {
+  (void)payload; (void)len;
+  nb_rt_t *rt = ud;
+  struct nb__rtlink_s *rl = rt->link;
+  if (rl->after_stop) return NB_ECLOSED;
+  peer_t *peer = peer_of(rl, &nb_linkif_nats, l);
+  int src = source_for(rt, peer, s->source);
+  size_t n = src < 0 ? 0 : nb_cortex_region(rt->cx, path, NULL, 0);
+  nb_id_t *ids = n ? malloc(n * sizeof *ids) : NULL;
+  if (n && !ids) return NB_ENOMEM;
+  n = n ? nb_cortex_region(rt->cx, path, ids, n) : 0;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!rt->agents[ids[i]]->proxy) ids[k++] = ids[i];
+  if (!k) {
+    free(ids);
+    return NB_ENOENT;
+  }
+  nb_arena_ref_t ref;
+  int is_ref = nb_spike_is_ref(s) && nb_spike_get_ref(s, &ref) == 0;
+  if (is_ref && k > 1) nb_arena_retain(rt->arena, &ref, (uint32_t)(k - 1));
+  if (!rl->now_ns) rl->now_ns = nb_clock_ns();
+  for (size_t i = 0; i < k; i++) {
+    nb_spike_t in = *s;
+    in.source = (nb_id_t)src;
+    in.target = ids[i];
+    in.timestamp_ns = rl->now_ns;
+    /* Behind the ones already waiting (their order is kept), or now. */
+    if (!rl->rcount && nb_cortex_inject(rt->cx, &in) == 0) {
+      rl->region_in++;
+      continue;
+    }
+    if (!rl->rback && !(rl->rback = aligned_alloc(64, NB__RBACK * sizeof *rl->rback)))
+      abort();
+    if (rl->rcount < NB__RBACK) {
+      rl->rback[(rl->rhead + rl->rcount++) % NB__RBACK] = in;
+    } else {
+      /* At most once: past the waiting room it is dropped, counted. */
+      if (is_ref) nb_arena_release(rt->arena, &ref, 1);
+      rl->region_dropped++;
+    }
+  }
+  free(ids);
+  return 0;
+}
+
+/* Injects the region spikes that waited for room, in order, until the
+ * queue is full again; returns nothing. */
+static void region_retry(nb_rt_t *rt) {
+  struct nb__rtlink_s *rl = rt->link;
+  while (rl->rcount && nb_cortex_inject(rt->cx, &rl->rback[rl->rhead]) == 0) {
+    rl->rhead = (rl->rhead + 1) % NB__RBACK;
+    rl->rcount--;
+    rl->region_in++;
+  }
+}
+
+int nb_rt_fire_region(nb_rt_cell_t *cell, const char *path, const char *data,
+                      size_t len) {
+  nb__agent_t *a = (nb__agent_t *)cell;
+  nb_rt_t *rt = a->rt;
+  if (!path || (len && !data)) return NB_EINVAL;
+  size_t n = nb_cortex_region(rt->cx, path, NULL, 0);
+  nb_id_t *ids = n ? malloc(n * sizeof *ids) : NULL;
+  if (n && !ids) return NB_ENOMEM;
+  n = n ? nb_cortex_region(rt->cx, path, ids, n) : 0;
+  int fired = 0, rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    const nb__agent_t *b = rt->agents[ids[i]];
+    /* Neurons of NATS runtimes get the one publish below. */
+    if (b->proxy && b->proxy->carded) continue;
+    if (ids[i] == a->cell.id) continue; /* not to itself */
+    rc = nb_rt_fire(cell, ids[i], 0, 0, data, len);
+    if (rc == 0) fired++;
+  }
+  free(ids);
+  if (rc != 0) return rc;
+  struct nb__rtlink_s *rl = rt->link;
+  if (rl && rl->nnode) {
+    nb_spike_t s;
+    nb_spike_init(&s, 0, NB_EXCITATORY, 0);
+    s.source = (nb_id_t)a->cell.id;
+    s.timestamp_ns = nb_clock_ns();
+    if (len <= NB_PAYLOAD_MAX) nb_spike_set_payload(&s, data, len);
+    rc = nb_nats_region_send(rl->nnode, path, &s, data, len);
+    if (rc != 0) return rc;
+  }
+  return fired;
+}
+
 /* on_event of the NATS node: see link_event. */
 static void on_nats_event(void *ud, nb_nats_link_t *l, nb_link_event_t ev) {
   link_event(ud, &nb_linkif_nats, l, ev);
@@ -661,6 +763,7 @@ static int nats_start(nb_rt_t *rt) {
   o.connect_ms = c->connect_ms;
   o.on_spike = on_nats_spike;
   o.on_event = on_nats_event;
+  o.on_region = on_nats_region;
   o.ud = rt;
   o.quiet = rt->opts.quiet;
   char *err = NULL;
@@ -810,6 +913,7 @@ void nb__link_pretick(nb_rt_t *rt) {
   struct nb__rtlink_s *rl = rt->link;
   if (!rl->started || rl->closed) return;
   rl->now_ns = nb_clock_ns();
+  if (rl->rcount) region_retry(rt);
   if (rl->nheld)
     for (size_t i = 0; i < rl->npx; i++) proxy_retry(rl, rl->px[i]);
   /* The last tick drained the injection queue: paused links read again
@@ -1051,6 +1155,9 @@ void nb__link_json(nb_rt_t *rt, json_t *obj) {
       nb__json_set_u64(n, "reconnects", ns.reconnects);
       nb__json_set_u64(n, "malformed", ns.malformed);
       nb__json_set_u64(n, "dropped", ns.dropped);
+      nb__json_set_u64(n, "region_out", ns.region_out);
+      nb__json_set_u64(n, "region_in", rl->region_in);
+      nb__json_set_u64(n, "region_dropped", rl->region_dropped + ns.region_dropped);
       nb__json_set(obj, "nats", n);
     }
   }
@@ -1079,6 +1186,9 @@ void nb__link_free(nb_rt_t *rt) {
   }
   free(rl->allow);
   secret_free(rl->secret, rl->secret_len);
+  for (uint32_t i = 0; i < rl->rcount; i++) /* never injected */
+    nb_arena_release_spike(rt->arena, &rl->rback[(rl->rhead + i) % NB__RBACK]);
+  free(rl->rback);
   free(rl->px); /* the proxies belong to their agents */
   free(rl->listen);
   free(rl->arena_path);

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bad input on the cluster's subjects: while a streams N spikes to b
 # through their own nats-server, a foreign client (spec/fixtures/nats/
-# foreign_pub.py: the NATS text protocol over a socket) publishes 16
+# foreign_pub.py: the NATS text protocol over a socket) publishes 17
 # malformed NeuronBus messages on b's inbox and the cards subject, some
 # claiming to come from a. b counts every one as malformed (JSON nats
 # section), logs a line naming the subject, drops them, and its stream from
@@ -23,13 +23,13 @@ start_nb b "$work/b.lua" --stats=json --no-watch
 start_nb a "$work/a.lua" --stats=json --no-watch
 wait_for "$work/b.out" "progress received=20000" 60 || bail "b receives a's stream"
 python3 spec/fixtures/nats/foreign_pub.py "$nats_port" bad b a >"$work/pub.out" 2>"$work/pub.err"
-check "the foreign client published its 16 messages" grep -q "published 16" "$work/pub.out"
+check "the foreign client published its 17 messages" grep -q "published 17" "$work/pub.out"
 check "b gets a's whole stream meanwhile" wait_for "$work/b.out" "b: received all $N" 90
 check "both processes are alive" bash -c "kill -0 ${nb_pid[a]} && kill -0 ${nb_pid[b]}"
 stop_nb a; stop_nb b; rc_b=$rc
 check "b ends cleanly (exit $rc_b)" test "$rc_b" -eq 0
 mal=$(stat b nats.malformed)
-check "b counted the 16 malformed messages ($mal)" test "$mal" = 16
+check "b counted the 17 malformed messages ($mal)" test "$mal" = 17
 check "b logged the drop, naming the subject" grep -q "malformed message on nb.bad.rt.b dropped" "$work/b.err"
 check "b's stream from a: in order, every payload intact, nothing rejected" \
   test "$(summary b received)" = "$N" -a "$(summary b order_errors)" = 0 -a "$(summary b payload_errors)" = 0 -a "$(stat b link.rejected)" = 0

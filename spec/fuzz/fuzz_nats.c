@@ -40,6 +40,21 @@ static void walk_batch(const nb_nats_head_t *h) {
   if (rc != 0 || seen != h->count || off != h->body_len) __builtin_trap();
 }
 
+/* Checks an accepted region message: its path, then its spikes as a
+ * batch's; returns nothing (traps on a fault). */
+static void walk_region(const nb_nats_head_t *h) {
+  char path[256];
+  size_t off = 0;
+  const char *why = NULL;
+  if (nb_nats_region_path(h, path, &off, &why) != 0 || off > h->body_len) __builtin_trap();
+  uint32_t seen = 0;
+  nb_nats_rec_t r;
+  int rc;
+  while ((rc = nb_nats_batch_next(h, &off, &seen, MAX_PAYLOAD, &r, &why)) == 1)
+    if (r.payload && (r.payload + r.len > h->body + h->body_len)) __builtin_trap();
+  if (rc != 0 || seen != h->count || off != h->body_len) __builtin_trap();
+}
+
 /* Checks an accepted card: its neurons encode back to its body; returns
  * nothing (traps on a fault). */
 static void walk_card(const nb_nats_head_t *h) {
@@ -65,6 +80,7 @@ static int accepted(const uint8_t *msg, size_t size, nb_nats_head_t *h) {
   int rc = nb_nats_head_decode(msg, size, h, &why);
   if (rc == 0 && h->type == NB_NATS_BATCH) rc = nb_nats_batch_check(h, MAX_PAYLOAD, &why);
   if (rc == 0 && h->type == NB_NATS_CARD) rc = nb_nats_card_check(h, &why);
+  if (rc == 0 && h->type == NB_NATS_REGION) rc = nb_nats_region_check(h, MAX_PAYLOAD, &why);
   if (rc != 0 && (!why || !*why)) __builtin_trap();
   if (rc != 0 && rc != -17) __builtin_trap(); /* NB_EFRAME only */
   return rc == 0;
@@ -81,6 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
   if (accepted(msg, size, &h)) {
     if (h.type == NB_NATS_BATCH) walk_batch(&h);
     if (h.type == NB_NATS_CARD) walk_card(&h);
+    if (h.type == NB_NATS_REGION) walk_region(&h);
     uint8_t head[NB_NATS_HEAD + 1 + 255];
     int hl = nb_nats_head_encode(head, h.type, h.inc, h.a, h.b, h.count,
                                  h.body_len, h.cortex);
