@@ -199,7 +199,7 @@ FUZZ_BIN := $(FUZZ_DIR)/fuzz_frames
 FUZZ_REPLAY := $(FUZZ_DIR)/replay_frames
 FUZZ_SRC := spec/fuzz/fuzz_frames.c runtime/nb_link_wire.c core/nb_frame.c \
   core/nb_spike.c core/nb_err.c
-FUZZ_HDR := runtime/nb_link_wire.h core/nb_frame.h core/nb_spike.h core/nb_err.h
+FUZZ_HDR := runtime/nb_link_wire.h runtime/nb_le_internal.h core/nb_frame.h core/nb_spike.h core/nb_err.h
 FUZZ_STATS_BIN := $(FUZZ_DIR)/fuzz_stats
 FUZZ_STATS_REPLAY := $(FUZZ_DIR)/replay_stats
 FUZZ_STATS_SRC := spec/fuzz/fuzz_stats.c runtime/nb_rt_json.c
@@ -225,13 +225,13 @@ FUZZ_AUTH_BIN := $(FUZZ_DIR)/fuzz_link_auth
 FUZZ_AUTH_REPLAY := $(FUZZ_DIR)/replay_link_auth
 FUZZ_AUTH_SRC := spec/fuzz/fuzz_link_auth.c runtime/nb_link_auth.c \
   runtime/nb_link_wire.c core/nb_frame.c core/nb_spike.c core/nb_err.c
-FUZZ_AUTH_HDR := runtime/nb_link_auth.h runtime/nb_link_wire.h runtime/nb_rt_defaults.h
+FUZZ_AUTH_HDR := runtime/nb_link_auth.h runtime/nb_link_wire.h runtime/nb_le_internal.h runtime/nb_rt_defaults.h
 # The NATS messages' decoder (pure functions, no libnats).
 FUZZ_NATS_BIN := $(FUZZ_DIR)/fuzz_nats
 FUZZ_NATS_REPLAY := $(FUZZ_DIR)/replay_nats
 FUZZ_NATS_SRC := spec/fuzz/fuzz_nats.c runtime/nb_nats_wire.c runtime/nb_link_wire.c \
   core/nb_frame.c core/nb_spike.c core/nb_err.c
-FUZZ_NATS_HDR := runtime/nb_nats_wire.h runtime/nb_link_wire.h core/nb_frame.h core/nb_spike.h
+FUZZ_NATS_HDR := runtime/nb_nats_wire.h runtime/nb_link_wire.h runtime/nb_le_internal.h core/nb_frame.h core/nb_spike.h
 FUZZ_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) -Iruntime
 FUZZ_LINK_CFLAGS = $(FUZZ_CFLAGS) $(shell pkg-config --cflags libuv libsodium)
 FUZZ_LINK_LIBS = $(shell pkg-config --libs libuv libsodium) -ldl -pthread -lm

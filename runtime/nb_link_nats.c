@@ -12,6 +12,7 @@
 
 #include "nb_clock.h"
 #include "nb_err.h"
+#include "nb_le_internal.h"
 #include "nb_link_wire.h"
 
 #define QUEUE_MAX 4096u      /* messages waiting for the loop */
@@ -294,8 +295,7 @@ static void remap(nb_nats_link_t *l) {
     size_t off = b->head;
     for (uint32_t i = 0; i < b->count; i++) {
       uint8_t *p = b->buf + off;
-      uint32_t L = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-                   (uint32_t)p[3] << 24;
+      uint32_t L = nb__get32(p);
       nb_spike_t s;
       memcpy(&s, p + NB_FRAME_HEADER, sizeof s);
       int id = l->tid[b->handles[i]];

@@ -5,46 +5,24 @@
 #include <string.h>
 
 #include "nb_err.h"
+#include "nb_le_internal.h"
 #include "nb_link_wire.h"
 
-/* Stores v little-endian at p; returns nothing. */
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
-/* Stores v little-endian at p; returns nothing. */
-static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-/* Stores v little-endian at p; returns nothing. */
-static void put64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-/* Returns the little-endian u16 at p. */
-static uint16_t get16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
-/* Returns the little-endian u32 at p. */
-static uint32_t get32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
-}
-/* Returns the little-endian u64 at p. */
-static uint64_t get64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-  return v;
-}
 
 int nb_nats_head_encode(uint8_t *out, uint8_t type, uint64_t inc, uint64_t a,
                         uint64_t b, uint32_t count, uint32_t body_len,
                         const char *cortex) {
   size_t n = cortex ? strlen(cortex) : 0;
   if (!nb_link_name_ok(cortex, n)) return NB_EINVAL;
-  put32(out, NB_NATS_MAGIC);
+  nb__put32(out, NB_NATS_MAGIC);
   out[4] = NB_NATS_VERSION;
   out[5] = type;
-  put16(out + 6, 0);
-  put64(out + 8, inc);
-  put64(out + 16, a);
-  put64(out + 24, b);
-  put32(out + 32, count);
-  put32(out + 36, body_len);
+  nb__put16(out + 6, 0);
+  nb__put64(out + 8, inc);
+  nb__put64(out + 16, a);
+  nb__put64(out + 24, b);
+  nb__put32(out + 32, count);
+  nb__put32(out + 36, body_len);
   out[NB_NATS_HEAD] = (uint8_t)n;
   memcpy(out + NB_NATS_HEAD + 1, cortex, n);
   return (int)(NB_NATS_HEAD + 1 + n);
@@ -52,19 +30,19 @@ int nb_nats_head_encode(uint8_t *out, uint8_t type, uint64_t inc, uint64_t a,
 
 void nb_nats_head_patch(uint8_t *msg, uint64_t b, uint32_t count,
                         uint32_t body_len) {
-  put64(msg + 24, b);
-  put32(msg + 32, count);
-  put32(msg + 36, body_len);
+  nb__put64(msg + 24, b);
+  nb__put32(msg + 32, count);
+  nb__put32(msg + 36, body_len);
 }
 
 int nb_nats_head_decode(const uint8_t *msg, size_t len, nb_nats_head_t *h,
                         const char **why) {
   *why = NULL;
   if (len < NB_NATS_HEAD + 1) *why = "shorter than a message head";
-  else if (get32(msg) != NB_NATS_MAGIC) *why = "not a NeuronBus message (bad magic)";
+  else if (nb__get32(msg) != NB_NATS_MAGIC) *why = "not a NeuronBus message (bad magic)";
   else if (msg[4] != NB_NATS_VERSION) *why = "unknown protocol version";
   else if (msg[5] < NB_NATS_BATCH || msg[5] > NB_NATS_REGION) *why = "unknown message type";
-  else if (get16(msg + 6) != 0) *why = "unknown flags";
+  else if (nb__get16(msg + 6) != 0) *why = "unknown flags";
   if (*why) return NB_EFRAME;
   size_t n = msg[NB_NATS_HEAD];
   if (len < NB_NATS_HEAD + 1 + n || !nb_link_name_ok((const char *)msg + NB_NATS_HEAD + 1, n)) {
@@ -72,11 +50,11 @@ int nb_nats_head_decode(const uint8_t *msg, size_t len, nb_nats_head_t *h,
     return NB_EFRAME;
   }
   h->type = msg[5];
-  h->inc = get64(msg + 8);
-  h->a = get64(msg + 16);
-  h->b = get64(msg + 24);
-  h->count = get32(msg + 32);
-  h->body_len = get32(msg + 36);
+  h->inc = nb__get64(msg + 8);
+  h->a = nb__get64(msg + 16);
+  h->b = nb__get64(msg + 24);
+  h->count = nb__get32(msg + 32);
+  h->body_len = nb__get32(msg + 36);
   memcpy(h->cortex, msg + NB_NATS_HEAD + 1, n);
   h->cortex[n] = 0;
   h->body = msg + NB_NATS_HEAD + 1 + n;
@@ -112,7 +90,7 @@ int nb_nats_batch_next(const nb_nats_head_t *h, size_t *off, uint32_t *seen,
     *why = "a spike cut short";
     return NB_EFRAME;
   }
-  uint32_t L = get32(p);
+  uint32_t L = nb__get32(p);
   if (L < NB_SPIKE_SIZE || (uint64_t)L > left - NB_FRAME_HEADER) {
     *why = "a spike's length runs past the batch";
     return NB_EFRAME;
@@ -179,7 +157,7 @@ int nb_nats_card_add(uint8_t *buf, size_t cap, size_t *len,
     return NB_EINVAL;
   size_t l = *len;
   if (l + 2 > cap) return NB_ETOOBIG;
-  put16(buf + l, n->id);
+  nb__put16(buf + l, n->id);
   l += 2;
   int rc = put_str(buf, cap, &l, n->name);
   if (rc == 0 && l + 1 > cap) rc = NB_ETOOBIG;
@@ -213,7 +191,7 @@ int nb_nats_card_next(const nb_nats_head_t *h, size_t *off, uint32_t *seen,
   }
   *why = "a malformed neuron in a card";
   if (h->body_len - *off < 2) return NB_EFRAME;
-  n->id = get16(h->body + *off);
+  n->id = nb__get16(h->body + *off);
   *off += 2;
   if (n->id >= NB_LINK_CTRL_ID || get_str(h, off, n->name) != 0) return NB_EFRAME;
   for (int w = 0; w < 2; w++) {
