@@ -46,6 +46,9 @@ read -r sent acked lost resent reconn queued < <(stat a1 link.sent link.acked li
 echo "# kill: fired $(summary a1 fired); link: sent $sent, acked $acked, resent $resent, lost $lost, peer restarts $reconn; new b: first $first, delivered $got"
 check "kill: sent $N, acked $N, lost 0, nothing queued" test "$sent" = "$N" -a "$acked" = "$N" -a "$lost" = 0 -a "$queued" = 0
 check "kill: the restart was seen ($reconn) and the unconfirmed sent again ($resent)" test "$reconn" -ge 1 -a "$resent" -gt 0
+full=$(summary a1 full)
+check "kill: while b was gone the window filled and held a's producer (nb:fire said full $full times)" \
+  test "$full" -gt 0
 check "kill: the new b's stream is in order, payloads intact" \
   test "$(summary b2 order_errors)" = 0 -a "$(summary b2 payload_errors)" = 0
 check "kill: confirmed by the old b ($first) + delivered to the new b ($got) == $N" \

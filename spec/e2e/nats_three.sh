@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Three neuronbus processes joined through one nats-server (their own):
-#   - pairs in a ring, a -> b -> c -> a: each gen fires N spikes to the
-#     next runtime's gen (remote = "nats://NEXT/gen") and checks the N it
-#     receives: count, order, every payload byte (spec/fixtures/tcp/gen.lua);
+#   - pairs in a ring, a -> b -> c -> a: each gen fires N spikes (default
+#     1,000,000) to the next runtime's gen (remote = "nats://NEXT/gen") and
+#     checks the N it receives: count, order, every payload byte
+#     (spec/fixtures/tcp/gen.lua);
 #   - a region broadcast: a's bcast fires M spikes to the region "cortex"
 #     with nb:fire_region (spec/fixtures/nats/region.lua); one publish each
 #     reaches the listeners of b (cortex/language) and c (cortex/vision),
@@ -11,7 +12,7 @@
 #     reports dropped is M, and what arrived is in order.
 # Ends with "N passed, M failed".
 source "$(dirname "$0")/nats_lib.bash"
-N=${NB_NATS_RING_SPIKES:-300000}
+N=${NB_NATS_RING_SPIKES:-1000000}
 M=${NB_NATS_REGION_SPIKES:-5000}
 nats_start
 declare -A next=([a]=b [b]=c [c]=a) area=([a]=motor [b]=language [c]=vision)
