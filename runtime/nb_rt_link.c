@@ -1,7 +1,11 @@
-/* nb_rt_link.c: the runtime's TCP links. Wires runtime/nb_link.h
- * into a runtime: the manifest's transport keys, proxy neurons for remote
- * neurons, injection of what peers send, backpressure both ways, clean
- * shutdown, and the link rows of the statistics.
+/* nb_rt_link.c: the runtime's links, TCP (runtime/nb_link.h) and NATS
+ * (runtime/nb_link_nats.h), each reached through the link interface
+ * (runtime/nb_linkif.h): the manifest's transport keys, proxy neurons for
+ * remote neurons, injection of what peers send, backpressure both ways,
+ * clean shutdown, and the link rows of the statistics. With NATS, a
+ * peer's card also makes proxies "<runtime>/<neuron>" that discovery finds
+ * while the peer is up, and region broadcasts (nb_rt_fire_region) go out
+ * as one publish and come in for the local neurons of the subtree.
  *
  * Outgoing: a remote neuron is a proxy neuron in the local cortex (C ops,
  * no Lua state). The cortex routes spikes into its inbox like any neuron's
