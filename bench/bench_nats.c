@@ -411,19 +411,8 @@ static void group_pingpong(void) {
            "two loops (batch flushed at the end of the loop turn); baseline: "
            "raw libnats publish/subscribe bounce; compare tcp_pingpong_p50";
   nb_bench_emit(&r);
-  int n = nb_bench.runs;
-  double v99[NB_BENCH_MAX_RUNS], b99[NB_BENCH_MAX_RUNS];
-  for (int i = 0; i < n; i++) {
-    v99[i] = c.p99[i + 1];
-    b99[i] = b.p99[i + 1];
-  }
-  nb_bench_row_t r99 = r;
-  r99.name = "nats_pingpong_p99";
-  r99.v = nb_bench_summarize(v99, n);
-  r99.b = nb_bench_summarize(b99, n);
-  r99.baseline = "nats_raw_pingpong_p99";
-  r99.note = "p99 of the same runs; compare tcp_pingpong_p99";
-  nb_bench_emit(&r99);
+  nb_bench_emit_p99(&r, "nats_pingpong_p99", "nats_raw_pingpong_p99", c.p99, b.p99,
+                    "p99 of the same runs; compare tcp_pingpong_p99");
   free(c.samples);
   free(b.samples);
 }

@@ -215,12 +215,11 @@ function Handle:fire_region(path, payload)
   if type(path) ~= "string" then
     return nil, "nb:fire_region expects a region path, got a " .. type(path)
   end
-  local len = 0
-  if payload ~= nil then
-    if type(payload) ~= "string" then return nil, bad_payload(payload) end
-    len = #payload
+  if payload ~= nil and type(payload) ~= "string" then
+    return nil, bad_payload(payload)
   end
-  local rc = tonumber(C.nb_rt_fire_region(CELL, path, payload, len))
+  local rc = tonumber(C.nb_rt_fire_region(CELL, path, payload,
+    payload and #payload or 0))
   if rc >= 0 then return rc end
   return nil, fire_error(rc, path)
 end
