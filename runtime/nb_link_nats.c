@@ -104,7 +104,7 @@ struct nb_nats_node_s {
   hub_t *hub;
   natsMsg **q;
   uint32_t qn;
-  uint64_t q_dropped;
+  uint64_t q_dropped, q_region_dropped;
   int reconnected, disconnected;
   uv_async_t async;
   uv_prepare_t prep;
@@ -159,8 +159,15 @@ static void on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
   pthread_mutex_lock(&h->mu);
   nb_nats_node_t *n = h->n;
   if (h->closing || n->qn >= QUEUE_MAX) {
-    /* Dropped: the sender sends again (no ack came). */
-    if (!h->closing) n->q_dropped++;
+    /* Dropped: a batch is sent again (no ack came); the spikes of a region
+     * message are not, so they are counted. */
+    if (!h->closing) {
+      n->q_dropped++;
+      const uint8_t *p = (const uint8_t *)natsMsg_GetData(msg);
+      if (natsMsg_GetDataLength(msg) > (int)NB_NATS_HEAD &&
+          nb__get32(p) == NB_NATS_MAGIC && p[5] == NB_NATS_REGION)
+        n->q_region_dropped += nb__get32(p + 32);
+    }
     pthread_mutex_unlock(&h->mu);
     natsMsg_Destroy(msg);
     return;
@@ -751,6 +758,8 @@ static void on_timer(uv_timer_t *t) {
   pthread_mutex_lock(&n->hub->mu);
   uint64_t qd = n->q_dropped;
   n->q_dropped = 0;
+  n->region_dropped += n->q_region_dropped;
+  n->q_region_dropped = 0;
   pthread_mutex_unlock(&n->hub->mu);
   n->dropped += qd;
   if (now - n->last_announce_ns >= (uint64_t)n->o.announce_ms * 1000000u)
