@@ -644,6 +644,7 @@ static int handle(nb_nats_node_t *n, natsMsg *msg) {
   }
   if (!l) {
     n->dropped++;
+    if (h.type == NB_NATS_REGION) n->region_dropped += h.count;
     return 1;
   }
   l->ns.messages_in++;

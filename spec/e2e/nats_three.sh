@@ -5,7 +5,8 @@
 #     checks the N it receives: count, order, every payload byte
 #     (spec/fixtures/tcp/gen.lua);
 #   - a region broadcast: a's bcast fires M spikes to the region "cortex"
-#     with nb:fire_region (spec/fixtures/nats/region.lua); one publish each
+#     with nb:fire_region (spec/fixtures/nats/region.lua), once nb:region
+#     finds the three listeners (the cards arrived); one publish each
 #     reaches the listeners of b (cortex/language) and c (cortex/vision),
 #     and a's own listener (cortex/motor) gets them through its axon. Region
 #     spikes are at most once: each listener's count plus what its runtime
@@ -19,7 +20,7 @@ declare -A next=([a]=b [b]=c [c]=a) area=([a]=motor [b]=language [c]=vision)
 for s in a b c; do
   extra=""
   [ $s = a ] && extra="bcast = { script = \"$top/spec/fixtures/nats/region.lua\", threshold = 0, refractory = 0,
-      config = { count = $M, path = \"cortex\", per_tick = 8, label = \"a\" } },"
+      config = { count = $M, path = \"cortex\", per_tick = 8, label = \"a\", members = 3 } },"
   gen_manifest "$work/$s.lua" $s "arena = { size = \"128MB\" },
     nats = { url = \"$(nats_url)\", cluster = \"three\" }," \
     "gen = { script = \"$fx/gen.lua\", threshold = 0, refractory = 0,
