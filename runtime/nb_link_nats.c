@@ -19,6 +19,7 @@
 #define BACKLOG_MAX 1024u    /* a paused peer's messages kept */
 #define CARD_MAX (1u << 20)  /* bytes of one card */
 #define NOT_EXPOSED 0xFFFDu  /* a target the peer no longer has */
+#define LINKS_MAX 1024u      /* runtimes one runtime follows */
 
 /* One NATS message of batched spikes, unacked until its last seq is. */
 typedef struct batch_s {
@@ -62,7 +63,6 @@ struct nb_nats_link_s {
   uint32_t cur_seen;
   natsMsg **backlog;
   uint32_t nback;
-  uint64_t warned_bad;
   nb_link_stats_t st;
   nb_nats_stats_t ns;
 };
@@ -115,6 +115,8 @@ struct nb_nats_node_s {
   uint64_t last_announce_ns;
   uint64_t reconnects, malformed, dropped, region_out, region_dropped;
   uint64_t bad_logged;     /* malformed messages seen by handle() */
+  uint64_t bad_cards;      /* malformed cards seen */
+  int warned_links;        /* LINKS_MAX was logged */
   char **regs;             /* region subjects subscribed (every prefix of
                               every exposed neuron's regions) */
   natsSubscription **reg_subs;
@@ -348,18 +350,29 @@ static void on_card(nb_nats_node_t *n, const nb_nats_head_t *h) {
   }
   nb_nats_link_t *l = find_link(n, h->cortex);
   int fresh = !l || !l->up || l->peer_inc != h->inc;
-  if (!l) l = nb_nats_link(n, h->cortex);
-  if (!l) return;
-  l->last_seen_ns = nb_clock_ns();
-  if (!fresh) return;
+  if (l && !fresh) {
+    l->last_seen_ns = nb_clock_ns();
+    return;
+  }
   const char *why = NULL;
   if (nb_nats_card_check(h, &why) != 0) {
     n->malformed++;
-    l->ns.malformed++;
-    if (!l->warned_bad++)
+    if (l) l->ns.malformed++;
+    /* One line per message would let a flood write the log. */
+    if (n->bad_cards++ % 1000 == 0)
       logf_(n, 0, "error: a malformed card from '%s' dropped: %s", h->cortex, why);
     return;
   }
+  if (!l && n->nlinks >= LINKS_MAX) {
+    /* Every name a client announces would otherwise cost a link. */
+    if (!n->warned_links++)
+      logf_(n, 0, "warning: a card from '%s' ignored: %u runtimes known "
+            "already (the most one runtime follows)", h->cortex, LINKS_MAX);
+    return;
+  }
+  if (!l) l = nb_nats_link(n, h->cortex);
+  if (!l) return;
+  l->last_seen_ns = nb_clock_ns();
   nb_nats_neuron_t *dir = h->count ? calloc(h->count, sizeof *dir) : NULL;
   if (h->count && !dir) abort();
   size_t off = 0;
