@@ -43,9 +43,14 @@ struct nb_nats_link_s {
   int up;
   uint64_t peer_inc, last_seen_ns;
   uint32_t peer_max_payload;
-  nb_nats_neuron_t *dir;
-  uint32_t ndir;
-  uint16_t *byid;          /* id -> index in dir + 1 (65536 entries) */
+  /* The card, compact (a peer's card costs about its own size here): */
+  uint8_t *cbody;          /* a copy of the card's body */
+  uint32_t clen;
+  uint32_t ndir;           /* its neurons */
+  uint32_t *coff;          /* where neuron i starts in cbody */
+  char **names;            /* neuron i's name (into nblob) */
+  char *nblob;
+  uint32_t *byid;          /* (id << 16 | i) of each neuron, sorted */
   /* targets this side addresses */
   char **tname;
   int *tid;                /* peer id, -1 not exposed */
@@ -256,15 +261,75 @@ nb_nats_link_t *nb_nats_link_at(const nb_nats_node_t *n, size_t i) {
 
 const char *nb_nats_node_url(const nb_nats_node_t *n) { return n->url; }
 
-const nb_nats_neuron_t *nb_nats_link_neuron(const nb_nats_link_t *l,
-                                            size_t i) {
-  return l->up && i < l->ndir ? &l->dir[i] : NULL;
+int nb_nats_link_neuron(const nb_nats_link_t *l, size_t i,
+                        nb_nats_neuron_t *out) {
+  if (!l->up || i >= l->ndir) return 0;
+  nb_nats_head_t h;
+  memset(&h, 0, sizeof h);
+  h.body = l->cbody;
+  h.body_len = l->clen;
+  h.count = l->ndir;
+  size_t off = l->coff[i];
+  uint32_t seen = 0;
+  const char *why;
+  return nb_nats_card_next(&h, &off, &seen, out, &why) == 1;
+}
+
+/* Returns the index in the card of the peer's neuron id, or -1. */
+static int dir_of_id(const nb_nats_link_t *l, nb_id_t id) {
+  uint32_t lo = 0, hi = l->ndir;
+  while (lo < hi) {
+    uint32_t mid = (lo + hi) / 2, k = l->byid[mid] >> 16;
+    if (k == id) return (int)(l->byid[mid] & 0xFFFFu);
+    if (k < id) lo = mid + 1;
+    else hi = mid;
+  }
+  return -1;
+}
+
+/* Orders two (id << 16 | index) words; returns <0, 0 or >0. */
+static int cmp_u32(const void *a, const void *b) {
+  uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* Keeps the card h of l's peer (checked) in compact form; returns
+ * nothing. */
+static void dir_set(nb_nats_link_t *l, const nb_nats_head_t *h) {
+  free(l->cbody); free(l->coff); free(l->names); free(l->nblob); free(l->byid);
+  l->clen = h->body_len;
+  l->ndir = h->count;
+  l->cbody = malloc(l->clen ? l->clen : 1);
+  l->coff = malloc((l->ndir + 1) * sizeof *l->coff);
+  l->names = malloc((l->ndir + 1) * sizeof *l->names);
+  l->nblob = malloc(l->clen + l->ndir + 1);
+  l->byid = malloc((l->ndir + 1) * sizeof *l->byid);
+  if (!l->cbody || !l->coff || !l->names || !l->nblob || !l->byid) abort();
+  memcpy(l->cbody, h->body, l->clen);
+  nb_nats_head_t c = *h;
+  c.body = l->cbody;
+  size_t off = 0, nb = 0;
+  uint32_t seen = 0;
+  const char *why;
+  nb_nats_neuron_t *nn = malloc(sizeof *nn);
+  if (!nn) abort();
+  for (uint32_t i = 0; i < l->ndir; i++) {
+    l->coff[i] = (uint32_t)off;
+    if (nb_nats_card_next(&c, &off, &seen, nn, &why) != 1) abort(); /* checked */
+    size_t k = strlen(nn->name) + 1;
+    memcpy(l->nblob + nb, nn->name, k);
+    l->names[i] = l->nblob + nb;
+    nb += k;
+    l->byid[i] = (uint32_t)nn->id << 16 | i;
+  }
+  free(nn);
+  qsort(l->byid, l->ndir, sizeof *l->byid, cmp_u32);
 }
 
 /* Returns the peer's id for name in its card, or -1. */
 static int dir_find(const nb_nats_link_t *l, const char *name) {
   for (uint32_t i = 0; i < l->ndir; i++)
-    if (!strcmp(l->dir[i].name, name)) return l->dir[i].id;
+    if (!strcmp(l->names[i], name)) return (int)nb__get16(l->cbody + l->coff[i]);
   return -1;
 }
 
@@ -373,18 +438,7 @@ static void on_card(nb_nats_node_t *n, const nb_nats_head_t *h) {
   if (!l) l = nb_nats_link(n, h->cortex);
   if (!l) return;
   l->last_seen_ns = nb_clock_ns();
-  nb_nats_neuron_t *dir = h->count ? calloc(h->count, sizeof *dir) : NULL;
-  if (h->count && !dir) abort();
-  size_t off = 0;
-  uint32_t seen = 0;
-  while (seen < h->count && nb_nats_card_next(h, &off, &seen, &dir[seen], &why) == 1) {}
-  free(l->dir);
-  l->dir = dir;
-  l->ndir = h->count;
-  if (!l->byid) l->byid = calloc(65536, sizeof *l->byid);
-  if (!l->byid) abort();
-  memset(l->byid, 0, 65536 * sizeof *l->byid);
-  for (uint32_t i = 0; i < l->ndir; i++) l->byid[dir[i].id] = (uint16_t)(i + 1);
+  dir_set(l, h);
   for (uint32_t i = 0; i < l->ntarget; i++) l->tid[i] = dir_find(l, l->tname[i]);
   int restarted = l->peer_inc && l->peer_inc != h->inc;
   l->peer_inc = h->inc;
@@ -445,7 +499,7 @@ static int deliver(nb_nats_link_t *l) {
     nb_arena_ref_t ref;
     int has_ref = 0;
     if (!(n->exposed[r.spike.target >> 3] & (1u << (r.spike.target & 7))) ||
-        !l->byid[r.spike.source]) {
+        dir_of_id(l, r.spike.source) < 0) {
       take = 0; /* not ours, or an unannounced sender: refused */
     } else if (r.payload && n->writer) {
       int arc = nb_arena_write(n->writer, r.payload, r.len, &ref);
@@ -498,7 +552,7 @@ static void on_region_msg(nb_nats_link_t *l, const nb_nats_head_t *h) {
   while (nb_nats_batch_next(h, &off, &seen, n->o.max_payload, &r, &why) == 1) {
     nb_arena_ref_t ref;
     int has_ref = 0, rc = 0;
-    if (!l->byid[r.spike.source]) rc = NB_ENOENT;
+    if (dir_of_id(l, r.spike.source) < 0) rc = NB_ENOENT;
     if (rc == 0 && r.payload && n->writer) {
       rc = nb_arena_write(n->writer, r.payload, r.len, &ref);
       if (rc == 0) {
@@ -917,8 +971,8 @@ static const char *nats_peer(const void *lp) {
 /* nb_linkif peer_neuron; returns the name in the peer's card, or NULL. */
 static const char *nats_peer_neuron(const void *lp, nb_id_t id) {
   const nb_nats_link_t *l = lp;
-  if (!l->byid || !l->byid[id]) return NULL;
-  return l->dir[l->byid[id] - 1].name;
+  int i = l->byid ? dir_of_id(l, id) : -1;
+  return i < 0 ? NULL : l->names[i];
 }
 /* nb_linkif stats; returns out. */
 static nb_link_stats_t *nats_stats(const void *lp, nb_link_stats_t *out) {
@@ -1228,7 +1282,8 @@ void nb_nats_node_close(nb_nats_node_t *n, void (*done)(void *ud), void *ud) {
     if (l->cur) natsMsg_Destroy(l->cur);
     for (uint32_t j = 0; j < l->nback; j++) natsMsg_Destroy(l->backlog[j]);
     for (uint32_t j = 0; j < l->ntarget; j++) free(l->tname[j]);
-    free(l->tname); free(l->tid); free(l->dir); free(l->byid); free(l->backlog);
+    free(l->tname); free(l->tid); free(l->backlog);
+    free(l->cbody); free(l->coff); free(l->names); free(l->nblob); free(l->byid);
     free(l);
   }
   free(n->links);

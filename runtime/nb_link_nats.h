@@ -138,10 +138,10 @@ nb_nats_link_t *nb_nats_link_at(const nb_nats_node_t *n, size_t i);
 /* Returns the url the node connected to. */
 const char *nb_nats_node_url(const nb_nats_node_t *n);
 
-/* Returns the i-th neuron of the peer's card, or NULL past the end or
- * while the link is down. */
-const nb_nats_neuron_t *nb_nats_link_neuron(const nb_nats_link_t *l,
-                                            size_t i);
+/* Fills *out with the i-th neuron of the peer's card; returns 1, or 0
+ * past the end or while the link is down. */
+int nb_nats_link_neuron(const nb_nats_link_t *l, size_t i,
+                        nb_nats_neuron_t *out);
 
 /* Fills *out with the NATS counters of l; returns out. */
 nb_nats_stats_t *nb_nats_link_stats(const nb_nats_link_t *l,

@@ -571,8 +571,9 @@ static void link_event(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
  * across its restarts), so nb:discover and nb:region find it and
  * fire_to reaches it by that name; returns nothing. */
 static void nats_cards(nb_rt_t *rt, peer_t *peer) {
-  const nb_nats_neuron_t *nn;
-  for (size_t i = 0; (nn = nb_nats_link_neuron(peer->link, i)); i++) {
+  nb_nats_neuron_t *nn = malloc(sizeof *nn); /* ~8 KB: not on the stack */
+  if (!nn) abort();
+  for (size_t i = 0; nb_nats_link_neuron(peer->link, i, nn); i++) {
     char *dyn = nb__strf("%s/%s", peer->name, nn->name);
     int found = 0;
     for (uint32_t j = 0; j < rt->n && !found; j++)
@@ -580,6 +581,7 @@ static void nats_cards(nb_rt_t *rt, peer_t *peer) {
     if (!found) proxy_dynamic(rt, peer, nn->name, dyn, nn);
     free(dyn);
   }
+  free(nn);
 }
 
 int nb__link_hidden(const nb_rt_t *rt, uint32_t id) {
