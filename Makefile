@@ -38,8 +38,9 @@ LDLIBS_CORE = $(SAN_FLAGS) $(LDFLAGS) -pthread -lm
 # jansson: the statistics' JSON lines (runtime/nb_rt_json.c).
 # libsodium: the links' authentication and encryption (runtime/nb_link_auth.c).
 # libmicrohttpd: the --http endpoint (runtime/nb_rt_httpd.c).
-HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson libsodium libmicrohttpd) -Iruntime
-UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson libsodium libmicrohttpd)
+# libnats: the NATS link backend (runtime/nb_link_nats.c).
+HOST_CFLAGS = $(shell pkg-config --cflags luajit libuv libcurl jansson libsodium libmicrohttpd libnats) -Iruntime
+UV_LIBS = $(shell pkg-config --libs libuv libcurl jansson libsodium libmicrohttpd libnats)
 # -Wl,-E: the agent states' FFI finds the nb_rt_* functions in the program.
 HOST_LIBS = $(UV_LIBS) $(shell pkg-config --libs luajit) $(LDLIBS_CORE) -Wl,-E
 
@@ -190,6 +191,8 @@ install: all
 #             (spec/fuzz/fuzz_manifest.c: manifests from a grammar of the
 #             schema, or raw source): no crash, every refusal has a
 #             message, one line of valid UTF-8 a problem;
+#   nats      the NATS messages' decoder (spec/fuzz/fuzz_nats.c): batches,
+#             acks, cards: counts and bounds, round trips, prefixes refused
 #   link      the TCP link session (spec/fuzz/fuzz_link.c): a listening
 #             node, a well-behaved peer node and scripted callers on
 #             loopback, on a virtual clock: per link sent == acked + lost +
@@ -210,7 +213,7 @@ FUZZ_BIN := $(FUZZ_DIR)/fuzz_frames
 FUZZ_REPLAY := $(FUZZ_DIR)/replay_frames
 FUZZ_SRC := spec/fuzz/fuzz_frames.c runtime/nb_link_wire.c core/nb_frame.c \
   core/nb_spike.c core/nb_err.c
-FUZZ_HDR := runtime/nb_link_wire.h core/nb_frame.h core/nb_spike.h core/nb_err.h
+FUZZ_HDR := runtime/nb_link_wire.h runtime/nb_le_internal.h core/nb_frame.h core/nb_spike.h core/nb_err.h
 FUZZ_STATS_BIN := $(FUZZ_DIR)/fuzz_stats
 FUZZ_STATS_REPLAY := $(FUZZ_DIR)/replay_stats
 FUZZ_STATS_SRC := spec/fuzz/fuzz_stats.c runtime/nb_rt_json.c
@@ -236,7 +239,13 @@ FUZZ_AUTH_BIN := $(FUZZ_DIR)/fuzz_link_auth
 FUZZ_AUTH_REPLAY := $(FUZZ_DIR)/replay_link_auth
 FUZZ_AUTH_SRC := spec/fuzz/fuzz_link_auth.c runtime/nb_link_auth.c \
   runtime/nb_link_wire.c core/nb_frame.c core/nb_spike.c core/nb_err.c
-FUZZ_AUTH_HDR := runtime/nb_link_auth.h runtime/nb_link_wire.h runtime/nb_rt_defaults.h
+FUZZ_AUTH_HDR := runtime/nb_link_auth.h runtime/nb_link_wire.h runtime/nb_le_internal.h runtime/nb_rt_defaults.h
+# The NATS messages' decoder (pure functions, no libnats).
+FUZZ_NATS_BIN := $(FUZZ_DIR)/fuzz_nats
+FUZZ_NATS_REPLAY := $(FUZZ_DIR)/replay_nats
+FUZZ_NATS_SRC := spec/fuzz/fuzz_nats.c runtime/nb_nats_wire.c runtime/nb_link_wire.c \
+  core/nb_frame.c core/nb_spike.c core/nb_err.c
+FUZZ_NATS_HDR := runtime/nb_nats_wire.h runtime/nb_link_wire.h runtime/nb_le_internal.h core/nb_frame.h core/nb_spike.h
 FUZZ_CFLAGS = $(CFLAGS_BASE) $(CFLAGS) -Iruntime
 FUZZ_LINK_CFLAGS = $(FUZZ_CFLAGS) $(shell pkg-config --cflags libuv libsodium)
 FUZZ_LINK_LIBS = $(shell pkg-config --libs libuv libsodium) -ldl -pthread -lm
@@ -288,6 +297,14 @@ $(FUZZ_LINK_REPLAY): spec/fuzz/replay.c $(FUZZ_LINK_SRC) $(FUZZ_LINK_HDR) | $(DE
 	$(CC) $(FUZZ_LINK_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c \
 	  $(FUZZ_LINK_SRC) $(FUZZ_LINK_LIBS)
 
+$(FUZZ_NATS_BIN): $(FUZZ_NATS_SRC) $(FUZZ_NATS_HDR) | deps-fuzz
+	@mkdir -p $(FUZZ_DIR)/corpus_nats
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ $(FUZZ_NATS_SRC)
+
+$(FUZZ_NATS_REPLAY): spec/fuzz/replay.c $(FUZZ_NATS_SRC) $(FUZZ_NATS_HDR) | $(DEPS_STEP)
+	@mkdir -p $(FUZZ_DIR)
+	$(CC) $(FUZZ_CFLAGS) $(ASAN_FLAGS) -o $@ spec/fuzz/replay.c $(FUZZ_NATS_SRC)
+
 $(FUZZ_AUTH_BIN): $(FUZZ_AUTH_SRC) $(FUZZ_AUTH_HDR) | deps-fuzz
 	@mkdir -p $(FUZZ_DIR)/corpus_link_auth
 	$(FUZZ_CC) $(FUZZ_LINK_CFLAGS) -fsanitize=fuzzer $(ASAN_FLAGS) -o $@ \
@@ -299,9 +316,9 @@ $(FUZZ_AUTH_REPLAY): spec/fuzz/replay.c $(FUZZ_AUTH_SRC) $(FUZZ_AUTH_HDR) | $(DE
 	  $(FUZZ_AUTH_SRC) $(FUZZ_LINK_LIBS)
 
 fuzz-build: $(FUZZ_BIN) $(FUZZ_STATS_BIN) $(FUZZ_ARENA_BIN) $(FUZZ_MANIFEST_BIN) \
-  $(FUZZ_LINK_BIN) $(FUZZ_AUTH_BIN)
+  $(FUZZ_LINK_BIN) $(FUZZ_AUTH_BIN) $(FUZZ_NATS_BIN)
 fuzz-replay: $(FUZZ_REPLAY) $(FUZZ_STATS_REPLAY) $(FUZZ_ARENA_REPLAY) $(FUZZ_MANIFEST_REPLAY) \
-  $(FUZZ_LINK_REPLAY) $(FUZZ_AUTH_REPLAY)
+  $(FUZZ_LINK_REPLAY) $(FUZZ_AUTH_REPLAY) $(FUZZ_NATS_REPLAY)
 
 # The manifest and link targets: -timeout, since an input that runs for
 # seconds is a finding too (the in-process check has no time limit of its
@@ -327,6 +344,8 @@ fuzz: fuzz-build
 	$(FUZZ_AUTH_BIN) -max_total_time=$(FUZZ_TIME) -max_len=4096 -print_final_stats=1 \
 	  -artifact_prefix=$(FUZZ_DIR)/link_auth- $(FUZZ_DIR)/corpus_link_auth \
 	  spec/fuzz/corpus_link_auth
+	$(FUZZ_NATS_BIN) -max_total_time=$(FUZZ_TIME) -max_len=8192 -print_final_stats=1 \
+	  -artifact_prefix=$(FUZZ_DIR)/nats- $(FUZZ_DIR)/corpus_nats spec/fuzz/corpus_nats
 
 clean:
 	rm -rf build

@@ -533,6 +533,31 @@ NB_BENCH_UNUSED static void nb_bench_emit(const nb_bench_row_t *r) {
   nb_bench.rows_emitted++;
 }
 
+/* Emits the p99 row of a latency row r measured by nb_bench_measure, from
+ * the p99 of each of its runs: v99 the subject's and b99 the baseline's,
+ * both with the warm-up first (index 0, skipped); name, baseline and note
+ * replace r's. Returns nothing. */
+NB_BENCH_UNUSED static void nb_bench_emit_p99(const nb_bench_row_t *r,
+                                              const char *name,
+                                              const char *baseline,
+                                              const double *v99,
+                                              const double *b99,
+                                              const char *note) {
+  int n = nb_bench.runs;
+  double v[NB_BENCH_MAX_RUNS], b[NB_BENCH_MAX_RUNS];
+  for (int i = 0; i < n; i++) {
+    v[i] = v99[i + 1];
+    b[i] = b99[i + 1];
+  }
+  nb_bench_row_t r99 = *r;
+  r99.name = name;
+  r99.v = nb_bench_summarize(v, n);
+  r99.b = nb_bench_summarize(b, n);
+  r99.baseline = baseline;
+  r99.note = note;
+  nb_bench_emit(&r99);
+}
+
 /* Returns full when running full size, tiny under --tiny. */
 static inline uint64_t nb_bench_size(uint64_t full, uint64_t tiny) {
   return nb_bench.tiny ? tiny : full;

@@ -412,19 +412,7 @@ static void pingpong_rows(const char *p50, const char *p99, int spinning,
   r.note = note;
   nb_bench_emit(&r);
   /* p99 from the same runs (c.p99[0] and pp.p99[0] are the warm-ups). */
-  int n = nb_bench.runs;
-  double v99[NB_BENCH_MAX_RUNS], b99[NB_BENCH_MAX_RUNS];
-  for (int i = 0; i < n; i++) {
-    v99[i] = c.p99[i + 1];
-    b99[i] = pp.p99[i + 1];
-  }
-  nb_bench_row_t r99 = r;
-  r99.name = p99;
-  r99.v = nb_bench_summarize(v99, n);
-  r99.b = nb_bench_summarize(b99, n);
-  r99.baseline = "pingpong_p99";
-  r99.note = "p99 of the same runs";
-  nb_bench_emit(&r99);
+  nb_bench_emit_p99(&r, p99, "pingpong_p99", c.p99, pp.p99, "p99 of the same runs");
   free(c.samples);
   free(pp.samples);
 }

@@ -9,29 +9,8 @@
 #include <string.h>
 
 #include "nb_err.h"
+#include "nb_le_internal.h"
 
-static void put16(uint8_t *p, uint16_t v) {
-  p[0] = (uint8_t)v;
-  p[1] = (uint8_t)(v >> 8);
-}
-static void put32(uint8_t *p, uint32_t v) {
-  for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void put64(uint8_t *p, uint64_t v) {
-  for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static uint16_t get16(const uint8_t *p) {
-  return (uint16_t)(p[0] | p[1] << 8);
-}
-static uint32_t get32(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
-         (uint32_t)p[3] << 24;
-}
-static uint64_t get64(const uint8_t *p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
-  return v;
-}
 
 /* Formats a reason into why (if any); returns NB_EFRAME. */
 static int set_why(char *why, size_t whylen, const char *fmt, ...) {
@@ -112,33 +91,33 @@ int nb_link_hello_encode(const nb_link_hello_t *h, uint8_t *out, size_t cap) {
   if (total - NB_LINK_HELLO_HEAD > NB_LINK_HELLO_MAX || total > cap)
     return NB_ETOOBIG;
   uint8_t *p = out;
-  put32(p, NB_LINK_MAGIC);
-  put16(p + 4, h->version ? h->version : NB_LINK_VERSION);
-  put16(p + 6, h->flags);
-  put32(p + 8, (uint32_t)(total - NB_LINK_HELLO_HEAD));
+  nb__put32(p, NB_LINK_MAGIC);
+  nb__put16(p + 4, h->version ? h->version : NB_LINK_VERSION);
+  nb__put16(p + 6, h->flags);
+  nb__put32(p + 8, (uint32_t)(total - NB_LINK_HELLO_HEAD));
   p += NB_LINK_HELLO_HEAD;
-  put64(p, h->incarnation);
-  put64(p + 8, h->peer_incarnation);
-  put64(p + 16, h->recv_seq);
-  put32(p + 24, h->max_payload);
+  nb__put64(p, h->incarnation);
+  nb__put64(p + 8, h->peer_incarnation);
+  nb__put64(p + 16, h->recv_seq);
+  nb__put32(p + 24, h->max_payload);
   p += 28;
   *p++ = (uint8_t)clen;
   memcpy(p, h->cortex, clen);
   p += clen;
-  put32(p, h->count);
+  nb__put32(p, h->count);
   p += 4;
   for (uint32_t i = 0; i < h->count; i++) {
     size_t n = strlen(h->names[i].name);
-    put16(p, h->names[i].id);
+    nb__put16(p, h->names[i].id);
     p[2] = (uint8_t)n;
     memcpy(p + 3, h->names[i].name, n);
     p += 3 + n;
   }
   if (h->flags & NB_LINK_F_ARENA) {
     size_t n = strlen(h->arena.host);
-    put64(p, h->arena.dev);
-    put64(p + 8, h->arena.ino);
-    put64(p + 16, h->arena.capacity);
+    nb__put64(p, h->arena.dev);
+    nb__put64(p + 8, h->arena.ino);
+    nb__put64(p + 16, h->arena.capacity);
     p[24] = (uint8_t)n;
     memcpy(p + 25, h->arena.host, n);
     p += 25 + n;
@@ -167,14 +146,14 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
                      "bad handshake: not a NeuronBus link (magic byte %zu is "
                      "0x%02x)", i, buf[i]);
   if (len < 6) return 0;
-  out->version = get16(buf + 4);
+  out->version = nb__get16(buf + 4);
   if (out->version != NB_LINK_VERSION)
     return set_why(why, whylen,
                    "protocol version mismatch: peer speaks version %u, this "
                    "node speaks version %u", out->version, NB_LINK_VERSION);
   if (len < NB_LINK_HELLO_HEAD) return 0;
-  out->flags = get16(buf + 6);
-  uint32_t body = get32(buf + 8);
+  out->flags = nb__get16(buf + 6);
+  uint32_t body = nb__get32(buf + 8);
   if (out->flags & ~NB_LINK_F_ARENA)
     return set_why(why, whylen, "bad handshake: unknown flags 0x%04x",
                    out->flags);
@@ -188,10 +167,10 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
   if (end - p < 29)
     return set_why(why, whylen, "bad handshake: body of %u bytes is too short",
                    body);
-  out->incarnation = get64(p);
-  out->peer_incarnation = get64(p + 8);
-  out->recv_seq = get64(p + 16);
-  out->max_payload = get32(p + 24);
+  out->incarnation = nb__get64(p);
+  out->peer_incarnation = nb__get64(p + 8);
+  out->recv_seq = nb__get64(p + 16);
+  out->max_payload = nb__get32(p + 24);
   p += 28;
   if (out->incarnation == 0)
     return set_why(why, whylen, "bad handshake: incarnation is 0");
@@ -202,7 +181,7 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
   memcpy(out->cortex, p, clen);
   out->cortex[clen] = 0;
   p += clen;
-  uint32_t count = get32(p);
+  uint32_t count = nb__get32(p);
   p += 4;
   /* Each entry takes at least 4 bytes: bound count before allocating. */
   if (count >= NB_LINK_CTRL_ID || (uint64_t)count * 4 > (uint64_t)(end - p))
@@ -224,7 +203,7 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
       rc = set_why(why, whylen, "bad handshake: name %u is truncated", i);
       break;
     }
-    nb_id_t id = get16(p);
+    nb_id_t id = nb__get16(p);
     size_t n = p[2];
     p += 3;
     if ((size_t)(end - p) < n || !nb_link_name_ok((const char *)p, n))
@@ -251,9 +230,9 @@ int nb_link_hello_parse(const uint8_t *buf, size_t len, nb_link_hello_t *out,
         !host_ok((const char *)p + 25, n)) {
       rc = set_why(why, whylen, "bad handshake: malformed arena identity");
     } else {
-      out->arena.dev = get64(p);
-      out->arena.ino = get64(p + 8);
-      out->arena.capacity = get64(p + 16);
+      out->arena.dev = nb__get64(p);
+      out->arena.ino = nb__get64(p + 8);
+      out->arena.capacity = nb__get64(p + 16);
       memcpy(out->arena.host, p + 25, n);
       out->arena.host[n] = 0;
       p += 25 + n;
@@ -299,7 +278,7 @@ int nb_link_ack_encode(uint64_t seq, uint8_t out[NB_FRAME_SPIKE]) {
   nb_spike_t s;
   uint8_t body[9];
   body[0] = NB_LINK_CTRL_ACK;
-  put64(body + 1, seq);
+  nb__put64(body + 1, seq);
   nb_spike_init(&s, NB_LINK_CTRL_ID, NB_MODULATORY, 255);
   s.source = NB_LINK_CTRL_ID;
   nb_spike_set_payload(&s, body, sizeof body);
@@ -314,7 +293,7 @@ int nb_link_ack_parse(const nb_spike_t *s, uint64_t *seq) {
   if (s->source != NB_LINK_CTRL_ID || s->target != NB_LINK_CTRL_ID ||
       nb_spike_inline_len(s) != 9 || s->payload[0] != NB_LINK_CTRL_ACK)
     return NB_EFRAME;
-  *seq = get64(s->payload + 1);
+  *seq = nb__get64(s->payload + 1);
   return 0;
 }
 
@@ -389,7 +368,7 @@ static int rx_frame_why(nb_link_rx_t *rx) {
   rx->state = -1;
   if (d->have < NB_FRAME_HEADER)
     return set_why(rx->why, sizeof rx->why, "malformed frame %llu", n);
-  uint32_t l = get32(d->head);
+  uint32_t l = nb__get32(d->head);
   if (l < NB_SPIKE_SIZE)
     return set_why(rx->why, sizeof rx->why,
                    "malformed frame %llu: length %u is below %u", n, l,
@@ -419,7 +398,7 @@ static int rx_hello(nb_link_rx_t *rx, const uint8_t *data, size_t len,
      * the body it announces, so frames after it stay for the decoder. */
     size_t want = NB_LINK_HELLO_HEAD;
     if (rx->hlen >= NB_LINK_HELLO_HEAD)
-      want += get32(rx->hbuf + 8); /* checked below by the parser */
+      want += nb__get32(rx->hbuf + 8); /* checked below by the parser */
     size_t take = want - rx->hlen;
     if (take > len - pos) take = len - pos;
     if (rx->hlen + take > rx->hcap) {

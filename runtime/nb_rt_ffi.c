@@ -111,8 +111,25 @@ int nb_rt_lookup(const nb_rt_cell_t *cell, const char *name) {
 size_t nb_rt_find(const nb_rt_cell_t *cell, int region, const char *what,
                   uint16_t *out, size_t max) {
   nb_rt_t *rt = ((const nb__agent_t *)cell)->rt;
-  return region ? nb_cortex_region(rt->cx, what, out, max)
-                : nb_cortex_discover(rt->cx, what, out, max);
+  size_t n = region ? nb_cortex_region(rt->cx, what, NULL, 0)
+                    : nb_cortex_discover(rt->cx, what, NULL, 0);
+  if (!rt->link || !n) {
+    return region ? nb_cortex_region(rt->cx, what, out, max)
+                  : nb_cortex_discover(rt->cx, what, out, max);
+  }
+  /* Neurons of NATS peers that left are not found (nb__link_hidden). */
+  uint16_t *all = malloc(n * sizeof *all);
+  if (!all) return 0;
+  n = region ? nb_cortex_region(rt->cx, what, all, n)
+             : nb_cortex_discover(rt->cx, what, all, n);
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (nb__link_hidden(rt, all[i])) continue;
+    if (out && k < max) out[k] = all[i];
+    k++;
+  }
+  free(all);
+  return k;
 }
 
 const char *nb_rt_card_name(const nb_rt_cell_t *cell, uint32_t id) {

@@ -52,6 +52,16 @@ nb_rt_layout_t *nb_rt_layout(nb_rt_layout_t *out);
 int nb_rt_fire(nb_rt_cell_t *cell, uint32_t target, int kind, int priority,
                const char *data, size_t len);
 
+/* Fires one spike from the cell's neuron to every neuron in the region
+ * subtree path: each local one through the cell's axon (as nb_rt_fire,
+ * stopping at the first refusal), and, when the runtime is on NATS, one
+ * publish on the region's subject that every other runtime with neurons
+ * in the subtree receives (at most once). Returns the local neurons fired
+ * to (>= 0), or a negative nb_err_t (NB_EFULL: the axon filled; NB_EIO: the
+ * publish failed). */
+int nb_rt_fire_region(nb_rt_cell_t *cell, const char *path, const char *data,
+                      size_t len);
+
 /* Points *data and *len at a spike's payload, inline or in the arena of the
  * cell's runtime (cell may be NULL for inline payloads); returns 0,
  * NB_ESTALE, NB_EBOUNDS, or NB_EINVAL for a reference without an arena. */

@@ -585,6 +585,20 @@ typedef struct nb__peer_conf_s {
   nb_link_opts_t o;
 } nb__peer_conf_t;
 
+/* The manifest's nats section (strings are copied; url NULL: none). */
+typedef struct nb__nats_conf_s {
+  char *url, *cluster, *user, *password, *token, *nkey_public, *nkey_seed,
+       *creds, *tls_ca, *tls_cert, *tls_key;
+  uint32_t window, window_bytes, batch_bytes, resend_ms, announce_ms,
+           connect_ms;
+} nb__nats_conf_t;
+
+/* Copies src into dst (strings duplicated); returns nothing. */
+void nb__link_nats_conf_copy(nb__nats_conf_t *dst, const nb__nats_conf_t *src);
+
+/* Frees the strings of c (a password wiped first); returns nothing. */
+void nb__link_nats_conf_free(nb__nats_conf_t *c);
+
 /* The manifest's transport keys (strings are copied). */
 typedef struct nb__link_conf_s {
   const char *listen;     /* NULL: do not listen */
@@ -601,6 +615,7 @@ typedef struct nb__link_conf_s {
   int encrypt;            /* ask every peer for encryption */
   const nb_link_allow_t *allow; /* callers let in with their own secret */
   size_t nallow;
+  nb__nats_conf_t nats;   /* the nats section (url NULL: none) */
 } nb__link_conf_t;
 
 /* The callbacks of a remote neuron's proxy (no Lua state). */
@@ -614,6 +629,10 @@ void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf);
  * nothing. The caller registers a with nb__proxy_ops afterwards. */
 void nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, const char *url,
                         const char *cortex, const char *neuron);
+
+/* Returns 1 when neuron id stands for a neuron of a NATS peer that is
+ * gone (its card went stale or it left): discovery leaves it out; else 0. */
+int nb__link_hidden(const nb_rt_t *rt, uint32_t id);
 
 /* Frees a proxy; returns nothing. */
 void nb__link_proxy_free(struct nb__proxy_s *p);

@@ -1,7 +1,11 @@
-/* nb_rt_link.c: the runtime's TCP links. Wires runtime/nb_link.h
- * into a runtime: the manifest's transport keys, proxy neurons for remote
- * neurons, injection of what peers send, backpressure both ways, clean
- * shutdown, and the link rows of the statistics.
+/* nb_rt_link.c: the runtime's links, TCP (runtime/nb_link.h) and NATS
+ * (runtime/nb_link_nats.h), each reached through the link interface
+ * (runtime/nb_linkif.h): the manifest's transport keys, proxy neurons for
+ * remote neurons, injection of what peers send, backpressure both ways,
+ * clean shutdown, and the link rows of the statistics. With NATS, a
+ * peer's card also makes proxies "<runtime>/<neuron>" that discovery finds
+ * while the peer is up, and region broadcasts (nb_rt_fire_region) go out
+ * as one publish and come in for the local neurons of the subtree.
  *
  * Outgoing: a remote neuron is a proxy neuron in the local cortex (C ops,
  * no Lua state). The cortex routes spikes into its inbox like any neuron's
@@ -20,6 +24,7 @@
  *
  * Threads: everything runs on the runtime's thread (its loop's). */
 #include "nb_rt_internal.h"
+#include "nb_rt_ffi.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -29,10 +34,13 @@
 #include <uv.h>
 
 #include "nb_link.h"
+#include "nb_link_nats.h"
 #include "nb_link_wire.h"
+#include "nb_linkif.h"
 
 #define NB__GRACE_DEFAULT_NS 2000000000ull /* shutdown: wait for acks */
 #define NB__AFTER_STOP_NS 1000000000ull    /* ... for what on_stop fired */
+#define NB__RBACK 65536u /* region spikes waiting for the injection queue */
 
 typedef struct peercfg_s {
   char *url;
@@ -41,7 +49,8 @@ typedef struct peercfg_s {
 
 /* The runtime's side of one link (nb_link_data of the link). */
 typedef struct peer_s {
-  nb_link_t *link;
+  const nb_linkif_t *ops;   /* the backend carrying it (nb_linkif.h) */
+  void *link;
   char *url;                /* dialled url, NULL for callers */
   char name[NB_LINK_NAME_MAX + 1]; /* the peer's cortex once known */
   uint16_t *map;            /* remote id -> local proxy id + 1 (0 unknown),
@@ -58,6 +67,7 @@ typedef struct peer_s {
   int shared;               /* the last handshake found a shared arena */
   uint64_t held;            /* spikes its proxies still held at close */
   nb_link_stats_t last;     /* counters when the links closed */
+  nb_nats_stats_t nlast;    /* NATS counters then (NATS links) */
   int closed;
 } peer_t;
 
@@ -68,9 +78,12 @@ struct nb__proxy_s {
   char *url;       /* tcp://h:p of the peer, or NULL */
   char *cortex;    /* the peer's cortex (peer:// and run-time proxies) */
   char *remote;    /* the neuron's name in its peer */
+  int nats;        /* reached through NATS (cortex names the runtime) */
   peer_t *peer; /* set when the links start */
   int handle;      /* nb_link_target of remote, -1 until bound */
   int dynamic;     /* made at run time for an unannounced sender */
+  int carded;      /* made from a NATS card: hidden from discovery while
+                      its runtime is gone */
   nb_spike_t *held; /* spikes the link could not take yet, in order */
   uint32_t head, count, cap;
   int warned;
@@ -97,6 +110,9 @@ struct nb__rtlink_s {
   size_t npeers, peercap;
   uint32_t nheld;  /* proxies holding spikes */
   nb_link_node_t *node;
+  nb__nats_conf_t nats;    /* nats.url NULL: no NATS node */
+  nb_nats_node_t *nnode;
+  nb_nats_stats_t nnode_last; /* its counters when it closed */
   uv_loop_t *loop;
   int started, closed, after_stop;
   int port;
@@ -105,6 +121,10 @@ struct nb__rtlink_s {
                                 closed (they go nowhere) */
   uint64_t now_ns; /* the clock at the last tick: stamps injections (one
                       clock read per tick, not per spike) */
+  uint64_t region_in, region_dropped; /* NATS region spikes injected, and
+                                         those nothing could take */
+  nb_spike_t *rback;       /* region spikes waiting for injection room */
+  uint32_t rhead, rcount;  /* (a ring of NB__RBACK entries) */
 };
 
 /* ------------------------------------------------------------------ */
@@ -135,6 +155,25 @@ static void secret_free(const void *p, size_t n) {
   if (!p) return;
   explicit_bzero((void *)p, n);
   free((void *)p);
+}
+
+void nb__link_nats_conf_copy(nb__nats_conf_t *dst, const nb__nats_conf_t *src) {
+  *dst = *src;
+  char **f[] = {&dst->url, &dst->cluster, &dst->user, &dst->password,
+                &dst->token, &dst->nkey_public, &dst->nkey_seed, &dst->creds,
+                &dst->tls_ca, &dst->tls_cert, &dst->tls_key};
+  for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+    if (*f[i]) *f[i] = nb__strdup(*f[i]);
+}
+
+void nb__link_nats_conf_free(nb__nats_conf_t *c) {
+  char **f[] = {&c->url, &c->cluster, &c->user, &c->password, &c->token,
+                &c->nkey_public, &c->nkey_seed, &c->creds, &c->tls_ca,
+                &c->tls_cert, &c->tls_key};
+  for (size_t i = 0; i < sizeof f / sizeof *f; i++) {
+    if (*f[i]) secret_free(*f[i], strlen(*f[i]));
+    *f[i] = NULL;
+  }
 }
 
 void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf) {
@@ -170,6 +209,7 @@ void nb__link_configure(nb_rt_t *rt, const nb__link_conf_t *conf) {
   rl->ncfg = conf->npeers;
   /* A file-backed arena can be shared with a peer on this host. */
   if (conf->arena_path) rl->arena_path = nb__strdup(conf->arena_path);
+  nb__link_nats_conf_copy(&rl->nats, &conf->nats);
 }
 
 /* ------------------------------------------------------------------ */
@@ -191,7 +231,8 @@ void nb__link_proxy_new(nb_rt_t *rt, nb__agent_t *a, const char *url,
   proxy_t *p = calloc(1, sizeof *p);
   if (!p) abort();
   p->a = a;
-  p->url = url ? nb__strdup(url) : NULL;
+  p->nats = url && !strcmp(url, "nats");
+  p->url = url && !p->nats ? nb__strdup(url) : NULL;
   p->cortex = cortex ? nb__strdup(cortex) : NULL;
   p->remote = nb__strdup(neuron);
   p->handle = -1;
@@ -233,10 +274,11 @@ static size_t proxy_push(proxy_t *p, const nb_spike_t *s,
                          size_t count) {
   /* Not started, or the links are closed: hold. */
   if (!p->peer || !p->peer->link || p->handle < 0) return 0;
-  nb_link_t *l = p->peer->link;
+  void *l = p->peer->link;
+  const nb_linkif_t *ops = p->peer->ops;
   size_t i = 0;
   for (; i < count; i++) {
-    int rc = nb_link_send(l, p->handle, &s[i], NULL, 0);
+    int rc = ops->send(l, p->handle, &s[i], NULL, 0);
     if (rc == 0) continue;
     /* Room (or memory, or the link) may come back: keep it. */
     if (rc == NB_EFULL || rc == NB_ENOMEM || rc == NB_ECLOSED) break;
@@ -281,7 +323,7 @@ static void proxy_hold(struct nb__rtlink_s *rl, proxy_t *p,
 static int proxy_retry(struct nb__rtlink_s *rl, proxy_t *p) {
   if (!p->count) return 1;
   /* No room: asking would only count another refusal. */
-  if (p->peer && p->peer->link && !nb_link_room(p->peer->link)) return 0;
+  if (p->peer && p->peer->link && !p->peer->ops->room(p->peer->link)) return 0;
   size_t n = proxy_push(p, p->held + p->head, p->count);
   nb__refs_release(p->a->rt->arena, p->held + p->head, n);
   p->head += (uint32_t)n;
@@ -322,10 +364,11 @@ const nb_agent_ops_t nb__proxy_ops = {
   .on_spike = proxy_spike,
 };
 
-/* Makes a run-time proxy called name for peer's neuron remote; returns its
- * id, or -1 (no id room: logged once). */
-static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
-                         const char *remote, const char *name) {
+/* Makes a run-time proxy called name for peer's neuron remote, with the
+ * capabilities and regions of its card when nn is not NULL (so local
+ * discovery finds it); returns its id, or -1 (no id room: logged once). */
+static int proxy_dynamic(nb_rt_t *rt, peer_t *peer, const char *remote,
+                         const char *name, const nb_nats_neuron_t *nn) {
   struct nb__rtlink_s *rl = rt->link;
   if (peer->proxies >= rl->proxies_per_peer) {
     /* Why: each proxy is a neuron with its own inbox; a peer naming
@@ -347,7 +390,8 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
   p->remote = nb__strdup(remote);
   p->peer = peer;
   p->dynamic = 1;
-  p->handle = nb_link_target(peer->link, remote);
+  p->carded = nn != NULL;
+  p->handle = peer->ops->target(peer->link, remote);
   a->proxy = p;
   nb_if_params_t ip = nb_if_params_default();
   ip.threshold = 1e30f; /* never fires on its own */
@@ -355,6 +399,17 @@ static int proxy_dynamic(nb_rt_t *rt, peer_t *peer,
   nb_card_t card;
   memset(&card, 0, sizeof card);
   card.name = a->name;
+  for (int w = 0; nn && w < 2; w++) {
+    size_t k = w ? nn->nreg : nn->ncap;
+    if (k > NB_CARD_MAX_TAGS) k = NB_CARD_MAX_TAGS;
+    for (size_t j = 0; j < k; j++) {
+      a->tags[w][j] = nb__strdup(w ? nn->regs[j] : nn->caps[j]);
+      (w ? card.regions : card.capabilities)[j] = a->tags[w][j];
+    }
+    a->ntags[w] = k;
+    if (w) card.nregions = k;
+    else card.ncapabilities = k;
+  }
   int rc = p->handle < 0 ? p->handle
                          : nb_cortex_register(rt->cx, &card, &ip,
                                               &nb__proxy_ops, a, &a->neuron);
@@ -382,7 +437,7 @@ static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
   if (peer->map && peer->map[remote_id]) return peer->map[remote_id] - 1;
   if (peer->no_proxy && (peer->no_proxy[remote_id >> 3] & (1u << (remote_id & 7))))
     return -1;
-  const char *name = nb_link_peer_neuron(peer->link, remote_id);
+  const char *name = peer->ops->peer_neuron(peer->link, remote_id);
   if (!name) return -1;
   struct nb__rtlink_s *rl = rt->link;
   int id = -1;
@@ -395,7 +450,7 @@ static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
     char *dyn = nb__strf("%s/%s", peer->name, name);
     for (uint32_t i = 0; i < rt->n && id < 0; i++)
       if (!strcmp(rt->agents[i]->name, dyn)) id = (int)i;
-    if (id < 0) id = proxy_dynamic(rt, peer, name, dyn);
+    if (id < 0) id = proxy_dynamic(rt, peer, name, dyn, NULL);
     free(dyn);
     if (id < 0 && (peer->no_proxy || (peer->no_proxy = calloc(8192, 1))))
       peer->no_proxy[remote_id >> 3] |= (uint8_t)(1u << (remote_id & 7));
@@ -412,14 +467,17 @@ static int source_for(nb_rt_t *rt, peer_t *peer, nb_id_t remote_id) {
 /* ------------------------------------------------------------------ */
 /* links                                                               */
 
-/* Returns the runtime's record of link l, made on first sight. */
-static peer_t *peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
-  peer_t *p = nb_link_data(l);
+/* Returns the runtime's record of link l (of backend ops), made on first
+ * sight. */
+static peer_t *peer_of(struct nb__rtlink_s *rl, const nb_linkif_t *ops,
+                       void *l) {
+  peer_t *p = ops->data(l);
   if (p) return p;
   p = calloc(1, sizeof *p);
   if (!p) abort();
+  p->ops = ops;
   p->link = l;
-  snprintf(p->name, sizeof p->name, "%s", nb_link_peer(l));
+  snprintf(p->name, sizeof p->name, "%s", ops->peer(l));
   if (rl->npeers == rl->peercap) {
     rl->peercap = rl->peercap ? rl->peercap * 2 : 8;
     peer_t **v = realloc(rl->peers, rl->peercap * sizeof *v);
@@ -427,7 +485,7 @@ static peer_t *peer_of(struct nb__rtlink_s *rl, nb_link_t *l) {
     rl->peers = v;
   }
   rl->peers[rl->npeers++] = p;
-  nb_link_set_data(l, p);
+  ops->set_data(l, p);
   return p;
 }
 
@@ -448,15 +506,14 @@ static void peer_forget(struct nb__rtlink_s *rl, nb_link_t *l) {
   free(p);
 }
 
-/* on_spike of the node: injects a peer's spike with the source mapped to
- * its local proxy; returns 0, NB_EFULL (the link pauses), or a refusal. */
-static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
-                         const void *payload, size_t len) {
-  nb_rt_t *rt = ud;
+/* Injects a spike of link l (of backend ops) with the source mapped to its
+ * local proxy; returns 0, NB_EFULL (the link pauses), or a refusal. */
+static int link_spike(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
+                      const nb_spike_t *s) {
   struct nb__rtlink_s *rl = rt->link;
   /* After on_stop nothing is taken: unacknowledged, the peer keeps it. */
   if (rl->after_stop) return NB_EFULL;
-  peer_t *peer = peer_of(rl, l);
+  peer_t *peer = peer_of(rl, ops, l);
   int src = source_for(rt, peer, s->source);
   if (src < 0) {
     peer->refused++;
@@ -475,22 +532,171 @@ static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
   return nb_cortex_inject(rt->cx, &in);
 }
 
-/* on_event of the node: names resolve anew after every handshake;
- * returns nothing. */
-static void on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
-  nb_rt_t *rt = ud;
+/* on_spike of the TCP node: see link_spike. */
+static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
+                         const void *payload, size_t len) {
+  (void)payload; (void)len;
+  return link_spike(ud, &nb_linkif_tcp, l, s);
+}
+
+/* on_spike of the NATS node: see link_spike. */
+static int on_nats_spike(void *ud, nb_nats_link_t *l, const nb_spike_t *s,
+                         const void *payload, size_t len) {
+  (void)payload; (void)len;
+  return link_spike(ud, &nb_linkif_nats, l, s);
+}
+
+static void nats_cards(nb_rt_t *rt, peer_t *peer);
+
+/* A link's state changed: names resolve anew after every handshake (or
+ * new card); returns nothing. */
+static void link_event(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
+                       nb_link_event_t ev) {
   if (ev == NB_LINK_GONE) {
     peer_forget(rt->link, l);
     return;
   }
-  peer_t *p = peer_of(rt->link, l);
+  peer_t *p = peer_of(rt->link, ops, l);
   if (ev == NB_LINK_UP) {
-    snprintf(p->name, sizeof p->name, "%s", nb_link_peer(l));
-    p->shared = nb_link_is_shared(l);
+    snprintf(p->name, sizeof p->name, "%s", ops->peer(l));
+    p->shared = ops->is_shared(l);
     /* A reconnected peer may have renumbered its neurons. */
     if (p->map) memset(p->map, 0, 65536 * sizeof *p->map);
     if (p->no_proxy) memset(p->no_proxy, 0, 8192);
+    if (ops == &nb_linkif_nats) nats_cards(rt, p);
   }
+}
+
+/* A NATS peer's card arrived: each of its neurons gets a local proxy
+ * "<cortex>/<name>" with its capabilities and regions (made once, kept
+ * across its restarts), so nb:discover and nb:region find it and
+ * fire_to reaches it by that name; returns nothing. */
+static void nats_cards(nb_rt_t *rt, peer_t *peer) {
+  nb_nats_neuron_t *nn = malloc(sizeof *nn); /* ~8 KB: not on the stack */
+  if (!nn) abort();
+  for (size_t i = 0; nb_nats_link_neuron(peer->link, i, nn); i++) {
+    char *dyn = nb__strf("%s/%s", peer->name, nn->name);
+    int found = 0;
+    for (uint32_t j = 0; j < rt->n && !found; j++)
+      found = !strcmp(rt->agents[j]->name, dyn);
+    if (!found) proxy_dynamic(rt, peer, nn->name, dyn, nn);
+    free(dyn);
+  }
+  free(nn);
+}
+
+int nb__link_hidden(const nb_rt_t *rt, uint32_t id) {
+  if (id >= rt->n || !rt->agents[id]->proxy) return 0;
+  const proxy_t *p = rt->agents[id]->proxy;
+  return p->carded && p->peer && p->peer->link &&
+         !p->peer->ops->is_up(p->peer->link);
+}
+
+/* on_event of the TCP node: see link_event. */
+static void on_link_event(void *ud, nb_link_t *l, nb_link_event_t ev) {
+  link_event(ud, &nb_linkif_tcp, l, ev);
+}
+
+/* on_region of the NATS node: a spike broadcast to region path by a
+ * neuron of another runtime goes to each local neuron of the subtree (one
+ * reference of a large payload each); returns 0, or NB_ENOENT when none is
+ * here or the sender has no local stand-in. */
+static int on_nats_region(void *ud, nb_nats_link_t *l, const char *path,
+                          const nb_spike_t *s, const void *payload,
+                          size_t len) {
+  (void)payload; (void)len;
+  nb_rt_t *rt = ud;
+  struct nb__rtlink_s *rl = rt->link;
+  if (rl->after_stop) return NB_ECLOSED;
+  peer_t *peer = peer_of(rl, &nb_linkif_nats, l);
+  int src = source_for(rt, peer, s->source);
+  size_t n = src < 0 ? 0 : nb_cortex_region(rt->cx, path, NULL, 0);
+  nb_id_t *ids = n ? malloc(n * sizeof *ids) : NULL;
+  if (n && !ids) return NB_ENOMEM;
+  n = n ? nb_cortex_region(rt->cx, path, ids, n) : 0;
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++)
+    if (!rt->agents[ids[i]]->proxy) ids[k++] = ids[i];
+  if (!k) {
+    free(ids);
+    return NB_ENOENT;
+  }
+  nb_arena_ref_t ref;
+  int is_ref = nb_spike_is_ref(s) && nb_spike_get_ref(s, &ref) == 0;
+  if (is_ref && k > 1) nb_arena_retain(rt->arena, &ref, (uint32_t)(k - 1));
+  if (!rl->now_ns) rl->now_ns = nb_clock_ns();
+  for (size_t i = 0; i < k; i++) {
+    nb_spike_t in = *s;
+    in.source = (nb_id_t)src;
+    in.target = ids[i];
+    in.timestamp_ns = rl->now_ns;
+    /* Behind the ones already waiting (their order is kept), or now. */
+    if (!rl->rcount && nb_cortex_inject(rt->cx, &in) == 0) {
+      rl->region_in++;
+      continue;
+    }
+    if (!rl->rback && !(rl->rback = aligned_alloc(64, NB__RBACK * sizeof *rl->rback)))
+      abort();
+    if (rl->rcount < NB__RBACK) {
+      rl->rback[(rl->rhead + rl->rcount++) % NB__RBACK] = in;
+    } else {
+      /* At most once: past the waiting room it is dropped, counted. */
+      if (is_ref) nb_arena_release(rt->arena, &ref, 1);
+      rl->region_dropped++;
+    }
+  }
+  free(ids);
+  return 0;
+}
+
+/* Injects the region spikes that waited for room, in order, until the
+ * queue is full again; returns nothing. */
+static void region_retry(nb_rt_t *rt) {
+  struct nb__rtlink_s *rl = rt->link;
+  while (rl->rcount && nb_cortex_inject(rt->cx, &rl->rback[rl->rhead]) == 0) {
+    rl->rhead = (rl->rhead + 1) % NB__RBACK;
+    rl->rcount--;
+    rl->region_in++;
+  }
+}
+
+int nb_rt_fire_region(nb_rt_cell_t *cell, const char *path, const char *data,
+                      size_t len) {
+  nb__agent_t *a = (nb__agent_t *)cell;
+  nb_rt_t *rt = a->rt;
+  if (!path || (len && !data)) return NB_EINVAL;
+  size_t n = nb_cortex_region(rt->cx, path, NULL, 0);
+  nb_id_t *ids = n ? malloc(n * sizeof *ids) : NULL;
+  if (n && !ids) return NB_ENOMEM;
+  n = n ? nb_cortex_region(rt->cx, path, ids, n) : 0;
+  int fired = 0, rc = 0;
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    const nb__agent_t *b = rt->agents[ids[i]];
+    /* Neurons of NATS runtimes get the one publish below. */
+    if (b->proxy && b->proxy->carded) continue;
+    if (ids[i] == a->cell.id) continue; /* not to itself */
+    rc = nb_rt_fire(cell, ids[i], 0, 0, data, len);
+    if (rc == 0) fired++;
+  }
+  free(ids);
+  if (rc != 0) return rc;
+  struct nb__rtlink_s *rl = rt->link;
+  if (rl && rl->nnode) {
+    NB__SVC_SCOPE(rt); /* the NATS node is the loop's */
+    nb_spike_t s;
+    nb_spike_init(&s, 0, NB_EXCITATORY, 0);
+    s.source = (nb_id_t)a->cell.id;
+    s.timestamp_ns = nb_clock_ns();
+    if (len <= NB_PAYLOAD_MAX) nb_spike_set_payload(&s, data, len);
+    rc = nb_nats_region_send(rl->nnode, path, &s, data, len);
+    if (rc != 0) return rc;
+  }
+  return fired;
+}
+
+/* on_event of the NATS node: see link_event. */
+static void on_nats_event(void *ud, nb_nats_link_t *l, nb_link_event_t ev) {
+  link_event(ud, &nb_linkif_nats, l, ev);
 }
 
 /* Sets *flag once the node has freed itself; returns nothing. */
@@ -498,13 +704,14 @@ static void node_done(void *ud) { *(int *)ud = 1; }
 
 /* Closes the node and runs the loop until it is gone; returns nothing. */
 static void node_close(struct nb__rtlink_s *rl) {
-  if (!rl->node) return;
+  if (!rl->node && !rl->nnode) return;
   for (size_t i = 0; i < rl->npx; i++)
     if (rl->px[i]->peer) rl->px[i]->peer->held += rl->px[i]->count;
   for (size_t i = 0; i < rl->npeers; i++) {
     peer_t *p = rl->peers[i];
-    nb_link_stats(p->link, &p->last);
-    snprintf(p->name, sizeof p->name, "%s", nb_link_peer(p->link));
+    p->ops->stats(p->link, &p->last);
+    if (p->ops == &nb_linkif_nats) nb_nats_link_stats(p->link, &p->nlast);
+    snprintf(p->name, sizeof p->name, "%s", p->ops->peer(p->link));
     /* The close counts what is still queued or in doubt as lost. */
     uint64_t gone = p->last.queued + p->last.in_doubt;
     p->last.lost += gone;
@@ -516,14 +723,86 @@ static void node_close(struct nb__rtlink_s *rl) {
     p->closed = 1;
     p->link = NULL; /* freed by the close */
   }
-  int done = 0;
-  nb_link_node_close(rl->node, node_done, &done);
+  int done = 0, ndone = 0;
+  if (rl->node) nb_link_node_close(rl->node, node_done, &done);
+  else done = 1;
+  if (rl->nnode) {
+    nb_nats_node_stats(rl->nnode, &rl->nnode_last);
+    nb_nats_node_close(rl->nnode, node_done, &ndone);
+  }
+  else ndone = 1;
+  rl->nnode = NULL;
   /* Close callbacks run in one or two turns; NOWAIT never blocks on the
    * runtime's other handles. */
-  for (int i = 0; !done && i < 100000; i++) uv_run(rl->loop, UV_RUN_NOWAIT);
+  for (int i = 0; !(done && ndone) && i < 100000; i++)
+    uv_run(rl->loop, UV_RUN_NOWAIT);
   /* What was still queued is counted lost by the close. */
   rl->node = NULL;
   rl->closed = 1;
+}
+
+/* Connects the NATS node of the manifest's nats section and announces
+ * every local neuron's card; returns 0 or NB_EIO (the reason, naming the
+ * server, on stderr). */
+static int nats_start(nb_rt_t *rt) {
+  struct nb__rtlink_s *rl = rt->link;
+  const nb__nats_conf_t *c = &rl->nats;
+  nb_nats_opts_t o;
+  memset(&o, 0, sizeof o);
+  o.cortex = rt->name;
+  o.url = c->url;
+  o.cluster = c->cluster;
+  o.user = c->user;
+  o.password = c->password;
+  o.token = c->token;
+  o.nkey_public = c->nkey_public;
+  o.nkey_seed = c->nkey_seed;
+  o.creds = c->creds;
+  o.tls_ca = c->tls_ca;
+  o.tls_cert = c->tls_cert;
+  o.tls_key = c->tls_key;
+  o.arena = rt->arena;
+  o.max_payload = rl->max_payload;
+  o.window = c->window;
+  o.window_bytes = c->window_bytes;
+  o.batch_bytes = c->batch_bytes;
+  o.resend_ms = c->resend_ms;
+  o.announce_ms = c->announce_ms;
+  o.connect_ms = c->connect_ms;
+  o.on_spike = on_nats_spike;
+  o.on_event = on_nats_event;
+  o.on_region = on_nats_region;
+  o.ud = rt;
+  o.quiet = rt->opts.quiet;
+  char *err = NULL;
+  int rc = nb_nats_node_new(&rl->nnode, rl->loop, &o, &err);
+  if (rc != 0) {
+    fprintf(stderr, "neuronbus: %s\n", err ? err : nb_strerror(rc));
+    free(err);
+    return rc;
+  }
+  for (uint32_t i = 0; i < rt->n && rc == 0; i++) {
+    nb__agent_t *a = rt->agents[i];
+    if (a->proxy) continue; /* reached through its own runtime */
+    nb_nats_neuron_t *nn = calloc(1, sizeof *nn);
+    if (!nn) abort();
+    nn->id = (nb_id_t)i;
+    snprintf(nn->name, sizeof nn->name, "%s", a->name);
+    for (int w = 0; w < 2; w++) {
+      size_t k = a->ntags[w] < NB_NATS_TAGS_MAX ? a->ntags[w] : NB_NATS_TAGS_MAX;
+      for (size_t j = 0; j < k; j++)
+        snprintf(w ? nn->regs[j] : nn->caps[j], 256, "%s", a->tags[w][j]);
+      if (w) nn->nreg = (uint8_t)k;
+      else nn->ncap = (uint8_t)k;
+    }
+    rc = nb_nats_node_expose(rl->nnode, nn);
+    free(nn);
+  }
+  if (rc == 0) rc = nb_nats_node_start(rl->nnode);
+  else
+    fprintf(stderr, "neuronbus: cannot announce the neurons of %s on NATS: "
+            "%s\n", rt->name, nb_strerror(rc));
+  return rc;
 }
 
 int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
@@ -590,12 +869,24 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
               nb_strerror(rc));
       break;
     }
-    peer_t *p = peer_of(rl, l);
+    peer_t *p = peer_of(rl, &nb_linkif_tcp, l);
     p->url = rl->cfg[i].url;
   }
+  if (rc == 0 && rl->nats.url) rc = nats_start(rt);
   for (size_t i = 0; i < rl->npx && rc == 0; i++) {
     proxy_t *p = rl->px[i];
     nb_link_t *l = NULL;
+    if (p->nats) {
+      nb_nats_link_t *nl = nb_nats_link(rl->nnode, p->cortex);
+      p->peer = nl ? peer_of(rl, &nb_linkif_nats, nl) : NULL;
+      p->handle = p->peer ? nb_linkif_nats.target(nl, p->remote) : NB_EINVAL;
+      if (p->handle < 0) rc = p->handle;
+      if (rc != 0)
+        fprintf(stderr, "neuronbus: remote neuron \"%s\" (nats://%s/%s): "
+                "cannot bind it to its link: %s\n", p->a->name, p->cortex,
+                p->remote, nb_strerror(rc));
+      continue;
+    }
     if (p->url) {
       for (size_t j = 0; j < rl->npeers && !l; j++)
         if (rl->peers[j]->url && !strcmp(rl->peers[j]->url, p->url))
@@ -605,7 +896,7 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
       rc = nb_link_expect(rl->node, p->cortex, NULL, &l);
     }
     if (rc == 0) {
-      p->peer = peer_of(rl, l);
+      p->peer = peer_of(rl, &nb_linkif_tcp, l);
       p->handle = nb_link_target(l, p->remote);
       if (p->handle < 0) rc = p->handle;
     }
@@ -630,14 +921,15 @@ void nb__link_pretick(nb_rt_t *rt) {
   struct nb__rtlink_s *rl = rt->link;
   if (!rl->started || rl->closed) return;
   rl->now_ns = nb_clock_ns();
+  if (rl->rcount) region_retry(rt);
   if (rl->nheld)
     for (size_t i = 0; i < rl->npx; i++) proxy_retry(rl, rl->px[i]);
   /* The last tick drained the injection queue: paused links read again
    * (one that still finds it full pauses again). */
   if (!rl->after_stop)
     for (size_t i = 0; i < rl->npeers; i++)
-      if (nb_link_is_paused(rl->peers[i]->link))
-        nb_link_resume(rl->peers[i]->link);
+      if (rl->peers[i]->ops->is_paused(rl->peers[i]->link))
+        rl->peers[i]->ops->resume(rl->peers[i]->link);
 }
 
 /* Returns 1 when nothing waits to leave: the cortex is quiescent, no proxy
@@ -647,7 +939,7 @@ static int all_flushed(nb_rt_t *rt) {
   if (rl->nheld || nb_cortex_pending(rt->cx)) return 0;
   for (size_t i = 0; i < rl->npeers; i++) {
     nb_link_stats_t st;
-    nb_link_stats(rl->peers[i]->link, &st);
+    rl->peers[i]->ops->stats(rl->peers[i]->link, &st);
     if (st.queued || st.in_doubt) return 0;
   }
   return 1;
@@ -711,8 +1003,8 @@ int nb_rt_link_stats(const nb_rt_t *rt, size_t i, void *out,
   if (!rt->link || i >= rt->link->npeers) return NB_ENOENT;
   peer_t *p = rt->link->peers[i];
   if (p->closed) *(nb_link_stats_t *)out = p->last;
-  else nb_link_stats(p->link, out);
-  if (peer) *peer = p->closed ? p->name : nb_link_peer(p->link);
+  else p->ops->stats(p->link, out);
+  if (peer) *peer = p->closed ? p->name : p->ops->peer(p->link);
   return 0;
 }
 
@@ -728,9 +1020,11 @@ static uint64_t held_count(const struct nb__rtlink_s *rl, const peer_t *p) {
 /* Returns the state word of link p: "up", "paused", "down", "closed". */
 static const char *state_of(const peer_t *p) {
   if (p->closed) return "closed";
-  if (!nb_link_is_up(p->link)) return "down";
-  return nb_link_is_paused(p->link) ? "paused" : "up";
+  if (!p->ops->is_up(p->link)) return "down";
+  return p->ops->is_paused(p->link) ? "paused" : "up";
 }
+
+static void nats_print_stats(nb_rt_t *rt, FILE *f);
 
 void nb__link_print_stats(nb_rt_t *rt, FILE *f) {
   struct nb__rtlink_s *rl = rt->link;
@@ -754,6 +1048,47 @@ void nb__link_print_stats(nb_rt_t *rt, FILE *f) {
             state_of(p), st.sent, st.acked, st.resent, st.lost,
             st.received, st.rejected, p->unroutable, st.reconnects,
             st.errors, st.queued, st.full);
+  }
+  nats_print_stats(rt, f);
+}
+
+/* Fills *out with the NATS counters of peer p (now, or at close);
+ * returns 1 for a NATS link, else 0. */
+static int nats_counters(const peer_t *p, nb_nats_stats_t *out) {
+  if (p->ops != &nb_linkif_nats) return 0;
+  if (p->closed) *out = p->nlast;
+  else nb_nats_link_stats(p->link, out);
+  return 1;
+}
+
+/* Prints the NATS rows (one per NATS link) to f; returns nothing. */
+static void nats_print_stats(nb_rt_t *rt, FILE *f) {
+  struct nb__rtlink_s *rl = rt->link;
+  if (!rl->nats.url) return;
+  nb_nats_stats_t nd = rl->nnode_last;
+  if (rl->nnode) nb_nats_node_stats(rl->nnode, &nd);
+  fprintf(f, "  nats: %s (cluster %s): reconnects %" PRIu64 ", malformed "
+          "%" PRIu64 ", dropped %" PRIu64 "\n", rl->nats.url,
+          rl->nats.cluster ? rl->nats.cluster : "default", nd.reconnects,
+          nd.malformed, nd.dropped);
+  int head = 0;
+  for (size_t i = 0; i < rl->npeers; i++) {
+    peer_t *p = rl->peers[i];
+    nb_nats_stats_t ns;
+    nb_link_stats_t st;
+    if (!nats_counters(p, &ns)) continue;
+    nb_rt_link_stats(rt, i, &st, NULL);
+    if (!head++)
+      fprintf(f, "  %-20s %10s %10s %10s %10s %12s %12s %7s %7s %7s %6s"
+              " %9s\n", "nats peer", "msgs_out", "msgs_in", "batch_out",
+              "batch_in", "bytes_out", "bytes_in", "window", "resends",
+              "reconn", "bad", "dropped");
+    fprintf(f, "  %-20.20s %10" PRIu64 " %10" PRIu64 " %10" PRIu64 " %10"
+            PRIu64 " %12" PRIu64 " %12" PRIu64 " %7" PRIu64 " %7" PRIu64
+            " %7" PRIu64 " %6" PRIu64 " %9" PRIu64 "\n", p->name,
+            ns.messages_out, ns.messages_in, ns.batches_out, ns.batches_in,
+            st.bytes_out, st.bytes_in, ns.window, ns.resends, ns.reconnects,
+            ns.malformed, ns.dropped);
   }
 }
 
@@ -790,6 +1125,24 @@ static json_t *link_json(nb_rt_t *rt, size_t i) {
   nb__json_set_u64(o, "queued", st.queued);
   nb__json_set_u64(o, "in_doubt", st.in_doubt);
   nb__json_set_u64(o, "held", held_count(rl, p));
+  nb__json_set_str(o, "transport", p->ops->scheme);
+  nb_nats_stats_t ns;
+  if (nats_counters(p, &ns)) {
+    json_t *n = json_object();
+    if (n) {
+      nb__json_set_u64(n, "messages_out", ns.messages_out);
+      nb__json_set_u64(n, "messages_in", ns.messages_in);
+      nb__json_set_u64(n, "batches_out", ns.batches_out);
+      nb__json_set_u64(n, "batches_in", ns.batches_in);
+      nb__json_set_u64(n, "window", ns.window);
+      nb__json_set_u64(n, "window_max", ns.window_max);
+      nb__json_set_u64(n, "resends", ns.resends);
+      nb__json_set_u64(n, "reconnects", ns.reconnects);
+      nb__json_set_u64(n, "malformed", ns.malformed);
+      nb__json_set_u64(n, "dropped", ns.dropped);
+      nb__json_set(o, "nats", n);
+    }
+  }
   return o;
 }
 
@@ -800,6 +1153,22 @@ void nb__link_json(nb_rt_t *rt, json_t *obj) {
   for (size_t i = 0; links && i < rl->npeers; i++)
     json_array_append_new(links, link_json(rt, i));
   nb__json_set(obj, "links", links);
+  if (rl->nats.url) {
+    nb_nats_stats_t ns = rl->nnode_last;
+    if (rl->nnode) nb_nats_node_stats(rl->nnode, &ns);
+    json_t *n = json_object();
+    if (n) {
+      nb__json_set_str(n, "url", rl->nats.url);
+      nb__json_set_str(n, "cluster", rl->nats.cluster ? rl->nats.cluster : "default");
+      nb__json_set_u64(n, "reconnects", ns.reconnects);
+      nb__json_set_u64(n, "malformed", ns.malformed);
+      nb__json_set_u64(n, "dropped", ns.dropped);
+      nb__json_set_u64(n, "region_out", ns.region_out);
+      nb__json_set_u64(n, "region_in", rl->region_in);
+      nb__json_set_u64(n, "region_dropped", rl->region_dropped + ns.region_dropped);
+      nb__json_set(obj, "nats", n);
+    }
+  }
 }
 
 void nb__link_free(nb_rt_t *rt) {
@@ -825,9 +1194,13 @@ void nb__link_free(nb_rt_t *rt) {
   }
   free(rl->allow);
   secret_free(rl->secret, rl->secret_len);
+  for (uint32_t i = 0; i < rl->rcount; i++) /* never injected */
+    nb_arena_release_spike(rt->arena, &rl->rback[(rl->rhead + i) % NB__RBACK]);
+  free(rl->rback);
   free(rl->px); /* the proxies belong to their agents */
   free(rl->listen);
   free(rl->arena_path);
+  nb__link_nats_conf_free(&rl->nats);
   free(rl);
   rt->link = NULL;
 }

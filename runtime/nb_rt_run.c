@@ -195,7 +195,10 @@ int nb_rt_run(nb_rt_t *rt, const nb_rt_run_opts_t *opts) {
   int lrc = nb_rt_link_start(rt, l.loop);
   if (lrc != 0) {
     l.error = lrc;
-    loop_stop(&l);
+    /* Not loop_stop: uv_stop before any uv_run would make the closing
+     * uv_run below return at once, leaving this frame's handles in the
+     * loop. */
+    l.stopping = 1;
   }
   /* Fault isolation: the watchdog reports a long entry, and signals are
    * acknowledged while one holds the loop thread (after uv_signal_start). */

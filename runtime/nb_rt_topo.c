@@ -166,6 +166,28 @@ static void read_links(nb_rt_t *rt, lua_State *C, int idx) {
   conf.allow = allow;
   int ar = sub(C, idx, "arena");
   if (ar) conf.arena_path = str(C, ar, "path");
+  int ns = sub(C, t, "nats");
+  if (ns) {
+    nb__nats_conf_t *c = &conf.nats;
+    /* Borrowed from the table: nb__link_configure copies them. */
+    c->url = (char *)str(C, ns, "url");
+    c->cluster = (char *)str(C, ns, "cluster");
+    c->user = (char *)str(C, ns, "user");
+    c->password = (char *)str(C, ns, "password");
+    c->token = (char *)str(C, ns, "token");
+    c->nkey_public = (char *)str(C, ns, "nkey_public");
+    c->nkey_seed = (char *)str(C, ns, "nkey_seed");
+    c->creds = (char *)str(C, ns, "creds");
+    c->tls_ca = (char *)str(C, ns, "tls_ca");
+    c->tls_cert = (char *)str(C, ns, "tls_cert");
+    c->tls_key = (char *)str(C, ns, "tls_key");
+    c->window = (uint32_t)num(C, ns, "window", 0);
+    c->window_bytes = (uint32_t)num(C, ns, "window_bytes", 0);
+    c->batch_bytes = (uint32_t)num(C, ns, "batch_bytes", 0);
+    c->resend_ms = (uint32_t)num(C, ns, "resend_ms", 0);
+    c->announce_ms = (uint32_t)num(C, ns, "announce_ms", 0);
+    c->connect_ms = (uint32_t)num(C, ns, "connect_ms", 0);
+  }
   nb__link_configure(rt, &conf);
   free(peers);
   free(allow);
@@ -287,7 +309,8 @@ static int add_neuron(build_t *b, int idx, const char *name) {
   if (idx) {
     int r = sub(C, idx, "remote");
     if (r)
-      nb__link_proxy_new(rt, a, str(C, r, "url"), str(C, r, "cortex"),
+      nb__link_proxy_new(rt, a, flag(C, r, "nats", 0) ? "nats" : str(C, r, "url"),
+                         str(C, r, "cortex"),
                          str(C, r, "neuron"));
     lua_pop(C, 1);
     if (!recorder && !a->proxy) a->script = nb__strdup(str(C, idx, "script"));

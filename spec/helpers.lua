@@ -11,6 +11,7 @@
 --   helpers.read(path), helpers.write(path, text)
 --   helpers.now_ms(), helpers.sleep_ms(ms)
 --   helpers.sh(cmd)                      --> output, exit status
+--   local with, fails_at, ok = helpers.manifest_cases(dir, assert)
 
 local _M = {}
 
@@ -100,6 +101,35 @@ function _M.sh(cmd)
   p:close()
   local status = tonumber(out:match("exit=(%d+)%s*$"))
   return out:gsub("exit=%d+%s*$", ""), status
+end
+
+-- Returns three helpers for manifest specs whose files resolve in dir
+-- (assert: busted's, which the spec file sees and this module does not):
+-- with(extra, neurons) (a manifest with neuron "a", a script, plus the
+-- given top-level keys and neurons), fails_at(t, path, fragment) (asserts
+-- one error at path containing fragment) and ok(t) (asserts t is valid;
+-- returns its normalized topology).
+function _M.manifest_cases(dir, assert)
+  local manifest = require("neuronbus.manifest")
+  local function with(extra, neurons)
+    local t = { name = "t", neurons = { a = { script = "agents/echo.lua" } } }
+    for k, v in pairs(neurons or {}) do t.neurons[k] = v end
+    for k, v in pairs(extra or {}) do t[k] = v end
+    return t
+  end
+  local function fails_at(t, path, fragment)
+    local topo, errs = manifest.validate(t, dir)
+    assert.is_nil(topo)
+    assert.equal(1, #errs, "expected one error, got:\n" .. table.concat(errs or {}, "\n"))
+    assert.equal(path .. ": ", errs[1]:sub(1, #path + 2), errs[1])
+    if fragment then assert.matches(fragment, errs[1], 1, true) end
+  end
+  local function ok(t)
+    local topo, errs = manifest.validate(t, dir)
+    assert.is_nil(errs, errs and table.concat(errs, "\n"))
+    return topo
+  end
+  return with, fails_at, ok
 end
 
 return _M

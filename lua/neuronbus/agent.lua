@@ -17,7 +17,7 @@
 --       payload: nil or a string of any length (over 46 bytes it goes to
 --       the arena). Each returns true, or nil and a message (axon full,
 --       arena full, no such neuron, bad argument): firing never raises.
---   nb:discover(capability), nb:region(path)
+--   nb:discover(capability), nb:region(path), nb:fire_region(path, payload)
 --       -> array of cards { id=, name=, capabilities={...}, regions={...},
 --          version=, hash= } in id order (version: the neuron's code
 --          version counter, 0 for a neuron without a script; hash: FNV-1a
@@ -211,6 +211,22 @@ function Handle:fire_to(target, payload)
   local rc = C.nb_rt_fire(CELL, id, 0, 0, payload, len)
   if rc == 0 then return true end
   return nil, fire_error(rc, target)
+end
+
+-- Fires to every neuron of the region subtree path, here and (through one
+-- NATS publish, at most once) in the other runtimes of the cluster; returns
+-- the count of local neurons fired to, or nil, message.
+function Handle:fire_region(path, payload)
+  if type(path) ~= "string" then
+    return nil, "nb:fire_region expects a region path, got a " .. type(path)
+  end
+  if payload ~= nil and type(payload) ~= "string" then
+    return nil, bad_payload(payload)
+  end
+  local rc = tonumber(C.nb_rt_fire_region(CELL, path, payload,
+    payload and #payload or 0))
+  if rc >= 0 then return rc end
+  return nil, fire_error(rc, path)
 end
 
 -- Fires to every outgoing synapse whose filters pass; true or nil, message.

@@ -20,6 +20,10 @@
 #     sent == acked + lost + queued + in_doubt, no link taken over without
 #     the secret, the connections back to the baseline at the end;
 #     spec/fuzz/corpus_link, NB_FUZZ_LINK_MUTATIONS, default 5000);
+#   - the NATS messages' decoder (fuzz_nats.c: counts and bounds of
+#     batches and cards, round trips, every prefix of an accepted message
+#     refused; spec/fuzz/corpus_nats, NB_FUZZ_NATS_MUTATIONS, default
+#     50000);
 #   - the links' authentication and records alone (fuzz_link_auth.c:
 #     verdicts independent of the cut, sticky failures with a reason,
 #     sealed bytes open to themselves; spec/fuzz/corpus_link_auth,
@@ -86,4 +90,6 @@ replay_target manifest spec/fuzz/corpus_manifest 20 "${NB_FUZZ_MANIFEST_MUTATION
 replay_target link spec/fuzz/corpus_link 25 "${NB_FUZZ_LINK_MUTATIONS:-5000}"
 # 10. The authentication and records alone, in each state.
 replay_target link_auth spec/fuzz/corpus_link_auth 12 "${NB_FUZZ_LINK_AUTH_MUTATIONS:-30000}"
+# 11. The NATS messages a runtime reads from the cluster's subjects.
+replay_target nats spec/fuzz/corpus_nats 20 "${NB_FUZZ_NATS_MUTATIONS:-50000}"
 finish

@@ -223,7 +223,7 @@ describe("manifest.validate", function()
     it("at the top level, listing the allowed keys", function()
       fails_with(with({ ticks = "1ms" }), {
         'ticks: unknown key, did you mean "tick"? (allowed: accept, arena, axon, '
-          .. "encrypt, link_limits, listen, max_payload, name, neurons, peers, "
+          .. "encrypt, link_limits, listen, max_payload, name, nats, neurons, peers, "
           .. "pin, placement, prune_every, secret, spike_time, "
           .. "synapses, tick, workers)",
       })
@@ -282,7 +282,7 @@ describe("manifest.validate", function()
       assert.is_nil(topo)
       assert.same({
         '["\\255\\010"]: unknown key (allowed: accept, arena, axon, encrypt, '
-          .. "link_limits, listen, max_payload, name, neurons, peers, pin, "
+          .. "link_limits, listen, max_payload, name, nats, neurons, peers, pin, "
           .. "placement, prune_every, secret, spike_time, synapses, tick, workers)",
         'name: bad name "caf\195\169\\013": use letters, digits, _, - and . only',
         'tick: expected "free" or a duration like "500us", "20ms" or "1.5s" (units ns, us, ms, '

@@ -5,29 +5,7 @@ local manifest = require("neuronbus.manifest")
 
 local FIXTURES = "spec/fixtures/manifests"
 
--- Returns a manifest with neuron "a" (a script) plus the given keys.
-local function with(extra, neurons)
-  local t = { name = "t", neurons = { a = { script = "agents/echo.lua" } } }
-  for k, v in pairs(neurons or {}) do t.neurons[k] = v end
-  for k, v in pairs(extra or {}) do t[k] = v end
-  return t
-end
-
--- Asserts that t fails with one message at path containing fragment.
-local function fails_at(t, path, fragment)
-  local topo, errs = manifest.validate(t, FIXTURES)
-  assert.is_nil(topo)
-  assert.equal(1, #errs, "expected one error, got:\n" .. table.concat(errs or {}, "\n"))
-  assert.equal(path .. ": ", errs[1]:sub(1, #path + 2), errs[1])
-  if fragment then assert.matches(fragment, errs[1], 1, true) end
-end
-
--- Returns the normalized topology of t (asserting it is valid).
-local function ok(t)
-  local topo, errs = manifest.validate(t, FIXTURES)
-  assert.is_nil(errs, errs and table.concat(errs, "\n"))
-  return topo
-end
+local with, fails_at, ok = require("helpers").manifest_cases(FIXTURES, assert)
 
 -- Returns the neuron called name in topo.
 local function neuron(topo, name)

@@ -74,7 +74,7 @@ _M.PEER_KEYS = { "url", "policy", "queue", "queue_bytes", "backoff",
 _M.ACCEPT_KEYS = { "policy", "queue", "queue_bytes", "allow" }
 -- The top-level keys checked here.
 _M.TOP_KEYS = { "listen", "peers", "accept", "max_payload", "link_limits",
-                "secret", "encrypt" }
+                "secret", "encrypt", "nats" }
 
 -- The keys of link_limits: the counts (integers) and the durations, with
 -- their defaults from runtime/nb_rt_defaults.h.
@@ -169,8 +169,9 @@ local function check_address(c, path, v, allow_zero)
 end
 
 -- Returns the bytes of secret spec v (see the header), or nil after
--- reporting. The secret's bytes never appear in a message.
-local function check_secret(c, path, v)
+-- reporting. The secret's bytes never appear in a message. min (default
+-- the link secret's minimum) is the fewest bytes accepted.
+local function check_secret(c, path, v, min)
   local bytes, from
   if type(v) == "string" then
     bytes, from = v, "the secret"
@@ -209,7 +210,10 @@ local function check_secret(c, path, v)
     return c:wrong(path, 'a secret: { file = "path" }, { env = "NAME" } or '
       .. "a string", v)
   end
-  if #bytes < SECRET_MIN then
+  if min and #bytes < min then
+    return c:fail(path, "%s is empty", from)
+  end
+  if not min and #bytes < SECRET_MIN then
     return c:fail(path, "%s holds %d bytes; a secret needs at least %d "
       .. "(for instance 32 random bytes: head -c 32 /dev/urandom | base64)",
       from, #bytes, SECRET_MIN)
@@ -291,6 +295,8 @@ local function check_ms(c, path, v, default)
   end
   return ms
 end
+_M.check_ms, _M.check_secret, _M.link_name_ok = check_ms, check_secret, link_name_ok
+_M.check_bytes = check_bytes
 
 -- Checks link_limits (v at path); returns the normalized limits (every
 -- default filled) or nil after reporting.
@@ -372,8 +378,11 @@ local function check_remote(c, rp, v, t, n, path)
     end
   end
   if type(v) ~= "string" then
-    return c:wrong(rp, '"tcp://HOST:PORT/NEURON" or "peer://CORTEX/NEURON"', v)
+    return c:wrong(rp, '"tcp://HOST:PORT/NEURON", "peer://CORTEX/NEURON" or '
+      .. '"nats://CORTEX/NEURON"', v)
   end
+  -- Loaded here: neuronbus.manifest.nats requires this module.
+  if str_match(v, "^nats:") then return require("neuronbus.manifest.nats").remote(c, rp, v) end
   local cortex, neuron = str_match(v, "^peer://([^/]*)/(.*)$")
   if cortex then
     if not link_name_ok(cortex) then
@@ -416,7 +425,7 @@ function _M.check(c, tbl, topo)
   end
   local any = tbl.listen ~= nil or tbl.peers ~= nil or tbl.accept ~= nil
     or tbl.max_payload ~= nil or tbl.secret ~= nil or tbl.encrypt ~= nil
-    or next(remotes) ~= nil
+    or tbl.nats ~= nil or next(remotes) ~= nil
   -- A remote neuron's spikes arrive as addressed injections: a synapse
   -- out of one would suggest its broadcasts cross, which they do not.
   if type(tbl.synapses) == "table" then
@@ -432,6 +441,13 @@ function _M.check(c, tbl, topo)
   local limits = check_limits(c, "link_limits", tbl.link_limits)
   if not any then return nil end
   local tr = { peers = {}, limits = limits }
+  if tbl.nats ~= nil then tr.nats = require("neuronbus.manifest.nats").check(c, tbl.nats) end
+  for _, n in ipairs(topo.neurons or {}) do
+    if n.remote and n.remote.nats and tbl.nats == nil then
+      c:fail(join(join("neurons", n.name), "remote"), "a nats:// remote neuron "
+        .. "needs the nats section (nats = { url = \"nats://HOST:PORT\" })")
+    end
+  end
   if tbl.listen ~= nil then
     tr.listen = check_address(c, "listen", tbl.listen, true)
   end
