@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "nb_clock.h"
 #include "nb_err.h"
 #include "nb_link_internal.h"
 #include "nb_link_auth.h"
@@ -112,6 +113,10 @@ struct nb_link_s {
   entry_t *ring;
   uint64_t cap, mask, rh, rw, rt;
   uint64_t acked_seq, in_doubt, qbytes;
+  /* The round-trip probe: when the frames up to sequence probe_seq were
+   * written (0: none out); one at a time, so a clock read per write at
+   * most. */
+  uint64_t probe_seq, probe_ns;
   /* Receive side. */
   uint64_t recv_seq, ack_sent;
   nb_link_stats_t st;
@@ -755,6 +760,7 @@ static void hello_send_side(nb_link_t *l, const nb_link_hello_t *h,
     l->in_doubt = 0;
   }
   l->rw = l->rh; /* everything unconfirmed goes (again) from here */
+  l->probe_ns = 0; /* a probe across a reconnect measures the outage */
 }
 
 /* Takes the peer's name list from h and re-resolves every target; drops
@@ -917,6 +923,10 @@ static int on_ack(conn_t *c, uint64_t ack) {
     return -1;
   }
   release(l, ack - l->acked_seq);
+  if (l->probe_ns && ack >= l->probe_seq) {
+    nb_link_rtt_add(&l->st, nb_clock_ns() - l->probe_ns);
+    l->probe_ns = 0;
+  }
   check_drain(l);
   return 0;
 }
@@ -1226,6 +1236,10 @@ static void link_flush(nb_link_t *l) {
   }
   if (!niov) return;
   l->rw = p;
+  if (!l->probe_ns && p > l->rh) {
+    l->probe_seq = l->acked_seq + (p - l->rh);
+    l->probe_ns = nb_clock_ns();
+  }
   if (nb_link_auth_encrypted(c->auth)) {
     /* One sealed buffer for the whole write (uv_buf_t is struct iovec on
      * Unix, as libuv documents). */

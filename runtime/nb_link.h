@@ -209,7 +209,17 @@ typedef struct nb_link_stats_s {
   uint64_t queue_bytes; /* payload bytes held now */
   uint64_t refs_out;   /* frames written as a bare ref (shared arena) */
   uint64_t refs_in;    /* spikes received as a bare ref (shared arena) */
+  uint64_t rtt_ns;     /* round trip, a write to its ack, smoothed as TCP's
+                          SRTT (1/8 of each sample); 0 before the first */
+  uint64_t rtt_last_ns; /* the last sample */
 } nb_link_stats_t;
+
+/* Folds a round-trip sample of ns into st (rtt_ns moves by 1/8 of the
+ * difference, as TCP's smoothed RTT); returns nothing. */
+static inline void nb_link_rtt_add(nb_link_stats_t *st, uint64_t ns) {
+  st->rtt_last_ns = ns;
+  st->rtt_ns = st->rtt_ns ? st->rtt_ns - st->rtt_ns / 8 + ns / 8 : ns;
+}
 
 /* Returns the default link options (resend, 16384 spikes, 16 MiB). */
 nb_link_opts_t nb_link_opts_default(void);

@@ -466,15 +466,19 @@ static void on_ack(nb_nats_link_t *l, const nb_nats_head_t *h) {
   l->st.acked += h->a - l->acked;
   l->acked = h->a;
   l->last_ack_ns = nb_clock_ns();
+  uint64_t rtt_from = 0; /* the newest batch this ack confirms */
   while (l->bhead && l->bhead->sent_ns &&
          l->bhead->first + l->bhead->count - 1 <= l->acked) {
     batch_t *b = l->bhead;
+    rtt_from = b->sent_ns;
     l->bhead = b->next;
     if (!l->bhead) l->btail = NULL;
     l->queued -= b->count;
     l->qbytes -= b->pbytes;
     batch_free(b);
   }
+  if (rtt_from && l->last_ack_ns > rtt_from)
+    nb_link_rtt_add(&l->st, l->last_ack_ns - rtt_from);
 }
 
 /* Delivers the batch l->cur from where it stopped; returns 1 when done

@@ -1034,9 +1034,9 @@ void nb__link_print_stats(nb_rt_t *rt, FILE *f) {
   fputc('\n', f);
   if (rl->npeers)
     fprintf(f, "  %-20s %-6s %10s %10s %8s %7s %10s %8s %10s %6s %6s %7s"
-            " %7s\n", "peer", "state", "sent", "acked", "resent", "lost",
+            " %7s %8s\n", "peer", "state", "sent", "acked", "resent", "lost",
             "received", "rejected", "unroutable", "reconn", "errors",
-            "queued", "full");
+            "queued", "full", "rtt_ms");
   for (size_t i = 0; i < rl->npeers; i++) {
     peer_t *p = rl->peers[i];
     nb_link_stats_t st;
@@ -1044,10 +1044,10 @@ void nb__link_print_stats(nb_rt_t *rt, FILE *f) {
     nb_rt_link_stats(rt, i, &st, &peer);
     fprintf(f, "  %-20.20s %-6s %10" PRIu64 " %10" PRIu64 " %8" PRIu64
             " %7" PRIu64 " %10" PRIu64 " %8" PRIu64 " %10" PRIu64 " %6"
-            PRIu64 " %6" PRIu64 " %7" PRIu64 " %7" PRIu64 "\n", peer,
+            PRIu64 " %6" PRIu64 " %7" PRIu64 " %7" PRIu64 " %8.3f\n", peer,
             state_of(p), st.sent, st.acked, st.resent, st.lost,
             st.received, st.rejected, p->unroutable, st.reconnects,
-            st.errors, st.queued, st.full);
+            st.errors, st.queued, st.full, (double)st.rtt_ns / 1e6);
   }
   nats_print_stats(rt, f);
 }
@@ -1125,6 +1125,10 @@ static json_t *link_json(nb_rt_t *rt, size_t i) {
   nb__json_set_u64(o, "queued", st.queued);
   nb__json_set_u64(o, "in_doubt", st.in_doubt);
   nb__json_set_u64(o, "held", held_count(rl, p));
+  /* Round trip, a write to its ack (smoothed; 0 before the first ack). */
+  nb__json_set(o, "rtt_ms", nb__json_num("%.3f", (double)st.rtt_ns / 1e6));
+  nb__json_set(o, "rtt_last_ms",
+               nb__json_num("%.3f", (double)st.rtt_last_ns / 1e6));
   nb__json_set_str(o, "transport", p->ops->scheme);
   nb_nats_stats_t ns;
   if (nats_counters(p, &ns)) {

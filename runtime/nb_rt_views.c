@@ -330,18 +330,22 @@ static void prom_text(nb_rt_t *rt, tbuf_t *b, uint64_t now) {
       {"link_queued", "gauge", "Spikes held now: unsent or unacknowledged (the window)."},
       {"link_queue_bytes", "gauge", "Payload bytes held now."},
       {"link_reconnects_total", "counter", "Handshakes after a lost connection."},
-      {"link_errors_total", "counter", "Connections closed for an error."}};
+      {"link_errors_total", "counter", "Connections closed for an error."},
+      {"link_rtt_seconds", "gauge",
+       "Round trip from a write to its ack, smoothed (0 before the first)."}};
     for (size_t f = 0; f < sizeof lf / sizeof *lf; f++) {
       prom_family(b, lf[f].name, lf[f].type, lf[f].help);
       for (size_t i = 0; i < nl; i++) {
         nb_link_stats_t ls;
         const char *peer = NULL;
         if (nb_rt_link_stats(rt, i, &ls, &peer) != 0) continue;
-        uint64_t v[] = {ls.sent, ls.acked, ls.resent, ls.received, ls.queued,
-                        ls.queue_bytes, ls.reconnects, ls.errors};
+        double v[] = {(double)ls.sent, (double)ls.acked, (double)ls.resent,
+                      (double)ls.received, (double)ls.queued,
+                      (double)ls.queue_bytes, (double)ls.reconnects,
+                      (double)ls.errors, (double)ls.rtt_ns / 1e9};
         tb_printf(b, "neuronbus_%s{link=\"%zu\",peer=\"", lf[f].name, i);
         tb_escaped(b, peer ? peer : "", 0);
-        tb_printf(b, "\"} %" PRIu64 "\n", v[f]);
+        tb_printf(b, "\"} %.9g\n", v[f]);
       }
     }
   }

@@ -34,6 +34,9 @@ for s in a b; do
     test "$sent" = "$N" -a "$acked" = "$N" -a "$received" = "$N" -a "$lost" = 0 -a "$rejected" = 0 -a "$queued" = 0 -a "$transport" = nats
   check "$s: batched: $batches NATS batches for $N spikes ($((N / (batches > 0 ? batches : 1))) per batch), $malformed malformed" \
     test "$batches" -gt 0 -a "$batches" -lt $((N / 20)) -a "$malformed" = 0
+  rtt=$(stat $s link.rtt_ms)
+  check "$s: the link measured its round trip (smoothed $rtt ms)" \
+    python3 -c 'import sys; r = float(sys.argv[1]); assert 0 < r < 5000, r' "$rtt"
   check "$s: no error logged" bash -c "! grep -q 'error' '$work/$s.err'"
 done
 nats_stop

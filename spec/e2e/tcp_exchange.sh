@@ -28,6 +28,9 @@ for s in a b; do
   read -r sent acked lost received rejected queued errors < <(stat $s link.sent link.acked link.lost link.received link.rejected link.queued link.errors | tr '\n' ' ')
   check "$s: link stats: sent $sent, acked $acked, received $received, lost $lost, rejected $rejected, queued $queued" \
     test "$sent" = "$N" -a "$acked" = "$N" -a "$received" = "$N" -a "$lost" = 0 -a "$rejected" = 0 -a "$queued" = 0 -a "$errors" = 0
+  rtt=$(stat $s link.rtt_ms)
+  check "$s: the link measured its round trip (smoothed $rtt ms)" \
+    python3 -c 'import sys; r = float(sys.argv[1]); assert 0 < r < 5000, r' "$rtt"
   check "$s: no error logged" bash -c "! grep -q 'error' '$work/$s.err'"
 done
 finish
