@@ -5,7 +5,7 @@
  * version itself (CLOCK_MONOTONIC, bench/lua/relay_reload.lua).
  *
  *   reload_pause       nb_rt_reload called between ticks (the harness and
- *                      SIGHUP path): compile, on_reload, JIT flush, full GC,
+ *                      SIGHUP path): compile, on_reload, JIT flush,
  *                      then the next tick up to the relay's first spike
  *   reload_pause_file  `neuronbus run`'s loop (nb_rt_run, free-running):
  *                      from the relay writing its own next version (a new
@@ -228,7 +228,7 @@ static void group_reload(void) {
   r.baseline = "tick_latency";
   r.note = "nb_rt_reload of a Lua relay between ticks while producer -> relay "
            "-> sink flows (1024 spikes per tick): compile, on_reload, JIT "
-           "flush, full GC, then the next tick up to the new version's first "
+           "flush, then the next tick up to the new version's first "
            "spike; median over 20 reloads per run. Baseline: the median wall "
            "time of one tick of the same topology";
   if (api) nb_bench_emit(&r);

@@ -215,10 +215,15 @@ static int reload_one(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
   }
   lua_settop(L, top);
   /* Old prototypes stay alive while a JIT trace refers to them: flush every
-   * trace of this state, then collect the old code (and a rejected
-   * version's leftovers) now rather than at some later tick. */
+   * trace of this state. The old code (and a rejected version's leftovers)
+   * is then garbage like any other, which the incremental collector
+   * reclaims as the agent allocates: a full collection here was half the
+   * reload's pause. Only a state past half its memory cap, where garbage
+   * could push it over, is collected in full now. */
   luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_FLUSH);
-  lua_gc(L, LUA_GCCOLLECT, 0);
+  nb_lstate_stats_t st;
+  nb_lstate_stats(a->S, &st);
+  if (st.limit && st.bytes > st.limit / 2) lua_gc(L, LUA_GCCOLLECT, 0);
   if (rc == 1) {
     a->ver.counter++;
     a->ver.reloads++;
