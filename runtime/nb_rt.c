@@ -300,8 +300,7 @@ static void loop_close(void *loop) {
 /* Runtimes closed while a worker thread was still in an agent call: kept
  * (the thread may touch them), and reachable for leak checkers. */
 #define KEPT_MAX 16
-nb_rt_t *nb__rt_kept[KEPT_MAX];
-static nb_rt_t **const kept = nb__rt_kept;
+static nb_rt_t *kept[KEPT_MAX];
 static _Atomic unsigned kept_n;
 
 void nb_rt_close(nb_rt_t *rt) {
@@ -351,11 +350,13 @@ static void between_ticks(nb_rt_t *rt) {
 }
 
 /* One round of the team (workers > 1) of up to ticks ticks within
- * budget_ns, then the cortex's pruning when due; returns worker 0's ticks
- * or a negative nb_err_t. */
-static int64_t team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns) {
+ * budget_ns (the spikes it delivered in *delivered, when not NULL), then
+ * the cortex's pruning when due; returns worker 0's ticks or a negative
+ * nb_err_t. */
+static int64_t team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns,
+                          uint64_t *delivered) {
   uint64_t before = rt->ticks;
-  int64_t ran = nb__team_round(rt, ticks, budget_ns);
+  int64_t ran = nb__team_round(rt, ticks, budget_ns, delivered);
   if (ran < 0) return ran;
   rt->ticks += (uint64_t)ran;
   nb__rt_apply_synapse_changes(rt); /* agents' nb:connect, nb:disconnect */
@@ -370,21 +371,10 @@ int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
   for (uint64_t i = 0; i < n; i++) {
     between_ticks(rt);
     if (rt->team) {
-      /* The spikes delivered by every worker in this tick. */
-      uint64_t d0 = 0;
-      for (uint32_t w = 0; w < rt->workers; w++) {
-        nb__team_stat_t st;
-        nb__team_stat(rt, w, &st);
-        d0 += st.delivered;
-      }
-      int64_t rc = team_round(rt, 1, 0);
+      uint64_t got = 0;
+      int64_t rc = team_round(rt, 1, 0, &got);
       if (rc < 0) return rc;
-      for (uint32_t w = 0; w < rt->workers; w++) {
-        nb__team_stat_t st;
-        nb__team_stat(rt, w, &st);
-        total += (int64_t)st.delivered;
-      }
-      total -= (int64_t)d0;
+      total += (int64_t)got;
       continue;
     }
     int rc = nb_cortex_tick(rt->cx);
@@ -399,7 +389,7 @@ int64_t nb_rt_tick(nb_rt_t *rt, uint64_t n) {
 int64_t nb__rt_burst(nb_rt_t *rt, uint64_t max, uint64_t budget_ns) {
   if (rt->team) {
     between_ticks(rt);
-    return team_round(rt, max, budget_ns);
+    return team_round(rt, max, budget_ns, NULL);
   }
   uint64_t start = nb_clock_ns();
   int64_t ran = 0;
@@ -419,7 +409,7 @@ static uint64_t drain(nb_rt_t *rt, uint64_t max, uint64_t ns) {
   while (t < max && nb_cortex_pending(rt->cx) &&
          (!ns || nb_clock_ns() - start < ns)) {
     if (rt->team) {
-      if (team_round(rt, 1, 0) < 0) break;
+      if (team_round(rt, 1, 0, NULL) < 0) break;
     } else {
       nb_cortex_tick(rt->cx);
       nb__rt_apply_synapse_changes(rt);

@@ -188,9 +188,11 @@ int nb__team_new(nb_rt_t *rt, uint32_t workers, int pin,
 
 /* Runs one round from the pause: every worker ticks `ticks` times
  * (UINT64_MAX: until budget_ns passed; a budget also cuts a counted round
- * short), then the pause is taken back; returns worker 0's ticks, or
+ * short), then the pause is taken back; sets *delivered (when not NULL)
+ * to the spikes the round handed to agents; returns worker 0's ticks, or
  * NB_ENOMEM when the threads cannot start. */
-int64_t nb__team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns);
+int64_t nb__team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns,
+                       uint64_t *delivered);
 
 /* Returns the number of workers (1 without a team). */
 uint32_t nb__team_workers(const nb_rt_t *rt);

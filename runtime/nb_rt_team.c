@@ -330,7 +330,16 @@ int nb__team_new(nb_rt_t *rt, uint32_t workers, int pin,
   return 0;
 }
 
-int64_t nb__team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns) {
+/* Returns the spikes every worker of T delivered so far. */
+static uint64_t delivered_all(const struct nb__team_s *T) {
+  uint64_t d = 0;
+  for (uint32_t w = 0; w < T->n; w++)
+    d += atomic_load_explicit(&T->ws[w].delivered, memory_order_relaxed);
+  return d;
+}
+
+int64_t nb__team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns,
+                       uint64_t *delivered) {
   struct nb__team_s *T = rt->team;
   if (T->broken) return NB_ENOMEM;
   if (!T->started) {
@@ -342,6 +351,7 @@ int64_t nb__team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns) {
     }
   }
   uint64_t base0 = atomic_load_explicit(&T->ws[0].ticks, memory_order_relaxed);
+  uint64_t d0 = delivered_all(T);
   for (uint32_t w = 0; w < T->n; w++) {
     uint64_t done = atomic_load_explicit(&T->ws[w].ticks,
                                          memory_order_relaxed);
@@ -372,6 +382,7 @@ int64_t nb__team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns) {
       break;
   }
   pause_take(T);
+  if (delivered) *delivered = delivered_all(T) - d0;
   return (int64_t)(atomic_load_explicit(&T->ws[0].ticks,
                                         memory_order_relaxed) - base0);
 }
