@@ -67,6 +67,7 @@ struct nb_lstate_s {
    * next interpreted instruction, DEFER_RAISED after. */
   int deferred;
   int over_msg_ref;
+  int traces_ref; /* the trace record (nb_lstate_traces.c) */
   int stepmul, pause; /* the collector's settings before a deferral */
 };
 
@@ -886,6 +887,7 @@ static int state_setup(lua_State *L) {
   setup_t *u = lua_touserdata(L, 1);
   nb_lstate_t *S = u->S;
   luaL_openlibs(L);
+  S->traces_ref = nb__lstate_traces_attach(L);
   lua_pushliteral(L, "not enough memory (compiled code went past the "
                      "state's limit)");
   S->over_msg_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -968,6 +970,7 @@ int nb_lstate_new(nb_lstate_t **out, const nb_lstate_opts_t *o) {
   S->jit = o->jit && !o->budget_ns;
   S->sandbox = o->sandbox != 0;
   S->msgh_ref = S->env_ref = S->budget_msg_ref = S->over_msg_ref = LUA_NOREF;
+  S->traces_ref = LUA_NOREF;
   if (o->watchdog_ns != NB_LSTATE_WATCHDOG_OFF) {
     S->watch_ns = o->watchdog_ns ? o->watchdog_ns : NB_LSTATE_WATCHDOG_DEFAULT_NS;
     if (S->budget_ns && S->watch_ns < 2 * S->budget_ns)
@@ -999,6 +1002,10 @@ int nb_lstate_new(nb_lstate_t **out, const nb_lstate_opts_t *o) {
 }
 
 lua_State *nb_lstate_L(nb_lstate_t *S) { return S->L; }
+
+void nb_lstate_flush_jit(nb_lstate_t *S) {
+  nb__lstate_traces_flush(S->L, S->traces_ref);
+}
 
 const char *nb_lstate_name(const nb_lstate_t *S) { return S->name; }
 
@@ -1244,6 +1251,39 @@ int nb_lstate_push_env(nb_lstate_t *S) {
   return 0;
 }
 
+/* Maps a failed load of S (status from lua_load, the message on the
+ * stack, popped) to an nb_err_t with err set: the memory cap's refusal
+ * while `doing`, plain out of memory, or msg as an agent error. */
+static int load_failed(nb_lstate_t *S, int status, const char *doing,
+                       char *err, size_t errlen) {
+  lua_State *L = S->L;
+  const char *msg = lua_tostring(L, -1);
+  char a[32];
+  int code;
+  if (status == LUA_ERRMEM && S->mem_hit) {
+    S->mem_errors++;
+    code = errf(err, errlen, NB_EMEMLIMIT, "memory limit %s exceeded while %s",
+                size_txt(a, sizeof a, S->limit), doing);
+  } else if (status == LUA_ERRMEM) {
+    code = errf(err, errlen, NB_ENOMEM, "out of memory");
+  } else {
+    code = errf(err, errlen, NB_EAGENT, "%s", msg ? msg : "load failed");
+  }
+  lua_pop(L, 1);
+  return code;
+}
+
+int nb_lstate_load_compiled(nb_lstate_t *S, const char *bc, size_t len,
+                            const char *chunkname, char *err, size_t errlen) {
+  int e = S->enforce;
+  S->mem_hit = 0;
+  S->enforce = S->limit != 0;
+  int status = luaL_loadbufferx(S->L, bc, len, chunkname, "b");
+  S->enforce = e;
+  if (status == 0) return 0;
+  return load_failed(S, status, "loading the new version", err, errlen);
+}
+
 int nb_lstate_load_agent(nb_lstate_t *S, const char *path_or_source,
                          int is_source, char *err, size_t errlen) {
   lua_State *L = S->L;
@@ -1264,25 +1304,18 @@ int nb_lstate_load_agent(nb_lstate_t *S, const char *path_or_source,
   S->enforce = e;
   if (status != 0) {
     const char *msg = lua_tostring(L, -1);
-    char a[32];
     int code;
-    if (status == LUA_ERRMEM && S->mem_hit) {
-      S->mem_errors++;
-      code = errf(err, errlen, NB_EMEMLIMIT,
-                      "memory limit %s exceeded while compiling the agent",
-                      size_txt(a, sizeof a, S->limit));
-    } else if (status == LUA_ERRMEM) {
-      code = errf(err, errlen, NB_ENOMEM, "out of memory");
-    } else if (status == LUA_ERRFILE) {
+    if (status == LUA_ERRFILE) {
       code = errf(err, errlen, NB_EIO, "%s", msg ? msg : "cannot read");
-    } else if (msg && strstr(msg, "wrong mode")) {
+      lua_pop(L, 1);
+    } else if (status != LUA_ERRMEM && msg && strstr(msg, "wrong mode")) {
       code = errf(err, errlen, NB_EAGENT,
                       "%s: bytecode is refused in a sandboxed state (text only)",
                       is_source ? S->name : path_or_source);
+      lua_pop(L, 1);
     } else {
-      code = errf(err, errlen, NB_EAGENT, "%s", msg ? msg : "load failed");
+      code = load_failed(S, status, "compiling the agent", err, errlen);
     }
-    lua_pop(L, 1);
     if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT, 0); /* the parser's garbage */
     return code;
   }

@@ -159,6 +159,20 @@ int nb_lstate_cpcall(nb_lstate_t *S, lua_CFunction fn, void *ud, char *err,
 int nb_lstate_load_agent(nb_lstate_t *S, const char *path_or_source,
                          int is_source, char *err, size_t errlen);
 
+/* Flushes every JIT trace of S (between entries, from the thread driving
+ * S): a trace keeps the prototypes it was recorded from alive. Cheaper
+ * than luaJIT_setmode's whole-engine flush, which also frees the machine
+ * code; returns nothing. */
+void nb_lstate_flush_jit(nb_lstate_t *S);
+
+/* Loads bytecode the host compiled from agent text (a hot reload's new
+ * version: never bytecode an agent handed in, which is refused as text
+ * only) named chunkname, under S's memory cap like agent code, and pushes
+ * the chunk; returns 0, or NB_EMEMLIMIT / NB_ENOMEM / NB_EAGENT with err
+ * set and nothing pushed. */
+int nb_lstate_load_compiled(nb_lstate_t *S, const char *bc, size_t len,
+                            const char *chunkname, char *err, size_t errlen);
+
 /* Pushes the agent environment (the sandbox table, or the globals table
  * when S is not sandboxed) onto S's stack; returns 0. */
 int nb_lstate_push_env(nb_lstate_t *S);

@@ -77,6 +77,29 @@ int nb_rt_top(const char *addr, int sort, int frames, FILE *out);
  * time; returns 0, or 1 with the reason on stderr. */
 int nb_rt_plot(const char *jsonl, const char *svg);
 
+/* A hot reload in two steps, so the slow part (parsing the new source)
+ * runs while the old version still ticks: nb_rt_reload_prepare compiles,
+ * nb_rt_reload_commit swaps between ticks. nb_rt_reload is the two in a
+ * row; `neuronbus run` prepares on libuv's thread pool. */
+typedef struct nb_rt_reload_prep_s nb_rt_reload_prep_t;
+
+/* Compiles src (len bytes), or neuron id's script file when src is NULL,
+ * as the next version of neuron id in a scratch Lua state; any thread,
+ * while rt ticks. A source that does not compile (or is bytecode) still
+ * gives a prep: nb_rt_reload_commit rejects it as nb_rt_reload would.
+ * Returns 0 with *out set, or NB_ENOENT / NB_EIO with *err set (free with
+ * nb_rt_free_string). */
+int nb_rt_reload_prepare(const nb_rt_t *rt, uint32_t id, const char *src,
+                         size_t len, nb_rt_reload_prep_t **out, char **err);
+
+/* Swaps prep into its neuron between ticks on rt's thread: returns as
+ * nb_rt_reload (force likewise), and frees prep. */
+int nb_rt_reload_commit(nb_rt_t *rt, nb_rt_reload_prep_t *prep, int force,
+                        char **err);
+
+/* Frees a prep that is not committed; returns nothing. */
+void nb_rt_reload_prep_free(nb_rt_reload_prep_t *prep);
+
 /* Reloads every agent whose script file differs from the version running
  * (what SIGHUP does: a file rejected before is tried again); rejected
  * reloads are reported on stderr. Returns the number of agents reloaded. */

@@ -76,6 +76,7 @@ typedef struct nb__version_s {
   uint64_t reloads;  /* accepted reloads */
   uint64_t rejected; /* reloads refused (the old version kept running) */
   uint64_t rejected_hash; /* hash of the last refused source */
+  uint64_t swap_tick; /* rt->ticks at the last swap, plus one (0: none) */
 } nb__version_t;
 
 typedef struct nb__agent_s {

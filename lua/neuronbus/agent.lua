@@ -44,7 +44,7 @@ local C = ffi.C
 local type, tostring, ipairs, pairs = type, tostring, ipairs, pairs
 local setmetatable, loadfile, xpcall = setmetatable, loadfile, xpcall
 local tonumber, error = tonumber, error
-local load, getfenv, setfenv, next = load, getfenv, setfenv, next
+local getfenv, setfenv, next = getfenv, setfenv, next
 local ffi_string = ffi.string
 local traceback = debug.traceback
 local io_open, registry = io.open, debug.getregistry
@@ -64,6 +64,7 @@ local ENV = nil    -- the environment the boot chunk ran in (reloads reuse it)
 local names = {}   -- neuron name -> id, filled on first use
 
 local CALLBACKS = { "init", "tick", "on_stop", "on_reload" }
+local NONE = {}
 
 local run_chunk -- defined after load_script
 
@@ -575,31 +576,22 @@ function _M.boot(cell_lud, script, name, id)
   }
 end
 
--- Replaces this state's agent with the one source defines (hot reload;
--- the runtime calls it between ticks). chunkname names the file in errors
--- ("@/path/agent.lua"); counter and hash are the new version, old_counter
--- and old_hash the running one; needed is an array of custom filter names
--- that synapses into this neuron use. Returns true, or nil and the reason
--- naming the file and line, with the old agent, nb.version/nb.hash and the
--- top-level fields of nb.state as they were.
-function _M.reload(source, chunkname, counter, hash, old_counter, old_hash,
+-- Replaces this state's agent with the one chunk defines (hot reload; the
+-- runtime compiled chunk from the new source text off the pause and calls
+-- this between ticks). script is the file errors name; counter and hash
+-- are the new version, old_counter and old_hash the running one; needed is
+-- nil or an array of custom filter names that synapses into this neuron
+-- use. Returns true, or nil and the reason naming the file and line, with
+-- the old agent, nb.version/nb.hash and the top-level fields of nb.state
+-- as they were.
+function _M.reload(chunk, script, counter, hash, old_counter, old_hash,
                    needed)
   if not CELL then error("neuronbus.agent: reload before boot", 2) end
   if px then px.clear() end
-  local script = chunkname:gsub("^[@=]", "")
-  -- Text only ("t"): a reload never loads precompiled bytecode.
-  local chunk, err = load(source, chunkname, "t")
-  if not chunk then
-    if source:byte(1) == 27 then
-      return nil, script .. ": precompiled bytecode is refused: a reload "
-        .. "loads Lua source text only"
-    end
-    return nil, tostring(err) -- "file:line: message"
-  end
   if ENV then setfenv(chunk, ENV) end
   local agent, why = run_chunk(chunk, script)
   if not agent then return nil, why end
-  for _, name in ipairs(needed or {}) do
+  for _, name in ipairs(needed or NONE) do
     local fs = agent.filters
     if type(fs) ~= "table" or type(fs[name]) ~= "function" then
       return nil, script .. ": a synapse into this neuron uses the custom "

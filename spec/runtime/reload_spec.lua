@@ -347,4 +347,90 @@ return agent
     assert_bystander(h)
     h:close()
   end)
+
+  describe("a version compiled apart from the neuron's state", function()
+    local COUNTER = helpers.fixture("reload/counter.lua")
+    local COUNTER_SRC = read(COUNTER)
+
+    -- Returns the counter's source with on_spike's body replaced by body.
+    local function counter_with(body)
+      return (COUNTER_SRC:gsub("nb%.state%.count = nb%.state%.count %+ 1", body))
+    end
+
+    it("keeps 64-bit and complex literals (the compiler loads the FFI itself)", function()
+      local h = testing.agent(COUNTER, { refractory = 0, quiet = true })
+      assert.is_true(h:reload("counter", counter_with(
+        "nb.state.big = tostring(0x7fffffffffffffffLL) nb.state.im = tostring(2i)")))
+      h:inject("counter", "a")
+      h:tick(1)
+      assert.equal("9223372036854775807LL", h:state("counter").big)
+      assert.equal("0+2i", h:state("counter").im)
+      h:close()
+    end)
+
+    it("runs sandboxed in a sandboxed neuron, bytecode still refused", function()
+      local h = testing.agent(COUNTER, { refractory = 0, quiet = true, sandbox = true })
+      assert.is_true(h:reload("counter", counter_with(
+        "nb.state.io = type(io) nb.state.ffi = type(require) nb.state.count = (nb.state.count or 0) + 1")))
+      h:inject("counter", "a")
+      h:tick(1)
+      local st = h:state("counter")
+      assert.equal("nil", st.io)
+      assert.equal(1, st.count)
+      local ok, err = h:reload("counter", string.dump(loadstring(COUNTER_SRC)))
+      assert.is_nil(ok)
+      assert.matches("counter%.lua: precompiled bytecode is refused", err)
+      assert.equal(2, h:version("counter").counter)
+      h:close()
+    end)
+
+    it("frees the old versions even when the agent attached its own JIT event handler", function()
+      local h = testing.manifest(FLOW, { quiet = true })
+      h:tick(20)
+      -- jit.attach keeps one handler per event: this one replaces the
+      -- runtime's record of compiled traces, which then flushes them all.
+      local function version(i)
+        local tail = ("\n-- %d\nlocal function spin(n) local x = 0 for j = 1, n do "
+          .. "x = x + j %% 7 end return x end\nspin(300)\n"
+          .. "jit.attach(function() end, 'trace')\nreturn agent\n"):format(i)
+        return (relay_as("r"):gsub("\nreturn agent\n$", function() return tail end))
+      end
+      local base
+      for i = 1, 300 do
+        assert.is_true(h:reload("relay", version(i)))
+        h:tick(2)
+        if i == 10 then base = h:memory("relay") end
+      end
+      local now = h:memory("relay")
+      assert.is_true(now <= base * 1.10, ("heap %d bytes after 300 reloads, %d after 10"):format(now, base))
+      run_until(h, 100000, 5000)
+      assert.equal(100000, h:state("sink").got)
+      assert.equal(0, h:state("sink").bad)
+      h:close()
+    end)
+
+    it("that allocates past the memory cap while it loads is rejected naming the cap", function()
+      local h = testing.agent(COUNTER, { refractory = 0, quiet = true, memory = "4MB" })
+      h:inject("counter", "a")
+      h:tick(1)
+      -- The collector does not run during the swap: garbage made at the
+      -- top level counts against the cap until it is over.
+      local src = COUNTER_SRC:gsub("local agent = {}", function()
+        return "local t = {} for i = 1, 1e6 do t[i % 1000] = { i } end\nlocal agent = {}"
+      end, 1)
+      local ok, err = h:reload("counter", src)
+      assert.is_nil(ok)
+      assert.matches("counter%.lua: reload failed: memory limit 4 MB exceeded", err)
+      assert.equal(1, h:version("counter").counter)
+      h:inject("counter", "b")
+      h:tick(1)
+      assert.equal(2, h:state("counter").count) -- version 1 keeps counting
+      assert.equal(0, h:stats("counter").errors)
+      assert.is_true(h:reload("counter", counter_with("nb.state.count = nb.state.count + 10")))
+      h:inject("counter", "c")
+      h:tick(1)
+      assert.equal(12, h:state("counter").count)
+      h:close()
+    end)
+  end)
 end)

@@ -1,6 +1,7 @@
 /* Hot reload from C, for the sanitizer builds: nb_rt_reload from source and
- * from the file (accepted, unchanged, rejected), versions in the card and
- * nb_rt_version, the heap after many reloads, and the libuv side of
+ * from the file (accepted, unchanged, rejected), the two steps (prepared on
+ * another thread while ticking, committed between ticks), versions in the
+ * card and nb_rt_version, the heap after many reloads, and the libuv side of
  * nb_rt_run: the directory watch (a rename over the script, an in-place
  * write) and SIGHUP. The agent marks each accepted version by creating a
  * file, so the driving thread waits for effects (bounded), never for time. */
@@ -78,12 +79,19 @@ static const char *sink_got(nb_rt_t *rt, size_t i) {
   return data;
 }
 
-static void reload_from_source_and_file(void) {
+/* Writes the agent at dir/relay.lua and returns open_relay(0), or NULL
+ * (a failed check). */
+static nb_rt_t *relay_v1(void) {
   char path[128];
   snprintf(path, sizeof path, "%s/relay.lua", dir);
   NBT_EQ(write_file(path, agent_src), 0);
   nb_rt_t *rt = open_relay(0);
   NBT_CHECK(rt != NULL);
+  return rt;
+}
+
+static void reload_from_source_and_file(void) {
+  nb_rt_t *rt = relay_v1();
   if (!rt) return;
   nb_rt_version_t v;
   NBT_EQ(nb_rt_version(rt, 0, &v), 0);
@@ -130,6 +138,88 @@ static void reload_from_source_and_file(void) {
   }
   NBT_CHECK(nb_rt_memory(rt, 0) <= before * 1.10);
   NBT_CHECK(nb_rt_memory(rt, 1) < 0); /* a recorder has no state */
+  nb_rt_close(rt);
+}
+
+/* A prepare on its own thread while the owner ticks. */
+typedef struct prep_job_s {
+  nb_rt_t *rt;
+  const char *src;
+  nb_rt_reload_prep_t *prep;
+  int rc;
+} prep_job_t;
+
+/* Thread body: compiles job->src as relay's next version; returns NULL. */
+static void *prepare_thread(void *arg) {
+  prep_job_t *j = arg;
+  char *err = NULL;
+  j->rc = nb_rt_reload_prepare(j->rt, 0, j->src, strlen(j->src), &j->prep,
+                               &err);
+  nb_rt_free_string(err);
+  return NULL;
+}
+
+/* The reload in two steps: compiled on another thread while the relay
+ * ticks on version 1 (every spike of that time handled by it), swapped in
+ * between ticks; what does not compile is rejected at the commit as by
+ * nb_rt_reload; an unchanged source is left alone unless forced. */
+static void prepare_on_a_thread_then_commit(void) {
+  nb_rt_t *rt = relay_v1();
+  if (!rt) return;
+  char *b = agent_as('b');
+  prep_job_t j = {rt, b, NULL, -1};
+  pthread_t t;
+  NBT_EQ(pthread_create(&t, NULL, prepare_thread, &j), 0);
+  int n = 0;
+  for (; n < 200; n++) { /* the old version flows on meanwhile */
+    char num[16];
+    snprintf(num, sizeof num, "%d", n);
+    NBT_EQ(nb_rt_inject(rt, 2, 0, 0, 0, num, strlen(num)), 0);
+    NBT_CHECK(nb_rt_tick(rt, 1) >= 0);
+  }
+  pthread_join(t, NULL);
+  NBT_EQ(j.rc, 0);
+  NBT_CHECK(j.prep != NULL);
+  NBT_CHECK(nb_rt_tick(rt, 2) >= 0);
+  NBT_EQ(nb_rt_rec_count(rt, 1, 0), 200);
+  NBT_CHECK(strcmp(sink_got(rt, 199), "199:1a") == 0);
+  char *err = NULL;
+  NBT_EQ(nb_rt_reload_commit(rt, j.prep, 0, &err), 1);
+  NBT_CHECK(err == NULL);
+  NBT_EQ(nb_rt_inject(rt, 2, 0, 0, 0, "x", 1), 0);
+  NBT_CHECK(nb_rt_tick(rt, 2) > 0);
+  NBT_CHECK(strcmp(sink_got(rt, 200), "x:2b") == 0);
+  /* the same source again: unchanged, unless forced */
+  nb_rt_reload_prep_t *p = NULL;
+  NBT_EQ(nb_rt_reload_prepare(rt, 0, b, strlen(b), &p, &err), 0);
+  NBT_EQ(nb_rt_reload_commit(rt, p, 0, &err), 0);
+  NBT_EQ(nb_rt_reload_prepare(rt, 0, b, strlen(b), &p, &err), 0);
+  NBT_EQ(nb_rt_reload_commit(rt, p, 1, &err), 1);
+  free(b);
+  /* a syntax error and bytecode: prepared, rejected at the commit */
+  NBT_EQ(nb_rt_reload_prepare(rt, 0, "local x = = 1", 13, &p, &err), 0);
+  NBT_EQ(nb_rt_reload_commit(rt, p, 1, &err), NB_EAGENT);
+  NBT_CHECK(err && strstr(err, "relay.lua:1:"));
+  nb_rt_free_string(err);
+  NBT_EQ(nb_rt_reload_prepare(rt, 0, "\033LJ\002", 4, &p, &err), 0);
+  NBT_EQ(nb_rt_reload_commit(rt, p, 1, &err), NB_EAGENT);
+  NBT_CHECK(err && strstr(err, "relay.lua: precompiled bytecode is refused"));
+  nb_rt_free_string(err);
+  nb_rt_version_t v;
+  NBT_EQ(nb_rt_version(rt, 0, &v), 0);
+  NBT_EQ(v.counter, 3);
+  NBT_EQ(v.rejected, 2);
+  /* from the file; a prep dropped without a commit; bad ids */
+  NBT_EQ(nb_rt_reload_prepare(rt, 0, NULL, 0, &p, &err), 0);
+  nb_rt_reload_prep_free(p);
+  NBT_EQ(nb_rt_reload_prepare(rt, 1, NULL, 0, &p, &err), NB_ENOENT);
+  NBT_CHECK(p == NULL && err && strstr(err, "\"sink\" has no agent script"));
+  nb_rt_free_string(err);
+  NBT_EQ(nb_rt_reload_prepare(rt, 9, NULL, 0, &p, &err), NB_ENOENT);
+  nb_rt_free_string(err);
+  NBT_EQ(nb_rt_inject(rt, 2, 0, 0, 0, "y", 1), 0);
+  NBT_CHECK(nb_rt_tick(rt, 2) > 0);
+  NBT_CHECK(strcmp(sink_got(rt, 201), "y:3b") == 0);
   nb_rt_close(rt);
 }
 
@@ -241,6 +331,7 @@ static const nbt_hooks_t hooks = {make_dir, remove_dir};
 
 static const nbt_test_t tests[] = {
     NBT_TEST(reload_from_source_and_file),
+    NBT_TEST(prepare_on_a_thread_then_commit),
     NBT_TEST(the_watch_reloads_on_rename_and_in_place_writes),
     NBT_TEST(sighup_reloads_changed_scripts),
 };
