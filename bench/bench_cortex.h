@@ -137,7 +137,7 @@ static int nb_bench__relay_batch(void *agent, nb_neuron_t *n,
 /* Returns a new cortex sized for these topologies, or fails the bench. */
 NB_BENCH_UNUSED static nb_cortex_t *nb_bench_cortex_new_ex(uint32_t tick_time) {
   nb_cortex_opts_t o = nb_cortex_opts_default();
-  o.tick_time = tick_time;
+  o.spike_time = tick_time ? NB_SPIKE_TIME_TICK : NB_SPIKE_TIME_FIRE;
   o.max_neurons = 64;
   o.axon_capacity = NB_BENCH_CX_CAP;
   o.inbox_capacity = NB_BENCH_CX_CAP;

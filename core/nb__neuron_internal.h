@@ -50,7 +50,7 @@ struct nb_neuron_s {
   nb_neuron_stats_t stats;
 };
 
-/* The tick's clock, with the cortex option tick_time only: set by the
+/* The tick's clock, when spikes carry it (NB_SPIKE_TIME_*): set by the
  * cortex thread for the length of its deliver phase (0 otherwise). Spikes
  * fired from agent callbacks during a tick are then stamped with it instead
  * of their own fire time; without it each spike reads the spike clock

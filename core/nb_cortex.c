@@ -188,6 +188,7 @@ struct nb_cortex_s {
   worker_t *w;
   uint32_t nworkers;
   nb_cortex_stats_t sum; /* nb_cortex_stats' answer with several workers */
+  _Atomic uint32_t plastic; /* 1 once a synapse with STDP was connected */
 };
 
 /* Returns the default options. */
@@ -262,6 +263,7 @@ int nb_cortex_new(nb_cortex_t **out, const nb_cortex_opts_t *opts) {
   if (o.ring_capacity < 2 || (o.ring_capacity & (o.ring_capacity - 1)))
     return NB_EINVAL;
   if (o.adopt_after_ns == 0) o.adopt_after_ns = NB_ADOPT_AFTER_DEFAULT_NS;
+  if (o.spike_time > NB_SPIKE_TIME_AUTO) return NB_EINVAL;
   nb_clock_calibrate(); /* once per process: spikes read the spike clock */
   nb_cortex_t *cx = calloc(1, sizeof *cx);
   if (!cx) return NB_ENOMEM;
@@ -612,6 +614,9 @@ int nb_cortex_connect(nb_cortex_t *cx, nb_id_t pre, nb_id_t post,
   syn.pre = pre;
   syn.post = post;
   syn.stdp_on = stdp != NULL;
+  /* From the first synapse that learns, spikes carry exact times. Written
+   * between ticks (a team's pause), read by deliver. */
+  if (stdp) atomic_store_explicit(&cx->plastic, 1, memory_order_relaxed);
   /* With STDP off the defaults still give the bounds for clamping and
    * pruning. */
   syn.stdp = stdp ? *stdp : nb_stdp_default();
@@ -1292,6 +1297,14 @@ static void consume_batch(worker_t *wk, const nb_spike_t *in,
     if (nb_spike_is_ref(&in[k])) consume(wk, &in[k]);
 }
 
+/* Returns 1 when spikes fired now carry the tick's time (see
+ * NB_SPIKE_TIME_*), else 0. */
+static inline int tick_time(const nb_cortex_t *cx) {
+  if (cx->opts.spike_time == NB_SPIKE_TIME_AUTO)
+    return !atomic_load_explicit(&cx->plastic, memory_order_relaxed);
+  return cx->opts.spike_time == NB_SPIKE_TIME_TICK;
+}
+
 /* DELIVER + FIRE for every neuron of wk's shard in id order; returns the
  * number of spikes handed to agents. */
 static uint64_t deliver(worker_t *wk) {
@@ -1299,7 +1312,7 @@ static uint64_t deliver(worker_t *wk) {
   uint64_t total = 0;
   /* Per-tick time: one clock read for the whole deliver phase (see
    * nb__neuron_internal.h); else 0, and each spike reads its own. */
-  nb__tick_now = cx->opts.tick_time ? nb_clock_spike_ns() : 0;
+  nb__tick_now = tick_time(cx) ? nb_clock_spike_ns() : 0;
   for (uint32_t i = 0; i < wk->nshard; i++) {
     nb_neuron_t *n = cx->neurons[wk->shard[i]];
     if (cx->nworkers > 1) {

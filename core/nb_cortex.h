@@ -68,11 +68,16 @@ typedef struct nb_cortex_opts_s {
                             * tick its worker (nb_cortex_tick_worker),
                             * 0 = NB_ADOPT_AFTER_DEFAULT_NS, UINT64_MAX =
                             * never */
-  uint32_t tick_time;      /* 1: spikes fired during a tick (and fires)
-                            * carry the tick's time, one clock read per
-                            * tick; 0 (default): each its own fire time
-                            * (nb_clock_spike_ns) */
+  uint32_t spike_time;     /* the time a fired spike (and a fire)
+                            * carries: NB_SPIKE_TIME_* */
 } nb_cortex_opts_t;
+
+/* Values of nb_cortex_opts_t.spike_time. FIRE: each spike its own fire
+ * time (nb_clock_spike_ns, a TSC read per spike). TICK: the tick's time,
+ * one clock read per tick (a source's spikes of one tick get it +1 ns
+ * each, so they still increase). AUTO: TICK until the cortex has a
+ * synapse with STDP, whose learning needs the exact time, then FIRE. */
+enum { NB_SPIKE_TIME_FIRE = 0, NB_SPIKE_TIME_TICK = 1, NB_SPIKE_TIME_AUTO = 2 };
 
 typedef struct nb_cortex_stats_s {
   uint64_t ticks;

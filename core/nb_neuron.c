@@ -234,7 +234,7 @@ static int commit_slot(nb_neuron_t *n) {
 _Thread_local uint64_t nb__tick_now;
 
 /* Stamps s with n's source, next sequence and the time (the spike clock,
- * or the tick's with the cortex's tick_time), later than any timestamp n
+ * or the tick's, see NB_SPIKE_TIME_TICK), later than any timestamp n
  * fired before, so two spikes of one source never share a time; returns
  * s. */
 static nb_spike_t *stamp(nb_neuron_t *n, nb_spike_t *s) {

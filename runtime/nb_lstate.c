@@ -68,6 +68,8 @@ struct nb_lstate_s {
   int deferred;
   int over_msg_ref;
   int traces_ref; /* the trace record (nb_lstate_traces.c) */
+  size_t gc_hold_until; /* while the collector is held: the heap size at
+                           which it runs again (0: not held) */
   int stepmul, pause; /* the collector's settings before a deferral */
 };
 
@@ -192,6 +194,12 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   }
   S->bytes = S->bytes - old + malloc_usable_size(p);
   if (S->bytes > S->peak) S->peak = S->bytes;
+  if (S->gc_hold_until && S->bytes > S->gc_hold_until) {
+    /* A plain field write in LuaJIT, safe inside an allocation (as in
+     * defer_refusal). */
+    S->gc_hold_until = 0;
+    lua_gc(S->L, LUA_GCRESTART, 0);
+  }
   return p;
 }
 
@@ -1002,6 +1010,17 @@ int nb_lstate_new(nb_lstate_t **out, const nb_lstate_opts_t *o) {
 }
 
 lua_State *nb_lstate_L(nb_lstate_t *S) { return S->L; }
+
+void nb_lstate_gc_hold(nb_lstate_t *S) {
+  lua_gc(S->L, LUA_GCSTOP, 0);
+  S->gc_hold_until = S->bytes + NB_LSTATE_GC_HOLD_MAX;
+}
+
+void nb_lstate_gc_release(nb_lstate_t *S) {
+  if (!S->gc_hold_until) return;
+  S->gc_hold_until = 0;
+  lua_gc(S->L, LUA_GCRESTART, 0);
+}
 
 void nb_lstate_flush_jit(nb_lstate_t *S) {
   nb__lstate_traces_flush(S->L, S->traces_ref);

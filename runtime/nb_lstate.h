@@ -159,6 +159,21 @@ int nb_lstate_cpcall(nb_lstate_t *S, lua_CFunction fn, void *ud, char *err,
 int nb_lstate_load_agent(nb_lstate_t *S, const char *path_or_source,
                          int is_source, char *err, size_t errlen);
 
+/* How far the Lua heap may grow while the collector is held (see
+ * nb_lstate_gc_hold) before it runs again anyway. */
+#define NB_LSTATE_GC_HOLD_MAX (1u << 20)
+
+/* Holds S's collector for a burst of the host's own work in S (a hot
+ * reload's swap), so its allocations pay no collector steps, until
+ * nb_lstate_gc_release or until the heap grew by NB_LSTATE_GC_HOLD_MAX
+ * (agent code run in the burst cannot grow it without bound); from the
+ * thread driving S, between entries. Returns nothing. */
+void nb_lstate_gc_hold(nb_lstate_t *S);
+
+/* Lets S's collector run again, from its next allocation, if it is
+ * still held; returns nothing. */
+void nb_lstate_gc_release(nb_lstate_t *S);
+
 /* Flushes every JIT trace of S (between entries, from the thread driving
  * S): a trace keeps the prototypes it was recorded from alive. Cheaper
  * than luaJIT_setmode's whole-engine flush, which also frees the machine

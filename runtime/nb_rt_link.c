@@ -119,8 +119,8 @@ struct nb__rtlink_s {
   uint64_t no_room; /* run-time proxies refused for lack of ids */
   uint64_t pending_at_close; /* spikes still in the cortex when the links
                                 closed (they go nowhere) */
-  uint64_t now_ns; /* the clock at the last tick: stamps injections (one
-                      clock read per tick, not per spike) */
+  uint64_t now_ns; /* the clock at a tick's first injection, 0 before it:
+                      stamps injections (one read per tick at most) */
   uint64_t region_in, region_dropped; /* NATS region spikes injected, and
                                          those nothing could take */
   nb_spike_t *rback;       /* region spikes waiting for injection room */
@@ -920,7 +920,9 @@ int nb_rt_link_port(const nb_rt_t *rt) {
 void nb__link_pretick(nb_rt_t *rt) {
   struct nb__rtlink_s *rl = rt->link;
   if (!rl->started || rl->closed) return;
-  rl->now_ns = nb_clock_ns();
+  /* Read when the first spike of the tick arrives (link_spike): most
+   * ticks of a free-running loop get none. */
+  rl->now_ns = 0;
   if (rl->rcount) region_retry(rt);
   if (rl->nheld)
     for (size_t i = 0; i < rl->npx; i++) proxy_retry(rl, rl->px[i]);

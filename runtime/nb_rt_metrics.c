@@ -33,7 +33,8 @@ double nb__bucket_le(unsigned k) {
 
 void nb__metrics_end(nb__agent_t *a, uint64_t t0, uint32_t count) {
   nb__nmetrics_t *m = a->metrics;
-  uint64_t ns = nb_clock_ns() - t0;
+  uint64_t now = nb_clock_spike_ns();
+  uint64_t ns = now > t0 ? now - t0 : 0;
   unsigned k = bucket_of(ns);
   ST(&m->hist[k], LD(&m->hist[k]) + 1);
   ST(&m->calls, LD(&m->calls) + 1);

@@ -286,17 +286,18 @@ static int swap_in(nb__agent_t *a, const nb_rt_reload_prep_t *r, char **err) {
   int top = lua_gettop(L);
   /* No collector steps on the pause: loading and running the new version
    * allocates, and each allocation would pay a step of the collector's
-   * debt. It runs again from the swap on, in its usual increments. Not in
-   * a burst of reloads with no tick between them (the state would never
-   * run its collector), nor in a state past half its memory cap, where
-   * garbage could push it over: that one is collected in full after the
-   * swap instead. */
+   * debt. It runs again from the swap on, in its usual increments, or
+   * once the swap grew the heap by NB_LSTATE_GC_HOLD_MAX (a new version
+   * whose top level churns). Not in a burst of reloads with no tick
+   * between them (the state would never run its collector), nor in a
+   * state past half its memory cap, where garbage could push it over:
+   * that one is collected in full after the swap instead. */
   nb_lstate_stats_t st;
   nb_lstate_stats(a->S, &st);
   int near_cap = st.limit && st.bytes > st.limit / 2;
   int stop_gc = !near_cap && a->ver.swap_tick != a->rt->ticks + 1;
   a->ver.swap_tick = a->rt->ticks + 1;
-  if (stop_gc) lua_gc(L, LUA_GCSTOP, 0);
+  if (stop_gc) nb_lstate_gc_hold(a->S);
   char *chunkname = nb__strf("@%s", a->script);
   char why[8192];
   int lrc = nb_lstate_load_compiled(a->S, r->bc, r->bclen, chunkname, why,
@@ -304,7 +305,7 @@ static int swap_in(nb__agent_t *a, const nb_rt_reload_prep_t *r, char **err) {
   free(chunkname);
   if (lrc != 0) {
     *err = nb__strf("%s: reload failed: %s", a->script, why);
-    if (stop_gc) lua_gc(L, LUA_GCRESTART, 0);
+    if (stop_gc) nb_lstate_gc_release(a->S);
     return NB_EAGENT;
   }
   int chunk = lua_gettop(L);
@@ -342,7 +343,7 @@ static int swap_in(nb__agent_t *a, const nb_rt_reload_prep_t *r, char **err) {
    * collection here was half the pause); a state past half its memory cap
    * is collected in full now. */
   nb_lstate_flush_jit(a->S);
-  if (stop_gc) lua_gc(L, LUA_GCRESTART, 0);
+  if (stop_gc) nb_lstate_gc_release(a->S);
   if (near_cap) lua_gc(L, LUA_GCCOLLECT, 0);
   return rc;
 }

@@ -539,7 +539,11 @@ static int build(build_t *b, int idx) {
   rt->pin = flag(C, idx, "pin", 0);
   b->placement = str(C, idx, "placement");
   if (!b->placement) b->placement = "round-robin";
-  o.tick_time = (uint32_t)flag(C, idx, "tick_time", 0); /* spike_time */
+  /* The validator gives "auto", "fire" or "tick". */
+  const char *st = str(C, idx, "spike_time");
+  o.spike_time = !st || !strcmp(st, "auto") ? NB_SPIKE_TIME_AUTO
+                 : !strcmp(st, "tick")      ? NB_SPIKE_TIME_TICK
+                                            : NB_SPIKE_TIME_FIRE;
   int ar = sub(C, idx, "arena");
   double asize = ar ? num(C, ar, "size", NB_ARENA_DEFAULT) : NB_ARENA_DEFAULT;
   const char *apath = ar ? str(C, ar, "path") : NULL;

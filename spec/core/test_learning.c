@@ -13,14 +13,15 @@
 #define T0 (1000 * MS) /* event times start here: 0 means "no spike" */
 
 /* Returns a cortex of two neurons "a" (0) and "b" (1) with IF params
- * pa, pb (NULL = defaults), ops for both, and tick_time. */
+ * pa, pb (NULL = defaults), ops for both, and spike_time
+ * (NB_SPIKE_TIME_*). */
 static nb_cortex_t *two(const nb_if_params_t *pa, const nb_if_params_t *pb,
                         const nb_agent_ops_t *ops, void *agent,
-                        uint32_t tick_time) {
+                        uint32_t spike_time) {
   nb_cortex_opts_t o = nb_cortex_opts_default();
   o.max_neurons = 16;
   o.axon_capacity = 64;
-  o.tick_time = tick_time;
+  o.spike_time = spike_time;
   nb_cortex_t *cx = NULL;
   if (nb_cortex_new(&cx, &o) != 0) return NULL;
   nb_card_t c;
@@ -247,7 +248,8 @@ static void timestamps_strictly_increase_per_source(void) {
     pace.threshold = 0.0f;
     pace.refractory = 0;
     nb_agent_ops_t ops = {.tick = burst_tick};
-    nb_cortex_t *cx = two(&pace, NULL, &ops, &b, tick_time);
+    nb_cortex_t *cx = two(&pace, NULL, &ops, &b,
+                          tick_time ? NB_SPIKE_TIME_TICK : NB_SPIKE_TIME_FIRE);
     nb_cortex_tick(cx);
     NBT_EQ(b.done, 1);
     for (int i = 1; i < b.burst; i++) NBT_CHECK(b.ts[i] > b.ts[i - 1]);
@@ -270,7 +272,8 @@ static void stdp_dt_inside_one_tick(void) {
     nb_if_params_t pb = pace;
     pb.refractory = 1;
     nb_agent_ops_t ops = {.tick = burst_tick};
-    nb_cortex_t *cx = two(&pace, &pb, &ops, &bu, tick_time);
+    nb_cortex_t *cx = two(&pace, &pb, &ops, &bu,
+                          tick_time ? NB_SPIKE_TIME_TICK : NB_SPIKE_TIME_FIRE);
     nb_stdp_t p = nb_stdp_default();
     NBT_EQ(nb_cortex_connect(cx, 0, 1, 0.5f, NULL, 0, &p), 0);
     nb_cortex_tick(cx); /* a fires its spike, then b fires */
@@ -288,6 +291,59 @@ static void stdp_dt_inside_one_tick(void) {
     }
     nb_cortex_free(cx);
   }
+}
+
+/* Fires two spikes from neuron a's tick, 50 us apart; records their
+ * timestamps (again on each tick); returns 0. */
+static int spaced_tick(void *agent, nb_neuron_t *n) {
+  burst_t *b = agent;
+  if (nb_neuron_id(n) != 0) return 0;
+  for (int i = 0; i < 2; i++) {
+    if (i) {
+      uint64_t until = nb_clock_ns() + 50000;
+      while (nb_clock_ns() < until) {
+      }
+    }
+    nb_spike_t s;
+    nb_spike_init(&s, 1, NB_EXCITATORY, 0);
+    if (nb_neuron_fire(n, &s) != 0) return -1;
+    b->ts[i] = s.timestamp_ns;
+  }
+  b->done++;
+  return 0;
+}
+
+/* NB_SPIKE_TIME_AUTO: the tick's time (one clock read per tick) while no
+ * synapse learns; from the first STDP synapse on, each spike its own fire
+ * time, so STDP sees the 50 us between two spikes of one tick. Bad values
+ * are refused. */
+static void auto_spike_time_turns_exact_with_learning(void) {
+  burst_t b = {0};
+  nb_if_params_t pace = nb_if_params_default();
+  pace.threshold = 0.0f;
+  pace.refractory = 0;
+  nb_agent_ops_t ops = {.tick = spaced_tick};
+  nb_cortex_t *cx = two(&pace, NULL, &ops, &b, NB_SPIKE_TIME_AUTO);
+  NBT_CHECK(cx != NULL);
+  if (!cx) return;
+  NBT_EQ(nb_cortex_connect(cx, 0, 1, 0.5f, NULL, 0, NULL), 0); /* plain */
+  nb_cortex_tick(cx);
+  NBT_EQ(b.done, 1);
+  NBT_EQ(b.ts[1] - b.ts[0], 1); /* the tick's time, +1 ns */
+  nb_cortex_free(cx);
+  b.done = 0;
+  cx = two(&pace, NULL, &ops, &b, NB_SPIKE_TIME_AUTO);
+  nb_stdp_t p = nb_stdp_default();
+  NBT_EQ(nb_cortex_connect(cx, 0, 1, 0.5f, NULL, 0, &p), 0);
+  nb_cortex_tick(cx);
+  NBT_EQ(b.done, 1);
+  NBT_CHECK(b.ts[1] - b.ts[0] >= 50000);
+  nb_cortex_free(cx);
+  nb_cortex_opts_t o = nb_cortex_opts_default();
+  o.spike_time = NB_SPIKE_TIME_AUTO + 1;
+  cx = NULL;
+  NBT_EQ(nb_cortex_new(&cx, &o), NB_EINVAL);
+  NBT_CHECK(cx == NULL);
 }
 
 /* The spike clock agrees with CLOCK_MONOTONIC and never steps back. */
@@ -395,6 +451,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(modulatory_spikes_carry_rewards),
     NBT_TEST(timestamps_strictly_increase_per_source),
     NBT_TEST(stdp_dt_inside_one_tick),
+    NBT_TEST(auto_spike_time_turns_exact_with_learning),
     NBT_TEST(spike_clock_tracks_monotonic),
     NBT_TEST(rewards_across_workers),
 };

@@ -6,6 +6,7 @@
  * write) and SIGHUP. The agent marks each accepted version by creating a
  * file, so the driving thread waits for effects (bounded), never for time. */
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -19,7 +20,7 @@
 static char dir[64];
 
 /* The agent: forwards "<n>:<version>" to sink; on_reload creates
- * <dir>/v<version> (the watcher tests wait for it). */
+ * <dir>/v<version> and <dir>/l<label> (the watcher tests wait for them). */
 static const char agent_src[] =
     "local LABEL = 'a'\n"
     "local agent = {}\n"
@@ -30,6 +31,7 @@ static const char agent_src[] =
     "function agent.on_reload(nb, old)\n"
     "  local f = io.open(nb.state.dir .. '/v' .. nb.version, 'w')\n"
     "  f:write(old.counter) f:close()\n"
+    "  f = io.open(nb.state.dir .. '/l' .. LABEL, 'w') f:close()\n"
     "end\n"
     "return agent\n";
 
@@ -272,35 +274,107 @@ static void *drive(void *arg) {
   return NULL;
 }
 
-/* Runs the relay on the loop while drive() changes its script. */
-static void run_with_driver(int hup, uint32_t want_version) {
-  driver_t d = {.hup = hup};
-  snprintf(d.path, sizeof d.path, "%s/relay.lua", dir);
-  NBT_EQ(write_file(d.path, agent_src), 0);
-  for (int i = 2; i <= 3; i++) {
-    char mark[160];
-    snprintf(mark, sizeof mark, "%s/v%d", dir, i);
-    unlink(mark);
-  }
+/* Runs the relay (version 1 written first) on the loop while fn(d)
+ * changes its script and ends the run; returns the runtime for the
+ * caller's checks (to close), or NULL. */
+static nb_rt_t *run_driven(driver_t *d, void *(*fn)(void *), int no_watch) {
+  snprintf(d->path, sizeof d->path, "%s/relay.lua", dir);
+  NBT_EQ(write_file(d->path, agent_src), 0);
   nb_rt_t *rt = open_relay(1000000);
   NBT_CHECK(rt != NULL);
-  if (!rt) return;
+  if (!rt) return NULL;
   /* A SIGHUP or SIGTERM that beats the loop's handlers must not kill the
    * test: ignored until libuv installs its own. */
   signal(SIGHUP, SIG_IGN);
   signal(SIGTERM, SIG_IGN);
   pthread_t t;
-  pthread_create(&t, NULL, drive, &d);
+  pthread_create(&t, NULL, fn, d);
   FILE *out = tmpfile();
-  nb_rt_run_opts_t o = {.for_ns = 30000000000ull, .out = out, .no_watch = hup};
+  nb_rt_run_opts_t o = {.for_ns = 30000000000ull, .out = out,
+                        .no_watch = no_watch};
   NBT_EQ(nb_rt_run(rt, &o), 0);
   pthread_join(t, NULL);
   fclose(out);
-  NBT_CHECK(d.ok);
+  NBT_CHECK(d->ok);
+  return rt;
+}
+
+/* Runs the relay on the loop while drive() changes its script. */
+static void run_with_driver(int hup, uint32_t want_version) {
+  driver_t d = {.hup = hup};
+  for (int i = 2; i <= 3; i++) {
+    char mark[160];
+    snprintf(mark, sizeof mark, "%s/v%d", dir, i);
+    unlink(mark);
+  }
+  nb_rt_t *rt = run_driven(&d, drive, hup);
+  if (!rt) return;
   nb_rt_version_t v;
   nb_rt_version(rt, 0, &v);
   NBT_EQ(v.counter, want_version);
   NBT_EQ(v.rejected, 0);
+  nb_rt_close(rt);
+}
+
+/* Saves 12 versions in quick bursts (some inside one debounce, some while
+ * the previous compile may still run on the thread pool), with SIGHUPs
+ * among them, then a last one, and waits for the last one's marker;
+ * sets d->ok; returns NULL. */
+static void *drive_burst(void *arg) {
+  driver_t *d = arg;
+  char tmp[160];
+  snprintf(tmp, sizeof tmp, "%s/.relay.lua.new", dir);
+  for (int i = 0; i < 12; i++) {
+    /* Renamed over, so a read never sees half a file (an in-place write
+     * read midway is rejected, as documented). */
+    char *s = agent_as((char)('a' + i));
+    write_file(tmp, s);
+    rename(tmp, d->path);
+    free(s);
+    if (i % 3 == 0) kill(getpid(), SIGHUP);
+    nbt_sleep_ms((i * 7) % 25);
+  }
+  /* y read by a SIGHUP, z saved right after: two compiles in flight. */
+  char *y = agent_as('y');
+  write_file(tmp, y);
+  rename(tmp, d->path);
+  free(y);
+  kill(getpid(), SIGHUP);
+  char *z = agent_as('z');
+  char mark[160];
+  snprintf(mark, sizeof mark, "%s/lz", dir);
+  struct stat st;
+  int seen = 0;
+  write_file(tmp, z);
+  rename(tmp, d->path);
+  for (int k = 0; k < 2000 && !seen; k++) {
+    seen = stat(mark, &st) == 0;
+    if (!seen) nbt_sleep_ms(5);
+  }
+  free(z);
+  d->ok = seen;
+  nbt_sleep_ms(100); /* a stale compile would land in here */
+  kill(getpid(), SIGTERM);
+  return NULL;
+}
+
+/* Versions compiled off the loop apply in the order they were read: after
+ * a burst of saves and SIGHUPs the last save runs, nothing was rejected
+ * and the counter moved once per version applied. */
+static void a_burst_of_saves_ends_on_the_last(void) {
+  driver_t d = {0};
+  nb_rt_t *rt = run_driven(&d, drive_burst, 0);
+  if (!rt) return;
+  char *z = agent_as('z');
+  char want[17];
+  snprintf(want, sizeof want, "%016" PRIx64, nb__fnv1a(z, strlen(z)));
+  free(z);
+  nb_rt_version_t v;
+  NBT_EQ(nb_rt_version(rt, 0, &v), 0);
+  NBT_CHECK(strcmp(v.hash, want) == 0);
+  NBT_EQ(v.rejected, 0);
+  NBT_EQ(v.counter, v.reloads + 1);
+  NBT_CHECK(v.reloads >= 2 && v.reloads <= 14);
   nb_rt_close(rt);
 }
 
@@ -334,6 +408,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(prepare_on_a_thread_then_commit),
     NBT_TEST(the_watch_reloads_on_rename_and_in_place_writes),
     NBT_TEST(sighup_reloads_changed_scripts),
+    NBT_TEST(a_burst_of_saves_ends_on_the_last),
 };
 
 int main(int argc, char **argv) {

@@ -67,7 +67,7 @@ describe("manifest.load", function()
       inbox_capacity = 256,
       prune_every = 100,
       workers = 1, placement = "round-robin", pin = false,
-      tick_time = false,
+      spike_time = "auto",
       neurons = {
         isolated({
           name = "sink", script = ECHO,
@@ -123,7 +123,7 @@ describe("manifest.load", function()
       arena = { size = 16 * 1024 * 1024 },
       axon_capacity = 4096, inbox_capacity = 4096, prune_every = 0,
       workers = 1, placement = "round-robin", pin = false,
-      tick_time = false,
+      spike_time = "auto",
       neurons = {
         isolated({
           name = "only", script = ECHO, regions = {}, capabilities = {},
@@ -423,7 +423,12 @@ describe("manifest.validate", function()
     end)
 
     it("report a bad spike_time", function()
-      fails_at(with({ spike_time = "tock" }), "spike_time", 'expected "fire" or "tick", got "tock"')
+      fails_at(with({ spike_time = "tock" }), "spike_time",
+        'expected "auto" or "fire" or "tick", got "tock"')
+      for _, v in ipairs({ "auto", "fire", "tick" }) do
+        local topo = assert(manifest.validate(with({ spike_time = v }), FIXTURES))
+        assert.equal(v, topo.spike_time)
+      end
     end)
 
     it("report a bad learning mode or parameter", function()

@@ -20,7 +20,7 @@
 --     tick_ns,                 -- 0 = free-running
 --     arena = { size, path },  -- bytes; path absolute, or nil (anonymous)
 --     axon_capacity, inbox_capacity, prune_every,
---     tick_time,               -- spike_time = "tick": true (default false)
+--     spike_time,              -- "auto" (default), "fire" or "tick"
 --     neurons = {              -- sorted by name; ids follow this order
 --       { name, script,        -- script: absolute path (nil for a remote
 --                              -- neuron or a recorder)
@@ -212,9 +212,12 @@ function _M.validate(tbl, basedir, opts)
   topo.arena = check_arena(c, tbl.arena)
   topo.axon_capacity, topo.inbox_capacity = check_axon(c, tbl.axon)
   topo.prune_every = c:integer("prune_every", tbl.prune_every, 0, 0, check.MAX_U32)
-  -- "fire": each spike carries the time it was fired; "tick": the tick's.
-  if tbl.spike_time ~= nil then c:one_of("spike_time", tbl.spike_time, { "fire", "tick" }) end
-  topo.tick_time = tbl.spike_time == "tick"
+  -- "fire": each spike carries the time it was fired; "tick": the tick's;
+  -- "auto": the tick's until a synapse learns (STDP), then "fire".
+  if tbl.spike_time ~= nil then
+    c:one_of("spike_time", tbl.spike_time, { "auto", "fire", "tick" })
+  end
+  topo.spike_time = tbl.spike_time or "auto"
   local known
   topo.neurons, known = neurons.check_neurons(c, tbl.neurons, opts)
   topo.synapses = neurons.check_synapses(c, tbl.synapses, known)
