@@ -676,15 +676,23 @@ int nb_cortex_add_dead_letters(nb_cortex_t *cx, nb_id_t id, uint64_t n) {
  * NB_EINVAL for a malformed spike (kind 3, bad length or ref marker). */
 int nb_cortex_inject(nb_cortex_t *cx, const nb_spike_t *s) {
   if (!s) return NB_EINVAL;
+  return nb_cortex_inject_as(cx, s, s->source, s->timestamp_ns);
+}
+
+/* Returns as nb_cortex_inject. */
+int nb_cortex_inject_as(nb_cortex_t *cx, const nb_spike_t *s, nb_id_t source,
+                        uint64_t timestamp_ns) {
+  if (!s) return NB_EINVAL;
   if (cx->inject_count > cx->inject_mask) return NB_EFULL;
   nb_spike_t *slot =
       &cx->inject[(cx->inject_head + cx->inject_count) & cx->inject_mask];
   /* from_bytes validates meta, so a bad length never reaches an agent. */
   int rc = nb_spike_from_bytes(slot, nb_spike_as_bytes(s));
   if (rc != 0) return rc;
+  slot->source = source;
   /* 0 means "no spike yet" in STDP bookkeeping, so an unstamped spike gets
    * the clock. */
-  if (slot->timestamp_ns == 0) slot->timestamp_ns = nb_clock_spike_ns();
+  slot->timestamp_ns = timestamp_ns ? timestamp_ns : nb_clock_spike_ns();
   cx->inject_count++;
   return 0;
 }

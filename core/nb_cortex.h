@@ -168,6 +168,13 @@ size_t nb_cortex_region(const nb_cortex_t *cx, const char *path,
  * spike (as nb_spike_from_bytes judges it). */
 int nb_cortex_inject(nb_cortex_t *cx, const nb_spike_t *s);
 
+/* nb_cortex_inject of s as if fired by source at timestamp_ns (0: the
+ * clock), one copy into the queue (a link hands over a peer's spike with
+ * the local proxy as its source and the local clock); returns as
+ * nb_cortex_inject. */
+int nb_cortex_inject_as(nb_cortex_t *cx, const nb_spike_t *s, nb_id_t source,
+                        uint64_t timestamp_ns);
+
 /* Runs one tick of every worker in turn on the calling thread; returns
  * the number of spikes delivered to agents, or a negative error. */
 int nb_cortex_tick(nb_cortex_t *cx);

@@ -44,11 +44,16 @@ int nb_spike_get_ref(const nb_spike_t *s, nb_arena_ref_t *ref) {
   return 0;
 }
 
-int nb_spike_from_bytes(nb_spike_t *out, const uint8_t bytes[NB_SPIKE_SIZE]) {
+int nb_spike_check(const uint8_t bytes[NB_SPIKE_SIZE]) {
   unsigned kind = bytes[16] & 3u, len = bytes[16] >> 2;
   if (kind == 3u) return NB_EINVAL;
   if (len > NB_PAYLOAD_MAX && len != NB_LEN_ARENA) return NB_EINVAL;
   if (len == NB_LEN_ARENA && bytes[18] != NB_ARENA_MARKER) return NB_EINVAL;
+  return 0;
+}
+
+int nb_spike_from_bytes(nb_spike_t *out, const uint8_t bytes[NB_SPIKE_SIZE]) {
+  if (nb_spike_check(bytes) != 0) return NB_EINVAL;
   memcpy(out, bytes, NB_SPIKE_SIZE);
   return 0;
 }

@@ -99,8 +99,13 @@ static inline const uint8_t *nb_spike_as_bytes(const nb_spike_t *s) {
   return (const uint8_t *)s;
 }
 
-/* Copies 64 bytes into out and validates meta; returns NB_EINVAL when the
- * kind is 3 or the length is between 47 and 62, else 0. */
+/* Validates the meta byte (and the ref marker) of 64 spike bytes without
+ * copying them; returns NB_EINVAL when the kind is 3, the length is
+ * between 47 and 62 or a ref lacks its marker, else 0. */
+int nb_spike_check(const uint8_t bytes[NB_SPIKE_SIZE]);
+
+/* Copies 64 bytes into out and validates meta (nb_spike_check); returns
+ * NB_EINVAL (out untouched) or 0. */
 int nb_spike_from_bytes(nb_spike_t *out, const uint8_t bytes[NB_SPIKE_SIZE]);
 
 #endif

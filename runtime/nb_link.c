@@ -1916,8 +1916,7 @@ int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
   if (l->closing) return NB_ECLOSED;
   if (target < 0 || (uint32_t)target >= l->ntargets) return NB_EINVAL;
   if (l->up && l->tremote[target] < 0) return NB_ENOENT;
-  nb_spike_t check;
-  if (nb_spike_from_bytes(&check, nb_spike_as_bytes(s)) != 0) return NB_EINVAL;
+  if (nb_spike_check(nb_spike_as_bytes(s)) != 0) return NB_EINVAL;
   int by_ref = 0;
   nb_arena_ref_t ref;
   if (nb_spike_is_ref(s)) {

@@ -523,13 +523,10 @@ static int link_spike(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
               peer->name, (unsigned)s->source);
     return NB_ENOENT;
   }
-  nb_spike_t in = *s;
-  in.source = (nb_id_t)src;
   /* The peer's clock means nothing here, and STDP compares timestamps: our
-   * clock as of the last tick (never 0, never decreasing). */
+   * clock as of this tick's first injection (never 0, never decreasing). */
   if (!rl->now_ns) rl->now_ns = nb_clock_ns();
-  in.timestamp_ns = rl->now_ns;
-  return nb_cortex_inject(rt->cx, &in);
+  return nb_cortex_inject_as(rt->cx, s, (nb_id_t)src, rl->now_ns);
 }
 
 /* on_spike of the TCP node: see link_spike. */
