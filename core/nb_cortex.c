@@ -751,15 +751,12 @@ static int verdict(nb_cortex_t *cx, const nb_synapse_t *syn,
              : V_REJECT;
 }
 
-/* Adds n to a synapse counter: one writer (the thread routing into its
+/* Adds one to a synapse counter: one writer (the thread routing into its
  * post), so a relaxed load and store, no locked add; returns nothing. */
-static inline void syn_add(_Atomic uint64_t *c, uint64_t n) {
-  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
+static inline void syn_count(_Atomic uint64_t *c) {
+  atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
                         memory_order_relaxed);
 }
-
-/* syn_add of one. */
-static inline void syn_count(_Atomic uint64_t *c) { syn_add(c, 1); }
 
 /* Records STDP "pre" on syn for a spike stamped t_pre (see
  * nb_synapse_on_pre); returns nothing. Without STDP only the time is kept,
@@ -1015,37 +1012,19 @@ static uint32_t route_run(worker_t *wk, const nb_spike_t *s, uint32_t k,
       nb_id_t src = c->source, dst = c->target;
       uint32_t cnt = t->inbox_count, cap = t->inbox_cap, from = j;
       if (cnt == cap) break; /* BLOCKED */
-      if (!syn || !syn->stdp_on) {
-        /* Nothing in the run changes a plain synapse (its weight changes
-         * between ticks, a reward touches reward-mode synapses only): one
-         * weight read, and its counter and last "pre" time written once
-         * per run instead of per spike. */
-        float w = syn ? weight_of(syn) : 1.0f;
-        do {
-          if (nb_spike_kind(&s[j]) == NB_MODULATORY) reward(wk, t, &s[j]);
-          t->inbox[cnt] = s[j];
-          t->inbox_w[cnt] = w;
-          cnt++;
-          j++;
-        } while (j < k && cnt < cap && s[j].target == dst &&
-                 s[j].source == src);
+      do {
+        float w = 1.0f;
         if (syn) {
-          syn_add(&syn->carried, j - from);
-          atomic_store_explicit(&syn->last_pre_ns, s[j - 1].timestamp_ns,
-                                memory_order_relaxed);
-        }
-      } else {
-        do {
-          float w = weight_of(syn);
+          w = weight_of(syn);
           stdp_pre(syn, s[j].timestamp_ns);
-          if (nb_spike_kind(&s[j]) == NB_MODULATORY) reward(wk, t, &s[j]);
-          t->inbox[cnt] = s[j];
-          t->inbox_w[cnt] = w;
-          cnt++;
-          j++;
-        } while (j < k && cnt < cap && s[j].target == dst &&
-                 s[j].source == src);
-      }
+        }
+        if (nb_spike_kind(&s[j]) == NB_MODULATORY) reward(wk, t, &s[j]);
+        t->inbox[cnt] = s[j];
+        t->inbox_w[cnt] = w;
+        cnt++;
+        j++;
+      } while (j < k && cnt < cap && s[j].target == dst &&
+               s[j].source == src);
       t->inbox_count = cnt;
       wk->stats.routed += j - from;
       continue;
