@@ -232,7 +232,7 @@ static void lua_row(const char *name, nb_bench_topo_t t, const char *base,
 static void group_hop(void) {
   lua_row("lua_hop",
           nb_bench_topo(nb_bench_size(4u << 20, 1u << 14), 1, 0, 0, NB_BENCH_FIRE_EACH),
-          "c_hop_fire", ">=0.25", ">=30",
+          "c_hop_fire", ">=0.25", ">=50",
           "Lua producer (nb:fire_to per spike, 1024 per tick) -> synapse -> Lua "
           "sink (on_spike checks each), one thread; baseline: the same with C "
           "agents (as cortex_route_fire)");

@@ -351,6 +351,7 @@ static void group_flow(void) {
   nb_bench_measure(tcp_flow_run, &c, &c.n, nb_bench_flow_run, &ax, &ax.n,
                    &r.v, &r.b);
   r.baseline = "axon_1p1c_batch64";
+  r.target_abs = ">=10";
   r.note = "one TCP link on loopback, C sender and receiver on two "
            "unpinned threads with their own loops, 64-byte spikes (68-byte "
            "frames), every one checked; baseline: the in-process axon between "
@@ -638,6 +639,7 @@ static void group_rt(void) {
   nb_bench_measure(rt_tcp_run, &tc, &tc.n, rt_local_run, &lc, &lc.n, &r.v,
                    &r.b);
   r.baseline = "lua_hop_local";
+  r.target = ">=0.3";
   r.note = "two free-running runtimes on two unpinned threads (as two "
            "neuronbus run): Lua "
            "producer -> remote neuron (proxy) -> TCP link -> injection -> Lua "
