@@ -100,11 +100,6 @@ int nb_rt_reload_commit(nb_rt_t *rt, nb_rt_reload_prep_t *prep, int force,
 /* Frees a prep that is not committed; returns nothing. */
 void nb_rt_reload_prep_free(nb_rt_reload_prep_t *prep);
 
-/* Reloads every agent whose script file differs from the version running
- * (what SIGHUP does: a file rejected before is tried again); rejected
- * reloads are reported on stderr. Returns the number of agents reloaded. */
-int nb_rt_reload_changed(nb_rt_t *rt);
-
 /* Returns the ticks run so far and the tick interval of the topology in ns
  * (0 = free-running). */
 uint64_t nb_rt_ticks(const nb_rt_t *rt);

@@ -348,6 +348,20 @@ static int swap_in(nb__agent_t *a, const nb_rt_reload_prep_t *r, char **err) {
   return rc;
 }
 
+/* Returns 1 when a source hashing to h is nothing to do in mode (see
+ * NB__RL_*), given the running version's hash and the last rejected
+ * one's (0: none), else 0. */
+static int unchanged(int mode, uint64_t h, uint64_t running,
+                     uint64_t rejected) {
+  return (mode != NB__RL_FORCE && h == running) ||
+         (mode == NB__RL_WATCH && rejected && h == rejected);
+}
+
+/* Returns the hash of a's last rejected source, 0 when none was. */
+static uint64_t last_rejected(const nb__agent_t *a) {
+  return a->ver.rejected ? a->ver.rejected_hash : 0;
+}
+
 /* Sets *err to say that a is inside a call on a worker thread; returns
  * NB_EBUSY. */
 static int say_busy(const nb__agent_t *a, char **err) {
@@ -365,9 +379,7 @@ static int commit(nb_rt_t *rt, const nb_rt_reload_prep_t *r, int mode,
   if (rc) return rc;
   nb__agent_t *a = rt->agents[r->id];
   if (nb__rt_busy(a)) return say_busy(a, err);
-  if ((mode != NB__RL_FORCE && r->hash == a->ver.hash) ||
-      (mode == NB__RL_WATCH && a->ver.rejected &&
-       r->hash == a->ver.rejected_hash))
+  if (unchanged(mode, r->hash, a->ver.hash, last_rejected(a)))
     return 0; /* touched, not changed */
   if (r->why) {
     *err = nb__strf("%s", r->why);
@@ -402,10 +414,11 @@ int nb_rt_reload_commit(nb_rt_t *rt, nb_rt_reload_prep_t *r, int force,
   return rc;
 }
 
-/* nb_rt_reload with a mode; returns as nb_rt_reload. The hash is checked
- * before compiling: a touched file costs no compile. */
-static int reload_one(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
-                      int mode, char **err) {
+/* The hash is checked before compiling: an unchanged source costs no
+ * compile. */
+int nb_rt_reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
+                 int force, char **err) {
+  int mode = force ? NB__RL_FORCE : NB__RL_CHANGED;
   *err = NULL;
   int rc = reloadable(rt, id, err);
   if (rc) return rc;
@@ -414,8 +427,7 @@ static int reload_one(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
   char *buf;
   if ((rc = source_of(a, &src, &len, &buf, err)) != 0) return rc;
   uint64_t h = nb__fnv1a(src, len);
-  if ((mode != NB__RL_FORCE && h == a->ver.hash) ||
-      (mode == NB__RL_WATCH && a->ver.rejected && h == a->ver.rejected_hash)) {
+  if (unchanged(mode, h, a->ver.hash, last_rejected(a))) {
     free(buf);
     return 0;
   }
@@ -424,35 +436,6 @@ static int reload_one(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
   rc = commit(rt, r, mode, err);
   nb_rt_reload_prep_free(r);
   return rc;
-}
-
-int nb_rt_reload(nb_rt_t *rt, uint32_t id, const char *src, size_t len,
-                 int force, char **err) {
-  return reload_one(rt, id, src, len, force ? NB__RL_FORCE : NB__RL_CHANGED,
-                    err);
-}
-
-/* Reloads agent id from its file when the file changed (mode: see
- * reload_one); returns 1 when reloaded, else 0 (unchanged, rejected or
- * unreadable: reported). */
-static int reload_if_changed(nb_rt_t *rt, uint32_t id, int mode) {
-  char *err = NULL;
-  int rc = reload_one(rt, id, NULL, 0, mode, &err);
-  if (rc == NB_EIO && !rt->opts.quiet) {
-    /* Mid-replace by an editor, or deleted: the next event retries. */
-    fprintf(nb__log(stderr), "neuronbus: agent \"%s\": %s (the running version "
-            "stays)\n", rt->agents[id]->name, err);
-  }
-  nb_rt_free_string(err);
-  return rc == 1;
-}
-
-int nb_rt_reload_changed(nb_rt_t *rt) {
-  int n = 0;
-  for (uint32_t i = 0; i < rt->n; i++)
-    if (rt->agents[i]->L && rt->agents[i]->script)
-      n += reload_if_changed(rt, i, NB__RL_CHANGED);
-  return n;
 }
 
 /* ------------------------------------------------------------------ */
@@ -523,7 +506,7 @@ static void job_work(uv_work_t *req) {
     }
     uint64_t h = nb__fnv1a(src, len);
     /* The loop thread checks again when it commits. */
-    if (h != it->hash && !(j->mode == NB__RL_WATCH && h == it->rejected))
+    if (!unchanged(j->mode, h, it->hash, it->rejected))
       it->prep = prep_new(it->id, it->script, src, len, h);
     free(src);
   }
@@ -596,7 +579,7 @@ static void job_kick(watch_t *w) {
     it->id = i;
     it->script = a->script;
     it->hash = a->ver.hash;
-    it->rejected = a->ver.rejected ? a->ver.rejected_hash : 0;
+    it->rejected = last_rejected(a);
   }
   w->hup_pending = 0;
   w->job = j;
