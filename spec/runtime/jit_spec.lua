@@ -14,7 +14,8 @@ describe("the JIT on the hot path", function()
 
   setup(function()
     h = testing.agent(helpers.fixture("runtime/jit_probe.lua"),
-      { name = "probe", refractory = 0, threshold = 1e9, peers = { "sink" } })
+      { name = "probe", refractory = 0, threshold = 1e9, peers = { "sink" },
+        config = { answers = 1200 } })
     -- Batches of 300 spikes: the dispatch loop runs hot within one tick.
     for _ = 1, 4 do
       for i = 1, 300 do
