@@ -17,6 +17,8 @@
 #include <uv.h>
 
 #define STOP_TICKS_DEFAULT 1000u
+/* How long a stop waits for agent calls still running on other threads. */
+#define NB__SETTLE_NS 2000000000ull
 #define ERRLOG_MAX 100   /* messages kept per neuron for nb_rt_errors */
 #define ERRPRINT_MAX 10  /* printed per neuron; later ones only counted */
 #define MSG_MAX 8192     /* an entry's error message with its traceback */
@@ -426,6 +428,7 @@ uint64_t nb_rt_stop(nb_rt_t *rt, uint64_t max_ticks) {
   /* Stopping cancels every task's pending request: nothing resumes now. */
   nb__async_stop(rt);
   nb__isol_stopping(rt); /* no backoff left to wait out: restart now */
+  nb__team_settle(rt, NB__SETTLE_NS);
   uint64_t t = drain(rt, max_ticks ? max_ticks : STOP_TICKS_DEFAULT, 0);
   nb_cortex_stop(rt->cx, 0); /* every on_stop */
   return t;
@@ -437,6 +440,7 @@ uint64_t nb__rt_stop_within(nb_rt_t *rt, uint64_t ns) {
   nb__async_stop(rt);
   nb__isol_stopping(rt);
   uint64_t start = nb_clock_ns();
+  nb__team_settle(rt, ns && ns < NB__SETTLE_NS ? ns : NB__SETTLE_NS);
   uint64_t t = drain(rt, STOP_TICKS_DEFAULT, ns ? ns : 1);
   uint64_t left = nb_cortex_pending(rt->cx);
   if (left && !rt->opts.quiet)

@@ -198,6 +198,13 @@ int64_t nb__team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns,
 /* Returns the number of workers (1 without a team). */
 uint32_t nb__team_workers(const nb_rt_t *rt);
 
+/* From the pause, before the runtime stops: lets agent calls that other
+ * threads are still in (the round ended during them) return, for at most
+ * wait_ns, so their neurons' spikes and on_stop run too; logs each neuron
+ * still in a call after that (its on_stop is skipped). Returns how many
+ * are left. */
+uint32_t nb__team_settle(nb_rt_t *rt, uint64_t wait_ns);
+
 /* One worker's counters for the statistics. */
 typedef struct nb__team_stat_s {
   uint64_t ticks, delivered, busy_ns;

@@ -387,6 +387,45 @@ int64_t nb__team_round(nb_rt_t *rt, uint64_t ticks, uint64_t budget_ns,
                                         memory_order_relaxed) - base0);
 }
 
+/* Returns how many neurons are in a call another thread is still in (read
+ * in the pause, which holds every worker: the busy marks are stable). */
+static uint32_t count_busy(struct nb__team_s *T) {
+  uint32_t busy = 0;
+  size_t count = nb_cortex_count(T->cx);
+  for (size_t id = 0; id < count; id++)
+    busy += nb_cortex_busy(T->cx, (nb_id_t)id) ? 1u : 0u;
+  return busy;
+}
+
+uint32_t nb__team_settle(nb_rt_t *rt, uint64_t wait_ns) {
+  struct nb__team_s *T = rt->team;
+  if (!T || !T->held) return 0;
+  uint64_t until = nb_clock_ns() + wait_ns;
+  uint32_t busy;
+  while ((busy = count_busy(T)) && nb_clock_ns() < until) {
+    /* The pause flag stays set, so no thread starts a tick or adopts a
+     * worker: only a thread returning from its call takes its worker back
+     * (call_end), finishes the tick it was in and gives the worker up. */
+    pause_give(T);
+    struct timespec ts = {0, 200000};
+    nanosleep(&ts, NULL);
+    pause_take(T);
+  }
+  if (busy && !rt->opts.quiet) {
+    size_t count = nb_cortex_count(T->cx);
+    for (size_t id = 0; id < count; id++) {
+      if (!nb_cortex_busy(T->cx, (nb_id_t)id)) continue;
+      const char *name = nb_neuron_name(nb_cortex_neuron(T->cx, (nb_id_t)id));
+      fprintf(nb__log(stderr), "neuronbus: shutdown: neuron \"%s\" (id %u) is "
+              "still in one call on another thread after %.3g s: its "
+              "on_stop is skipped and spikes to it are not delivered\n",
+              name ? name : "?", (unsigned)id, (double)wait_ns / 1e9);
+    }
+    fflush(stderr);
+  }
+  return busy;
+}
+
 uint32_t nb__team_workers(const nb_rt_t *rt) {
   return rt->team ? rt->team->n : 1;
 }

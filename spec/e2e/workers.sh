@@ -4,8 +4,10 @@
 # the bystander pair beside it (beat on worker 0 -> tally on worker 1,
 # 3,000 numbered spikes) loses nothing, the stuck neuron is named on
 # stderr and in the statistics, and the run ends (--for, then SIGTERM)
-# with the looping thread left behind; --workers and the manifest keys are
-# checked. Ends with "N passed, M failed".
+# with the looping thread left behind (its on_stop skipped, said); a
+# neuron in a long call when the run ends still gets its on_stop;
+# --workers and the manifest keys are checked. Ends with "N passed, M
+# failed".
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${NB_BUILD:-$top/build/default}
@@ -55,6 +57,41 @@ assert len(w) == 2 and w[1].get("stuck") == "victim" and w[1]["adopted_ticks"] >
 ' "$work/out"
 check "the thread still in its call is left behind at exit, said on stderr" \
   has err 'worker thread still inside an agent call at exit'
+check "and the neuron whose on_stop could not run is named" \
+  has err 'shutdown: neuron "victim" (id [0-9]*) is still in one call on another thread after 2 s: its on_stop is skipped'
+
+# A neuron whose every call is long but returns: the stop waits for the
+# call the run ended in, and its on_stop runs (each of three runs, ended
+# by --for and by SIGTERM, stops in the middle of one of its calls).
+cat >"$work/slow.lua" <<EOF
+return {
+  name = "slow", tick = "1ms", workers = 2,
+  neurons = {
+    slow = { script = "$top/spec/fixtures/workers/slow_tick.lua", threshold = 0,
+             refractory = 0, worker = 1, watchdog = false, config = { ms = 300 } },
+    beat = { script = "$fx/beat.lua", threshold = 0, refractory = 0, worker = 0,
+             config = { to = "tally", n = 3000, batch = 10, print = true } },
+    tally = { script = "$fx/count.lua", refractory = 0, worker = 0,
+              config = { print = true } },
+  },
+}
+EOF
+stopped=0 skipped=0
+for run in 1 2 3; do
+  if [ "$run" -lt 3 ]; then
+    timeout --kill-after=5 30 "$nb" run "$work/slow.lua" --for 1s >"$work/out" 2>"$work/err"
+  else
+    "$nb" run "$work/slow.lua" >"$work/out" 2>"$work/err" &
+    pid=$!
+    sleep 1.1
+    kill -TERM "$pid"
+    wait "$pid"
+  fi
+  has out '^slow: stopped after [1-9][0-9]* ticks$' && stopped=$((stopped + 1))
+  has err 'on_stop is skipped' && skipped=$((skipped + 1))
+done
+check "a neuron in a long call at the stop still gets its on_stop ($stopped of 3 runs)" \
+  test "$stopped" -eq 3 -a "$skipped" -eq 0
 
 # The same run ended by SIGTERM instead of --for.
 "$nb" run "$work/stuck.lua" >"$work/out" 2>"$work/err" &
