@@ -67,8 +67,8 @@ cat >"$work/slow.lua" <<EOF
 return {
   name = "slow", tick = "1ms", workers = 2,
   neurons = {
-    slow = { script = "$top/spec/fixtures/workers/slow_tick.lua", threshold = 0,
-             refractory = 0, worker = 1, watchdog = false, config = { ms = 300 } },
+    slow = { script = "$top/spec/fixtures/workers/slow_count.lua", threshold = 0,
+             refractory = 0, worker = 1, watchdog = false, config = { tick_ms = 300 } },
     beat = { script = "$fx/beat.lua", threshold = 0, refractory = 0, worker = 0,
              config = { to = "tally", n = 3000, batch = 10, print = true } },
     tally = { script = "$fx/count.lua", refractory = 0, worker = 0,
