@@ -3,7 +3,8 @@
  * Frame: a 4-byte little-endian length L, the 64-byte spike, then L - 64
  * payload bytes, present only when the spike holds an arena ref (and then
  * exactly ref.len of them). The decoder is a byte-at-a-time state machine
- * over one frame: it accepts the stream cut at any point, and the first
+ * over one frame (with a shortcut for a whole payload-less frame at a
+ * frame boundary): it accepts the stream cut at any point, and the first
  * inconsistency kills the stream for good, since after a bad length no
  * later byte can be trusted to start a frame. */
 #include "nb_frame.h"
@@ -121,6 +122,19 @@ int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
   size_t pos = 0;
   *used = 0;
   if (d->failed) return NB_EFRAME;
+  /* Between frames, a whole frame of a spike without payload (a busy
+   * link's common case) is checked and copied out in place, skipping the
+   * head's staging. Anything else, a bad spike included, takes the path
+   * below, which reports it. */
+  if (d->have == 0 && len >= NB_FRAME_SPIKE &&
+      get_le32(data) == NB_SPIKE_SIZE &&
+      nb_spike_from_bytes(out, data + NB_FRAME_HEADER) == 0 &&
+      !nb_spike_is_ref(out)) {
+    *used = NB_FRAME_SPIKE;
+    if (payload) *payload = NULL;
+    if (payload_len) *payload_len = 0;
+    return 1;
+  }
   /* Head: length and spike, collected into d->head. */
   while (d->have < NB_FRAME_SPIKE && pos < len) {
     size_t take = NB_FRAME_SPIKE - d->have;
