@@ -121,6 +121,15 @@ static void over_hook(lua_State *L, lua_Debug *ar);
 
 enum { DEFER_NONE, DEFER_PENDING, DEFER_RAISED };
 
+/* The counters nb_lstate_stats reads from another thread (the statistics
+ * read them in a pause, while a call stuck on a worker thread may still
+ * allocate) are written only by the thread in the state, with relaxed
+ * atomic stores: a reader never sees a torn value, and the writer pays no
+ * read-modify-write. */
+#define STAT_SET(f, v) __atomic_store_n(&(f), (v), __ATOMIC_RELAXED)
+#define STAT_ADD(f, d) STAT_SET(f, (f) + (d))
+#define STAT_GET(f) __atomic_load_n(&(f), __ATOMIC_RELAXED)
+
 /* Grants a block the allocator would have refused, because compiled code
  * asked for it (see nb_lstate_jit.c: refusing it would crash LuaJIT),
  * and arms a count hook on every instruction so the entry stops at the
@@ -161,7 +170,7 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   size_t old = ptr ? malloc_usable_size(ptr) : 0;
   if (nsize == 0) {
     free(ptr);
-    S->bytes -= old;
+    STAT_SET(S->bytes, S->bytes - old);
     return NULL;
   }
   /* Checked with an upper bound of what malloc will count for nsize
@@ -173,14 +182,14 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
       (uintptr_t)__builtin_frame_address(0) < cs_floor) {
     /* Agent code recursing through C is near the end of the stack. */
     S->cstack_hit = 1;
-    S->refused++;
+    STAT_ADD(S->refused, 1);
     if (S->deferred != DEFER_PENDING && !in_trace(S)) return NULL;
     defer_refusal(S);
   } else if (grows && S->enforce && S->limit &&
              S->bytes - old + est > S->limit) {
     S->mem_hit = 1;
     S->mem_ask = nsize;
-    S->refused++;
+    STAT_ADD(S->refused, 1);
     /* Once deferred, the error comes at the next instruction: what runs
      * until then (the rest of the trace or of one C call) is granted
      * without walking the stack for every block. */
@@ -192,8 +201,8 @@ static void *capped_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (ptr && nsize <= osize) return ptr; /* a failed shrink keeps the block */
     return NULL;                           /* the process is out of memory */
   }
-  S->bytes = S->bytes - old + malloc_usable_size(p);
-  if (S->bytes > S->peak) S->peak = S->bytes;
+  STAT_SET(S->bytes, S->bytes - old + malloc_usable_size(p));
+  if (S->bytes > S->peak) STAT_SET(S->peak, S->bytes);
   if (S->gc_hold_until && S->bytes > S->gc_hold_until) {
     /* A plain field write in LuaJIT, safe inside an allocation (as in
      * defer_refusal). */
@@ -1032,13 +1041,13 @@ nb_lstate_stats_t *nb_lstate_stats(const nb_lstate_t *S,
                                    nb_lstate_stats_t *out) {
   nb_lstate_t *M = (nb_lstate_t *)S; /* atomics need a non-const object */
   memset(out, 0, sizeof *out);
-  out->bytes = S->bytes;
-  out->peak = S->peak;
+  out->bytes = STAT_GET(M->bytes);
+  out->peak = STAT_GET(M->peak);
   out->limit = S->limit;
-  out->entries = S->entries;
-  out->mem_errors = S->mem_errors;
-  out->refused = S->refused;
-  out->budget_overruns = S->budget_overruns;
+  out->entries = STAT_GET(M->entries);
+  out->mem_errors = STAT_GET(M->mem_errors);
+  out->refused = STAT_GET(M->refused);
+  out->budget_overruns = STAT_GET(M->budget_overruns);
   out->watchdog_overruns = atomic_load(&M->watchdog_overruns);
   out->jit = S->jit;
   out->sandbox = S->sandbox;
@@ -1098,7 +1107,7 @@ static uintptr_t cs_limit(void) {
  * for an outermost entry; returns nothing. */
 static void enter(nb_lstate_t *S, const char *entry) {
   uint64_t now = nb_clock_ns();
-  S->entries++;
+  STAT_ADD(S->entries, 1);
   S->mem_hit = 0;
   S->cstack_hit = 0;
   S->deferred = DEFER_NONE;
@@ -1171,7 +1180,7 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
                 msg && !is_mem_msg(msg) ? "; the error it raised: " : "",
                 msg && !is_mem_msg(msg) ? msg : "");
   } else if (S->budget_hit) {
-    S->budget_overruns += outer;
+    STAT_ADD(S->budget_overruns, outer);
     if (msg && strstr(msg, S->limit_msg))
       code = errf(err, errlen, NB_EBUDGET, "%s", msg);
     else /* agent code replaced the budget error on its way out */
@@ -1180,7 +1189,7 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
   } else if (S->mem_hit && S->deferred &&
              (!status || status == LUA_ERRMEM || status == LUA_ERRERR ||
               is_mem_msg(msg))) {
-    S->mem_errors += outer;
+    STAT_ADD(S->mem_errors, outer);
     code = errf(err, errlen, NB_EMEMLIMIT,
                 "memory limit %s exceeded (%.1f MB in use: compiled code "
                 "went past it and was stopped at its next interpreted "
@@ -1188,7 +1197,7 @@ static int classify(nb_lstate_t *S, int status, int base, char *err,
                 size_txt(a, sizeof a, S->limit), S->bytes / 1048576.0);
   } else if (S->mem_hit && (status == LUA_ERRMEM || status == LUA_ERRERR ||
                              is_mem_msg(msg))) {
-    S->mem_errors += outer;
+    STAT_ADD(S->mem_errors, outer);
     code = errf(err, errlen, NB_EMEMLIMIT,
                     "memory limit %s exceeded (%.1f MB in use, a block of "
                     "%s refused)",
@@ -1280,7 +1289,7 @@ static int load_failed(nb_lstate_t *S, int status, const char *doing,
   char a[32];
   int code;
   if (status == LUA_ERRMEM && S->mem_hit) {
-    S->mem_errors++;
+    STAT_ADD(S->mem_errors, 1);
     code = errf(err, errlen, NB_EMEMLIMIT, "memory limit %s exceeded while %s",
                 size_txt(a, sizeof a, S->limit), doing);
   } else if (status == LUA_ERRMEM) {

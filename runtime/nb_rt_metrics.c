@@ -129,9 +129,12 @@ void nb__metrics_close(nb_rt_t *rt, uint64_t now, int whole) {
     nb__ival_t *v = &r->iv[i];
     const nb_neuron_stats_t *s = nb_neuron_stats(a->neuron);
     v->in_rate = (double)(s->spikes_in - v->in0) / len;
-    v->out_rate = (double)(s->spikes_out - v->out0) / len;
+    /* Relaxed: a neuron stuck in a call on a worker thread may still be
+     * firing (nb_rt_stat reads it the same way). */
+    uint64_t out = __atomic_load_n(&s->spikes_out, __ATOMIC_RELAXED);
+    v->out_rate = (double)(out - v->out0) / len;
     v->in0 = s->spikes_in;
-    v->out0 = s->spikes_out;
+    v->out0 = out;
     if (!a->metrics) continue;
     nb__nmetrics_t *m = a->metrics;
     uint64_t d[NB__HIST_N], total = 0;

@@ -196,6 +196,38 @@ static void a_stuck_neuron_holds_only_itself_and_is_named(void) {
   nb_rt_close(rt);
 }
 
+/* The statistics read a stuck neuron's counters (its state's memory, what
+ * it fired) in the pause while its call still runs and allocates on the
+ * other thread: under SAN=thread a plain read there is a reported race. */
+static void statistics_read_a_neuron_stuck_in_a_call(void) {
+  nb_rt_t *rt = open_topo(stuck_topo, 0, "out");
+  NBT_CHECK(rt != NULL);
+  if (!rt) return;
+  int stuck = nb_rt_id(rt, "stuck"), test = nb_rt_id(rt, "test");
+  NBT_EQ(nb_rt_inject(rt, (uint32_t)test, (uint32_t)stuck, 0, 0, "churn:300",
+                      9),
+         0);
+  FILE *null = fopen("/dev/null", "w");
+  NBT_CHECK(null != NULL);
+  if (!null) return;
+  uint64_t t0 = nb_rt_now_ns(), reads = 0;
+  size_t peak = 0;
+  while (nb_rt_now_ns() - t0 < 400000000ull) {
+    NBT_CHECK(nb_rt_tick(rt, 1) >= 0);
+    nb_rt_isol_stat_t is;
+    nb_rt_stat_t st;
+    NBT_EQ(nb_rt_isol_stat(rt, (uint32_t)stuck, &is), 0);
+    NBT_EQ(nb_rt_stat(rt, (uint32_t)stuck, &st), 0);
+    if (is.memory > peak) peak = is.memory;
+    nb_rt_print_stats(rt, null, 1, 0);
+    reads++;
+  }
+  NBT_CHECK(reads > 10);
+  NBT_CHECK(peak > 0);
+  fclose(null);
+  nb_rt_close(rt);
+}
+
 static void closing_with_a_call_still_running_leaves_its_thread(void) {
 #if defined(__SANITIZE_ADDRESS__)
   /* What the left thread's Lua state holds is live in its registers and
@@ -222,6 +254,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(a_mesh_over_four_workers_delivers_every_spike_in_order),
     NBT_TEST(timers_started_on_worker_threads_fire_and_resume),
     NBT_TEST(a_stuck_neuron_holds_only_itself_and_is_named),
+    NBT_TEST(statistics_read_a_neuron_stuck_in_a_call),
     NBT_TEST(closing_with_a_call_still_running_leaves_its_thread),
 };
 
