@@ -19,6 +19,14 @@ cd "$top" || exit 1
 . "$top/spec/e2e/lib.bash"
 need "$nb"
 has() { grep -q -- "$2" "$work/$1"; }
+# stop_within SECONDS PID: waits for the signalled process, killing it
+# after SECONDS; returns its exit status.
+stop_within() {
+  local i
+  for i in $(seq 1 $(($1 * 10))); do kill -0 "$2" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$2" 2>/dev/null; then kill -KILL "$2"; fi
+  wait "$2"
+}
 
 cat >"$work/stuck.lua" <<EOF
 return {
@@ -85,7 +93,7 @@ for run in 1 2 3; do
     pid=$!
     sleep 1.1
     kill -TERM "$pid"
-    wait "$pid"
+    stop_within 20 "$pid"
   fi
   has out '^slow: stopped after [1-9][0-9]* ticks$' && stopped=$((stopped + 1))
   has err 'on_stop is skipped' && skipped=$((skipped + 1))
@@ -99,9 +107,7 @@ pid=$!
 sleep 1.5
 kill -TERM "$pid"
 t0=$(date +%s%N)
-for _ in $(seq 1 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-if kill -0 "$pid" 2>/dev/null; then kill -KILL "$pid"; fi
-wait "$pid"; rc=$?
+stop_within 20 "$pid"; rc=$?
 secs=$(( ($(date +%s%N) - t0) / 1000000000 ))
 check "one SIGTERM ends it while the neuron loops (exit $rc, ${secs}s after the signal)" \
   test "$rc" -eq 0 -a "$secs" -lt 10

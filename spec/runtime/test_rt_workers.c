@@ -210,20 +210,22 @@ static void statistics_read_a_neuron_stuck_in_a_call(void) {
   FILE *null = fopen("/dev/null", "w");
   NBT_CHECK(null != NULL);
   if (!null) return;
-  uint64_t t0 = nb_rt_now_ns(), reads = 0;
-  size_t peak = 0;
+  uint64_t t0 = nb_rt_now_ns(), reads = 0, moved = 0;
+  size_t last = 0;
   while (nb_rt_now_ns() - t0 < 400000000ull) {
     NBT_CHECK(nb_rt_tick(rt, 1) >= 0);
     nb_rt_isol_stat_t is;
     nb_rt_stat_t st;
     NBT_EQ(nb_rt_isol_stat(rt, (uint32_t)stuck, &is), 0);
     NBT_EQ(nb_rt_stat(rt, (uint32_t)stuck, &st), 0);
-    if (is.memory > peak) peak = is.memory;
+    /* live: the churning call's allocations show while it runs */
+    if (reads && is.memory != last) moved++;
+    last = is.memory;
     nb_rt_print_stats(rt, null, 1, 0);
     reads++;
   }
   NBT_CHECK(reads > 10);
-  NBT_CHECK(peak > 0);
+  NBT_CHECK(moved > 0);
   fclose(null);
   nb_rt_close(rt);
 }
