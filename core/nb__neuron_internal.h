@@ -62,13 +62,17 @@ extern _Thread_local uint64_t nb__tick_now;
 /* Integrates count spikes with their weights into s in order, exactly as
  * count calls of nb_if_integrate, with the potential kept in a register
  * (one call per spike stored and reloaded it: a store-forwarding chain
- * that was most of the deliver phase); returns nothing. */
-static inline void nb__if_integrate_batch(nb_if_t *s, const nb_spike_t *in,
-                                          const float *w, uint32_t count) {
+ * that was most of the deliver phase); returns 1 when any of the spikes
+ * carries an arena reference, else 0, so the pass that releases them
+ * after delivery (another read of every spike) can be skipped. */
+static inline int nb__if_integrate_batch(nb_if_t *s, const nb_spike_t *in,
+                                         const float *w, uint32_t count) {
   float pot = s->potential;
   const float floor = s->p.rest - 1.0f;
+  int refs = 0;
   for (uint32_t k = 0; k < count; k++) {
     nb_kind_t kind = nb_spike_kind(&in[k]);
+    refs |= nb_spike_is_ref(&in[k]);
     if (kind == NB_EXCITATORY) {
       pot += w[k];
     } else if (kind == NB_INHIBITORY) {
@@ -77,6 +81,7 @@ static inline void nb__if_integrate_batch(nb_if_t *s, const nb_spike_t *in,
     }
   }
   s->potential = pot;
+  return refs;
 }
 
 /* Returns the slot i places past r's position, as nb_axon_reader_peek_at

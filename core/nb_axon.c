@@ -80,6 +80,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nb__axon_internal.h"
 #include "nb_err.h"
 
 /* GCC warns (-Wtsan) that ThreadSanitizer does not model fences. No fence
@@ -90,56 +91,6 @@
 #if defined(__SANITIZE_THREAD__) && defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wtsan"
 #endif
-
-enum { NB__SLOT_FREE = 0, NB__SLOT_ATTACHING = 1, NB__SLOT_ACTIVE = 2 };
-
-/* One reader's shared state, alone on its 128-byte line (two 64-byte lines,
- * so the adjacent-line prefetcher cannot couple neighbours). */
-typedef struct axon_slot_s {
-  alignas(128) _Atomic uint64_t cursor; /* next sequence the reader reads */
-  _Atomic uint32_t state;               /* NB__SLOT_* */
-} axon_slot_t;
-
-struct nb_axon_s {
-  /* Configuration: written once by nb_axon_new, then only read. */
-  alignas(128) nb_spike_t *buf;
-  uint64_t mask;
-  uint32_t capacity;
-  nb_axon_mode_t mode;
-  nb_wait_t wait;
-  int wake; /* YIELD_PARK: cursor movers must wake sleepers */
-
-  /* Written by the producer on every publish, read by every reader. The
-   * claim cursor (overwrite mode's seqlock begin marker) shares the line
-   * because readers read both and the producer writes both. */
-  alignas(128) _Atomic uint64_t write_cursor;
-  _Atomic uint64_t claim_cursor;
-
-  /* Producer-private. */
-  alignas(128) uint64_t next;      /* equals the last stored write cursor */
-  uint64_t limit;                  /* gated: may write sequences < limit */
-  uint64_t claim_hi;               /* overwrite: last claim_cursor stored */
-  _Atomic uint64_t *slowest;       /* gated: cursor that set the limit */
-
-  alignas(128) nb_parking_t read_park; /* readers sleep, producer wakes */
-  alignas(128) nb_parking_t gate_park; /* producer sleeps, readers wake */
-  _Atomic uint64_t gate_want;          /* the cursor value it waits for */
-
-  /* Rarely written: close, attach, detach. */
-  alignas(128) _Atomic int closed;
-  _Atomic uint32_t gen;    /* bumped by every attach and clone */
-  _Atomic uint32_t nslots; /* high-water count of slots ever used */
-
-  axon_slot_t slots[NB_AXON_MAX_READERS];
-};
-
-/* Reader-private state on its own line; only its thread touches it. */
-struct nb_axon_reader_s {
-  alignas(64) nb_axon_t *ax;
-  axon_slot_t *slot;
-  uint64_t pos;      /* next sequence to read (slot->cursor's value) */
-  uint64_t wc_cache; /* write cursor last loaded (acquire): pos..wc ready */
-};
 
 /* A 64-bit word that may alias a spike's bytes, for the seqlock copies. */
 typedef uint64_t word_t __attribute__((may_alias));
@@ -235,7 +186,7 @@ static uint64_t refresh_limit(nb_axon_t *ax) {
     min = ax->next;
     slowest = NULL;
     for (uint32_t i = 0; i < n; i++) {
-      axon_slot_t *sl = &ax->slots[i];
+      nb__axon_slot_t *sl = &ax->slots[i];
       /* Acquire pairs with the ACTIVE release store in attach_at, so the
        * cursor load below sees the attacher's first cursor or a later one. */
       if (atomic_load_explicit(&sl->state, memory_order_acquire) !=
@@ -307,16 +258,6 @@ static void ring_put(nb_axon_t *ax, uint64_t seq, const nb_spike_t *s,
   if (n > first) memcpy(ax->buf, s + first, (n - first) * sizeof *s);
 }
 
-/* Makes every sequence below end visible with one release store and wakes
- * parked readers; returns nothing. */
-static void publish_to(nb_axon_t *ax, uint64_t end) {
-  ax->next = end;
-  /* Release pairs with the readers' acquire loads of the write cursor: the
-   * slot contents are visible before the cursor says they are ready. */
-  atomic_store_explicit(&ax->write_cursor, end, memory_order_release);
-  if (ax->wake) nb_parking_wake(&ax->read_park);
-}
-
 int nb_axon_try_publish(nb_axon_t *ax, const nb_spike_t *s) {
   uint64_t q = ax->next;
   if (ax->mode == NB_AXON_OVERWRITE) {
@@ -326,7 +267,7 @@ int nb_axon_try_publish(nb_axon_t *ax, const nb_spike_t *s) {
     if (q >= ax->limit && q >= refresh_limit(ax)) return NB_EFULL;
     *slot_of(ax, q) = *s;
   }
-  publish_to(ax, q + 1);
+  nb__axon_publish_to(ax, q + 1);
   return 0;
 }
 
@@ -341,13 +282,13 @@ size_t nb_axon_try_publish_batch(nb_axon_t *ax, const nb_spike_t *s,
     uint64_t end = ax->next + n;
     begin_overwrite(ax, end);
     ring_put(ax, end - keep, s + (n - keep), keep);
-    publish_to(ax, end);
+    nb__axon_publish_to(ax, end);
     return n;
   }
   size_t k = (size_t)min_size(n, (size_t)gated_room(ax, n));
   if (k == 0) return 0;
   ring_put(ax, ax->next, s, k);
-  publish_to(ax, ax->next + k);
+  nb__axon_publish_to(ax, ax->next + k);
   return k;
 }
 
@@ -411,7 +352,7 @@ uint32_t nb_axon_claimable(nb_axon_t *ax) {
 }
 
 void nb_axon_commit(nb_axon_t *ax, uint32_t n) {
-  if (n) publish_to(ax, ax->next + n);
+  if (n) nb__axon_publish_to(ax, ax->next + n);
 }
 
 void nb_axon_close(nb_axon_t *ax) {
@@ -445,7 +386,7 @@ static int attach_at(nb_axon_t *ax, const uint64_t *from,
     free(r);
     return NB_ELIMIT;
   }
-  axon_slot_t *sl = &ax->slots[i];
+  nb__axon_slot_t *sl = &ax->slots[i];
   /* Relaxed: ordered for the producer by F_R below (or gen's release). */
   uint32_t n = atomic_load_explicit(&ax->nslots, memory_order_relaxed);
   while (n < i + 1 && !atomic_compare_exchange_weak_explicit(
@@ -526,7 +467,7 @@ static uint64_t ready(nb_axon_reader_t *r, uint64_t want) {
   /* pos can pass the cached cursor after an overwrite-mode lap jump. */
   if (r->wc_cache > r->pos && r->wc_cache - r->pos >= want)
     return r->wc_cache - r->pos;
-  /* Acquire pairs with the producer's release store in publish_to. */
+  /* Acquire pairs with the producer's release store in nb__axon_publish_to. */
   r->wc_cache = atomic_load_explicit(&r->ax->write_cursor, memory_order_acquire);
   return r->wc_cache > r->pos ? r->wc_cache - r->pos : 0;
 }
@@ -651,7 +592,7 @@ size_t nb_axon_read_batch(nb_axon_reader_t *r, nb_spike_t *out, size_t max,
 
 uint64_t nb_axon_reader_available(const nb_axon_reader_t *r) {
   const nb_axon_t *ax = r->ax;
-  /* Acquire pairs with the producer's release store in publish_to. */
+  /* Acquire pairs with the producer's release store in nb__axon_publish_to. */
   uint64_t wc = atomic_load_explicit(&ax->write_cursor, memory_order_acquire);
   uint64_t from = r->pos;
   if (ax->mode == NB_AXON_OVERWRITE) {

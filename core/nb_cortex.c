@@ -1319,7 +1319,7 @@ static uint64_t deliver(worker_t *wk) {
       continue;
     }
     uint32_t count = n->inbox_count;
-    nb__if_integrate_batch(&n->ifs, n->inbox, n->inbox_w, count);
+    int refs = nb__if_integrate_batch(&n->ifs, n->inbox, n->inbox_w, count);
     /* Emptied before the callbacks: nothing routes into an inbox during
      * delivery, and a callback that stops its own neuron must not count
      * these spikes again as dead letters. */
@@ -1332,7 +1332,7 @@ static uint64_t deliver(worker_t *wk) {
       } else {
         hand_over(n, count);
       }
-      if (cx->opts.arena) consume_batch(wk, n->inbox, count);
+      if (refs && cx->opts.arena) consume_batch(wk, n->inbox, count);
       n->stats.spikes_in += count;
       total += count;
     }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nb__axon_internal.h"
 #include "nb__neuron_internal.h"
 #include "nb_clock.h"
 #include "nb_err.h"
@@ -216,16 +217,16 @@ static inline void bump_producer_stat(uint64_t *c) {
 
 /* Claims the axon's next slot for n; returns it, or NULL (counted in
  * stats.full) when the axon is full. */
-static nb_spike_t *claim_slot(nb_neuron_t *n) {
-  nb_spike_t *slot = nb_axon_claim(n->axon);
+static inline nb_spike_t *claim_slot(nb_neuron_t *n) {
+  nb_spike_t *slot = nb__axon_claim(n->axon);
   if (!slot) bump_producer_stat(&n->stats.full);
   return slot;
 }
 
 /* Publishes the claimed slot and consumes the sequence it carries;
  * returns 0. */
-static int commit_slot(nb_neuron_t *n) {
-  nb_axon_commit(n->axon, 1);
+static inline int commit_slot(nb_neuron_t *n) {
+  nb__axon_commit1(n->axon);
   n->next_seq++;
   bump_producer_stat(&n->stats.spikes_out);
   return 0;
@@ -237,7 +238,7 @@ _Thread_local uint64_t nb__tick_now;
  * or the tick's, see NB_SPIKE_TIME_TICK), later than any timestamp n
  * fired before, so two spikes of one source never share a time; returns
  * s. */
-static nb_spike_t *stamp(nb_neuron_t *n, nb_spike_t *s) {
+static inline nb_spike_t *stamp(nb_neuron_t *n, nb_spike_t *s) {
   uint64_t now = nb__tick_now;
   if (!now) now = nb__clock_at(&n->clock);
   if (now <= n->last_stamp_ns) now = n->last_stamp_ns + 1;

@@ -39,6 +39,25 @@ nb_rt_layout_t *nb_rt_layout(nb_rt_layout_t *o) {
   return o;
 }
 
+/* nb_rt_fire for a recording runtime: builds the spike on the stack, fires
+ * it and records it; returns as nb_rt_fire. Out of line: its 64-byte
+ * aligned local made the common path realign the stack on every call. */
+static __attribute__((noinline)) int fire_recorded(nb__agent_t *a, uint32_t target,
+                                                   int kind, int priority,
+                                                   const char *data, size_t len) {
+  nb_spike_t s;
+  nb_spike_init(&s, (nb_id_t)target, (nb_kind_t)kind, (uint8_t)priority);
+  int rc = nb_neuron_put_payload(a->neuron, &s, data, len);
+  if (rc) return rc;
+  rc = nb_neuron_fire(a->neuron, &s);
+  if (rc) {
+    nb_arena_release_spike(a->rt->arena, &s);
+    return rc;
+  }
+  nb__record(&a->rec[1], &s, 1.0f, data, len);
+  return 0;
+}
+
 int nb_rt_fire(nb_rt_cell_t *cell, uint32_t target, int kind, int priority,
                const char *data, size_t len) {
   nb__agent_t *a = (nb__agent_t *)cell;
@@ -47,24 +66,13 @@ int nb_rt_fire(nb_rt_cell_t *cell, uint32_t target, int kind, int priority,
     return NB_EINVAL;
   if (target != NB_BROADCAST && target >= rt->n) return NB_ENOENT;
   if (len && !data) return NB_EINVAL;
+  if (rt->opts.record) return fire_recorded(a, target, kind, priority, data, len);
   /* Build the spike in the axon slot, with the same bytes and results,
    * instead of copying one built on the stack (the copy's wide loads
    * stalled on the builder's narrow stores); a full axon spends no arena
    * space. */
-  if (!rt->opts.record)
-    return nb_neuron_fire_ex(a->neuron, (nb_id_t)target, (nb_kind_t)kind,
-                             (uint8_t)priority, data, len);
-  nb_spike_t s;
-  nb_spike_init(&s, (nb_id_t)target, (nb_kind_t)kind, (uint8_t)priority);
-  int rc = nb_neuron_put_payload(a->neuron, &s, data, len);
-  if (rc) return rc;
-  rc = nb_neuron_fire(a->neuron, &s);
-  if (rc) {
-    nb_arena_release_spike(rt->arena, &s);
-    return rc;
-  }
-  if (rt->opts.record) nb__record(&a->rec[1], &s, 1.0f, data, len);
-  return 0;
+  return nb_neuron_fire_ex(a->neuron, (nb_id_t)target, (nb_kind_t)kind,
+                           (uint8_t)priority, data, len);
 }
 
 int nb_rt_payload(const nb_rt_cell_t *cell, const nb_spike_t *s,
