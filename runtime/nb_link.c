@@ -939,6 +939,14 @@ static void conn_pause(conn_t *c) {
   c->reading = 0;
 }
 
+/* Counts a spike on_spike answered rc for (taken, or refused for good);
+ * returns nothing. */
+static void offered(nb_link_t *l, int rc) {
+  if (rc < 0) l->st.rejected++;
+  else l->st.received++;
+  l->recv_seq++;
+}
+
 /* Offers the held spike to on_spike; returns 1 when taken (or refused for
  * good), 0 when it must wait (conn paused). */
 static int offer_held(conn_t *c) {
@@ -990,14 +998,29 @@ static int offer_held(conn_t *c) {
     conn_pause(c);
     return 0;
   }
-  if (rc < 0) {
-    l->st.rejected++;
-    if (c->pend_has_ref) nb_arena_release(n->o.arena, &c->pend_ref, 1);
-  } else {
-    l->st.received++;
-  }
+  if (rc < 0 && c->pend_has_ref) nb_arena_release(n->o.arena, &c->pend_ref, 1);
   c->has_pending = c->pend_has_ref = 0;
-  l->recv_seq++;
+  offered(l, rc);
+  return 1;
+}
+
+/* Offers a spike with an inline payload straight from the decoder, as
+ * offer_held would after holding it; returns 1 when taken (or refused for
+ * good), 0 when it is held for later (conn paused). Only a full receiver
+ * costs the copy into the hold. */
+static int offer_inline(conn_t *c, const nb_spike_t *s) {
+  nb_link_node_t *n = c->node;
+  int rc = n->o.on_spike(n->o.ud, c->link, s, NULL, 0);
+  if (rc == NB_EFULL) {
+    c->has_pending = 1;
+    c->pend_has_ref = 0;
+    c->pend = *s;
+    c->pend_payload = NULL;
+    c->pend_len = 0;
+    conn_pause(c);
+    return 0;
+  }
+  offered(c->link, rc);
   return 1;
 }
 
@@ -1047,6 +1070,10 @@ static void conn_process(conn_t *c) {
                     "not expose", (unsigned long long)c->rx.frames,
                     (unsigned)t);
       break;
+    }
+    if (!nb_spike_is_ref(&ev.spike)) {
+      if (!offer_inline(c, &ev.spike)) break;
+      continue;
     }
     c->has_pending = 1;
     c->pend_has_ref = 0;

@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,7 @@ struct nb__learn_s {
   pthread_mutex_t mu;
   change_t *q;
   size_t n, cap;
+  _Atomic int pending; /* n > 0: lets the apply skip the lock every tick */
   uint8_t *rewire; /* rewire[id]: may change other neurons' synapses */
   uint32_t nrewire;
   uint64_t connected, disconnected, refused;
@@ -96,6 +98,11 @@ static int enqueue(nb__learn_t *l, const change_t *c) {
     l->cap = cap;
   }
   l->q[l->n++] = *c;
+  /* Relaxed: an apply that sees it takes the mutex, which orders the
+   * queue; the apply runs while no worker ticks, after the hold that
+   * synchronizes with every worker thread, so it cannot miss a change
+   * queued before the pause. */
+  atomic_store_explicit(&l->pending, 1, memory_order_relaxed);
 out:
   pthread_mutex_unlock(&l->mu);
   return rc;
@@ -201,8 +208,9 @@ double nb_rt_syn_weight(const nb_rt_cell_t *cell, int32_t from,
 
 void nb__rt_apply_synapse_changes(nb_rt_t *rt) {
   nb__learn_t *l = learn_of(rt);
-  if (!l) return;
+  if (!l || !atomic_load_explicit(&l->pending, memory_order_relaxed)) return;
   pthread_mutex_lock(&l->mu);
+  atomic_store_explicit(&l->pending, 0, memory_order_relaxed);
   size_t n = l->n;
   change_t *q = l->q;
   /* Taken out of the queue first: nothing queues while no worker ticks,
