@@ -9,6 +9,7 @@
  * later byte can be trusted to start a frame. */
 #include "nb_frame.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,16 @@ int nb_frame_encode(const nb_spike_t *s, uint8_t out[NB_FRAME_SPIKE]) {
   if (nb_spike_is_ref(s)) return NB_EINVAL;
   put_le32(out, NB_SPIKE_SIZE);
   memcpy(out + NB_FRAME_HEADER, nb_spike_as_bytes(s), NB_SPIKE_SIZE);
+  return NB_FRAME_SPIKE;
+}
+
+int nb_frame_encode_to(const uint8_t spike[NB_SPIKE_SIZE], nb_id_t target,
+                       uint8_t out[NB_FRAME_SPIKE]) {
+  if (spike[offsetof(nb_spike_t, meta)] >> 2 == NB_LEN_ARENA) return NB_EINVAL;
+  put_le32(out, NB_SPIKE_SIZE);
+  memcpy(out + NB_FRAME_HEADER, spike, NB_SPIKE_SIZE);
+  memcpy(out + NB_FRAME_HEADER + offsetof(nb_spike_t, target), &target,
+         sizeof target);
   return NB_FRAME_SPIKE;
 }
 
@@ -116,6 +127,15 @@ static int frame_check_head(nb_frame_decoder_t *d) {
   return 0;
 }
 
+/* Copies the spike of the frame at data into *out when data holds that
+ * whole frame and it is payload-less with a valid inline spike (length
+ * 64, no arena reference); returns 1, else 0 (*out may be written). */
+static inline int whole_plain(const uint8_t *data, size_t len, nb_spike_t *out) {
+  return len >= NB_FRAME_SPIKE && get_le32(data) == NB_SPIKE_SIZE &&
+         nb_spike_from_bytes(out, data + NB_FRAME_HEADER) == 0 &&
+         !nb_spike_is_ref(out);
+}
+
 int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
                     size_t *used, nb_spike_t *out, const uint8_t **payload,
                     size_t *payload_len) {
@@ -126,10 +146,7 @@ int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
    * link's common case) is checked and copied out in place, skipping the
    * head's staging. Anything else, a bad spike included, takes the path
    * below, which reports it. */
-  if (d->have == 0 && len >= NB_FRAME_SPIKE &&
-      get_le32(data) == NB_SPIKE_SIZE &&
-      nb_spike_from_bytes(out, data + NB_FRAME_HEADER) == 0 &&
-      !nb_spike_is_ref(out)) {
+  if (d->have == 0 && whole_plain(data, len, out)) {
     *used = NB_FRAME_SPIKE;
     if (payload) *payload = NULL;
     if (payload_len) *payload_len = 0;
@@ -194,4 +211,16 @@ int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
   d->have = 0;
   d->body_len = 0;
   return 1;
+}
+
+size_t nb_frame_decode_run(const nb_frame_decoder_t *d, const uint8_t *data,
+                           size_t len, nb_spike_t *out, size_t max) {
+  if (d->failed || d->have != 0) return 0;
+  size_t k = 0;
+  while (k < max && whole_plain(data, len, &out[k])) {
+    k++;
+    data += NB_FRAME_SPIKE;
+    len -= NB_FRAME_SPIKE;
+  }
+  return k;
 }

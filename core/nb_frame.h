@@ -22,6 +22,13 @@
  * or NB_EINVAL when s holds an arena ref (use nb_frame_encode_head). */
 int nb_frame_encode(const nb_spike_t *s, uint8_t out[NB_FRAME_SPIKE]);
 
+/* Writes the 68-byte frame of the spike whose 64 bytes are at spike (as
+ * nb_spike_as_bytes gives them), its target replaced by target, in one
+ * copy; returns 68, or NB_EINVAL when those bytes hold an arena ref (use
+ * nb_frame_encode_head). A sender's queue keeps spikes as bytes. */
+int nb_frame_encode_to(const uint8_t spike[NB_SPIKE_SIZE], nb_id_t target,
+                       uint8_t out[NB_FRAME_SPIKE]);
+
 /* Writes the 68-byte head of a frame carrying len payload bytes after the
  * spike (the caller sends the payload next); returns 68, or NB_EINVAL when
  * payload_len disagrees with the spike (ref.len for a ref, else 0). */
@@ -65,5 +72,16 @@ int nb_frame_encode_bare_ref(const nb_spike_t *s, uint8_t out[NB_FRAME_SPIKE]);
 int nb_frame_decode(nb_frame_decoder_t *d, const uint8_t *data, size_t len,
                     size_t *used, nb_spike_t *out, const uint8_t **payload,
                     size_t *payload_len);
+
+/* Decodes the run of whole payload-less frames of inline spikes at the
+ * start of data, at most max of them, into out[0..k-1], while d is between
+ * frames; returns k, having consumed k * NB_FRAME_SPIKE bytes (the caller
+ * advances by that, or by fewer whole frames, and decodes the rest again
+ * later). Stops, without consuming it, at any other frame (cut by the end
+ * of data, carrying a payload or an arena reference, or malformed), which
+ * nb_frame_decode then takes (and reports). The same checks as
+ * nb_frame_decode, for a receiver's common case in one call. */
+size_t nb_frame_decode_run(const nb_frame_decoder_t *d, const uint8_t *data,
+                           size_t len, nb_spike_t *out, size_t max);
 
 #endif

@@ -1024,18 +1024,59 @@ static int offer_inline(conn_t *c, const nb_spike_t *s) {
   return 1;
 }
 
+/* Spikes decoded per on_spikes call: 16 KiB on the stack. */
+enum { RUN_MAX = 256 };
+
+/* Returns 1 when this node exposes local id t, else 0. */
+static inline int exposed(const nb_link_node_t *n, nb_id_t t) {
+  return (n->exp_bits[t >> 3] >> (t & 7)) & 1u;
+}
+
+/* Offers the run of whole plain frames at the read offset to on_spikes
+ * (an up connection with nothing held); returns how many frames it
+ * consumed, 0 when the next frame is for the one-frame path (a control
+ * frame, an unexposed target, anything the run decoder leaves). Pauses
+ * the connection when on_spikes took fewer than it was offered: their
+ * bytes stay unread, to be decoded again on resume. */
+static size_t offer_run(conn_t *c, nb_spike_t *run) {
+  nb_link_node_t *n = c->node;
+  nb_link_t *l = c->link;
+  size_t k = nb_frame_decode_run(&c->rx.dec, c->rdata + c->roff,
+                                 c->rlen - c->roff, run, RUN_MAX);
+  /* Only data frames to exposed neurons: the first other one ends the
+   * run and goes through the checks (and messages) of conn_process. */
+  size_t m = 0;
+  while (m < k && !nb_link_is_ctrl(&run[m]) && exposed(n, run[m].target)) m++;
+  if (m == 0) return 0;
+  size_t rejected = 0;
+  size_t took = n->o.on_spikes(n->o.ud, l, run, m, &rejected);
+  if (took > m) took = m;
+  if (rejected > took) rejected = took;
+  c->roff += took * NB_FRAME_SPIKE;
+  c->rx.frames += took;
+  l->st.received += took - rejected;
+  l->st.rejected += rejected;
+  l->recv_seq += took;
+  if (took < m) conn_pause(c);
+  return took;
+}
+
 /* Runs the received bytes through the state machine until they are used
  * up, the receiver is full, or the connection closes. */
 static void conn_process(conn_t *c) {
   nb_link_node_t *n = c->node;
   nb_link_t *l0 = c->link;
   uint64_t seq0 = l0 ? l0->recv_seq : 0;
+  nb_spike_t run[RUN_MAX];
   while (c->state != NB__C_CLOSING && !c->paused) {
     if (c->has_pending) {
       if (!offer_held(c)) break;
       continue;
     }
     if (c->roff >= c->rlen) break;
+    if (n->o.on_spikes && c->state == NB__C_UP && c->link &&
+        offer_run(c, run))
+      continue;
     nb_link_rx_event_t ev;
     size_t used = 0;
     int rc = nb_link_rx_feed(&c->rx, c->rdata + c->roff, c->rlen - c->roff,
@@ -1064,7 +1105,7 @@ static void conn_process(conn_t *c) {
       continue;
     }
     nb_id_t t = ev.spike.target;
-    if (!(n->exp_bits[t >> 3] & (1u << (t & 7)))) {
+    if (!exposed(n, t)) {
       conn_lost(c, NB_LINK_LOG_ERROR, 1,
                     "frame %llu targets neuron id %u, which this node does "
                     "not expose", (unsigned long long)c->rx.frames,
@@ -1223,8 +1264,18 @@ static void link_flush(nb_link_t *l) {
   while (p < l->rt && off < (size_t)NB__WFRAMES * NB_FRAME_SPIKE &&
          niov + 2 < NB__WIOV && total + off - run < NB__WBYTES) {
     entry_t *e = &l->ring[p & l->mask];
+    nb_id_t to = (nb_id_t)l->tremote[e->target];
+    if (!e->plen && !e->by_ref &&
+        nb_frame_encode_to(e->spike, to, c->wbuf + off) == NB_FRAME_SPIKE) {
+      /* A plain spike (the common case): framed straight from the queue. */
+      off += NB_FRAME_SPIKE;
+      if (e->written) l->st.resent++;
+      e->written = 1;
+      p++;
+      continue;
+    }
     memcpy(&s, e->spike, NB_SPIKE_SIZE);
-    s.target = (nb_id_t)l->tremote[e->target];
+    s.target = to;
     if (e->by_ref && l->shared) {
       /* The peer maps the same arena: the ref alone. */
       nb_frame_encode_bare_ref(&s, c->wbuf + off);
@@ -1250,7 +1301,8 @@ static void link_flush(nb_link_t *l) {
       total += (off - run) + e->plen;
       run = off;
     } else {
-      nb_frame_encode(&s, c->wbuf + off);
+      /* A reference to an empty payload: its head alone. */
+      nb_frame_encode_head(&s, 0, c->wbuf + off);
       off += NB_FRAME_SPIKE;
     }
     if (e->written) l->st.resent++;
@@ -1937,6 +1989,19 @@ int nb_link_target(nb_link_t *l, const char *name) {
   return (int)id;
 }
 
+/* Fills queue entry e (the one at the ring's tail, its payload or
+ * reference already set) with s for target and a payload of len bytes,
+ * and appends it; returns nothing. */
+static inline void entry_fill(nb_link_t *l, entry_t *e, const nb_spike_t *s,
+                              int target, size_t len) {
+  memcpy(e->spike, s, NB_SPIKE_SIZE);
+  e->plen = (uint32_t)len;
+  e->target = (uint16_t)target;
+  e->written = 0;
+  l->rt++;
+  l->st.sent++;
+}
+
 int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
                  const void *payload, size_t len) {
   if (!l || !s) return NB_EINVAL;
@@ -1988,14 +2053,32 @@ int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
     memcpy(e->payload, payload, len);
     l->qbytes += len;
   }
-  memcpy(e->spike, s, NB_SPIKE_SIZE);
-  e->plen = (uint32_t)len;
-  e->target = (uint16_t)target;
-  e->written = 0;
-  l->rt++;
-  l->st.sent++;
+  entry_fill(l, e, s, target, len);
   if (l->up) kick(l->node);
   return 0;
+}
+
+size_t nb_link_send_run(nb_link_t *l, int target, const nb_spike_t *s,
+                        size_t n) {
+  if (!l || !s || l->closing) return 0;
+  if (target < 0 || (uint32_t)target >= l->ntargets) return 0;
+  if (l->up && l->tremote[target] < 0) return 0;
+  /* nb_link_send's checks for an inline spike, in the same order; the
+   * first spike that would take another branch (a ref, a bad spike, a
+   * full queue, a ring that must grow) ends the run, and nb_link_send
+   * then takes it or says why not. */
+  if (l->qbytes > l->opts.queue_bytes) return 0;
+  size_t i = 0;
+  for (; i < n; i++) {
+    if (nb_spike_is_ref(&s[i]) || nb_spike_check(nb_spike_as_bytes(&s[i])) != 0)
+      break;
+    if (l->rt - l->rh >= l->opts.queue_spikes || l->rt - l->rh > l->mask) break;
+    entry_t *e = &l->ring[l->rt & l->mask];
+    e->by_ref = 0;
+    entry_fill(l, e, &s[i], target, 0);
+  }
+  if (i && l->up) kick(l->node);
+  return i;
 }
 
 int nb_link_send_name(nb_link_t *l, const char *name, const nb_spike_t *s,

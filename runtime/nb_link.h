@@ -20,8 +20,8 @@
  * (retained until acknowledged) and its bytes are read when written; when
  * the peer maps the same file (the HELLOs say so) only the ref travels.
  *
- * Receiving: each spike goes to the node's on_spike callback; when it
- * answers NB_EFULL the link stops reading that socket (TCP pushes back on
+ * Receiving: each spike goes to the node's on_spike callback (runs of
+ * plain spikes to on_spikes, when set); when it answers NB_EFULL the link stops reading that socket (TCP pushes back on
  * the sender) until nb_link_resume. Bad input (handshake, length, payload
  * size, spike, unknown target id) closes that connection with a logged
  * error naming the peer; every other link keeps running.
@@ -98,6 +98,16 @@ typedef enum nb_link_log_level_e {
 typedef int (*nb_link_spike_fn)(void *ud, nb_link_t *link,
                                 const nb_spike_t *s, const void *payload,
                                 size_t len);
+/* Receives n > 0 spikes from link in order, all with inline payloads (no
+ * ref), each as on_spike would: takes them from the first, stops before
+ * the first one it cannot take now (as on_spike's NB_EFULL: the link
+ * pauses and offers it again, in order, after nb_link_resume) and may
+ * refuse any for good, counting those in *rejected. Returns how many it
+ * took or refused (0..n). Optional: a busy link hands runs of frames that
+ * were whole in one read here instead of one on_spike call each. */
+typedef size_t (*nb_link_spikes_fn)(void *ud, nb_link_t *link,
+                                    const nb_spike_t *s, size_t n,
+                                    size_t *rejected);
 /* Tells about link state changes; returns nothing. */
 typedef void (*nb_link_event_fn)(void *ud, nb_link_t *link,
                                  nb_link_event_t ev);
@@ -160,8 +170,9 @@ typedef struct nb_link_node_opts_s {
                            spikes sent without bytes are read from it */
   uint32_t max_payload; /* largest payload accepted, 0 = 1 MiB */
   nb_link_spike_fn on_spike;
+  nb_link_spikes_fn on_spikes; /* may be NULL: on_spike takes every spike */
   nb_link_event_fn on_event; /* may be NULL */
-  void *ud;                  /* for on_spike and on_event */
+  void *ud;                  /* for on_spike(s) and on_event */
   nb_link_log_fn log;        /* NULL = stderr */
   void *log_ud;
   nb_link_log_level_t log_level; /* lines above it are not emitted;
@@ -283,6 +294,14 @@ int nb_link_target(nb_link_t *l, const char *name);
  * the peer's maximum payload), NB_EINVAL, or an arena read error. */
 int nb_link_send(nb_link_t *l, int target, const nb_spike_t *s,
                  const void *payload, size_t len);
+
+/* Queues the longest prefix of s[0..n) that nb_link_send(l, target, s[i],
+ * NULL, 0) would take one by one with no other outcome than 0: spikes
+ * with inline payloads while the queue has room; returns its length. The
+ * first spike it stops at (a ref, a malformed spike, a full queue) goes to
+ * nb_link_send, which takes it or says why not. */
+size_t nb_link_send_run(nb_link_t *l, int target, const nb_spike_t *s,
+                        size_t n);
 
 /* As nb_link_send, addressing the target by name; returns the same. */
 int nb_link_send_name(nb_link_t *l, const char *name, const nb_spike_t *s,

@@ -21,6 +21,10 @@ typedef struct nb_linkif_s {
   /* As nb_link_send: queues s for the target handle. */
   int (*send)(void *l, int target, const nb_spike_t *s, const void *payload,
               size_t len);
+  /* As nb_link_send_run: queues the longest prefix of a run of spikes
+   * that send would take one by one. NULL: the runtime calls send for
+   * each. */
+  size_t (*send_run)(void *l, int target, const nb_spike_t *s, size_t n);
   /* As nb_link_room: spikes the link takes now. */
   size_t (*room)(const void *l);
   /* As nb_link_target: a handle for the peer's neuron name. */

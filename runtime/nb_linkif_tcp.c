@@ -7,6 +7,11 @@ static int tcp_send(void *l, int target, const nb_spike_t *s,
                     const void *payload, size_t len) {
   return nb_link_send(l, target, s, payload, len);
 }
+/* nb_link_send_run through the interface; returns as it. */
+static size_t tcp_send_run(void *l, int target, const nb_spike_t *s,
+                           size_t n) {
+  return nb_link_send_run(l, target, s, n);
+}
 /* nb_link_room through the interface; returns as it. */
 static size_t tcp_room(const void *l) { return nb_link_room(l); }
 /* nb_link_target through the interface; returns as it. */
@@ -37,6 +42,7 @@ static void *tcp_data(const void *l) { return nb_link_data(l); }
 const nb_linkif_t nb_linkif_tcp = {
   .scheme = "tcp",
   .send = tcp_send,
+  .send_run = tcp_send_run,
   .room = tcp_room,
   .target = tcp_target,
   .is_up = tcp_is_up,

@@ -277,12 +277,22 @@ static size_t proxy_push(proxy_t *p, const nb_spike_t *s,
   void *l = p->peer->link;
   const nb_linkif_t *ops = p->peer->ops;
   size_t i = 0;
-  for (; i < count; i++) {
+  while (i < count) {
+    /* A run at once where the backend can; send for the spike it stops
+     * at, which takes it or says why not. */
+    if (ops->send_run) {
+      i += ops->send_run(l, p->handle, &s[i], count - i);
+      if (i == count) break;
+    }
     int rc = ops->send(l, p->handle, &s[i], NULL, 0);
-    if (rc == 0) continue;
+    if (rc == 0) {
+      i++;
+      continue;
+    }
     /* Room (or memory, or the link) may come back: keep it. */
     if (rc == NB_EFULL || rc == NB_ENOMEM || rc == NB_ECLOSED) break;
     proxy_unroutable(p, rc);
+    i++;
   }
   return i;
 }
@@ -506,14 +516,10 @@ static void peer_forget(struct nb__rtlink_s *rl, nb_link_t *l) {
   free(p);
 }
 
-/* Injects a spike of link l (of backend ops) with the source mapped to its
- * local proxy; returns 0, NB_EFULL (the link pauses), or a refusal. */
-static int link_spike(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
-                      const nb_spike_t *s) {
+/* Injects spike s of peer with the source mapped to its local proxy;
+ * returns 0, NB_EFULL (the link pauses), or a refusal. */
+static int peer_spike(nb_rt_t *rt, peer_t *peer, const nb_spike_t *s) {
   struct nb__rtlink_s *rl = rt->link;
-  /* After on_stop nothing is taken: unacknowledged, the peer keeps it. */
-  if (rl->after_stop) return NB_EFULL;
-  peer_t *peer = peer_of(rl, ops, l);
   int src = source_for(rt, peer, s->source);
   if (src < 0) {
     peer->refused++;
@@ -529,11 +535,37 @@ static int link_spike(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
   return nb_cortex_inject_as(rt->cx, s, (nb_id_t)src, rl->now_ns);
 }
 
+/* Injects a spike of link l (of backend ops); returns as peer_spike. */
+static int link_spike(nb_rt_t *rt, const nb_linkif_t *ops, void *l,
+                      const nb_spike_t *s) {
+  /* After on_stop nothing is taken: unacknowledged, the peer keeps it. */
+  if (rt->link->after_stop) return NB_EFULL;
+  return peer_spike(rt, peer_of(rt->link, ops, l), s);
+}
+
 /* on_spike of the TCP node: see link_spike. */
 static int on_link_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
                          const void *payload, size_t len) {
   (void)payload; (void)len;
   return link_spike(ud, &nb_linkif_tcp, l, s);
+}
+
+/* on_spikes of the TCP node: link_spike for each of a run, the peer found
+ * once; returns how many were taken or refused (refusals in *rejected),
+ * stopping before the first that found the cortex's injection queue
+ * full. */
+static size_t on_link_spikes(void *ud, nb_link_t *l, const nb_spike_t *s,
+                             size_t n, size_t *rejected) {
+  nb_rt_t *rt = ud;
+  if (rt->link->after_stop) return 0;
+  peer_t *peer = peer_of(rt->link, &nb_linkif_tcp, l);
+  size_t i = 0;
+  for (; i < n; i++) {
+    int rc = peer_spike(rt, peer, &s[i]);
+    if (rc == NB_EFULL) break;
+    if (rc < 0) ++*rejected;
+  }
+  return i;
 }
 
 /* on_spike of the NATS node: see link_spike. */
@@ -819,6 +851,7 @@ int nb_rt_link_start(nb_rt_t *rt, void *uv_loop) {
   o.arena = rt->arena;
   o.max_payload = rl->max_payload;
   o.on_spike = on_link_spike;
+  o.on_spikes = on_link_spikes;
   o.on_event = on_link_event;
   o.ud = rt;
   o.accept = rl->accept;

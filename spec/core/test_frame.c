@@ -234,6 +234,12 @@ static int rejected_and_sticky(const uint8_t *bad, size_t n, uint32_t max) {
   rc = nb_frame_decode(&w, bad, n, &used, &out, &p, &plen);
   ok = ok && rc == NB_EFRAME && w.failed;
   nb_frame_decoder_free(&w);
+  /* The run decoder leaves it to the long way too. */
+  nb_frame_decoder_t r;
+  nb_frame_decoder_init(&r, max);
+  nb_spike_t run[2];
+  ok = ok && nb_frame_decode_run(&r, bad, n, run, 2) == 0;
+  nb_frame_decoder_free(&r);
   uint8_t good[NB_FRAME_SPIKE];
   nb_spike_t s = plain_spike(1, 1);
   nb_frame_encode(&s, good);
@@ -631,6 +637,77 @@ static void payload_buffer_grows_with_what_arrived(void) {
   nb_frame_decoder_free(&d);
 }
 
+/* nb_frame_decode_run: the whole plain frames at the start, in order, up
+ * to max; nothing from a frame with a payload, a cut frame, a decoder in
+ * the middle of a frame or a failed one. */
+static void decode_run_takes_whole_plain_frames(void) {
+  stream_t st = {0};
+  nb_spike_t sent[8];
+  for (unsigned i = 0; i < 5; i++) {
+    sent[i] = plain_spike(i + 1, i * 9 % 47);
+    put_frame(&st, &sent[i], NULL);
+  }
+  size_t ref_at = st.len;
+  uint8_t bytes[40];
+  memset(bytes, 0xAB, sizeof bytes);
+  nb_spike_t r = ref_spike(6, sizeof bytes);
+  put_frame(&st, &r, bytes);
+  size_t after_ref = st.len;
+  for (unsigned i = 5; i < 7; i++) {
+    sent[i] = plain_spike(i + 1, 46);
+    put_frame(&st, &sent[i], NULL);
+  }
+  nb_frame_decoder_t d;
+  nb_frame_decoder_init(&d, 4096);
+  nb_spike_t out[8];
+  /* max bounds the run; the run stops before the ref's frame. */
+  NBT_EQ(nb_frame_decode_run(&d, st.buf, st.len, out, 3), 3);
+  NBT_EQ(nb_frame_decode_run(&d, st.buf, st.len, out, 8), 5);
+  for (unsigned i = 0; i < 5; i++)
+    NBT_CHECK(memcmp(&out[i], &sent[i], sizeof out[i]) == 0);
+  NBT_EQ(nb_frame_decode_run(&d, st.buf + ref_at, st.len - ref_at, out, 8), 0);
+  size_t used, plen;
+  const uint8_t *p;
+  NBT_EQ(nb_frame_decode(&d, st.buf + ref_at, st.len - ref_at, &used, &out[0],
+                         &p, &plen), 1);
+  NBT_EQ(used, after_ref - ref_at);
+  NBT_EQ(plen, sizeof bytes);
+  /* A frame cut by the end of the data is left whole for later. */
+  NBT_EQ(nb_frame_decode_run(&d, st.buf + after_ref, st.len - after_ref - 1,
+                             out, 8), 1);
+  NBT_EQ(nb_frame_decode_run(&d, st.buf + after_ref, st.len - after_ref, out,
+                             8), 2);
+  NBT_CHECK(memcmp(&out[1], &sent[6], sizeof out[1]) == 0);
+  /* In the middle of a frame the long way finishes it first. */
+  NBT_EQ(nb_frame_decode(&d, st.buf, 10, &used, &out[0], &p, &plen), 0);
+  NBT_EQ(nb_frame_decode_run(&d, st.buf + 10, st.len - 10, out, 8), 0);
+  NBT_EQ(nb_frame_decode(&d, st.buf + 10, st.len - 10, &used, &out[0], &p,
+                         &plen), 1);
+  NBT_CHECK(memcmp(&out[0], &sent[0], sizeof out[0]) == 0);
+  /* A failed decoder takes nothing, even good frames. */
+  uint8_t bad[NB_FRAME_SPIKE];
+  memset(bad, 0xFF, sizeof bad);
+  NBT_EQ(nb_frame_decode(&d, bad, sizeof bad, &used, &out[0], &p, &plen),
+         NB_EFRAME);
+  NBT_EQ(nb_frame_decode_run(&d, st.buf, st.len, out, 8), 0);
+  nb_frame_decoder_free(&d);
+  free(st.buf);
+}
+
+/* nb_frame_encode_to: the frame nb_frame_encode writes for the spike with
+ * its target replaced; refs refused. */
+static void encode_to_rewrites_the_target_in_one_copy(void) {
+  nb_spike_t s = plain_spike(12, 30);
+  uint8_t a[NB_FRAME_SPIKE], b[NB_FRAME_SPIKE];
+  NBT_EQ(nb_frame_encode_to(nb_spike_as_bytes(&s), 4242, a), 68);
+  nb_spike_t t = s;
+  t.target = 4242;
+  NBT_EQ(nb_frame_encode(&t, b), 68);
+  NBT_CHECK(memcmp(a, b, sizeof a) == 0);
+  nb_spike_t r = ref_spike(2, 100);
+  NBT_EQ(nb_frame_encode_to(nb_spike_as_bytes(&r), 1, a), NB_EINVAL);
+}
+
 static const nbt_test_t tests[] = {
     NBT_TEST(payload_buffer_grows_with_what_arrived),
     NBT_TEST(encode_writes_le_length_and_spike),
@@ -650,6 +727,8 @@ static const nbt_test_t tests[] = {
     NBT_TEST(payload_out_params_may_be_null),
     NBT_TEST(encode_head_refuses_a_4gib_frame),
     NBT_TEST(decoder_free_twice_then_init_again),
+    NBT_TEST(decode_run_takes_whole_plain_frames),
+    NBT_TEST(encode_to_rewrites_the_target_in_one_copy),
 };
 
 int main(int argc, char **argv) { return NBT_MAIN(argc, argv, tests, NULL); }

@@ -10,7 +10,8 @@
  *     not depend on where the stream was cut; once with bare refs refused
  *     and once accepted after the HELLO (a peer sharing the arena file);
  *   - the bare frame decoder of nb_frame.h, whole and in pieces, with
- *     and without bare refs;
+ *     and without bare refs, and with nb_frame_decode_run taking every
+ *     run of plain frames it can first (the same events must come out);
  *   - the URL parser, on the input as text.
  * A difference traps, so libFuzzer reports it like a crash. */
 #include <stdint.h>
@@ -112,10 +113,20 @@ static verdict_t run_rx(const uint8_t *data, size_t len, uint32_t max_payload,
   return v;
 }
 
-/* Runs the bare frame decoder over data; returns what it saw. */
+/* Hashes a decoded spike and its payload into v; returns nothing. */
+static void hash_spike(verdict_t *v, const nb_spike_t *s,
+                       const uint8_t *payload, size_t plen) {
+  v->events++;
+  const uint8_t *b = (const uint8_t *)s;
+  for (size_t i = 0; i < NB_SPIKE_SIZE; i++) FNV(v->digest, b[i]);
+  for (size_t i = 0; i < plen; i++) FNV(v->digest, payload[i]);
+}
+
+/* Runs the bare frame decoder over data (with runs: nb_frame_decode_run
+ * first wherever it takes something); returns what it saw. */
 static verdict_t run_frames(const uint8_t *data, size_t len,
                             uint32_t max_payload, int whole, uint8_t seed,
-                            int bare) {
+                            int bare, int runs) {
   verdict_t v = {1469598103934665603ull, 0, 0};
   nb_frame_decoder_t d;
   nb_frame_decoder_init(&d, max_payload);
@@ -129,6 +140,18 @@ static verdict_t run_frames(const uint8_t *data, size_t len,
       nb_spike_t s;
       const uint8_t *payload = NULL;
       size_t plen = 0, used = 0;
+      if (runs) {
+        nb_spike_t run[5];
+        size_t k = nb_frame_decode_run(&d, data + pos + off, n - off, run,
+                                       1 + seed % 5);
+        if (k * NB_FRAME_SPIKE > n - off) __builtin_trap();
+        for (size_t i = 0; i < k; i++) {
+          if (nb_spike_is_ref(&run[i])) __builtin_trap();
+          hash_spike(&v, &run[i], NULL, 0);
+        }
+        off += k * NB_FRAME_SPIKE;
+        if (k) continue;
+      }
       int rc = nb_frame_decode(&d, data + pos + off, n - off, &used, &s,
                                &payload, &plen);
       if (used > n - off) __builtin_trap();
@@ -143,10 +166,7 @@ static verdict_t run_frames(const uint8_t *data, size_t len,
         break;
       }
       if (rc == 0) break;
-      v.events++;
-      const uint8_t *b = (const uint8_t *)&s;
-      for (size_t i = 0; i < NB_SPIKE_SIZE; i++) FNV(v.digest, b[i]);
-      for (size_t i = 0; i < plen; i++) FNV(v.digest, payload[i]);
+      hash_spike(&v, &s, payload, plen);
       /* What comes out must encode back to the same head. */
       uint8_t head[NB_FRAME_SPIKE];
       if (bare && plen == 0 && nb_spike_is_ref(&s)) {
@@ -197,8 +217,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *in, size_t size) {
     int bare = i >= 2;
     same(run_rx(data, len, maxes[i & 1], 1, seed, bare),
          run_rx(data, len, maxes[i & 1], 0, seed, bare));
-    same(run_frames(data, len, maxes[i & 1], 1, seed, bare),
-         run_frames(data, len, maxes[i & 1], 0, seed, bare));
+    verdict_t whole = run_frames(data, len, maxes[i & 1], 1, seed, bare, 0);
+    same(whole, run_frames(data, len, maxes[i & 1], 0, seed, bare, 0));
+    same(whole, run_frames(data, len, maxes[i & 1], seed & 1, seed, bare, 1));
   }
 
   /* The URL parser on the input as text. */

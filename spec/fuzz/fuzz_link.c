@@ -31,7 +31,8 @@
  * Properties (a failure traps, which libFuzzer reports like a crash):
  *   - per link, after every action: sent == acked + lost + queued +
  *     in_doubt, and queued within the queue's size;
- *   - A hands on_spike only ids it exposes, ref payloads with their bytes;
+ *   - A hands on_spike (or on_spikes, for inputs of odd length: runs of
+ *     plain spikes) only ids it exposes, ref payloads with their bytes;
  *   - with a secret or an allow list, a link of A comes up only for G or
  *     for a cortex name some script proved the right secret for (an
  *     established link is never taken over by an unauthenticated caller);
@@ -143,6 +144,7 @@ typedef struct script_s {
 
 typedef struct world_s {
   int mode, drop, spike_mode, g_encrypt;
+  int batch; /* A takes runs of plain spikes through on_spikes */
   uint32_t queue_a;
   nb_link_node_t *a, *g;
   nb_link_t *g_link;
@@ -215,6 +217,22 @@ static int a_on_spike(void *ud, nb_link_t *l, const nb_spike_t *s,
   return 0;
 }
 
+/* A's on_spikes (inputs of odd length): a_on_spike for each spike of the
+ * run, stopping before the first it pushes back; returns how many it
+ * took or refused (refusals in *rejected). */
+static size_t a_on_spikes(void *ud, nb_link_t *l, const nb_spike_t *s,
+                          size_t n, size_t *rejected) {
+  CHECK(n > 0);
+  size_t i = 0;
+  for (; i < n; i++) {
+    CHECK(!nb_spike_is_ref(&s[i]));
+    int rc = a_on_spike(ud, l, &s[i], NULL, 0);
+    if (rc == NB_EFULL) break;
+    if (rc < 0) ++*rejected;
+  }
+  return i;
+}
+
 /* Returns 1 when s names cortex name in the scripts' table and a script
  * proved that name's secret, else 0. */
 static int proven_name(const char *name) {
@@ -282,6 +300,7 @@ static int a_start(void) {
   allow[1] = (nb_link_allow_t){"s1", SEC_S1, sizeof SEC_S1 - 1};
   nb_link_node_opts_t o;
   node_opts(&o, "hub", a_on_spike, a_on_event);
+  if (W.batch) o.on_spikes = a_on_spikes;
   o.accept = nb_link_opts_default();
   o.accept.policy = W.drop ? NB_LINK_DROP : NB_LINK_RESEND;
   o.accept.queue_spikes = W.queue_a;
@@ -753,6 +772,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   W.spike_mode = (cfg >> 4) & 3;
   W.g_encrypt = (cfg >> 6) & 1;
   W.queue_a = (cfg >> 7) ? 3 : QUEUE_A;
+  W.batch = size & 1; /* every bit of cfg has a meaning already */
   W.next_inc = 0x5c00000000000000ull;
   for (int k = 0; k < NSCRIPT; k++) {
     W.s[k].fd = -1;
