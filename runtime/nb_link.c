@@ -1034,10 +1034,11 @@ static inline int exposed(const nb_link_node_t *n, nb_id_t t) {
 
 /* Offers the run of whole plain frames at the read offset to on_spikes
  * (an up connection with nothing held); returns how many frames it
- * consumed, 0 when the next frame is for the one-frame path (a control
- * frame, an unexposed target, anything the run decoder leaves). Pauses
- * the connection when on_spikes took fewer than it was offered: their
- * bytes stay unread, to be decoded again on resume. */
+ * consumed, 0 when on_spikes took none (the connection is then paused) or
+ * the next frame is for the one-frame path (a control frame, an
+ * unexposed target, anything the run decoder leaves). Pauses the
+ * connection when on_spikes took fewer than it was offered: their bytes
+ * stay unread, to be decoded again on resume. */
 static size_t offer_run(conn_t *c, nb_spike_t *run) {
   nb_link_node_t *n = c->node;
   nb_link_t *l = c->link;
@@ -1074,8 +1075,10 @@ static void conn_process(conn_t *c) {
       continue;
     }
     if (c->roff >= c->rlen) break;
+    /* A run refused whole paused the connection: nothing more until
+     * resume, not even its first frame through the one-frame path. */
     if (n->o.on_spikes && c->state == NB__C_UP && c->link &&
-        offer_run(c, run))
+        (offer_run(c, run) || c->paused))
       continue;
     nb_link_rx_event_t ev;
     size_t used = 0;
