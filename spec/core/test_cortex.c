@@ -1000,12 +1000,15 @@ static void unicast_payloads_are_released_after_the_handler(void) {
   pay_agent_t rb = {0};
   nb_neuron_t *a = reg(cx, "a", NULL, NULL);
   reg_pay(cx, "b", &rb);
+  /* Inline spikes first: the batch's references come after them. */
+  for (int k = 0; k < 10; k++) NBT_EQ(nb_neuron_fire_to(a, 1, "x", 1), 0);
   for (uint32_t k = 0; k < 24; k++) NBT_EQ(fire_pay(a, 1, k), 0);
   nb_arena_stats_t st = ast(arena);
   NBT_EQ(st.sealed, 5);
   NBT_EQ(st.active, 1);
   nb_cortex_tick(cx);
-  NBT_EQ(rb.seen, 24);
+  NBT_EQ(rb.seen, 34);
+  NBT_EQ(rb.other, 10);
   NBT_EQ(rb.ok, 24); /* readable in the handler: still held there */
   st = ast(arena);
   NBT_EQ(st.sealed, 0); /* released after it */
@@ -1455,6 +1458,40 @@ static void inject_queue_is_bounded_and_checked(void) {
   nb_cortex_free(cx);
 }
 
+/* The injection queue is routed in runs: through its wrap, with the
+ * target's inbox filling partway through a run (the rest waits, in
+ * order, for the next tick) and runs from two sources interleaved. */
+static void injected_runs_keep_their_order_through_the_wrap(void) {
+  nb_cortex_t *cx = mk(16, 8, 3, NULL); /* queue of 8, inbox of 3 */
+  log_t *lg = calloc(1, sizeof *lg);
+  agent_t rb = {.log = lg};
+  nb_if_params_t p = ifp(1e9f, 0);
+  reg(cx, "b", &p, &rb);
+  uint32_t next = 0;
+  const uint32_t total = 300;
+  for (int t = 0; t < 400 && lg->n < total; t++) {
+    for (;;) {
+      if (next == total) break;
+      nb_spike_t s;
+      nb_spike_init(&s, 0, NB_EXCITATORY, 0);
+      s.source = (nb_id_t)(0xFFF0 + next / 5 % 2); /* runs of 5 */
+      s.sequence = next;
+      if (nb_cortex_inject(cx, &s) != 0) break;
+      next++;
+    }
+    ticks(cx, lg, 1);
+    NBT_CHECK(rb.max_batch <= 3);
+  }
+  NBT_EQ(lg->n, total);
+  int in_order = 1;
+  for (uint32_t i = 0; i < lg->n; i++)
+    in_order &= lg->ev[i].seq == i && lg->ev[i].source == 0xFFF0 + i / 5 % 2;
+  NBT_CHECK(in_order);
+  NBT_EQ(nb_cortex_pending(cx), 0);
+  free(lg);
+  nb_cortex_free(cx);
+}
+
 /* ---- threads ---- */
 
 enum { THREAD_SPIKES = 20000 };
@@ -1605,6 +1642,7 @@ static const nbt_test_t tests[] = {
     NBT_TEST(stop_is_bounded_by_max_ticks),
     NBT_TEST(agent_errors_are_counted),
     NBT_TEST(inject_queue_is_bounded_and_checked),
+    NBT_TEST(injected_runs_keep_their_order_through_the_wrap),
     NBT_TEST(producer_thread_feeds_the_cortex),
     NBT_TEST(unicast_payloads_are_released_after_the_handler),
     NBT_TEST(broadcast_holds_one_reference_per_target),
